@@ -1,0 +1,231 @@
+"""Argument checking and shape arithmetic for N-d convolution.
+
+Everything a convolution needs to know about its arguments is settled here, once, by
+:func:`conv_geometry`; the kernels in :mod:`gradcheck.ops.conv` trust what it returns.
+Errors name the argument, repeat the value and say what would be valid.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from gradcheck._errors import ConfigurationError
+
+__all__ = ["ConvGeometry", "conv_geometry", "as_float_array", "normalize_tuple"]
+
+_PADDING_WORDS = ("valid", "same", "full")
+
+
+class ConvGeometry(NamedTuple):
+    """Shapes and hyper-parameters of one convolution, per spatial dimension."""
+
+    nd: int
+    batch: int
+    in_channels: int
+    out_channels: int
+    groups: int
+    in_shape: tuple[int, ...]
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    pad_lo: tuple[int, ...]
+    pad_hi: tuple[int, ...]
+    out_shape: tuple[int, ...]
+
+    @property
+    def padded_shape(self) -> tuple[int, ...]:
+        return tuple(n + lo + hi for n, lo, hi in zip(self.in_shape, self.pad_lo, self.pad_hi))
+
+    @property
+    def effective_kernel(self) -> tuple[int, ...]:
+        """Extent of the dilated kernel, ``d*(k-1)+1`` per dimension."""
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))
+
+    @property
+    def has_padding(self) -> bool:
+        return any(self.pad_lo) or any(self.pad_hi)
+
+    def describe(self) -> str:
+        return (
+            f"x {(self.batch, self.in_channels, *self.in_shape)}, "
+            f"w {(self.out_channels, self.in_channels // self.groups, *self.kernel)}, "
+            f"stride {self.stride}, padding {tuple(zip(self.pad_lo, self.pad_hi))}, "
+            f"dilation {self.dilation}, groups {self.groups}"
+        )
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def normalize_tuple(value, nd: int, name: str, *, minimum: int) -> tuple[int, ...]:
+    """Turn an int or a length-``nd`` sequence of ints into a tuple, checking bounds."""
+    if _is_int(value):
+        values = (int(value),) * nd
+    elif isinstance(value, Sequence) and not isinstance(value, str):
+        values = tuple(value)
+        if len(values) != nd or not all(_is_int(v) for v in values):
+            raise ConfigurationError(
+                f"{name} must be an int or a tuple of {nd} ints (one per spatial dim); "
+                f"got {value!r}"
+            )
+        values = tuple(int(v) for v in values)
+    else:
+        raise ConfigurationError(
+            f"{name} must be an int or a tuple of {nd} ints (one per spatial dim); got {value!r}"
+        )
+    if any(v < minimum for v in values):
+        raise ConfigurationError(f"{name} must be >= {minimum} in every spatial dim; got {value!r}")
+    return values
+
+
+def _normalize_padding(padding, nd, kernel, dilation, stride):
+    """Return (pad_lo, pad_hi) tuples for an int, a tuple, per-dim pairs, or a word."""
+    if isinstance(padding, str):
+        word = padding.lower()
+        if word not in _PADDING_WORDS:
+            raise ConfigurationError(
+                f"padding must be an int, a tuple of ints, or one of {_PADDING_WORDS}; "
+                f"got {padding!r}"
+            )
+        reach = tuple(d * (k - 1) for k, d in zip(kernel, dilation))
+        if word == "valid":
+            return (0,) * nd, (0,) * nd
+        if word == "full":
+            return reach, reach
+        if any(s != 1 for s in stride):
+            raise ConfigurationError(
+                f"padding='same' needs stride 1 in every spatial dim (as in PyTorch); "
+                f"got stride {stride}"
+            )
+        # Total padding d*(k-1) keeps the size; the odd one out goes on the high side.
+        lo = tuple(r // 2 for r in reach)
+        return lo, tuple(r - l for r, l in zip(reach, lo))
+    if isinstance(padding, Sequence) and any(
+        isinstance(p, Sequence) and not isinstance(p, str) for p in padding
+    ):
+        pairs = tuple(padding)
+        ok = len(pairs) == nd and all(
+            isinstance(p, Sequence) and len(p) == 2 and all(_is_int(v) and v >= 0 for v in p)
+            for p in pairs
+        )
+        if not ok:
+            raise ConfigurationError(
+                f"padding given as pairs must be {nd} (low, high) pairs of ints >= 0; "
+                f"got {padding!r}"
+            )
+        return tuple(int(p[0]) for p in pairs), tuple(int(p[1]) for p in pairs)
+    pads = normalize_tuple(padding, nd, "padding", minimum=0)
+    return pads, pads
+
+
+def as_float_array(value, name: str) -> np.ndarray:
+    """Return ``value`` as a floating (or complex) ndarray without changing its precision.
+
+    Integers and booleans are promoted to float64; float16 to float32. Anything that
+    cannot become a numeric array is a :class:`ConfigurationError` naming ``name``.
+    """
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # pragma: no cover - numpy's own conversion errors vary
+        raise ConfigurationError(f"{name} must be array-like; got {type(value).__name__}") from exc
+    kind = arr.dtype.kind
+    if kind in "fc":
+        if arr.dtype == np.float16:
+            return arr.astype(np.float32)
+        if arr.dtype.itemsize > 16 and kind == "f":  # long double: keep exactness honest
+            return arr.astype(np.float64)
+        return arr
+    if kind in "iub":
+        return arr.astype(np.float64)
+    raise ConfigurationError(
+        f"{name} must hold real or complex numbers; got an array of dtype {arr.dtype}"
+    )
+
+
+def conv_geometry(
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+) -> ConvGeometry:
+    """Validate convolution arguments and compute every derived shape.
+
+    ``x_shape`` is ``(N, C_in, *spatial)`` and ``w_shape`` ``(C_out, C_in/groups, *kernel)``
+    with 1 to 3 spatial dimensions.
+    """
+    x_shape, w_shape = tuple(x_shape), tuple(w_shape)
+    if not 3 <= len(x_shape) <= 5:
+        raise ConfigurationError(
+            f"x must have shape (N, C_in, *spatial) with 1 to 3 spatial dims; got shape {x_shape}"
+        )
+    nd = len(x_shape) - 2
+    if len(w_shape) != len(x_shape):
+        raise ConfigurationError(
+            f"w must have shape (C_out, C_in/groups, *kernel) with {nd} kernel dims to match x "
+            f"of shape {x_shape}; got shape {w_shape}"
+        )
+    if any(n <= 0 for n in x_shape):
+        raise ConfigurationError(f"x must have no zero-size dimension; got shape {x_shape}")
+    if any(n <= 0 for n in w_shape):
+        raise ConfigurationError(f"w must have no zero-size dimension; got shape {w_shape}")
+    if not _is_int(groups) or groups < 1:
+        raise ConfigurationError(f"groups must be a positive int; got {groups!r}")
+    batch, c_in = x_shape[:2]
+    c_out, c_in_g = w_shape[:2]
+    if c_in % groups:
+        raise ConfigurationError(
+            f"groups={groups} must divide the input channels, but x has C_in={c_in}; "
+            f"valid groups here: {[g for g in range(1, c_in + 1) if c_in % g == 0]}"
+        )
+    if c_out % groups:
+        raise ConfigurationError(
+            f"groups={groups} must divide the output channels, but w has C_out={c_out}"
+        )
+    if c_in_g * groups != c_in:
+        raise ConfigurationError(
+            f"w.shape[1] must be C_in/groups = {c_in}/{groups} = {c_in // groups}; "
+            f"got w of shape {w_shape}"
+        )
+    kernel = tuple(int(k) for k in w_shape[2:])
+    stride_t = normalize_tuple(stride, nd, "stride", minimum=1)
+    dilation_t = normalize_tuple(dilation, nd, "dilation", minimum=1)
+    pad_lo, pad_hi = _normalize_padding(padding, nd, kernel, dilation_t, stride_t)
+    in_shape = tuple(int(n) for n in x_shape[2:])
+    out_shape = []
+    for axis, (n, k, s, d, lo, hi) in enumerate(
+        zip(in_shape, kernel, stride_t, dilation_t, pad_lo, pad_hi)
+    ):
+        reach = d * (k - 1) + 1
+        if n + lo + hi < reach:
+            raise ConfigurationError(
+                f"kernel is larger than the padded input along spatial dim {axis}: "
+                f"dilated kernel size {reach} (kernel {k}, dilation {d}) > input {n} + "
+                f"padding {lo}+{hi} = {n + lo + hi}; use a smaller kernel or more padding"
+            )
+        out_shape.append((n + lo + hi - reach) // s + 1)
+    return ConvGeometry(
+        nd=nd,
+        batch=int(batch),
+        in_channels=int(c_in),
+        out_channels=int(c_out),
+        groups=int(groups),
+        in_shape=in_shape,
+        kernel=kernel,
+        stride=stride_t,
+        dilation=dilation_t,
+        pad_lo=pad_lo,
+        pad_hi=pad_hi,
+        out_shape=tuple(out_shape),
+    )
+
+
+def prod(values) -> int:
+    return int(math.prod(values))

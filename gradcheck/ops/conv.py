@@ -1,0 +1,415 @@
+r"""N-d convolution, forward and backward, the way the seed derives it.
+
+Conventions
+-----------
+``x`` is ``(N, C_in, *spatial)``, ``w`` is ``(C_out, C_in/groups, *kernel)`` with 1 to 3
+spatial dims. With stride :math:`s`, dilation :math:`d` and the input zero-padded to
+:math:`x_p`, the default forward pass is a **cross-correlation** (no kernel flip), as in
+every framework:
+
+.. math:: y[n, o, \mathbf{i}] = b[o] + \sum_{c \in g(o)} \sum_{\mathbf{a}}
+          w[o, c, \mathbf{a}]\; x_p[n, c, s\mathbf{i} + d\mathbf{a}]
+
+``convention="convolution"`` gives the seed's **true convolution**: the kernel index is
+subtracted, which is the same as correlating with the kernel rotated by 180°
+(``w[..., ::-1, ::-1]``). Everything below is stated for correlation; for convolution the
+kernel is flipped on the way in and the weight gradient flipped on the way out.
+
+Backward (the seed's formulas, generalized)
+-------------------------------------------
+With the output error :math:`\delta = \partial C / \partial y`:
+
+* **input error** -- a *full* convolution of :math:`\delta` with the kernel, i.e. a full
+  correlation with the 180°-rotated kernel: insert :math:`s-1` zeros between the entries
+  of :math:`\delta` (stride), pad it by :math:`d(k-1)` on every side (*full*), correlate
+  with ``rot180(w)`` whose taps are :math:`d` apart, with the in/out channel axes of ``w``
+  swapped inside each group, then crop the padding :math:`p` from the result:
+
+  .. math:: \partial C/\partial x_p = \operatorname{full}\bigl(\operatorname{dilate}_s(\delta)
+            \star \operatorname{rot180}(w)^{\top}\bigr), \qquad
+            \partial C/\partial x = \operatorname{crop}_p(\partial C/\partial x_p)
+
+  This is :func:`_grad_input_rot180`. The scatter-add (col2im) route,
+  :func:`_grad_input_col2im`, computes the same sum by multiplying :math:`\delta` with
+  :math:`W^{\top}` and adding each kernel tap's contribution back at its offset; it skips
+  the inserted zeros, so ``method="auto"`` picks it when the stride is above 1.
+* **weight gradient** -- a *valid* correlation of the padded input with :math:`\delta`
+  (whose entries sit :math:`s` apart), sampled :math:`d` apart, summed over the batch:
+
+  .. math:: \partial C/\partial w[o, c, \mathbf{a}] = \sum_{n, \mathbf{i}}
+            \delta[n, o, \mathbf{i}]\; x_p[n, c, s\mathbf{i} + d\mathbf{a}]
+* **bias gradient** -- :math:`\partial C/\partial b[o] = \sum_{n, \mathbf{i}} \delta[n, o, \mathbf{i}]`.
+
+Implementation
+--------------
+No Python loop visits a pixel or a batch item. The input is unfolded into windowed copies
+laid out ``(N, groups, C_in/groups * K, L)`` with the ``L`` output positions innermost,
+one strided copy per kernel tap, and every pass is one batched GEMM (``np.matmul``)
+against the kernel matrix. float32 stays float32, float64 stays float64, complex inputs
+(used by complex-step differentiation) stay complex. Large batches are processed in
+chunks so the unfolded copy stays within a memory budget.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gradcheck._errors import ConfigurationError
+from gradcheck.ops._geometry import ConvGeometry, as_float_array, conv_geometry, prod
+
+__all__ = ["conv_forward", "conv_backward", "CONVENTIONS", "BACKWARD_METHODS"]
+
+CONVENTIONS = ("correlation", "convolution")
+BACKWARD_METHODS = ("auto", "rot180", "col2im")
+
+#: Bytes the unfolded (im2col) copy may take before the batch is processed in chunks.
+UNFOLD_BUDGET_BYTES = 256 * 2**20
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _validate_convention(convention: str) -> str:
+    if convention not in CONVENTIONS:
+        raise ConfigurationError(f"convention must be one of {CONVENTIONS}; got {convention!r}")
+    return convention
+
+
+def _flip_kernel(w: np.ndarray) -> np.ndarray:
+    """rot180 generalized: reverse every spatial axis of ``w`` (axes 2 onward)."""
+    return w[(slice(None), slice(None)) + (slice(None, None, -1),) * (w.ndim - 2)]
+
+
+def _result_dtype(*arrays) -> np.dtype:
+    return np.result_type(*[a.dtype for a in arrays if a is not None])
+
+
+def _tap_slices(tap, stride, dilation, out_shape):
+    """Slices of the padded input read by kernel tap ``tap`` for every output position."""
+    return tuple(
+        slice(t * d, t * d + s * (o - 1) + 1, s)
+        for t, s, d, o in zip(tap, stride, dilation, out_shape)
+    )
+
+
+def _unfold(xp: np.ndarray, kernel, stride, dilation, out_shape, dtype) -> np.ndarray:
+    """Windowed copy of ``xp`` shaped ``(N, C, *kernel, *out_shape)`` (im2col).
+
+    One vectorized strided copy per kernel tap; output positions are innermost so the
+    following GEMM writes ``(N, C_out, L)`` directly, with no transpose.
+    """
+    n, c = xp.shape[:2]
+    cols = np.empty((n, c, *kernel, *out_shape), dtype=dtype)
+    lead = (slice(None), slice(None))
+    for tap in np.ndindex(*kernel):
+        cols[lead + tap] = xp[lead + _tap_slices(tap, stride, dilation, out_shape)]
+    return cols
+
+
+def _pad(x: np.ndarray, pad_lo, pad_hi) -> np.ndarray:
+    if not (any(pad_lo) or any(pad_hi)):
+        return x
+    return np.pad(x, [(0, 0), (0, 0)] + list(zip(pad_lo, pad_hi)))
+
+
+def _batch_chunks(batch: int, bytes_per_item: int, budget: int = UNFOLD_BUDGET_BYTES):
+    """Split ``range(batch)`` into contiguous chunks of at most ``budget`` bytes each."""
+    per_chunk = max(1, budget // max(1, bytes_per_item))
+    return [slice(i, min(batch, i + per_chunk)) for i in range(0, batch, per_chunk)]
+
+
+def _correlate(xp, w, *, stride, dilation, groups, out_shape, dtype) -> np.ndarray:
+    """Valid cross-correlation of an already padded ``xp`` with ``w`` (no bias).
+
+    Returns ``(N, C_out, *out_shape)``. This is the single GEMM engine every pass uses.
+    """
+    n, c_in = xp.shape[:2]
+    c_out = w.shape[0]
+    kernel = w.shape[2:]
+    k, length = prod(kernel), prod(out_shape)
+    w_mat = w.astype(dtype, copy=False).reshape(groups, c_out // groups, (c_in // groups) * k)
+    y = np.empty((n, c_out, length), dtype=dtype)
+    item_bytes = c_in * k * length * np.dtype(dtype).itemsize
+    for chunk in _batch_chunks(n, item_bytes):
+        cols = _unfold(xp[chunk], kernel, stride, dilation, out_shape, dtype)
+        cols = cols.reshape(-1, groups, (c_in // groups) * k, length)
+        y[chunk] = np.matmul(w_mat, cols).reshape(-1, c_out, length)
+    return y.reshape(n, c_out, *out_shape)
+
+
+# --------------------------------------------------------------------------- forward
+
+
+def conv_forward(
+    x,
+    w,
+    b=None,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    convention: str = "correlation",
+) -> np.ndarray:
+    r"""Convolution layer forward pass for 1, 2 or 3 spatial dims.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C_in, \*spatial)
+        Input batch.
+    w : array_like, shape (C_out, C_in/groups, \*kernel)
+        Kernels.
+    b : array_like, shape (C_out,), optional
+        Bias, added to every output position of its channel.
+    stride, dilation : int or tuple of int
+        Per spatial dim, >= 1.
+    padding : int, tuple of int, tuple of (low, high) pairs, or {"valid", "same", "full"}
+        Zero padding. ``"same"`` (stride 1 only) keeps the spatial size, the odd pad on
+        the high side; ``"full"`` pads ``d*(k-1)`` on each side, as the seed's backward
+        pass does.
+    groups : int
+        Channels split into ``groups`` independent blocks.
+    convention : {"correlation", "convolution"}
+        ``"correlation"`` (default) computes
+        :math:`y[n,o,\mathbf{i}] = \sum_{c,\mathbf{a}} w[o,c,\mathbf{a}]\,x_p[n,c,s\mathbf{i}+d\mathbf{a}]`,
+        matching ``torch.nn.functional.convNd``. ``"convolution"`` is the seed's true
+        convolution: the kernel index is subtracted, i.e. the same with ``rot180(w)``.
+
+    Returns
+    -------
+    y : ndarray, shape (N, C_out, \*out)
+        ``out = (n + p_lo + p_hi - d*(k-1) - 1) // s + 1`` per dim, in the inputs' dtype.
+
+    Examples
+    --------
+    The seed's picture: a 3×3 input and a 2×2 kernel give a 2×2 output.
+
+    >>> import numpy as np
+    >>> from gradcheck import conv_forward
+    >>> x = np.arange(9.0).reshape(1, 1, 3, 3)
+    >>> w = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    >>> conv_forward(x, w)[0, 0]
+    array([[27., 37.],
+           [57., 67.]])
+    >>> conv_forward(x, w, convention="convolution")[0, 0]   # kernel flipped
+    array([[13., 23.],
+           [43., 53.]])
+    """
+    x = as_float_array(x, "x")
+    w = as_float_array(w, "w")
+    geom = conv_geometry(x.shape, w.shape, stride=stride, padding=padding,
+                         dilation=dilation, groups=groups)
+    if b is not None:
+        b = as_float_array(b, "b")
+        if b.shape != (geom.out_channels,):
+            raise ConfigurationError(
+                f"b must have shape (C_out,) = ({geom.out_channels},); got shape {b.shape}"
+            )
+    if _validate_convention(convention) == "convolution":
+        w = _flip_kernel(w)
+    return _forward(x, w, b, geom)
+
+
+def _forward(x, w, b, geom: ConvGeometry) -> np.ndarray:
+    dtype = _result_dtype(x, w, b)
+    xp = _pad(x, geom.pad_lo, geom.pad_hi)
+    y = _correlate(xp, w, stride=geom.stride, dilation=geom.dilation, groups=geom.groups,
+                   out_shape=geom.out_shape, dtype=dtype)
+    if b is not None:
+        y += b.astype(dtype, copy=False).reshape((1, -1) + (1,) * geom.nd)
+    return y
+
+
+# --------------------------------------------------------------------------- backward
+
+
+def conv_backward(
+    grad_y,
+    x,
+    w,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    convention: str = "correlation",
+    bias: bool = True,
+    method: str = "auto",
+):
+    r"""Gradients of a convolution layer: ``(grad_x, grad_w, grad_b)``.
+
+    Parameters
+    ----------
+    grad_y : array_like, shape (N, C_out, \*out)
+        The output error :math:`\delta = \partial C/\partial y`.
+    x, w, stride, padding, dilation, groups, convention
+        As given to :func:`conv_forward`.
+    bias : bool
+        Whether the layer had a bias; if False, ``grad_b`` is None.
+    method : {"auto", "rot180", "col2im"}
+        How the input error is computed. ``"rot180"`` is the seed's route: the full
+        convolution of the stride-dilated error with the 180°-rotated kernel, cropped by
+        the padding. ``"col2im"`` multiplies the error by the transposed kernel matrix and
+        scatter-adds each tap back (same sum, no inserted zeros). ``"auto"`` uses rot180 at
+        stride 1 and col2im otherwise. Both are exact; tests hold them against each other.
+
+    Returns
+    -------
+    grad_x : ndarray, shape of x
+        :math:`\operatorname{crop}_p\bigl(\operatorname{full}(\operatorname{dilate}_s\delta
+        \star \operatorname{rot180}(w))\bigr)` -- the seed's
+        :math:`\delta^{l} = \delta^{l+1} * \operatorname{rot180}(w^{l+1})`.
+    grad_w : ndarray, shape of w
+        Valid correlation of the padded input with :math:`\delta`:
+        :math:`\sum_{n,\mathbf{i}} \delta[n,o,\mathbf{i}]\,x_p[n,c,s\mathbf{i}+d\mathbf{a}]`
+        (flipped back under ``convention="convolution"``).
+    grad_b : ndarray, shape (C_out,), or None
+        :math:`\sum_{n,\mathbf{i}} \delta[n,o,\mathbf{i}]`.
+
+    Examples
+    --------
+    The seed's example: each input pixel's error is the sum, over the outputs it feeds,
+    of that output's error times the shared weight on the connection. With all output
+    errors 1, a corner pixel feeds one output and the centre pixel all four:
+
+    >>> import numpy as np
+    >>> from gradcheck import conv_backward
+    >>> x = np.zeros((1, 1, 3, 3)); w = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    >>> gx, gw, gb = conv_backward(np.ones((1, 1, 2, 2)), x, w)
+    >>> gx[0, 0]
+    array([[ 1.,  3.,  2.],
+           [ 4., 10.,  6.],
+           [ 3.,  7.,  4.]])
+    >>> gb
+    array([4.])
+    """
+    x = as_float_array(x, "x")
+    w = as_float_array(w, "w")
+    grad_y = as_float_array(grad_y, "grad_y")
+    geom = conv_geometry(x.shape, w.shape, stride=stride, padding=padding,
+                         dilation=dilation, groups=groups)
+    expected = (geom.batch, geom.out_channels, *geom.out_shape)
+    if grad_y.shape != expected:
+        raise ConfigurationError(
+            f"grad_y must have the forward output's shape {expected} for {geom.describe()}; "
+            f"got shape {grad_y.shape}"
+        )
+    if method not in BACKWARD_METHODS:
+        raise ConfigurationError(f"method must be one of {BACKWARD_METHODS}; got {method!r}")
+    flipped = _validate_convention(convention) == "convolution"
+    if flipped:
+        w = _flip_kernel(w)
+    grad_x, grad_w, grad_b = _backward(grad_y, x, w, geom, method=method, bias=bias)
+    if flipped:
+        grad_w = np.ascontiguousarray(_flip_kernel(grad_w))
+    return grad_x, grad_w, grad_b
+
+
+def _backward(grad_y, x, w, geom: ConvGeometry, *, method="auto", bias=True,
+              need_x=True, need_w=True):
+    dtype = _result_dtype(grad_y, x, w)
+    grad_y = grad_y.astype(dtype, copy=False)
+    grad_b = grad_y.sum(axis=(0,) + tuple(range(2, 2 + geom.nd))) if bias else None
+    grad_w = _grad_weight(grad_y, x, geom, dtype) if need_w else None
+    grad_x = None
+    if need_x:
+        if method == "auto":
+            method = "rot180" if all(s == 1 for s in geom.stride) else "col2im"
+        route = _grad_input_rot180 if method == "rot180" else _grad_input_col2im
+        grad_x = route(grad_y, w.astype(dtype, copy=False), geom, dtype)
+    return grad_x, grad_w, grad_b
+
+
+def _grad_weight(grad_y, x, geom: ConvGeometry, dtype) -> np.ndarray:
+    r"""Valid correlation of the padded input with the error, summed over the batch.
+
+    :math:`\partial C/\partial w[o,c,\mathbf{a}] = \sum_{n,\mathbf{i}} \delta[n,o,\mathbf{i}]
+    \,x_p[n,c,s\mathbf{i}+d\mathbf{a}]`: per group one GEMM of the error matrix
+    ``(C_out/g, L)`` with the unfolded input ``(L, C_in/g * K)``.
+    """
+    g = geom.groups
+    k, length = prod(geom.kernel), prod(geom.out_shape)
+    c_in_g, c_out_g = geom.in_channels // g, geom.out_channels // g
+    xp = _pad(x.astype(dtype, copy=False), geom.pad_lo, geom.pad_hi)
+    delta = grad_y.reshape(geom.batch, g, c_out_g, length)
+    grad_w = np.zeros((g, c_out_g, c_in_g * k), dtype=dtype)
+    item_bytes = geom.in_channels * k * length * np.dtype(dtype).itemsize
+    for chunk in _batch_chunks(geom.batch, item_bytes):
+        cols = _unfold(xp[chunk], geom.kernel, geom.stride, geom.dilation, geom.out_shape, dtype)
+        cols = cols.reshape(-1, g, c_in_g * k, length)
+        # sum over the batch of delta @ cols^T; matmul takes the transposed view as is.
+        grad_w += np.matmul(delta[chunk], cols.transpose(0, 1, 3, 2)).sum(axis=0)
+    return grad_w.reshape(geom.out_channels, c_in_g, *geom.kernel)
+
+
+def _rot180_swap(w: np.ndarray, groups: int) -> np.ndarray:
+    """``rot180(w)`` with in/out channels swapped inside each group: ``(C_in, C_out/g, *k)``."""
+    c_out, c_in_g = w.shape[:2]
+    kernel = w.shape[2:]
+    wg = _flip_kernel(w).reshape(groups, c_out // groups, c_in_g, *kernel)
+    return np.ascontiguousarray(wg.swapaxes(1, 2)).reshape(groups * c_in_g, c_out // groups,
+                                                           *kernel)
+
+
+def _grad_input_rot180(grad_y, w, geom: ConvGeometry, dtype) -> np.ndarray:
+    r"""The seed's route: full convolution of the stride-dilated error with rot180(w).
+
+    Per dim, ``delta`` with :math:`s-1` zeros between entries is padded by
+    :math:`d(k-1)` on both sides (*full*), correlated with ``rot180(w)`` (taps :math:`d`
+    apart, stride 1), and the padding :math:`p_{lo}` is cropped from the front. Only the
+    window of the full result that survives the crop is built: the buffer starts at full
+    position :math:`p_{lo}` and is :math:`n + d(k-1)` long, so the correlation yields
+    exactly the :math:`n` input positions. Error entries that would land outside it only
+    ever reach cropped (padding) positions.
+    """
+    n, c_out = grad_y.shape[:2]
+    buf_shape, dst, src = [], [], []
+    for size, o, k, s, d, lo in zip(geom.in_shape, geom.out_shape, geom.kernel,
+                                    geom.stride, geom.dilation, geom.pad_lo):
+        reach = d * (k - 1)
+        length = size + reach
+        offset = reach - lo                        # buffer position of delta entry 0
+        first = max(0, -(-(-offset) // s))          # first entry with offset + s*i >= 0
+        last = min(o - 1, (length - 1 - offset) // s)  # last entry inside the buffer
+        buf_shape.append(length)
+        if last < first:
+            dst.append(None)
+            continue
+        start = offset + s * first
+        dst.append(slice(start, start + s * (last - first) + 1, s))
+        src.append(slice(first, last + 1))
+    buf = np.zeros((n, c_out, *buf_shape), dtype=dtype)
+    if all(sl is not None for sl in dst):
+        buf[(slice(None), slice(None)) + tuple(dst)] = grad_y[(Ellipsis,) + tuple(src)]
+    return _correlate(buf, _rot180_swap(w, geom.groups), stride=(1,) * geom.nd,
+                      dilation=geom.dilation, groups=geom.groups, out_shape=geom.in_shape,
+                      dtype=dtype)
+
+
+def _grad_input_col2im(grad_y, w, geom: ConvGeometry, dtype) -> np.ndarray:
+    r"""Scatter-add route: ``W^T delta`` per position, each tap added back at its offset.
+
+    Computes :math:`\partial C/\partial x_p[n,c,s\mathbf{i}+d\mathbf{a}] \mathrel{+}=
+    \sum_o w[o,c,\mathbf{a}]\,\delta[n,o,\mathbf{i}]` -- the same sum as the rot180 route,
+    without multiplying the inserted zeros -- then crops the padding.
+    """
+    g = geom.groups
+    k, length = prod(geom.kernel), prod(geom.out_shape)
+    c_in_g, c_out_g = geom.in_channels // g, geom.out_channels // g
+    w_mat_t = w.reshape(g, c_out_g, c_in_g * k).swapaxes(1, 2)
+    delta = grad_y.reshape(geom.batch, g, c_out_g, length)
+    grad_xp = np.zeros((geom.batch, geom.in_channels, *geom.padded_shape), dtype=dtype)
+    lead = (slice(None), slice(None))
+    item_bytes = geom.in_channels * k * length * np.dtype(dtype).itemsize
+    for chunk in _batch_chunks(geom.batch, item_bytes):
+        cols = np.matmul(w_mat_t, delta[chunk])
+        cols = cols.reshape(-1, geom.in_channels, *geom.kernel, *geom.out_shape)
+        target = grad_xp[chunk]
+        for tap in np.ndindex(*geom.kernel):
+            target[lead + _tap_slices(tap, geom.stride, geom.dilation, geom.out_shape)] += (
+                cols[lead + tap]
+            )
+    crop = tuple(slice(lo, lo + size) for lo, size in zip(geom.pad_lo, geom.in_shape))
+    if not geom.has_padding:
+        return grad_xp
+    return np.ascontiguousarray(grad_xp[lead + crop])
