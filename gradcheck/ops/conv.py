@@ -62,8 +62,10 @@ __all__ = ["conv_forward", "conv_backward", "CONVENTIONS", "BACKWARD_METHODS"]
 CONVENTIONS = ("correlation", "convolution")
 BACKWARD_METHODS = ("auto", "rot180", "col2im")
 
-#: Bytes the unfolded (im2col) copy may take before the batch is processed in chunks.
-UNFOLD_BUDGET_BYTES = 256 * 2**20
+#: Bytes of unfolded (im2col) copy processed at a time. Batch items are unfolded and
+#: multiplied a few at a time so the copy stays cache-sized and is reused between chunks;
+#: this bounds peak memory whatever the batch size, and is faster than one huge copy.
+UNFOLD_BUDGET_BYTES = 4 * 2**20
 
 
 # --------------------------------------------------------------------------- helpers
@@ -92,14 +94,12 @@ def _tap_slices(tap, stride, dilation, out_shape):
     )
 
 
-def _unfold(xp: np.ndarray, kernel, stride, dilation, out_shape, dtype) -> np.ndarray:
-    """Windowed copy of ``xp`` shaped ``(N, C, *kernel, *out_shape)`` (im2col).
+def _unfold_into(cols, xp, kernel, stride, dilation, out_shape) -> np.ndarray:
+    """Fill ``cols`` (shape ``(n, C, *kernel, *out_shape)``) with the windows of ``xp`` (im2col).
 
     One vectorized strided copy per kernel tap; output positions are innermost so the
     following GEMM writes ``(N, C_out, L)`` directly, with no transpose.
     """
-    n, c = xp.shape[:2]
-    cols = np.empty((n, c, *kernel, *out_shape), dtype=dtype)
     lead = (slice(None), slice(None))
     for tap in np.ndindex(*kernel):
         cols[lead + tap] = xp[lead + _tap_slices(tap, stride, dilation, out_shape)]
@@ -112,28 +112,58 @@ def _pad(x: np.ndarray, pad_lo, pad_hi) -> np.ndarray:
     return np.pad(x, [(0, 0), (0, 0)] + list(zip(pad_lo, pad_hi)))
 
 
-def _batch_chunks(batch: int, bytes_per_item: int, budget: int = UNFOLD_BUDGET_BYTES):
-    """Split ``range(batch)`` into contiguous chunks of at most ``budget`` bytes each."""
-    per_chunk = max(1, budget // max(1, bytes_per_item))
+def _batch_chunks(batch: int, bytes_per_item: int):
+    """Split ``range(batch)`` into chunks whose unfolded copy fits ``UNFOLD_BUDGET_BYTES``."""
+    per_chunk = max(1, UNFOLD_BUDGET_BYTES // max(1, bytes_per_item))
     return [slice(i, min(batch, i + per_chunk)) for i in range(0, batch, per_chunk)]
+
+
+class _Unfolder:
+    """Unfolds batch chunks of a padded input into one reused buffer.
+
+    A 1x1 kernel at stride 1 needs no copy: the windows are the input itself.
+    """
+
+    def __init__(self, xp, kernel, stride, dilation, out_shape, groups, dtype):
+        self.xp, self.kernel, self.stride = xp, tuple(kernel), tuple(stride)
+        self.dilation, self.out_shape, self.groups = tuple(dilation), tuple(out_shape), groups
+        n, c = xp.shape[:2]
+        self.rows = (c // groups) * prod(kernel)          # C_in/groups * K
+        self.length = prod(out_shape)                     # L
+        self.identity = prod(kernel) == 1 and all(s == 1 for s in stride)
+        item_bytes = c * prod(kernel) * self.length * np.dtype(dtype).itemsize
+        self.chunks = _batch_chunks(n, item_bytes)
+        self.buffer = None
+        if not self.identity:
+            largest = self.chunks[0].stop - self.chunks[0].start
+            self.buffer = np.empty((largest, c, *kernel, *out_shape), dtype=dtype)
+
+    def __call__(self, chunk: slice) -> np.ndarray:
+        """Windows of batch items ``chunk`` as ``(n, groups, C_in/groups * K, L)``."""
+        part = self.xp[chunk]
+        if self.identity:
+            cols = part[(slice(None), slice(None)) + tuple(slice(0, o) for o in self.out_shape)]
+            cols = np.ascontiguousarray(cols)
+        else:
+            cols = _unfold_into(self.buffer[: part.shape[0]], part, self.kernel, self.stride,
+                                self.dilation, self.out_shape)
+        return cols.reshape(part.shape[0], self.groups, self.rows, self.length)
 
 
 def _correlate(xp, w, *, stride, dilation, groups, out_shape, dtype) -> np.ndarray:
     """Valid cross-correlation of an already padded ``xp`` with ``w`` (no bias).
 
-    Returns ``(N, C_out, *out_shape)``. This is the single GEMM engine every pass uses.
+    Returns ``(N, C_out, *out_shape)``. This is the single GEMM engine every pass uses:
+    per chunk of batch items, ``y[n, g] = W[g] @ cols[n, g]`` with
+    ``W[g]`` of shape ``(C_out/groups, C_in/groups * K)``.
     """
-    n, c_in = xp.shape[:2]
+    n = xp.shape[0]
     c_out = w.shape[0]
-    kernel = w.shape[2:]
-    k, length = prod(kernel), prod(out_shape)
-    w_mat = w.astype(dtype, copy=False).reshape(groups, c_out // groups, (c_in // groups) * k)
-    y = np.empty((n, c_out, length), dtype=dtype)
-    item_bytes = c_in * k * length * np.dtype(dtype).itemsize
-    for chunk in _batch_chunks(n, item_bytes):
-        cols = _unfold(xp[chunk], kernel, stride, dilation, out_shape, dtype)
-        cols = cols.reshape(-1, groups, (c_in // groups) * k, length)
-        y[chunk] = np.matmul(w_mat, cols).reshape(-1, c_out, length)
+    unfold = _Unfolder(xp, w.shape[2:], stride, dilation, out_shape, groups, dtype)
+    w_mat = np.ascontiguousarray(w, dtype=dtype).reshape(groups, c_out // groups, unfold.rows)
+    y = np.empty((n, groups, c_out // groups, unfold.length), dtype=dtype)
+    for chunk in unfold.chunks:
+        np.matmul(w_mat, unfold(chunk), out=y[chunk])
     return y.reshape(n, c_out, *out_shape)
 
 
@@ -328,18 +358,15 @@ def _grad_weight(grad_y, x, geom: ConvGeometry, dtype) -> np.ndarray:
     ``(C_out/g, L)`` with the unfolded input ``(L, C_in/g * K)``.
     """
     g = geom.groups
-    k, length = prod(geom.kernel), prod(geom.out_shape)
-    c_in_g, c_out_g = geom.in_channels // g, geom.out_channels // g
+    c_out_g = geom.out_channels // g
     xp = _pad(x.astype(dtype, copy=False), geom.pad_lo, geom.pad_hi)
-    delta = grad_y.reshape(geom.batch, g, c_out_g, length)
-    grad_w = np.zeros((g, c_out_g, c_in_g * k), dtype=dtype)
-    item_bytes = geom.in_channels * k * length * np.dtype(dtype).itemsize
-    for chunk in _batch_chunks(geom.batch, item_bytes):
-        cols = _unfold(xp[chunk], geom.kernel, geom.stride, geom.dilation, geom.out_shape, dtype)
-        cols = cols.reshape(-1, g, c_in_g * k, length)
-        # sum over the batch of delta @ cols^T; matmul takes the transposed view as is.
-        grad_w += np.matmul(delta[chunk], cols.transpose(0, 1, 3, 2)).sum(axis=0)
-    return grad_w.reshape(geom.out_channels, c_in_g, *geom.kernel)
+    unfold = _Unfolder(xp, geom.kernel, geom.stride, geom.dilation, geom.out_shape, g, dtype)
+    delta = grad_y.reshape(geom.batch, g, c_out_g, unfold.length)
+    grad_w = np.zeros((g, c_out_g, unfold.rows), dtype=dtype)
+    for chunk in unfold.chunks:
+        # sum over the chunk of delta @ cols^T; matmul takes the transposed view as is.
+        grad_w += np.matmul(delta[chunk], unfold(chunk).transpose(0, 1, 3, 2)).sum(axis=0)
+    return grad_w.reshape(geom.out_channels, unfold.rows // prod(geom.kernel), *geom.kernel)
 
 
 def _rot180_swap(w: np.ndarray, groups: int) -> np.ndarray:
@@ -400,9 +427,11 @@ def _grad_input_col2im(grad_y, w, geom: ConvGeometry, dtype) -> np.ndarray:
     delta = grad_y.reshape(geom.batch, g, c_out_g, length)
     grad_xp = np.zeros((geom.batch, geom.in_channels, *geom.padded_shape), dtype=dtype)
     lead = (slice(None), slice(None))
-    item_bytes = geom.in_channels * k * length * np.dtype(dtype).itemsize
-    for chunk in _batch_chunks(geom.batch, item_bytes):
-        cols = np.matmul(w_mat_t, delta[chunk])
+    chunks = _batch_chunks(geom.batch, geom.in_channels * k * length * np.dtype(dtype).itemsize)
+    largest = chunks[0].stop - chunks[0].start
+    buffer = np.empty((largest, g, c_in_g * k, length), dtype=dtype)
+    for chunk in chunks:
+        cols = np.matmul(w_mat_t, delta[chunk], out=buffer[: chunk.stop - chunk.start])
         cols = cols.reshape(-1, geom.in_channels, *geom.kernel, *geom.out_shape)
         target = grad_xp[chunk]
         for tap in np.ndindex(*geom.kernel):
