@@ -1,0 +1,229 @@
+"""What a check returns: per-argument findings, an overall verdict, and a diagnosis.
+
+Reports are frozen dataclasses. ``str(report)`` is a table a person can read;
+``report.to_dict()`` is JSON-ready (NaN and infinities become ``None``) and carries
+``"format": REPORT_FORMAT`` so consumers can tell versions apart. The full arrays
+(analytic, numerical, error bars, masks) stay on the Python object for plots and
+debugging and are left out of ``to_dict``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ["REPORT_FORMAT", "Diagnosis", "ArgumentReport", "CheckReport"]
+
+#: Version of the ``to_dict`` layout; bumped on any incompatible change.
+REPORT_FORMAT = 1
+
+
+def _json_number(value):
+    """A float for JSON: NaN/inf become None, numpy scalars become Python ones."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _json_value(value):
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return _json_number(value)
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return [_json_value(v) for v in value.tolist()]
+    return value if value is None or isinstance(value, str) else str(value)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """The likely cause of a mismatch, with the evidence that supports it.
+
+    ``cause`` is a stable identifier (``"kernel_not_rotated"``, ``"scaled"``,
+    ``"sign_flipped"``, ``"transposed"``, ``"shifted"``, ``"region"``,
+    ``"derivative_at_output"``, ``"single_element"``, ``"no_known_pattern"`` …);
+    ``message`` is one or two sentences for a person; ``evidence`` holds the numbers
+    behind it (e.g. the residual before and after applying the hypothesis).
+    """
+
+    cause: str
+    message: str
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"cause": self.cause, "message": self.message,
+                "evidence": _json_value(dict(self.evidence))}
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class ArgumentReport:
+    """Findings for one differentiated argument (one tensor)."""
+
+    name: str
+    shape: tuple
+    dtype: str
+    passed: bool
+    mode: str                       # "full", "fast" or "skipped"
+    n_elements: int
+    n_checked: int                  # elements (full) or random directions (fast)
+    n_failed: int
+    n_nondifferentiable: int
+    max_abs_error: float
+    max_rel_error: float            # |a - n| / max(|a|, |n|), 0 where both are 0
+    worst_index: tuple | None       # element (full) or direction number (fast)
+    analytic_at_worst: float
+    numeric_at_worst: float
+    error_estimate_at_worst: float  # the numerical derivative's own error bar there
+    tolerance_at_worst: float       # what |a - n| was allowed to be there
+    max_error_estimate: float
+    cosine_similarity: float
+    norm_ratio: float               # ||analytic|| / ||numeric||
+    nfev: int
+    elapsed_s: float
+    diagnosis: Diagnosis | None = None
+    note: str = ""
+    analytic: np.ndarray | None = field(default=None, repr=False, compare=False)
+    numeric: np.ndarray | None = field(default=None, repr=False, compare=False)
+    error_estimate: np.ndarray | None = field(default=None, repr=False, compare=False)
+    failed_mask: np.ndarray | None = field(default=None, repr=False, compare=False)
+    nondifferentiable_mask: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "passed": bool(self.passed),
+            "mode": self.mode,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "n_elements": int(self.n_elements),
+            "n_checked": int(self.n_checked),
+            "n_failed": int(self.n_failed),
+            "n_nondifferentiable": int(self.n_nondifferentiable),
+            "max_abs_error": _json_number(self.max_abs_error),
+            "max_rel_error": _json_number(self.max_rel_error),
+            "worst_index": None if self.worst_index is None else [int(i) for i in self.worst_index],
+            "analytic_at_worst": _json_number(self.analytic_at_worst),
+            "numeric_at_worst": _json_number(self.numeric_at_worst),
+            "error_estimate_at_worst": _json_number(self.error_estimate_at_worst),
+            "tolerance_at_worst": _json_number(self.tolerance_at_worst),
+            "max_error_estimate": _json_number(self.max_error_estimate),
+            "cosine_similarity": _json_number(self.cosine_similarity),
+            "norm_ratio": _json_number(self.norm_ratio),
+            "nfev": int(self.nfev),
+            "elapsed_s": _json_number(self.elapsed_s),
+            "diagnosis": None if self.diagnosis is None else self.diagnosis.to_dict(),
+            "note": self.note,
+        }
+
+    def summary(self) -> str:
+        """One line: where it is worst, with both values."""
+        if self.mode == "skipped":
+            return f"{self.name}: skipped ({self.note})" if self.note else f"{self.name}: skipped"
+        where = "direction" if self.mode == "fast" else "index"
+        idx = "" if self.worst_index is None else f" at {where} {tuple(self.worst_index)}"
+        verdict = "ok" if self.passed else f"{self.n_failed}/{self.n_checked} FAIL"
+        return (f"{self.name}: {verdict}; worst{idx}: analytic {self.analytic_at_worst:.9g} vs "
+                f"numeric {self.numeric_at_worst:.9g} (|diff| {self.max_abs_error:.3g}, "
+                f"allowed {self.tolerance_at_worst:.3g})")
+
+
+_COLUMNS = (
+    ("argument", "<"), ("result", "<"), ("max abs err", ">"), ("max rel err", ">"),
+    ("num. err bar", ">"), ("failed", ">"), ("kinks", ">"), ("cosine", ">"), ("norm ratio", ">"),
+    ("evals", ">"),
+)
+
+
+def _fmt(value: float, spec: str = ".2e") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """Overall result of checking one function (or one layer spec) against its gradient."""
+
+    name: str
+    passed: bool
+    mode: str
+    seed: int
+    arguments: tuple[ArgumentReport, ...]
+    elapsed_s: float
+    nfev: int
+    dtype: str = ""
+    notes: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:  # pragma: no cover - convenience
+        return self.passed
+
+    def __getitem__(self, name: str) -> ArgumentReport:
+        for arg in self.arguments:
+            if arg.name == name:
+                return arg
+        raise KeyError(f"no argument named {name!r}; have {[a.name for a in self.arguments]}")
+
+    @property
+    def failures(self) -> tuple[ArgumentReport, ...]:
+        return tuple(a for a in self.arguments if not a.passed)
+
+    def to_dict(self) -> dict:
+        return {
+            "format": REPORT_FORMAT,
+            "name": self.name,
+            "passed": bool(self.passed),
+            "mode": self.mode,
+            "seed": int(self.seed),
+            "dtype": self.dtype,
+            "elapsed_s": _json_number(self.elapsed_s),
+            "nfev": int(self.nfev),
+            "notes": list(self.notes),
+            "checks": [a.to_dict() for a in self.arguments],
+        }
+
+    def table(self) -> str:
+        rows = []
+        for a in self.arguments:
+            if a.mode == "skipped":
+                rows.append((a.name, "skipped", "-", "-", "-", "-", "-", "-", "-", "-"))
+                continue
+            result = "ok" if a.passed else "MISMATCH"
+            rows.append((
+                a.name, result, _fmt(a.max_abs_error), _fmt(a.max_rel_error),
+                _fmt(a.max_error_estimate), f"{a.n_failed}/{a.n_checked}",
+                str(a.n_nondifferentiable), _fmt(a.cosine_similarity, ".6f"),
+                _fmt(a.norm_ratio, ".6f"), str(a.nfev),
+            ))
+        widths = [max(len(c[0]), *(len(r[i]) for r in rows)) if rows else len(c[0])
+                  for i, c in enumerate(_COLUMNS)]
+        line = lambda cells: "  ".join(  # noqa: E731
+            f"{cell:{align}{w}}" for cell, (_, align), w in zip(cells, _COLUMNS, widths))
+        out = [line([c[0] for c in _COLUMNS]), line(["-" * w for w in widths])]
+        out += [line(r) for r in rows]
+        return "\n".join(out)
+
+    def __str__(self) -> str:
+        head = (f"gradcheck {self.name}: {'PASSED' if self.passed else 'FAILED'} "
+                f"({self.mode} mode, seed {self.seed}, {self.nfev} evaluations, "
+                f"{self.elapsed_s:.3g} s)")
+        parts = [head, self.table()]
+        for a in self.arguments:
+            if a.mode != "skipped" and not a.passed:
+                parts.append("  " + a.summary())
+                if a.diagnosis is not None:
+                    parts.append("    likely cause: " + a.diagnosis.message)
+        parts.extend("note: " + n for n in self.notes)
+        return "\n".join(parts)
