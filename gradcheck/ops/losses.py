@@ -1,0 +1,260 @@
+r"""Losses that turn a network's output into the scalar C the seed differentiates.
+
+A table, like the activations: each :class:`LossSpec` gives the per-sample loss and the
+gradient of the total, and what seeded data it needs (weights, targets). :func:`get_loss`
+binds a table entry to an output shape, a seed and a dtype.
+
+============================ ============================================================
+``weighted_sum``             :math:`C = \sum R \odot y` with ``R`` a fixed standard-normal
+                             array of ``y``'s shape; :math:`\partial C/\partial y = R`.
+                             This is the checker's scalarization: ``grad`` is exactly the
+                             cotangent.
+``mse``                      :math:`C = \operatorname{mean}((y - t)^2)` over *all*
+                             elements (PyTorch's ``reduction="mean"``), ``t`` a seeded
+                             standard-normal target; :math:`\partial C/\partial y =
+                             2(y - t)/\text{size}`.
+``softmax_cross_entropy``    logits over axis 1 of ``(N, K, *spatial)``, seeded integer
+                             targets ``(N, *spatial)``, mean over the ``N * prod(spatial)``
+                             positions (PyTorch's ``cross_entropy`` default). Computed via
+                             :math:`\log\sum_k e^{y_k} = m + \log\sum_k e^{y_k - m}`,
+                             ``m`` the largest logit, so no exponential overflows;
+                             :math:`\partial C/\partial y = (\operatorname{softmax}(y) -
+                             \operatorname{onehot}(t)) / (N \cdot \text{positions})`.
+============================ ============================================================
+
+``per_sample(y)`` has shape ``(N,)``, entry ``n`` depends on ``y[n]`` only, and
+``value(y) == per_sample(y).sum()``. Everything stays in ``y``'s dtype (the seeded data is
+cast to it) and works for complex ``y`` (``mse`` squares rather than taking ``|.|^2``;
+the log-sum-exp shift uses the real part), so complex step runs through.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Callable, Mapping, NamedTuple
+
+import numpy as np
+
+from gradcheck._errors import ConfigurationError
+from gradcheck.ops._geometry import as_float_array
+from gradcheck.ops._patterns import is_int
+
+__all__ = ["LossSpec", "Loss", "LOSSES", "get_loss"]
+
+
+class LossSpec(NamedTuple):
+    """One row of the loss table: seeded data, per-sample loss, gradient of the total."""
+
+    name: str
+    make_data: Callable[[tuple, np.random.Generator], dict]
+    per_sample: Callable[[np.ndarray, dict], np.ndarray]
+    grad: Callable[[np.ndarray, dict], np.ndarray]
+    min_ndim: int
+    doc: str
+
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    """Sum everything but the batch axis."""
+    return a.reshape(a.shape[0], -1).sum(axis=1)
+
+
+# -- weighted_sum
+
+
+def _weights_data(shape, rng):
+    return {"weights": rng.standard_normal(shape)}
+
+
+def _weighted_per_sample(y, d):
+    return _rows(d["weights"] * y)
+
+
+def _weighted_grad(y, d):
+    return np.array(np.broadcast_to(d["weights"], y.shape), dtype=np.result_type(y, d["weights"]))
+
+
+# -- mse
+
+
+def _target_data(shape, rng):
+    return {"target": rng.standard_normal(shape)}
+
+
+def _mse_per_sample(y, d):
+    r = y - d["target"]
+    return _rows(r * r) / y.size
+
+
+def _mse_grad(y, d):
+    return 2 * (y - d["target"]) / y.size
+
+
+# -- softmax cross-entropy
+
+
+def _class_data(shape, rng):
+    return {"targets": rng.integers(0, shape[1], size=(shape[0], *shape[2:]))}
+
+
+def _log_softmax(y):
+    m = y.real.max(axis=1, keepdims=True)  # a constant shift: exact for any m
+    shifted = y - m
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def _ce_per_sample(y, d):
+    picked = np.take_along_axis(_log_softmax(y), d["targets"][:, None], axis=1)
+    positions = y.size // y.shape[1]
+    return -_rows(picked) / positions
+
+
+def _ce_grad(y, d):
+    g = np.exp(_log_softmax(y))
+    np.put_along_axis(g, d["targets"][:, None], np.take_along_axis(g, d["targets"][:, None],
+                                                                   axis=1) - 1, axis=1)
+    return g / (y.size // y.shape[1])
+
+
+#: The loss table, keyed by name.
+LOSSES: Mapping[str, LossSpec] = MappingProxyType({
+    "weighted_sum": LossSpec("weighted_sum", _weights_data, _weighted_per_sample,
+                             _weighted_grad, 1, "C = sum(R * y), R ~ N(0, 1) seeded"),
+    "mse": LossSpec("mse", _target_data, _mse_per_sample, _mse_grad, 1,
+                    "C = mean((y - t)^2) over all elements, t ~ N(0, 1) seeded"),
+    "softmax_cross_entropy": LossSpec(
+        "softmax_cross_entropy", _class_data, _ce_per_sample, _ce_grad, 2,
+        "C = mean over positions of -log softmax(y)[target], classes on axis 1"),
+})
+
+
+@dataclass(frozen=True, eq=False)
+class Loss:
+    """A loss bound to an output shape, a seed and a dtype (see :func:`get_loss`)."""
+
+    spec: LossSpec
+    output_shape: tuple
+    seed: int
+    dtype: np.dtype
+    data: Mapping[str, np.ndarray] = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def weights(self) -> np.ndarray:
+        """``R`` of ``weighted_sum``."""
+        return self._datum("weights")
+
+    @property
+    def target(self) -> np.ndarray:
+        """``t`` of ``mse``."""
+        return self._datum("target")
+
+    @property
+    def targets(self) -> np.ndarray:
+        """Integer class targets of ``softmax_cross_entropy``, shape ``(N, *spatial)``."""
+        return self._datum("targets")
+
+    def _datum(self, key):
+        if key not in self.data:
+            raise AttributeError(f"loss {self.name!r} has no {key}")
+        return self.data[key]
+
+    def _check(self, y) -> tuple[np.ndarray, dict]:
+        y = as_float_array(y, "y")
+        if y.shape != self.output_shape:
+            raise ConfigurationError(
+                f"loss {self.name!r}: y must have shape {self.output_shape}; got shape {y.shape}")
+        data = {k: (v if v.dtype.kind == "i" else v.astype(y.real.dtype, copy=False))
+                for k, v in self.data.items()}
+        return y, data
+
+    def per_sample(self, y) -> np.ndarray:
+        """The loss of each batch item, shape ``(N,)``; item ``n`` depends on ``y[n]`` only."""
+        y, data = self._check(y)
+        return self.spec.per_sample(y, data)
+
+    def value(self, y):
+        """``C = per_sample(y).sum()`` as a Python float (complex for complex ``y``)."""
+        total = self.per_sample(y).sum()
+        return complex(total) if np.iscomplexobj(total) else float(total)
+
+    def grad(self, y) -> np.ndarray:
+        """:math:`\\partial C/\\partial y`, shaped like ``y``."""
+        y, data = self._check(y)
+        return self.spec.grad(y, data)
+
+    def vjp(self, cotangent, y) -> np.ndarray:
+        """Gradient of ``sum(cotangent * per_sample(y))``: row ``n`` of ``grad`` times ``cotangent[n]``."""
+        cot = as_float_array(cotangent, "cotangent")
+        if cot.shape != (self.output_shape[0],):
+            raise ConfigurationError(
+                f"loss {self.name!r}: cotangent must have shape ({self.output_shape[0]},) "
+                f"(one entry per batch item); got shape {cot.shape}")
+        g = self.grad(y)
+        return g * cot.reshape((-1,) + (1,) * (g.ndim - 1))
+
+    def to_dict(self) -> dict:
+        return {"type": self.name, "seed": self.seed}
+
+
+def get_loss(name: str, output_shape, *, seed: int = 0, dtype=np.float64) -> Loss:
+    """Bind the loss ``name`` to a network output shape, with seeded data.
+
+    Parameters
+    ----------
+    name : {"weighted_sum", "mse", "softmax_cross_entropy"}
+    output_shape : tuple of int
+        Shape of ``y``, batch first; ``softmax_cross_entropy`` needs ``(N, K, *spatial)``.
+    seed : int
+        Seed of ``np.random.default_rng`` drawing the weights or targets.
+    dtype : float32 or float64
+        dtype of the stored data (it is cast to ``y``'s dtype on use).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gradcheck.ops.losses import get_loss
+    >>> loss = get_loss("weighted_sum", (2, 3), seed=0)
+    >>> y = np.ones((2, 3))
+    >>> bool(np.all(loss.grad(y) == loss.weights))      # dC/dy = R
+    True
+    >>> bool(np.isclose(loss.value(y), loss.weights.sum()))
+    True
+    >>> ce = get_loss("softmax_cross_entropy", (1, 2))
+    >>> round(ce.value(np.array([[1000.0, 1000.0]])), 6)   # log 2, no overflow
+    0.693147
+    """
+    if not isinstance(name, str) or name not in LOSSES:
+        close = difflib.get_close_matches(str(name), list(LOSSES), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigurationError(
+            f"loss name {name!r} is not known; {hint}valid names: {', '.join(LOSSES)}")
+    spec = LOSSES[name]
+    shape = tuple(output_shape) if isinstance(output_shape, (tuple, list)) else None
+    if shape is None or not shape or not all(is_int(n) and n >= 1 for n in shape):
+        raise ConfigurationError(
+            f"loss {name!r}: output_shape must be a non-empty tuple of positive ints "
+            f"(batch first); got {output_shape!r}")
+    shape = tuple(int(n) for n in shape)
+    if len(shape) < spec.min_ndim:
+        raise ConfigurationError(
+            f"loss {name!r}: output_shape must be (N, classes, *spatial) with classes on "
+            f"axis 1; got {shape}")
+    if not is_int(seed) or seed < 0:
+        raise ConfigurationError(f"loss {name!r}: seed must be an int >= 0; got {seed!r}")
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt not in (np.float32, np.float64):
+        raise ConfigurationError(
+            f"loss {name!r}: dtype must be float32 or float64; got {dtype!r}")
+    raw = spec.make_data(shape, np.random.default_rng(seed))
+    data = {k: (v if v.dtype.kind == "i" else v.astype(dt)) for k, v in raw.items()}
+    for v in data.values():
+        v.setflags(write=False)
+    return Loss(spec, shape, int(seed), dt, MappingProxyType(data))
