@@ -253,6 +253,16 @@ def test_perceptron_deltas_sum_to_the_signal_grad_x(x, w, kw, convention):
     np.testing.assert_array_equal([len(p.connections) for p in pixels], counts)
 
 
+def test_perceptron_deltas_complex_is_json_ready():
+    delta = np.array([[[1.0 + 2.0j, 3.0]]])
+    pixels = ref.perceptron_deltas(delta, np.array([[[2.0, 1.0]]]), (1, 1, 3))
+    # pixel 1 feeds output 0 through w[1] and output 1 through w[0]: (1+2i)*1 + 3*2.
+    assert pixels[1].delta == 7.0 + 2.0j
+    doc = json.loads(json.dumps(pixels[1].to_dict()))
+    assert doc["delta"] == {"real": 7.0, "imag": 2.0}
+    assert [c["product"] for c in doc["connections"]] == [{"real": 1.0, "imag": 2.0}, 6.0]
+
+
 def test_perceptron_deltas_unreached_pixel():
     # Stride 3 with a 1-tap kernel over 7 inputs reads positions 0, 3, 6 only.
     pixels = ref.perceptron_deltas(np.array([[[1.0, 2.0, 3.0]]]), np.array([[[2.0]]]),
