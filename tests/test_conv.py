@@ -155,6 +155,58 @@ def test_fast_path_matches_torch(case):
             assert_close(g, t.grad.numpy(), what=f"{method} {name} vs torch autograd")
 
 
+EDGE_CASES = {
+    # name: (x shape, w shape, keyword arguments)
+    "1x1 kernel, no copy needed": ((2, 4, 5, 6), (6, 2, 1, 1), dict(groups=2)),
+    "1x1 kernel with padding": ((2, 3, 4, 4), (2, 3, 1, 1), dict(padding=(1, 2))),
+    "1x1x1 kernel, stride 2": ((1, 2, 5, 4, 3), (3, 2, 1, 1, 1), dict(stride=2)),
+    "kernel as large as the input": ((3, 2, 4, 5), (2, 2, 4, 5), {}),
+    "stride larger than the input": ((2, 1, 5), (1, 1, 2), dict(stride=7, padding=1)),
+    "only padding is read": ((1, 1, 1), (1, 1, 3), dict(padding=2, stride=4)),
+    "same, even kernel, 3-D": ((1, 2, 4, 3, 5), (2, 1, 2, 3, 4), dict(padding="same", groups=2)),
+    "depthwise": ((2, 3, 6), (6, 1, 3), dict(groups=3, dilation=2, padding="full")),
+    "batch of one, one channel": ((1, 1, 7, 7), (1, 1, 3, 3), dict(stride=(2, 3))),
+}
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+@pytest.mark.parametrize("name", list(EDGE_CASES))
+def test_edge_shapes(name, convention):
+    x_shape, w_shape, kw = EDGE_CASES[name]
+    rng = np.random.default_rng(len(name))
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    b = rng.standard_normal(w_shape[0])
+    kw = dict(kw, convention=convention)
+    y = conv_forward(x, w, b, **kw)
+    assert_close(y, ref.conv_forward_signal(x, w, b, **kw), what="forward")
+    g = rng.standard_normal(y.shape)
+    expect = ref.conv_backward_matrix(g, x, w, **kw)
+    for method in ("auto",) + METHODS:
+        for a, e in zip(conv_backward(g, x, w, method=method, **kw), expect):
+            assert_close(a, e, what=method)
+
+
+def test_non_contiguous_and_list_inputs():
+    """Views with negative or large strides, Fortran order and nested lists all give the
+    same numbers as contiguous copies."""
+    rng = np.random.default_rng(11)
+    base_x = rng.standard_normal((3, 4, 9, 8))
+    base_w = rng.standard_normal((4, 6, 3, 3))
+    x = base_x[::-1, :, ::2, 1:]                       # negative and step-2 strides
+    w = np.asfortranarray(base_w[:, ::3])              # (4, 2, 3, 3), Fortran order
+    kw = dict(stride=2, padding=1, groups=2)
+    y = conv_forward(x, w, **kw)
+    assert_close(y, ref.conv_forward_signal(np.ascontiguousarray(x), np.ascontiguousarray(w),
+                                            **kw))
+    g = rng.standard_normal(y.shape[::-1]).T           # a transposed view as the error
+    expect = ref.conv_backward_signal(np.ascontiguousarray(g), np.ascontiguousarray(x),
+                                      np.ascontiguousarray(w), **kw)
+    for method in METHODS:
+        for a, e in zip(conv_backward(g, x, w, method=method, **kw), expect):
+            assert_close(a, e)
+    assert_close(conv_forward(x.tolist(), w.tolist(), **kw), y)
+
+
 # --------------------------------------------------------------------------- the seed's example
 
 
