@@ -101,6 +101,16 @@ def _sigmoid_prime(z):
     return e / ((1 + e) * (1 + e))
 
 
+def _log1p(w):
+    """log(1 + w); for complex w built from real log1p (NumPy's complex log1p loses the
+    real part's relative accuracy for tiny |w|, e.g. 1e-3 at |w| = 1e-13)."""
+    if w.dtype.kind != "c":
+        return np.log1p(w)
+    a, b = w.real, w.imag
+    # |1 + w|^2 = 1 + (2a + a^2 + b^2), arg(1 + w) = atan2(b, 1 + a)
+    return 0.5 * np.log1p(a * (2 + a) + b * b) + 1j * np.arctan2(b, 1 + a)
+
+
 def _clamp(z, bound):
     return np.where(z.real > bound, bound, np.where(z.real < -bound, -bound, z))
 
@@ -142,7 +152,7 @@ def tanh_prime(z):
 
 def softplus(z):
     # log(1 + e^z) = max(z, 0) + log1p(e^{-|z|})
-    return np.where(z.real >= 0, z, 0) + np.log1p(np.exp(-_abs(z)))
+    return np.where(z.real >= 0, z, 0) + _log1p(np.exp(-_abs(z)))
 
 
 def softplus_prime(z):
@@ -303,8 +313,10 @@ ACTIVATIONS: Mapping[str, ActivationSpec] = MappingProxyType({
 
 
 def _suggest(word, choices) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
+    """``"did you mean 'x'? "`` for the closest of ``choices`` (ignoring case), or ``""``."""
+    lowered = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(str(word).lower(), list(lowered), n=1)
+    return f"did you mean {lowered[close[0]]!r}? " if close else ""
 
 
 def get_activation(name: str, **params) -> ActivationSpec:
