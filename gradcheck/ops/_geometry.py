@@ -119,6 +119,10 @@ def _normalize_padding(padding, nd, kernel, dilation, stride):
                 f"got {padding!r}"
             )
         return tuple(int(p[0]) for p in pairs), tuple(int(p[1]) for p in pairs)
+    if not (_is_int(padding) or (isinstance(padding, Sequence) and not isinstance(padding, str))):
+        raise ConfigurationError(
+            f"padding must be an int >= 0, a tuple of {nd} ints, {nd} (low, high) pairs, or one "
+            f"of {_PADDING_WORDS}; got {padding!r}")
     pads = normalize_tuple(padding, nd, "padding", minimum=0)
     return pads, pads
 
@@ -126,19 +130,26 @@ def _normalize_padding(padding, nd, kernel, dilation, stride):
 def as_float_array(value, name: str) -> np.ndarray:
     """Return ``value`` as a floating (or complex) ndarray without changing its precision.
 
-    Integers and booleans are promoted to float64; float16 to float32. Anything that
+    Integers and booleans are promoted to float64; float16 to float32; extended precision
+    (long double) to float64, since BLAS has no such type. Anything that
     cannot become a numeric array is a :class:`ConfigurationError` naming ``name``.
     """
+    if value is None:
+        raise ConfigurationError(f"{name} must be an array of numbers; got None")
     try:
         arr = np.asarray(value)
-    except Exception as exc:  # pragma: no cover - numpy's own conversion errors vary
-        raise ConfigurationError(f"{name} must be array-like; got {type(value).__name__}") from exc
+    except Exception as exc:  # numpy's own conversion errors vary (ragged nesting, ...)
+        raise ConfigurationError(
+            f"{name} must be a rectangular array of numbers; {type(value).__name__} could not "
+            f"be converted ({exc})") from exc
     kind = arr.dtype.kind
     if kind in "fc":
         if arr.dtype == np.float16:
             return arr.astype(np.float32)
-        if arr.dtype.itemsize > 16 and kind == "f":  # long double: keep exactness honest
-            return arr.astype(np.float64)
+        if arr.dtype in (np.longdouble, np.clongdouble) and arr.dtype.itemsize > (
+                8 if kind == "f" else 16):
+            # extended precision has no BLAS: compute in double and say so in the docs
+            return arr.astype(np.float64 if kind == "f" else np.complex128)
         return arr
     if kind in "iub":
         return arr.astype(np.float64)
@@ -187,7 +198,9 @@ def conv_geometry(
         )
     if c_out % groups:
         raise ConfigurationError(
-            f"groups={groups} must divide the output channels, but w has C_out={c_out}"
+            f"groups={groups} must divide the output channels, but w has C_out={c_out}; "
+            f"valid groups for C_in={c_in}, C_out={c_out}: "
+            f"{[g for g in range(1, min(c_in, c_out) + 1) if c_in % g == 0 and c_out % g == 0]}"
         )
     if c_in_g * groups != c_in:
         raise ConfigurationError(
