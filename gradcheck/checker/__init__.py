@@ -1,5 +1,21 @@
 """The checker: analytic gradients held against numerical ones, with a verdict and a diagnosis."""
 
+from gradcheck.checker._check import DEFAULT_BUDGET, assert_vjp_close, check_grad, check_vjp
+from gradcheck.checker._diagnose import Suspect, TensorRole
+from gradcheck.checker._layers import check_layer, check_network
 from gradcheck.checker._report import REPORT_FORMAT, ArgumentReport, CheckReport, Diagnosis
 
-__all__ = ["REPORT_FORMAT", "ArgumentReport", "CheckReport", "Diagnosis"]
+__all__ = [
+    "check_vjp",
+    "check_grad",
+    "assert_vjp_close",
+    "check_layer",
+    "check_network",
+    "CheckReport",
+    "ArgumentReport",
+    "Diagnosis",
+    "Suspect",
+    "TensorRole",
+    "REPORT_FORMAT",
+    "DEFAULT_BUDGET",
+]

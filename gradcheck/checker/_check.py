@@ -1,0 +1,542 @@
+r"""The checker: hold an analytic vector-Jacobian product against a numerical one.
+
+Scalarization
+-------------
+A function ``f(*args) -> y`` with a backward ``f_vjp(R, *args) -> (dC/darg, ...)`` is
+checked through the scalar :math:`C = \langle R, f(\text{args}) \rangle` with a seeded
+random cotangent :math:`R` (standard normal, the shape of ``y``). A random ``R``
+exercises every output with a weight that no bug can anticipate; the analytic side is
+``f_vjp(R, *args)``, the numerical side :math:`\partial C/\partial \text{arg}` from the
+differentiator, per argument.
+
+Modes
+-----
+``"full"`` compares every element. ``"fast"`` compares ``directions`` random directional
+derivatives :math:`\langle \nabla C, v\rangle` (Rademacher ``v``): its cost does not grow
+with the size of the argument, and it catches any bug that moves the gradient by more
+than the directional derivative's error bar — a wrong sign, scale, flip, shift, a wrong
+region. It cannot reliably catch one wrong element in a large tensor: that element's
+error enters each direction with weight ±1 against the norm of the whole gradient, so it
+shows only when it exceeds about ``tolerance / ||g||`` of the gradient's norm (roughly
+1e-9 in float64, 1e-3 in float32). ``"auto"`` (the default) checks an argument in full
+mode when it has at most ``budget`` elements and in fast mode otherwise;
+``over_budget="refuse"`` raises instead of switching.
+
+Verdict
+-------
+Element ``j`` passes when :math:`|a_j - n_j| \le \tau_j` with :math:`\tau_j` from
+:mod:`gradcheck.checker._tolerance` (the differentiator's own error bar and the dtype's
+rounding). An element the differentiator found to sit at a non-differentiable point is
+reported as such; it fails only if the analytic value lies outside the interval spanned
+by the two one-sided derivatives (widened by :math:`\tau_j`).
+"""
+
+from __future__ import annotations
+
+import numbers
+import time
+from typing import Callable, Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+from gradcheck._errors import ConfigurationError, UserCodeError
+from gradcheck.checker._diagnose import Suspect, TensorRole, diagnose
+from gradcheck.checker._numeric import directional_numeric, full_numeric
+from gradcheck.checker._report import ArgumentReport, CheckReport
+from gradcheck.checker._tolerance import allowed_difference, real_eps, tolerance_for
+
+__all__ = ["check_vjp", "check_grad", "assert_vjp_close", "DEFAULT_BUDGET", "MODES"]
+
+MODES = ("auto", "full", "fast")
+OVER_BUDGET = ("fast", "refuse")
+#: Arguments with more elements than this are checked in fast mode under mode="auto".
+DEFAULT_BUDGET = 200_000
+DEFAULT_DIRECTIONS = 8
+
+
+class _Options(NamedTuple):
+    argnames: tuple
+    wrt: tuple
+    mode: str
+    seed: int
+    atol: float | None
+    rtol: float | None
+    budget: int
+    over_budget: str
+    directions: int
+    method: str
+    patterns: tuple
+    vectorized: tuple
+    roles: tuple
+    name: str
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _validate_options(f, f_vjp, args, *, argnames, wrt, mode, seed, atol, rtol, budget,
+                      over_budget, directions, method, patterns, vectorized, roles, name):
+    if not callable(f):
+        raise ConfigurationError(f"f must be callable; got {type(f).__name__}")
+    if not callable(f_vjp):
+        raise ConfigurationError(f"f_vjp must be callable; got {type(f_vjp).__name__}")
+    if isinstance(args, np.ndarray) or not isinstance(args, Sequence):
+        raise ConfigurationError(
+            "args must be a tuple or list of arrays (one per argument of f); for a single "
+            f"array pass (x,); got {type(args).__name__}")
+    n = len(args)
+    if n == 0:
+        raise ConfigurationError("args must hold at least one array; got an empty sequence")
+    if argnames is None:
+        argnames = tuple(f"arg{i}" for i in range(n))
+    else:
+        argnames = tuple(argnames)
+        if len(argnames) != n or not all(isinstance(a, str) for a in argnames):
+            raise ConfigurationError(
+                f"argnames must be {n} strings, one per argument; got {argnames!r}")
+        if len(set(argnames)) != n:
+            raise ConfigurationError(f"argnames must be distinct; got {argnames!r}")
+    if wrt is None:
+        wrt = tuple(range(n))
+    else:
+        items = [wrt] if isinstance(wrt, (str, numbers.Integral)) else list(wrt)
+        idx = []
+        for item in items:
+            if isinstance(item, str) and item in argnames:
+                idx.append(argnames.index(item))
+            elif _is_int(item) and -n <= item < n:
+                idx.append(int(item) % n)
+            else:
+                raise ConfigurationError(
+                    f"wrt must name arguments by index (0..{n - 1}) or by name "
+                    f"({', '.join(argnames)}); got {item!r}")
+        wrt = tuple(dict.fromkeys(idx))
+    if mode not in MODES:
+        raise ConfigurationError(f"mode must be one of {MODES}; got {mode!r}")
+    if not _is_int(seed) or seed < 0:
+        raise ConfigurationError(f"seed must be a non-negative int; got {seed!r}")
+    for label, value in (("atol", atol), ("rtol", rtol)):
+        if value is not None and (not isinstance(value, numbers.Real) or isinstance(value, bool)
+                                  or not np.isfinite(value) or value < 0):
+            raise ConfigurationError(f"{label} must be None or a finite number >= 0; got {value!r}")
+    if not _is_int(budget) or budget < 1:
+        raise ConfigurationError(f"budget must be a positive int (elements); got {budget!r}")
+    if over_budget not in OVER_BUDGET:
+        raise ConfigurationError(f"over_budget must be one of {OVER_BUDGET}; got {over_budget!r}")
+    if not _is_int(directions) or directions < 1:
+        raise ConfigurationError(f"directions must be a positive int; got {directions!r}")
+    if not isinstance(method, str):
+        raise ConfigurationError(f"method must be a string; got {method!r}")
+
+    def per_arg(value, label, default, ok, expect):
+        if value is None:
+            return (default,) * n
+        if isinstance(value, Mapping):
+            unknown = [k for k in value if k not in argnames]
+            if unknown:
+                raise ConfigurationError(
+                    f"{label} has unknown argument names {unknown}; valid: {', '.join(argnames)}")
+            out = tuple(value.get(a, default) for a in argnames)
+        elif isinstance(value, (list, tuple)):
+            if len(value) != n:
+                raise ConfigurationError(
+                    f"{label} must have one entry per argument ({n}); got {len(value)}")
+            out = tuple(value)
+        else:
+            out = (value,) * n
+        for a, v in zip(argnames, out):
+            if v is not default and not ok(v):
+                raise ConfigurationError(f"{label}[{a!r}] must be {expect}; got {v!r}")
+        return out
+
+    patterns = per_arg(patterns, "patterns", None,
+                       lambda v: hasattr(v, "tocsc") and len(getattr(v, "shape", ())) == 2,
+                       "None or a scipy.sparse matrix (outputs x elements)")
+    vectorized = per_arg(vectorized, "vectorized", False, lambda v: isinstance(v, bool), "a bool")
+    roles = per_arg(roles, "roles", None,
+                    lambda v: v in ("input", "weight", "bias", "generic") or isinstance(v, TensorRole),
+                    "'input', 'weight', 'bias', 'generic' or a TensorRole")
+    name = name if name is not None else getattr(f, "__name__", "f")
+    return _Options(argnames, wrt, mode, int(seed), atol, rtol, int(budget), over_budget,
+                    int(directions), method, patterns, vectorized, roles, str(name))
+
+
+def _as_args(args, argnames):
+    out = []
+    for a, label in zip(args, argnames):
+        try:
+            arr = np.asarray(a)
+        except Exception as exc:
+            raise ConfigurationError(f"argument {label!r} must be array-like; got "
+                                     f"{type(a).__name__}") from exc
+        if arr.dtype.kind not in "fc":
+            if arr.dtype.kind in "iub":
+                arr = arr.astype(np.float64)
+            else:
+                raise ConfigurationError(
+                    f"argument {label!r} must hold real numbers; got dtype {arr.dtype}")
+        if not np.all(np.isfinite(arr)):
+            raise ConfigurationError(
+                f"argument {label!r} contains NaN or infinity; a gradient check needs finite inputs")
+        out.append(arr)
+    return tuple(out)
+
+
+def _call(fn, label, *call_args):
+    try:
+        return fn(*call_args)
+    except Exception as exc:  # user code: report, do not crash
+        raise UserCodeError(f"{label} raised {type(exc).__name__}: {exc}") from exc
+
+
+def _as_output(y, label):
+    try:
+        y = np.asarray(y)
+    except Exception as exc:
+        raise UserCodeError(f"{label} must return an array; got {type(y).__name__}") from exc
+    if y.dtype.kind not in "fciub":
+        raise UserCodeError(f"{label} must return numbers; got an array of dtype {y.dtype}")
+    if not np.all(np.isfinite(y)):
+        bad = int(np.sum(~np.isfinite(y)))
+        raise UserCodeError(f"{label} returned {bad} NaN or infinite value(s) of {y.size}")
+    return y
+
+
+def _analytic(f_vjp, cotangent, args, opts):
+    grads = _call(f_vjp, "f_vjp", cotangent, *args)
+    if len(args) == 1 and isinstance(grads, np.ndarray):
+        grads = (grads,)
+    if not isinstance(grads, (tuple, list)) or len(grads) != len(args):
+        got = f"{len(grads)} values" if isinstance(grads, (tuple, list)) else type(grads).__name__
+        raise UserCodeError(
+            f"f_vjp must return one gradient per argument ({len(args)}: "
+            f"{', '.join(opts.argnames)}); got {got}")
+    out = []
+    for g, a, label in zip(grads, args, opts.argnames):
+        if g is None:
+            out.append(None)
+            continue
+        g = _as_output(g, f"f_vjp's gradient for {label!r}")
+        if g.shape != a.shape:
+            raise UserCodeError(
+                f"f_vjp's gradient for {label!r} has shape {g.shape}, but the argument has "
+                f"shape {a.shape}")
+        out.append(g)
+    return out
+
+
+def _role(opts, i, arr):
+    r = opts.roles[i]
+    if isinstance(r, TensorRole):
+        return r
+    if r is None:  # guess from the usual layouts: (N, C, *sp) first, then kernels
+        if arr.ndim >= 3:
+            r = "input" if i == 0 else "weight"
+        elif arr.ndim == 1 and i > 0:
+            r = "bias"
+        else:
+            r = "generic"
+    return TensorRole.for_array(r, arr.ndim)
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def _rel_error(a, n):
+    denom = np.maximum(np.abs(a), np.abs(n))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.where(denom > 0, np.abs(a - n) / np.where(denom > 0, denom, 1.0), 0.0)
+    return rel
+
+
+def _cosine_and_ratio(a, n):
+    na, nn = float(np.linalg.norm(a)), float(np.linalg.norm(n))
+    if na == 0 and nn == 0:
+        return 1.0, 1.0
+    cos = float(np.dot(a.ravel(), n.ravel()) / (na * nn)) if na and nn else 0.0
+    ratio = na / nn if nn else float("inf")
+    return cos, ratio
+
+
+def _compare_full(label, arg, analytic, num, opts, role, suspects_for, cotangent, elapsed0):
+    a = analytic.astype(np.float64).reshape(arg.shape)
+    n = np.asarray(num.grad, dtype=np.float64).reshape(arg.shape)
+    err = np.asarray(num.error, dtype=np.float64).reshape(arg.shape)
+    tol = allowed_difference(a, n, err, analytic.dtype, atol=opts.atol, rtol=opts.rtol)
+    diff = np.abs(a - n)
+    nondiff = np.asarray(num.nondifferentiable, bool).reshape(arg.shape)
+    failed = (diff > tol) & ~nondiff
+    if nondiff.any():
+        left = np.asarray(num.left, np.float64).reshape(arg.shape)
+        right = np.asarray(num.right, np.float64).reshape(arg.shape)
+        lo, hi = np.fmin(left, right), np.fmax(left, right)
+        outside = (a < lo - tol) | (a > hi + tol) | np.isnan(lo) | np.isnan(hi)
+        failed |= nondiff & outside
+        # where a kink element passes, measure its error against the nearest limit
+        diff = np.where(nondiff & ~outside, 0.0, diff)
+    rel = _rel_error(a, n)
+    rel = np.where(nondiff & ~failed, 0.0, rel)
+    # worst element: largest excess over its tolerance (the one that decides the verdict)
+    excess = diff / np.maximum(tol, np.finfo(float).tiny)
+    worst = np.unravel_index(int(np.argmax(excess)), arg.shape) if arg.size else ()
+    cos, ratio = _cosine_and_ratio(a, n)
+    n_failed = int(failed.sum())
+    diagnosis = None
+    if n_failed:
+        found = list(suspects_for(label, cotangent)) if suspects_for is not None else []
+        diagnosis = diagnose(a, n, tol, role=role, suspects=found, exclude=nondiff)
+    return ArgumentReport(
+        name=label, shape=tuple(arg.shape), dtype=str(analytic.dtype), passed=n_failed == 0,
+        mode="full", n_elements=int(arg.size), n_checked=int(arg.size), n_failed=n_failed,
+        n_nondifferentiable=int(nondiff.sum()),
+        max_abs_error=float(diff.max()) if arg.size else 0.0,
+        max_rel_error=float(rel.max()) if arg.size else 0.0,
+        worst_index=tuple(int(i) for i in worst),
+        analytic_at_worst=float(a[worst]), numeric_at_worst=float(n[worst]),
+        error_estimate_at_worst=float(err[worst]), tolerance_at_worst=float(tol[worst]),
+        max_error_estimate=float(err.max()) if arg.size else 0.0,
+        cosine_similarity=cos, norm_ratio=ratio, nfev=int(num.nfev),
+        elapsed_s=time.perf_counter() - elapsed0, diagnosis=diagnosis,
+        analytic=a, numeric=n, error_estimate=err, failed_mask=failed,
+        nondifferentiable_mask=nondiff)
+
+
+def _compare_fast(label, arg, analytic, directions, num, opts, elapsed0):
+    a64 = analytic.astype(np.float64).reshape(-1)
+    proj_a = directions @ a64                                  # <A, v_k>
+    proj_n = np.asarray(num.derivative, np.float64)            # d/dt C(arg + t v_k)
+    err = np.asarray(num.error, np.float64)
+    rule = tolerance_for(analytic.dtype)
+    # rounding of the analytic projection: eps * sum_j |A_j v_j| (+ the table's ulps)
+    an_round = rule.analytic_ulps * real_eps(analytic.dtype) * (np.abs(directions) @ np.abs(a64))
+    tol = rule.numeric_factor * err + an_round
+    if opts.atol is not None or opts.rtol is not None:
+        floor = (opts.atol or 0.0) + (opts.rtol or 0.0) * np.maximum(np.abs(proj_a), np.abs(proj_n))
+        tol = np.maximum(tol, floor)
+    diff = np.abs(proj_a - proj_n)
+    failed = diff > tol
+    k = int(np.argmax(diff / np.maximum(tol, np.finfo(float).tiny)))
+    rel = _rel_error(proj_a, proj_n)
+    cos, ratio = _cosine_and_ratio(proj_a, proj_n)
+    return ArgumentReport(
+        name=label, shape=tuple(arg.shape), dtype=str(analytic.dtype),
+        passed=not failed.any(), mode="fast", n_elements=int(arg.size),
+        n_checked=int(len(proj_a)), n_failed=int(failed.sum()), n_nondifferentiable=0,
+        max_abs_error=float(diff.max()), max_rel_error=float(rel.max()), worst_index=(k,),
+        analytic_at_worst=float(proj_a[k]), numeric_at_worst=float(proj_n[k]),
+        error_estimate_at_worst=float(err[k]), tolerance_at_worst=float(tol[k]),
+        max_error_estimate=float(err.max()), cosine_similarity=cos, norm_ratio=ratio,
+        nfev=int(num.nfev), elapsed_s=time.perf_counter() - elapsed0,
+        diagnosis=None,
+        note=f"{len(proj_a)} random directions; one wrong element in a large tensor may go "
+             f"unseen in fast mode")
+
+
+# --------------------------------------------------------------------------- public
+
+
+def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mode="auto",
+              seed=0, atol=None, rtol=None, budget=DEFAULT_BUDGET, over_budget="fast",
+              directions=DEFAULT_DIRECTIONS, method="auto", patterns=None, vectorized=None,
+              roles=None, suspects=None, name=None) -> CheckReport:
+    r"""Check a backward pass ``f_vjp`` against numerical derivatives of ``f``.
+
+    Parameters
+    ----------
+    f : callable
+        ``f(*args)`` returns an array.
+    f_vjp : callable
+        ``f_vjp(cotangent, *args)`` returns one gradient per argument (``None`` for an
+        argument that is not differentiated): :math:`\partial \langle R, f\rangle /
+        \partial \text{arg}`. With a single argument it may return the bare array.
+    args : sequence of array_like
+        The point at which to check. Must be finite.
+    argnames : sequence of str, optional
+        Names for the report (default ``arg0``, ``arg1``, …).
+    wrt : int, str or sequence of them, optional
+        Which arguments to check (default all with a gradient).
+    mode : {"auto", "full", "fast"}
+        Every element, random directional derivatives, or full up to ``budget``
+        elements per argument and fast above (see the module notes).
+    seed : int
+        Seeds the cotangent and the fast-mode directions; the verdict is deterministic
+        for a given seed.
+    atol, rtol : float, optional
+        A tolerance floor on top of the automatic one (never needed for a right verdict).
+    budget : int
+        Largest argument (in elements) checked in full under ``mode="auto"``.
+    over_budget : {"fast", "refuse"}
+        What ``mode="auto"`` does above ``budget``; ``"refuse"`` raises
+        :class:`~gradcheck.ConfigurationError`.
+    directions : int
+        Random directions per argument in fast mode.
+    method : str
+        Differentiation method passed to the differentiator (``"auto"`` chooses).
+    patterns : mapping or sequence, optional
+        Per argument, a sparse boolean matrix (outputs × elements) of which outputs each
+        element can change; lets the differentiator perturb many elements at once.
+    vectorized : bool or mapping or sequence, optional
+        Per argument, whether ``f`` accepts a leading batch of points for it.
+    roles : mapping or sequence, optional
+        Per argument ``"input"`` (N, C, *spatial), ``"weight"`` (C_out, C_in, *kernel),
+        ``"bias"`` or ``"generic"``; used to name causes of a mismatch.
+    suspects : callable, optional
+        ``suspects(argname, cotangent) -> [Suspect, ...]``: layer-specific predicted
+        gradients of known bugs (given the cotangent the check used), tested first when a
+        check fails.
+    name : str, optional
+        Name of the check in the report.
+
+    Returns
+    -------
+    CheckReport
+        ``.passed``, a readable ``str()`` table, ``.to_dict()`` for JSON.
+
+    Raises
+    ------
+    ConfigurationError
+        Invalid options or arguments.
+    UserCodeError
+        ``f`` or ``f_vjp`` raised, returned NaN/inf, or returned the wrong shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gradcheck import check_vjp
+    >>> f = lambda x: np.tanh(x)
+    >>> f_vjp = lambda g, x: (g * (1 - np.tanh(x) ** 2),)
+    >>> report = check_vjp(f, f_vjp, (np.linspace(-2, 2, 5),))
+    >>> report.passed
+    True
+    >>> wrong = lambda g, x: (g * (1 - np.tanh(x)),)
+    >>> check_vjp(f, wrong, (np.linspace(-2, 2, 5),)).passed
+    False
+    """
+    t0 = time.perf_counter()
+    opts = _validate_options(f, f_vjp, args, argnames=argnames, wrt=wrt, mode=mode, seed=seed,
+                             atol=atol, rtol=rtol, budget=budget, over_budget=over_budget,
+                             directions=directions, method=method, patterns=patterns,
+                             vectorized=vectorized, roles=roles, name=name)
+    if suspects is not None and not callable(suspects):
+        raise ConfigurationError(f"suspects must be None or a callable(argname); got {suspects!r}")
+    args = _as_args(args, opts.argnames)
+    y = _as_output(_call(f, "f", *args), "f")
+    rng = np.random.default_rng(opts.seed)
+    cotangent64 = rng.standard_normal(y.shape)
+    cot_dtype = y.dtype if y.dtype.kind in "fc" else np.float64
+    cotangent = cotangent64.astype(cot_dtype)
+    analytic = _analytic(f_vjp, cotangent, args, opts)
+
+    reports, nfev, notes = [], 1, []
+    for i in opts.wrt:
+        label, arg = opts.argnames[i], args[i]
+        t_arg = time.perf_counter()
+        if analytic[i] is None:
+            reports.append(_skipped(label, arg, "f_vjp returned None (not differentiated)"))
+            continue
+        if arg.dtype.kind != "f":
+            reports.append(_skipped(label, arg, f"dtype {arg.dtype} is not real floating"))
+            continue
+
+        def g(a, i=i):
+            return f(*args[:i], a, *args[i + 1:])
+
+        use_full = opts.mode == "full" or (opts.mode == "auto" and arg.size <= opts.budget)
+        if opts.mode == "auto" and not use_full and opts.over_budget == "refuse":
+            raise ConfigurationError(
+                f"argument {label!r} has {arg.size} elements, above budget={opts.budget}; "
+                f"raise budget, pass mode='fast', or over_budget='fast'")
+        if use_full:
+            num = full_numeric(g, arg, cotangent64, y, pattern=opts.patterns[i],
+                               vectorized=opts.vectorized[i], method=opts.method)
+            reports.append(_compare_full(label, arg, analytic[i], num, opts, _role(opts, i, arg),
+                                         suspects, cotangent, t_arg))
+        else:
+            drng = np.random.default_rng([opts.seed, i])
+            dirs = drng.choice(np.array([-1.0, 1.0]), size=(opts.directions, arg.size))
+            num = directional_numeric(g, arg, cotangent64, y, dirs, method=opts.method,
+                                      vectorized=opts.vectorized[i])
+            reports.append(_compare_fast(label, arg, analytic[i], dirs, num, opts, t_arg))
+            if opts.mode == "auto":
+                notes.append(f"{label}: {arg.size} elements > budget {opts.budget}, checked in "
+                             f"fast mode")
+        nfev += reports[-1].nfev
+    passed = all(r.passed for r in reports)
+    return CheckReport(name=opts.name, passed=passed, mode=opts.mode, seed=opts.seed,
+                       arguments=tuple(reports), elapsed_s=time.perf_counter() - t0, nfev=nfev,
+                       dtype=str(y.dtype), notes=tuple(notes))
+
+
+def _skipped(label, arg, why):
+    nan = float("nan")
+    return ArgumentReport(
+        name=label, shape=tuple(arg.shape), dtype=str(arg.dtype), passed=True, mode="skipped",
+        n_elements=int(arg.size), n_checked=0, n_failed=0, n_nondifferentiable=0,
+        max_abs_error=nan, max_rel_error=nan, worst_index=None, analytic_at_worst=nan,
+        numeric_at_worst=nan, error_estimate_at_worst=nan, tolerance_at_worst=nan,
+        max_error_estimate=nan, cosine_similarity=nan, norm_ratio=nan, nfev=0, elapsed_s=0.0,
+        note=why)
+
+
+def check_grad(loss: Callable, grad: Callable, args, **options) -> CheckReport:
+    """Check ``grad(*args)`` against numerical derivatives of a scalar ``loss(*args)``.
+
+    ``grad`` returns one gradient per argument (or a bare array for one argument).
+    Options are those of :func:`check_vjp`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gradcheck import check_grad
+    >>> loss = lambda w: float(np.sum(w ** 3))
+    >>> check_grad(loss, lambda w: 3 * w ** 2, (np.array([0.5, -1.0, 2.0]),)).passed
+    True
+    """
+    if not callable(loss):
+        raise ConfigurationError(f"loss must be callable; got {type(loss).__name__}")
+    if not callable(grad):
+        raise ConfigurationError(f"grad must be callable; got {type(grad).__name__}")
+
+    def f(*a):
+        value = np.asarray(loss(*a))
+        if value.size != 1:
+            raise UserCodeError(f"loss must return a scalar; got an array of shape {value.shape}")
+        return value.reshape(())
+
+    def f_vjp(cotangent, *a):
+        g = grad(*a)
+        if len(a) == 1 and not isinstance(g, (tuple, list)):
+            g = (g,)
+        return tuple(None if gi is None else np.asarray(gi) * cotangent for gi in g)
+
+    options.setdefault("name", getattr(loss, "__name__", "loss"))
+    return check_vjp(f, f_vjp, args, **options)
+
+
+def assert_vjp_close(f: Callable, f_vjp: Callable, args, **options) -> CheckReport:
+    """Like :func:`check_vjp`, but raise ``AssertionError`` carrying the report on a mismatch.
+
+    For pytest: the failure message is the report's table, the worst element with both
+    values, and the likely cause. Returns the report when the check passes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gradcheck import assert_vjp_close
+    >>> x = np.array([0.3, -0.7])
+    >>> _ = assert_vjp_close(np.sin, lambda g, x: (g * np.cos(x),), (x,))
+    >>> assert_vjp_close(np.sin, lambda g, x: (g * np.sin(x),), (x,))
+    Traceback (most recent call last):
+    ...
+    AssertionError: gradcheck sin: FAILED ...
+    """
+    report = check_vjp(f, f_vjp, args, **options)
+    if not report.passed:
+        err = AssertionError(str(report))
+        err.report = report
+        raise err
+    return report

@@ -1,0 +1,209 @@
+r"""Layer-aware suspects: what the usual backward-pass bugs would have returned.
+
+Generic suspects (sign, scale, flip, shift, region) need only the two gradient arrays;
+they live in :mod:`gradcheck.checker._diagnose`. The bugs people actually write in a
+convolution or an activation do not always leave such a simple fingerprint on the
+gradient of a *network's* input: a kernel that was not rotated in layer 2 reaches the
+input through layers 1 and 0. So for a layer the checker knows (a built-in layer, or a
+user layer identified as a convolution), it *recomputes* the gradients with one known
+mistake planted in one layer, using the library's own correct ops everywhere else, and
+offers each result as a :class:`~gradcheck.checker._diagnose.Suspect`. A suspect is
+named only if the analytic gradient under test matches it within tolerance.
+
+The mistakes, per layer kind:
+
+``conv``
+    - *kernel not rotated*: the input error computed as the full convolution of δ with
+      the kernel as stored, not rotated 180°: :math:`\text{full}(\delta \star w)`,
+    - *kernel transposed*: rotated by a spatial transpose instead of 180°,
+    - *stride zeros missing* (stride > 1): δ not dilated before the full convolution,
+    - *padding offset*: the padding cropped one position off at the start,
+    - *channel axes swapped* (C_in = C_out, no groups): ``w`` used as ``(C_in, C_out, …)``.
+``activation``
+    - *derivative at output*: :math:`\sigma'(a)` with :math:`a = \sigma(z)` instead of
+      :math:`\sigma'(z)`,
+    - *derivative missing*: δ passed through unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from gradcheck.checker._diagnose import Suspect
+from gradcheck.ops.conv import _flip_kernel, conv_backward
+from gradcheck.ops._geometry import conv_geometry
+
+__all__ = ["Mistake", "layer_mistakes", "network_suspects", "conv_input_mistakes"]
+
+
+class Mistake(NamedTuple):
+    """A planted bug: ``backward(grad_y, x, *params)`` returning what buggy code would."""
+
+    cause: str
+    message: str
+    backward: Callable
+
+
+def _crop_with_offset(full, pad_lo, in_shape, shift):
+    """Take ``in_shape`` from ``full`` starting at ``pad_lo + shift`` per dim, zero-filling."""
+    out = np.zeros(full.shape[:2] + tuple(in_shape), dtype=full.dtype)
+    src, dst = [slice(None)] * 2, [slice(None)] * 2
+    for lo, n, size in zip(pad_lo, in_shape, full.shape[2:]):
+        start = lo + shift
+        a, b = max(0, start), min(size, start + n)
+        if b <= a:
+            return out
+        src.append(slice(a, b))
+        dst.append(slice(a - start, b - start))
+    out[tuple(dst)] = full[tuple(src)]
+    return out
+
+
+def conv_input_mistakes(grad_y, x, w, *, stride=1, padding=0, dilation=1, groups=1,
+                        convention="correlation"):
+    """``[(cause, message, wrong_grad_x), ...]`` for a convolution's input gradient."""
+    opts = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    geom = conv_geometry(x.shape, w.shape, **opts)
+    out = []
+
+    def grad_x(kernel, **over):
+        return conv_backward(grad_y, x, kernel, bias=False, convention=convention,
+                             **{**opts, **over})[0]
+
+    out.append(("kernel_not_rotated",
+                "The input gradient equals the full convolution of the output error with the "
+                "kernel as stored, not rotated by 180°: the kernel was not rotated "
+                "(δ ⋆ w where δ ⋆ rot180(w) belongs).",
+                grad_x(_flip_kernel(w))))
+    if geom.nd >= 2 and w.shape[-1] == w.shape[-2] and w.shape[-1] > 1:
+        out.append(("transposed",
+                    "The input gradient equals the one computed with the kernel transposed "
+                    "(spatial axes swapped) instead of rotated by 180°.",
+                    grad_x(np.swapaxes(w, -1, -2))))
+    if groups == 1 and w.shape[0] == w.shape[1] and w.shape[0] > 1:
+        out.append(("channel_axes_swapped",
+                    "The input gradient equals the one computed with the kernel's input and "
+                    "output channel axes swapped: w was used as (C_in, C_out, ...).",
+                    grad_x(np.swapaxes(w, 0, 1))))
+    # full gradient with respect to the padded input, to move the crop
+    xp_shape = (geom.batch, geom.in_channels, *geom.padded_shape)
+    full = conv_backward(grad_y, np.zeros(xp_shape, x.dtype), w, bias=False,
+                         convention=convention, stride=stride, padding=0, dilation=dilation,
+                         groups=groups)[0]
+    for shift in (1, -1):
+        out.append(("padding_offset",
+                    f"The input gradient is the right full-size result cropped one position "
+                    f"off ({'+1' if shift > 0 else '-1'} in every spatial dim): an off-by-one "
+                    f"in removing the padding.",
+                    _crop_with_offset(full, geom.pad_lo, geom.in_shape, shift)))
+    if any(s > 1 for s in geom.stride):
+        # δ used without the stride-1 zeros: the full correlation of the compact δ
+        compact_in = tuple(o + d * (k - 1) for o, d, k in
+                           zip(geom.out_shape, geom.dilation, geom.kernel))
+        compact = conv_backward(grad_y, np.zeros((geom.batch, geom.in_channels, *compact_in),
+                                                 x.dtype), w, bias=False, convention=convention,
+                                stride=1, padding=0, dilation=dilation, groups=groups)[0]
+        out.append(("stride_zeros_missing",
+                    "The input gradient equals the full convolution of the output error with "
+                    "rot180(w) WITHOUT the stride-1 zeros inserted between the error's "
+                    "entries: the stride was ignored in the backward pass.",
+                    _crop_with_offset(compact, geom.pad_lo, geom.in_shape, 0)))
+    return out
+
+
+def _activation_mistakes(layer) -> list[Mistake]:
+    spec = layer.spec
+
+    def at_output(grad_y, x, *params):
+        return (grad_y * spec.derivative(spec.value(x)),)
+
+    def missing(grad_y, x, *params):
+        return (np.array(grad_y, copy=True),)
+
+    name = spec.name
+    return [
+        Mistake("derivative_at_output",
+                f"The {name} derivative was evaluated at the activation's output a = {name}(z) "
+                f"instead of at its input z: σ'(a) where σ'(z) belongs.", at_output),
+        Mistake("derivative_missing",
+                f"The error passed back through the {name} activation unchanged: the "
+                f"derivative σ'(z) was never multiplied in.", missing),
+    ]
+
+
+def layer_mistakes(layer) -> list[Mistake]:
+    """Known mistakes for one built-in layer (possibly empty)."""
+    kind = getattr(layer, "kind", None)
+    if kind == "activation" and getattr(layer, "spec", None) is not None:
+        if layer.spec.name == "identity":
+            return []
+        return _activation_mistakes(layer)
+    return []
+
+
+def network_suspects(net, x, params, *, rename=None) -> Callable[[str, np.ndarray], list]:
+    """``suspects(argname, cotangent)`` for :func:`~gradcheck.check_vjp` on a :class:`Sequential`.
+
+    For each layer with known mistakes, the network's gradients are recomputed with that
+    layer's backward replaced by the mistaken one (every other layer correct). Results
+    are computed on first use and cached.
+    """
+    cache: dict = {}
+    rename = dict(rename or {})
+
+    def compute(cotangent):
+        if "all" in cache:
+            return cache["all"]
+        results = []  # (layer index, cause, message, {argname: predicted})
+        loss = net.loss
+        trace = net.forward(x, params)
+        grad_out = cotangent if loss is None else loss.vjp(cotangent, trace.output)
+        for li, layer in enumerate(net.layers):
+            variants = []
+            if getattr(layer, "kind", None) == "conv":
+                p = list(trace.params[li].values())
+                opts = layer._options()
+                # error arriving at this layer's output, from the correct backward above it
+                delta = grad_out
+                for j in reversed(range(li + 1, len(net.layers))):
+                    delta = net.layers[j].backward(delta, trace.inputs[j],
+                                                   *trace.params[j].values())[0]
+                for cause, message, wrong_gx in conv_input_mistakes(
+                        delta, trace.inputs[li], p[0], convention=layer.convention, **opts):
+                    variants.append((cause, message, wrong_gx))
+            else:
+                for m in layer_mistakes(layer):
+                    delta = grad_out
+                    for j in reversed(range(li + 1, len(net.layers))):
+                        delta = net.layers[j].backward(delta, trace.inputs[j],
+                                                       *trace.params[j].values())[0]
+                    wrong = m.backward(delta, trace.inputs[li], *trace.params[li].values())
+                    variants.append((m.cause, m.message, wrong[0]))
+            for cause, message, wrong_gx in variants:
+                # propagate the wrong input error of layer li down to the network input,
+                # collecting the parameter gradients it changes on the way
+                predicted = {}
+                d = wrong_gx
+                for j in reversed(range(li)):
+                    grads = net.layers[j].backward(d, trace.inputs[j], *trace.params[j].values())
+                    for pname, g in zip(trace.params[j], grads[1:]):
+                        predicted[f"layer{j}.{net.layers[j].kind}.{pname}"] = g
+                    d = grads[0]
+                predicted["input"] = d
+                predicted = {rename.get(k, k): v for k, v in predicted.items()}
+                if len(net.layers) > 1:
+                    message = f"In layer {li} ({layer.name}): {message}"
+                results.append((li, cause, message, predicted))
+        cache["all"] = results
+        return results
+
+    def suspects(argname: str, cotangent) -> list:
+        out = []
+        for _, cause, message, predicted in compute(cotangent):
+            if argname in predicted:
+                out.append(Suspect(cause, message, np.asarray(predicted[argname])))
+        return out
+
+    return suspects
