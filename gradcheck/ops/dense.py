@@ -115,8 +115,8 @@ class Dense(LayerBase):
         return (shape[0], self.out_features)
 
     def param_shapes(self, input_shape) -> dict:
-        n_in = self._input_shape(input_shape, min_ndim=2, max_ndim=2,
-                                 what="(N, in_features)")[1]
+        self.output_shape(input_shape)
+        n_in = int(input_shape[1])
         shapes = {"w": (self.out_features, n_in)}
         if self.bias:
             shapes["b"] = (self.out_features,)
@@ -156,7 +156,8 @@ class Dense(LayerBase):
 
     def pattern(self, input_shape, wrt="x"):
         self._check_wrt(input_shape, wrt)
-        n, n_in = self._input_shape(input_shape, min_ndim=2, max_ndim=2, what="(N, in_features)")
+        self.output_shape(input_shape)
+        n, n_in = (int(v) for v in input_shape)
         if wrt == "x":
             return batch_block_pattern(n, self.out_features, n_in)
         return channel_block_pattern(n, self.out_features, 1, n_in if wrt == "w" else 1)

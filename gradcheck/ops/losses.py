@@ -143,6 +143,10 @@ class Loss:
     def name(self) -> str:
         return self.spec.name
 
+    def __repr__(self) -> str:
+        return (f"Loss({self.name!r}, output_shape={self.output_shape}, seed={self.seed}, "
+                f"dtype={self.dtype.name})")
+
     @property
     def weights(self) -> np.ndarray:
         """``R`` of ``weighted_sum``."""

@@ -132,8 +132,9 @@ class Sequential:
         self.param_shapes = []
         for i, layer in enumerate(self.layers):
             try:
+                out = layer.output_shape(self.shapes[-1])
                 self.param_shapes.append(layer.param_shapes(self.shapes[-1]))
-                self.shapes.append(layer.output_shape(self.shapes[-1]))
+                self.shapes.append(out)
             except ConfigurationError as exc:
                 raise ConfigurationError(
                     f"layer {i} ({layer.name}) on input of shape {self.shapes[-1]}: {exc}"
@@ -162,7 +163,8 @@ class Sequential:
         return self.shapes[-1]
 
     def __repr__(self) -> str:
-        return f"Sequential({self.layers!r}, {self.input_shape}, loss={self.loss!r})"
+        return (f"Sequential({getattr(self, 'layers', None)!r}, "
+                f"{getattr(self, 'shapes', [None])[0]}, loss={getattr(self, 'loss', None)!r})")
 
     def to_dict(self) -> dict:
         d = {"input": {"shape": list(self.input_shape)},
