@@ -430,6 +430,9 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
     cot_dtype = y.dtype if y.dtype.kind in "fc" else np.float64
     cotangent = cotangent64.astype(cot_dtype)
     analytic = _analytic(f_vjp, cotangent, args, opts)
+    if suspects is None:
+        from gradcheck.checker._identify import conv_suspects
+        suspects = conv_suspects(args, y, opts.argnames)
 
     reports, nfev, notes = [], 1, []
     for i in opts.wrt:

@@ -73,9 +73,9 @@ def conv_input_mistakes(grad_y, x, w, *, stride=1, padding=0, dilation=1, groups
                              **{**opts, **over})[0]
 
     out.append(("kernel_not_rotated",
-                "The input gradient equals the full convolution of the output error with the "
-                "kernel as stored, not rotated by 180°: the kernel was not rotated "
-                "(δ ⋆ w where δ ⋆ rot180(w) belongs).",
+                "The input gradient is the full correlation of the output error with the "
+                "kernel as stored, δ ⋆ w, where the seed's rule needs the kernel rotated by "
+                "180°, δ ⋆ rot180(w): the kernel was not rotated (or was rotated twice).",
                 grad_x(_flip_kernel(w))))
     if geom.nd >= 2 and w.shape[-1] == w.shape[-2] and w.shape[-1] > 1:
         out.append(("transposed",
