@@ -222,6 +222,23 @@ def test_pattern_covers_the_jacobian(loss):
         assert not dense[0, :, 1].any() and not dense[1, :, 0].any()
 
 
+class _Opaque(Activation):
+    """A layer that cannot state its pattern nor take complex input (like a user's layer)."""
+
+    complex_safe = False
+
+    def pattern(self, input_shape, wrt="x"):
+        return None
+
+
+def test_pattern_is_none_past_an_opaque_layer_and_complex_safety():
+    net = Sequential([Conv(2, 2), _Opaque("tanh"), Conv(1, 2)], (1, 1, 5, 5))
+    assert net.pattern("input") is None and net.pattern("layer0.conv.b") is None
+    assert net.pattern("layer2.conv.w").shape == (9, 8)  # after the opaque layer: known
+    assert not net.complex_safe
+    assert stack().complex_safe
+
+
 # --------------------------------------------------------------------------- trace, dtypes, specs
 
 

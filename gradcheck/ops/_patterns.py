@@ -165,6 +165,9 @@ class LayerBase:
     """Shared behaviour of the layers: naming, equality, shape and parameter checks."""
 
     kind = "layer"
+    #: Whether ``forward`` on complex input is the analytic continuation of the real
+    #: layer, so complex-step differentiation may run through it (away from kinks/ties).
+    complex_safe = True
     #: ``to_dict()`` entries left out of the repr and messages when at these values.
     _defaults: dict = {}
 

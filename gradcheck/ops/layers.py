@@ -242,6 +242,10 @@ class Activation(LayerBase):
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def complex_safe(self) -> bool:
+        return self.spec.complex_safe
+
     def to_dict(self) -> dict:
         return self.spec.to_dict()
 

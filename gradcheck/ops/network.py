@@ -155,6 +155,11 @@ class Sequential:
             for p in shapes)
 
     @property
+    def complex_safe(self) -> bool:
+        """True when every layer takes complex input (complex step may run through ``f``)."""
+        return all(getattr(layer, "complex_safe", False) for layer in self.layers)
+
+    @property
     def input_shape(self) -> tuple:
         return self.shapes[0]
 
@@ -283,7 +288,9 @@ class Sequential:
         """Which elements of ``f``'s output (see :meth:`as_function`) each element of ``wrt`` can reach.
 
         The boolean product of the layers' patterns from ``wrt``'s layer to the output
-        (and the loss's per-sample pattern when a loss is set).
+        (and the loss's per-sample pattern when a loss is set). None when a layer on the
+        way cannot say (its ``pattern`` returns None, e.g. a user's layer): then any output
+        may depend on any element.
         """
         if wrt not in self.names:
             close = difflib.get_close_matches(str(wrt), list(self.names), n=1)
@@ -302,5 +309,7 @@ class Sequential:
             result = None
         for i in reversed(range(start, len(self.layers))):
             p = self.layers[i].pattern(self.shapes[i], arg if i == start else "x")
+            if p is None:
+                return None
             result = p if result is None else (result @ p)
         return result.tocsr()
