@@ -1,0 +1,201 @@
+"""Turning check results into text for a person, JSON for a program, JUnit XML for CI.
+
+The unit of output is a *check*: one tensor (the input or one parameter) of one spec.
+A spec whose user code failed before any tensor could be checked is one failed check
+carrying the error. ``gradcheck check --json`` prints :func:`to_json`; ``--junit-xml``
+writes :func:`to_junit_xml`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import NamedTuple, Sequence
+
+__all__ = ["SpecResult", "to_text", "to_json", "to_junit_xml", "summary_line", "JSON_FORMAT"]
+
+#: Version of the ``--json`` layout (the checker's ``CheckReport.to_dict`` format).
+JSON_FORMAT = 1
+
+
+class SpecResult(NamedTuple):
+    """What checking one spec gave: a report, or the error that stopped it."""
+
+    label: str                  # the spec file as given on the command line
+    name: str                   # the spec's name
+    report: object | None       # gradcheck.checker.CheckReport
+    error: str | None = None    # the user's layer failed (raised, NaN, wrong shape)
+    elapsed_s: float = 0.0
+    detail: str = ""            # e.g. the user's traceback, shown with -v
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and self.report is not None and bool(self.report.passed)
+
+    def check_name(self, argument: str) -> str:
+        return f"{self.label}::{argument}"
+
+
+def _number(value):
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _counts(results):
+    total = failed = 0
+    for r in results:
+        if r.report is None:
+            total, failed = total + 1, failed + 1
+            continue
+        for a in r.report.arguments:
+            total += 1
+            failed += not a.passed
+    return total, failed
+
+
+def summary_line(results: Sequence[SpecResult], elapsed_s: float) -> str:
+    total, failed = _counts(results)
+    specs = f"{len(results)} spec{'s' if len(results) != 1 else ''}"
+    if not failed:
+        return f"gradcheck: all {total} checks passed ({specs}, {elapsed_s:.2f} s)"
+    return (f"gradcheck: {failed} of {total} checks FAILED ({specs}, {elapsed_s:.2f} s)")
+
+
+# --------------------------------------------------------------------------- text
+
+
+def _titled(result: SpecResult):
+    import dataclasses
+
+    return dataclasses.replace(result.report, name=result.label)
+
+
+def to_text(results: Sequence[SpecResult], *, elapsed_s: float, verbosity: int = 0) -> str:
+    """The human report: a table per spec, worst entries and likely causes of failures.
+
+    ``verbosity`` -1 (``-q``): failures and the summary line only; 0: a table per spec;
+    1 (``-v``): also every tensor's worst entry and the spec's description.
+    """
+    parts = []
+    for r in results:
+        if r.error is not None:
+            parts.append(f"gradcheck {r.label}: ERROR (user code): {r.error}")
+            if verbosity > 0 and r.detail:
+                parts.append(r.detail.rstrip())
+            elif r.detail:
+                parts.append("  (rerun with -v for the traceback)")
+            continue
+        if verbosity < 0:
+            if not r.passed:
+                lines = [f"gradcheck {r.label}: FAILED"]
+                for a in r.report.failures:
+                    lines.append("  " + a.summary())
+                    if a.diagnosis is not None:
+                        lines.append("    likely cause: " + a.diagnosis.message)
+                parts.append("\n".join(lines))
+            continue
+        block = str(_titled(r))
+        if verbosity > 0:
+            extra = [f"  {a.summary()}" for a in r.report.arguments if a.passed]
+            if extra:
+                block += "\n" + "\n".join(extra)
+        parts.append(block)
+    parts.append(summary_line(results, elapsed_s))
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _error_check(r: SpecResult) -> dict:
+    return {"name": r.label, "spec": r.label, "argument": None, "passed": False,
+            "error": r.error, "max_abs_error": None, "max_rel_error": None,
+            "worst_index": None, "diagnosis": None}
+
+
+def to_json(results: Sequence[SpecResult], *, elapsed_s: float) -> dict:
+    """One JSON-ready object: ``format``, ``passed``, ``checks``, ``specs``, ``elapsed_s``.
+
+    ``checks`` has one entry per tensor per spec, named ``"SPEC::TENSOR"`` (e.g.
+    ``"specs/conv_tanh.toml::layer0.conv.w"``), with every field of the checker's
+    per-argument report (``passed``, ``max_abs_error``, ``max_rel_error``,
+    ``worst_index``, both values there, ``diagnosis`` when failing, ...).
+    """
+    checks, specs = [], []
+    for r in results:
+        spec_entry = {"spec": r.label, "name": r.name, "passed": r.passed,
+                      "elapsed_s": _number(r.elapsed_s), "error": r.error}
+        if r.report is None:
+            checks.append(_error_check(r))
+        else:
+            d = r.report.to_dict()
+            spec_entry.update({k: d[k] for k in ("mode", "seed", "dtype", "nfev", "notes")})
+            for entry in d["checks"]:
+                argument = entry["name"]
+                entry = {"name": r.check_name(argument), "spec": r.label, "argument": argument,
+                         **{k: v for k, v in entry.items() if k != "name"}}
+                checks.append(entry)
+        specs.append(spec_entry)
+    total, failed = _counts(results)
+    return {"format": JSON_FORMAT, "passed": failed == 0, "elapsed_s": _number(elapsed_s),
+            "summary": {"checks": total, "failed": failed, "specs": len(results)},
+            "checks": checks, "specs": specs}
+
+
+# --------------------------------------------------------------------------- JUnit XML
+
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _clean(text) -> str:
+    return _XML_INVALID.sub("?", str(text))
+
+
+def to_junit_xml(results: Sequence[SpecResult], *, elapsed_s: float) -> str:
+    """JUnit XML: a ``<testsuite>`` per spec, a ``<testcase>`` per tensor.
+
+    A mismatch is a ``<failure>`` whose message is the worst entry with both values and
+    whose text adds the likely cause; user code that failed is an ``<error>``; a tensor
+    the checker skipped is ``<skipped>``.
+    """
+    import xml.etree.ElementTree as ET
+
+    total, failed = _counts(results)
+    errors = sum(r.report is None for r in results)
+    root = ET.Element("testsuites", name="gradcheck", tests=str(total),
+                      failures=str(failed - errors), errors=str(errors),
+                      time=f"{elapsed_s:.3f}")
+    for r in results:
+        suite = ET.SubElement(root, "testsuite", name=_clean(r.label))
+        if r.report is None:
+            suite.attrib.update(tests="1", failures="0", errors="1", skipped="0",
+                                time=f"{r.elapsed_s:.3f}")
+            case = ET.SubElement(suite, "testcase", classname=_clean(r.label), name="build",
+                                 time=f"{r.elapsed_s:.3f}")
+            err = ET.SubElement(case, "error", message=_clean(r.error), type="UserCodeError")
+            err.text = _clean(r.detail or r.error)
+            continue
+        args = r.report.arguments
+        n_fail = sum(not a.passed for a in args)
+        n_skip = sum(a.mode == "skipped" for a in args)
+        suite.attrib.update(tests=str(len(args)), failures=str(n_fail), errors="0",
+                            skipped=str(n_skip), time=f"{r.report.elapsed_s:.3f}")
+        for a in args:
+            case = ET.SubElement(suite, "testcase", classname=_clean(r.label),
+                                 name=_clean(a.name), time=f"{a.elapsed_s:.3f}")
+            if a.mode == "skipped":
+                ET.SubElement(case, "skipped", message=_clean(a.note or "skipped"))
+            elif not a.passed:
+                fail = ET.SubElement(case, "failure", message=_clean(a.summary()),
+                                     type="GradientMismatch")
+                lines = [a.summary()]
+                if a.diagnosis is not None:
+                    lines.append("likely cause: " + a.diagnosis.message)
+                lines.append(f"{a.n_failed} of {a.n_checked} checked elements failed; "
+                             f"cosine similarity {a.cosine_similarity:.6f}, norm ratio "
+                             f"{a.norm_ratio:.6f}")
+                fail.text = _clean("\n".join(lines))
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

@@ -1,0 +1,319 @@
+"""The ``gradcheck`` command line: check layer specs, explain the seed, fuzz.
+
+A thin layer over the library: parse the arguments, call :mod:`gradcheck.spec` and the
+checker, render. Exit status, made for CI:
+
+=========== == ==========================================================================
+``OK``       0 every check passed
+``MISMATCH`` 1 a gradient mismatch, or a user layer that raised, returned NaN/inf or an
+               array of the wrong shape (the code under test is wrong)
+``USAGE``    2 bad usage or bad input: a missing, unreadable or invalid spec file, an
+               unknown key, a target that cannot be imported, a layer too large for
+               memory, ... (one line on stderr naming the file and key)
+``INTERNAL`` 3 a bug in gradcheck itself (the traceback is printed)
+=========== == ==========================================================================
+
+Heavy imports (the checker, scipy, hypothesis, matplotlib) happen inside the commands
+that need them, so ``gradcheck --help`` and the error paths start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+import traceback
+
+from gradcheck._errors import GradcheckError, UserCodeError
+
+__all__ = ["main", "OK", "MISMATCH", "USAGE", "INTERNAL"]
+
+OK = 0
+MISMATCH = 1
+USAGE = 2
+INTERNAL = 3
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _size(text: str) -> int:
+    from gradcheck.spec._values import parse_bytes
+
+    try:
+        return parse_bytes(int(text) if text.isdigit() else text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number of bytes such as 2000000000 or 2GiB, got {text!r}"
+        ) from None
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
+    return int(text)
+
+
+def _pos_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gradcheck import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="gradcheck",
+        description="Verify convolutional layers' backward passes against numerical "
+                    "derivatives.",
+        epilog="exit status: 0 all checks pass, 1 a gradient mismatch (or user code that "
+               "fails), 2 usage or spec error, 3 internal error")
+    parser.add_argument("--version", action="version", version=f"gradcheck {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    check = sub.add_parser(
+        "check", help="check every tensor of one or more layer specs",
+        description="Check the gradient of every tensor (the input and each layer's "
+                    "parameters) of each SPEC file (TOML, JSON or YAML). Without SPEC, "
+                    "check a built-in small CNN.")
+    check.add_argument("specs", nargs="*", metavar="SPEC", help="spec files (.toml, .json, "
+                       ".yaml)")
+    out = check.add_argument_group("output")
+    out.add_argument("--json", action="store_true",
+                     help="print one JSON object on stdout instead of the text report")
+    out.add_argument("--junit-xml", metavar="PATH",
+                     help="also write a JUnit XML report (one testcase per tensor)")
+    out.add_argument("--plot", metavar="DIR", help="write PNG heatmaps and error-vs-step "
+                     "curves of failing tensors to DIR (needs matplotlib)")
+    verbosity = out.add_mutually_exclusive_group()
+    verbosity.add_argument("-q", "--quiet", action="store_true",
+                           help="print only failures and the summary line")
+    verbosity.add_argument("-v", "--verbose", action="store_true",
+                           help="print every tensor's worst entry and user tracebacks")
+    opts = check.add_argument_group("checker options (override the spec's [check] table)")
+    opts.add_argument("--seed", type=_nonneg_int, help="seed of the data and the checker")
+    opts.add_argument("--mode", choices=("full", "fast", "auto"),
+                      help="full: every element; fast: random directions; auto: full up to "
+                           "the budget")
+    opts.add_argument("--rtol", type=_nonneg_float, help="extra relative tolerance")
+    opts.add_argument("--atol", type=_nonneg_float, help="extra absolute tolerance")
+    opts.add_argument("--budget", type=_pos_int,
+                      help="largest tensor (elements) checked in full under mode auto")
+    opts.add_argument("--max-memory", type=_size, metavar="SIZE",
+                      help="refuse specs estimated to need more memory (e.g. 2GiB); "
+                           "default: half the available memory")
+    check.set_defaults(run=_cmd_check)
+
+    explain = sub.add_parser(
+        "explain", help="walk through the seed's 3x3 input / 2x2 kernel example",
+        description="Compute each input pixel's error of the seed's example two ways -- as "
+                    "the perceptron's sum over shared-weight connections and as the full "
+                    "convolution with the rotated kernel -- and show they are equal.")
+    explain.add_argument("--convention", choices=("convolution", "correlation"),
+                         default="convolution",
+                         help="the seed's true convolution (default) or the frameworks' "
+                              "cross-correlation")
+    explain.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    explain.set_defaults(run=_cmd_explain)
+
+    fuzz = sub.add_parser(
+        "fuzz", help="check random specs drawn by the public strategies",
+        description="Draw random layer specs with gradcheck.strategies, check each, and "
+                    "write every failing spec (shrunk) to DIR, ready for gradcheck check.")
+    fuzz.add_argument("--examples", type=_pos_int, default=20, metavar="N",
+                      help="how many specs to draw (default 20)")
+    fuzz.add_argument("--seed", type=_nonneg_int, default=0, metavar="S",
+                      help="seed of the draw (default 0)")
+    fuzz.add_argument("--out", metavar="DIR", default="gradcheck-failures",
+                      help="where failing specs are written (default gradcheck-failures)")
+    fuzz.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    fuzz.set_defaults(run=_cmd_fuzz)
+    return parser
+
+
+# --------------------------------------------------------------------------- check
+
+
+def _innermost_user_error(exc: BaseException) -> UserCodeError:
+    """The deepest UserCodeError in the cause chain (the adaptor's, not the checker's wrap)."""
+    found = exc
+    while exc is not None:
+        if isinstance(exc, UserCodeError):
+            found = exc
+        exc = exc.__cause__
+    return found
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback of the user's own exception, if one started the chain."""
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    if root is exc or isinstance(root, GradcheckError):
+        return ""
+    return "".join(traceback.format_exception(type(root), root, root.__traceback__))
+
+
+def _load(args):
+    from gradcheck.spec import default_spec, load_spec, resolve_targets
+
+    specs = [load_spec(p) for p in args.specs] if args.specs else [default_spec()]
+    for spec in specs:
+        resolve_targets(spec)
+    if args.seed is not None:
+        specs = [dataclasses.replace(s, check=dataclasses.replace(s.check, seed=args.seed))
+                 for s in specs]
+    return specs
+
+
+def _run_one(spec, args):
+    from gradcheck._render import SpecResult
+    from gradcheck.spec import build, check_built
+
+    t0 = time.perf_counter()
+    built = None
+    try:
+        built = build(spec, max_memory=args.max_memory)
+        report = check_built(built, mode=args.mode, rtol=args.rtol, atol=args.atol,
+                             budget=args.budget)
+    except UserCodeError as exc:
+        inner = _innermost_user_error(exc)
+        return SpecResult(spec.source, spec.name, None, error=str(inner),
+                          elapsed_s=time.perf_counter() - t0,
+                          detail=_user_traceback(exc)), built
+    return SpecResult(spec.source, spec.name, report,
+                      elapsed_s=time.perf_counter() - t0), built
+
+
+def _cmd_check(args) -> int:
+    from gradcheck._progress import Progress
+
+    t0 = time.perf_counter()
+    if args.plot:
+        from gradcheck._plot import require_matplotlib
+
+        require_matplotlib()
+    specs = _load(args)
+    results, built = [], {}
+    with Progress() as progress:
+        for i, spec in enumerate(specs):
+            progress.update(f"checking {spec.source} ({i + 1}/{len(specs)})")
+            result, b = _run_one(spec, args)
+            results.append(result)
+            if b is not None:
+                built[result.label] = b
+    elapsed = time.perf_counter() - t0
+    _write_outputs(args, results, built, elapsed)
+    return OK if all(r.passed for r in results) else MISMATCH
+
+
+def _write_outputs(args, results, built, elapsed):
+    from gradcheck._render import to_json, to_junit_xml, to_text
+
+    if args.junit_xml:
+        _write_file(args.junit_xml, to_junit_xml(results, elapsed_s=elapsed), "--junit-xml")
+    plots = []
+    if args.plot and not all(r.passed for r in results):
+        from gradcheck._plot import write_plots
+
+        try:
+            plots = write_plots(results, built, args.plot)
+        except OSError as exc:
+            raise GradcheckError(f"--plot {args.plot}: cannot write there "
+                                 f"({exc.strerror or exc})") from None
+    if args.json:
+        import json
+
+        sys.stdout.write(json.dumps(to_json(results, elapsed_s=elapsed), indent=2) + "\n")
+    else:
+        verbosity = -1 if args.quiet else (1 if args.verbose else 0)
+        sys.stdout.write(to_text(results, elapsed_s=elapsed, verbosity=verbosity))
+        for path in plots:
+            sys.stdout.write(f"wrote {path}\n")
+
+
+def _write_file(path, text, option):
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise GradcheckError(f"{option} {path}: cannot write the file "
+                             f"({exc.strerror or exc}); give a writable path") from None
+
+
+# --------------------------------------------------------------------------- explain
+
+
+def _cmd_explain(args) -> int:
+    from gradcheck._explain import explain, render_explanation
+
+    e = explain(convention=args.convention)
+    if args.json:
+        import json
+
+        sys.stdout.write(json.dumps(e.to_dict(), indent=2) + "\n")
+    else:
+        sys.stdout.write(render_explanation(e) + "\n")
+    return OK if e.equal else MISMATCH
+
+
+# --------------------------------------------------------------------------- fuzz
+
+
+def _cmd_fuzz(args) -> int:
+    from gradcheck._fuzz import fuzz
+
+    return fuzz(examples=args.examples, seed=args.seed, out=args.out, quiet=args.quiet)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> int:
+    """Run the ``gradcheck`` command line with ``argv`` (default ``sys.argv[1:]``).
+
+    Returns the exit status (:data:`OK`, :data:`MISMATCH`, :data:`USAGE`,
+    :data:`INTERNAL`) instead of exiting, so it can be called in-process.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse printed usage (or --help / --version)
+        return exc.code if isinstance(exc.code, int) else USAGE
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        print("gradcheck: error: choose a command: check, explain or fuzz "
+              "(gradcheck check runs the built-in example)", file=sys.stderr)
+        return USAGE
+    try:
+        return args.run(args)
+    except UserCodeError as exc:
+        print(f"gradcheck: user code failed: {_innermost_user_error(exc)}", file=sys.stderr)
+        return MISMATCH
+    except GradcheckError as exc:
+        print(f"gradcheck: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return USAGE
+    except KeyboardInterrupt:
+        print("gradcheck: interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print("gradcheck: internal error: this is a bug in gradcheck, not in the code under "
+              "test; please report it with the traceback above", file=sys.stderr)
+        return INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

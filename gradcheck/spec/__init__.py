@@ -1,0 +1,97 @@
+"""Layer specs: TOML (JSON, YAML) documents describing a network to check.
+
+A spec names an input shape and dtype, a stack of layers (convolution, activations,
+pooling, flatten, dense, or the user's own ``type = "python"`` layer), an optional loss,
+and how to check. ``gradcheck check SPEC`` loads one with :func:`load_spec`, turns it into
+arrays with :func:`build`, and checks every tensor. Every key is documented in
+``docs/spec-format.md``.
+
+Examples
+--------
+>>> from gradcheck.spec import loads_spec
+>>> spec = loads_spec('''
+... [input]
+... shape = [2, 3, 8, 8]
+...
+... [[layer]]
+... type = "conv"
+... out_channels = 4
+... kernel = 3
+... stride = 2
+... padding = 1
+...
+... [[layer]]
+... type = "tanh"
+... ''')
+>>> spec.shapes
+((2, 3, 8, 8), (2, 4, 4, 4), (2, 4, 4, 4))
+>>> loads_spec(spec.to_toml()) == spec
+True
+"""
+
+from __future__ import annotations
+
+import os
+
+from gradcheck.spec._build import BuiltSpec, build, estimate_bytes, memory_limit
+from gradcheck.spec._default import DEFAULT_DOCUMENT, DEFAULT_SOURCE
+from gradcheck.spec._model import CheckSpec, InputSpec, LayerSpec, LossSpec, Spec
+from gradcheck.spec._read import FORMATS, parse_text, read_document
+from gradcheck.spec._run import check_built, check_spec
+from gradcheck.spec._schema import DTYPES, MODES, layer_types, parse_spec
+from gradcheck.spec._user import UserLayer, resolve_target
+
+__all__ = [
+    "Spec",
+    "InputSpec",
+    "LayerSpec",
+    "LossSpec",
+    "CheckSpec",
+    "BuiltSpec",
+    "UserLayer",
+    "load_spec",
+    "loads_spec",
+    "parse_spec",
+    "default_spec",
+    "build",
+    "check_built",
+    "check_spec",
+    "resolve_target",
+    "resolve_targets",
+    "estimate_bytes",
+    "memory_limit",
+    "layer_types",
+    "FORMATS",
+    "DTYPES",
+    "MODES",
+]
+
+
+def load_spec(path) -> Spec:
+    """Read, parse and validate the spec file at ``path`` (.toml, .json, .yaml/.yml).
+
+    The spec's name defaults to the file name without its suffix. Raises
+    :class:`~gradcheck.SpecError` (one line naming the file and key) on any bad input.
+    """
+    document, _ = read_document(path)
+    label = os.fspath(path)
+    stem = os.path.splitext(os.path.basename(label))[0]
+    return parse_spec(document, source=label, name=stem)
+
+
+def loads_spec(text: str, *, format: str = "toml", source: str = "<string>") -> Spec:
+    """Parse and validate spec text in ``format`` ("toml", "json" or "yaml")."""
+    return parse_spec(parse_text(text, format, source), source=source)
+
+
+def default_spec() -> Spec:
+    """The built-in small CNN that ``gradcheck check`` runs when given no spec file."""
+    return parse_spec(DEFAULT_DOCUMENT, source=DEFAULT_SOURCE)
+
+
+def resolve_targets(spec: Spec) -> None:
+    """Import every ``type = "python"`` layer's target now, so a bad one fails early."""
+    for i, layer in enumerate(spec.layers):
+        if layer.type == "python":
+            resolve_target(layer.options["target"], options=layer.options["options"],
+                           source=spec.source, key=f"layer[{i}].target")

@@ -1,0 +1,149 @@
+"""Reading a spec file into a plain document (a dict), with one-line errors.
+
+Everything that can go wrong before validation is caught here and reported as a
+:class:`~gradcheck.SpecError` naming the file: missing, unreadable, a directory or a
+pipe (never opened, so nothing blocks), too large, empty, binary, not UTF-8, or a
+TOML / JSON / YAML syntax error with its line and column.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+from gradcheck._errors import SpecError
+
+__all__ = ["read_document", "parse_text", "FORMATS", "MAX_SPEC_BYTES"]
+
+#: File suffix -> format. Any other suffix: JSON if the text starts with "{", else TOML.
+FORMATS = {".toml": "toml", ".json": "json", ".yaml": "yaml", ".yml": "yaml"}
+
+#: A spec is a few hundred bytes; anything above this is not one (and is not read).
+MAX_SPEC_BYTES = 1 << 20
+
+
+def read_document(path) -> tuple[dict, str]:
+    """Read and parse the spec file at ``path``; return ``(document, format)``."""
+    label = os.fspath(path)
+    p = Path(label)
+    try:
+        info = p.stat()
+    except FileNotFoundError:
+        raise SpecError(f"{label}: no such file; give the path of a .toml, .json or .yaml "
+                        f"spec file") from None
+    except OSError as exc:
+        raise SpecError(f"{label}: cannot be read ({exc.strerror or exc}); give the path of "
+                        f"a readable spec file") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise SpecError(f"{label}: is a directory, not a spec file; give the files in it, "
+                        f"e.g. {os.path.join(label, '*.toml')}")
+    if not stat.S_ISREG(info.st_mode):
+        raise SpecError(f"{label}: is not a regular file (a pipe, socket or device); give "
+                        f"the path of a spec file")
+    if info.st_size > MAX_SPEC_BYTES:
+        raise SpecError(f"{label}: is {info.st_size} bytes, more than the {MAX_SPEC_BYTES} "
+                        f"bytes a spec file may have; is this really a spec file?")
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"{label}: cannot be read ({exc.strerror or exc}); give the path of "
+                        f"a readable spec file") from None
+    text = _decode(data, label)
+    fmt = FORMATS.get(p.suffix.lower()) or _sniff(text)
+    return parse_text(text, fmt, label), fmt
+
+
+def _decode(data: bytes, label: str) -> str:
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise SpecError(f"{label}: is a binary file (a NUL byte at offset {nul}), not a text "
+                        f"spec file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{label}: is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                        f"{exc.start}); save the spec as UTF-8") from None
+    if not text.strip():
+        raise SpecError(f"{label}: is empty; a spec needs an [input] table and at least one "
+                        f"[[layer]] (see docs/spec-format.md)")
+    return text
+
+
+def _sniff(text: str) -> str:
+    return "json" if text.lstrip().startswith("{") else "toml"
+
+
+def parse_text(text: str, fmt: str | None, label: str = "<spec>") -> dict:
+    """Parse ``text`` as ``fmt`` ("toml", "json", "yaml"; None: sniff) into a dict."""
+    if not text.strip():
+        raise SpecError(f"{label}: is empty; a spec needs an [input] table and at least one "
+                        f"[[layer]] (see docs/spec-format.md)")
+    fmt = fmt or _sniff(text)
+    try:
+        if fmt == "toml":
+            doc = _parse_toml(text, label)
+        elif fmt == "json":
+            doc = _parse_json(text, label)
+        elif fmt == "yaml":
+            doc = _parse_yaml(text, label)
+        else:
+            raise SpecError(f"{label}: unknown spec format {fmt!r}; valid formats: toml, json, "
+                            f"yaml")
+    except RecursionError:
+        raise SpecError(f"{label}: is nested too deeply to be a spec document") from None
+    if not isinstance(doc, dict):
+        kind = "a list" if isinstance(doc, list) else f"a {type(doc).__name__}"
+        raise SpecError(f"{label}: the document must be a table (mapping) of keys such as "
+                        f"input, layer, loss and check; got {kind}")
+    return doc
+
+
+def _parse_toml(text, label):
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        import tomli as tomllib
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{label}: invalid TOML: {_one_line(exc)}") from None
+
+
+def _no_duplicates(pairs):
+    doc = {}
+    for key, value in pairs:
+        if key in doc:
+            raise ValueError(f"duplicate key {key!r}")
+        doc[key] = value
+    return doc
+
+
+def _parse_json(text, label):
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{label}: invalid JSON: {exc.msg} (at line {exc.lineno}, column "
+                        f"{exc.colno})") from None
+    except ValueError as exc:
+        raise SpecError(f"{label}: invalid JSON: {exc}; each key may appear once") from None
+
+
+def _parse_yaml(text, label):
+    try:
+        import yaml
+    except ModuleNotFoundError:
+        raise SpecError(f"{label}: reading YAML needs PyYAML, which is not installed; "
+                        f"pip install 'gradcheck[yaml]', or write the spec as TOML") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or _one_line(exc)
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (at line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise SpecError(f"{label}: invalid YAML: {problem}{where}") from None
+
+
+def _one_line(exc) -> str:
+    return " ".join(str(exc).split())

@@ -1,0 +1,129 @@
+"""Checking a built spec: every tensor of the network against its numerical gradient.
+
+Built-in layers come with what the checker knows about them (dependency patterns, their
+usual mistakes). A ``type = "python"`` layer comes with nothing, so for a network that
+holds one:
+
+* the dependency pattern of a tensor is given only when no user layer lies between it
+  and the output (otherwise it is unknown and every element is perturbed on its own);
+* the numerical derivative uses real differences only (user code need not accept
+  complex numbers);
+* when a user layer turns out to compute a plain convolution (its output is reproduced
+  by :func:`gradcheck.conv_forward` for some geometry), the convolution's usual mistakes
+  -- kernel not rotated, padding or stride offsets, ... -- are offered to the diagnosis
+  as suspects, propagated to every tensor below that layer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["check_built", "check_spec", "user_layer_suspects"]
+
+
+def _is_user(layer) -> bool:
+    return getattr(layer, "kind", None) == "python"
+
+
+def _first_layer(name: str) -> int:
+    return 0 if name == "input" else int(name.split(".")[0][len("layer"):])
+
+
+def user_layer_suspects(net, x, params):
+    """``suspects(argname, cotangent)`` from the user layers that compute a convolution."""
+    from gradcheck.checker._diagnose import Suspect
+    from gradcheck.checker._identify import identify_conv
+    from gradcheck.checker._suspects import conv_input_mistakes
+
+    cache = {}
+
+    def compute(cotangent):
+        if "all" in cache:
+            return cache["all"]
+        results = []
+        trace = net.forward(x, params)
+        delta = cotangent if net.loss is None else net.loss.vjp(cotangent, trace.output)
+        deltas = [None] * len(net.layers)
+        for j in reversed(range(len(net.layers))):  # error at each layer's output
+            deltas[j] = delta
+            delta = net.layers[j].backward(delta, trace.inputs[j],
+                                           *trace.params[j].values())[0]
+        for li, layer in enumerate(net.layers):
+            if not _is_user(layer):
+                continue
+            p = [np.asarray(v) for v in trace.params[li].values()]
+            ident = identify_conv([trace.inputs[li], *p], np.asarray(trace.outputs[li]))
+            if ident is None or ident.x_index != 0:
+                continue
+            what = (f"{'a correlation' if ident.convention == 'correlation' else 'a true convolution'}"
+                    f" with stride {ident.stride}, padding {ident.padding}, dilation "
+                    f"{ident.dilation}, groups {ident.groups}")
+            w = p[ident.w_index - 1]
+            for cause, message, wrong_gx in conv_input_mistakes(
+                    np.asarray(deltas[li], dtype=np.result_type(trace.inputs[li], w)),
+                    trace.inputs[li], w, stride=ident.stride, padding=ident.padding,
+                    dilation=ident.dilation, groups=ident.groups,
+                    convention=ident.convention):
+                predicted, d = {}, wrong_gx
+                for j in reversed(range(li)):  # carry the wrong error down to the input
+                    grads = net.layers[j].backward(d, trace.inputs[j],
+                                                   *trace.params[j].values())
+                    for pname, g in zip(trace.params[j], grads[1:]):
+                        predicted[f"layer{j}.{net.layers[j].kind}.{pname}"] = g
+                    d = grads[0]
+                predicted["input"] = d
+                results.append((cause, f"In layer {li} ({layer.name}), which computes {what}: "
+                                       f"{message}", predicted))
+        cache["all"] = results
+        return results
+
+    def suspects(argname, cotangent):
+        return [Suspect(cause, message, np.asarray(predicted[argname]))
+                for cause, message, predicted in compute(cotangent) if argname in predicted]
+
+    return suspects
+
+
+def _combine(*sources):
+    def suspects(argname, cotangent):
+        return [s for source in sources for s in source(argname, cotangent)]
+
+    return suspects
+
+
+def check_built(built, *, mode=None, seed=None, rtol=None, atol=None, budget=None):
+    """Run :func:`gradcheck.check_network` on a :class:`~gradcheck.spec.BuiltSpec`.
+
+    Options left as None come from the spec's ``[check]`` table, and from the checker's
+    own defaults where the spec has none.
+    """
+    import gradcheck
+
+    c = built.spec.check
+    options = {"seed": c.seed if seed is None else seed,
+               "mode": mode if mode is not None else c.mode,
+               "rtol": rtol if rtol is not None else c.rtol,
+               "atol": atol if atol is not None else c.atol,
+               "budget": budget if budget is not None else c.budget,
+               "wrt": c.wrt}
+    options = {k: v for k, v in options.items() if v is not None}
+    net = built.network
+    user = [i for i, layer in enumerate(net.layers) if _is_user(layer)]
+    if user:
+        from gradcheck.checker._suspects import network_suspects
+
+        last = max(user)
+        options["patterns"] = {n: (net.pattern(n) if _first_layer(n) > last else None)
+                               for n in net.names}
+        options["method"] = "richardson"
+        options["suspects"] = _combine(network_suspects(net, built.x, built.params),
+                                       user_layer_suspects(net, built.x, built.params))
+    name = built.spec.name or built.spec.source
+    return gradcheck.check_network(net, built.x, built.params, name=name, **options)
+
+
+def check_spec(spec, *, max_memory=None, **options):
+    """Build ``spec`` (see :func:`gradcheck.spec.build`) and check it; return the report."""
+    from gradcheck.spec._build import build
+
+    return check_built(build(spec, max_memory=max_memory), **options)

@@ -1,0 +1,408 @@
+"""Validating a spec document: every key, its type and range, and the shapes it implies.
+
+:func:`parse_spec` walks the document once, fills in defaults, and follows the tensor
+shape through the layers so that shape errors (a kernel larger than the padded input,
+channels not divisible by groups, a dense layer on an image-shaped input) name the layer
+key at fault. Every error is one :class:`~gradcheck.SpecError` line:
+``FILE: KEY: what was found; what would be valid``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from gradcheck.spec._model import CheckSpec, InputSpec, LayerSpec, LossSpec, Spec, layer_kind
+from gradcheck.spec._values import Ctx, show, suggest
+
+__all__ = ["parse_spec", "TOP_KEYS", "LAYER_KEYS", "DTYPES", "MODES", "structural_types",
+           "layer_types"]
+
+TOP_KEYS = ("name", "description", "input", "layer", "loss", "check")
+INPUT_KEYS = ("shape", "dtype", "distribution", "loc", "scale", "seed", "away_from_kinks")
+LOSS_KEYS = ("type", "seed")
+CHECK_KEYS = ("seed", "mode", "budget", "rtol", "atol", "wrt", "max_memory")
+DTYPES = ("float32", "float64")
+DISTRIBUTIONS = ("normal", "uniform")
+MODES = ("full", "fast", "auto")
+CONVENTIONS = ("correlation", "convolution")
+PADDING_WORDS = ("valid", "same", "full")
+
+#: Keys of each structural layer type besides ``type`` (activations: their parameters).
+LAYER_KEYS = {
+    "conv": ("out_channels", "kernel", "stride", "padding", "dilation", "groups", "bias",
+             "convention"),
+    "maxpool": ("kernel", "stride", "padding"),
+    "avgpool": ("kernel", "stride", "padding"),
+    "flatten": (),
+    "dense": ("out_features", "bias"),
+    "python": ("target", "params", "options", "output_shape"),
+}
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def structural_types() -> tuple[str, ...]:
+    return tuple(LAYER_KEYS)
+
+
+def layer_types() -> tuple[str, ...]:
+    """Every valid ``type`` of a ``[[layer]]``: the structural ones, then the activations."""
+    from gradcheck.ops.activations import ACTIVATIONS
+
+    return (*LAYER_KEYS, *ACTIVATIONS)
+
+
+def parse_spec(document, *, source: str = "<spec>", name: str = "") -> Spec:
+    """Validate a spec document (a dict as read from TOML, JSON or YAML) into a :class:`Spec`.
+
+    Parameters
+    ----------
+    document : dict
+        The parsed document.
+    source : str
+        What to call it in messages (the file path).
+    name : str
+        The spec's name when the document has no ``name`` key (e.g. the file stem).
+
+    Raises
+    ------
+    SpecError
+        One line naming ``source`` and the key at fault, what was found and what would be
+        valid.
+
+    Examples
+    --------
+    >>> from gradcheck.spec import parse_spec
+    >>> spec = parse_spec({"input": {"shape": [1, 1, 3, 3]},
+    ...                    "layer": [{"type": "conv", "out_channels": 1, "kernel": 2}]})
+    >>> spec.layers[0].options["stride"], spec.argument_names
+    (1, ('input', 'layer0.conv.w', 'layer0.conv.b'))
+    >>> parse_spec({"input": {"shape": [1, 1, 3, 3]}, "layer": [{"type": "tnah"}]},
+    ...            source="demo.toml")
+    Traceback (most recent call last):
+    ...
+    gradcheck._errors.SpecError: demo.toml: layer[0].type: unknown layer type "tnah"; did you mean "tanh"? valid types: ...
+    """
+    ctx = Ctx(source)
+    doc = ctx.table("", document, "keys such as input, layer, loss and check")
+    ctx.keys("", doc, TOP_KEYS, "at the top level")
+    spec_name = ctx.string("name", doc["name"]) if "name" in doc else name
+    description = ctx.string("description", doc["description"]) if "description" in doc else ""
+    if "input" not in doc:
+        raise ctx.fail("input", "missing; a spec needs an [input] table with at least "
+                                "shape = [N, C, *spatial]")
+    check = _check(ctx, doc.get("check", {}))
+    inp = _input(ctx, doc["input"])
+    layers, shapes = _layers(ctx, doc.get("layer"), inp.shape)
+    loss = _loss(ctx, doc["loss"], shapes[-1]) if "loss" in doc else None
+    spec = Spec(input=inp, layers=tuple(layers), loss=loss, check=check, name=spec_name,
+                description=description, source=source, shapes=tuple(shapes))
+    if check.wrt is not None:
+        names = spec.argument_names
+        for i, arg in enumerate(check.wrt):
+            if arg not in names:
+                raise ctx.fail(f"check.wrt[{i}]", f"{show(arg)} is not a tensor of this spec; "
+                                                  f"{suggest(arg, names)}valid names: "
+                                                  f"{', '.join(names)}")
+    return spec
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _input(ctx: Ctx, raw) -> InputSpec:
+    t = ctx.table("input", raw, "shape, dtype and how the values are drawn")
+    ctx.keys("input.", t, INPUT_KEYS, "of [input]")
+    shape = ctx.shape("input.shape",
+                      ctx.required("input.shape", t, "shape", "a list of positive ints, "
+                                   "e.g. [2, 3, 8, 8] for N, C, H, W", "[input]"),
+                      min_ndim=2, max_ndim=5, what="N, C, *spatial with 0 to 3 spatial dims")
+    dtype = t.get("dtype", "float64")
+    if dtype not in DTYPES:
+        hint = "" if not isinstance(dtype, str) else suggest(dtype, DTYPES)
+        raise ctx.fail("input.dtype", f"expected \"float32\" or \"float64\", got {show(dtype)}"
+                                      + (f"; {hint.rstrip()}" if hint else
+                                         "; other dtypes are not supported"))
+    return InputSpec(
+        shape=shape,
+        dtype=dtype,
+        distribution=ctx.choice("input.distribution", t.get("distribution", "normal"),
+                                DISTRIBUTIONS),
+        loc=ctx.real("input.loc", t.get("loc", 0.0)),
+        scale=ctx.real("input.scale", t.get("scale", 1.0), minimum=0, strict=True),
+        seed=ctx.integer("input.seed", t["seed"], minimum=0) if "seed" in t else None,
+        away_from_kinks=ctx.real("input.away_from_kinks", t.get("away_from_kinks", 0.0),
+                                 minimum=0),
+    )
+
+
+def _check(ctx: Ctx, raw) -> CheckSpec:
+    t = ctx.table("check", raw, "checker settings")
+    ctx.keys("check.", t, CHECK_KEYS, "of [check]")
+    wrt = None
+    if "wrt" in t:
+        value = t["wrt"]
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise ctx.expected("check.wrt", 'a non-empty list of tensor names such as '
+                               '["input", "layer0.conv.w"]', value)
+        wrt = tuple(value)
+    return CheckSpec(
+        seed=ctx.integer("check.seed", t.get("seed", 0), minimum=0),
+        mode=ctx.choice("check.mode", t["mode"], MODES) if "mode" in t else None,
+        budget=ctx.integer("check.budget", t["budget"], minimum=1) if "budget" in t else None,
+        rtol=ctx.real("check.rtol", t["rtol"], minimum=0) if "rtol" in t else None,
+        atol=ctx.real("check.atol", t["atol"], minimum=0) if "atol" in t else None,
+        wrt=wrt,
+        max_memory=ctx.memory("check.max_memory", t["max_memory"]) if "max_memory" in t else None,
+    )
+
+
+def _loss(ctx: Ctx, raw, out_shape) -> LossSpec:
+    from gradcheck.ops.losses import LOSSES
+
+    t = ctx.table("loss", raw, "type and seed")
+    ctx.keys("loss.", t, LOSS_KEYS, "of [loss]")
+    kind = ctx.required("loss.type", t, "type", f"one of {', '.join(LOSSES)}", "[loss]")
+    kind = ctx.choice("loss.type", kind, tuple(LOSSES))
+    if out_shape is not None and len(out_shape) < LOSSES[kind].min_ndim:
+        raise ctx.fail("loss.type", f"\"{kind}\" needs an output of shape (N, classes, ...), "
+                                    f"but the last layer gives shape {out_shape}; use "
+                                    f"\"weighted_sum\" or \"mse\", or end with a dense layer")
+    seed = ctx.integer("loss.seed", t["seed"], minimum=0) if "seed" in t else None
+    return LossSpec(type=kind, seed=seed)
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def _layers(ctx: Ctx, raw, in_shape):
+    if raw is None:
+        raise ctx.fail("layer", "missing; a spec needs at least one [[layer]] table, e.g. "
+                                "[[layer]] type = \"conv\" ...")
+    if isinstance(raw, dict):
+        raw = [raw]  # a single [layer] table (TOML) or mapping (JSON/YAML)
+    if not isinstance(raw, list) or not raw:
+        raise ctx.expected("layer", "a non-empty list of layer tables ([[layer]] in TOML)", raw)
+    layers, shapes = [], [in_shape]
+    for i, item in enumerate(raw):
+        layer = _layer(ctx, i, item, shapes[-1])
+        layers.append(layer)
+        shapes.append(checked_output_shape(ctx, i, layer, shapes[-1]))
+    return layers, shapes
+
+
+def _layer(ctx: Ctx, i: int, raw, shape) -> LayerSpec:
+    from gradcheck.ops.activations import ACTIVATION_PARAMS, ACTIVATIONS
+
+    key = f"layer[{i}]"
+    t = ctx.table(key, raw, "a layer's type and options")
+    kinds = layer_types()
+    kind = ctx.required(f"{key}.type", t, "type", "conv, maxpool, avgpool, flatten, dense, "
+                        "python or an activation name such as tanh", "every [[layer]]")
+    if not isinstance(kind, str) or kind not in kinds:
+        raise ctx.fail(f"{key}.type", f"unknown layer type {show(kind)}; "
+                                      f"{suggest(kind, kinds)}valid types: {', '.join(kinds)}")
+    nd = len(shape) - 2 if shape is not None and 3 <= len(shape) <= 5 else None
+    options = {k: v for k, v in t.items() if k != "type"}
+    if kind in ACTIVATIONS:
+        params = ACTIVATION_PARAMS.get(kind, {})
+        ctx.keys(f"{key}.", options, tuple(params), f"of a {kind} layer")
+        values = {}
+        for pname, param in params.items():
+            values[pname] = ctx.real(f"{key}.{pname}", options.get(pname, param.default),
+                                     valid=f"a number {param.valid}")
+            if not param.check(values[pname]):
+                raise ctx.expected(f"{key}.{pname}", f"a number {param.valid}", options[pname])
+        if kind == "hard_tanh" and not values["min_val"] < values["max_val"]:
+            raise ctx.fail(f"{key}.min_val", f"{values['min_val']!r} must be less than max_val "
+                                             f"= {values['max_val']!r}")
+        return LayerSpec(kind, values)
+    ctx.keys(f"{key}.", options, LAYER_KEYS[kind], f"of a {kind} layer")
+    return LayerSpec(kind, _READERS[kind](ctx, key, options, nd))
+
+
+def _conv_options(ctx, key, t, nd):
+    need = lambda name, valid: ctx.required(f"{key}.{name}", t, name, valid, "a conv layer")  # noqa: E731
+    o = {"out_channels": ctx.integer(f"{key}.out_channels",
+                                     need("out_channels", "a positive int"), minimum=1),
+         "kernel": ctx.int_or_list(f"{key}.kernel", need("kernel", "a positive int"), nd,
+                                   minimum=1)}
+    o["stride"] = ctx.int_or_list(f"{key}.stride", t.get("stride", 1), nd, minimum=1)
+    o["padding"] = _padding(ctx, f"{key}.padding", t.get("padding", 0), nd)
+    o["dilation"] = ctx.int_or_list(f"{key}.dilation", t.get("dilation", 1), nd, minimum=1)
+    o["groups"] = ctx.integer(f"{key}.groups", t.get("groups", 1), minimum=1)
+    o["bias"] = ctx.boolean(f"{key}.bias", t.get("bias", True))
+    o["convention"] = ctx.choice(f"{key}.convention", t.get("convention", "correlation"),
+                                 CONVENTIONS)
+    if o["out_channels"] % o["groups"]:
+        raise ctx.fail(f"{key}.groups", f"{o['groups']} does not divide out_channels = "
+                                        f"{o['out_channels']}; valid: "
+                                        f"{_divisors(o['out_channels'])}")
+    return o
+
+
+def _padding(ctx, key, value, nd):
+    if isinstance(value, str):
+        return ctx.choice(key, value, PADDING_WORDS,
+                          what="an int >= 0, a list of them, or one of")
+    if (isinstance(value, list) and value and all(isinstance(p, list) for p in value)):
+        count = "1 to 3" if nd is None else str(nd)
+        ok = (nd is None or len(value) == nd) and len(value) <= 3 and all(
+            len(p) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                for v in p) for p in value)
+        if not ok:
+            raise ctx.expected(key, f"a list of {count} [low, high] pairs of ints >= 0", value)
+        return [[int(a), int(b)] for a, b in value]
+    return ctx.int_or_list(key, value, nd, minimum=0)
+
+
+def _pool_options(ctx, key, t, nd):
+    kernel = ctx.int_or_list(f"{key}.kernel",
+                             ctx.required(f"{key}.kernel", t, "kernel", "a positive int",
+                                          "a pooling layer"), nd, minimum=1)
+    stride = ctx.int_or_list(f"{key}.stride", t["stride"], nd, minimum=1) if "stride" in t \
+        else kernel
+    padding = ctx.int_or_list(f"{key}.padding", t.get("padding", 0), nd, minimum=0)
+    return {"kernel": kernel, "stride": stride, "padding": padding}
+
+
+def _dense_options(ctx, key, t, nd):
+    return {"out_features": ctx.integer(
+                f"{key}.out_features",
+                ctx.required(f"{key}.out_features", t, "out_features", "a positive int",
+                             "a dense layer"), minimum=1),
+            "bias": ctx.boolean(f"{key}.bias", t.get("bias", True))}
+
+
+def _python_options(ctx, key, t, nd):
+    from gradcheck.spec._user import check_target_syntax
+
+    target = ctx.required(f"{key}.target", t, "target", '"package.module:Object"',
+                          "a python layer")
+    if not isinstance(target, str):
+        raise ctx.expected(f"{key}.target", 'a string "package.module:Object"', target)
+    check_target_syntax(ctx, f"{key}.target", target)
+    params = ctx.table(f"{key}.params", t.get("params", {}), "parameter names -> shapes")
+    shapes = {}
+    for pname, pshape in params.items():
+        if not isinstance(pname, str) or not _IDENTIFIER.match(pname):
+            raise ctx.fail(f"{key}.params.{pname}", f"parameter name {show(pname)} is not a "
+                                                    f"valid identifier (letters, digits, _)")
+        shapes[pname] = list(ctx.shape(f"{key}.params.{pname}", pshape,
+                                       what="the parameter's shape"))
+    options = ctx.table(f"{key}.options", t.get("options", {}),
+                        "keyword arguments for the target's constructor")
+    o = {"target": target, "params": shapes, "options": dict(options)}
+    if "output_shape" in t:
+        o["output_shape"] = list(ctx.shape(f"{key}.output_shape", t["output_shape"],
+                                           min_ndim=1, what="the layer's output shape"))
+    return o
+
+
+def _flatten_options(ctx, key, t, nd):
+    return {}
+
+
+_READERS = {"conv": _conv_options, "maxpool": _pool_options, "avgpool": _pool_options,
+            "dense": _dense_options, "python": _python_options, "flatten": _flatten_options}
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def _divisors(n: int) -> str:
+    return ", ".join(str(d) for d in range(1, n + 1) if n % d == 0)
+
+
+def _per_dim(value, nd):
+    return list(value) if isinstance(value, list) else [value] * nd
+
+
+def _from_where(i: int) -> str:
+    return "the input" if i == 0 else f"layer[{i - 1}]"
+
+
+def checked_output_shape(ctx: Ctx, i: int, layer: LayerSpec, shape):
+    """The layer's output shape, with shape errors pinned on the key at fault."""
+    key, o = f"layer[{i}]", layer.options
+    if layer.type == "python":
+        return tuple(o["output_shape"]) if "output_shape" in o else None
+    if shape is None:
+        return None  # after a python layer of unknown output shape: checked when built
+    if layer.type in ("conv", "maxpool", "avgpool"):
+        if not 3 <= len(shape) <= 5:
+            raise ctx.fail(key, f"a {layer.type} layer needs an input of shape (N, C, *spatial) "
+                                f"with 1 to 3 spatial dims, but {_from_where(i)} gives shape "
+                                f"{shape}")
+        _window_checks(ctx, key, layer, shape)
+    elif layer.type == "dense" and len(shape) != 2:
+        raise ctx.fail(key, f"a dense layer needs a 2-D input (N, features), but "
+                            f"{_from_where(i)} gives shape {shape}; put a "
+                            f"{{type = \"flatten\"}} layer before it")
+    elif layer.type == "flatten" and len(shape) < 2:
+        raise ctx.fail(key, f"a flatten layer needs an input (N, *features), but "
+                            f"{_from_where(i)} gives shape {shape}")
+    return layer_output_shape(ctx, i, layer, shape)
+
+
+def layer_output_shape(ctx: Ctx, i: int, layer: LayerSpec, shape):
+    """Ask the real layer (from :mod:`gradcheck.ops.layers`) for its output shape."""
+    from gradcheck._errors import ConfigurationError
+    from gradcheck.spec._build import make_layer
+
+    if layer.type == "python":
+        return tuple(layer.options["output_shape"]) if "output_shape" in layer.options else None
+    try:
+        return tuple(make_layer(layer).output_shape(shape))
+    except ConfigurationError as exc:
+        raise ctx.fail(f"layer[{i}]", f"{layer_kind(layer)} on input of shape {shape}: {exc}") \
+            from None
+
+
+def _window_checks(ctx, key, layer, shape):
+    o, nd = layer.options, len(shape) - 2
+    kernel = _per_dim(o["kernel"], nd)
+    stride = _per_dim(o["stride"], nd)
+    dilation = _per_dim(o.get("dilation", 1), nd)
+    if layer.type == "conv":
+        c_in, groups = shape[1], o["groups"]
+        if c_in % groups:
+            raise ctx.fail(f"{key}.groups", f"{groups} does not divide the {c_in} input "
+                                            f"channels of shape {shape}; valid: "
+                                            f"{_divisors(math.gcd(c_in, o['out_channels']))}")
+        lo, hi = _conv_pads(ctx, key, o["padding"], kernel, stride, dilation, nd)
+    else:
+        pads = _per_dim(o["padding"], nd)
+        for axis, (k, p) in enumerate(zip(kernel, pads)):
+            if 2 * p > k:
+                raise ctx.fail(f"{key}.padding", f"{show(o['padding'])} is more than half the "
+                                                 f"kernel size {k} along spatial dim {axis}; "
+                                                 f"valid: at most {k // 2}")
+        lo = hi = pads
+    for axis, (n, k, d, a, b) in enumerate(zip(shape[2:], kernel, dilation, lo, hi)):
+        reach = d * (k - 1) + 1
+        if n + a + b < reach:
+            extent = f" (dilated extent {reach})" if d > 1 else ""
+            raise ctx.fail(f"{key}.kernel", f"{show(o['kernel'])}{extent} is larger than the "
+                                            f"padded input along spatial dim {axis}: size {n} "
+                                            f"+ padding {a}+{b} = {n + a + b}; use a kernel of "
+                                            f"at most {n + a + b} there or more padding")
+
+
+def _conv_pads(ctx, key, padding, kernel, stride, dilation, nd):
+    reach = [d * (k - 1) for k, d in zip(kernel, dilation)]
+    if padding == "valid":
+        return [0] * nd, [0] * nd
+    if padding == "full":
+        return reach, reach
+    if padding == "same":
+        if any(s != 1 for s in stride):
+            raise ctx.fail(f"{key}.padding", f"\"same\" needs stride 1, got stride "
+                                             f"{show(stride if len(set(stride)) > 1 else stride[0])}; "
+                                             f"use an int padding with this stride")
+        lo = [r // 2 for r in reach]
+        return lo, [r - a for r, a in zip(reach, lo)]
+    if isinstance(padding, list) and padding and isinstance(padding[0], list):
+        return [p[0] for p in padding], [p[1] for p in padding]
+    pads = _per_dim(padding, nd)
+    return pads, pads
