@@ -157,8 +157,9 @@ def test_pattern_covers_the_jacobian(layer, shape):
         args = random_args(layer, shape, seed=seed)
         for i, wrt in enumerate(names):
             pattern = layer.pattern(shape, wrt)
-            assert pattern.dtype == bool
+            assert pattern.dtype == bool and pattern.format == "csr"
             assert pattern.shape == (out_size, args[i].size)
+            assert pattern.has_canonical_format  # sorted, no duplicate entries
             structure = np.abs(jacobian(layer, args, i)) > 1e-7
             dense = pattern.toarray()
             missing = structure & ~dense
