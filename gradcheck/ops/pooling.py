@@ -6,7 +6,8 @@ output size is ``(n + 2p - k) // s + 1`` per dim (floor, as PyTorch's default). 
 padding may be at most half the kernel, as in PyTorch, so every window holds at least one
 real entry.
 
-* **MaxPool** pads with :math:`-\infty`, so padding is never selected.
+* **MaxPool** pads with :math:`-\infty`, so padding is never selected (unless every real
+  entry of the window is :math:`-\infty` as well; then the gradient may be dropped).
   :math:`y = \max_{\mathbf{a}} x_p[s\mathbf{i} + \mathbf{a}]` and the whole output
   error goes to the selected entry. **Ties**: the gradient goes to the *first* maximal
   entry of the window in C order of the window (row-major over the kernel taps), and to
