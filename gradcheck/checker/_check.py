@@ -154,8 +154,10 @@ def _validate_options(f, f_vjp, args, *, argnames, wrt, mode, seed, atol, rtol, 
         return out
 
     patterns = per_arg(patterns, "patterns", None,
-                       lambda v: hasattr(v, "tocsc") and len(getattr(v, "shape", ())) == 2,
-                       "None or a scipy.sparse matrix (outputs x elements)")
+                       lambda v: callable(v) or (hasattr(v, "tocsc")
+                                                 and len(getattr(v, "shape", ())) == 2),
+                       "None, a scipy.sparse matrix (outputs x elements), or a callable "
+                       "returning one")
     vectorized = per_arg(vectorized, "vectorized", False, lambda v: isinstance(v, bool), "a bool")
     roles = per_arg(roles, "roles", None,
                     lambda v: v in ("input", "weight", "bias", "generic") or isinstance(v, TensorRole),
@@ -378,7 +380,8 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
         Differentiation method passed to the differentiator (``"auto"`` chooses).
     patterns : mapping or sequence, optional
         Per argument, a sparse boolean matrix (outputs × elements) of which outputs each
-        element can change; lets the differentiator perturb many elements at once.
+        element can change, or a callable returning one (called only in full mode); lets
+        the differentiator perturb many elements at once.
     vectorized : bool or mapping or sequence, optional
         Per argument, whether ``f`` accepts a leading batch of points for it.
     roles : mapping or sequence, optional
@@ -454,7 +457,10 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
                 f"argument {label!r} has {arg.size} elements, above budget={opts.budget}; "
                 f"raise budget, pass mode='fast', or over_budget='fast'")
         if use_full:
-            num = full_numeric(g, arg, cotangent64, y, pattern=opts.patterns[i],
+            pattern = opts.patterns[i]
+            if callable(pattern):  # built only when needed: full mode
+                pattern = pattern()
+            num = full_numeric(g, arg, cotangent64, y, pattern=pattern,
                                vectorized=opts.vectorized[i], method=opts.method)
             reports.append(_compare_full(label, arg, analytic[i], num, opts, _role(opts, i, arg),
                                          suspects, cotangent, t_arg))
