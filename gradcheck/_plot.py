@@ -110,7 +110,7 @@ def write_plots(results, built_by_label, outdir) -> list[str]:
             diff = np.abs(np.asarray(a.analytic, dtype=np.float64)
                           - np.asarray(a.numeric, dtype=np.float64))
             image, where = _panels(diff)
-            fig = Figure(figsize=(6, 5))
+            fig = Figure(figsize=(7, 5), layout="constrained")
             FigureCanvasAgg(fig)
             ax = fig.add_subplot()
             shown = ax.imshow(image, cmap="magma", interpolation="nearest")
@@ -119,7 +119,7 @@ def write_plots(results, built_by_label, outdir) -> list[str]:
                 row, col = where(tuple(a.worst_index))
                 ax.plot([col], [row], "o", mfc="none", mec="cyan", ms=14, mew=2)
             panels = " (rows: batch items, columns: channels)" if diff.ndim >= 4 else ""
-            ax.set_title(f"{r.label}: {a.name}{panels}\nworst {tuple(a.worst_index or ())}: "
+            ax.set_title(f"{r.label}\n{a.name}{panels}\nworst {tuple(a.worst_index or ())}: "
                          f"analytic {a.analytic_at_worst:.6g}, numeric {a.numeric_at_worst:.6g}",
                          fontsize=9)
             ax.set_xticks([])
@@ -130,7 +130,7 @@ def write_plots(results, built_by_label, outdir) -> list[str]:
             if built is not None and a.worst_index is not None and a.mode == "full":
                 steps, numeric, analytic = step_curve(built, a.name, tuple(a.worst_index),
                                                       seed=r.report.seed)
-                fig = Figure(figsize=(6, 4.5))
+                fig = Figure(figsize=(7, 4.5), layout="constrained")
                 FigureCanvasAgg(fig)
                 ax = fig.add_subplot()
                 err = np.abs(numeric - analytic)

@@ -4,7 +4,7 @@ A spec names an input shape and dtype, a stack of layers (convolution, activatio
 pooling, flatten, dense, or the user's own ``type = "python"`` layer), an optional loss,
 and how to check. ``gradcheck check SPEC`` loads one with :func:`load_spec`, turns it into
 arrays with :func:`build`, and checks every tensor. Every key is documented in
-``docs/spec-format.md``.
+the README's spec-format section.
 
 Examples
 --------

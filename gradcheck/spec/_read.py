@@ -67,7 +67,7 @@ def _decode(data: bytes, label: str) -> str:
                         f"{exc.start}); save the spec as UTF-8") from None
     if not text.strip():
         raise SpecError(f"{label}: is empty; a spec needs an [input] table and at least one "
-                        f"[[layer]] (see docs/spec-format.md)")
+                        f"[[layer]], e.g. [input] shape = [2, 3, 8, 8]")
     return text
 
 
@@ -79,7 +79,7 @@ def parse_text(text: str, fmt: str | None, label: str = "<spec>") -> dict:
     """Parse ``text`` as ``fmt`` ("toml", "json", "yaml"; None: sniff) into a dict."""
     if not text.strip():
         raise SpecError(f"{label}: is empty; a spec needs an [input] table and at least one "
-                        f"[[layer]] (see docs/spec-format.md)")
+                        f"[[layer]], e.g. [input] shape = [2, 3, 8, 8]")
     fmt = fmt or _sniff(text)
     try:
         if fmt == "toml":

@@ -4,10 +4,11 @@ Built-in layers come with what the checker knows about them (dependency patterns
 usual mistakes). A ``type = "python"`` layer comes with nothing, so for a network that
 holds one:
 
-* the dependency pattern of a tensor is given only when no user layer lies between it
-  and the output (otherwise it is unknown and every element is perturbed on its own);
-* the numerical derivative uses real differences only (user code need not accept
-  complex numbers);
+* the dependency pattern of a tensor is known only when no user layer lies between it
+  and the output (:meth:`~gradcheck.ops.network.Sequential.pattern` says None
+  otherwise, and every element is perturbed on its own);
+* the network is not ``complex_safe`` (a user layer need not accept complex numbers),
+  so complex-step differentiation is not used through it;
 * when a user layer turns out to compute a plain convolution (its output is reproduced
   by :func:`gradcheck.conv_forward` for some geometry), the convolution's usual mistakes
   -- kernel not rotated, padding or stride offsets, ... -- are offered to the diagnosis
@@ -23,10 +24,6 @@ __all__ = ["check_built", "check_spec", "user_layer_suspects"]
 
 def _is_user(layer) -> bool:
     return getattr(layer, "kind", None) == "python"
-
-
-def _first_layer(name: str) -> int:
-    return 0 if name == "input" else int(name.split(".")[0][len("layer"):])
 
 
 def user_layer_suspects(net, x, params):
@@ -112,10 +109,6 @@ def check_built(built, *, mode=None, seed=None, rtol=None, atol=None, budget=Non
     if user:
         from gradcheck.checker._suspects import network_suspects
 
-        last = max(user)
-        options["patterns"] = {n: (net.pattern(n) if _first_layer(n) > last else None)
-                               for n in net.names}
-        options["method"] = "richardson"
         options["suspects"] = _combine(network_suspects(net, built.x, built.params),
                                        user_layer_suspects(net, built.x, built.params))
     name = built.spec.name or built.spec.source

@@ -85,7 +85,7 @@ def parse_spec(document, *, source: str = "<spec>", name: str = "") -> Spec:
     """
     ctx = Ctx(source)
     doc = ctx.table("", document, "keys such as input, layer, loss and check")
-    ctx.keys("", doc, TOP_KEYS, "at the top level")
+    ctx.keys("", doc, TOP_KEYS, "the top level")
     spec_name = ctx.string("name", doc["name"]) if "name" in doc else name
     description = ctx.string("description", doc["description"]) if "description" in doc else ""
     if "input" not in doc:
@@ -112,7 +112,7 @@ def parse_spec(document, *, source: str = "<spec>", name: str = "") -> Spec:
 
 def _input(ctx: Ctx, raw) -> InputSpec:
     t = ctx.table("input", raw, "shape, dtype and how the values are drawn")
-    ctx.keys("input.", t, INPUT_KEYS, "of [input]")
+    ctx.keys("input.", t, INPUT_KEYS, "[input]")
     shape = ctx.shape("input.shape",
                       ctx.required("input.shape", t, "shape", "a list of positive ints, "
                                    "e.g. [2, 3, 8, 8] for N, C, H, W", "[input]"),
@@ -138,7 +138,7 @@ def _input(ctx: Ctx, raw) -> InputSpec:
 
 def _check(ctx: Ctx, raw) -> CheckSpec:
     t = ctx.table("check", raw, "checker settings")
-    ctx.keys("check.", t, CHECK_KEYS, "of [check]")
+    ctx.keys("check.", t, CHECK_KEYS, "[check]")
     wrt = None
     if "wrt" in t:
         value = t["wrt"]
@@ -161,7 +161,7 @@ def _loss(ctx: Ctx, raw, out_shape) -> LossSpec:
     from gradcheck.ops.losses import LOSSES
 
     t = ctx.table("loss", raw, "type and seed")
-    ctx.keys("loss.", t, LOSS_KEYS, "of [loss]")
+    ctx.keys("loss.", t, LOSS_KEYS, "[loss]")
     kind = ctx.required("loss.type", t, "type", f"one of {', '.join(LOSSES)}", "[loss]")
     kind = ctx.choice("loss.type", kind, tuple(LOSSES))
     if out_shape is not None and len(out_shape) < LOSSES[kind].min_ndim:
@@ -206,7 +206,7 @@ def _layer(ctx: Ctx, i: int, raw, shape) -> LayerSpec:
     options = {k: v for k, v in t.items() if k != "type"}
     if kind in ACTIVATIONS:
         params = ACTIVATION_PARAMS.get(kind, {})
-        ctx.keys(f"{key}.", options, tuple(params), f"of a {kind} layer")
+        ctx.keys(f"{key}.", options, tuple(params), f"a {kind} layer")
         values = {}
         for pname, param in params.items():
             values[pname] = ctx.real(f"{key}.{pname}", options.get(pname, param.default),
@@ -217,7 +217,7 @@ def _layer(ctx: Ctx, i: int, raw, shape) -> LayerSpec:
             raise ctx.fail(f"{key}.min_val", f"{values['min_val']!r} must be less than max_val "
                                              f"= {values['max_val']!r}")
         return LayerSpec(kind, values)
-    ctx.keys(f"{key}.", options, LAYER_KEYS[kind], f"of a {kind} layer")
+    ctx.keys(f"{key}.", options, LAYER_KEYS[kind], f"a {kind} layer")
     return LayerSpec(kind, _READERS[kind](ctx, key, options, nd))
 
 

@@ -77,7 +77,7 @@ class Ctx:
         for key in table:
             if key not in allowed:
                 if allowed:
-                    valid = f"valid keys {owner}: {', '.join(allowed)}"
+                    valid = f"valid keys for {owner}: {', '.join(allowed)}"
                 else:
                     valid = f"{owner} takes no other keys"
                 raise self.fail(f"{prefix}{key}", f"unknown key; {suggest(key, allowed)}{valid}")

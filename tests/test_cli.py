@@ -1,0 +1,449 @@
+"""The ``gradcheck`` command line: each command, each output format, exit codes, and a
+table of bad inputs with their one-line messages.
+
+Most tests run ``main([...])`` in-process with capsys; a few run the real console script
+and ``python -m gradcheck`` in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from gradcheck.cli import INTERNAL, MISMATCH, OK, USAGE, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+HEAD = "[input]\nshape = [2, 3, 8, 8]\n"
+CONV = "[[layer]]\ntype = 'conv'\nout_channels = 4\n"
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def at_root(monkeypatch):
+    monkeypatch.chdir(ROOT)
+
+
+# --------------------------------------------------------------------------- check
+
+
+def test_check_without_spec_runs_the_builtin_cnn(capsys):
+    code, out, err = run(["check"], capsys)
+    assert code == OK, out + err
+    assert "gradcheck <built-in default>: PASSED" in out
+    for name in ("input", "layer0.conv.w", "layer0.conv.b", "layer2.conv.w", "layer5.dense.w"):
+        assert f"\n{name} " in out
+    assert "all 7 checks passed (1 spec," in out
+    assert err == ""                                  # no progress display: not a terminal
+
+
+def test_check_json_is_one_object_on_stdout(capsys, at_root):
+    code, out, err = run(["check", "specs/conv_tanh.toml", "specs/small_cnn.toml", "--json"],
+                         capsys)
+    assert code == OK and err == ""
+    data = json.loads(out)
+    assert data["format"] == 1 and data["passed"] is True
+    assert isinstance(data["elapsed_s"], float) and data["elapsed_s"] > 0
+    names = [c["name"] for c in data["checks"]]
+    assert names[:3] == ["specs/conv_tanh.toml::input", "specs/conv_tanh.toml::layer0.conv.w",
+                         "specs/conv_tanh.toml::layer0.conv.b"]
+    assert len(names) == 3 + 7 and len(set(names)) == 10
+    for c in data["checks"]:
+        assert c["passed"] is True
+        assert c["max_abs_error"] >= 0 and c["max_rel_error"] >= 0
+        assert len(c["worst_index"]) == len(c["shape"])
+
+
+def test_buggy_user_layer_fails_with_the_right_diagnosis(capsys, at_root):
+    code, out, _ = run(["check", "specs/examples/user_layer_buggy.toml", "--json"], capsys)
+    assert code == MISMATCH
+    checks = {c["argument"]: c for c in json.loads(out)["checks"]}
+    assert checks["input"]["passed"] is False
+    assert checks["input"]["diagnosis"]["cause"] == "kernel_not_rotated"
+    # the weight and bias gradients of the buggy layer are right
+    assert checks["layer0.python.w"]["passed"] and checks["layer0.python.b"]["passed"]
+
+
+def test_corrected_user_layer_passes(capsys, at_root):
+    code, out, _ = run(["check", "specs/examples/user_layer.toml"], capsys)
+    assert code == OK, out
+    assert "all 3 checks passed" in out
+
+
+def test_text_report_of_a_failure_points_at_the_worst_element(capsys, at_root):
+    code, out, _ = run(["check", "specs/examples/user_layer_buggy.toml"], capsys)
+    assert code == MISMATCH
+    assert "input: 144/144 FAIL; worst at index (" in out
+    assert "likely cause: In layer 0 (examples.my_layers:BuggyConvLayer)" in out
+    assert "the kernel was not rotated" in out
+    assert out.rstrip().endswith("s)") and "1 of 3 checks FAILED" in out
+
+
+def test_junit_xml_one_testcase_per_check(capsys, at_root, tmp_path):
+    path = tmp_path / "report.xml"
+    code, _, _ = run(["check", "specs/conv_tanh.toml", "specs/examples/user_layer_buggy.toml",
+                      "--junit-xml", str(path), "-q"], capsys)
+    assert code == MISMATCH
+    root = ET.parse(path).getroot()
+    cases = list(root.iter("testcase"))
+    assert len(cases) == 6 and root.get("tests") == "6" and root.get("failures") == "1"
+    failed = [c for c in cases if c.find("failure") is not None]
+    assert [(c.get("classname"), c.get("name")) for c in failed] == \
+        [("specs/examples/user_layer_buggy.toml", "input")]
+    assert "analytic" in failed[0].find("failure").get("message")
+
+
+def test_seed_and_mode_options_reach_the_checker(capsys):
+    code, out, _ = run(["check", "--json", "--seed", "3", "--mode", "fast"], capsys)
+    assert code == OK
+    spec = json.loads(out)["specs"][0]
+    assert spec["seed"] == 3 and spec["mode"] == "fast"
+    assert {c["mode"] for c in json.loads(out)["checks"]} == {"fast"}
+
+
+def test_quiet_and_verbose(capsys, at_root):
+    code, out, _ = run(["check", "-q"], capsys)
+    assert code == OK and out.startswith("gradcheck: all 7 checks passed") and \
+        out.count("\n") == 1
+    code, out, _ = run(["check", "specs/conv_tanh.toml", "-v"], capsys)
+    assert "layer0.conv.b: ok; worst at index" in out
+
+
+# --------------------------------------------------------------------------- user code
+
+
+USER = """
+    import numpy as np
+
+    class Raises:
+        def forward(self, x):
+            return 2 * x
+        def backward(self, g, x):
+            return (helper(g),)
+
+    def helper(g):
+        raise ZeroDivisionError("user bug here")
+
+    class NaNGrad:
+        def forward(self, x):
+            return 2 * x
+        def backward(self, g, x):
+            out = 2 * g
+            out[0, 0] = np.nan
+            return (out,)
+
+    class WrongShape:
+        def forward(self, x):
+            return 2 * x
+        def backward(self, g, x):
+            return (2 * g[:, :-1],)
+"""
+
+
+@pytest.fixture
+def user_specs(tmp_path, monkeypatch):
+    (tmp_path / "cli_user_t.py").write_text(textwrap.dedent(USER))
+    sys.modules.pop("cli_user_t", None)
+    for name in ("Raises", "NaNGrad", "WrongShape"):
+        (tmp_path / f"{name}.toml").write_text(
+            f"[input]\nshape = [2, 3]\n[[layer]]\ntype = 'python'\ntarget = 'cli_user_t:{name}'\n")
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    sys.modules.pop("cli_user_t", None)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("Raises", "cli_user_t:Raises.backward raised ZeroDivisionError: user bug here"),
+    ("NaNGrad", "cli_user_t:NaNGrad.backward returned nan in grad_x at index (0, 0)"),
+    ("WrongShape", "cli_user_t:WrongShape.backward returned grad_x of shape (2, 2); expected "
+                   "(2, 3), the shape of x"),
+])
+def test_user_code_failure_is_exit_1_and_stated(capsys, user_specs, name, message):
+    code, out, err = run(["check", f"{name}.toml"], capsys)
+    assert code == MISMATCH
+    assert f"gradcheck {name}.toml: ERROR (user code): {message}" in out
+    assert "Traceback" not in out + err
+    code, out, _ = run(["check", f"{name}.toml", "--json"], capsys)
+    entry = json.loads(out)["checks"][0]
+    assert entry["name"] == f"{name}.toml" and entry["passed"] is False
+    assert entry["error"].startswith(message)
+
+
+def test_user_traceback_with_verbose(capsys, user_specs):
+    code, out, _ = run(["check", "Raises.toml", "-v"], capsys)
+    assert code == MISMATCH
+    assert "Traceback (most recent call last)" in out and "in helper" in out
+
+
+def test_one_failing_user_spec_does_not_stop_the_others(capsys, user_specs):
+    code, out, _ = run(["check", "Raises.toml", "--json", "--seed", "0"], capsys)
+    code2, out2, _ = run(["check", "Raises.toml", str(ROOT / "specs/small_cnn.toml"), "--json"],
+                         capsys)
+    assert code == code2 == MISMATCH
+    data = json.loads(out2)
+    assert [s["passed"] for s in data["specs"]] == [False, True]
+    assert len(data["checks"]) == 1 + 7
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _write(tmp_path, name, content):
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return name
+
+
+BAD = [
+    # (id, file name, content or None, extra argv, pinned message after "gradcheck: error: ")
+    ("missing", "nope.toml", None, [],
+     r"nope\.toml: no such file; give the path of a \.toml, \.json or \.yaml spec file"),
+    ("directory", "adir", "DIR", [],
+     r"adir: is a directory, not a spec file; give the files in it, e\.g\. adir/\*\.toml"),
+    ("empty", "empty.toml", "  \n", [],
+     r"empty\.toml: is empty; a spec needs an \[input\] table and at least one \[\[layer\]\], "
+     r"e\.g\. \[input\] shape = \[2, 3, 8, 8\]"),
+    ("binary", "bin.toml", b"\x89PNG\r\n\x1a\n\x00\x00", [],
+     r"bin\.toml: is a binary file \(a NUL byte at offset 8\), not a text spec file"),
+    ("not utf-8", "latin.toml", b"name = '\xe9'\n", [],
+     r"latin\.toml: is not UTF-8 text \(byte 0xe9 at offset 8\); save the spec as UTF-8"),
+    ("toml syntax", "syntax.toml", "[input\nshape = [1]\n", [],
+     r"syntax\.toml: invalid TOML: Expected '\]' at the end of a table declaration \(at line 1, "
+     r"column 7\)"),
+    ("json syntax", "syntax.json", '{"input": {"shape": [1, 2]},}', [],
+     r"syntax\.json: invalid JSON: Expecting property name enclosed in double quotes \(at line "
+     r"1, column 29\)"),
+    ("yaml syntax", "syntax.yaml", "input:\n  shape: [1, 2\n", [],
+     r"syntax\.yaml: invalid YAML: expected ',' or '\]', but got '<stream end>' \(at line 3, "
+     r"column 1\)"),
+    ("json list", "list.json", "[1, 2]", [],
+     r"list\.json: the document must be a table \(mapping\) of keys such as input, layer, loss "
+     r"and check; got a list"),
+    ("unknown top key", "top.toml", HEAD + "[[layr]]\ntype = 'tanh'\n", [],
+     r"top\.toml: layr: unknown key; did you mean \"layer\"\? valid keys for the top level: "
+     r"name, description, input, layer, loss, check"),
+    ("unknown layer key", "key.toml", HEAD + CONV + "kernal = 3\n", [],
+     r"key\.toml: layer\[0\]\.kernal: unknown key; did you mean \"kernel\"\? valid keys for a "
+     r"conv layer: out_channels, kernel, stride, padding, dilation, groups, bias, convention"),
+    ("unknown layer type", "type.toml", HEAD + "[[layer]]\ntype = 'tnah'\n", [],
+     r"type\.toml: layer\[0\]\.type: unknown layer type \"tnah\"; did you mean \"tanh\"\? valid "
+     r"types: conv, maxpool, avgpool, flatten, dense, python, identity, sigmoid, tanh, .*"),
+    ("wrong type", "str.toml", HEAD + CONV + "kernel = '3'\n", [],
+     r"str\.toml: layer\[0\]\.kernel: expected a positive int or a list of 2 positive ints, "
+     r"got \"3\""),
+    ("negative size", "neg.toml", HEAD + CONV + "kernel = -3\n", [],
+     r"neg\.toml: layer\[0\]\.kernel: expected a positive int or a list of 2 positive ints, "
+     r"got -3"),
+    ("zero size", "zero.toml", "[input]\nshape = [2, 0, 8, 8]\n[[layer]]\ntype = 'tanh'\n", [],
+     r"zero\.toml: input\.shape: expected a list of 2 to 5 positive ints \(N, C, \*spatial with "
+     r"0 to 3 spatial dims\), got \[2, 0, 8, 8\]"),
+    ("kernel too large", "big.toml", HEAD + CONV + "kernel = 5\npadding = 0\ndilation = 2\n", [],
+     r"big\.toml: layer\[0\]\.kernel: 5 \(dilated extent 9\) is larger than the padded input "
+     r"along spatial dim 0: size 8 \+ padding 0\+0 = 8; use a kernel of at most 8 there or more "
+     r"padding"),
+    ("groups", "groups.toml", HEAD + CONV + "kernel = 3\ngroups = 2\n", [],
+     r"groups\.toml: layer\[0\]\.groups: 2 does not divide the 3 input channels of shape "
+     r"\(2, 3, 8, 8\); valid: 1"),
+    ("dtype", "dtype.toml", "[input]\nshape = [2, 3]\ndtype = 'float16'\n[[layer]]\ntype = 'tanh'\n",
+     [], r"dtype\.toml: input\.dtype: expected \"float32\" or \"float64\", got \"float16\"; did "
+         r"you mean \"float64\"\?"),
+    ("too large", "huge.toml", "[input]\nshape = [100000, 3, 1024, 1024]\n[[layer]]\ntype = 'tanh'\n",
+     ["--max-memory", "8GiB"],
+     r"huge\.toml: input\.shape: \[100000, 3, 1024, 1024\] \(float64\) through these layers "
+     r"needs about 18\.3 TiB to check \(input, parameters and every layer's output\), more than "
+     r"the 8\.0 GiB limit \(--max-memory\); use a smaller shape or raise the limit with "
+     r"--max-memory or \[check\] max_memory"),
+    ("not importable", "imp.toml", HEAD + "[[layer]]\ntype = 'python'\ntarget = 'no_such_mod_x:L'\n",
+     [], r"imp\.toml: layer\[0\]\.target: cannot import module \"no_such_mod_x\": no module "
+         r"named \"no_such_mod_x\" on the import path \(the current directory .* is on it\); run "
+         r"gradcheck from the directory that holds it"),
+    ("no forward", "fwd.toml", HEAD + "[[layer]]\ntype = 'python'\ntarget = 'json:JSONDecoder'\n",
+     [], r"fwd\.toml: layer\[0\]\.target: JSONDecoder has no forward or backward method; a python "
+         r"layer needs forward\(x, \*params\) -> y and backward\(grad_y, x, \*params\) -> "
+         r"\(grad_x, \*grad_params\)"),
+    ("dense on images", "dense.toml", HEAD + CONV + "kernel = 3\n[[layer]]\ntype = 'dense'\n"
+     "out_features = 2\n", [],
+     r"dense\.toml: layer\[1\]: a dense layer needs a 2-D input \(N, features\), but layer\[0\] "
+     r"gives shape \(2, 4, 6, 6\); put a \{type = \"flatten\"\} layer before it"),
+    ("check mode", "mode.toml", HEAD + "[[layer]]\ntype = 'tanh'\n[check]\nmode = 'quick'\n", [],
+     r"mode\.toml: check\.mode: expected one of \"full\", \"fast\", \"auto\", got \"quick\""),
+]
+
+
+@pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
+def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, monkeypatch, case):
+    _, name, content, extra, message = case
+    monkeypatch.chdir(tmp_path)
+    if content == "DIR":
+        (tmp_path / name).mkdir()
+    elif content is not None:
+        _write(tmp_path, name, content)
+    code, out, err = run(["check", name, *extra], capsys)
+    assert code == USAGE
+    assert out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    import re
+
+    assert re.fullmatch(r"gradcheck: error: " + message + r"\n", err), err
+
+
+def test_bad_spec_stops_before_any_check_runs(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path, "bad.toml", HEAD + "[[layer]]\ntype = 'tnah'\n")
+    code, out, err = run(["check", str(ROOT / "specs/small_cnn.toml"), "bad.toml"], capsys)
+    assert code == USAGE and out == "" and err.startswith("gradcheck: error: bad.toml:")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["check", "--mode", "slow"], "argument --mode: invalid choice: 'slow'"),
+    (["check", "--seed", "-1"], "argument --seed: expected an int >= 0, got '-1'"),
+    (["check", "--max-memory", "lots"], "argument --max-memory: expected a positive number of "
+                                        "bytes such as 2000000000 or 2GiB, got 'lots'"),
+    (["check", "--rtol", "nan"], "argument --rtol: expected a finite number >= 0, got 'nan'"),
+    (["check", "-q", "-v"], "argument -v/--verbose: not allowed with argument -q/--quiet"),
+    (["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
+])
+def test_usage_errors_exit_2(capsys, argv, message):
+    code, out, err = run(argv, capsys)
+    assert code == USAGE and out == ""
+    assert message in err
+
+
+def test_no_command_and_help(capsys):
+    code, _, err = run([], capsys)
+    assert code == USAGE and "choose a command: check, explain or fuzz" in err
+    code, out, _ = run(["--help"], capsys)
+    assert code == OK and "check" in out and "explain" in out and "fuzz" in out
+    code, out, _ = run(["check", "--help"], capsys)
+    assert code == OK and "--junit-xml" in out
+
+
+def test_unwritable_junit_path_is_a_usage_error(capsys, tmp_path):
+    target = tmp_path / "missing-dir" / "r.xml"
+    code, _, err = run(["check", "--junit-xml", str(target)], capsys)
+    assert code == USAGE
+    assert err == f"gradcheck: error: --junit-xml {target}: cannot write the file (No such file " \
+                  f"or directory); give a writable path\n"
+
+
+def test_a_bug_in_gradcheck_keeps_its_traceback_and_exit_3(capsys, monkeypatch):
+    import gradcheck.spec
+
+    def broken(*a, **k):
+        raise RuntimeError("internal failure for the test")
+
+    monkeypatch.setattr(gradcheck.spec, "build", broken)
+    code, _, err = run(["check"], capsys)
+    assert code == INTERNAL
+    assert "Traceback (most recent call last)" in err
+    assert "RuntimeError: internal failure for the test" in err
+    assert "this is a bug in gradcheck" in err
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def test_plot_without_matplotlib_is_a_clear_usage_error(capsys, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)      # import matplotlib -> ImportError
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
+    code, out, err = run(["check", "--plot", str(tmp_path / "plots")], capsys)
+    assert code == USAGE and out == ""
+    assert err == ("gradcheck: error: --plot needs matplotlib, which is not installed; install "
+                   "the plots extra (pip install 'gradcheck[plots]') or leave out --plot\n")
+
+
+def test_plot_writes_pngs_of_failing_tensors(capsys, at_root, tmp_path):
+    pytest.importorskip("matplotlib")
+    outdir = tmp_path / "plots"
+    code, out, _ = run(["check", "specs/examples/user_layer_buggy.toml", "--plot", str(outdir)],
+                       capsys)
+    assert code == MISMATCH
+    files = sorted(p.name for p in outdir.iterdir())
+    assert files == ["specs_examples_user_layer_buggy.toml__input__error.png",
+                     "specs_examples_user_layer_buggy.toml__input__steps.png"]
+    for f in files:
+        assert (outdir / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"wrote {outdir / f}" in out
+
+
+def test_step_curve_levels_off_at_the_bug_and_dips_when_right(at_root):
+    import numpy as np
+
+    from gradcheck._plot import step_curve
+    from gradcheck.spec import build, load_spec
+
+    for path, right in (("specs/examples/user_layer.toml", True),
+                        ("specs/examples/user_layer_buggy.toml", False)):
+        built = build(load_spec(path))
+        steps, numeric, analytic = step_curve(built, "input", (0, 0, 2, 3), seed=0)
+        err = np.abs(numeric - analytic)
+        mid = (steps > 1e-7) & (steps < 1e-3)
+        if right:
+            assert err[mid].min() < 1e-8 * max(1.0, abs(analytic))
+        else:
+            assert err.min() > 1e-3                     # no step makes the bug go away
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def test_progress_only_on_a_terminal():
+    import io
+    import time
+
+    from gradcheck._progress import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty, pipe = Tty(), io.StringIO()
+    for stream in (tty, pipe):
+        with Progress(stream, delay=0.0, interval=0.01) as p:
+            p.update("checking x.toml (1/1)")
+            time.sleep(0.1)
+    assert "checking x.toml (1/1)" in tty.getvalue()
+    assert tty.getvalue().endswith("\r\x1b[K")          # erased at the end
+    assert pipe.getvalue() == ""
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def test_python_dash_m_gradcheck():
+    proc = subprocess.run([sys.executable, "-m", "gradcheck", "check", "--json", "-q"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["passed"] is True
+
+
+def test_console_script_exit_codes():
+    exe = shutil.which("gradcheck")
+    if exe is None:
+        pytest.skip("the gradcheck console script is not installed")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([exe, "check", "specs/examples/user_layer_buggy.toml", "-q"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)
+    assert proc.returncode == 1 and "FAILED" in proc.stdout
+    proc = subprocess.run([exe, "check", "specs/does-not-exist.toml"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120, env=env)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == ("gradcheck: error: specs/does-not-exist.toml: no such file; give the "
+                           "path of a .toml, .json or .yaml spec file\n")
