@@ -447,3 +447,66 @@ def test_console_script_exit_codes():
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == ("gradcheck: error: specs/does-not-exist.toml: no such file; give the "
                            "path of a .toml, .json or .yaml spec file\n")
+
+
+# --------------------------------------------------------------------------- fuzz
+
+
+def _user_conv_documents(st, *, buggy):
+    """Spec documents with the example user conv layer (right, or possibly the buggy one)."""
+    targets = ["examples.my_layers:ConvLayer"] + (["examples.my_layers:BuggyConvLayer"]
+                                                  if buggy else [])
+
+    @st.composite
+    def documents(draw):
+        n, c, o = draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(1, 2))
+        k = draw(st.integers(1, 3))
+        size = draw(st.integers(k, 5))
+        return {"input": {"shape": [n, c, size, size]},
+                "layer": [{"type": "python", "target": draw(st.sampled_from(targets)),
+                           "params": {"w": [o, c, k, k], "b": [o]}},
+                          {"type": draw(st.sampled_from(["tanh", "sigmoid", "identity"]))}],
+                "check": {"mode": "full"}}
+
+    return documents()
+
+
+def test_fuzz_writes_the_shrunk_failing_spec_and_it_reruns(capsys, at_root, tmp_path):
+    st = pytest.importorskip("hypothesis.strategies")
+    from gradcheck._fuzz import fuzz
+
+    out = tmp_path / "failures"
+    code = fuzz(examples=30, seed=1, out=str(out), strategy=_user_conv_documents(st, buggy=True))
+    text = capsys.readouterr().out
+    assert code == 1 and "a drawn spec FAILED: gradient mismatch: input:" in text
+    path = out / "fuzz-seed1.toml"
+    assert f"rerun it with: gradcheck check {path}" in text
+    spec = __import__("gradcheck.spec", fromlist=["load_spec"]).load_spec(path)
+    layer = spec.layers[0].options
+    assert layer["target"] == "examples.my_layers:BuggyConvLayer"
+    # shrunk: a 2x2 kernel is the smallest that shows a missing rotation
+    assert spec.input.shape[0] == 1 and layer["params"]["w"][2:] == [2, 2]
+    code, out_text, _ = run(["check", str(path), "-q"], capsys)
+    assert code == MISMATCH and "kernel was not rotated" in out_text
+
+
+def test_fuzz_all_passing(capsys, at_root, tmp_path):
+    st = pytest.importorskip("hypothesis.strategies")
+    from gradcheck._fuzz import fuzz
+
+    code = fuzz(examples=5, seed=0, out=str(tmp_path / "f"),
+                strategy=_user_conv_documents(st, buggy=False))
+    assert code == 0
+    assert capsys.readouterr().out == "gradcheck fuzz: 5 drawn specs, all passed (seed 0)\n"
+    assert not (tmp_path / "f").exists()
+
+
+def test_fuzz_command_uses_the_public_strategies(capsys, tmp_path):
+    pytest.importorskip("hypothesis")
+    strategies = pytest.importorskip("gradcheck.strategies")
+    if not hasattr(strategies, "spec_documents"):
+        pytest.skip("gradcheck.strategies has no spec_documents strategy yet")
+    code, out, err = run(["fuzz", "--examples", "3", "--seed", "0", "--out",
+                          str(tmp_path / "f")], capsys)
+    assert code == OK, out + err
+    assert out == "gradcheck fuzz: 3 drawn specs, all passed (seed 0)\n"
