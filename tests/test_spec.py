@@ -493,3 +493,41 @@ def test_spec_equality_ignores_the_source():
     a = parse_spec(doc({"type": "relu"}), source="a.toml")
     b = parse_spec(doc({"type": "relu"}), source="b.toml")
     assert a == b and isinstance(a, Spec)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_a_pipe_is_refused_without_blocking(tmp_path):
+    import os
+
+    fifo = tmp_path / "spec.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(SpecError, match=r"spec\.toml: is not a regular file \(a pipe, socket or "
+                                        r"device\); give the path of a spec file$"):
+        load_spec(fifo)
+
+
+def test_an_oversized_file_is_not_read(tmp_path):
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"# " + b"x" * (1 << 20) + b"\n")
+    with pytest.raises(SpecError, match=r"big\.toml: is 1048579 bytes, more than the 1048576 "
+                                        r"bytes a spec file may have"):
+        load_spec(big)
+
+
+def test_yaml_without_pyyaml(tmp_path, monkeypatch):
+    path = tmp_path / "s.yaml"
+    path.write_text("input:\n  shape: [1, 2]\nlayer:\n  - type: relu\n")
+    monkeypatch.setitem(sys.modules, "yaml", None)
+    with pytest.raises(SpecError, match=r"s\.yaml: reading YAML needs PyYAML, which is not "
+                                        r"installed; pip install 'gradcheck\[yaml\]', or write "
+                                        r"the spec as TOML$"):
+        load_spec(path)
+
+
+def test_deeply_nested_json_is_an_error_not_a_crash(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text('{"input": ' + "[" * 100000 + "]" * 100000 + "}")
+    with pytest.raises(SpecError, match=r"deep\.json: is nested too deeply to be a spec document"):
+        load_spec(path)
