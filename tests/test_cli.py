@@ -510,3 +510,13 @@ def test_fuzz_command_uses_the_public_strategies(capsys, tmp_path):
                           str(tmp_path / "f")], capsys)
     assert code == OK, out + err
     assert out == "gradcheck fuzz: 3 drawn specs, all passed (seed 0)\n"
+
+
+def test_check_starts_lean():
+    """``gradcheck check`` imports neither hypothesis, matplotlib nor PyYAML."""
+    code = ("import sys; from gradcheck.cli import main; rc = main(['check', '-q']); "
+            "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'hypothesis', 'matplotlib', 'yaml', 'torch'}); print(rc, heavy)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert proc.stdout.splitlines()[-1] == "0 []", proc.stdout + proc.stderr

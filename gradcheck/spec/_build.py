@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gradcheck._errors import ConfigurationError, SpecError
+from gradcheck._errors import ConfigurationError
 from gradcheck.spec._model import LayerSpec, Spec
 from gradcheck.spec._values import Ctx, format_bytes
 
@@ -175,7 +175,7 @@ def build(spec: Spec, *, max_memory: int | None = None) -> BuiltSpec:
     """
     from gradcheck.ops.losses import get_loss
     from gradcheck.ops.network import Sequential
-    from gradcheck.spec._schema import checked_output_shape
+    from gradcheck.spec._shapes import checked_output_shape
     from gradcheck.spec._user import resolve_target
 
     ctx = Ctx(spec.source)

@@ -52,8 +52,9 @@ def user_layer_suspects(net, x, params):
             ident = identify_conv([trace.inputs[li], *p], np.asarray(trace.outputs[li]))
             if ident is None or ident.x_index != 0:
                 continue
-            what = (f"{'a correlation' if ident.convention == 'correlation' else 'a true convolution'}"
-                    f" with stride {ident.stride}, padding {ident.padding}, dilation "
+            kind = ("a correlation" if ident.convention == "correlation"
+                    else "a true convolution")
+            what = (f"{kind} with stride {ident.stride}, padding {ident.padding}, dilation "
                     f"{ident.dilation}, groups {ident.groups}")
             w = p[ident.w_index - 1]
             for cause, message, wrong_gx in conv_input_mistakes(

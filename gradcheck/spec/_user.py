@@ -177,7 +177,7 @@ class UserLayer(LayerBase):
         return self._probed[input_shape]
 
     def init_params(self, input_shape, *, rng, dtype=np.float64) -> dict:
-        """``N(0, 1/fan_in)`` with ``fan_in = prod(shape[1:])`` for arrays of 2+ dims, else ``N(0, 1/4)``."""
+        """``N(0, 1/fan_in)``, ``fan_in = prod(shape[1:])``, for 2+ dims; else ``N(0, 1/4)``."""
         out = {}
         for pname, shape in self.params.items():
             scale = 1.0 / math.sqrt(math.prod(shape[1:])) if len(shape) >= 2 else 0.5
