@@ -59,13 +59,15 @@ def test_canonical_document_is_a_fixed_point():
     spec = parse_spec(doc({"type": "conv", "out_channels": 4, "kernel": [3, 2], "padding": "same"},
                           {"type": "leaky_relu"}, {"type": "maxpool", "kernel": 2},
                           loss={"type": "mse", "seed": 3},
-                          check={"wrt": ["input"], "max_memory": "1GiB", "rtol": 1e-3}))
+                          check={"wrt": ["input"], "max_memory": "1GiB", "rtol": 1e-3,
+                                 "tolerance": {"layer0.conv.w": {"atol": 1e-9}}}))
     once = spec.to_dict()
     assert parse_spec(once).to_dict() == once
     # defaults are written out explicitly
     assert once["layer"][1] == {"type": "leaky_relu", "alpha": 0.01}
     assert once["layer"][2] == {"type": "maxpool", "kernel": 2, "stride": 2, "padding": 0}
     assert once["check"]["max_memory"] == 2**30
+    assert loads_spec(spec.to_toml()) == spec
 
 
 @pytest.mark.parametrize("value", [
@@ -346,6 +348,10 @@ USER_LAYERS = """
         def backward(self, g, x, w):
             return g * w, (g * x).sum(axis=0)
 
+    class SlightlyOff(Scale):
+        def backward(self, g, x, w):
+            return 1.001 * g * w, (g * x).sum(axis=0)
+
     class Raises(Scale):
         def backward(self, g, x, w):
             raise ValueError("shapes do not line up")
@@ -531,3 +537,33 @@ def test_deeply_nested_json_is_an_error_not_a_crash(tmp_path):
     path.write_text('{"input": ' + "[" * 100000 + "]" * 100000 + "}")
     with pytest.raises(SpecError, match=r"deep\.json: is nested too deeply to be a spec document"):
         load_spec(path)
+
+
+def test_per_tensor_tolerance_overrides(user_modules):
+    from gradcheck.spec import check_spec
+
+    base = user_doc("SlightlyOff")
+    strict = check_spec(parse_spec(base))
+    assert [(a.name, a.passed) for a in strict.arguments] == \
+        [("input", False), ("layer0.python.w", True)]
+    loose = check_spec(parse_spec({**base, "check": {"tolerance": {"input": {"rtol": 0.01}}}}))
+    assert [(a.name, a.passed) for a in loose.arguments] == \
+        [("input", True), ("layer0.python.w", True)]
+    # a loose tolerance on another tensor changes nothing for the input
+    other = check_spec(parse_spec({**base, "check": {"tolerance": {
+        "layer0.python.w": {"rtol": 0.01}}}}))
+    assert [a.passed for a in other.arguments] == [False, True]
+    # the command line's rtol applies to every tensor
+    assert check_spec(parse_spec(base), rtol=0.01).passed
+
+
+def test_tolerance_names_are_checked():
+    bad = doc({"type": "relu"}, check={"tolerance": {"inptu": {"rtol": 1e-3}}})
+    with pytest.raises(SpecError, match=r"^t: check\.tolerance\.inptu: \"inptu\" is not a "
+                                        r"tensor of this spec; did you mean \"input\"\?"):
+        parse_spec(bad, source="t")
+    bad = doc({"type": "relu"}, check={"tolerance": {"input": {"rtl": 1e-3}}})
+    with pytest.raises(SpecError, match=r"^t: check\.tolerance\.input\.rtl: unknown key; did "
+                                        r"you mean \"rtol\"\? valid keys for a tolerance: rtol, "
+                                        r"atol$"):
+        parse_spec(bad, source="t")

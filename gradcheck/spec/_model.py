@@ -79,10 +79,12 @@ class CheckSpec:
     atol: float | None = None
     wrt: tuple[str, ...] | None = None
     max_memory: int | None = None
+    #: Per-tensor overrides: name -> {"rtol": x, "atol": y}.
+    tolerance: Mapping[str, Mapping[str, float]] | None = None
 
     def to_dict(self) -> dict:
         d = {"seed": self.seed}
-        for key in ("mode", "budget", "rtol", "atol", "wrt", "max_memory"):
+        for key in ("mode", "budget", "rtol", "atol", "wrt", "max_memory", "tolerance"):
             value = getattr(self, key)
             if value is not None:
                 d[key] = _plain(value)

@@ -100,10 +100,7 @@ def check_built(built, *, mode=None, seed=None, rtol=None, atol=None, budget=Non
     c = built.spec.check
     options = {"seed": c.seed if seed is None else seed,
                "mode": mode if mode is not None else c.mode,
-               "rtol": rtol if rtol is not None else c.rtol,
-               "atol": atol if atol is not None else c.atol,
-               "budget": budget if budget is not None else c.budget,
-               "wrt": c.wrt}
+               "budget": budget if budget is not None else c.budget}
     options = {k: v for k, v in options.items() if v is not None}
     net = built.network
     user = [i for i, layer in enumerate(net.layers) if _is_user(layer)]
@@ -113,7 +110,35 @@ def check_built(built, *, mode=None, seed=None, rtol=None, atol=None, budget=Non
         options["suspects"] = _combine(network_suspects(net, built.x, built.params),
                                        user_layer_suspects(net, built.x, built.params))
     name = built.spec.name or built.spec.source
-    return gradcheck.check_network(net, built.x, built.params, name=name, **options)
+    # Tensors sharing a tolerance are checked together; the command line's rtol/atol apply
+    # to every tensor, else [check.tolerance] per tensor, else [check] rtol/atol.
+    groups: dict = {}
+    for arg in (c.wrt or net.names):
+        if rtol is not None or atol is not None:
+            tol = (rtol, atol)
+        else:
+            own = (c.tolerance or {}).get(arg, {})
+            tol = (own.get("rtol", c.rtol), own.get("atol", c.atol))
+        groups.setdefault(tol, []).append(arg)
+    reports = []
+    for (r, a), wrt in groups.items():
+        extra = {k: v for k, v in (("rtol", r), ("atol", a)) if v is not None}
+        if c.wrt is not None or len(groups) > 1:
+            extra["wrt"] = wrt
+        reports.append(gradcheck.check_network(net, built.x, built.params, name=name,
+                                               **options, **extra))
+    return reports[0] if len(reports) == 1 else _merge(reports, net.names)
+
+
+def _merge(reports, order):
+    """One report from several over disjoint tensors, in the network's tensor order."""
+    import dataclasses
+
+    args = sorted((a for r in reports for a in r.arguments), key=lambda a: order.index(a.name))
+    return dataclasses.replace(
+        reports[0], passed=all(r.passed for r in reports), arguments=tuple(args),
+        elapsed_s=sum(r.elapsed_s for r in reports), nfev=sum(r.nfev for r in reports),
+        notes=tuple(n for r in reports for n in r.notes))
 
 
 def check_spec(spec, *, max_memory=None, **options):

@@ -20,7 +20,8 @@ __all__ = ["parse_spec", "TOP_KEYS", "LAYER_KEYS", "DTYPES", "MODES", "layer_typ
 TOP_KEYS = ("name", "description", "input", "layer", "loss", "check")
 INPUT_KEYS = ("shape", "dtype", "distribution", "loc", "scale", "seed", "away_from_kinks")
 LOSS_KEYS = ("type", "seed")
-CHECK_KEYS = ("seed", "mode", "budget", "rtol", "atol", "wrt", "max_memory")
+CHECK_KEYS = ("seed", "mode", "budget", "rtol", "atol", "wrt", "max_memory", "tolerance")
+TOLERANCE_KEYS = ("rtol", "atol")
 DTYPES = ("float32", "float64")
 DISTRIBUTIONS = ("normal", "uniform")
 MODES = ("full", "fast", "auto")
@@ -92,13 +93,13 @@ def parse_spec(document, *, source: str = "<spec>", name: str = "") -> Spec:
     loss = _loss(ctx, doc["loss"], shapes[-1]) if "loss" in doc else None
     spec = Spec(input=inp, layers=tuple(layers), loss=loss, check=check, name=spec_name,
                 description=description, source=source, shapes=tuple(shapes))
-    if check.wrt is not None:
-        names = spec.argument_names
-        for i, arg in enumerate(check.wrt):
-            if arg not in names:
-                raise ctx.fail(f"check.wrt[{i}]", f"{show(arg)} is not a tensor of this spec; "
-                                                  f"{suggest(arg, names)}valid names: "
-                                                  f"{', '.join(names)}")
+    names = spec.argument_names
+    named = [(f"check.wrt[{i}]", arg) for i, arg in enumerate(check.wrt or ())]
+    named += [(f"check.tolerance.{arg}", arg) for arg in (check.tolerance or {})]
+    for key, arg in named:
+        if arg not in names:
+            raise ctx.fail(key, f"{show(arg)} is not a tensor of this spec; "
+                                f"{suggest(arg, names)}valid names: {', '.join(names)}")
     return spec
 
 
@@ -141,7 +142,19 @@ def _check(ctx: Ctx, raw) -> CheckSpec:
             raise ctx.expected("check.wrt", 'a non-empty list of tensor names such as '
                                '["input", "layer0.conv.w"]', value)
         wrt = tuple(value)
+    tolerance = None
+    if "tolerance" in t:
+        table = ctx.table("check.tolerance", t["tolerance"],
+                          'tensor names -> {rtol = ..., atol = ...}')
+        tolerance = {}
+        for arg, tol in table.items():
+            key = f"check.tolerance.{arg}"
+            tol = ctx.table(key, tol, "rtol and atol")
+            ctx.keys(f"{key}.", tol, TOLERANCE_KEYS, "a tolerance")
+            tolerance[arg] = {k: ctx.real(f"{key}.{k}", tol[k], minimum=0)
+                              for k in TOLERANCE_KEYS if k in tol}
     return CheckSpec(
+        tolerance=tolerance,
         seed=ctx.integer("check.seed", t.get("seed", 0), minimum=0),
         mode=ctx.choice("check.mode", t["mode"], MODES) if "mode" in t else None,
         budget=ctx.integer("check.budget", t["budget"], minimum=1) if "budget" in t else None,
