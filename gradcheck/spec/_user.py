@@ -128,8 +128,8 @@ class UserLayer(LayerBase):
     options : dict
         The constructor's keyword arguments (kept for ``to_dict``).
     output_shape : tuple, optional
-        The output shape; if not given, it is found by calling ``forward`` once on a
-        seeded random input.
+        The output shape for the spec's input (the batch axis follows the input's); if not
+        given, it is found by calling ``forward`` once on a seeded random input.
     """
 
     kind = "python"
@@ -168,7 +168,8 @@ class UserLayer(LayerBase):
     def output_shape(self, input_shape) -> tuple:
         input_shape = tuple(int(n) for n in input_shape)
         if self.fixed_output_shape is not None:
-            return self.fixed_output_shape
+            # the batch axis follows the input (a checker may stack perturbed copies)
+            return (input_shape[0],) + self.fixed_output_shape[1:]
         if input_shape not in self._probed:
             rng = np.random.default_rng(0)
             x = rng.standard_normal(input_shape).astype(self.dtype)
