@@ -520,3 +520,24 @@ def test_check_starts_lean():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT, timeout=120)
     assert proc.stdout.splitlines()[-1] == "0 []", proc.stdout + proc.stderr
+
+
+def test_json_and_yaml_specs_check_like_toml(capsys, at_root):
+    pytest.importorskip("yaml")
+    code, out, _ = run(["check", "specs/examples/conv1d.json", "specs/examples/conv3d.yaml",
+                        "--json"], capsys)
+    assert code == OK
+    data = json.loads(out)
+    assert [s["name"] for s in data["specs"]] == ["conv1d", "conv3d"]
+    assert data["specs"][0]["seed"] == 1                  # [check] seed = 1 in the JSON file
+    shapes = {c["name"]: c["shape"] for c in data["checks"]}
+    assert shapes["specs/examples/conv1d.json::layer0.conv.w"] == [4, 2, 5]
+    assert shapes["specs/examples/conv3d.yaml::layer0.conv.w"] == [2, 2, 2, 3, 3]
+
+
+def test_budget_switches_large_tensors_to_fast_mode(capsys, at_root):
+    code, out, _ = run(["check", "specs/conv_tanh.toml", "--mode", "auto", "--budget", "100",
+                        "--json"], capsys)
+    assert code == OK
+    modes = {c["argument"]: c["mode"] for c in json.loads(out)["checks"]}
+    assert modes == {"input": "fast", "layer0.conv.w": "fast", "layer0.conv.b": "full"}
