@@ -15,6 +15,13 @@ from gradcheck.checker import (
     check_vjp,
 )
 from gradcheck.ops.conv import conv_backward, conv_forward
+from gradcheck.numdiff import (
+    NumericalDerivative,
+    numerical_grad,
+    numerical_jacobian,
+    numerical_jvp,
+    numerical_vjp,
+)
 
 __version__ = "0.1.0"
 
@@ -33,5 +40,10 @@ __all__ = [
     "CheckReport",
     "ArgumentReport",
     "Diagnosis",
+    "numerical_grad",
+    "numerical_vjp",
+    "numerical_jacobian",
+    "numerical_jvp",
+    "NumericalDerivative",
     "__version__",
 ]

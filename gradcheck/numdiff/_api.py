@@ -1,0 +1,367 @@
+r"""Public entry points: gradient, vector-Jacobian product, Jacobian, directional derivative.
+
+Every function takes the same keyword-only options:
+
+``method``
+    ``"auto"`` (default): the complex step when ``f`` accepts complex input and passes a
+    cross-check, otherwise ``"richardson"``. ``"complex"`` forces the complex step
+    (no cross-check). ``"richardson"``: adaptive real differences (5 evaluations per
+    element, more only where retried). ``"forward"``, ``"backward"``, ``"central"``,
+    ``"central4"``, ``"central6"``: one stencil, evaluated at ``h`` and ``2h`` so that
+    its truncation error can be estimated.
+``scale``
+    Typical magnitude of ``x`` (positive scalar or array broadcastable to ``x``; default
+    1). The step of element ``j`` follows ``max(|x_j|, scale_j)``.
+``step``
+    Base step per element, replacing the rule of :mod:`gradcheck.numdiff._steps`.
+``vectorized``
+    ``f`` accepts a leading batch of points: ``f(X)`` with ``X.shape == (B, *x.shape)``
+    returns ``(B, *f(x).shape)``. Many perturbed points then go in one call.
+``memory``
+    Bytes a chunk of points (inputs and outputs) may take; default 64 MiB.
+``max_retries``
+    Step reductions for elements whose evaluation left the domain, whose truncation
+    dominates, or that sit near a kink (default 2; 0 disables kink detection).
+``seed``
+    Seed of the random direction used to cross-check the complex step (default 0).
+
+Complex-step acceptance (``method="auto"``)
+-------------------------------------------
+``f`` is evaluated at :math:`x \pm i t v` for one random direction :math:`v` (elements
+scaled by their own scale) and the result compared with the adaptive real directional
+derivative along the same :math:`v`. The complex step is used only if ``f`` returned a
+complex array, and the two agree within three times their combined error bars, and the
+real side is conclusive (its error bar below :math:`10^{-6}` of its value or at rounding
+level). Code using ``abs``, ``real``, ``conj`` or a cast to float breaks the complex
+step silently; such code fails the cross-check (cost: 2 complex and 5 to 15 real
+evaluations).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gradcheck._errors import ConfigurationError
+from gradcheck.numdiff._coloring import as_pattern, check_colors, greedy_colors
+from gradcheck.numdiff._core import run_complex, run_fixed, run_richardson
+from gradcheck.numdiff._evaluate import DEFAULT_MEMORY, Evaluator
+from gradcheck.numdiff._options import validate_common, validate_like, validate_x
+from gradcheck.numdiff._result import NumericalDerivative
+from gradcheck.numdiff._stencils import stencil
+from gradcheck.numdiff._steps import base_steps, complex_steps, direction_steps
+from gradcheck.numdiff._targets import (
+    DirectionTarget,
+    GradTarget,
+    JacobianTarget,
+    VjpTarget,
+    _RealOutput,
+)
+
+__all__ = ["numerical_grad", "numerical_vjp", "numerical_jacobian", "numerical_jvp"]
+
+#: Agreement factor and conclusiveness threshold of the complex-step cross-check.
+CHECK_AGREE = 3.0
+CHECK_CONCLUSIVE = 1e-6
+
+
+def _eval_eps(x, f0) -> float:
+    dt = np.result_type(x.dtype, f0.dtype)
+    return float(np.finfo(dt if dt.kind == "f" else np.float64).eps)
+
+
+def _prepare(f, x, *, scalar, method, scale, step, vectorized, memory, max_retries, seed):
+    x = validate_x(x)
+    scale, step = validate_common(f, x, method=method, scale=scale, step=step,
+                                  vectorized=vectorized, memory=memory,
+                                  max_retries=max_retries, seed=seed)
+    ev = Evaluator(f, x, vectorized=bool(vectorized), memory=memory, scalar=scalar)
+    return x, ev, scale, step
+
+
+def _complex_ok(ev, x, contraction, scale, eps, seed):
+    """Cross-check of the complex step along one random direction (see module doc)."""
+    rng = np.random.default_rng(seed)
+    V = rng.standard_normal((1,) + x.shape) * np.maximum(np.abs(x), scale.reshape(x.shape))
+    r = contraction
+    if r is None and ev.f0.size > 1:
+        r = rng.standard_normal(ev.f0.size)
+    target = DirectionTarget(ev, x, V, contraction=r)
+    try:
+        cs = run_complex(target, direction_steps(x, V, scale, eps, 0, imag=True), eps)
+    except _RealOutput:
+        return False, "f returned real values for complex input"
+    except Exception as exc:  # any failure of user code on complex input rules it out
+        return False, f"f raised {type(exc).__name__} on complex input"
+    if not np.isfinite(cs.value[0]):
+        return False, "f returned a non-finite imaginary part"
+    rich = stencil("richardson")
+    real = run_richardson(target, direction_steps(x, V, scale, eps, rich.order), rich, eps,
+                          max_retries=2)
+    d_r, e_r, rho_r = real.value[0], real.error[0], real.rho[0]
+    d_c, e_c = cs.value[0], cs.error[0]
+    if not np.isfinite(d_r) or e_r > max(CHECK_CONCLUSIVE * abs(d_r), 10 * rho_r):
+        return False, "inconclusive cross-check (real differences too inaccurate along the test direction)"
+    if abs(d_c - d_r) > CHECK_AGREE * (e_r + e_c):
+        return False, (f"complex step disagrees with real differences along a random direction "
+                       f"({d_c:.17g} vs {d_r:.17g} +- {e_r:.2g})")
+    return True, "accepted"
+
+
+def _run(ev, x, target, *, method, scale, step, max_retries, seed, coordinates=True,
+         V=None):
+    """Pick and run the method; returns (outcome, method used, complex_check)."""
+    eps = _eval_eps(x, ev.f0)
+    check = "not tried"
+    use_complex = method == "complex"
+    if method == "auto":
+        use_complex, check = _complex_ok(ev, x, target.contraction, scale, eps, seed)
+        check = "accepted" if use_complex else "rejected: " + check
+    if use_complex:
+        hc = complex_steps(x, scale, eps) if coordinates else direction_steps(
+            x, V, scale, eps, 0, imag=True)
+        try:
+            return run_complex(target, hc, eps), "complex", check if method == "auto" else "forced"
+        except _RealOutput as exc:
+            raise ConfigurationError(
+                f"method='complex' needs f to return complex values for complex input; {exc}"
+            ) from None
+    name = "richardson" if method in ("auto", "complex") else method
+    st = stencil(name)
+    if coordinates:
+        h0 = base_steps(x, scale, eps, st.order, step)
+    else:
+        h0 = direction_steps(x, V, scale, eps, st.order)
+        if step is not None:
+            h0 = np.full(V.shape[0], float(np.min(step)))
+    if st.adaptive:
+        xs = x.reshape(-1).astype(np.float64) if coordinates else None
+        out = run_richardson(target, h0, st, eps, max_retries=max_retries, x_src=xs)
+    else:
+        out = run_fixed(target, h0, st, eps)
+    return out, name, check
+
+
+def _result(out, shape, ev, method, check, ncolors, step_shape, dtype):
+    def arr(a):
+        return a.reshape(shape).astype(dtype)
+
+    return NumericalDerivative(
+        grad=arr(out.value), error=arr(out.error), nfev=int(ev.nfev),
+        step=out.steps.reshape(step_shape), nondifferentiable=out.nondiff.reshape(shape),
+        left=arr(out.left), right=arr(out.right), method=method, complex_check=check,
+        ncolors=int(ncolors))
+
+
+def _real_dtype(x, f0):
+    dt = np.result_type(x.dtype, f0.dtype)
+    return dt if dt.kind == "f" else np.dtype(np.float64)
+
+
+# ----------------------------------------------------------------------------- public
+
+
+def numerical_grad(f, x, *, method="auto", scale=1.0, step=None, vectorized=False,
+                   memory=DEFAULT_MEMORY, max_retries=2, seed=0) -> NumericalDerivative:
+    r"""Gradient of a scalar function of one array, with an error bar per element.
+
+    Parameters
+    ----------
+    f : callable
+        ``f(x) -> scalar`` (with ``vectorized=True``: ``f(X) -> (B,)``).
+    x : array_like
+        Point, float32 or float64; ``f`` is evaluated in that dtype.
+    method, scale, step, vectorized, memory, max_retries, seed
+        See :mod:`gradcheck.numdiff` (keyword-only).
+
+    Returns
+    -------
+    NumericalDerivative
+        ``grad`` and ``error`` shaped like ``x``, ``nfev``, ``step``,
+        ``nondifferentiable`` with ``left``/``right``, ``method``.
+
+    Notes
+    -----
+    Each element is perturbed on its own; the value is the derivative of the degree-5
+    polynomial through :math:`f(x + k h e_j)`, :math:`k = -2..3`, error bar = rounding
+    :math:`\varepsilon \lVert w\rVert_2 |f(x)| / h` + predicted truncation (see
+    :mod:`gradcheck.numdiff._core` for the derivation), or the complex step
+    :math:`\operatorname{Im} f(x + ih e_j)/h` when it applies.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gradcheck import numerical_grad
+    >>> res = numerical_grad(lambda x: np.sum(np.sin(x)), np.array([0.0, 1.0]))
+    >>> res.method, res.complex_check
+    ('complex', 'accepted')
+    >>> bool(np.allclose(res.grad, np.cos([0.0, 1.0]), rtol=1e-15, atol=0))
+    True
+    >>> r = numerical_grad(lambda x: np.sum(np.abs(x)), np.array([-2.0, 0.0, 3.0]))
+    >>> r.method, r.grad[[0, 2]].tolist(), r.nondifferentiable.tolist()
+    ('richardson', [-1.0, 1.0], [False, True, False])
+    >>> r.left[1], r.right[1]
+    (-1.0, 1.0)
+    """
+    x, ev, scale, step = _prepare(f, x, scalar=True, method=method, scale=scale, step=step,
+                                  vectorized=vectorized, memory=memory,
+                                  max_retries=max_retries, seed=seed)
+    target = GradTarget(ev, x)
+    out, used, check = _run(ev, x, target, method=method, scale=scale, step=step,
+                            max_retries=max_retries, seed=seed)
+    return _result(out, x.shape, ev, used, check, x.size, x.shape, _real_dtype(x, ev.f0))
+
+
+def _coloring(pattern, colors, n_out, n_in):
+    if pattern is None:
+        if colors is not None:
+            raise ConfigurationError("colors needs a pattern to be checked against; got "
+                                     "colors without pattern")
+        return None, None, n_in
+    P = as_pattern(pattern, n_out, n_in)
+    c = greedy_colors(P) if colors is None else check_colors(colors, P)
+    return P, c, (int(c.max()) + 1 if c.size else 0)
+
+
+def numerical_vjp(f, x, cotangent, *, pattern=None, colors=None, method="auto", scale=1.0,
+                  step=None, vectorized=False, memory=DEFAULT_MEMORY, max_retries=2,
+                  seed=0) -> NumericalDerivative:
+    r"""Gradient of :math:`C(x) = \langle R, f(x)\rangle` for an array-valued ``f``.
+
+    The checker's workhorse: ``grad`` is the numerical vector-Jacobian product
+    :math:`J^\top R`, element by element, with error bars.
+
+    Parameters
+    ----------
+    f : callable
+        ``f(x) -> array`` (with ``vectorized=True``: ``f(X) -> (B, *f(x).shape)``).
+    x : array_like
+        Point, float32 or float64.
+    cotangent : array_like
+        ``R``, shaped like ``f(x)``.
+    pattern : scipy.sparse matrix or bool array, optional
+        ``(f(x).size, x.size)``; entry ``(i, j)`` true if output ``i`` may depend on
+        input ``j``. Elements are then perturbed a color at a time (structurally
+        orthogonal columns, :mod:`gradcheck.numdiff._coloring`) and each changed row is
+        attributed to its own element: :math:`g_S = P_{:,S}^\top (R \odot \Delta f) / h_S`.
+    colors : array of int, optional
+        A coloring to use instead of the greedy one (checked against ``pattern``).
+    method, scale, step, vectorized, memory, max_retries, seed
+        See :mod:`gradcheck.numdiff`.
+
+    Notes
+    -----
+    Differences are taken per output row before the rows are weighted and summed, so the
+    rounding term of element ``j`` is :math:`\varepsilon\lVert w\rVert_2
+    \sqrt{\sum_i (R_i f_i)^2}/h_j` over the rows ``j`` reaches (per pattern, or the rows
+    that changed), not over all of :math:`|C|`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gradcheck import numerical_vjp
+    >>> x = np.array([0.5, -1.0, 2.0]); R = np.array([1.0, 2.0, -1.0])
+    >>> res = numerical_vjp(np.tanh, x, R, method="richardson")
+    >>> bool(np.all(np.abs(res.grad - R / np.cosh(x) ** 2) <= res.error))
+    True
+    >>> import scipy.sparse as sp
+    >>> res = numerical_vjp(np.tanh, x, R, pattern=sp.eye(3, dtype=bool), method="richardson")
+    >>> res.ncolors, res.nfev
+    (1, 6)
+    """
+    x, ev, scale, step = _prepare(f, x, scalar=False, method=method, scale=scale, step=step,
+                                  vectorized=vectorized, memory=memory,
+                                  max_retries=max_retries, seed=seed)
+    R = validate_like(cotangent, "cotangent", ev.out_shape)
+    P, c, ncolors = _coloring(pattern, colors, ev.out_size, x.size)
+    target = VjpTarget(ev, x, R, pattern=P, colors=c)
+    out, used, check = _run(ev, x, target, method=method, scale=scale, step=step,
+                            max_retries=max_retries, seed=seed)
+    return _result(out, x.shape, ev, used, check, ncolors, x.shape, _real_dtype(x, ev.f0))
+
+
+def numerical_jacobian(f, x, *, pattern=None, colors=None, method="auto", scale=1.0,
+                       step=None, vectorized=False, memory=DEFAULT_MEMORY, max_retries=2,
+                       seed=0) -> NumericalDerivative:
+    r"""Jacobian of an array-valued ``f``, shape ``(*f(x).shape, *x.shape)``.
+
+    Entry :math:`(i, j)` is :math:`\partial f_i / \partial x_j` with its own error bar
+    (rounding :math:`\varepsilon\lVert w\rVert_2 |f_i| / h_j` plus truncation). With a
+    ``pattern`` only its nonzeros are computed (colors as in :func:`numerical_vjp`); the
+    others are exactly 0 with error 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gradcheck import numerical_jacobian
+    >>> J = numerical_jacobian(lambda x: np.array([x[0] * x[1], np.exp(x[0])]),
+    ...                        np.array([1.0, 2.0]))
+    >>> J.grad.shape, bool(np.allclose(J.grad, [[2.0, 1.0], [np.e, 0.0]], rtol=1e-14))
+    ((2, 2), True)
+    """
+    x, ev, scale, step = _prepare(f, x, scalar=False, method=method, scale=scale, step=step,
+                                  vectorized=vectorized, memory=memory,
+                                  max_retries=max_retries, seed=seed)
+    n_out = ev.out_size
+    P, c, ncolors = _coloring(pattern, colors, n_out, x.size)
+    target = JacobianTarget(ev, x, pattern=P, colors=c)
+    out, used, check = _run(ev, x, target, method=method, scale=scale, step=step,
+                            max_retries=max_retries, seed=seed)
+    shape = ev.out_shape + x.shape
+    if P is None:
+        def to_dense(a, fill):
+            return a.reshape(x.size, n_out).T
+    else:
+        coo_rows, coo_cols = P.indices, np.repeat(np.arange(x.size), np.diff(P.indptr))
+
+        def to_dense(a, fill):
+            d = np.full((n_out, x.size), fill, dtype=a.dtype)
+            d[coo_rows, coo_cols] = a
+            return d
+    for name, fill in (("value", 0.0), ("error", 0.0), ("left", np.nan), ("right", np.nan),
+                       ("nondiff", False)):
+        setattr(out, name, to_dense(getattr(out, name), fill))
+    return _result(out, shape, ev, used, check, ncolors, x.shape, _real_dtype(x, ev.f0))
+
+
+def numerical_jvp(f, x, v, *, cotangent=None, method="auto", scale=1.0, step=None,
+                  vectorized=False, memory=DEFAULT_MEMORY, max_retries=2,
+                  seed=0) -> NumericalDerivative:
+    r"""Directional derivative :math:`J v` of ``f`` at ``x`` along ``v``, with error bars.
+
+    Parameters
+    ----------
+    v : array_like
+        One direction shaped like ``x``, or several stacked: ``(k, *x.shape)``.
+    cotangent : array_like, optional
+        ``R`` shaped like ``f(x)``: return :math:`\langle R, J v\rangle` per direction
+        (the derivative of :math:`\langle R, f\rangle`, differenced per output row).
+
+    Notes
+    -----
+    The point moves as :math:`x + t v`; the step :math:`t` is chosen so that no element
+    moves by more than its own step (the rule of :mod:`gradcheck.numdiff._steps`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gradcheck import numerical_jvp
+    >>> res = numerical_jvp(lambda x: x**2, np.array([1.0, 3.0]), np.array([1.0, -1.0]))
+    >>> bool(np.allclose(res.jvp, [2.0, -6.0], rtol=1e-14))
+    True
+    """
+    x, ev, scale, step = _prepare(f, x, scalar=False, method=method, scale=scale, step=step,
+                                  vectorized=vectorized, memory=memory,
+                                  max_retries=max_retries, seed=seed)
+    V = np.asarray(v)
+    single = V.shape == x.shape
+    if single:
+        V = V[None]
+    V = validate_like(V, "v", (V.shape[0],) + x.shape if V.ndim == x.ndim + 1 else x.shape)
+    R = None if cotangent is None else validate_like(cotangent, "cotangent", ev.out_shape)
+    target = DirectionTarget(ev, x, V, contraction=R)
+    out, used, check = _run(ev, x, target, method=method, scale=scale, step=step,
+                            max_retries=max_retries, seed=seed, coordinates=False, V=V)
+    per = () if R is not None else ev.out_shape
+    shape = per if single else (V.shape[0],) + per
+    return _result(out, shape, ev, used, check, V.shape[0], () if single else (V.shape[0],),
+                   _real_dtype(x, ev.f0))

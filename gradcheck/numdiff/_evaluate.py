@@ -1,0 +1,107 @@
+"""Calling the user's function: one point per call, or a leading batch in bounded chunks.
+
+The differentiator never loops over points itself when ``f`` is vectorized: it builds a
+chunk of perturbed points ``X`` of shape ``(B, *x.shape)`` and calls ``f(X)`` once,
+expecting ``(B, *out_shape)`` back. ``B`` is chosen so that the chunk (inputs, outputs,
+and the float64 work copies made from the outputs) fits in the ``memory`` budget, so the
+peak memory follows the budget, not the number of elements. A plain callable gets one
+point per call, in the same chunks.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from gradcheck._errors import UserCodeError
+
+__all__ = ["Evaluator", "DEFAULT_MEMORY"]
+
+#: Default bytes a chunk of perturbed points (with their outputs) may take.
+DEFAULT_MEMORY = 64 * 2**20
+
+
+class Evaluator:
+    """Wraps ``f`` with shape checks, chunking and the count of points evaluated."""
+
+    def __init__(self, f, x: np.ndarray, *, vectorized: bool, memory: int, scalar: bool):
+        self.f = f
+        self.x = x
+        self.vectorized = vectorized
+        self.memory = memory
+        self.scalar = scalar
+        self.nfev = 0
+        self.max_batch = 0
+        self.out_shape = None
+        self.f0 = self.center()
+
+    # ------------------------------------------------------------------ center
+    def center(self) -> np.ndarray:
+        """``f(x)``, checked: real, finite, and a scalar when one is expected."""
+        if self.vectorized:
+            Y = self._call(self.x[None])
+            if Y.ndim == 0 or Y.shape[0] != 1:
+                raise UserCodeError(
+                    f"with vectorized=True, f must map a batch of shape (B, *x.shape) to "
+                    f"(B, ...); given one point as shape {(1,) + self.x.shape} it returned "
+                    f"shape {Y.shape}")
+            y = Y[0]
+        else:
+            y = self._one(self.x)
+        self.nfev += 1
+        if np.iscomplexobj(y):
+            raise UserCodeError(f"f returned complex values ({y.dtype}) for real input x; "
+                                "it must return real floating-point values")
+        if not np.issubdtype(y.dtype, np.floating):
+            y = y.astype(np.float64)
+        if self.scalar and y.size != 1:
+            raise UserCodeError(f"f must return a scalar for numerical_grad; it returned "
+                                f"an array of shape {y.shape}")
+        if not np.all(np.isfinite(y)):
+            raise UserCodeError("f(x) is not finite at the point given; the derivative is "
+                                "only defined where f is")
+        self.out_shape = () if self.scalar else y.shape
+        return y.reshape(self.out_shape)
+
+    @property
+    def out_size(self) -> int:
+        return int(np.prod(self.out_shape, dtype=np.int64))
+
+    # ------------------------------------------------------------------ batches
+    def batch_size(self, itemsize_x: int) -> int:
+        """Points per chunk under the memory budget (at least one)."""
+        out_bytes = self.out_size * (self.f0.itemsize * 2 + 3 * 8)
+        per_point = self.x.size * itemsize_x + out_bytes
+        return max(1, int(self.memory // max(per_point, 1)))
+
+    def __call__(self, X: np.ndarray, *, quiet_complex: bool = False) -> np.ndarray:
+        """``f`` at each point of the chunk ``X`` (``(B, *x.shape)``) -> ``(B, *out)``."""
+        B = X.shape[0]
+        self.max_batch = max(self.max_batch, B)
+        self.nfev += B
+        with warnings.catch_warnings():
+            if quiet_complex:
+                warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
+            if self.vectorized:
+                Y = self._call(X)
+            else:
+                Y = np.stack([self._one(X[b]) for b in range(B)])
+        if Y.shape != (B,) + self.out_shape:
+            raise UserCodeError(
+                f"f returned shape {Y.shape[1:] if self.vectorized else Y.shape[1:]} at a "
+                f"perturbed point but {self.out_shape} at x; f must return the same shape "
+                "everywhere" + (" (with vectorized=True, a leading batch axis of "
+                                f"{B} points)" if self.vectorized else ""))
+        return Y
+
+    def _one(self, point):
+        return np.asarray(self.f(point))
+
+    def _call(self, X):
+        Y = np.asarray(self.f(X))
+        if self.scalar and Y.ndim > 1:
+            Y = Y.reshape(Y.shape[0], -1)
+            if Y.shape[1] == 1:
+                Y = Y[:, 0]
+        return Y

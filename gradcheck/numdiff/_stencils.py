@@ -1,0 +1,117 @@
+r"""Finite-difference stencils, derived rather than tabulated.
+
+A stencil is a set of nodes :math:`k_0, \dots, k_d` (multiples of the step :math:`h`).
+Fitting the polynomial :math:`p(t) = \sum_{m=0}^{d} b_m (t/h)^m` through the values
+:math:`f(x + k_i h)` means solving the Vandermonde system :math:`V b = f` with
+:math:`V_{im} = k_i^m`. Row :math:`m` of :math:`V^{-1}` gives :math:`b_m` as a linear
+combination of the values; :math:`b_m \approx f^{(m)}(x) h^m / m!` and the derivative
+estimate is
+
+.. math:: f'(x) \approx \frac{b_1}{h} = \frac{1}{h} \sum_i w_i f(x + k_i h),
+          \qquad w = (V^{-1})_{1,\cdot}.
+
+Because :math:`\sum_i w_i k_i^m = \delta_{m1}` for :math:`m \le d`, Taylor expansion
+gives the truncation error
+
+.. math:: \frac{b_1}{h} - f'(x) = \sum_{m > d} \mu_m \frac{f^{(m)}(x)}{m!} h^{m-1},
+          \qquad \mu_m = \sum_i w_i k_i^m ,
+
+so the stencil's *moments* :math:`\mu_{d+1}, \mu_{d+2}` turn an estimate of the next
+Taylor coefficients into an error estimate. For symmetric nodes the odd moments vanish
+(central differences are even in :math:`h`); for the default ``richardson`` nodes
+``(-2, -1, 0, 1, 2, 3)`` the weights are ``(1/20, -1/2, -1/3, 1, -1/4, 1/30)`` with
+:math:`\mu_6 = 12`, :math:`\mu_7 = 36`.
+
+Polynomial extrapolation of this kind *is* Richardson extrapolation: the central
+differences :math:`D(h)`, :math:`D(2h)` combine to the order-4 value
+:math:`(4D(h) - D(2h))/3`, and the extra node :math:`3h` lifts it to order 5. Each
+level of the sequence is a row of the same :math:`V^{-1}`.
+
+Rounding: if each value carries an independent error of standard deviation
+:math:`\sigma`, the derivative carries :math:`\lVert w \rVert_2 \sigma / h` and
+coefficient :math:`b_m` carries :math:`\lVert (V^{-1})_{m,\cdot} \rVert_2 \sigma`. The
+center node's error is common to every difference and cancels (:math:`\sum_i w_i = 0`),
+so values are taken relative to :math:`f(x)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+__all__ = ["Stencil", "STENCILS", "REAL_METHODS", "METHODS", "stencil", "fit_matrix"]
+
+
+@dataclass(frozen=True)
+class Stencil:
+    """Nodes (multiples of ``h``) and everything derived from them."""
+
+    name: str
+    nodes: tuple          # includes 0 (the shared center) when the fit uses it
+    adaptive: bool        # retries with smaller steps, kink detection
+    description: str
+
+    @property
+    def degree(self) -> int:
+        return len(self.nodes) - 1
+
+    @property
+    def order(self) -> int:
+        """Order of accuracy: the lowest power of ``h`` in the truncation error."""
+        mu = moments(self.nodes)
+        return next(m - 1 for m in range(self.degree + 1, self.degree + 3) if abs(mu[m]) > 1e-9)
+
+    @property
+    def perturbed(self) -> tuple:
+        """Nodes that cost an evaluation (the center is shared by all elements)."""
+        return tuple(k for k in self.nodes if k != 0)
+
+
+@lru_cache(maxsize=None)
+def fit_matrix(nodes: tuple) -> np.ndarray:
+    """``V^{-1}``: row ``m`` maps node values to the coefficient ``b_m``."""
+    k = np.asarray(nodes, dtype=np.float64)
+    return np.linalg.inv(np.vander(k, len(k), increasing=True))
+
+
+@lru_cache(maxsize=None)
+def moments(nodes: tuple) -> np.ndarray:
+    r"""``mu[m] = sum_i w_i k_i**m`` for ``m = 0 .. degree + 2`` (``w`` = derivative row)."""
+    k = np.asarray(nodes, dtype=np.float64)
+    w = fit_matrix(nodes)[1]
+    mu = np.array([np.sum(w * k**m) for m in range(len(k) + 2)])
+    mu[np.abs(mu) < 1e-12] = 0.0
+    return mu
+
+
+#: The stencils by method name. ``richardson`` is the adaptive default for real
+#: differences; the others are single-level stencils (their truncation error is
+#: estimated by repeating them at twice the step, see :mod:`._core`).
+STENCILS = {
+    s.name: s
+    for s in (
+        Stencil("richardson", (-2, -1, 0, 1, 2, 3), True,
+                "order-5 polynomial extrapolation on 5 points and the center, step "
+                "reduction and kink detection"),
+        Stencil("forward", (0, 1), False, "one-sided (f(x+h) - f(x)) / h, order 1"),
+        Stencil("backward", (-1, 0), False, "one-sided (f(x) - f(x-h)) / h, order 1"),
+        Stencil("central", (-1, 1), False, "(f(x+h) - f(x-h)) / 2h, order 2"),
+        Stencil("central4", (-2, -1, 1, 2), False, "5-point central, order 4"),
+        Stencil("central6", (-3, -2, -1, 1, 2, 3), False, "7-point central, order 6"),
+    )
+}
+
+REAL_METHODS = tuple(STENCILS)
+METHODS = ("auto", "complex") + REAL_METHODS
+
+
+def stencil(name: str) -> Stencil:
+    return STENCILS[name]
+
+
+#: One-sided sub-stencils of the ``richardson`` nodes, used for the left and right
+#: derivative at a suspected kink.
+LEFT_NODES = (-2, -1, 0)
+RIGHT_NODES = (0, 1, 2, 3)

@@ -1,0 +1,109 @@
+r"""Step sizes: per element, following each input's own scale, powers of two.
+
+The rule
+--------
+For element :math:`x_j` with typical scale :math:`\tau_j` (option ``scale``, default 1)
+the scale is :math:`s_j = \max(|x_j|, \tau_j)` and the base step of a stencil of order
+:math:`p` is
+
+.. math:: h_j = 2^{\operatorname{round}\log_2(\beta\, \varepsilon^{1/(p+1)} s_j)},
+          \qquad \beta = 1/2 ,
+
+with :math:`\varepsilon` the machine epsilon of the evaluation dtype. The exponent
+balances truncation :math:`\propto h^p` against rounding :math:`\propto \varepsilon/h`:
+if :math:`f` is analytic within a radius :math:`\approx s_j` of :math:`x_j` (Cauchy:
+:math:`|f^{(m)}| \lesssim m!\,M/s^m`), the total error is smallest at
+:math:`h \approx s_j\,\varepsilon^{1/(p+1)}` up to a constant; :math:`\beta` is that
+constant as measured (``benchmarks/bench_numdiff.py``: the median error is flat within
+a factor of two for :math:`\beta \in [1/4, 1]`). float64, order 5: :math:`h \approx 1.2
+\cdot 10^{-3} s_j`; float32: :math:`h \approx 3.5 \cdot 10^{-2} s_j`. Powers of two keep
+:math:`x_j + k h_j` exact unless the sum crosses a binade (the actual offsets are used
+then). Steps never fall below 16 units in the last place of :math:`x_j`.
+
+Why :math:`\max(|x_j|, \tau_j)`, and what happens when it is wrong
+------------------------------------------------------------------
+A large input (``1e6``) needs a large step, or the change of :math:`f` drowns in its
+rounding; an input near zero takes the typical scale, so that an input ``1e-8`` away
+from a ReLU kink is not differenced with an absurd ``1e-11`` step whose rounding error
+swamps the answer. Two situations then call for a *smaller* step, and both are detected
+from the evaluations rather than guessed:
+
+* **leaving the domain** (``sqrt`` or ``log`` at ``x = 1e-6`` with ``h = 1e-3``: ``f``
+  returns NaN or inf). The element is retried with the step the input's own magnitude
+  gives, :math:`\min(h/16,\ 2^{\operatorname{round}\log_2(\beta\varepsilon^{1/(p+1)}|x_j|)})`
+  -- boundaries at zero are at distance :math:`|x_j|` -- and shrinks by 16 per retry
+  after that. Non-finite values never enter a result.
+* **truncation dominating** (the function varies on a scale below :math:`s_j`, or a kink
+  lies inside the stencil): the step is cut to where the estimated truncation error
+  would be a fifth of the rounding error, :math:`h \cdot (\rho / 5T)^{1/(p+1)}`, clipped
+  to :math:`[2^{-10}, 1/2]` per retry (see :mod:`._core`).
+
+Complex step: :math:`h_j = 2^{\operatorname{round}\log_2(\varepsilon s_j)}`; its
+truncation error is :math:`(h/s)^2 \approx \varepsilon^2` relative, and no subtraction
+takes place, so the step can be that small.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["BETA", "step_factor", "base_steps", "complex_steps", "direction_steps",
+           "retry_steps"]
+
+#: Constant in front of eps**(1/(p+1)) (measured, see the module docstring).
+BETA = 0.5
+#: Per-retry clip of the truncation-driven step reduction.
+SHRINK_MIN, SHRINK_MAX = 2.0**-10, 0.5
+#: Step reduction per retry after leaving the domain.
+DOMAIN_SHRINK = 1 / 16
+
+
+def _pow2(a):
+    return 2.0 ** np.round(np.log2(a))
+
+
+def step_factor(eps: float, order: int) -> float:
+    return BETA * eps ** (1.0 / (order + 1))
+
+
+def _floor(h, x):
+    """At least 16 ulps of ``x`` (in x's own dtype), as a power of two."""
+    ulp = np.spacing(np.abs(x)).astype(np.float64)
+    return np.maximum(h, 2.0 ** np.ceil(np.log2(16 * np.maximum(ulp, np.finfo(np.float64).tiny))))
+
+
+def base_steps(x, scale, eps, order, step=None):
+    """The rule above, or the user's ``step`` (scalar or per element) as given."""
+    xf = x.reshape(-1)
+    if step is not None:
+        return np.broadcast_to(np.asarray(step, np.float64), x.shape).reshape(-1).copy()
+    s = np.maximum(np.abs(xf).astype(np.float64), scale)
+    return _floor(_pow2(step_factor(eps, order) * s), xf)
+
+
+def complex_steps(x, scale, eps):
+    s = np.maximum(np.abs(x.reshape(-1)).astype(np.float64), scale)
+    return _pow2(eps * s)
+
+
+def direction_steps(x, V, scale, eps, order, imag=False):
+    """Step ``t`` along each direction so that no element moves beyond its own step."""
+    s = np.maximum(np.abs(x.reshape(-1)).astype(np.float64), scale)
+    Vs = np.abs(V.reshape(V.shape[0], -1)) / s
+    m = Vs.max(axis=1, initial=0.0)
+    m = np.where(m > 0, m, 1.0)
+    f = eps if imag else step_factor(eps, order)
+    return _pow2(f / m)
+
+
+def retry_steps(h, x_src, rho, tau, nonfinite, eps, order):
+    """Next step for quantities that need one (see the module docstring)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.clip((rho / (5 * tau)) ** (1.0 / (order + 1)), SHRINK_MIN, SHRINK_MAX)
+        ratio = np.where(np.isfinite(ratio), ratio, SHRINK_MAX)
+    smaller = h * ratio
+    dom = h * DOMAIN_SHRINK
+    if x_src is not None:
+        own = _pow2(np.maximum(step_factor(eps, order) * np.abs(x_src), np.finfo(float).tiny))
+        dom = np.where((np.abs(x_src) > 0) & (own < dom), own, dom)
+    return np.where(nonfinite, dom, smaller)

@@ -1,0 +1,335 @@
+r"""What is being differentiated: which coordinates move together, and who gets the change.
+
+Every public function reduces to the same loop: perturb *sources* (elements of ``x``, or
+directions) by multiples ``k h`` of their own step, evaluate ``f`` at all those points in
+memory-bounded chunks, and turn each output into per-*quantity* values:
+
+================  ===========================  ==========================================
+target            sources                      quantity and its value at a point
+================  ===========================  ==========================================
+``grad``          elements of ``x``            element ``j``: :math:`f(x + k h_j e_j) - f(x)`
+``vjp``           elements (or colors)         element ``j``: :math:`\sum_{i \in rows(j)} R_i \Delta f_i`
+``jacobian``      elements (or colors)         entry ``(i, j)``: :math:`\Delta f_i`
+``direction``     directions ``v``             :math:`\langle r, \Delta f\rangle` or each :math:`\Delta f_i`
+================  ===========================  ==========================================
+
+In complex mode the point is :math:`x + i k h` and the value is the imaginary part
+(nothing is subtracted: :math:`\operatorname{Im} f(x) = 0`).
+
+Each value comes with ``sigma``, the root-sum-square magnitude of the terms summed into
+it (:math:`\sqrt{\sum_i (R_i f_i)^2}` over the rows it depends on, or :math:`|f(x)|`):
+the scale of the rounding error every evaluation adds (see :mod:`._core`). Without a
+pattern, the rows an element depends on are the rows that actually changed when it moved;
+when none changed (a saturated unit), the largest row stands in.
+
+Sources perturbed together form *groups*: one element each, or one color of a
+dependency pattern (:mod:`._coloring`). Groups are stored flat (``order`` sorted by
+group, ``bounds`` delimiting them) so that building a chunk of points is a handful of
+vectorized index operations whatever the number of elements.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["GradTarget", "VjpTarget", "JacobianTarget", "DirectionTarget", "Values"]
+
+
+class Values:
+    """Values of the selected quantities at each node: ``vals[a, q]`` for node ``ks[a]``."""
+
+    __slots__ = ("vals", "q", "sigma", "u", "src_pos", "nonfinite")
+
+    def __init__(self, vals, q, sigma, u, src_pos):
+        self.vals = vals            # (nk, nq) float64
+        self.q = q                  # (nq,) quantity indices
+        self.sigma = sigma          # (nq,) magnitude of the summed terms
+        self.u = u                  # (nk, nsrc) actual offsets / h (real mode) or None
+        self.src_pos = src_pos      # (nq,) position of each quantity's source in ``src``
+        self.nonfinite = ~np.isfinite(vals).all(axis=0)
+
+
+def _ragged_arange(starts, counts):
+    """Concatenation of ``arange(s, s + c)`` for each pair, vectorized."""
+    total = int(counts.sum())
+    offsets = np.repeat(np.cumsum(counts) - counts, counts)
+    return np.arange(total) - offsets + np.repeat(starts, counts)
+
+
+class _Target:
+    """Shared machinery: grouping, chunked point building, evaluation."""
+
+    contraction = None  # weights r of a contracted output, or None
+
+    def __init__(self, ev, x):
+        self.ev = ev
+        self.x = x
+        self.xf = x.reshape(-1)
+        self.f0 = ev.f0.reshape(-1).astype(np.float64)
+
+    # -- grouping (singletons unless a coloring is attached) ------------------------
+    def groups(self, src):
+        """``order`` (sources sorted by group) and ``bounds`` (group delimiters)."""
+        return src, np.arange(src.size + 1)
+
+    # -- the points -----------------------------------------------------------------
+    def _run(self, src, steps, ks, imag, reduce):
+        """Evaluate every (group, node) point in chunks and hand each chunk to ``reduce``.
+
+        ``reduce(Y, g0, g1, order, bounds)`` receives outputs for groups ``g0:g1`` (node
+        axis second: ``Y[(g - g0) * nk + a]``).
+        """
+        order, bounds = self.groups(src)
+        sizes = np.diff(bounds)
+        nk = len(ks)
+        dtype = np.result_type(self.x.dtype, np.complex64) if imag else self.x.dtype
+        step_of = np.zeros(self.n_src)
+        step_of[src] = steps
+        per_chunk = max(1, self.ev.batch_size(np.dtype(dtype).itemsize) // nk)
+        kvec = np.asarray(ks, dtype=np.float64)
+        for g0 in range(0, sizes.size, per_chunk):
+            g1 = min(sizes.size, g0 + per_chunk)
+            X = self._points(order, bounds, g0, g1, step_of, kvec, dtype, imag)
+            Y = self.ev(X, quiet_complex=imag)
+            Y = Y.reshape(Y.shape[0], -1)
+            if imag:
+                if not np.iscomplexobj(Y):
+                    raise _RealOutput(Y.dtype)
+                Y = Y.imag.astype(np.float64)
+            else:
+                Y = Y.astype(np.float64) - self.f0
+            reduce(Y, g0, g1, order, bounds)
+
+    def _points(self, order, bounds, g0, g1, step_of, kvec, dtype, imag):
+        nk = kvec.size
+        sizes = np.diff(bounds)[g0:g1]
+        B = sizes.size * nk
+        X = np.empty((B,) + self.x.shape, dtype=dtype)
+        X[...] = self.x
+        Xf = X.reshape(B, -1)
+        counts = np.repeat(sizes, nk)
+        starts = np.repeat(bounds[g0:g1], nk)
+        cols = order[_ragged_arange(starts, counts)]
+        rows = np.repeat(np.arange(B), counts)
+        k = np.repeat(np.tile(kvec, sizes.size), counts)
+        delta = k * step_of[cols]
+        if imag:
+            Xf[rows, cols] = self.xf[cols] + 1j * delta.astype(self.x.dtype)
+        else:
+            Xf[rows, cols] = self.xf[cols] + delta.astype(self.x.dtype)
+        return X
+
+    def offsets(self, src, steps, ks):
+        """Actual offsets over the step, ``(fl(x + k h) - x) / h``, per node and source."""
+        xs = self.xf[src]
+        k = np.asarray(ks, dtype=np.float64)[:, None]
+        moved = (xs + (k * steps).astype(self.x.dtype)).astype(np.float64)
+        return (moved - xs.astype(np.float64)) / steps
+
+
+class _RealOutput(Exception):
+    """f returned real values for complex input (complex step not applicable)."""
+
+    def __init__(self, dtype):
+        super().__init__(f"f returned {dtype} for complex input")
+
+
+# ------------------------------------------------------------------------- elements
+
+
+class GradTarget(_Target):
+    """Scalar ``f``: one element per point, the value is ``f(x + k h e_j) - f(x)``."""
+
+    def __init__(self, ev, x):
+        super().__init__(ev, x)
+        self.n_src = self.n_q = x.size
+        self.q_src = np.arange(x.size)
+
+    def values(self, src, steps, ks, imag):
+        nk = len(ks)
+        vals = np.empty((nk, src.size))
+
+        def reduce(Y, g0, g1, order, bounds):
+            vals[:, g0:g1] = Y[:, 0].reshape(g1 - g0, nk).T
+
+        self._run(src, steps, ks, imag, reduce)
+        sigma = (np.abs(vals).max(axis=0) if imag
+                 else np.full(src.size, abs(float(self.f0[0]))))
+        u = None if imag else self.offsets(src, steps, ks)
+        return Values(vals, src, sigma, u, np.arange(src.size))
+
+
+class VjpTarget(_Target):
+    r"""``C = <R, f>`` per element, attributing each changed row to its element."""
+
+    def __init__(self, ev, x, R, pattern=None, colors=None):
+        super().__init__(ev, x)
+        self.n_src = self.n_q = x.size
+        self.q_src = np.arange(x.size)
+        self.R = R.reshape(-1).astype(np.float64)
+        self.contraction = self.R
+        self.Rf2 = (self.R * self.f0) ** 2
+        self.P = pattern
+        self.colors = colors
+        if pattern is not None:
+            self.sig2_pattern = pattern.T.astype(np.float64) @ self.Rf2
+
+    def groups(self, src):
+        if self.colors is None:
+            return super().groups(src)
+        c = self.colors[src]
+        perm = np.argsort(c, kind="stable")
+        order = src[perm]
+        _, first = np.unique(c[perm], return_index=True)
+        return order, np.append(first, order.size)
+
+    def values(self, src, steps, ks, imag):
+        nk = len(ks)
+        pos = np.empty(self.n_src, dtype=np.int64)
+        pos[src] = np.arange(src.size)
+        vals = np.empty((nk, src.size))
+        sig2 = np.zeros(src.size)
+        Rf2, R, P = self.Rf2, self.R, self.P
+
+        def reduce(Y, g0, g1, order, bounds):
+            if P is None:               # one element per point
+                v = Y @ R
+                s2 = (Y * Y) @ (R * R) if imag else (Y != 0) @ Rf2
+                cols = pos[order[g0:g1]]
+                vals[:, cols] = v.reshape(g1 - g0, nk).T
+                sig2[cols] = np.maximum(sig2[cols], s2.reshape(g1 - g0, nk).max(axis=1))
+                return
+            RY = Y * R
+            for g in range(g0, g1):
+                members = order[bounds[g]:bounds[g + 1]]
+                sub = P[:, members]
+                rows, ptr = sub.indices, sub.indptr
+                block = RY[(g - g0) * nk:(g - g0 + 1) * nk][:, rows]
+                cols = pos[members]
+                vals[:, cols] = _segment_sum(block, ptr)
+                if imag:
+                    sig2[cols] = _segment_sum(block * block, ptr).max(axis=0)
+
+        self._run(src, steps, ks, imag, reduce)
+        if P is not None and not imag:
+            sig2 = self.sig2_pattern[src]
+        elif not imag:
+            sig2 = np.where(sig2 > 0, sig2, Rf2.max(initial=0.0))
+        u = None if imag else self.offsets(src, steps, ks)
+        return Values(vals, src, np.sqrt(sig2), u, np.arange(src.size))
+
+
+def _segment_sum(block, ptr):
+    """Column sums of ``block`` over the segments ``ptr[j]:ptr[j+1]`` (empty ones are 0)."""
+    out = np.zeros((block.shape[0], ptr.size - 1))
+    nonempty = np.diff(ptr) > 0
+    if block.shape[1]:
+        sums = np.add.reduceat(block, ptr[:-1][nonempty], axis=1)
+        out[:, nonempty] = sums
+    return out
+
+
+class JacobianTarget(VjpTarget):
+    """Every entry ``(i, j)``: quantity ``q = j * n_out + i`` (dense) or the pattern's nonzeros."""
+
+    def __init__(self, ev, x, pattern=None, colors=None):
+        _Target.__init__(self, ev, x)
+        self.n_src = x.size
+        self.n_out = self.f0.size
+        self.P = pattern
+        self.colors = colors
+        if pattern is None:
+            self.n_q = self.n_src * self.n_out
+            self.q_src = np.repeat(np.arange(self.n_src), self.n_out)
+        else:
+            self.n_q = pattern.nnz
+            self.q_src = np.repeat(np.arange(self.n_src), np.diff(pattern.indptr))
+
+    def values(self, src, steps, ks, imag):
+        nk, n_out, P = len(ks), self.n_out, self.P
+        if P is None:
+            q = (src[:, None] * n_out + np.arange(n_out)).reshape(-1)
+            start = np.arange(src.size) * n_out
+        else:
+            counts = np.diff(P.indptr)[src]
+            q = _ragged_arange(P.indptr[src], counts)
+            start = np.cumsum(counts) - counts
+        qpos = np.empty(self.n_src, dtype=np.int64)
+        qpos[src] = start
+        vals = np.empty((nk, q.size))
+
+        def reduce(Y, g0, g1, order, bounds):
+            for g in range(g0, g1):
+                members = order[bounds[g]:bounds[g + 1]]
+                block = Y[(g - g0) * nk:(g - g0 + 1) * nk]
+                if P is None:
+                    j = members[0]
+                    vals[:, qpos[j]:qpos[j] + n_out] = block
+                else:
+                    n = np.diff(P.indptr)[members]
+                    dest = _ragged_arange(qpos[members], n)
+                    vals[:, dest] = block[:, P.indices[_ragged_arange(P.indptr[members], n)]]
+
+        self._run(src, steps, ks, imag, reduce)
+        rows = (q % n_out) if P is None else P.indices[q]
+        sigma = np.abs(vals).max(axis=0) if imag else np.abs(self.f0[rows])
+        u = None if imag else self.offsets(src, steps, ks)
+        src_pos = np.repeat(np.arange(src.size), np.diff(np.append(start, q.size)))
+        return Values(vals, q, sigma, u, src_pos)
+
+
+# ----------------------------------------------------------------------- directions
+
+
+class DirectionTarget(_Target):
+    """Sources are directions ``V[s]``; the point is ``x + k t_s V[s]``.
+
+    With ``contraction`` ``r`` the quantity is :math:`\\langle r, \\Delta f\\rangle` (one
+    per direction), otherwise every output of every direction (``q = s * n_out + i``).
+    """
+
+    def __init__(self, ev, x, V, contraction=None):
+        super().__init__(ev, x)
+        self.V = V.reshape(V.shape[0], -1)
+        self.n_src = self.V.shape[0]
+        self.n_out = self.f0.size
+        self.contraction = None if contraction is None else contraction.reshape(-1).astype(np.float64)
+        per = 1 if contraction is not None else self.n_out
+        self.n_q = self.n_src * per
+        self.q_src = np.repeat(np.arange(self.n_src), per)
+
+    def _points(self, order, bounds, g0, g1, step_of, kvec, dtype, imag):
+        src = order[g0:g1]
+        t = (kvec[None, :] * step_of[src][:, None]).reshape(-1)        # (B,)
+        V = np.repeat(self.V[src], kvec.size, axis=0)
+        if imag:
+            X = self.xf[None, :] + 1j * (t[:, None] * V)
+        else:
+            X = self.xf[None, :] + t[:, None] * V
+        return X.astype(dtype).reshape((-1,) + self.x.shape)
+
+    def values(self, src, steps, ks, imag):
+        nk, r = len(ks), self.contraction
+        per = 1 if r is not None else self.n_out
+        vals = np.empty((nk, src.size * per))
+        sig2 = np.zeros(src.size * per)
+
+        def reduce(Y, g0, g1, order, bounds):
+            Yk = Y.reshape(g1 - g0, nk, -1)
+            if r is not None:
+                vals[:, g0:g1] = (Yk @ r).T
+                s2 = (Yk * Yk) @ (r * r) if imag else (Yk != 0) @ (r * self.f0) ** 2
+                sig2[g0:g1] = s2.max(axis=1)
+            else:
+                vals[:, g0 * per:g1 * per] = Yk.transpose(1, 0, 2).reshape(nk, -1)
+                if imag:
+                    sig2[g0 * per:g1 * per] = (Yk * Yk).max(axis=1).reshape(-1)
+
+        self._run(src, steps, ks, imag, reduce)
+        if not imag:
+            if r is not None:
+                sig2 = np.where(sig2 > 0, sig2, ((r * self.f0) ** 2).max(initial=0.0))
+            else:
+                sig2 = np.tile(self.f0**2, src.size)
+        q = (src[:, None] * per + np.arange(per)).reshape(-1)
+        return Values(vals, q, np.sqrt(sig2), None, np.repeat(np.arange(src.size), per))
