@@ -81,7 +81,8 @@ def _prepare(f, x, *, scalar, method, scale, step, vectorized, memory, max_retri
 def _complex_ok(ev, x, contraction, scale, eps, seed):
     """Cross-check of the complex step along one random direction (see module doc)."""
     rng = np.random.default_rng(seed)
-    V = rng.standard_normal((1,) + x.shape) * np.maximum(np.abs(x), scale.reshape(x.shape))
+    ax = np.abs(x).astype(np.float64)
+    V = rng.standard_normal((1,) + x.shape) * np.where(ax > 0, np.minimum(ax, 1.0), 1.0) * np.maximum(ax, scale.reshape(x.shape))
     r = contraction
     if r is None and ev.f0.size > 1:
         r = rng.standard_normal(ev.f0.size)

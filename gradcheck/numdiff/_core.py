@@ -50,15 +50,19 @@ Complex step
 ------------
 :math:`f'(x) = \operatorname{Im} f(x + ih)/h + O(h^2)` with no subtraction, so a tiny
 step (:mod:`._steps`) gives the derivative to rounding. The step is taken both ways,
-:math:`d_\pm = \pm\operatorname{Im} f(x \pm ih)/h`: for code that is real-analytic
-(``f(conj z) = conj f(z)``) the two agree to rounding; where ``f`` branches on a
-comparison (``maximum``, ``where(x > 0)``, a max-pool tie) NumPy orders complex numbers
-by real part, then imaginary part, so at an exact tie :math:`d_+` and :math:`d_-` are
-the right and left derivatives and the element is marked non-differentiable. Error:
-:math:`\kappa_c \varepsilon (\sigma_{\mathrm{Im}}/h + |f'|)`.
+:math:`d_+ = \operatorname{Im} f(x + ih)/h` and :math:`d_- = -\operatorname{Im} f(x -
+3ih)/3h`. For real-analytic code (``f(conj z) = conj f(z)``) the two agree to rounding,
+and because the second step is not a power-of-two multiple of the first their rounding
+errors differ: :math:`|d_+ - d_-|` is a free sample of the rounding error and is added
+to the error bar. Where ``f`` branches on a comparison (``maximum``, ``where(x > 0)``, a
+max-pool tie) NumPy orders complex numbers by real part, then imaginary part, so at an
+exact tie :math:`d_+` and :math:`d_-` are the right and left derivatives. The element is
+marked non-differentiable when they differ by more than :math:`64\rho_c` and more than
+:math:`\sqrt{\varepsilon}|f'|`. Error: :math:`\rho_c = \kappa_c \varepsilon
+(\sigma_{\mathrm{Im}}/h + |f'|)` plus the gap (half the gap at a tie).
 
 Constants: :math:`\kappa_r = 1`, :math:`\kappa_t = 2`, retry when :math:`T > 2\rho`,
-:math:`\kappa_c = 4`.
+:math:`\kappa_c = 3/4`.
 """
 
 from __future__ import annotations
@@ -74,8 +78,10 @@ KAPPA_R = 1.0
 KAPPA_T = 2.0
 RETRY_RATIO = 2.0
 SIGNIFICANT = 3.0
-KAPPA_C = 4.0
+KAPPA_C = 0.75
 FLAG_Z = 3.0
+SPLIT_RATIO = 64.0
+GAP_WEIGHT = 1.0
 
 
 # ---------------------------------------------------------------------------- fitting
@@ -257,19 +263,20 @@ def run_fixed(target, h0, stencil, eps):
 
 
 def run_complex(target, hc, eps):
-    """Conjugate pair of complex steps; an exact tie shows as d+ != d-."""
+    """Complex steps ``+ih`` and ``-3ih``; an exact tie shows as ``d+ != d-``."""
     out = Outcome(target.n_q, hc.copy())
-    values = target.values(np.arange(target.n_src), hc, (1, -1), imag=True)
+    values = target.values(np.arange(target.n_src), hc, (1, -3), imag=True)
     q = values.q
     h = hc[target.q_src[q]]
     with np.errstate(invalid="ignore", over="ignore"):
-        dp, dm = values.vals[0] / h, -values.vals[1] / h
+        dp, dm = values.vals[0] / h, -values.vals[1] / (3 * h)
         mid = 0.5 * (dp + dm)
         rho = KAPPA_C * eps * (values.sigma / h + np.abs(mid))
-        split = np.abs(dp - dm) > rho
+        gap = np.abs(dp - dm)
+        split = gap > np.maximum(SPLIT_RATIO * rho, np.sqrt(eps) * np.abs(mid))
     bad = values.nonfinite
     out.value[q] = np.where(bad, np.nan, mid)
-    out.error[q] = np.where(bad, np.inf, rho + np.where(split, 0.5 * np.abs(dp - dm), 0.0))
+    out.error[q] = np.where(bad, np.inf, rho + np.where(split, 0.5, GAP_WEIGHT) * gap)
     out.rho[q] = rho
     flag = split & ~bad
     out.nondiff[q] = flag

@@ -38,9 +38,10 @@ from the evaluations rather than guessed:
   would be a fifth of the rounding error, :math:`h \cdot (\rho / 5T)^{1/(p+1)}`, clipped
   to :math:`[2^{-10}, 1/2]` per retry (see :mod:`._core`).
 
-Complex step: :math:`h_j = 2^{\operatorname{round}\log_2(\varepsilon s_j)}`; its
-truncation error is :math:`(h/s)^2 \approx \varepsilon^2` relative, and no subtraction
-takes place, so the step can be that small.
+Complex step: :math:`h_j = 2^{\operatorname{round}\log_2(\varepsilon |x_j|)}`
+(:math:`\varepsilon\tau_j` at zero). No subtraction takes place, so nothing pushes the
+step up, and following :math:`|x_j|` keeps the truncation :math:`(h/|x_j|)^2 \approx
+\varepsilon^2` relative even for ``sqrt`` at ``1e-6``.
 """
 
 from __future__ import annotations
@@ -82,8 +83,11 @@ def base_steps(x, scale, eps, order, step=None):
 
 
 def complex_steps(x, scale, eps):
-    s = np.maximum(np.abs(x.reshape(-1)).astype(np.float64), scale)
-    return _pow2(eps * s)
+    """``eps * m`` with ``m = |x|`` (or ``scale`` at zero), never above ``max(|x|, scale)``."""
+    ax = np.abs(x.reshape(-1)).astype(np.float64)
+    m = np.where(ax > 0, ax, scale)
+    m = np.maximum(m, np.sqrt(np.finfo(x.dtype).tiny))
+    return _pow2(eps * m)
 
 
 def direction_steps(x, V, scale, eps, order, imag=False):
