@@ -310,8 +310,8 @@ def _compare_full(label, arg, analytic, num, opts, role, suspects_for, cotangent
 def _compare_fast(label, arg, analytic, directions, num, opts, elapsed0):
     a64 = analytic.astype(np.float64).reshape(-1)
     proj_a = directions @ a64                                  # <A, v_k>
-    proj_n = np.asarray(num.derivative, np.float64)            # d/dt C(arg + t v_k)
-    err = np.asarray(num.error, np.float64)
+    proj_n = np.asarray(num.grad, np.float64).reshape(-1)      # d/dt C(arg + t v_k)
+    err = np.asarray(num.error, np.float64).reshape(-1)
     rule = tolerance_for(analytic.dtype)
     # rounding of the analytic projection: eps * sum_j |A_j v_j| (+ the table's ulps)
     an_round = rule.analytic_ulps * real_eps(analytic.dtype) * (np.abs(directions) @ np.abs(a64))
@@ -461,14 +461,15 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
             if callable(pattern):  # built only when needed: full mode
                 pattern = pattern()
             num = full_numeric(g, arg, cotangent64, y, pattern=pattern,
-                               vectorized=opts.vectorized[i], method=opts.method)
+                               vectorized=opts.vectorized[i], method=opts.method,
+                               seed=opts.seed)
             reports.append(_compare_full(label, arg, analytic[i], num, opts, _role(opts, i, arg),
                                          suspects, cotangent, t_arg))
         else:
             drng = np.random.default_rng([opts.seed, i])
             dirs = drng.choice(np.array([-1.0, 1.0]), size=(opts.directions, arg.size))
             num = directional_numeric(g, arg, cotangent64, y, dirs, method=opts.method,
-                                      vectorized=opts.vectorized[i])
+                                      vectorized=opts.vectorized[i], seed=opts.seed)
             reports.append(_compare_fast(label, arg, analytic[i], dirs, num, opts, t_arg))
             if opts.mode == "auto":
                 notes.append(f"{label}: {arg.size} elements > budget {opts.budget}, checked in "

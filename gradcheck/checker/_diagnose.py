@@ -226,8 +226,11 @@ def diagnose(
 
     # 1. Caller-supplied, layer-aware claims (most specific), then sign and scale.
     for s in suspects:
-        if s.predicted.shape == a.shape and fits(s.predicted):
-            return Diagnosis(s.cause, s.message, evidence(s.predicted))
+        # a claim that predicts the right gradient cannot explain a wrong one
+        if s.predicted.shape == a.shape and fits(s.predicted) and not fits(n):
+            distinct = not _agrees(np.asarray(s.predicted, np.float64)[keep], n_k, tol_k)
+            if distinct:
+                return Diagnosis(s.cause, s.message, evidence(s.predicted))
     nn = float(np.dot(n_k, n_k))
     if nn > 0 and n_failed:
         c = float(np.dot(a_k, n_k) / nn)

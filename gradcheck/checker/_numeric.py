@@ -1,65 +1,43 @@
-"""PROVISIONAL adapter between the checker and the numerical differentiator (to be replaced)."""
+"""The checker's two calls into the numerical differentiator.
+
+Full mode asks :func:`gradcheck.numdiff.numerical_vjp` for :math:`\\partial\\langle R,
+f\\rangle/\\partial\\,\\text{arg}` element by element (colored by the dependency pattern
+when one is known); fast mode asks :func:`gradcheck.numdiff.numerical_jvp` for
+:math:`\\langle R, J v\\rangle` along each random direction. Exceptions raised by user
+code while it is being differenced become :class:`~gradcheck.UserCodeError`.
+"""
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
+from gradcheck._errors import GradcheckError, UserCodeError
+from gradcheck.numdiff import NumericalDerivative, numerical_jvp, numerical_vjp
 
-class FullNumeric(NamedTuple):
-    grad: np.ndarray
-    error: np.ndarray
-    nondifferentiable: np.ndarray
-    left: np.ndarray
-    right: np.ndarray
-    nfev: int
+__all__ = ["full_numeric", "directional_numeric"]
 
 
-class DirectionalNumeric(NamedTuple):
-    derivative: np.ndarray
-    error: np.ndarray
-    nfev: int
+def _guard(call, what):
+    try:
+        return call()
+    except GradcheckError:
+        raise
+    except Exception as exc:  # the function under test failed at a perturbed point
+        raise UserCodeError(f"f raised {type(exc).__name__} while {what}: {exc}") from exc
 
 
-def full_numeric(g, arg, cotangent, y, *, pattern=None, vectorized=False, method="auto"):
-    dtype = np.result_type(arg.dtype, y.dtype)
-    eps = float(np.finfo(np.float32 if dtype == np.float32 else np.float64).eps)
-    flat = arg.reshape(-1)
-    hs = [eps ** (1 / 5) * np.maximum(1.0, np.abs(flat))]
-    grad = np.empty(flat.size)
-    err = np.empty(flat.size)
-    nfev = 0
-    for j in range(flat.size):
-        h = hs[0][j]
-        d = []
-        for hh in (h, h / 2):
-            vals = []
-            for s in (1, -1):
-                a = flat.copy()
-                a[j] += s * hh
-                vals.append(float(np.sum(cotangent * np.asarray(g(a.reshape(arg.shape)), np.float64))))
-                nfev += 1
-            d.append((vals[0] - vals[1]) / (2 * hh))
-        grad[j] = (4 * d[1] - d[0]) / 3
-        err[j] = abs(d[1] - d[0]) / 3 + eps * np.sum(np.abs(cotangent * y)) / h
-    nd = np.zeros(arg.shape, bool)
-    nan = np.full(arg.shape, np.nan)
-    return FullNumeric(grad.reshape(arg.shape), err.reshape(arg.shape), nd, nan, nan, nfev)
+def full_numeric(g, arg, cotangent, y, *, pattern=None, vectorized=False,
+                 method="auto", seed=0) -> NumericalDerivative:
+    """Every element of the gradient of ``<cotangent, g(arg)>``, with error bars."""
+    return _guard(lambda: numerical_vjp(g, arg, cotangent, pattern=pattern,
+                                        vectorized=bool(vectorized), method=method, seed=seed),
+                  "its gradient was differenced element by element")
 
 
-def directional_numeric(g, arg, cotangent, y, directions, *, method="auto", vectorized=False):
-    dtype = np.result_type(arg.dtype, y.dtype)
-    eps = float(np.finfo(np.float32 if dtype == np.float32 else np.float64).eps)
-    out, err, nfev = [], [], 0
-    scale = max(1.0, float(np.max(np.abs(arg))))
-    for v in directions:
-        h = eps ** (1 / 5) * scale
-        d = []
-        for hh in (h, h / 2):
-            vals = [float(np.sum(cotangent * np.asarray(g((arg.reshape(-1) + s * hh * v).reshape(arg.shape).astype(arg.dtype)), np.float64))) for s in (1, -1)]
-            nfev += 2
-            d.append((vals[0] - vals[1]) / (2 * hh))
-        out.append((4 * d[1] - d[0]) / 3)
-        err.append(abs(d[1] - d[0]) / 3 + eps * np.sum(np.abs(cotangent * y)) / h)
-    return DirectionalNumeric(np.array(out), np.array(err), nfev)
+def directional_numeric(g, arg, cotangent, y, directions, *, method="auto", vectorized=False,
+                        seed=0) -> NumericalDerivative:
+    """``<cotangent, J v_k>`` for each row ``v_k`` of ``directions``, with error bars."""
+    dirs = np.asarray(directions, dtype=np.float64).reshape((-1,) + arg.shape)
+    return _guard(lambda: numerical_jvp(g, arg, dirs, cotangent=cotangent, method=method,
+                                        vectorized=bool(vectorized), seed=seed),
+                  "it was differenced along random directions")
