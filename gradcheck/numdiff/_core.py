@@ -40,8 +40,9 @@ kept. Under a smooth function :math:`T` falls like :math:`h^5` with the step; ac
 kink it does not fall at all. An element is marked **non-differentiable** when, after at
 least one retry, (a) :math:`T` still exceeds :math:`2\rho`, (b) it fell by less than
 :math:`r^{2.5}` for a step ratio :math:`r` (halfway between :math:`r^5` and :math:`r^0` on
-a log scale), and (c) its one-sided derivatives -- from nodes ``(-2,-1,0)`` and
-``(0,1,2,3)`` of the last pass -- differ by more than three times their rounding. The
+a log scale), (c) the gap between its one-sided derivatives -- from nodes ``(-2,-1,0)``
+and ``(0,1,2,3)`` -- exceeds three times their rounding, and (d) that gap fell by less
+than :math:`r` (smooth: :math:`r^2` or faster; a kink: not at all). The
 element then gets ``left`` and ``right``, the midpoint as its value and half their
 distance plus their rounding as its error, so ``|grad - a| <= error`` accepts exactly
 the values ``a`` between the one-sided limits.
@@ -191,6 +192,7 @@ def run_richardson(target, h0, stencil, eps, *, max_retries, x_src=None):
     best_step = h0.copy()
     tau_prev = np.full(target.n_q, np.nan)
     h_prev = np.full(target.n_q, np.nan)
+    gap_prev = np.full(target.n_q, np.nan)
     last = {}
     src = np.arange(target.n_src)
     for attempt in range(max_retries + 1):
@@ -208,6 +210,7 @@ def run_richardson(target, h0, stencil, eps, *, max_retries, x_src=None):
         best_step[target.q_src[bq]] = h[better]
         if attempt:
             tau_prev[q], h_prev[q] = last["tau"][q], last["h"][q]
+            gap_prev[q] = np.abs(last["right"][q] - last["left"][q])
         for name, arr in (("tau", tau), ("rho", rho), ("h", h), ("left", lval),
                           ("right", rval), ("lrho", lrho), ("rrho", rrho)):
             last.setdefault(name, np.full(target.n_q, np.nan))[q] = np.where(bad, np.nan, arr)
@@ -223,16 +226,17 @@ def run_richardson(target, h0, stencil, eps, *, max_retries, x_src=None):
         src = np.flatnonzero(np.isfinite(nxt))
         steps[src] = nxt[src]
     out.steps = best_step
-    _flag_kinks(out, last, tau_prev, h_prev)
+    _flag_kinks(out, last, tau_prev, h_prev, gap_prev)
     return out
 
 
-def _flag_kinks(out, last, tau_prev, h_prev):
+def _flag_kinks(out, last, tau_prev, h_prev, gap_prev):
     with np.errstate(invalid="ignore", divide="ignore"):
         r = last["h"] / h_prev
-        stuck = last["tau"] / tau_prev > r**2.5
+        gap = np.abs(last["right"] - last["left"])
+        stuck = (last["tau"] / tau_prev > r**2.5) & (gap > r * gap_prev)
         unresolved = last["tau"] > RETRY_RATIO * last["rho"]
-        apart = np.abs(last["right"] - last["left"]) > FLAG_Z * (last["lrho"] + last["rrho"])
+        apart = gap > FLAG_Z * (last["lrho"] + last["rrho"])
     flag = np.isfinite(tau_prev) & stuck & unresolved & apart & ~last["bad"]
     out.nondiff = flag
     out.left[flag], out.right[flag] = last["left"][flag], last["right"][flag]

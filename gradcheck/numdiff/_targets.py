@@ -18,9 +18,10 @@ In complex mode the point is :math:`x + i k h` and the value is the imaginary pa
 
 Each value comes with ``sigma``, the root-sum-square magnitude of the terms summed into
 it (:math:`\sqrt{\sum_i (R_i f_i)^2}` over the rows it depends on, or :math:`|f(x)|`):
-the scale of the rounding error every evaluation adds (see :mod:`._core`). Without a
-pattern, the rows an element depends on are the rows that actually changed when it moved;
-when none changed (a saturated unit), the largest row stands in.
+the scale of the rounding error every evaluation adds (see :mod:`._core`). The rows an
+element depends on are the rows that actually changed when it moved (within its pattern
+rows, if a pattern is given); when none changed (a saturated unit), its pattern rows, or
+without a pattern the largest row, stand in.
 
 Sources perturbed together form *groups*: one element each, or one color of a
 dependency pattern (:mod:`._coloring`). Groups are stored flat (``order`` sorted by
@@ -199,22 +200,21 @@ class VjpTarget(_Target):
                 vals[:, cols] = v.reshape(g1 - g0, nk).T
                 sig2[cols] = np.maximum(sig2[cols], s2.reshape(g1 - g0, nk).max(axis=1))
                 return
-            RY = Y * R
             for g in range(g0, g1):
                 members = order[bounds[g]:bounds[g + 1]]
                 sub = P[:, members]
                 rows, ptr = sub.indices, sub.indptr
-                block = RY[(g - g0) * nk:(g - g0 + 1) * nk][:, rows]
+                Yb = Y[(g - g0) * nk:(g - g0 + 1) * nk][:, rows]
+                block = Yb * R[rows]
                 cols = pos[members]
                 vals[:, cols] = _segment_sum(block, ptr)
-                if imag:
-                    sig2[cols] = _segment_sum(block * block, ptr).max(axis=0)
+                mag = block * block if imag else (Yb != 0) * Rf2[rows]
+                sig2[cols] = _segment_sum(mag, ptr).max(axis=0)
 
         self._run(src, steps, ks, imag, reduce)
-        if P is not None and not imag:
-            sig2 = self.sig2_pattern[src]
-        elif not imag:
-            sig2 = np.where(sig2 > 0, sig2, Rf2.max(initial=0.0))
+        if not imag:    # no row changed (saturation): the rows it may reach, or the largest
+            fallback = self.sig2_pattern[src] if P is not None else Rf2.max(initial=0.0)
+            sig2 = np.where(sig2 > 0, sig2, fallback)
         u = None if imag else self.offsets(src, steps, ks)
         return Values(vals, src, np.sqrt(sig2), u, np.arange(src.size))
 
