@@ -344,7 +344,7 @@ def _compare_fast(label, arg, analytic, directions, num, opts, elapsed0):
 def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mode="auto",
               seed=0, atol=None, rtol=None, budget=DEFAULT_BUDGET, over_budget="fast",
               directions=DEFAULT_DIRECTIONS, method="auto", patterns=None, vectorized=None,
-              roles=None, suspects=None, name=None) -> CheckReport:
+              roles=None, suspects=None, name=None, cotangent=None) -> CheckReport:
     r"""Check a backward pass ``f_vjp`` against numerical derivatives of ``f``.
 
     Parameters
@@ -393,6 +393,9 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
         check fails.
     name : str, optional
         Name of the check in the report.
+    cotangent : array_like, optional
+        Use this ``R`` (shape of ``f(*args)``) instead of a seeded random one, e.g. when
+        ``C = <R, f>`` is itself the loss of interest.
 
     Returns
     -------
@@ -428,8 +431,14 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
         raise ConfigurationError(f"suspects must be None or a callable(argname); got {suspects!r}")
     args = _as_args(args, opts.argnames)
     y = _as_output(_call(f, "f", *args), "f")
-    rng = np.random.default_rng(opts.seed)
-    cotangent64 = rng.standard_normal(y.shape)
+    if cotangent is None:
+        cotangent64 = np.random.default_rng(opts.seed).standard_normal(y.shape)
+    else:
+        cotangent64 = np.asarray(cotangent, dtype=np.float64)
+        if cotangent64.shape != y.shape or not np.all(np.isfinite(cotangent64)):
+            raise ConfigurationError(
+                f"cotangent must be finite with the shape of f's output {y.shape}; got shape "
+                f"{cotangent64.shape}")
     cot_dtype = y.dtype if y.dtype.kind in "fc" else np.float64
     cotangent = cotangent64.astype(cot_dtype)
     analytic = _analytic(f_vjp, cotangent, args, opts)

@@ -88,6 +88,11 @@ def check_network(net, x=None, params=None, *, seed=0, dtype=np.float64, name=No
         raise ConfigurationError(f"net must be a gradcheck.ops.network.Sequential; got "
                                  f"{type(net).__name__}")
     x, params = _draw(net, x, params, seed, dtype)
+    if net.loss is not None and net.loss.name == "weighted_sum" and "cotangent" not in options:
+        # C = <R, y> is linear in the output: check the output's VJP with R itself, so the
+        # layers' dependency patterns (not the per-sample sum) decide what moves together.
+        options["cotangent"] = net.loss.weights
+        net = Sequential(net.layers, net.input_shape)
     f, f_vjp, names = net.as_function()
     flat = (x,) + tuple(net.flatten_params(params))
     shapes = [np.shape(a) for a in flat]
