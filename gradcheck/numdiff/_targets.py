@@ -17,7 +17,8 @@ In complex mode the point is :math:`x + i k h` and the value is the imaginary pa
 (nothing is subtracted: :math:`\operatorname{Im} f(x) = 0`).
 
 Each value comes with ``sigma``, the root-sum-square magnitude of the terms summed into
-it (:math:`\sqrt{\sum_i (R_i f_i)^2}` over the rows it depends on, or :math:`|f(x)|`):
+it (:math:`\sqrt{\sum_i (R_i f_i)^2}` over the rows it depends on, or :math:`|f|`, with
+:math:`f_i` the largest magnitude seen at the center and the perturbed points):
 the scale of the rounding error every evaluation adds (see :mod:`._core`). The rows an
 element depends on are the rows that actually changed when it moved (within its pattern
 rows, if a pattern is given); when none changed (a saturated unit), its pattern rows, or
@@ -155,7 +156,7 @@ class GradTarget(_Target):
 
         self._run(src, steps, ks, imag, reduce)
         sigma = (np.abs(vals).max(axis=0) if imag
-                 else np.full(src.size, abs(float(self.f0[0]))))
+                 else np.abs(self.f0[0] + vals).max(axis=0, initial=abs(float(self.f0[0]))))
         u = None if imag else self.offsets(src, steps, ks)
         return Values(vals, src, sigma, u, np.arange(src.size))
 
@@ -190,12 +191,12 @@ class VjpTarget(_Target):
         pos[src] = np.arange(src.size)
         vals = np.empty((nk, src.size))
         sig2 = np.zeros(src.size)
-        Rf2, R, P = self.Rf2, self.R, self.P
+        Rf2, R, P, f0 = self.Rf2, self.R, self.P, self.f0
 
         def reduce(Y, g0, g1, order, bounds):
             if P is None:               # one element per point
                 v = Y @ R
-                s2 = (Y * Y) @ (R * R) if imag else (Y != 0) @ Rf2
+                s2 = (Y * Y) @ (R * R) if imag else _changed_rows(Y, R, f0)
                 cols = pos[order[g0:g1]]
                 vals[:, cols] = v.reshape(g1 - g0, nk).T
                 sig2[cols] = np.maximum(sig2[cols], s2.reshape(g1 - g0, nk).max(axis=1))
@@ -208,7 +209,8 @@ class VjpTarget(_Target):
                 block = Yb * R[rows]
                 cols = pos[members]
                 vals[:, cols] = _segment_sum(block, ptr)
-                mag = block * block if imag else (Yb != 0) * Rf2[rows]
+                mag = block * block if imag else (Yb != 0) * np.maximum(
+                    Rf2[rows], (R[rows] * (f0[rows] + Yb)) ** 2)
                 sig2[cols] = _segment_sum(mag, ptr).max(axis=0)
 
         self._run(src, steps, ks, imag, reduce)
@@ -217,6 +219,12 @@ class VjpTarget(_Target):
             sig2 = np.where(sig2 > 0, sig2, fallback)
         u = None if imag else self.offsets(src, steps, ks)
         return Values(vals, src, np.sqrt(sig2), u, np.arange(src.size))
+
+
+def _changed_rows(Y, R, f0):
+    """Sum over the rows that changed of ``(R_i f_i)^2``, ``f_i`` the larger of the two values."""
+    mag = np.maximum((R * f0) ** 2, (R * (f0 + Y)) ** 2)
+    return np.where(Y != 0, mag, 0.0).sum(axis=-1)
 
 
 def _segment_sum(block, ptr):
@@ -272,7 +280,8 @@ class JacobianTarget(VjpTarget):
 
         self._run(src, steps, ks, imag, reduce)
         rows = (q % n_out) if P is None else P.indices[q]
-        sigma = np.abs(vals).max(axis=0) if imag else np.abs(self.f0[rows])
+        sigma = (np.abs(vals).max(axis=0) if imag
+                 else np.maximum(np.abs(self.f0[rows]), np.abs(self.f0[rows] + vals).max(axis=0)))
         u = None if imag else self.offsets(src, steps, ks)
         src_pos = np.repeat(np.arange(src.size), np.diff(np.append(start, q.size)))
         return Values(vals, q, sigma, u, src_pos)
@@ -318,7 +327,7 @@ class DirectionTarget(_Target):
             Yk = Y.reshape(g1 - g0, nk, -1)
             if r is not None:
                 vals[:, g0:g1] = (Yk @ r).T
-                s2 = (Yk * Yk) @ (r * r) if imag else (Yk != 0) @ (r * self.f0) ** 2
+                s2 = (Yk * Yk) @ (r * r) if imag else _changed_rows(Yk, r, self.f0)
                 sig2[g0:g1] = s2.max(axis=1)
             else:
                 vals[:, g0 * per:g1 * per] = Yk.transpose(1, 0, 2).reshape(nk, -1)
@@ -330,6 +339,6 @@ class DirectionTarget(_Target):
             if r is not None:
                 sig2 = np.where(sig2 > 0, sig2, ((r * self.f0) ** 2).max(initial=0.0))
             else:
-                sig2 = np.tile(self.f0**2, src.size)
+                sig2 = np.maximum(np.tile(self.f0**2, src.size), ((vals + np.tile(self.f0, src.size)) ** 2).max(axis=0))
         q = (src[:, None] * per + np.arange(per)).reshape(-1)
         return Values(vals, q, np.sqrt(sig2), None, np.repeat(np.arange(src.size), per))

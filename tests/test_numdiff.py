@@ -1,0 +1,231 @@
+"""numerical_grad / _vjp / _jacobian / _jvp: values against analytic derivatives, error
+bars, dtypes, steps, vectorized evaluation in bounded chunks, and bad options."""
+
+import json
+
+import numpy as np
+import pytest
+
+from gradcheck import (
+    ConfigurationError,
+    UserCodeError,
+    numerical_grad,
+    numerical_jacobian,
+    numerical_jvp,
+    numerical_vjp,
+)
+
+RNG = np.random.default_rng(7)
+X = RNG.standard_normal(12)
+R = RNG.standard_normal(12)
+
+
+def softplus_sum(x):
+    return np.sum(np.log1p(np.exp(x)) * np.cos(x))
+
+
+def softplus_sum_grad(x):
+    s = 1 / (1 + np.exp(-x))
+    return s * np.cos(x) - np.log1p(np.exp(x)) * np.sin(x)
+
+
+# ------------------------------------------------------------------------- accuracy
+
+
+@pytest.mark.parametrize("method, digits", [("auto", 14.5), ("complex", 14.5),
+                                            ("richardson", 11.5), ("central6", 10),
+                                            ("central4", 9.5), ("central", 7)])
+def test_grad_matches_analytic_with_error_bars(method, digits):
+    r = numerical_grad(softplus_sum, X, method=method)
+    true = softplus_sum_grad(X)
+    err = np.abs(r.grad - true)
+    assert np.median(-np.log10(err / np.abs(true) + 1e-300)) > digits
+    assert np.mean(r.error >= err) >= 0.9
+    assert r.grad.shape == X.shape and r.error.shape == X.shape and r.step.shape == X.shape
+    assert not r.nondifferentiable.any() and np.isnan(r.left).all()
+
+
+def test_auto_uses_complex_step_when_it_applies():
+    r = numerical_grad(softplus_sum, X)
+    assert (r.method, r.complex_check) == ("complex", "accepted")
+    assert r.nfev <= 2 * X.size + 25
+
+
+def test_richardson_costs_five_evaluations_per_element_on_smooth_functions():
+    r = numerical_grad(softplus_sum, X, method="richardson")
+    assert r.method == "richardson"
+    assert r.nfev <= 5 * X.size + 1 + 5 * 3    # a few retries at most
+
+
+def test_vjp_matches_analytic_and_differences_per_row():
+    # tiny gradient entries next to huge outputs: per-row differencing keeps them
+    c = 10.0 ** np.linspace(-6, 6, X.size)
+    r = numerical_vjp(lambda x: c * np.tanh(x), X, R, method="richardson")
+    true = R * c / np.cosh(X) ** 2
+    assert np.all(np.abs(r.grad - true) <= r.error)
+    assert np.max(np.abs(r.grad - true) / np.abs(true)) < 1e-9
+
+
+def test_steps_follow_each_inputs_own_scale():
+    x = 10.0 ** np.linspace(-6, 6, 13)
+    r = numerical_vjp(np.log, x, np.ones_like(x), method="richardson")
+    np.testing.assert_allclose(r.grad, 1 / x, rtol=1e-9)
+    assert np.all(np.abs(r.grad - 1 / x) <= r.error)
+    big = x >= 1                       # the step is proportional to x over six decades
+    assert np.all((r.step[big] / x[big] > 2.0**-13) & (r.step[big] / x[big] < 2.0**-8))
+    assert np.all(r.step[x < 1e-3] < x[x < 1e-3])     # shrunk out of log's domain wall
+
+
+def test_sqrt_near_zero_shrinks_the_step_instead_of_returning_nan():
+    x = np.array([1e-6, 1e-3, 4.0])
+    r = numerical_vjp(np.sqrt, x, np.ones(3), method="richardson")
+    np.testing.assert_allclose(r.grad, 0.5 / np.sqrt(x), rtol=1e-8)
+    assert r.step[0] < 1e-6 and np.all(np.isfinite(r.error))
+
+
+def test_user_scale_sets_the_step():
+    x = np.array([0.0, 1e-4])
+    r1 = numerical_grad(lambda v: np.sum(np.exp(v)), x, method="richardson")
+    r2 = numerical_grad(lambda v: np.sum(np.exp(v)), x, method="richardson", scale=1e-3)
+    # 0.5 * eps**(1/6) = 1.23e-3 -> 2**-10 ; times 1e-3 -> 2**-20
+    np.testing.assert_array_equal(r1.step, 2.0**-10)
+    np.testing.assert_array_equal(r2.step, 2.0**-20)
+    np.testing.assert_allclose(r2.grad, np.exp(x), rtol=1e-9)
+
+
+def test_jacobian_dense_and_jvp_against_analytic():
+    A = RNG.standard_normal((5, 12))
+
+    def f(x):
+        return np.sin(x @ A.T)
+
+    J = (np.cos(A @ X))[:, None] * A
+    rj = numerical_jacobian(f, X)
+    assert rj.jac.shape == (5, 12)
+    np.testing.assert_allclose(rj.jac, J, rtol=1e-12, atol=1e-13)
+    # the reference is rounded too: cos(A @ x) carries eps * |A||x| in its argument
+    assert np.all(np.abs(rj.jac - J) <= rj.error + 1e-15 * np.abs(A))
+    v = RNG.standard_normal(12)
+    rv = numerical_jvp(f, X, v, method="richardson")
+    np.testing.assert_allclose(rv.jvp, J @ v, rtol=1e-10)
+    assert np.all(np.abs(rv.jvp - J @ v) <= rv.error)
+    u = RNG.standard_normal(5)
+    V = RNG.standard_normal((3, 12))
+    rc = numerical_jvp(f, X, V, cotangent=u)
+    assert rc.jvp.shape == (3,)
+    np.testing.assert_allclose(rc.jvp, V @ (J.T @ u), rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- dtype
+
+
+def test_float32_is_evaluated_in_float32_with_float32_error_bars():
+    seen = set()
+    W = RNG.standard_normal((6, 12)).astype(np.float32)
+
+    def f(x):
+        seen.add(x.dtype)
+        return np.tanh(x @ W.T)
+
+    x = X.astype(np.float32)
+    R6 = RNG.standard_normal(6)
+    for method in ("richardson", "auto"):
+        r = numerical_vjp(f, x, R6, method=method)
+        z = W.astype(np.float64) @ x.astype(np.float64)
+        true = W.astype(np.float64).T @ (R6 / np.cosh(z) ** 2)
+        err = np.abs(r.grad.astype(np.float64) - true)
+        assert r.grad.dtype == np.float32
+        assert np.median(-np.log10(err / np.abs(true))) > (4.9 if method == "richardson" else 6)
+        assert np.mean(r.error >= err) >= 0.9
+        assert np.median(r.error / np.abs(true)) > 1e-8    # float32 rounding, not float64
+    assert seen == {np.dtype(np.float32), np.dtype(np.complex64)}
+
+
+# ---------------------------------------------------------------- batches and memory
+
+
+def test_vectorized_equals_one_point_per_call_and_memory_bounds_the_batch():
+    batches = []
+
+    def f(X):
+        batches.append(X.shape[0] if X.ndim == 2 else 1)
+        return np.tanh(X) * 2.0
+
+    x = RNG.standard_normal(200)
+    plain = numerical_vjp(lambda v: np.tanh(v) * 2.0, x, np.ones(200), method="richardson")
+    big = numerical_vjp(f, x, np.ones(200), method="richardson", vectorized=True)
+    assert max(batches) > 200
+    batches.clear()
+    budget = 64 * 1024
+    small = numerical_vjp(f, x, np.ones(200), method="richardson", vectorized=True,
+                          memory=budget)
+    point_bytes = x.nbytes + 200 * (8 * 2 + 3 * 8)
+    assert max(batches) <= max(5, budget // point_bytes)
+    assert max(batches) >= budget // point_bytes // 2
+    np.testing.assert_array_equal(small.grad, big.grad)
+    np.testing.assert_array_equal(plain.grad, big.grad)
+    assert small.nfev == big.nfev == plain.nfev
+
+
+def test_to_dict_is_json_ready():
+    r = numerical_grad(lambda v: np.sum(np.abs(v)), np.array([0.0, 2.0]))
+    d = json.loads(json.dumps(r.to_dict()))
+    assert d["format"] == 1 and d["method"] == "richardson"
+    assert d["nondifferentiable"] == [True, False] and d["left"][1] is None
+    assert d["grad"][1] == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------------ bad input
+
+
+def _scalar(v):
+    return np.sum(v**2)
+
+
+BAD = [
+    (dict(method="fancy"), "method must be one of"),
+    (dict(scale=-1.0), r"scale must be positive and finite .*got -1.0"),
+    (dict(scale=np.ones(3)), r"scale must be a positive number or an array broadcastable"),
+    (dict(step=0.0), r"step must be positive and finite .*got 0.0"),
+    (dict(vectorized="yes"), r"vectorized must be True or False; got 'yes'"),
+    (dict(memory=0), r"memory must be a positive number of bytes .*got 0"),
+    (dict(max_retries=-1), r"max_retries must be a non-negative integer; got -1"),
+    (dict(seed=True), r"seed must be an integer or None; got True"),
+]
+
+
+@pytest.mark.parametrize("options, message", BAD)
+def test_bad_options_are_named(options, message):
+    with pytest.raises(ConfigurationError, match=message):
+        numerical_grad(_scalar, np.ones(4), **options)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: numerical_grad(3, np.ones(2)), ConfigurationError, "f must be callable; got int"),
+    (lambda: numerical_grad(_scalar, np.ones(2) + 1j), ConfigurationError,
+     "x must hold float32 or float64 values .* got dtype complex128"),
+    (lambda: numerical_grad(_scalar, [1.0, np.nan]), ConfigurationError,
+     "x must be finite; got an array containing NaN or inf"),
+    (lambda: numerical_grad(lambda v: v, np.ones(2)), UserCodeError,
+     r"f must return a scalar for numerical_grad; it returned an array of shape \(2,\)"),
+    (lambda: numerical_grad(lambda v: np.sum(np.log(v)), -np.ones(2)), UserCodeError,
+     "f\\(x\\) is not finite at the point given"),
+    (lambda: numerical_vjp(np.tanh, np.ones(3), np.ones(4)), ConfigurationError,
+     r"cotangent must have shape \(3,\); got \(4,\)"),
+    (lambda: numerical_vjp(np.tanh, np.ones(3), np.ones(3), pattern=np.ones((2, 3), bool)),
+     ConfigurationError, r"pattern must have shape \(f\(x\).size, x.size\) = \(3, 3\); got \(2, 3\)"),
+    (lambda: numerical_vjp(np.tanh, np.ones(3), np.ones(3), colors=[0, 1, 2]),
+     ConfigurationError, "colors needs a pattern to be checked against"),
+    (lambda: numerical_vjp(lambda v: np.cumsum(v), np.ones(3), np.ones(3),
+                           pattern=np.tril(np.ones((3, 3), bool)), colors=[0, 1, 0]),
+     ConfigurationError, "colors must not give two elements that share an output row"),
+    (lambda: numerical_jvp(np.tanh, np.ones(3), np.ones(4)), ConfigurationError,
+     r"v must have shape \(3,\); got \(4,\)"),
+    (lambda: numerical_grad(lambda v: np.sum(v), np.ones(2), vectorized=True),
+     UserCodeError, "with vectorized=True, f must map a batch"),
+    (lambda: numerical_grad(lambda v: float(np.sum(v.real**2)), np.ones(2), method="complex"),
+     ConfigurationError, "method='complex' needs f to return complex values"),
+])
+def test_bad_calls_are_named(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
