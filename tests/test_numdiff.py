@@ -226,6 +226,7 @@ def test_bad_options_are_named(options, message):
     (lambda: numerical_grad(lambda v: float(np.sum(v.real**2)), np.ones(2), method="complex"),
      ConfigurationError, "method='complex' needs f to return complex values"),
 ])
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_bad_calls_are_named(call, error, message):
     with pytest.raises(error, match=message):
         call()

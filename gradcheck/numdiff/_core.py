@@ -155,6 +155,8 @@ def _estimate(values, ks, nodes, h, eps):
     noise = eps * values.sigma[None, :] * np.linalg.norm(Vinv, axis=1)[:, None]
     rho = KAPPA_R * eps * np.linalg.norm(Vinv[1]) * values.sigma / h
     tau = KAPPA_T * _truncation(b, noise, nodes) / h
+    if values.position is not None:
+        rho = rho + values.position * np.abs(b[1] / h)
     return b[1] / h, rho, tau
 
 
@@ -264,6 +266,8 @@ def run_fixed(target, h0, stencil, eps):
         d1 = (Vinv @ _table(values.vals, ks, nodes))[1] / h
         d2 = (Vinv @ _table(values.vals, ks, tuple(2 * k for k in nodes)))[1] / (2 * h)
         rho = KAPPA_R * eps * np.linalg.norm(Vinv[1]) * values.sigma / h
+        if values.position is not None:
+            rho = rho + values.position * np.abs(d1)
         err = FIXED_SAFETY * np.abs(d1 - d2) / (2.0**stencil.order - 1) + rho
     bad = values.nonfinite | ~np.isfinite(d1)
     out.value[q] = np.where(bad, np.nan, d1)

@@ -13,6 +13,12 @@ target            sources                      quantity and its value at a point
 ``direction``     directions ``v``             :math:`\langle r, \Delta f\rangle` or each :math:`\Delta f_i`
 ================  ===========================  ==========================================
 
+A direction's points :math:`x + k t v` are rounded element by element, which moves
+them off the line by up to half an ulp of each :math:`x_j`: the relative error
+:math:`2 \max_j (\mathrm{ulp}(x_j)/|t v_j|)\sqrt{\#\{v_j \ne 0\}}` is reported with
+the values and added to the error bar. (Elements' own offsets are exact: steps are
+powers of two, and the actual offsets are used when a sum crosses a binade.)
+
 In complex mode the point is :math:`x + i k h` and the value is the imaginary part
 (nothing is subtracted: :math:`\operatorname{Im} f(x) = 0`).
 
@@ -40,15 +46,16 @@ __all__ = ["GradTarget", "VjpTarget", "JacobianTarget", "DirectionTarget", "Valu
 class Values:
     """Values of the selected quantities at each node: ``vals[a, q]`` for node ``ks[a]``."""
 
-    __slots__ = ("vals", "q", "sigma", "u", "src_pos", "nonfinite")
+    __slots__ = ("vals", "q", "sigma", "u", "src_pos", "nonfinite", "position")
 
-    def __init__(self, vals, q, sigma, u, src_pos):
+    def __init__(self, vals, q, sigma, u, src_pos, position=None):
         self.vals = vals            # (nk, nq) float64
         self.q = q                  # (nq,) quantity indices
         self.sigma = sigma          # (nq,) magnitude of the summed terms
         self.u = u                  # (nk, nsrc) actual offsets / h (real mode) or None
         self.src_pos = src_pos      # (nq,) position of each quantity's source in ``src``
         self.nonfinite = ~np.isfinite(vals).all(axis=0)
+        self.position = position    # (nq,) relative error of the points' positions, or None
 
 
 def _ragged_arange(starts, counts):
@@ -341,4 +348,12 @@ class DirectionTarget(_Target):
             else:
                 sig2 = np.maximum(np.tile(self.f0**2, src.size), ((vals + np.tile(self.f0, src.size)) ** 2).max(axis=0))
         q = (src[:, None] * per + np.arange(per)).reshape(-1)
-        return Values(vals, q, np.sqrt(sig2), None, np.repeat(np.arange(src.size), per))
+        position = None
+        if not imag:     # x + t v is rounded per element; the derivative inherits it
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rel = np.spacing(np.abs(self.xf)).astype(np.float64) / np.abs(
+                    steps[:, None] * self.V[src])
+            rel = np.where(self.V[src] != 0, rel, 0.0)
+            position = np.repeat(2 * rel.max(axis=1) * np.sqrt((self.V[src] != 0).sum(axis=1)), per)
+        return Values(vals, q, np.sqrt(sig2), None, np.repeat(np.arange(src.size), per),
+                      position)
