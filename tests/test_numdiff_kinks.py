@@ -1,0 +1,130 @@
+"""Kinks, ties and the complex step: resolved correctly or flagged with honest limits,
+and complex step only where the function really supports it."""
+
+import numpy as np
+import pytest
+
+from gradcheck import ConfigurationError, numerical_grad, numerical_vjp
+
+
+def relu(x):
+    return np.maximum(x, 0)
+
+
+def within(res, truth):
+    """The analytic value lies within the numerical error bar (interval if flagged)."""
+    return np.abs(res.grad - truth) <= res.error
+
+
+# ---------------------------------------------------------------------- ReLU and abs
+
+
+@pytest.mark.parametrize("method", ["auto", "richardson"])
+def test_relu_at_the_kink_is_flagged_with_its_one_sided_limits(method):
+    x = np.array([0.0, 0.7, -0.3])
+    R = np.array([3.0, -1.0, 2.0])
+    r = numerical_vjp(relu, x, R, method=method)
+    assert r.nondifferentiable.tolist() == [True, False, False]
+    assert sorted([r.left[0], r.right[0]]) == pytest.approx([0.0, 3.0], abs=1e-6)
+    assert r.grad[1:] == pytest.approx([-1.0, 0.0], abs=1e-12)
+    for analytic_at_zero in (0.0, 3.0, 1.5):      # any convention for relu'(0) passes
+        assert within(r, np.array([analytic_at_zero, -1.0, 0.0])).all()
+    assert not within(r, np.array([4.0, -1.0, 0.0]))[0]
+
+
+@pytest.mark.parametrize("method", ["auto", "richardson"])
+def test_relu_within_1e8_of_the_kink_resolves_or_flags(method):
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((5, 6))
+    x = np.array([1e-8, -1e-8, 3e-9, -4e-9, 0.5, -0.5])
+
+    def f(v):
+        return np.tanh(relu(v) @ W.T)
+
+    R = rng.standard_normal(5)
+    r = numerical_vjp(f, x, R, method=method)
+    z = relu(x) @ W.T
+    truth = (W.T @ (R / np.cosh(z) ** 2)) * (x > 0)
+    assert within(r, truth).all()
+    resolved = ~r.nondifferentiable
+    assert np.all(np.abs(r.grad - truth)[resolved] < 1e-6)
+    if method == "auto":     # the complex step never crosses a kink 1e-8 away
+        assert r.method == "complex" and not r.nondifferentiable.any()
+        np.testing.assert_allclose(r.grad, truth, rtol=1e-13, atol=1e-15)
+
+
+def test_abs_rejects_complex_step_and_flags_zero():
+    r = numerical_grad(lambda v: np.sum(np.abs(v)), np.array([-2.0, 0.0, 3.0, 1e-8]))
+    assert r.method == "richardson"
+    assert r.complex_check == "rejected: f returned real values for complex input"
+    assert r.nondifferentiable[1] and (r.left[1], r.right[1]) == pytest.approx((-1, 1))
+    assert within(r, np.array([-1.0, 0.0, 1.0, 1.0])).all()
+
+
+# ------------------------------------------------------------------------ max / ties
+
+
+def window_max(v):
+    return v.reshape(v.shape[:-1] + (-1, 4)).max(axis=-1)
+
+
+@pytest.mark.parametrize("method", ["auto", "richardson"])
+def test_max_pool_near_ties_resolve_correctly_or_are_flagged(method):
+    # window 1: entries 1e-9 apart (a step of 1e-6 would cross the tie: one-sided
+    # differences 0 and 1, a central difference of 0.5); window 2: an exact tie.
+    x = np.array([1.0, 1.0 + 1e-9, 0.3, -0.2, 2.0, 2.0, 1.0, 0.0])
+    r = numerical_vjp(window_max, x, np.array([1.0, 1.0]), method=method, seed=1)
+    winner = np.array([0, 1, 0, 0, 0, 0, 0, 0.0])
+    for tie_owner in (np.array([0, 0, 0, 0, 1, 0, 0, 0.0]), np.array([0, 0, 0, 0, 0, 1, 0, 0.0])):
+        assert within(r, winner + tie_owner).all()
+    assert r.nondifferentiable[4] and r.nondifferentiable[5]
+    ok = ~r.nondifferentiable
+    np.testing.assert_allclose(r.grad[ok], (winner)[ok], atol=1e-6)
+    # a 0.5 answer for the near tie would have been "wrong but plausible"
+    assert not within(r, np.where(np.arange(8) < 2, 0.5, winner)).all() or r.nondifferentiable[:2].all()
+
+
+# ---------------------------------------------------------------------- complex step
+
+
+def test_complex_step_accepted_for_analytic_code_with_comparisons():
+    x = np.array([-1.5, -0.2, 0.4, 2.0])
+    r = numerical_grad(lambda v: np.sum(np.tanh(relu(v)) ** 2), x)
+    assert (r.method, r.complex_check) == ("complex", "accepted")
+    t = np.tanh(relu(x))
+    np.testing.assert_allclose(r.grad, 2 * t * (1 - t**2) * (x > 0), rtol=1e-14, atol=1e-16)
+
+
+@pytest.mark.parametrize("f, reason", [
+    # complex output, but abs() takes the modulus: Im parts are wrong, plausibly so
+    (lambda v: np.sum(v * np.abs(v)), "complex step disagrees with real differences"),
+    # the real part only
+    (lambda v: np.sum(np.exp(v.real) + 0 * v), "complex step disagrees"),
+    # a ufunc without a complex loop
+    (lambda v: np.sum(np.heaviside(v, 0.5) * v**2), "f raised TypeError on complex input"),
+    # a cast to float drops the imaginary part
+    (lambda v: np.sum(np.asarray(v, dtype=float) ** 3), "f returned real values for complex input"),
+])
+def test_complex_step_rejected_when_code_breaks_it(f, reason):
+    x = np.array([0.3, -1.2, 2.5])
+    r = numerical_grad(f, x)
+    assert r.method == "richardson" and r.complex_check.startswith("rejected: " + reason)
+    real = numerical_grad(f, x, method="richardson")
+    np.testing.assert_array_equal(r.grad, real.grad)
+
+
+def test_complex_step_works_with_colors_and_saturation():
+    import scipy.sparse as sp
+    x = np.array([30.0, -25.0, 0.5, 1e-3, -2.0, 12.0])
+    R = np.arange(1.0, 7.0)
+    r = numerical_vjp(np.tanh, x, R, pattern=sp.eye(6, dtype=bool))
+    truth = R / np.cosh(x) ** 2           # includes 4e-26: real differences return 0
+    assert r.method == "complex" and r.ncolors == 1
+    np.testing.assert_allclose(r.grad, truth, rtol=1e-13)
+    real = numerical_vjp(np.tanh, x, R, method="richardson")
+    assert within(real, truth).all() and real.grad[0] == 0.0
+
+
+def test_forced_complex_on_real_only_code_is_a_configuration_error():
+    with pytest.raises(ConfigurationError, match="method='complex' needs f to return complex"):
+        numerical_grad(lambda v: np.sum(np.abs(v)), np.ones(3), method="complex")
