@@ -9,7 +9,8 @@ For every quantity the estimate is :math:`b_1/h` from the polynomial fit of
 :math:`\sigma` is the root-sum-square magnitude of the terms making up the value (for
 ``<R, f>``: :math:`\sqrt{\sum_i (R_i f_i)^2}` over the rows the element reaches, because
 differences are taken per output row before the rows are summed; for a scalar ``f``:
-:math:`|f(x)|`). Through the stencil weights this becomes
+:math:`|f|`; in both, :math:`f_i` is the largest magnitude seen at the center and the
+evaluated points). Through the stencil weights this becomes
 
 .. math:: \rho = \kappa_r\, \varepsilon\, \lVert w \rVert_2\, \sigma / h, \qquad \kappa_r = 1 .
 
@@ -34,11 +35,11 @@ data can tell and :math:`T = 0`.
 Retries and kinks
 -----------------
 An element is evaluated again with a smaller step (:mod:`._steps`) when a value was not
-finite or :math:`T > 2\rho` (truncation dominates: the step is too large for the
+finite or :math:`T > 4\rho` (truncation dominates: the step is too large for the
 function, or a kink lies within :math:`3h`); the pass with the smallest error bar is
 kept. Under a smooth function :math:`T` falls like :math:`h^5` with the step; across a
 kink it does not fall at all. An element is marked **non-differentiable** when, after at
-least one retry, (a) :math:`T` still exceeds :math:`2\rho`, (b) it fell by less than
+least one retry, (a) :math:`T` still exceeds :math:`4\rho`, (b) it fell by less than
 :math:`r^{2.5}` for a step ratio :math:`r` (halfway between :math:`r^5` and :math:`r^0` on
 a log scale), (c) the gap between its one-sided derivatives -- from nodes ``(-2,-1,0)``
 and ``(0,1,2,3)`` -- exceeds three times their rounding, and (d) that gap fell by less
@@ -62,8 +63,32 @@ marked non-differentiable when they differ by more than :math:`64\rho_c` and mor
 :math:`\sqrt{\varepsilon}|f'|`. Error: :math:`\rho_c = \kappa_c \varepsilon
 (\sigma_{\mathrm{Im}}/h + |f'|)` plus the gap (half the gap at a tie).
 
-Constants: :math:`\kappa_r = 1`, :math:`\kappa_t = 2`, retry when :math:`T > 2\rho`,
+Constants: :math:`\kappa_r = 1`, :math:`\kappa_t = 2`, retry when :math:`T > 4\rho`,
 :math:`\kappa_c = 3/4`.
+
+Tuning record
+-------------
+Measured with ``benchmarks/bench_numdiff.py`` (818 elements per dtype; exact references),
+then confirmed on two held-out draws of the same problem families (``problems(seed=1)``,
+``seed=2``: median digits within 0.1, coverage 97.6-99.0%, tightness 4.2-8.2).
+
+* Nodes. At a fixed step, the median digits of the 5-evaluation nodes ``(-2..3)`` were
+  12.76 / 12.84 / 12.49 at ``h/s = 1e-3 / 2e-3 / 3e-3`` (float64), against 12.2 for the
+  4-evaluation 5-point stencil at its best and 13.2 for the 6-evaluation 7-point one; the
+  7-point stencil leaves no room under 6 evaluations per element for retries.
+* :math:`\kappa_r`: 80% of rounding-dominated elements have a true error below
+  :math:`0.4\rho` and 95% below :math:`\rho`.
+* :math:`\kappa_t`: for truncation-dominated elements the trend prediction is within a
+  factor 3 of the truth (median 0.4 of it, 95th percentile 1.3).
+* Retry ratio: 2 and 4 give the same digits and coverage; 4 spends fewer evaluations
+  (5.47 instead of 5.56 per element in float64, 5.83 instead of 6.11 in float32).
+* :math:`\kappa_c` (coverage / tightness, float64 and float32): 0.5 gives 95.6% / 2.9
+  and 95.5% / 5.6; 1 gives 98.5% / 5.3 and 98.9% / 10.5; 3/4 sits between.
+
+Known blind spot: the rounding scale is the magnitude of the values, so cancellation
+*inside* ``f`` (``1 + tanh(z)`` for ``z << 0`` in a GELU, a loss that subtracts nearly
+equal terms) makes the true rounding larger than :math:`\rho`; the benchmark's misses
+are mostly such elements.
 """
 
 from __future__ import annotations
@@ -77,7 +102,7 @@ __all__ = ["run_richardson", "run_fixed", "run_complex"]
 
 KAPPA_R = 1.0
 KAPPA_T = 2.0
-RETRY_RATIO = 2.0
+RETRY_RATIO = 4.0
 SIGNIFICANT = 3.0
 KAPPA_C = 0.75
 FLAG_Z = 3.0

@@ -80,7 +80,9 @@ class Evaluator:
         B = X.shape[0]
         self.max_batch = max(self.max_batch, B)
         self.nfev += B
-        with warnings.catch_warnings():
+        # perturbed points may leave f's domain on purpose: NaN/inf are handled, not warned
+        with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore",
+                                                     over="ignore"):
             if quiet_complex:
                 warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
             if self.vectorized:
