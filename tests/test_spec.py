@@ -46,6 +46,8 @@ def doc(*layers, shape=(2, 3, 8, 8), **top):
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
 def test_shipped_specs_round_trip_through_toml_json_and_yaml(path, monkeypatch):
     monkeypatch.chdir(ROOT)
+    if path.suffix in (".yaml", ".yml"):
+        pytest.importorskip("yaml")
     spec = load_spec(path.relative_to(ROOT))
     text = spec.to_toml()
     assert tomllib.loads(text) == spec.to_dict()          # the writer against tomllib
