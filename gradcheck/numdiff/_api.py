@@ -48,7 +48,7 @@ import numpy as np
 
 from gradcheck._errors import ConfigurationError
 from gradcheck.numdiff._coloring import as_pattern, check_colors, greedy_colors
-from gradcheck.numdiff._core import run_complex, run_fixed, run_richardson
+from gradcheck.numdiff._core import Outcome, run_complex, run_fixed, run_richardson
 from gradcheck.numdiff._evaluate import DEFAULT_MEMORY, Evaluator
 from gradcheck.numdiff._options import validate_common, validate_like, validate_x
 from gradcheck.numdiff._result import NumericalDerivative
@@ -127,6 +127,8 @@ def _run(ev, x, target, *, method, scale, step, max_retries, seed, coordinates=T
     """Pick and run the method; returns (outcome, method used, complex_check)."""
     eps = _eval_eps(x, ev.f0)
     check = "not tried"
+    if target.n_src == 0 or target.n_q == 0:      # nothing to perturb
+        return Outcome(target.n_q, np.zeros(target.n_src)), method, check
     use_complex = method == "complex"
     if method == "auto":
         use_complex, check = _complex_ok(ev, x, target.contraction, scale, eps, seed)
