@@ -126,3 +126,19 @@ def test_complex_step_works_with_colors_and_saturation():
 def test_forced_complex_on_real_only_code_is_a_configuration_error():
     with pytest.raises(ConfigurationError, match="method='complex' needs f to return complex"):
         numerical_grad(lambda v: np.sum(np.abs(v)), np.ones(3), method="complex")
+
+
+def test_elements_where_complex_arithmetic_overflows_fall_back_to_real_differences():
+    x = np.array([-800.0, -3.0, 0.5, 40.0, 1.0, 2.0, -1.0, 0.1])
+
+    def sigmoid(v):
+        return 1 / (1 + np.exp(-v))    # complex exp(800) overflows to nan; real gives 0
+
+    with np.errstate(over="ignore"):
+        r = numerical_vjp(sigmoid, x, np.ones(8), seed=1)
+        truth = np.exp(-x) / (1 + np.exp(-x)) ** 2
+    truth[0] = 0.0                     # 1e-348 underflows
+    assert r.method == "complex" and r.complex_check.endswith(
+        "1 entries by richardson (complex step not finite)")
+    assert np.all(np.isfinite(r.grad)) and within(r, truth).all()
+    np.testing.assert_allclose(r.grad[1:], truth[1:], rtol=1e-14)

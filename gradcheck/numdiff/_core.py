@@ -211,8 +211,11 @@ class Outcome:
 # ---------------------------------------------------------------------------- methods
 
 
-def run_richardson(target, h0, stencil, eps, *, max_retries, x_src=None):
-    """Adaptive polynomial extrapolation with retries and kink detection."""
+def run_richardson(target, h0, stencil, eps, *, max_retries, x_src=None, sources=None):
+    """Adaptive polynomial extrapolation with retries and kink detection.
+
+    ``sources`` restricts the work to those sources (quantities of others stay NaN).
+    """
     nodes, ks = stencil.nodes, stencil.perturbed
     order = stencil.order
     out = Outcome(target.n_q, h0.copy())
@@ -222,7 +225,7 @@ def run_richardson(target, h0, stencil, eps, *, max_retries, x_src=None):
     h_prev = np.full(target.n_q, np.nan)
     gap_prev = np.full(target.n_q, np.nan)
     last = {}
-    src = np.arange(target.n_src)
+    src = np.arange(target.n_src) if sources is None else np.asarray(sources)
     for attempt in range(max_retries + 1):
         values = target.values(src, steps[src], ks, imag=False)
         q = values.q
