@@ -223,6 +223,11 @@ def test_bad_options_are_named(options, message):
      r"v must have shape \(3,\); got \(4,\)"),
     (lambda: numerical_grad(lambda v: np.sum(v), np.ones(2), vectorized=True),
      UserCodeError, "with vectorized=True, f must map a batch"),
+    (lambda: numerical_vjp(lambda v: v[:1] if v[0] != 1 else v, np.ones(2), np.ones(2)),
+     UserCodeError, r"f returned shape \(1,\) at a perturbed point but \(2,\) at x"),
+    (lambda: numerical_vjp(lambda v: v[..., :1] if v.shape[0] > 1 else v, np.ones(2),
+                           np.ones(2), vectorized=True),
+     UserCodeError, r"with vectorized=True, f returned shape \(\d+, 1\) for a batch"),
     (lambda: numerical_grad(lambda v: float(np.sum(v.real**2)), np.ones(2), method="complex"),
      ConfigurationError, "method='complex' needs f to return complex values"),
 ])

@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 
 from gradcheck import conv_backward, conv_forward, numerical_jacobian, numerical_vjp
-from gradcheck.numdiff._coloring import check_colors, greedy_colors, as_pattern
+from gradcheck.numdiff._coloring import as_pattern, check_colors, greedy_colors
 
 RNG = np.random.default_rng(11)
 XS = (2, 3, 6, 6)
@@ -76,7 +76,7 @@ def test_user_colors_are_checked_and_used():
     x = RNG.standard_normal(XS)
     R = RNG.standard_normal((2, 4, 6, 6))
     P = conv_pattern()
-    n, c, i, j = np.indices(XS)
+    _, c, i, j = np.indices(XS)
     colors = (c * 9 + (i % 3) * 3 + (j % 3)).reshape(-1)      # from the geometry
     a = numerical_vjp(conv_tanh, x, R, pattern=P, colors=colors, method="richardson",
                       vectorized=True)

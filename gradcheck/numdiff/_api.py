@@ -26,22 +26,7 @@ Every function takes the same keyword-only options:
 ``seed``
     Seed of the random direction used to cross-check the complex step (default 0).
 
-Complex-step acceptance (``method="auto"``)
--------------------------------------------
-``f`` is evaluated at :math:`x + i t v` and :math:`x - 3 i t v` for a random direction
-:math:`v` and the result compared with the adaptive real directional derivative along
-the same :math:`v`. The complex step is used only if ``f`` returned a complex array, the
-two agree within three times their combined error bars, and the real side is conclusive
-(error bar below :math:`10^{-6}` of its value, or at rounding level). The direction moves
-each element in proportion to its own magnitude, :math:`v_j \sim N(0, 1)\,|x_j|`, so
-that it never crosses a kink at zero (ReLU, ``abs``) however close an input sits to it;
-a kink elsewhere (a max-pool tie) can still make the real side inconclusive, and the
-check is then repeated on directions that move a random eighth, then a 64th, of the
-elements. Code using ``abs``, ``real``, ``conj`` or a cast to float breaks the complex
-step silently; such code fails the cross-check (cost: 2 complex and 5 to 15 real
-evaluations per direction tried). Entries whose complex evaluation is not finite (complex
-``exp`` overflows where the real function saturates) are differenced with ``richardson``
-instead, and ``complex_check`` says how many.
+The complex step's acceptance rule is in :mod:`gradcheck.numdiff._acceptance`.
 """
 
 from __future__ import annotations
@@ -49,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
+from gradcheck.numdiff._acceptance import complex_ok
 from gradcheck.numdiff._coloring import as_pattern, check_colors, greedy_colors
 from gradcheck.numdiff._core import Outcome, run_complex, run_fixed, run_richardson
 from gradcheck.numdiff._evaluate import DEFAULT_MEMORY, Evaluator
@@ -66,11 +52,6 @@ from gradcheck.numdiff._targets import (
 
 __all__ = ["numerical_grad", "numerical_vjp", "numerical_jacobian", "numerical_jvp"]
 
-#: Agreement factor and conclusiveness threshold of the complex-step cross-check.
-CHECK_AGREE = 3.0
-CHECK_CONCLUSIVE = 1e-6
-#: Share of the elements moved by each successive test direction.
-CHECK_SUPPORT = (1.0, 1 / 8, 1 / 64, 1 / 64)
 
 
 def _eval_eps(x, f0) -> float:
@@ -87,44 +68,6 @@ def _prepare(f, x, *, scalar, method, scale, step, vectorized, memory, max_retri
     return x, ev, scale, step
 
 
-def _complex_ok(ev, x, contraction, scale, eps, seed):
-    """Cross-check of the complex step along random directions (see module doc)."""
-    rng = np.random.default_rng(seed)
-    ax = np.abs(x).astype(np.float64).reshape(-1)
-    r = contraction
-    if r is None and ev.f0.size > 1:
-        r = rng.standard_normal(ev.f0.size)
-    rich = stencil("richardson")
-    verdict = "inconclusive cross-check (real differences too inaccurate along the test directions)"
-    for support in CHECK_SUPPORT:
-        keep = rng.random(ax.size) < support
-        if not keep.any():
-            keep[rng.integers(ax.size)] = True
-        mag = np.where(ax > 0, ax, 0.0) if np.any(ax[keep] > 0) else scale
-        V = (rng.standard_normal(ax.size) * mag * keep).reshape((1,) + x.shape)
-        target = DirectionTarget(ev, x, V, contraction=r)
-        try:
-            cs = run_complex(target, direction_steps(x, V, scale, eps, 0, imag=True), eps)
-        except _RealOutput:
-            return False, "f returned real values for complex input"
-        except Exception as exc:  # any failure of user code on complex input rules it out
-            return False, f"f raised {type(exc).__name__} on complex input"
-        if not np.isfinite(cs.value[0]):      # complex overflow: try a sparser direction
-            verdict = "f returned non-finite values for complex input"
-            continue
-        real = run_richardson(target, direction_steps(x, V, scale, eps, rich.order), rich,
-                              eps, max_retries=2)
-        d_r, e_r, rho_r = real.value[0], real.error[0], real.rho[0]
-        d_c, e_c = cs.value[0], cs.error[0]
-        if not np.isfinite(d_r) or e_r > max(CHECK_CONCLUSIVE * abs(d_r), 10 * rho_r):
-            continue
-        if abs(d_c - d_r) > CHECK_AGREE * (e_r + e_c):
-            return False, (f"complex step disagrees with real differences along a random "
-                           f"direction ({d_c:.17g} vs {d_r:.17g} +- {e_r:.2g})")
-        return True, "accepted"
-    return False, verdict
-
-
 def _run(ev, x, target, *, method, scale, step, max_retries, seed, coordinates=True,
          V=None):
     """Pick and run the method; returns (outcome, method used, complex_check)."""
@@ -134,7 +77,7 @@ def _run(ev, x, target, *, method, scale, step, max_retries, seed, coordinates=T
         return Outcome(target.n_q, np.zeros(target.n_src)), method, check
     use_complex = method == "complex"
     if method == "auto":
-        use_complex, check = _complex_ok(ev, x, target.contraction, scale, eps, seed)
+        use_complex, check = complex_ok(ev, x, target.contraction, scale, eps, seed)
         check = "accepted" if use_complex else "rejected: " + check
     if use_complex:
         if coordinates:

@@ -32,7 +32,7 @@ import scipy.sparse as sp
 
 from gradcheck._errors import ConfigurationError
 
-__all__ = ["greedy_colors", "check_colors", "as_pattern"]
+__all__ = ["greedy_colors", "check_colors", "as_pattern", "ragged_arange"]
 
 
 def as_pattern(pattern, n_out: int, n_in: int) -> sp.csc_matrix:
@@ -70,20 +70,20 @@ def _identical_columns(P: sp.csc_matrix):
     sk = np.stack([k[order] for k in keys])
     new_group = np.ones(n, dtype=bool)
     new_group[1:] = np.any(sk[:, 1:] != sk[:, :-1], axis=0)
-    group_first = order[np.flatnonzero(new_group)]
-    first = np.minimum.reduceat(order, np.flatnonzero(new_group)) if n else order
+    starts = np.flatnonzero(new_group)
+    first = np.minimum.reduceat(order, starts) if n else order
     rep = np.empty(n, dtype=np.int64)
-    rep[order] = np.repeat(first, np.diff(np.append(np.flatnonzero(new_group), n)))
-    del group_first
+    rep[order] = np.repeat(first, np.diff(np.append(starts, n)))
     # verify (hash collisions are possible in principle): same rows as the representative
-    idx = _ragged(P.indptr[:-1], counts)
-    ridx = _ragged(P.indptr[rep], counts)
+    idx = ragged_arange(P.indptr[:-1], counts)
+    ridx = ragged_arange(P.indptr[rep], counts)
     differs = np.zeros(n, dtype=bool)
     np.logical_or.at(differs, col, P.indices[idx] != P.indices[ridx])
     return np.where(differs, np.arange(n), rep)
 
 
-def _ragged(starts, counts):
+def ragged_arange(starts, counts):
+    """Concatenation of ``arange(s, s + c)`` for each pair, vectorized."""
     offsets = np.repeat(np.cumsum(counts) - counts, counts)
     return np.arange(int(counts.sum())) - offsets + np.repeat(starts, counts)
 

@@ -87,14 +87,18 @@ class Evaluator:
                 warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
             if self.vectorized:
                 Y = self._call(X)
+                if Y.shape != (B,) + self.out_shape:
+                    raise UserCodeError(
+                        f"with vectorized=True, f returned shape {Y.shape} for a batch of {B} "
+                        f"points; expected {(B,) + self.out_shape}")
             else:
-                Y = np.stack([self._one(X[b]) for b in range(B)])
-        if Y.shape != (B,) + self.out_shape:
-            raise UserCodeError(
-                f"f returned shape {Y.shape[1:] if self.vectorized else Y.shape[1:]} at a "
-                f"perturbed point but {self.out_shape} at x; f must return the same shape "
-                "everywhere" + (" (with vectorized=True, a leading batch axis of "
-                                f"{B} points)" if self.vectorized else ""))
+                ys = [self._one(X[b]) for b in range(B)]
+                for y in ys:
+                    if y.shape != self.out_shape and not (self.scalar and y.size == 1):
+                        raise UserCodeError(
+                            f"f returned shape {y.shape} at a perturbed point but "
+                            f"{self.out_shape} at x; f must return the same shape everywhere")
+                Y = np.stack([y.reshape(self.out_shape) for y in ys])
         return Y
 
     def _one(self, point):

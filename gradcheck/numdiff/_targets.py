@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gradcheck.numdiff._coloring import ragged_arange
+
 __all__ = ["GradTarget", "VjpTarget", "JacobianTarget", "DirectionTarget", "Values"]
 
 
@@ -56,13 +58,6 @@ class Values:
         self.src_pos = src_pos      # (nq,) position of each quantity's source in ``src``
         self.nonfinite = ~np.isfinite(vals).all(axis=0)
         self.position = position    # (nq,) relative error of the points' positions, or None
-
-
-def _ragged_arange(starts, counts):
-    """Concatenation of ``arange(s, s + c)`` for each pair, vectorized."""
-    total = int(counts.sum())
-    offsets = np.repeat(np.cumsum(counts) - counts, counts)
-    return np.arange(total) - offsets + np.repeat(starts, counts)
 
 
 class _Target:
@@ -118,7 +113,7 @@ class _Target:
         Xf = X.reshape(B, -1)
         counts = np.repeat(sizes, nk)
         starts = np.repeat(bounds[g0:g1], nk)
-        cols = order[_ragged_arange(starts, counts)]
+        cols = order[ragged_arange(starts, counts)]
         rows = np.repeat(np.arange(B), counts)
         k = np.repeat(np.tile(kvec, sizes.size), counts)
         delta = k * step_of[cols]
@@ -267,7 +262,7 @@ class JacobianTarget(VjpTarget):
             start = np.arange(src.size) * n_out
         else:
             counts = np.diff(P.indptr)[src]
-            q = _ragged_arange(P.indptr[src], counts)
+            q = ragged_arange(P.indptr[src], counts)
             start = np.cumsum(counts) - counts
         qpos = np.empty(self.n_src, dtype=np.int64)
         qpos[src] = start
@@ -282,8 +277,8 @@ class JacobianTarget(VjpTarget):
                     vals[:, qpos[j]:qpos[j] + n_out] = block
                 else:
                     n = np.diff(P.indptr)[members]
-                    dest = _ragged_arange(qpos[members], n)
-                    vals[:, dest] = block[:, P.indices[_ragged_arange(P.indptr[members], n)]]
+                    dest = ragged_arange(qpos[members], n)
+                    vals[:, dest] = block[:, P.indices[ragged_arange(P.indptr[members], n)]]
 
         self._run(src, steps, ks, imag, reduce)
         rows = (q % n_out) if P is None else P.indices[q]
