@@ -32,7 +32,8 @@ With the output error :math:`\delta = \partial C / \partial y`:
   This is :func:`_grad_input_rot180`. The scatter-add (col2im) route,
   :func:`_grad_input_col2im`, computes the same sum by multiplying :math:`\delta` with
   :math:`W^{\top}` and adding each kernel tap's contribution back at its offset; it skips
-  the inserted zeros, so ``method="auto"`` picks it when the stride is above 1.
+  the inserted zeros, so ``method="auto"`` picks it when that moves less memory (a
+  stride above 1, or many more output than input channels).
 * **weight gradient** -- a *valid* correlation of the padded input with :math:`\delta`
   (whose entries sit :math:`s` apart), sampled :math:`d` apart, summed over the batch:
 
@@ -107,9 +108,14 @@ def _unfold_into(cols, xp, kernel, stride, dilation, out_shape) -> np.ndarray:
 
 
 def _pad(x: np.ndarray, pad_lo, pad_hi) -> np.ndarray:
+    """Zero-pad the spatial axes (a zeroed buffer and one slice assignment)."""
     if not (any(pad_lo) or any(pad_hi)):
         return x
-    return np.pad(x, [(0, 0), (0, 0)] + list(zip(pad_lo, pad_hi)))
+    shape = x.shape[:2] + tuple(n + lo + hi for n, lo, hi in zip(x.shape[2:], pad_lo, pad_hi))
+    out = np.zeros(shape, dtype=x.dtype)
+    out[(slice(None), slice(None)) + tuple(slice(lo, lo + n) for lo, n in
+                                           zip(pad_lo, x.shape[2:]))] = x
+    return out
 
 
 def _batch_chunks(batch: int, bytes_per_item: int):
@@ -280,8 +286,9 @@ def conv_backward(
         How the input error is computed. ``"rot180"`` is the seed's route: the full
         convolution of the stride-dilated error with the 180°-rotated kernel, cropped by
         the padding. ``"col2im"`` multiplies the error by the transposed kernel matrix and
-        scatter-adds each tap back (same sum, no inserted zeros). ``"auto"`` uses rot180 at
-        stride 1 and col2im otherwise. Both are exact; tests hold them against each other.
+        scatter-adds each tap back (same sum, no inserted zeros). ``"auto"`` picks the one
+        that moves less memory (rot180 unless the stride is large or ``C_out`` clearly
+        exceeds ``C_in``). Both are exact; tests hold them against each other.
 
     Returns
     -------
@@ -344,10 +351,24 @@ def _backward(grad_y, x, w, geom: ConvGeometry, *, method="auto", bias=True,
     grad_x = None
     if need_x:
         if method == "auto":
-            method = "rot180" if all(s == 1 for s in geom.stride) else "col2im"
+            method = _choose_route(geom)
         route = _grad_input_rot180 if method == "rot180" else _grad_input_col2im
         grad_x = route(grad_y, w.astype(dtype, copy=False), geom, dtype)
     return grad_x, grad_w, grad_b
+
+
+def _choose_route(geom: ConvGeometry) -> str:
+    """Pick the cheaper exact route for the input gradient.
+
+    Both do the same GEMM work; they differ in memory traffic. The rot180 route unfolds
+    the stride-dilated error at every *input* position, ``C_out * K * prod(in)`` values;
+    col2im writes ``W^T delta`` at every *output* position and adds it back tap by tap,
+    about ``2 * C_in * K * prod(out)`` values. At stride s the output has ``s^nd`` fewer
+    positions, so col2im wins when the stride is large or ``C_out`` exceeds ``C_in``.
+    """
+    rot180 = geom.out_channels * prod(geom.in_shape)
+    col2im = 2 * geom.in_channels * prod(geom.out_shape)
+    return "rot180" if rot180 <= col2im else "col2im"
 
 
 def _grad_weight(grad_y, x, geom: ConvGeometry, dtype) -> np.ndarray:
