@@ -209,6 +209,23 @@ def numerical_grad(f, x, *, method="auto", scale=1.0, step=None, vectorized=Fals
     return _result(out, x.shape, ev, used, check, x.size, x.shape, _real_dtype(x, ev.f0))
 
 
+def _owner_coloring(pattern, colors, owners, n_in):
+    """Validate the owners route: ``colors`` given, no ``pattern``; returns (colors, ncolors)."""
+    if not callable(owners):
+        raise ConfigurationError(f"owners must be None or a callable(members); got {owners!r}")
+    if pattern is not None:
+        raise ConfigurationError("pass either pattern or owners, not both")
+    if colors is None:
+        raise ConfigurationError("owners needs colors: the groups of elements it attributes")
+    c = np.asarray(colors).reshape(-1) if np.size(colors) == n_in else np.asarray(colors)
+    if c.shape != (n_in,) or not np.issubdtype(c.dtype, np.integer) or (c.size and c.min() < 0):
+        raise ConfigurationError(
+            f"colors must hold one non-negative integer per element of x ({n_in}); got an array "
+            f"of shape {c.shape} and dtype {c.dtype}")
+    c = c.astype(np.int64)
+    return c, int(np.unique(c).size)
+
+
 def _coloring(pattern, colors, n_out, n_in):
     if pattern is None:
         if colors is not None:
@@ -220,8 +237,8 @@ def _coloring(pattern, colors, n_out, n_in):
     return P, c, (int(c.max()) + 1 if c.size else 0)
 
 
-def numerical_vjp(f, x, cotangent, *, pattern=None, colors=None, method="auto", scale=1.0,
-                  step=None, vectorized=False, memory=DEFAULT_MEMORY, max_retries=2,
+def numerical_vjp(f, x, cotangent, *, pattern=None, colors=None, owners=None, method="auto",
+                  scale=1.0, step=None, vectorized=False, memory=DEFAULT_MEMORY, max_retries=2,
                   seed=0) -> NumericalDerivative:
     r"""Gradient of :math:`C(x) = \langle R, f(x)\rangle` for an array-valued ``f``.
 
@@ -243,6 +260,14 @@ def numerical_vjp(f, x, cotangent, *, pattern=None, colors=None, method="auto", 
         attributed to its own element: :math:`g_S = P_{:,S}^\top (R \odot \Delta f) / h_S`.
     colors : array of int, optional
         A coloring to use instead of the greedy one (checked against ``pattern``).
+    owners : callable, optional
+        Structure known to the caller, instead of a ``pattern``: ``owners(members)``
+        takes the (sorted) flat indices of the elements of one color that are perturbed
+        together and returns, for every output element, the position in ``members`` of
+        the element it depends on, or -1. Needs ``colors``; memory stays
+        :math:`O(\text{outputs})` per color however many elements there are. The caller
+        guarantees that no output depends on two members of one color (built-in layers
+        derive both from their geometry, and tests hold them against the pattern route).
     method, scale, step, vectorized, memory, max_retries, seed
         As in :func:`numerical_grad`.
 
@@ -270,8 +295,12 @@ def numerical_vjp(f, x, cotangent, *, pattern=None, colors=None, method="auto", 
                                   vectorized=vectorized, memory=memory,
                                   max_retries=max_retries, seed=seed)
     R = validate_like(cotangent, "cotangent", ev.out_shape)
-    P, c, ncolors = _coloring(pattern, colors, ev.out_size, x.size)
-    target = VjpTarget(ev, x, R, pattern=P, colors=c)
+    if owners is not None:
+        P = None
+        c, ncolors = _owner_coloring(pattern, colors, owners, x.size)
+    else:
+        P, c, ncolors = _coloring(pattern, colors, ev.out_size, x.size)
+    target = VjpTarget(ev, x, R, pattern=P, colors=c, owners=owners)
     out, used, check = _run(ev, x, target, method=method, scale=scale, step=step,
                             max_retries=max_retries, seed=seed)
     return _result(out, x.shape, ev, used, check, ncolors, x.shape, _real_dtype(x, ev.f0))

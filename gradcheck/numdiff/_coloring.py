@@ -28,15 +28,16 @@ from functools import reduce
 from operator import or_
 
 import numpy as np
-import scipy.sparse as sp
 
 from gradcheck._errors import ConfigurationError
 
 __all__ = ["greedy_colors", "check_colors", "as_pattern", "ragged_arange"]
 
 
-def as_pattern(pattern, n_out: int, n_in: int) -> sp.csc_matrix:
+def as_pattern(pattern, n_out: int, n_in: int) -> "sp.csc_matrix":
     """``pattern`` as a boolean CSC matrix of shape ``(n_out, n_in)``, validated."""
+    import scipy.sparse as sp  # only the pattern route needs it
+
     try:
         P = sp.csc_matrix(pattern, dtype=bool)
     except (TypeError, ValueError) as exc:
@@ -52,7 +53,7 @@ def as_pattern(pattern, n_out: int, n_in: int) -> sp.csc_matrix:
     return P
 
 
-def _identical_columns(P: sp.csc_matrix):
+def _identical_columns(P):
     """Representative (first column with the same row set) of every column."""
     n = P.shape[1]
     counts = np.diff(P.indptr)
@@ -88,7 +89,7 @@ def ragged_arange(starts, counts):
     return np.arange(int(counts.sum())) - offsets + np.repeat(starts, counts)
 
 
-def greedy_colors(P: sp.csc_matrix) -> np.ndarray:
+def greedy_colors(P) -> np.ndarray:
     """Color of every column (``int64``, ``0 .. ncolors-1``); columns of a color share no row.
 
     Duplicate rows are dropped first (they add no conflict), and columns with identical
@@ -124,7 +125,7 @@ def greedy_colors(P: sp.csc_matrix) -> np.ndarray:
     return colors
 
 
-def check_colors(colors, P: sp.csc_matrix) -> np.ndarray:
+def check_colors(colors, P) -> np.ndarray:
     """Validate user-given ``colors`` against ``P``: one int per column, no shared row."""
     c = np.asarray(colors)
     if c.shape != (P.shape[1],) and c.size == P.shape[1]:

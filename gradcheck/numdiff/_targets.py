@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gradcheck._errors import ConfigurationError
+
 from gradcheck.numdiff._coloring import ragged_arange
 
 __all__ = ["GradTarget", "VjpTarget", "JacobianTarget", "DirectionTarget", "Values"]
@@ -166,7 +168,7 @@ class GradTarget(_Target):
 class VjpTarget(_Target):
     r"""``C = <R, f>`` per element, attributing each changed row to its element."""
 
-    def __init__(self, ev, x, R, pattern=None, colors=None):
+    def __init__(self, ev, x, R, pattern=None, colors=None, owners=None):
         super().__init__(ev, x)
         self.n_src = self.n_q = x.size
         self.q_src = np.arange(x.size)
@@ -175,8 +177,24 @@ class VjpTarget(_Target):
         self.Rf2 = (self.R * self.f0) ** 2
         self.P = pattern
         self.colors = colors
+        self.owners = owners
         if pattern is not None:
             self.sig2_pattern = pattern.T.astype(np.float64) @ self.Rf2
+
+    def _owned(self, members):
+        """Rows attributed to ``members`` and, per row, the member's position (owners route)."""
+        own = np.asarray(self.owners(members))
+        if own.shape != (self.ev.out_size,) or own.dtype.kind not in "iu":
+            raise ConfigurationError(
+                f"owners(members) must return one integer per output element "
+                f"({self.ev.out_size}); got an array of shape {own.shape}, dtype {own.dtype}")
+        rows = np.flatnonzero(own >= 0)
+        who = own[rows]
+        if who.size and who.max() >= members.size:
+            raise ConfigurationError(
+                f"owners(members) must return positions in members (< {members.size}) or -1; "
+                f"got {int(who.max())}")
+        return rows, who
 
     def groups(self, src):
         if self.colors is None:
@@ -193,9 +211,26 @@ class VjpTarget(_Target):
         pos[src] = np.arange(src.size)
         vals = np.empty((nk, src.size))
         sig2 = np.zeros(src.size)
+        fallback_owned = np.zeros(src.size)
         Rf2, R, P, f0 = self.Rf2, self.R, self.P, self.f0
 
         def reduce(Y, g0, g1, order, bounds):
+            if self.owners is not None:  # attribution by the caller's structure
+                for g in range(g0, g1):
+                    members = order[bounds[g]:bounds[g + 1]]
+                    rows, who = self._owned(members)
+                    m = members.size
+                    Yb = Y[(g - g0) * nk:(g - g0 + 1) * nk][:, rows]
+                    block = Yb * R[rows]
+                    cols = pos[members]
+                    vals[:, cols] = np.stack([np.bincount(who, weights=block[a], minlength=m)
+                                              for a in range(nk)])
+                    mag = block * block if imag else (Yb != 0) * np.maximum(
+                        Rf2[rows], (R[rows] * (f0[rows] + Yb)) ** 2)
+                    sig2[cols] = np.max([np.bincount(who, weights=mag[a], minlength=m)
+                                         for a in range(nk)], axis=0)
+                    fallback_owned[cols] = np.bincount(who, weights=Rf2[rows], minlength=m)
+                return
             if P is None:               # one element per point
                 v = Y @ R
                 s2 = (Y * Y) @ (R * R) if imag else _changed_rows(Y, R, f0)
@@ -217,7 +252,10 @@ class VjpTarget(_Target):
 
         self._run(src, steps, ks, imag, reduce)
         if not imag:    # no row changed (saturation): the rows it may reach, or the largest
-            fallback = self.sig2_pattern[src] if P is not None else Rf2.max(initial=0.0)
+            if self.owners is not None:
+                fallback = fallback_owned
+            else:
+                fallback = self.sig2_pattern[src] if P is not None else Rf2.max(initial=0.0)
             sig2 = np.where(sig2 > 0, sig2, fallback)
         u = None if imag else self.offsets(src, steps, ks)
         return Values(vals, src, np.sqrt(sig2), u, np.arange(src.size))

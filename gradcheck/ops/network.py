@@ -284,6 +284,47 @@ class Sequential:
 
         return FlatFunction(f, f_vjp, self.names)
 
+    def structure(self, wrt: str):
+        """Colors and owners for ``wrt`` from the layers' geometry, or None.
+
+        The compact alternative to :meth:`pattern` (memory grows with the output, not with
+        the multiply-adds), available when the path from ``wrt`` to ``f``'s output is
+        understood (see :mod:`gradcheck.ops._structure`): the input of a chain of conv,
+        pool and elementwise layers; the input of any built-in network, batch items being
+        independent; a convolution's ``w``/``b`` followed only by elementwise layers.
+        """
+        from gradcheck.ops._structure import (
+            chain_structure,
+            param_structure,
+            per_sample_structure,
+        )
+
+        start, arg = self._locate(wrt)
+        if not all(type(l).__module__.startswith("gradcheck.ops.") for l in self.layers[start:]):
+            return None   # a layer from elsewhere: nothing is known about it
+        if arg == "x":
+            if self.loss is None:
+                chain = chain_structure(self.layers, self.shapes)
+                if chain is not None:
+                    return chain
+            return per_sample_structure(self.input_shape, self.output_shape if self.loss is None
+                                        else (self.output_shape[0],))
+        if self.loss is not None:
+            return None
+        return param_structure(self.layers[start], self.shapes[start], arg,
+                               self.layers[start + 1:], self.shapes[start + 1:])
+
+    def _locate(self, wrt: str):
+        if wrt not in self.names:
+            close = difflib.get_close_matches(str(wrt), list(self.names), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigurationError(
+                f"wrt {wrt!r} is not an argument of this network; {hint}valid names: "
+                f"{', '.join(self.names)}")
+        if wrt == "input":
+            return 0, "x"
+        return int(wrt.split(".")[0][len("layer"):]), wrt.split(".")[-1]
+
     def pattern(self, wrt: str):
         """Which elements of ``f``'s output (see :meth:`as_function`) each element of ``wrt`` can reach.
 
@@ -292,16 +333,7 @@ class Sequential:
         way cannot say (its ``pattern`` returns None, e.g. a user's layer): then any output
         may depend on any element.
         """
-        if wrt not in self.names:
-            close = difflib.get_close_matches(str(wrt), list(self.names), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigurationError(
-                f"wrt {wrt!r} is not an argument of this network; {hint}valid names: "
-                f"{', '.join(self.names)}")
-        if wrt == "input":
-            start, arg = 0, "x"
-        else:
-            start, arg = int(wrt.split(".")[0][len("layer"):]), wrt.split(".")[-1]
+        start, arg = self._locate(wrt)
         if self.loss is not None:
             n = self.output_shape[0]
             result = batch_block_pattern(n, 1, math.prod(self.output_shape) // n)

@@ -1,0 +1,161 @@
+r"""Which elements can be perturbed together, from the layers' geometry alone.
+
+A dependency *pattern* (:mod:`._patterns`) lists every (output, element) pair; its size
+grows like the convolution's multiply-adds. For the common stacks the same knowledge
+fits in a few integers, and this module turns it into what the differentiator needs
+(``colors`` and ``owners``, see :func:`gradcheck.numdiff.numerical_vjp`) in memory that
+grows with the output only.
+
+Windowed chains
+---------------
+Convolutions, pools and elementwise layers each map an output position ``o`` to an input
+window ``[s o - p, s o - p + e)`` per spatial dim (stride ``s``, low padding ``p``, extent
+``e = d (k - 1) + 1``; an elementwise layer is ``s = 1, p = 0, e = 1``). A chain of them
+is again a window: reading the layers from the last,
+
+.. math:: S' = s_l S, \qquad P' = s_l P + p_l, \qquad E' = s_l (E - 1) + e_l .
+
+Two inputs of one channel whose positions differ by a multiple of ``E`` in some dim never
+share an output, so the color of element ``(n, c, i)`` is ``(c, i mod E)`` (``c`` dropped
+when no layer mixes channels; the batch index never matters: batch items never mix). The
+owner of output ``(n, o, q)`` in color ``(c, r)`` is the one input of its window with
+``i = r (mod E)``: ``i = w + ((r - w) mod E)``, ``w = S q - P``, or none if outside.
+
+Parameters of the last windowed layer
+-------------------------------------
+When only elementwise layers follow a convolution, kernel entry ``w[o, c, a]`` reaches
+the outputs of channel ``o`` only: the color of ``w[o, j]`` is ``j`` (one color per entry
+of a filter, every filter at once), its owner among a color's members is the filter of
+the output's channel. The bias is one color.
+
+Batch items
+-----------
+Whatever else a network does, its built-in layers never mix batch items: element ``q``
+of every item can share a color, and every output of item ``n`` belongs to item ``n``'s
+element (this covers dense layers and per-sample losses).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+__all__ = ["Structure", "chain_structure", "param_structure", "per_sample_structure"]
+
+
+class Structure(NamedTuple):
+    """``colors`` (one int per element) and ``owners(members) -> row owner positions``."""
+
+    colors: np.ndarray
+    owners: Callable[[np.ndarray], np.ndarray]
+
+
+def _window(layer, input_shape):
+    """(stride, pad_lo, extent, mixes_channels) per spatial dim, or None if not windowed."""
+    kind = getattr(layer, "kind", None)
+    nd = len(input_shape) - 2
+    if kind == "activation":
+        return (1,) * nd, (0,) * nd, (1,) * nd, False
+    if kind == "conv":
+        g = layer._geometry(input_shape)
+        return g.stride, g.pad_lo, g.effective_kernel, True
+    if kind in ("maxpool", "avgpool"):
+        g = layer._geometry(input_shape)
+        return g.stride, g.pad, g.kernel, False
+    return None
+
+
+def _position_of(members, flat):
+    """Position of each ``flat`` index in the sorted ``members``, or -1."""
+    pos = np.searchsorted(members, flat)
+    pos = np.minimum(pos, members.size - 1)
+    hit = members[pos] == flat
+    return np.where(hit, pos, -1)
+
+
+def chain_structure(layers, shapes) -> Structure | None:
+    """Structure of the input of ``layers`` (each conv, pool or elementwise), or None.
+
+    ``shapes[l]`` is layer ``l``'s input shape and ``shapes[-1]`` the chain's output shape.
+    """
+    in_shape, out_shape = tuple(shapes[0]), tuple(shapes[-1])
+    if len(in_shape) < 3 or len(out_shape) != len(in_shape):
+        return None
+    nd = len(in_shape) - 2
+    S, P, E = (1,) * nd, (0,) * nd, (1,) * nd
+    mixes = False
+    for layer, shape in reversed(list(zip(layers, shapes[:-1]))):
+        w = _window(layer, shape)
+        if w is None:
+            return None
+        s, p, e, mix = w
+        S, P, E = (tuple(a * b for a, b in zip(s, S)),
+                   tuple(a * b + c for a, b, c in zip(s, P, p)),
+                   tuple(a * (b - 1) + c for a, b, c in zip(s, E, e)))
+        mixes = mixes or mix
+    n, c_in, *sp_in = in_shape
+    _, c_out, *sp_out = out_shape
+    coords = np.indices((c_in, *sp_in)).reshape(1 + nd, -1)
+    residue = np.ravel_multi_index(tuple(coords[1 + d] % E[d] for d in range(nd)), E)
+    per_item = (coords[0] * math.prod(E) + residue) if mixes else residue
+    colors = np.tile(per_item, n).astype(np.int64)
+
+    # per output row: batch index, channel, window start per dim
+    rows = np.indices((n, c_out, *sp_out)).reshape(2 + nd, -1)
+    row_n, row_c = rows[0], rows[1]
+    starts = [S[d] * rows[2 + d] - P[d] for d in range(nd)]
+    sizes_in = (c_in, *sp_in)
+
+    def owners(members: np.ndarray) -> np.ndarray:
+        members = np.asarray(members, dtype=np.int64)
+        first = np.unravel_index(int(members[0]), in_shape)
+        chan = first[1] if mixes else row_c
+        idx, ok = [], np.ones(row_n.size, dtype=bool)
+        for d in range(nd):
+            r = first[2 + d] % E[d]
+            i = starts[d] + (r - starts[d]) % E[d]
+            ok &= (i >= 0) & (i < sp_in[d])
+            idx.append(np.clip(i, 0, sp_in[d] - 1))
+        flat = np.ravel_multi_index((row_n, np.broadcast_to(chan, row_n.shape), *idx),
+                                    (n, *sizes_in))
+        return np.where(ok, _position_of(members, flat), -1)
+
+    return Structure(colors, owners)
+
+
+def param_structure(layer, input_shape, name, downstream, shapes_after) -> Structure | None:
+    """Structure of a conv layer's ``w`` or ``b`` when only elementwise layers follow."""
+    if getattr(layer, "kind", None) != "conv":
+        return None
+    if any(getattr(l, "kind", None) != "activation" for l in downstream):
+        return None
+    g = layer._geometry(input_shape)
+    per_filter = (g.in_channels // g.groups) * math.prod(g.kernel) if name == "w" else 1
+    size = g.out_channels * per_filter
+    colors = np.tile(np.arange(per_filter, dtype=np.int64), g.out_channels)
+    out_shape = (g.batch, g.out_channels, *g.out_shape)
+    row_o = np.indices(out_shape)[1].reshape(-1)
+
+    def owners(members: np.ndarray) -> np.ndarray:
+        members = np.asarray(members, dtype=np.int64)
+        j = int(members[0]) % per_filter
+        return _position_of(members, row_o * per_filter + j)
+
+    return Structure(colors, owners) if colors.size == size else None
+
+
+def per_sample_structure(in_shape, out_shape) -> Structure:
+    """Structure of a batch-first input when batch items never mix (any output per item)."""
+    n = in_shape[0]
+    per = math.prod(in_shape[1:])
+    colors = np.tile(np.arange(per, dtype=np.int64), n)
+    row_n = np.repeat(np.arange(n), math.prod(out_shape[1:]))
+
+    def owners(members: np.ndarray) -> np.ndarray:
+        members = np.asarray(members, dtype=np.int64)
+        q = int(members[0]) % per
+        return _position_of(members, row_n * per + q)
+
+    return Structure(colors, owners)

@@ -1,0 +1,98 @@
+"""Geometry-derived colors and owners against the dependency-pattern route.
+
+The structure route (``Sequential.structure`` -> ``numerical_vjp(colors=, owners=)``) must
+give the same numerical gradient as the sparse pattern route and the analytic backward,
+and its colors must be valid: no output row depends (per the exact pattern) on two
+elements of one color.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gradcheck import numerical_vjp
+from gradcheck.ops.layers import Activation, AvgPool, Conv, Dense, Flatten, MaxPool
+from gradcheck.ops.network import Sequential
+
+CASES = [
+    ("conv tanh", [Conv(3, 3, padding=1), Activation("tanh")], (2, 2, 7, 7), None),
+    ("strided dilated grouped chain",
+     [Conv(4, (2, 3), stride=2, dilation=(2, 1), padding=1, groups=2), Activation("sigmoid"),
+      MaxPool(2), Conv(2, 2)], (2, 2, 11, 10), None),
+    ("pool first", [AvgPool(2), Activation("tanh"), Conv(2, 3, padding=2, stride=3)],
+     (2, 3, 9, 9), None),
+    ("1-D", [Conv(2, 3, padding=1)], (2, 2, 5), None),
+    ("3-D", [Conv(2, 2, padding=1), Activation("tanh")], (1, 2, 4, 4, 4), None),
+    ("dense head", [Conv(2, 3, padding=1), Activation("tanh"), Flatten(), Dense(3)],
+     (3, 1, 6, 6), None),
+    ("per-sample loss", [Conv(2, 3), Activation("tanh"), Flatten(), Dense(3)], (3, 1, 6, 6),
+     "mse"),
+]
+
+
+def _setup(layers, shape, loss, seed=0):
+    rng = np.random.default_rng(seed)
+    net = Sequential(layers, shape, loss=loss)
+    params = net.init_params(rng=rng)
+    f, f_vjp, names = net.as_function()
+    flat = (rng.standard_normal(shape),) + net.flatten_params(params)
+    R = rng.standard_normal(np.shape(f(*flat)))
+    return net, f, f_vjp, names, flat, R
+
+
+@pytest.mark.parametrize(("layers", "shape", "loss"), [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_structure_route_equals_pattern_route(layers, shape, loss):
+    net, f, f_vjp, names, flat, R = _setup(layers, shape, loss)
+    exact = f_vjp(R, *flat)
+    covered = 0
+    for i, name in enumerate(names):
+        st = net.structure(name)
+        if st is None:
+            continue
+        covered += 1
+
+        def g(a, i=i):
+            return f(*flat[:i], a, *flat[i + 1:])
+
+        P = net.pattern(name)
+        # valid coloring per the exact pattern: no row has two columns of one color
+        coo = P.tocoo()
+        key = coo.row.astype(np.int64) * (int(st.colors.max()) + 1) + st.colors[coo.col]
+        assert np.unique(key).size == key.size, name
+        a = numerical_vjp(g, flat[i], R, colors=st.colors, owners=st.owners,
+                          method="richardson")
+        b = numerical_vjp(g, flat[i], R, pattern=P, method="richardson")
+        # the two routes group perturbations differently: equal within their error bars
+        assert np.all(np.abs(a.grad - b.grad) <= a.error + b.error), name
+        assert np.all(np.abs(a.grad - exact[i]) <= 10 * a.error + 1e-15), name
+        assert a.ncolors <= b.ncolors
+    assert covered >= 1
+
+
+def test_structure_is_none_where_nothing_is_known():
+    net = Sequential([Conv(2, 3), Activation("tanh"), Conv(2, 2)], (1, 1, 6, 6))
+    assert net.structure("layer0.conv.w") is None        # a conv mixes w's channels after it
+    assert net.structure("layer2.conv.w") is not None
+    net = Sequential([Conv(2, 3), Flatten(), Dense(2)], (2, 1, 5, 5), loss="mse")
+    assert net.structure("layer2.dense.w") is None
+    assert net.structure("input") is not None             # batch items stay independent
+
+
+def test_conv_input_needs_only_the_window_colors():
+    net = Sequential([Conv(8, 3, padding=1), Activation("tanh")], (4, 3, 24, 24))
+    st = net.structure("input")
+    assert np.unique(st.colors).size == 27                # C_in * 3 * 3, whatever N and size
+    assert np.unique(net.structure("layer0.conv.w").colors).size == 27
+
+
+def test_owners_handle_a_subset_of_a_color():
+    # retries pass only some members of a color: the others' rows must go unattributed
+    net = Sequential([Conv(2, 3, padding=1)], (1, 1, 6, 6))
+    st = net.structure("input")
+    members = np.flatnonzero(st.colors == st.colors[0])
+    own_all = st.owners(members)
+    own_sub = st.owners(members[::2])
+    kept = np.isin(members, members[::2])
+    assert np.all((own_sub >= 0) == kept[np.maximum(own_all, 0)] & (own_all >= 0))
