@@ -1,11 +1,11 @@
 """The checker has teeth: deliberately wrong backward passes are flagged, right ones are not.
 
-For a drawn configuration, a mutant (``_mutants.py``) returns what a buggy layer would
+For a drawn configuration, a mutant (``_prop_mutants.py``) returns what a buggy layer would
 return. A mutant is only held against the checker where it truly changes the gradient:
 ``assume`` keeps the examples in which some argument's wrong gradient differs from the
 right one, in some element, by more than ``VISIBLE[dtype]`` times the right gradient's
 largest magnitude (far above rounding and above the checker's measured tolerance; see
-``_support.VISIBLE``). Then every argument whose gradient is visibly wrong must fail,
+``_prop_support.VISIBLE``). Then every argument whose gradient is visibly wrong must fail,
 and every argument the mutant left alone must pass -- in the same report.
 """
 
@@ -15,8 +15,8 @@ import numpy as np
 from hypothesis import assume, event, given
 from hypothesis import strategies as st
 
-from _mutants import CONV_MUTANTS, one_element_perturbed, scaled
-from _support import VISIBLE, note_case
+from _prop_mutants import CONV_MUTANTS, one_element_perturbed, scaled
+from _prop_support import VISIBLE, note_case
 from gradcheck import check_vjp
 from gradcheck.ops.activations import ACTIVATIONS
 from gradcheck.strategies import activations, conv_cases, conv_configs

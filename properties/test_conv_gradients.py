@@ -12,7 +12,7 @@ import numpy as np
 from hypothesis import assume, given, note
 from hypothesis import strategies as st
 
-from _support import note_case, note_spec
+from _prop_support import note_case, note_spec
 from gradcheck import check_layer, check_vjp
 from gradcheck.ops.layers import Activation
 from gradcheck.strategies import activations, conv_cases

@@ -3,7 +3,7 @@
 Each law relates two calls of the library that compute different things (a batch and its
 items, a padded and an unpadded input, a 1-D layer and the same layer with a unit axis
 ...), so none of them can hold by the code agreeing with itself. Comparisons allow the
-rounding of the sums involved (:func:`_support.rounding_bound`), in float64.
+rounding of the sums involved (:func:`_prop_support.rounding_bound`), in float64.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from _support import assert_close, note_case, rounding_bound, terms_per_input, terms_per_output
+from _prop_support import assert_close, note_case, rounding_bound, terms_per_input, terms_per_output
 from gradcheck import conv_backward, conv_forward
 from gradcheck.strategies import ConvConfig, conv_cases, conv_configs
 

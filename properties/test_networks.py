@@ -16,7 +16,7 @@ import tempfile
 
 from hypothesis import given
 
-from _support import note_spec
+from _prop_support import note_spec
 from gradcheck.cli import OK, main
 from gradcheck.spec import build, check_built, loads_spec, parse_spec
 from gradcheck.strategies import layer_stacks, spec_documents

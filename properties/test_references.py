@@ -4,7 +4,7 @@ The references share no arithmetic with the fast path: one ``scipy.signal`` call
 channel pair written as the seed's formulas (input error by a full convolution with the
 rotated kernel), and the layer as a sparse shared-weight perceptron matrix. Both are
 computed in float64 from the same values; the allowed difference is the rounding bound
-of the sums involved (:func:`_support.rounding_bound`), scaled by the same sums taken
+of the sums involved (:func:`_prop_support.rounding_bound`), scaled by the same sums taken
 over absolute values (from the signal reference).
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from _support import assert_close, note_case, rounding_bound, terms_per_input, terms_per_output
+from _prop_support import assert_close, note_case, rounding_bound, terms_per_input, terms_per_output
 from gradcheck.ops.reference import (
     conv_backward_matrix,
     conv_backward_signal,
