@@ -23,10 +23,10 @@ PROFILES = ("dev", "ci", "thorough")
 
 settings.register_profile("dev", max_examples=10, deadline=2000, print_blob=True)
 settings.register_profile(
-    "ci", max_examples=30, derandomize=True, database=None, deadline=5000, print_blob=True,
+    "ci", max_examples=150, derandomize=True, database=None, deadline=5000, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile(
-    "thorough", max_examples=400, deadline=None, print_blob=True,
+    "thorough", max_examples=1000, deadline=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow])
 
 _profile = os.environ.get(PROFILE_VARIABLE, "dev")
