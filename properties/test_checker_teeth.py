@@ -12,11 +12,11 @@ and every argument the mutant left alone must pass -- in the same report.
 from __future__ import annotations
 
 import numpy as np
+from _prop_mutants import CONV_MUTANTS, one_element_perturbed, scaled
+from _prop_support import VISIBLE, note_case
 from hypothesis import assume, event, given
 from hypothesis import strategies as st
 
-from _prop_mutants import CONV_MUTANTS, one_element_perturbed, scaled
-from _prop_support import VISIBLE, note_case
 from gradcheck import check_vjp
 from gradcheck.ops.activations import ACTIVATIONS
 from gradcheck.strategies import activations, conv_cases, conv_configs

@@ -9,10 +9,10 @@ right next to an activation's kinks.
 from __future__ import annotations
 
 import numpy as np
+from _prop_support import note_case, note_spec
 from hypothesis import assume, given, note
 from hypothesis import strategies as st
 
-from _prop_support import note_case, note_spec
 from gradcheck import check_layer, check_vjp
 from gradcheck.ops.layers import Activation
 from gradcheck.strategies import activations, conv_cases

@@ -33,16 +33,16 @@ def _bounds(draw):
     min_dims = draw(st.integers(1, 3))
     max_batch = draw(st.integers(1, 3))
     max_channels = draw(st.integers(1, 5))
-    return dict(
-        min_dims=min_dims, max_dims=draw(st.integers(min_dims, 3)),
-        max_batch=max_batch, max_channels=max_channels,
-        min_channels=draw(st.integers(1, max_channels)),
-        max_groups=draw(st.integers(1, 5)), max_kernel=draw(st.integers(1, 5)),
-        max_stride=draw(st.integers(1, 3)), max_dilation=draw(st.integers(1, 3)),
-        max_padding=draw(st.integers(0, 3)), max_side=draw(st.integers(1, 9)),
-        max_size=draw(st.integers(max(max_batch, max_channels) * max_channels, 400)),
-        paddings=draw(st.lists(st.sampled_from(PADDINGS), min_size=1, unique=True)),
-        bias=draw(st.sampled_from([None, True, False])))
+    return {
+        "min_dims": min_dims, "max_dims": draw(st.integers(min_dims, 3)),
+        "max_batch": max_batch, "max_channels": max_channels,
+        "min_channels": draw(st.integers(1, max_channels)),
+        "max_groups": draw(st.integers(1, 5)), "max_kernel": draw(st.integers(1, 5)),
+        "max_stride": draw(st.integers(1, 3)), "max_dilation": draw(st.integers(1, 3)),
+        "max_padding": draw(st.integers(0, 3)), "max_side": draw(st.integers(1, 9)),
+        "max_size": draw(st.integers(max(max_batch, max_channels) * max_channels, 400)),
+        "paddings": draw(st.lists(st.sampled_from(PADDINGS), min_size=1, unique=True)),
+        "bias": draw(st.sampled_from([None, True, False]))}
 
 
 @given(_bounds(), st.data())

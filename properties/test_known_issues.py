@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_conv_gradients import near_kink_function
 
 from gradcheck import check_vjp
 from gradcheck.ops.activations import ACTIVATIONS, get_activation
 from gradcheck.strategies import ConvConfig
-from test_conv_gradients import near_kink_function
 
 
 @pytest.mark.xfail(strict=True, reason=(

@@ -9,10 +9,16 @@ rounding of the sums involved (:func:`_prop_support.rounding_bound`), in float64
 from __future__ import annotations
 
 import numpy as np
+from _prop_support import (
+    assert_close,
+    note_case,
+    rounding_bound,
+    terms_per_input,
+    terms_per_output,
+)
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from _prop_support import assert_close, note_case, rounding_bound, terms_per_input, terms_per_output
 from gradcheck import conv_backward, conv_forward
 from gradcheck.strategies import ConvConfig, conv_cases, conv_configs
 

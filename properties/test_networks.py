@@ -14,9 +14,9 @@ import json
 import os
 import tempfile
 
+from _prop_support import note_spec
 from hypothesis import given
 
-from _prop_support import note_spec
 from gradcheck.cli import OK, main
 from gradcheck.spec import build, check_built, loads_spec, parse_spec
 from gradcheck.strategies import layer_stacks, spec_documents

@@ -11,10 +11,16 @@ over absolute values (from the signal reference).
 from __future__ import annotations
 
 import numpy as np
+from _prop_support import (
+    assert_close,
+    note_case,
+    rounding_bound,
+    terms_per_input,
+    terms_per_output,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
-from _prop_support import assert_close, note_case, rounding_bound, terms_per_input, terms_per_output
 from gradcheck.ops.reference import (
     conv_backward_matrix,
     conv_backward_signal,

@@ -31,7 +31,7 @@ This module is not imported by ``import gradcheck``: hypothesis is an optional d
 """
 
 try:
-    import hypothesis  # noqa: F401
+    import hypothesis  # noqa: F401 (the optional dependency)
 except ImportError:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
         "gradcheck.strategies needs hypothesis, which is not installed; install it with "

@@ -23,8 +23,12 @@ import numpy as np
 from hypothesis import strategies as st
 
 from gradcheck._errors import ConfigurationError
-from gradcheck.ops.activations import ACTIVATION_PARAMS, ACTIVATIONS, ActivationSpec, \
-    get_activation
+from gradcheck.ops.activations import (
+    ACTIVATION_PARAMS,
+    ACTIVATIONS,
+    ActivationSpec,
+    get_activation,
+)
 from gradcheck.strategies._validate import (
     check_dtype,
     check_optional_bool,

@@ -161,7 +161,7 @@ class ConvConfig(NamedTuple):
         """JSON-ready: every field, tuples as lists."""
         return {k: _plain(v) for k, v in self._asdict().items()}
 
-    def make_case(self, seed: int, *, dtype="float64", magnitude: float = 1.0) -> "ConvCase":
+    def make_case(self, seed: int, *, dtype="float64", magnitude: float = 1.0) -> ConvCase:
         """The arrays :func:`conv_cases` draws for this configuration from ``seed``.
 
         A failing example names its configuration and seed, so
@@ -226,7 +226,7 @@ class ConvBounds(NamedTuple):
 
 def _iroot(n: int, k: int) -> int:
     """Largest ``r >= 0`` with ``r**k <= n``."""
-    r = int(round(n ** (1.0 / k))) if n > 0 else 0
+    r = round(n ** (1.0 / k)) if n > 0 else 0
     while r > 0 and r ** k > n:
         r -= 1
     while (r + 1) ** k <= n:
