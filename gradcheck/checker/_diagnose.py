@@ -214,8 +214,10 @@ def diagnose(
     n_failed = int(failed.sum())
     scale = float(np.max(np.abs(n_k))) if n_k.size else 0.0
 
-    def fits(predicted):
-        return a_k.size and _agrees(a_k, np.asarray(predicted, np.float64)[keep], tol_k)
+    def fits(predicted, spread=None):
+        # a prediction made from N carries N's own uncertainty, moved along with it
+        t = tol_k if spread is None else tol_k + np.asarray(spread, np.float64)[keep]
+        return a_k.size and _agrees(a_k, np.asarray(predicted, np.float64)[keep], t)
 
     def evidence(predicted, **extra):
         ev = {"misfit_before": before,
@@ -234,11 +236,11 @@ def diagnose(
     nn = float(np.dot(n_k, n_k))
     if nn > 0 and n_failed:
         c = float(np.dot(a_k, n_k) / nn)
-        if abs(c + 1) < 1e-3 and fits(-n):
+        if abs(c + 1) < 1e-3 and fits(-n, tol):
             return Diagnosis("sign_flipped",
                              "The analytic gradient is the numerical one with its sign flipped.",
                              evidence(-n, factor=-1.0))
-        if abs(c) > 1e-12 and abs(c - 1) > 1e-6 and fits(c * n):
+        if abs(c) > 1e-12 and abs(c - 1) > 1e-6 and fits(c * n, abs(c) * tol):
             return Diagnosis(
                 "scaled",
                 f"The analytic gradient is {_nice_factor(c, a.shape)} times the numerical "
@@ -246,8 +248,8 @@ def diagnose(
                 f"or factor of 2).",
                 evidence(c * n, factor=c))
     # 2. Data moved: flips, transposes, shifts.
-    for s in _transform_suspects(n, role):
-        if fits(s.predicted) and not fits(n):
+    for s, moved in zip(_transform_suspects(n, role), _transform_suspects(tol, role)):
+        if fits(s.predicted, moved.predicted) and not fits(n):
             return Diagnosis(s.cause, s.message, evidence(s.predicted))
     # 3. One element, or one region, is wrong while the rest agrees.
     if n_failed == 1:

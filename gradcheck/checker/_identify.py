@@ -1,11 +1,18 @@
-"""Recognize a user's function as a convolution, so its bugs can be named.
+"""Recognize a user's function as a convolution or an activation, so its bugs can be named.
 
-When a check of an arbitrary ``f(x, w[, b])`` fails, the checker asks: is ``f`` a plain
-convolution? It tries the geometries that fit the shapes (stride, symmetric padding,
-dilation, both conventions, with and without the bias) and accepts one only if
-:func:`gradcheck.conv_forward` reproduces ``f``'s output to rounding. Only then are the
-convolution's usual mistakes (:func:`._suspects.conv_input_mistakes`) offered as
-suspects; a function that merely has conv-like shapes is left alone.
+When a check of an arbitrary ``f`` fails, the checker asks what ``f`` computes:
+
+- ``f(x, w[, b])`` -- a plain convolution, or an activation of one (``σ(conv(x, w, b))``,
+  the seed's :math:`a^l = \\sigma(z^l)`)? It tries the geometries that fit the shapes
+  (stride, symmetric padding, dilation, both conventions, with and without the bias) and
+  accepts one only if :func:`gradcheck.conv_forward` -- followed by an activation from
+  the table when ``activations=True`` -- reproduces ``f``'s output to rounding;
+- ``f(x)`` with the shape of ``x`` -- an activation from the table?
+
+Only then are the usual mistakes of what it computes offered as suspects (the
+convolution's from :func:`._suspects.conv_input_mistakes`, the activation's from
+:func:`._suspects.activation_mistakes`, carried through the convolution's backward to
+``x``, ``w`` and ``b``); a function that merely has conv-like shapes is left alone.
 """
 
 from __future__ import annotations
@@ -17,10 +24,10 @@ import numpy as np
 
 from gradcheck._errors import GradcheckError
 from gradcheck.checker._diagnose import Suspect
-from gradcheck.checker._suspects import conv_input_mistakes
-from gradcheck.ops.conv import conv_forward
+from gradcheck.checker._suspects import activation_mistakes, conv_input_mistakes
+from gradcheck.ops.conv import conv_backward, conv_forward
 
-__all__ = ["ConvIdentity", "identify_conv", "conv_suspects"]
+__all__ = ["ConvIdentity", "identify_conv", "identify_activation", "conv_suspects"]
 
 _MAX_TRIES = 64
 
@@ -34,6 +41,7 @@ class ConvIdentity(NamedTuple):
     dilation: tuple
     groups: int
     convention: str
+    activation: object = None   # the ActivationSpec applied after the convolution, or None
 
 
 def _paddings(n, o, k, s, d):
@@ -42,8 +50,54 @@ def _paddings(n, o, k, s, d):
             and (n + 2 * p - reach) // s + 1 == o]
 
 
-def identify_conv(args, y) -> ConvIdentity | None:
-    """The convolution geometry that reproduces ``y`` from ``args``, or None."""
+def _eps(dtype) -> float:
+    return float(np.finfo(np.float32 if np.dtype(dtype) == np.float32 else np.float64).eps)
+
+
+def _candidate_activations(z, y):
+    """Table activations (defaults), then leaky_relu / elu with alpha fitted to the negatives."""
+    from gradcheck.ops.activations import ACTIVATIONS, get_activation
+
+    for name, spec in ACTIVATIONS.items():
+        if name not in ("identity", "swish"):
+            yield spec
+    neg = z < -1e-3 * max(1.0, float(np.max(np.abs(z))))
+    if neg.any():
+        with np.errstate(all="ignore"):
+            slope = float(np.median(y[neg] / z[neg]))
+            scale = float(np.median(y[neg] / np.expm1(z[neg])))
+        if np.isfinite(slope) and slope >= 0:
+            yield get_activation("leaky_relu", alpha=slope)
+        if np.isfinite(scale) and scale > 0:
+            yield get_activation("elu", alpha=scale)
+
+
+def _matching_activation(z, y, tol):
+    """The activation ``σ`` of the table with ``σ(z) == y`` to ``tol``, or None."""
+    if z.shape != y.shape or z.dtype.kind != "f":
+        return None
+    for spec in _candidate_activations(z, y):
+        with np.errstate(all="ignore"):
+            v = spec.value(z)
+        if np.all(np.isfinite(v)) and float(np.max(np.abs(v - y), initial=0.0)) <= tol:
+            return spec
+    return None
+
+
+def identify_activation(args, y):
+    """The table activation ``σ`` with ``f(x) = σ(x)`` elementwise, or None."""
+    if len(args) != 1 or args[0].shape != y.shape or args[0].dtype.kind != "f" or not y.size:
+        return None
+    tol = 64 * _eps(y.dtype) * max(1.0, float(np.max(np.abs(y))))
+    return _matching_activation(args[0], y, tol)
+
+
+def identify_conv(args, y, *, activations=False) -> ConvIdentity | None:
+    """The convolution geometry that reproduces ``y`` from ``args``, or None.
+
+    With ``activations=True`` a geometry also counts when a table activation of the
+    convolution reproduces ``y``; the identity then names it in ``activation``.
+    """
     if len(args) not in (2, 3):
         return None
     x, w = args[0], args[1]
@@ -58,8 +112,7 @@ def identify_conv(args, y) -> ConvIdentity | None:
     if w.shape[0] % groups:
         return None
     nd = x.ndim - 2
-    eps = float(np.finfo(np.float32 if y.dtype == np.float32 else np.float64).eps)
-    tol = 64 * eps * max(1.0, float(np.max(np.abs(y)))) * np.sqrt(w[0].size)
+    tol = 64 * _eps(y.dtype) * max(1.0, float(np.max(np.abs(y)))) * np.sqrt(w[0].size)
     tries = 0
     for d in (1, 2, 3):
         for s in (1, 2, 3, 4):
@@ -79,30 +132,76 @@ def identify_conv(args, y) -> ConvIdentity | None:
                                               convention=convention)
                         except GradcheckError:
                             continue
-                        if yc.shape == y.shape and np.max(np.abs(yc - y)) <= tol:
+                        if yc.shape != y.shape:
+                            continue
+                        found = np.max(np.abs(yc - y)) <= tol
+                        spec = None
+                        if not found and activations:
+                            spec = _matching_activation(yc, y, 2 * tol)
+                            found = spec is not None
+                        if found:
                             return ConvIdentity(0, 1, 2 if with_bias else None, (s,) * nd,
-                                                tuple(pads), (d,) * nd, groups, convention)
+                                                tuple(pads), (d,) * nd, groups, convention,
+                                                spec)
     return None
 
 
 def conv_suspects(f_args, y, argnames):
-    """A ``suspects(argname, cotangent)`` callable for a function that may be a convolution."""
+    """A ``suspects(argname, cotangent)`` callable for a function that may be a convolution
+    (or an activation of one), or a plain activation."""
     state = {}
 
+    def compute(cotangent):
+        if "all" in state:
+            return state["all"]
+        results = []   # (cause, message, {argname: predicted})
+        spec = identify_activation(f_args, y)
+        if spec is not None:
+            x = f_args[0]
+            r = np.asarray(cotangent, dtype=x.dtype)
+            for m in activation_mistakes(spec):
+                results.append((m.cause, f"f computes {spec.name}(x) elementwise. {m.message}",
+                                {argnames[0]: m.backward(r, x)[0]}))
+        ident = identify_conv(f_args, y, activations=True) if spec is None else None
+        if ident is not None:
+            results.extend(_conv_results(ident, f_args, cotangent, argnames))
+        state["all"] = results
+        return results
+
     def suspects(argname, cotangent):
-        if "id" not in state:
-            state["id"] = identify_conv(f_args, y)
-        ident = state["id"]
-        if ident is None or argname != argnames[ident.x_index]:
-            return []
-        x, w = f_args[ident.x_index], f_args[ident.w_index]
-        what = (f"{'a correlation' if ident.convention == 'correlation' else 'a true convolution'}"
-                f" with stride {ident.stride}, padding {ident.padding}, dilation "
-                f"{ident.dilation}, groups {ident.groups}")
-        return [Suspect(cause, f"f computes {what}. {message}", wrong)
-                for cause, message, wrong in conv_input_mistakes(
-                    np.asarray(cotangent, dtype=np.result_type(x, w)), x, w,
-                    stride=ident.stride, padding=ident.padding, dilation=ident.dilation,
-                    groups=ident.groups, convention=ident.convention)]
+        return [Suspect(cause, message, np.asarray(predicted[argname]))
+                for cause, message, predicted in compute(cotangent) if argname in predicted]
 
     return suspects
+
+
+def _conv_results(ident, f_args, cotangent, argnames):
+    x, w = f_args[ident.x_index], f_args[ident.w_index]
+    b = None if ident.b_index is None else f_args[ident.b_index]
+    opts = dict(stride=ident.stride, padding=ident.padding, dilation=ident.dilation,
+                groups=ident.groups)
+    kind = "a correlation" if ident.convention == "correlation" else "a true convolution"
+    what = (f"{kind} with stride {ident.stride}, padding {ident.padding}, dilation "
+            f"{ident.dilation}, groups {ident.groups}")
+    dtype = np.result_type(x, w)
+    r = np.asarray(cotangent, dtype=dtype)
+    spec = ident.activation
+    out = []
+    if spec is None:
+        delta = r
+    else:
+        z = conv_forward(x, w, b, convention=ident.convention, **opts)
+        delta = r * spec.derivative(z)
+        what = f"{spec.name} of {what}"
+        for m in activation_mistakes(spec):
+            wrong = np.asarray(m.backward(r, z)[0], dtype=dtype)
+            gx, gw, gb = conv_backward(wrong, x, w, convention=ident.convention,
+                                       bias=b is not None, **opts)
+            predicted = {argnames[ident.x_index]: gx, argnames[ident.w_index]: gw}
+            if b is not None:
+                predicted[argnames[ident.b_index]] = gb
+            out.append((m.cause, f"f computes {what}. {m.message}", predicted))
+    for cause, message, wrong_gx in conv_input_mistakes(
+            np.asarray(delta, dtype=dtype), x, w, convention=ident.convention, **opts):
+        out.append((cause, f"f computes {what}. {message}", {argnames[ident.x_index]: wrong_gx}))
+    return out

@@ -1,20 +1,36 @@
-"""The checker's two calls into the numerical differentiator.
+"""The checker's calls into the numerical differentiator.
 
 Full mode asks :func:`gradcheck.numdiff.numerical_vjp` for :math:`\\partial\\langle R,
 f\\rangle/\\partial\\,\\text{arg}` element by element (colored by the dependency pattern
 when one is known); fast mode asks :func:`gradcheck.numdiff.numerical_jvp` for
 :math:`\\langle R, J v\\rangle` along each random direction. Exceptions raised by user
 code while it is being differenced become :class:`~gradcheck.UserCodeError`.
+
+A second opinion
+----------------
+The complex step is exact where it applies, but at a kink it silently takes one branch
+-- the one the *complex* evaluation falls on, which need not be the branch the real code
+took (``where(z.real > 0, ...)`` at ``z == 0`` never sees the other side, and a sum that
+is exactly zero in real arithmetic may round to ``2e-16`` in complex arithmetic). So
+before an element is failed on a complex-step derivative, :func:`recheck_elements`
+differences it again with real Richardson steps, which detect kinks. Where the real
+steps clear the element (they agree with the analytic value, or find a kink whose
+limits hold it) their result replaces the complex step's; where they confirm the
+mismatch the complex step's more accurate value is kept.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import scipy.sparse as sp
 
 from gradcheck._errors import GradcheckError, UserCodeError
 from gradcheck.numdiff import NumericalDerivative, numerical_jvp, numerical_vjp
 
-__all__ = ["full_numeric", "directional_numeric"]
+__all__ = ["full_numeric", "directional_numeric", "recheck_elements", "merge_elements",
+           "evaluate"]
 
 
 def _guard(call, what):
@@ -41,3 +57,47 @@ def directional_numeric(g, arg, cotangent, y, directions, *, method="auto", vect
     return _guard(lambda: numerical_jvp(g, arg, dirs, cotangent=cotangent, method=method,
                                         vectorized=bool(vectorized), seed=seed),
                   "it was differenced along random directions")
+
+
+def evaluate(g, x, what):
+    """``g(x)``, with a failure of user code reported as :class:`~gradcheck.UserCodeError`."""
+    return _guard(lambda: g(x), what)
+
+
+def recheck_elements(g, arg, cotangent, index, *, pattern=None,
+                     seed=0) -> NumericalDerivative:
+    """The flat elements ``index`` of ``arg`` differenced again by real Richardson steps.
+
+    Only those elements move (the rest of ``arg`` stays fixed), colored by the columns of
+    ``pattern`` when one is known. The result is over the subset (shape ``(len(index),)``).
+    """
+    index = np.asarray(index, dtype=np.intp)
+    base = arg.reshape(-1)
+
+    def sub(v):
+        x = base.copy()
+        x[index] = v
+        return g(x.reshape(arg.shape))
+
+    cols = None if pattern is None else sp.csc_matrix(pattern)[:, index]
+    return _guard(lambda: numerical_vjp(sub, base[index], cotangent, pattern=cols,
+                                        method="richardson", seed=seed),
+                  "its mismatching elements were differenced again with real steps")
+
+
+def merge_elements(num, index, second, take=None) -> NumericalDerivative:
+    """``num`` with the flat elements ``index[take]`` replaced by ``second`` (over ``index``).
+
+    ``nfev`` is the sum of both passes.
+    """
+    index = np.asarray(index, dtype=np.intp)
+    take = np.ones(index.size, bool) if take is None else np.asarray(take, bool)
+    fields = {}
+    for name in ("grad", "error", "nondifferentiable", "left", "right", "step"):
+        arr = np.array(getattr(num, name), copy=True)
+        arr.reshape(-1)[index[take]] = np.asarray(getattr(second, name)).reshape(-1)[take]
+        fields[name] = arr
+    method = num.method if not take.any() or num.method.endswith("+richardson") \
+        else f"{num.method}+richardson"
+    return dataclasses.replace(num, nfev=int(num.nfev) + int(second.nfev), method=method,
+                               **fields)

@@ -15,9 +15,11 @@ The mistakes, per layer kind:
 ``conv``
     - *kernel not rotated*: the input error computed as the full convolution of δ with
       the kernel as stored, not rotated 180°: :math:`\text{full}(\delta \star w)`,
-    - *kernel transposed*: rotated by a spatial transpose instead of 180°,
+    - *kernel transposed*: a spatial transpose used instead of the 180° rotation (or on
+      top of it),
     - *stride zeros missing* (stride > 1): δ not dilated before the full convolution,
-    - *padding offset*: the padding cropped one position off at the start,
+    - *padding offset*: the padding cropped one position off at the start (the same
+      gradient as stride zeros inserted one position early or late),
     - *channel axes swapped* (C_in = C_out, no groups): ``w`` used as ``(C_in, C_out, …)``.
 ``activation``
     - *derivative at output*: :math:`\sigma'(a)` with :math:`a = \sigma(z)` instead of
@@ -35,7 +37,8 @@ from gradcheck.checker._diagnose import Suspect
 from gradcheck.ops.conv import _flip_kernel, conv_backward
 from gradcheck.ops._geometry import conv_geometry
 
-__all__ = ["Mistake", "layer_mistakes", "network_suspects", "conv_input_mistakes"]
+__all__ = ["Mistake", "layer_mistakes", "network_suspects", "conv_input_mistakes",
+           "activation_mistakes"]
 
 
 class Mistake(NamedTuple):
@@ -78,9 +81,18 @@ def conv_input_mistakes(grad_y, x, w, *, stride=1, padding=0, dilation=1, groups
                 "180°, δ ⋆ rot180(w): the kernel was not rotated (or was rotated twice).",
                 grad_x(_flip_kernel(w))))
     if geom.nd >= 2 and w.shape[-1] == w.shape[-2] and w.shape[-1] > 1:
+        # conv_backward(kernel=K) correlates with rot180(K): K = rot180(w^T) makes it use
+        # w^T where rot180(w) belongs; K = w^T makes it use rot180(w)^T
         out.append(("transposed",
-                    "The input gradient equals the one computed with the kernel transposed "
-                    "(spatial axes swapped) instead of rotated by 180°.",
+                    "The input gradient is the full correlation of the output error with the "
+                    "kernel transposed (its last two spatial axes swapped), δ ⋆ wᵀ, where the "
+                    "seed's rule needs it rotated by 180°, δ ⋆ rot180(w): a transpose was "
+                    "used instead of the rotation.",
+                    grad_x(_flip_kernel(np.swapaxes(w, -1, -2)))))
+        out.append(("transposed",
+                    "The input gradient is the full correlation of the output error with the "
+                    "rotated kernel transposed, δ ⋆ rot180(w)ᵀ: the kernel was rotated by "
+                    "180° and also had its last two spatial axes swapped.",
                     grad_x(np.swapaxes(w, -1, -2))))
     if groups == 1 and w.shape[0] == w.shape[1] and w.shape[0] > 1:
         out.append(("channel_axes_swapped",
@@ -96,7 +108,8 @@ def conv_input_mistakes(grad_y, x, w, *, stride=1, padding=0, dilation=1, groups
         out.append(("padding_offset",
                     f"The input gradient is the right full-size result cropped one position "
                     f"off ({'+1' if shift > 0 else '-1'} in every spatial dim): an off-by-one "
-                    f"in removing the padding.",
+                    f"in removing the padding, or the stride zeros inserted one position "
+                    f"{'early' if shift > 0 else 'late'}.",
                     _crop_with_offset(full, geom.pad_lo, geom.in_shape, shift)))
     if any(s > 1 for s in geom.stride):
         # δ used without the stride-1 zeros: the full correlation of the compact δ
@@ -113,8 +126,8 @@ def conv_input_mistakes(grad_y, x, w, *, stride=1, padding=0, dilation=1, groups
     return out
 
 
-def _activation_mistakes(layer) -> list[Mistake]:
-    spec = layer.spec
+def activation_mistakes(spec) -> list[Mistake]:
+    """The usual mistakes in the backward of the activation ``spec`` (an ActivationSpec)."""
 
     def at_output(grad_y, x, *params):
         return (grad_y * spec.derivative(spec.value(x)),)
@@ -139,7 +152,7 @@ def layer_mistakes(layer) -> list[Mistake]:
     if kind == "activation" and getattr(layer, "spec", None) is not None:
         if layer.spec.name == "identity":
             return []
-        return _activation_mistakes(layer)
+        return activation_mistakes(layer.spec)
     return []
 
 

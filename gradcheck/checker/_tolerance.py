@@ -29,6 +29,25 @@ tens of ulps of the typical magnitude. A 1e-5 relative error in one float64 elem
 
 Users may add a floor with ``atol``/``rtol``: :math:`\tau_j \leftarrow \max(\tau_j,
 atol + rtol\,\max(|a_j|, |n_j|))`. They are never needed for a right verdict.
+
+At a kink
+---------
+An element the differentiator marks non-differentiable comes with its one-sided
+derivatives :math:`\ell_j, r_j` and an error bar :math:`E_j = |r_j - \ell_j|/2 +
+\rho_j` (half their gap plus their rounding). Comparing the analytic value with the
+midpoint within :math:`10 E_j` would accept anything within five gaps of the kink --
+a ReLU backward returning 2 where the limits are 0 and 1 would pass. So the analytic
+value must instead lie in :math:`[\min(\ell_j, r_j) - \kappa_j, \max(\ell_j, r_j) +
+\kappa_j]` with
+
+.. math:: \kappa_j = k_{num}\,\rho_j + k_{gap}\,|r_j - \ell_j|
+          + k_{an}\,\varepsilon\,(\max(|\ell_j|, |r_j|) + s)
+
+``k_gap = 1/10``: the one-sided estimates come from one-sided stencils whose truncation
+(first or second order in the step) is not in :math:`\rho_j`; after the retries that
+flagged the kink the step is small enough that it is a few percent of the gap at most,
+while a wrong value at a kink (2 for a ReLU, the derivative of the other branch scaled,
+…) is off by a sizeable fraction of the gap or more.
 """
 
 from __future__ import annotations
@@ -37,17 +56,19 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["ToleranceRule", "TOLERANCES", "tolerance_for", "allowed_difference", "real_eps"]
+__all__ = ["ToleranceRule", "TOLERANCES", "tolerance_for", "allowed_difference", "kink_allowance",
+           "real_eps"]
 
 
 class ToleranceRule(NamedTuple):
     numeric_factor: float      # k_num: multiples of the numerical error bar
     analytic_ulps: float       # k_an: rounding allowance of the analytic side, in eps
+    kink_gap: float = 0.1      # k_gap: share of the one-sided gap allowed beyond the limits
 
 
 TOLERANCES = {
-    np.dtype(np.float64): ToleranceRule(10.0, 64.0),
-    np.dtype(np.float32): ToleranceRule(10.0, 64.0),
+    np.dtype(np.float64): ToleranceRule(10.0, 64.0, 0.1),
+    np.dtype(np.float32): ToleranceRule(10.0, 64.0, 0.1),
 }
 
 
@@ -78,3 +99,23 @@ def allowed_difference(analytic, numeric, error, dtype, *, atol=None, rtol=None)
         floor = (atol or 0.0) + (rtol or 0.0) * np.maximum(np.abs(analytic), n)
         tol = np.maximum(tol, floor)
     return tol
+
+
+def kink_allowance(left, right, error, numeric, dtype, *, atol=None, rtol=None) -> np.ndarray:
+    """How far beyond its one-sided limits an analytic value at a kink may lie (kappa above).
+
+    ``error`` is the differentiator's error bar there (half the gap plus rounding);
+    ``numeric`` the whole numerical gradient of the argument (for the scale ``s``).
+    """
+    rule = tolerance_for(dtype)
+    eps = real_eps(dtype)
+    n = np.abs(numeric)
+    scale = float(np.sqrt(np.mean(n * n))) if n.size else 0.0
+    gap = np.abs(np.asarray(right, np.float64) - np.asarray(left, np.float64))
+    rounding = np.maximum(np.asarray(error, np.float64) - 0.5 * gap, 0.0)
+    kappa = rule.numeric_factor * rounding + rule.kink_gap * gap + \
+        rule.analytic_ulps * eps * (np.fmax(np.abs(left), np.abs(right)) + scale)
+    if atol is not None or rtol is not None:
+        floor = (atol or 0.0) + (rtol or 0.0) * np.fmax(np.abs(left), np.abs(right))
+        kappa = np.maximum(kappa, floor)
+    return kappa
