@@ -12,15 +12,30 @@ differentiator, per argument.
 Modes
 -----
 ``"full"`` compares every element. ``"fast"`` compares ``directions`` random directional
-derivatives :math:`\langle \nabla C, v\rangle` (Rademacher ``v``): its cost does not grow
-with the size of the argument, and it catches any bug that moves the gradient by more
-than the directional derivative's error bar — a wrong sign, scale, flip, shift, a wrong
-region. It cannot reliably catch one wrong element in a large tensor: that element's
-error enters each direction with weight ±1 against the norm of the whole gradient, so it
-shows only when it exceeds about ``tolerance / ||g||`` of the gradient's norm (roughly
-1e-9 in float64, 1e-3 in float32). ``"auto"`` (the default) checks an argument in full
-mode when it has at most ``budget`` elements and in fast mode otherwise;
-``over_budget="refuse"`` raises instead of switching.
+derivatives :math:`\langle \nabla C, v\rangle` (Rademacher ``v``, entries ±1): its cost
+does not grow with the size of the argument (a few evaluations per direction: 24 per
+argument for the default 8 when the complex step applies, against about two per element
+and color in full mode), and it
+catches any bug that moves the gradient as a whole -- a wrong sign, scale, flip, shift,
+channel, region: such an error changes every projection by a sizeable fraction of
+:math:`\lVert \nabla C\rVert`.
+
+What fast mode cannot catch: **one wrong element in a large tensor.** An error
+:math:`\delta` in one element enters each projection with weight ±1, while the
+projection's error bar grows with the whole gradient: measured on convolutions, the
+allowed difference is about :math:`10^{-12}\lVert g\rVert` in float64 and
+:math:`10^{-4}`–:math:`10^{-3}\lVert g\rVert` in float32 (:math:`\lVert g\rVert \approx
+\sqrt{n}` times a typical entry for ``n`` elements). So a single float32 entry off by 2%
+goes unseen once the tensor has a few thousand elements, and a float64 entry off by
+:math:`10^{-5}` only beyond about :math:`10^{12}` elements; full mode catches both at
+any size. Fast mode gives no diagnosis and reports no kinks (a projection straddling a
+kink is judged on its error bar).
+
+How the budget chooses: ``"auto"`` (the default) checks an argument in full mode when it
+has at most ``budget`` elements (default :data:`DEFAULT_BUDGET`, 200 000) and in fast
+mode otherwise, per argument, and says so in the report's notes;
+``over_budget="refuse"`` raises :class:`~gradcheck.ConfigurationError` instead of
+switching. ``mode="full"`` or ``"fast"`` ignores the budget.
 
 Verdict
 -------
@@ -28,7 +43,11 @@ Element ``j`` passes when :math:`|a_j - n_j| \le \tau_j` with :math:`\tau_j` fro
 :mod:`gradcheck.checker._tolerance` (the differentiator's own error bar and the dtype's
 rounding). An element the differentiator found to sit at a non-differentiable point is
 reported as such; it fails only if the analytic value lies outside the interval spanned
-by the two one-sided derivatives (widened by :math:`\tau_j`).
+by the two one-sided derivatives (widened by :math:`\kappa_j` of the tolerance module)
+and the kink is its own -- a kink shared with other elements (ties in overlapping
+max-pool windows, several ReLUs at zero at once) is reported but not judged, see
+:mod:`gradcheck.checker._kinks`. An element that fails on a complex-step derivative is
+differenced again with real steps before the verdict (:mod:`gradcheck.checker._numeric`).
 """
 
 from __future__ import annotations

@@ -15,8 +15,9 @@ cause                      claim
 ``transposed``             ``A = N`` with its last two spatial axes swapped
 ``shifted``                ``A = N`` moved by one position along a spatial axis
 ``derivative_at_output``   an activation's derivative evaluated at its output
-``region``                 ``A = N`` everywhere except one region (the border, one batch
-                           item, one channel), which is zero or wrong
+``region``                 ``A = N`` everywhere except one region (one batch item, one
+                           channel, one side of the border, the whole border), which is
+                           zero or wrong; the first of these that holds every mismatch
 ``single_element``         ``A = N`` except one element
 =========================  ============================================================
 
@@ -167,6 +168,18 @@ def _region_masks(shape, role: TensorRole):
                 what = {0: "output channel", 1: "input channel"}.get(axis, "channel") \
                     if role.kind == "weight" else "channel"
                 yield f"{what} {i} (axis {axis} = {i})", mask
+    # one side of the border: the first or last `width` positions along one spatial axis
+    for width in (1, 2):
+        for a in role.spatial_axes:
+            if shape[a] <= 2 * width:
+                continue
+            for side, sl in (("first", slice(0, width)), ("last", slice(shape[a] - width, None))):
+                mask = np.zeros(shape, bool)
+                idx = [slice(None)] * ndim
+                idx[a] = sl
+                mask[tuple(idx)] = True
+                where = f"position{'s' if width > 1 else ''}"
+                yield f"the {side} {width} {where} along spatial axis {a} (a border)", mask
     if role.spatial_axes and all(shape[a] >= 3 for a in role.spatial_axes):
         for width in (1, 2):
             if any(shape[a] <= 2 * width for a in role.spatial_axes):
