@@ -124,6 +124,8 @@ def report_full(label, arg, dtype, judged: Judgement, nfev, *, role, suspects_fo
     if n_failed and (failed & ~nondiff).any():
         found = list(suspects_for(label, cotangent)) if suspects_for is not None else []
         diagnosis = diagnose(a, n, tol, role=role, suspects=found, exclude=nondiff)
+        if diagnosis.cause == "no_known_pattern" and (failed & nondiff).any():
+            diagnosis = _kink_diagnosis(judged)   # the one pattern with evidence
     elif n_failed:
         diagnosis = _kink_diagnosis(judged)
     return ArgumentReport(
@@ -143,8 +145,8 @@ def report_full(label, arg, dtype, judged: Judgement, nfev, *, role, suspects_fo
 
 
 def _kink_diagnosis(judged: Judgement) -> Diagnosis:
-    """Every mismatch sits at a kink: the analytic value is outside both one-sided limits."""
-    failed = judged.failed
+    """Mismatches at kinks: the analytic value is outside both one-sided limits there."""
+    failed = judged.failed & judged.nondiff
     excess = np.where(failed, judged.diff / np.maximum(judged.tolerance, np.finfo(float).tiny),
                       -1.0)
     idx = np.unravel_index(int(np.argmax(excess)), failed.shape)
