@@ -64,7 +64,7 @@ GEOMETRIES = [
     Geometry(1, 2, 2, 2, 3),
     Geometry(2, 1, 1, 2, 2),
     Geometry(3, 2, 1, 1, 1),
-    Geometry(3, 1, 0, 1, 3),
+    Geometry(3, 1, 0, 1, 2),
 ]
 
 #: mistake inside the input gradient -> the diagnosis the issue asks for
@@ -88,7 +88,10 @@ def _applies(mistake, geom):
     return True
 
 
+#: every mistake in every geometry it applies to; the dtype alternates along the list, so
+#: each mistake meets both dtypes and each geometry both dtypes
 INNER_CASES = [(m, g) for m in EXPECTED for g in GEOMETRIES if _applies(m, g)]
+INNER_CASES = [(m, g, DTYPES[i % 2]) for i, (m, g) in enumerate(INNER_CASES)]
 
 
 def _conv_f(geom):
@@ -137,9 +140,8 @@ def test_unmutated_reference_passes(geom, dtype):
 # --------------------------------------------------------------------------- check_vjp
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("mistake,geom", INNER_CASES,
-                         ids=[f"{m}-{g!r}" for m, g in INNER_CASES])
+@pytest.mark.parametrize("mistake,geom,dtype", INNER_CASES,
+                         ids=[f"{m}-{g!r}-{np.dtype(d).name}" for m, g, d in INNER_CASES])
 def test_check_vjp_catches_and_names_input_gradient_mistakes(mistake, geom, dtype):
     report = check_vjp(
         _conv_f(geom),
@@ -241,12 +243,13 @@ DAMAGES = {
 
 #: geometries where every input row and channel receives gradient (stride <= kernel)
 DAMAGE_GEOMETRIES = [GEOMETRIES[0], GEOMETRIES[1], GEOMETRIES[4], GEOMETRIES[5]]
-DAMAGE_CASES = [(name, g) for i, name in enumerate(DAMAGES)
-                for g in (DAMAGE_GEOMETRIES[i % 4], DAMAGE_GEOMETRIES[(i + 1) % 4])]
+#: every damage in both dtypes, each dtype in a different geometry
+DAMAGE_CASES = [(name, DAMAGE_GEOMETRIES[(i + k) % 4], DTYPES[k])
+                for i, name in enumerate(DAMAGES) for k in (0, 1)]
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("name,geom", DAMAGE_CASES, ids=[f"{n}-{g!r}" for n, g in DAMAGE_CASES])
+@pytest.mark.parametrize("name,geom,dtype", DAMAGE_CASES,
+                         ids=[f"{n}-{g!r}-{np.dtype(d).name}" for n, g, d in DAMAGE_CASES])
 def test_check_vjp_catches_and_names_damaged_gradients(name, geom, dtype):
     damage, arg, cause, evidence_ok = DAMAGES[name]
     args = geom.point(dtype)

@@ -66,7 +66,7 @@ def _candidate_activations(z, y):
         with np.errstate(all="ignore"):
             slope = float(np.median(y[neg] / z[neg]))
             scale = float(np.median(y[neg] / np.expm1(z[neg])))
-        if np.isfinite(slope) and slope >= 0:
+        if np.isfinite(slope) and slope >= 0 and abs(slope - 1) > 1e-6:   # 1: the identity
             yield get_activation("leaky_relu", alpha=slope)
         if np.isfinite(scale) and scale > 0:
             yield get_activation("elu", alpha=scale)

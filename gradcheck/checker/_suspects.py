@@ -38,7 +38,7 @@ from gradcheck.ops.conv import _flip_kernel, conv_backward
 from gradcheck.ops._geometry import conv_geometry
 
 __all__ = ["Mistake", "layer_mistakes", "network_suspects", "conv_input_mistakes",
-           "activation_mistakes"]
+           "activation_mistakes", "reference_backward"]
 
 
 class Mistake(NamedTuple):
@@ -156,15 +156,28 @@ def layer_mistakes(layer) -> list[Mistake]:
     return []
 
 
+def reference_backward(layer) -> Callable:
+    """The library's own backward for ``layer``: a subclass of a built-in layer that
+    overrides ``backward`` (a mutant, a user's variant) is differentiated as its built-in
+    base would be. A layer with no built-in base keeps its own backward."""
+    for cls in type(layer).__mro__:
+        if cls.__module__.startswith("gradcheck.ops") and "backward" in vars(cls):
+            return lambda *args, _cls=cls: _cls.backward(layer, *args)
+    return layer.backward
+
+
 def network_suspects(net, x, params, *, rename=None) -> Callable[[str, np.ndarray], list]:
     """``suspects(argname, cotangent)`` for :func:`~gradcheck.check_vjp` on a :class:`Sequential`.
 
     For each layer with known mistakes, the network's gradients are recomputed with that
-    layer's backward replaced by the mistaken one (every other layer correct). Results
-    are computed on first use and cached.
+    layer's backward replaced by the mistaken one and every other layer's by the
+    library's correct one (:func:`reference_backward`). A mistake that changes nothing
+    at this point (a ReLU's derivative taken at its output is the right one) is not
+    offered. Results are computed on first use and cached.
     """
     cache: dict = {}
     rename = dict(rename or {})
+    backward = [reference_backward(layer) for layer in net.layers]
 
     def compute(cotangent):
         if "all" in cache:
@@ -173,34 +186,31 @@ def network_suspects(net, x, params, *, rename=None) -> Callable[[str, np.ndarra
         loss = net.loss
         trace = net.forward(x, params)
         grad_out = cotangent if loss is None else loss.vjp(cotangent, trace.output)
+        deltas = [None] * len(net.layers)     # the correct error at each layer's output
+        delta = grad_out
+        for j in reversed(range(len(net.layers))):
+            deltas[j] = delta
+            delta = backward[j](delta, trace.inputs[j], *trace.params[j].values())[0]
         for li, layer in enumerate(net.layers):
+            p = list(trace.params[li].values())
             variants = []
             if getattr(layer, "kind", None) == "conv":
-                p = list(trace.params[li].values())
-                opts = layer._options()
-                # error arriving at this layer's output, from the correct backward above it
-                delta = grad_out
-                for j in reversed(range(li + 1, len(net.layers))):
-                    delta = net.layers[j].backward(delta, trace.inputs[j],
-                                                   *trace.params[j].values())[0]
-                for cause, message, wrong_gx in conv_input_mistakes(
-                        delta, trace.inputs[li], p[0], convention=layer.convention, **opts):
-                    variants.append((cause, message, wrong_gx))
+                variants = conv_input_mistakes(deltas[li], trace.inputs[li], p[0],
+                                               convention=layer.convention,
+                                               **layer._options())
             else:
-                for m in layer_mistakes(layer):
-                    delta = grad_out
-                    for j in reversed(range(li + 1, len(net.layers))):
-                        delta = net.layers[j].backward(delta, trace.inputs[j],
-                                                       *trace.params[j].values())[0]
-                    wrong = m.backward(delta, trace.inputs[li], *trace.params[li].values())
-                    variants.append((m.cause, m.message, wrong[0]))
+                variants = [(m.cause, m.message, m.backward(deltas[li], trace.inputs[li], *p)[0])
+                            for m in layer_mistakes(layer)]
+            right_gx = backward[li](deltas[li], trace.inputs[li], *p)[0]
             for cause, message, wrong_gx in variants:
+                if np.array_equal(np.asarray(wrong_gx), np.asarray(right_gx)):
+                    continue              # the mistake changes nothing here
                 # propagate the wrong input error of layer li down to the network input,
                 # collecting the parameter gradients it changes on the way
                 predicted = {}
                 d = wrong_gx
                 for j in reversed(range(li)):
-                    grads = net.layers[j].backward(d, trace.inputs[j], *trace.params[j].values())
+                    grads = backward[j](d, trace.inputs[j], *trace.params[j].values())
                     for pname, g in zip(trace.params[j], grads[1:]):
                         predicted[f"layer{j}.{net.layers[j].kind}.{pname}"] = g
                     d = grads[0]
