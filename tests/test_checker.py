@@ -140,7 +140,7 @@ def test_large_magnitude_inputs_pass(scale, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
 def test_realistic_conv_layers_pass(dtype):
-    for layer, shape in ((Conv(32, 3, padding=1), (4, 16, 16, 16)),
+    for layer, shape in ((Conv(16, 3, padding=1), (2, 16, 16, 16)),
                          (Conv(16, 5, stride=2, padding=2, groups=4), (2, 16, 20, 20)),
                          (Conv(8, 3, dilation=2, padding="same"), (2, 8, 32))):
         report = check_layer(layer, input_shape=shape, dtype=dtype)
@@ -160,7 +160,7 @@ def test_networks_with_every_layer_and_loss_pass(loss, dtype):
     net = Sequential([Conv(4, 3, padding=1), Activation("relu"), MaxPool(2),
                       Conv(4, 3, stride=2, padding=1, groups=2), Activation("tanh"),
                       AvgPool(2), Flatten(), Dense(5), Activation("sigmoid"), Dense(3)],
-                     (3, 2, 8, 8), loss=loss)
+                     (2, 2, 8, 8), loss=loss)
     report = check_network(net, dtype=dtype)
     assert report.passed, str(report)
     assert len(report.arguments) == 9
@@ -388,14 +388,14 @@ GROSS = {
 }
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
-@pytest.mark.parametrize("name", list(GROSS))
+@pytest.mark.parametrize("name,dtype", [(n, DTYPES[i % 2]) for i, n in enumerate(GROSS)],
+                         ids=[f"{n}-{dtype_ids(DTYPES[i % 2])}" for i, n in enumerate(GROSS)])
 def test_fast_mode_catches_gross_mutants_in_far_fewer_evaluations(name, dtype):
     opts = dict(stride=2, padding=1)
     rng = np.random.default_rng(8)
-    args = tuple(a.astype(dtype) for a in (rng.standard_normal((2, 4, 10, 10)),
-                                            rng.standard_normal((4, 4, 3, 3)),
-                                            rng.standard_normal(4)))
+    args = tuple(a.astype(dtype) for a in (rng.standard_normal((2, 3, 9, 9)),
+                                            rng.standard_normal((3, 3, 3, 3)),
+                                            rng.standard_normal(3)))
     mistake, damage = GROSS[name].get("mistake"), GROSS[name].get("damage")
 
     def f_vjp(g, x, w, b):
