@@ -11,8 +11,6 @@ names it. Shapes are tiny, so the per-channel Python loops cost nothing.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 from scipy import signal
 
@@ -135,7 +133,3 @@ def conv_reference_backward(g, x, w, *, stride=1, padding=0, dilation=1, groups=
     grad_b = g.sum(axis=(0,) + tuple(range(2, g.ndim))) if bias else None
     return grad_x.astype(dtype), grad_w.astype(dtype), grad_b
 
-
-def all_geometries():
-    """Every (stride, padding, dilation, groups) the suite sweeps."""
-    return list(itertools.product((1, 2, 3), (0, 1, 2), (1, 2), (1, 2, 3)))

@@ -81,8 +81,8 @@ def test_conv_outputs_within_1e_8_of_relu_kinks_pass(dtype):
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
-@pytest.mark.parametrize("pool", [MaxPool(2), MaxPool(2, stride=1), MaxPool(3, stride=2, padding=1)],
-                         ids=repr)
+@pytest.mark.parametrize("pool", [MaxPool(2), MaxPool(2, stride=1),
+                                  MaxPool(3, stride=2, padding=1)], ids=repr)
 def test_max_pool_windows_differing_by_1e_9_pass(pool, dtype, seed):
     """Blocks of equal values plus 1e-9 noise: near-ties in every window, overlapping or not."""
     rng = np.random.default_rng(seed)

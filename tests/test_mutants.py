@@ -24,7 +24,7 @@ from gradcheck.ops.activations import get_activation
 from gradcheck.ops.layers import Activation, Conv, Dense, Flatten
 from gradcheck.ops.network import Sequential
 
-from _mutants import CONV_MISTAKES, conv_reference_backward, conv_reference_forward
+from _mutants import conv_reference_backward, conv_reference_forward
 
 DTYPES = (np.float64, np.float32)
 
@@ -223,7 +223,8 @@ DAMAGES = {
                   lambda ev, d: ev["factor"] == pytest.approx(2.0, rel=1e-6)),
     "sign": (_sign, "x", "sign_flipped", lambda ev, d: ev["factor"] == -1.0),
     "border_rows_zero": (_zero_border_rows, "x", "region",
-                         lambda ev, d: ev["region"].startswith("the first 1 position along spatial axis")
+                         lambda ev, d: ev["region"].startswith("the first 1 position along "
+                                                               "spatial axis")
                          and ev["analytic_zero_there"]),
     "batch_item_zero": (_zero_batch_item, "x", "region",
                         lambda ev, d: ev["region"].startswith("batch item 1")

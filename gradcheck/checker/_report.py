@@ -49,9 +49,12 @@ def _json_value(value):
 class Diagnosis:
     """The likely cause of a mismatch, with the evidence that supports it.
 
-    ``cause`` is a stable identifier (``"kernel_not_rotated"``, ``"scaled"``,
-    ``"sign_flipped"``, ``"transposed"``, ``"shifted"``, ``"region"``,
-    ``"derivative_at_output"``, ``"single_element"``, ``"no_known_pattern"`` …);
+    ``cause`` is a stable identifier: generic ones (``"sign_flipped"``, ``"scaled"``,
+    ``"kernel_not_rotated"``, ``"transposed"``, ``"shifted"``, ``"region"``,
+    ``"single_element"``), layer-aware ones (``"padding_offset"``,
+    ``"stride_zeros_missing"``, ``"channel_axes_swapped"``, ``"derivative_at_output"``,
+    ``"derivative_missing"``), ``"outside_kink_limits"`` (an analytic value outside the
+    one-sided derivatives at a kink) or ``"no_known_pattern"``;
     ``message`` is one or two sentences for a person; ``evidence`` holds the numbers
     behind it (e.g. the residual before and after applying the hypothesis).
     """
