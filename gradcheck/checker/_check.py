@@ -181,10 +181,10 @@ def _validate_options(f, f_vjp, args, *, argnames, wrt, mode, seed, atol, rtol, 
         return out
 
     patterns = per_arg(patterns, "patterns", None,
-                       lambda v: callable(v) or (hasattr(v, "tocsc")
-                                                 and len(getattr(v, "shape", ())) == 2),
-                       "None, a scipy.sparse matrix (outputs x elements), or a callable "
-                       "returning one")
+                       lambda v: (callable(v) or (hasattr(v, "colors") and hasattr(v, "owners"))
+                                  or (hasattr(v, "tocsc") and len(getattr(v, "shape", ())) == 2)),
+                       "None, a scipy.sparse matrix (outputs x elements), a structure "
+                       "(colors, owners), or a callable returning one")
     vectorized = per_arg(vectorized, "vectorized", False, lambda v: isinstance(v, bool), "a bool")
     roles = per_arg(roles, "roles", None,
                     lambda v: v in ("input", "weight", "bias", "generic") or isinstance(v, TensorRole),

@@ -25,14 +25,23 @@ moves).
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
-from gradcheck.checker._numeric import evaluate
+from gradcheck.checker._numeric import evaluate, is_structure
 
 __all__ = ["shared_kinks"]
 
 
 def _rows_from_pattern(pattern, columns):
+    if is_structure(pattern):   # rows each element owns within its color
+        colors = np.asarray(pattern.colors)
+        out = []
+        for j in columns:
+            members = np.flatnonzero(colors == colors[j])
+            own = np.asarray(pattern.owners(members))
+            out.append(np.flatnonzero(own == int(np.searchsorted(members, j))))
+        return out
+    import scipy.sparse as sp
+
     P = sp.csc_matrix(pattern)
     return [P.indices[P.indptr[j]:P.indptr[j + 1]] for j in columns]
 
@@ -69,7 +78,7 @@ def shared_kinks(candidates, nondiff, *, pattern=None, g=None, arg=None, y=None,
     kinks = np.flatnonzero(nondiff)
     if pattern is not None:
         rows = _rows_from_pattern(pattern, kinks)
-        n_out = sp.csc_matrix(pattern).shape[0]
+        n_out = int(np.asarray(y).size)
     else:
         rows = _rows_by_probing(g, arg, y, kinks, np.asarray(steps, np.float64).reshape(-1))
         n_out = int(np.asarray(y).size)

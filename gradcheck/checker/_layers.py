@@ -96,7 +96,8 @@ def check_network(net, x=None, params=None, *, seed=0, dtype=np.float64, name=No
     f, f_vjp, names = net.as_function()
     flat = (x,) + tuple(net.flatten_params(params))
     shapes = [np.shape(a) for a in flat]
-    options.setdefault("patterns", {n: (lambda n=n: net.pattern(n)) for n in names})
+    options.setdefault("patterns", {n: (lambda n=n: net.structure(n) or net.pattern(n))
+                                    for n in names})
     options.setdefault("roles", _roles(names, shapes))
     options.setdefault("suspects", network_suspects(net, x, params))
     return check_vjp(f, f_vjp, flat, argnames=names, seed=seed,
@@ -137,7 +138,8 @@ def check_layer(layer, x=None, params=None, *, input_shape=None, seed=0, dtype=n
     def f_vjp(g, x, *p):
         return layer.backward(g, x, *p)
 
-    options.setdefault("patterns", {rename[n]: (lambda n=n: net.pattern(n)) for n in net_names})
+    options.setdefault("patterns", {rename[n]: (lambda n=n: net.structure(n) or net.pattern(n))
+                                    for n in net_names})
     options.setdefault("roles", _roles(names, [np.shape(a) for a in flat]))
     options.setdefault("suspects", network_suspects(net, x, params, rename=rename))
     return check_vjp(f, f_vjp, flat, argnames=names, seed=seed,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import scipy.sparse as sp
 
 from gradcheck._errors import GradcheckError, UserCodeError
 from gradcheck.numdiff import NumericalDerivative, numerical_jvp, numerical_vjp
@@ -43,11 +42,29 @@ def _guard(call, what):
         raise UserCodeError(f"f raised {type(exc).__name__} while {what}: {exc}") from exc
 
 
+def is_structure(pattern) -> bool:
+    """A geometry-derived structure (``colors`` and ``owners``) rather than a sparse pattern."""
+    return hasattr(pattern, "colors") and hasattr(pattern, "owners")
+
+
+def _structure_options(pattern):
+    if pattern is None:
+        return {}
+    if is_structure(pattern):
+        return {"colors": pattern.colors, "owners": pattern.owners}
+    return {"pattern": pattern}
+
+
 def full_numeric(g, arg, cotangent, y, *, pattern=None, vectorized=False,
                  method="auto", seed=0) -> NumericalDerivative:
-    """Every element of the gradient of ``<cotangent, g(arg)>``, with error bars."""
-    return _guard(lambda: numerical_vjp(g, arg, cotangent, pattern=pattern,
-                                        vectorized=bool(vectorized), method=method, seed=seed),
+    """Every element of the gradient of ``<cotangent, g(arg)>``, with error bars.
+
+    ``pattern`` is a sparse dependency pattern, a structure (``colors``/``owners``, see
+    :mod:`gradcheck.ops._structure`), or None.
+    """
+    return _guard(lambda: numerical_vjp(g, arg, cotangent, vectorized=bool(vectorized),
+                                        method=method, seed=seed,
+                                        **_structure_options(pattern)),
                   "its gradient was differenced element by element")
 
 
@@ -80,9 +97,23 @@ def recheck_elements(g, arg, cotangent, index, *, pattern=None,
         x[index] = v
         return g(x.reshape(arg.shape))
 
-    cols = None if pattern is None else sp.csc_matrix(pattern)[:, index]
-    return _guard(lambda: numerical_vjp(sub, base[index], cotangent, pattern=cols,
-                                        method="richardson", seed=seed),
+    if pattern is None:
+        options = {}
+    elif is_structure(pattern):
+        # the subset keeps its elements' colors; owners map sub-positions back to ``index``
+        def owners(members):
+            full = index[np.asarray(members, dtype=np.intp)]
+            perm = np.argsort(full, kind="stable")
+            own = pattern.owners(full[perm])
+            return np.where(own >= 0, perm[np.maximum(own, 0)], -1)
+
+        options = {"colors": np.asarray(pattern.colors)[index], "owners": owners}
+    else:
+        import scipy.sparse as sp
+
+        options = {"pattern": sp.csc_matrix(pattern)[:, index]}
+    return _guard(lambda: numerical_vjp(sub, base[index], cotangent, method="richardson",
+                                        seed=seed, **options),
                   "its mismatching elements were differenced again with real steps")
 
 
