@@ -69,6 +69,7 @@ from gradcheck.checker._numeric import (
 )
 from gradcheck.checker._report import ArgumentReport, CheckReport
 from gradcheck.checker._tolerance import tolerance_for
+from gradcheck.numdiff._evaluate import DEFAULT_MEMORY
 
 __all__ = ["check_vjp", "check_grad", "assert_vjp_close", "DEFAULT_BUDGET", "MODES"]
 
@@ -280,7 +281,8 @@ def _role(opts, i, arr):
 def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mode="auto",
               seed=0, atol=None, rtol=None, budget=DEFAULT_BUDGET, over_budget="fast",
               directions=DEFAULT_DIRECTIONS, method="auto", patterns=None, vectorized=None,
-              roles=None, suspects=None, name=None, cotangent=None) -> CheckReport:
+              roles=None, suspects=None, name=None, cotangent=None,
+              memory=DEFAULT_MEMORY) -> CheckReport:
     r"""Check a backward pass ``f_vjp`` against numerical derivatives of ``f``.
 
     Parameters
@@ -329,6 +331,10 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
         check fails.
     name : str, optional
         Name of the check in the report.
+    memory : int
+        Bytes the perturbed points of one batch of evaluations may take (with
+        ``vectorized``); with structured arguments the bookkeeping stays proportional to
+        the output, so a check's memory follows this budget, not the size of the layer.
     cotangent : array_like, optional
         Use this ``R`` (shape of ``f(*args)``) instead of a seeded random one, e.g. when
         ``C = <R, f>`` is itself the loss of interest.
@@ -363,6 +369,8 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
                              atol=atol, rtol=rtol, budget=budget, over_budget=over_budget,
                              directions=directions, method=method, patterns=patterns,
                              vectorized=vectorized, roles=roles, name=name)
+    if isinstance(memory, bool) or not isinstance(memory, numbers.Real) or not memory > 0:
+        raise ConfigurationError(f"memory must be a positive number of bytes; got {memory!r}")
     if suspects is not None and not callable(suspects):
         raise ConfigurationError(f"suspects must be None or a callable(argname); got {suspects!r}")
     args = _as_args(args, opts.argnames)
@@ -406,12 +414,13 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
             if callable(pattern):  # built only when needed: full mode
                 pattern = pattern()
             reports.append(_check_full(g, label, arg, analytic[i], cotangent64, y, pattern,
-                                       opts, i, suspects, cotangent, t_arg))
+                                       opts, i, suspects, cotangent, t_arg, memory))
         else:
             drng = np.random.default_rng([opts.seed, i])
             dirs = drng.choice(np.array([-1.0, 1.0]), size=(opts.directions, arg.size))
             num = directional_numeric(g, arg, cotangent64, y, dirs, method=opts.method,
-                                      vectorized=opts.vectorized[i], seed=opts.seed)
+                                      vectorized=opts.vectorized[i], seed=opts.seed,
+                                      memory=memory)
             reports.append(report_fast(label, arg, analytic[i], dirs, num, atol=opts.atol,
                                        rtol=opts.rtol, started=t_arg))
             if opts.mode == "auto":
@@ -425,10 +434,10 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
 
 
 def _check_full(g, label, arg, analytic, cotangent64, y, pattern, opts, i, suspects, cotangent,
-                started) -> ArgumentReport:
+                started, memory) -> ArgumentReport:
     """Every element of one argument: differentiate, judge, re-judge complex-step misses."""
     num = full_numeric(g, arg, cotangent64, y, pattern=pattern, vectorized=opts.vectorized[i],
-                       method=opts.method, seed=opts.seed)
+                       method=opts.method, seed=opts.seed, memory=memory)
 
     def judge(num):
         return judge_full(analytic, num, arg.shape, analytic.dtype, atol=opts.atol,

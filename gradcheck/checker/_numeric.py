@@ -27,6 +27,7 @@ import dataclasses
 import numpy as np
 
 from gradcheck._errors import GradcheckError, UserCodeError
+from gradcheck.numdiff._evaluate import DEFAULT_MEMORY
 from gradcheck.numdiff import NumericalDerivative, numerical_jvp, numerical_vjp
 
 __all__ = ["full_numeric", "directional_numeric", "recheck_elements", "merge_elements",
@@ -56,23 +57,24 @@ def _structure_options(pattern):
 
 
 def full_numeric(g, arg, cotangent, y, *, pattern=None, vectorized=False,
-                 method="auto", seed=0) -> NumericalDerivative:
+                 method="auto", seed=0, memory=DEFAULT_MEMORY) -> NumericalDerivative:
     """Every element of the gradient of ``<cotangent, g(arg)>``, with error bars.
 
     ``pattern`` is a sparse dependency pattern, a structure (``colors``/``owners``, see
     :mod:`gradcheck.ops._structure`), or None.
     """
     return _guard(lambda: numerical_vjp(g, arg, cotangent, vectorized=bool(vectorized),
-                                        method=method, seed=seed,
+                                        method=method, seed=seed, memory=memory,
                                         **_structure_options(pattern)),
                   "its gradient was differenced element by element")
 
 
 def directional_numeric(g, arg, cotangent, y, directions, *, method="auto", vectorized=False,
-                        seed=0) -> NumericalDerivative:
+                        seed=0, memory=DEFAULT_MEMORY) -> NumericalDerivative:
     """``<cotangent, J v_k>`` for each row ``v_k`` of ``directions``, with error bars."""
     dirs = np.asarray(directions, dtype=np.float64).reshape((-1,) + arg.shape)
     return _guard(lambda: numerical_jvp(g, arg, dirs, cotangent=cotangent, method=method,
+                                        memory=memory,
                                         vectorized=bool(vectorized), seed=seed),
                   "it was differenced along random directions")
 
