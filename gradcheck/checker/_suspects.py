@@ -37,7 +37,7 @@ from gradcheck.checker._diagnose import Suspect
 from gradcheck.ops.conv import _flip_kernel, conv_backward
 from gradcheck.ops._geometry import conv_geometry
 
-__all__ = ["Mistake", "layer_mistakes", "network_suspects", "conv_input_mistakes",
+__all__ = ["carry_down", "Mistake", "layer_mistakes", "network_suspects", "conv_input_mistakes",
            "activation_mistakes", "reference_backward"]
 
 
@@ -166,6 +166,24 @@ def reference_backward(layer) -> Callable:
     return layer.backward
 
 
+def carry_down(net, trace, li, wrong_gx, backward=None) -> dict:
+    """Gradients of the layers below ``li`` and of the input, given a wrong input error.
+
+    ``wrong_gx`` is what a buggy layer ``li`` would pass down; every layer below runs its
+    backward (``backward[j]``, default the layer's own) on it. Returns ``{argname: grad}``
+    with the network's argument names (``"input"``, ``"layer0.conv.w"``, ...).
+    """
+    predicted, d = {}, wrong_gx
+    for j in reversed(range(li)):
+        run = net.layers[j].backward if backward is None else backward[j]
+        grads = run(d, trace.inputs[j], *trace.params[j].values())
+        for pname, g in zip(trace.params[j], grads[1:]):
+            predicted[f"layer{j}.{net.layers[j].kind}.{pname}"] = g
+        d = grads[0]
+    predicted["input"] = d
+    return predicted
+
+
 def network_suspects(net, x, params, *, rename=None) -> Callable[[str, np.ndarray], list]:
     """``suspects(argname, cotangent)`` for :func:`~gradcheck.check_vjp` on a :class:`Sequential`.
 
@@ -207,14 +225,7 @@ def network_suspects(net, x, params, *, rename=None) -> Callable[[str, np.ndarra
                     continue              # the mistake changes nothing here
                 # propagate the wrong input error of layer li down to the network input,
                 # collecting the parameter gradients it changes on the way
-                predicted = {}
-                d = wrong_gx
-                for j in reversed(range(li)):
-                    grads = backward[j](d, trace.inputs[j], *trace.params[j].values())
-                    for pname, g in zip(trace.params[j], grads[1:]):
-                        predicted[f"layer{j}.{net.layers[j].kind}.{pname}"] = g
-                    d = grads[0]
-                predicted["input"] = d
+                predicted = carry_down(net, trace, li, wrong_gx, backward)
                 predicted = {rename.get(k, k): v for k, v in predicted.items()}
                 if len(net.layers) > 1:
                     message = f"In layer {li} ({layer.name}): {message}"

@@ -30,7 +30,7 @@ def user_layer_suspects(net, x, params):
     """``suspects(argname, cotangent)`` from the user layers that compute a convolution."""
     from gradcheck.checker._diagnose import Suspect
     from gradcheck.checker._identify import identify_conv
-    from gradcheck.checker._suspects import conv_input_mistakes
+    from gradcheck.checker._suspects import carry_down, conv_input_mistakes
 
     cache = {}
 
@@ -62,14 +62,7 @@ def user_layer_suspects(net, x, params):
                     trace.inputs[li], w, stride=ident.stride, padding=ident.padding,
                     dilation=ident.dilation, groups=ident.groups,
                     convention=ident.convention):
-                predicted, d = {}, wrong_gx
-                for j in reversed(range(li)):  # carry the wrong error down to the input
-                    grads = net.layers[j].backward(d, trace.inputs[j],
-                                                   *trace.params[j].values())
-                    for pname, g in zip(trace.params[j], grads[1:]):
-                        predicted[f"layer{j}.{net.layers[j].kind}.{pname}"] = g
-                    d = grads[0]
-                predicted["input"] = d
+                predicted = carry_down(net, trace, li, wrong_gx)
                 results.append((cause, f"In layer {li} ({layer.name}), which computes {what}: "
                                        f"{message}", predicted))
         cache["all"] = results
