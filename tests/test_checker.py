@@ -490,8 +490,10 @@ BAD_OPTIONS = [
                                      r"'generic' or a TensorRole; got 'kernel'$"),
     (dict(patterns={"arg1": 5}), r"^patterns\['arg1'\] must be None, a scipy\.sparse matrix"),
     (dict(suspects=3), r"^suspects must be None or a callable\(argname\); got 3$"),
-    (dict(cotangent=np.ones(4)), r"^cotangent must be finite with the shape of f's output "
+    (dict(cotangent=np.ones(4)), r"^cotangent must have the shape of f's output "
                                  r"\(3,\); got shape \(4,\)$"),
+    (dict(cotangent=np.full(3, np.nan)), r"^cotangent must be finite; got 3 NaN or infinite "
+                                         r"value\(s\) of 3$"),
 ]
 
 
@@ -566,3 +568,13 @@ def test_public_names():
     for name in ("check_vjp", "check_grad", "assert_vjp_close", "check_layer", "check_network",
                  "CheckReport", "ArgumentReport", "Diagnosis"):
         assert name in gradcheck.__all__
+
+
+def test_complex_argument_is_refused_and_nothing_checked_never_passes():
+    with pytest.raises(ConfigurationError, match=r"argument 'arg0' has dtype complex128; "
+                                                 r"gradients are checked for real arguments"):
+        check_vjp(lambda x: x ** 2, lambda g, x: (2 * g * x + 1,), (np.ones(3) + 1j,))
+    empty = check_vjp(lambda x: x ** 2, lambda g, x: (2 * g * x,), (np.zeros(0),))
+    assert not empty.passed and "no argument was checked" in empty.notes[0]
+    none = check_vjp(lambda x: x ** 2, lambda g, x: (None,), (np.ones(3),))
+    assert not none.passed

@@ -379,10 +379,14 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
         cotangent64 = np.random.default_rng(opts.seed).standard_normal(y.shape)
     else:
         cotangent64 = np.asarray(cotangent, dtype=np.float64)
-        if cotangent64.shape != y.shape or not np.all(np.isfinite(cotangent64)):
+        if cotangent64.shape != y.shape:
             raise ConfigurationError(
-                f"cotangent must be finite with the shape of f's output {y.shape}; got shape "
+                f"cotangent must have the shape of f's output {y.shape}; got shape "
                 f"{cotangent64.shape}")
+        if not np.all(np.isfinite(cotangent64)):
+            raise ConfigurationError(
+                f"cotangent must be finite; got {int(np.sum(~np.isfinite(cotangent64)))} NaN "
+                f"or infinite value(s) of {cotangent64.size}")
     cot_dtype = y.dtype if y.dtype.kind in "fc" else np.float64
     cotangent = cotangent64.astype(cot_dtype)
     analytic = _analytic(f_vjp, cotangent, args, opts)
@@ -398,7 +402,11 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
             reports.append(_skipped(label, arg, "f_vjp returned None (not differentiated)"))
             continue
         if arg.dtype.kind != "f":
-            reports.append(_skipped(label, arg, f"dtype {arg.dtype} is not real floating"))
+            raise ConfigurationError(
+                f"argument {label!r} has dtype {arg.dtype}; gradients are checked for real "
+                f"arguments: pass the real and imaginary parts as two real arrays")
+        if arg.size == 0:
+            reports.append(_skipped(label, arg, "empty (0 elements)"))
             continue
 
         def g(a, i=i):
@@ -428,6 +436,9 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
                              f"fast mode")
         nfev += reports[-1].nfev
     passed = all(r.passed for r in reports)
+    if not any(r.mode != "skipped" for r in reports):
+        passed = False   # a check that checked nothing must not pass
+        notes.append("no argument was checked: every one was skipped (None gradient or empty)")
     return CheckReport(name=opts.name, passed=passed, mode=opts.mode, seed=opts.seed,
                        arguments=tuple(reports), elapsed_s=time.perf_counter() - t0, nfev=nfev,
                        dtype=str(y.dtype), notes=tuple(notes))

@@ -95,8 +95,9 @@ def _nice_factor(c: float, shape: Sequence[int]) -> str:
     frac = Fraction(c).limit_denominator(64)
     if frac != 0 and abs(float(frac) - c) <= 1e-6 * abs(c):
         text = str(frac.numerator) if frac.denominator == 1 else f"{frac.numerator}/{frac.denominator}"
+        # a dimension is named only when it is not a small number that could be anything
         hints = [f"size of axis {i}" for i, n in enumerate(shape)
-                 if n > 1 and (frac == n or frac == Fraction(1, n))]
+                 if n > 4 and (frac == n or frac == Fraction(1, n))]
         return text + (f" ({' or '.join(hints)})" if hints else "")
     return f"{c:.6g}"
 

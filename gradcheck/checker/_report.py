@@ -138,9 +138,14 @@ class ArgumentReport:
         where = "direction" if self.mode == "fast" else "index"
         idx = "" if self.worst_index is None else f" at {where} {tuple(self.worst_index)}"
         verdict = "ok" if self.passed else f"{self.n_failed}/{self.n_checked} FAIL"
+        # "worst" is the element furthest beyond its own tolerance; its difference is
+        # shown, and the largest difference anywhere only when it is another element's
+        here = abs(self.analytic_at_worst - self.numeric_at_worst)
+        largest = "" if not here < self.max_abs_error else (
+            f"; largest |diff| anywhere {self.max_abs_error:.3g}")
         return (f"{self.name}: {verdict}; worst{idx}: analytic {self.analytic_at_worst:.9g} vs "
-                f"numeric {self.numeric_at_worst:.9g} (|diff| {self.max_abs_error:.3g}, "
-                f"allowed {self.tolerance_at_worst:.3g})")
+                f"numeric {self.numeric_at_worst:.9g} (|diff| {here:.3g}, allowed "
+                f"{self.tolerance_at_worst:.3g}{largest})")
 
 
 _COLUMNS = (

@@ -120,7 +120,7 @@ def conv_input_mistakes(grad_y, x, w, *, stride=1, padding=0, dilation=1, groups
                                 stride=1, padding=0, dilation=dilation, groups=groups)[0]
         out.append(("stride_zeros_missing",
                     "The input gradient equals the full convolution of the output error with "
-                    "rot180(w) WITHOUT the stride-1 zeros inserted between the error's "
+                    "rot180(w) WITHOUT the (stride - 1) zeros inserted between the error's "
                     "entries: the stride was ignored in the backward pass.",
                     _crop_with_offset(compact, geom.pad_lo, geom.in_shape, 0)))
     return out
