@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 
+import time
+
 import numpy as np
 import pytest
 
@@ -23,6 +25,7 @@ from gradcheck import (
     check_layer,
     check_network,
     check_vjp,
+    conv_backward,
     conv_forward,
     numerical_grad,
 )
@@ -431,13 +434,33 @@ def test_budget_switches_to_fast_mode_or_refuses():
     layer = Conv(4, 3)
     report = check_layer(layer, input_shape=(1, 4, 8, 8), budget=200)
     assert [a.mode for a in report.arguments] == ["fast", "full", "full"]
-    assert report.notes == ("x: 256 elements > budget 200, checked in fast mode",)
+    assert report.notes == ("x: 256 elements > budget 200; checked in fast mode",)
     with pytest.raises(ConfigurationError, match=(
-            r"^argument 'x' has 256 elements, above budget=200; raise budget, pass "
-            r"mode='fast', or over_budget='fast'$")):
+            r"^argument 'x' is over budget: 256 elements > budget 200; raise "
+            r"budget/time_budget, pass mode='fast', or over_budget='fast'$")):
         check_layer(layer, input_shape=(1, 4, 8, 8), budget=200, over_budget="refuse")
     assert all(a.mode == "full" for a in check_layer(layer, input_shape=(1, 4, 8, 8),
                                                      budget=200, mode="full").arguments)
+
+
+def test_time_budget_switches_a_slow_full_check_to_fast_mode():
+    # f is made slow on purpose; 108 weights, one per group without a pattern, would take
+    # ~108 * 6 * 20 ms: over a 1 s budget, so fast mode with a note saying why
+    x = np.random.default_rng(0).standard_normal((1, 3, 5, 5))
+    w = np.random.default_rng(1).standard_normal((4, 3, 3, 3))
+
+    def f(x, w):
+        time.sleep(0.02)
+        return conv_forward(x, w)
+
+    def f_vjp(g, x, w):
+        return conv_backward(g, x, w)[:2]
+
+    report = check_vjp(f, f_vjp, (x, w), argnames=("x", "w"), time_budget=1.0, wrt="w",
+                       suspects=lambda *a: [])
+    assert report["w"].mode == "fast" and report.passed
+    assert "full check would take about" in report.notes[0]
+    assert check_vjp(f, f_vjp, (x, w), wrt=1, mode="full", suspects=lambda *a: []).passed
 
 
 def test_fast_mode_on_a_million_parameters():

@@ -32,8 +32,11 @@ any size. Fast mode gives no diagnosis and reports no kinks (a projection stradd
 kink is judged on its error bar).
 
 How the budget chooses: ``"auto"`` (the default) checks an argument in full mode when it
-has at most ``budget`` elements (default :data:`DEFAULT_BUDGET`, 200 000) and in fast
-mode otherwise, per argument, and says so in the report's notes;
+has at most ``budget`` elements (default :data:`DEFAULT_BUDGET`, 200 000) *and* its
+full check is predicted to take at most ``time_budget`` seconds (default 60: the groups
+of elements perturbed together, about six evaluations each, times the measured time of
+one call of ``f``), and in fast mode otherwise, per argument, and says so in the
+report's notes;
 ``over_budget="refuse"`` raises :class:`~gradcheck.ConfigurationError` instead of
 switching. ``mode="full"`` or ``"fast"`` ignores the budget.
 
@@ -78,6 +81,21 @@ OVER_BUDGET = ("fast", "refuse")
 #: Arguments with more elements than this are checked in fast mode under mode="auto".
 DEFAULT_BUDGET = 200_000
 DEFAULT_DIRECTIONS = 8
+#: Seconds a full check of one argument may be predicted to take under mode="auto".
+DEFAULT_TIME_BUDGET = 60.0
+#: Evaluations per group of perturbed elements (Richardson's five, plus retries).
+PREDICTED_EVALS_PER_GROUP = 6
+
+
+def _groups(pattern, size) -> int:
+    """How many groups of elements will be perturbed together (a cheap estimate)."""
+    if pattern is None:
+        return size
+    if hasattr(pattern, "colors") and hasattr(pattern, "owners"):
+        return int(np.unique(np.asarray(pattern.colors)).size)
+    indptr = getattr(pattern.tocsr(), "indptr", None)
+    # no row may hold two elements of a group: the fullest row bounds the groups from below
+    return max(1, int(np.diff(indptr).max())) if indptr is not None and indptr.size > 1 else size
 #: Complex-step mismatches re-differenced with real steps before the rest (see _check_full).
 RECHECK_FIRST = 16
 
@@ -282,7 +300,7 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
               seed=0, atol=None, rtol=None, budget=DEFAULT_BUDGET, over_budget="fast",
               directions=DEFAULT_DIRECTIONS, method="auto", patterns=None, vectorized=None,
               roles=None, suspects=None, name=None, cotangent=None,
-              memory=DEFAULT_MEMORY) -> CheckReport:
+              memory=DEFAULT_MEMORY, time_budget=DEFAULT_TIME_BUDGET) -> CheckReport:
     r"""Check a backward pass ``f_vjp`` against numerical derivatives of ``f``.
 
     Parameters
@@ -331,6 +349,11 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
         check fails.
     name : str, optional
         Name of the check in the report.
+    time_budget : float
+        Seconds a full check of one argument may be predicted to take under
+        ``mode="auto"`` (groups of elements perturbed together x about six evaluations x
+        the time of one call of ``f``); above it the argument is checked in fast mode,
+        with a note, or refused with ``over_budget="refuse"``.
     memory : int
         Bytes the perturbed points of one batch of evaluations may take (with
         ``vectorized``); with structured arguments the bookkeeping stays proportional to
@@ -369,12 +392,22 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
                              atol=atol, rtol=rtol, budget=budget, over_budget=over_budget,
                              directions=directions, method=method, patterns=patterns,
                              vectorized=vectorized, roles=roles, name=name)
+    if (isinstance(time_budget, bool) or not isinstance(time_budget, numbers.Real)
+            or not time_budget > 0):
+        raise ConfigurationError(f"time_budget must be a positive number of seconds; got "
+                                 f"{time_budget!r}")
     if isinstance(memory, bool) or not isinstance(memory, numbers.Real) or not memory > 0:
         raise ConfigurationError(f"memory must be a positive number of bytes; got {memory!r}")
     if suspects is not None and not callable(suspects):
         raise ConfigurationError(f"suspects must be None or a callable(argname); got {suspects!r}")
     args = _as_args(args, opts.argnames)
+    t_f = time.perf_counter()
     y = _as_output(_call(f, "f", *args), "f")
+    t_f = time.perf_counter() - t_f
+    if opts.mode == "auto":   # the first call may pay for warm-up: time a second one
+        t_again = time.perf_counter()
+        _call(f, "f", *args)
+        t_f = min(t_f, time.perf_counter() - t_again)
     if cotangent is None:
         cotangent64 = np.random.default_rng(opts.seed).standard_normal(y.shape)
     else:
@@ -413,14 +446,20 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
             return f(*args[:i], a, *args[i + 1:])
 
         use_full = opts.mode == "full" or (opts.mode == "auto" and arg.size <= opts.budget)
+        pattern, why = opts.patterns[i], f"{arg.size} elements > budget {opts.budget}"
+        if use_full and callable(pattern):  # built only when needed: full mode
+            pattern = pattern()
+        if use_full and opts.mode == "auto":
+            evals = PREDICTED_EVALS_PER_GROUP * _groups(pattern, arg.size)
+            if evals * t_f > time_budget:
+                use_full = False
+                why = (f"a full check would take about {evals * t_f:.0f} s ({evals} "
+                       f"evaluations of {1e3 * t_f:.2g} ms) > time_budget {time_budget:g} s")
         if opts.mode == "auto" and not use_full and opts.over_budget == "refuse":
             raise ConfigurationError(
-                f"argument {label!r} has {arg.size} elements, above budget={opts.budget}; "
-                f"raise budget, pass mode='fast', or over_budget='fast'")
+                f"argument {label!r} is over budget: {why}; raise budget/time_budget, pass "
+                f"mode='fast', or over_budget='fast'")
         if use_full:
-            pattern = opts.patterns[i]
-            if callable(pattern):  # built only when needed: full mode
-                pattern = pattern()
             reports.append(_check_full(g, label, arg, analytic[i], cotangent64, y, pattern,
                                        opts, i, suspects, cotangent, t_arg, memory))
         else:
@@ -432,8 +471,7 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
             reports.append(report_fast(label, arg, analytic[i], dirs, num, atol=opts.atol,
                                        rtol=opts.rtol, started=t_arg))
             if opts.mode == "auto":
-                notes.append(f"{label}: {arg.size} elements > budget {opts.budget}, checked in "
-                             f"fast mode")
+                notes.append(f"{label}: {why}; checked in fast mode")
         nfev += reports[-1].nfev
     passed = all(r.passed for r in reports)
     if not any(r.mode != "skipped" for r in reports):
