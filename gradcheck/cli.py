@@ -59,6 +59,13 @@ def _nonneg_float(text: str) -> float:
     return value
 
 
+def _pos_float(text: str) -> float:
+    value = _nonneg_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
 def _nonneg_int(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
@@ -111,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     opts.add_argument("--atol", type=_nonneg_float, help="extra absolute tolerance")
     opts.add_argument("--budget", type=_pos_int,
                       help="largest tensor (elements) checked in full under mode auto")
+    opts.add_argument("--time-budget", type=_pos_float, metavar="SECONDS",
+                      help="under mode auto, a tensor whose full check is predicted to take "
+                           "longer is checked in fast mode (default 60)")
     opts.add_argument("--max-memory", type=_size, metavar="SIZE",
                       help="refuse specs estimated to need more memory (e.g. 2GiB); "
                            "default: half the available memory")
@@ -187,7 +197,7 @@ def _run_one(spec, args):
     try:
         built = build(spec, max_memory=args.max_memory)
         report = check_built(built, mode=args.mode, rtol=args.rtol, atol=args.atol,
-                             budget=args.budget)
+                             budget=args.budget, time_budget=args.time_budget)
     except UserCodeError as exc:
         inner = _innermost_user_error(exc)
         return SpecResult(spec.source, spec.name, None, error=str(inner),

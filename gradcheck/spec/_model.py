@@ -75,6 +75,7 @@ class CheckSpec:
     seed: int = 0
     mode: str | None = None
     budget: int | None = None
+    time_budget: float | None = None
     rtol: float | None = None
     atol: float | None = None
     wrt: tuple[str, ...] | None = None
@@ -84,7 +85,7 @@ class CheckSpec:
 
     def to_dict(self) -> dict:
         d = {"seed": self.seed}
-        for key in ("mode", "budget", "rtol", "atol", "wrt", "max_memory", "tolerance"):
+        for key in ("mode", "budget", "time_budget", "rtol", "atol", "wrt", "max_memory", "tolerance"):
             value = getattr(self, key)
             if value is not None:
                 d[key] = _plain(value)

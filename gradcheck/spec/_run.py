@@ -82,7 +82,8 @@ def _combine(*sources):
     return suspects
 
 
-def check_built(built, *, mode=None, seed=None, rtol=None, atol=None, budget=None):
+def check_built(built, *, mode=None, seed=None, rtol=None, atol=None, budget=None,
+                time_budget=None):
     """Run :func:`gradcheck.check_network` on a :class:`~gradcheck.spec.BuiltSpec`.
 
     Options left as None come from the spec's ``[check]`` table, and from the checker's
@@ -93,7 +94,8 @@ def check_built(built, *, mode=None, seed=None, rtol=None, atol=None, budget=Non
     c = built.spec.check
     options = {"seed": c.seed if seed is None else seed,
                "mode": mode if mode is not None else c.mode,
-               "budget": budget if budget is not None else c.budget}
+               "budget": budget if budget is not None else c.budget,
+               "time_budget": time_budget if time_budget is not None else c.time_budget}
     options = {k: v for k, v in options.items() if v is not None}
     net = built.network
     user = [i for i, layer in enumerate(net.layers) if _is_user(layer)]

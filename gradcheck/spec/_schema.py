@@ -20,7 +20,7 @@ __all__ = ["parse_spec", "TOP_KEYS", "LAYER_KEYS", "DTYPES", "MODES", "layer_typ
 TOP_KEYS = ("name", "description", "input", "layer", "loss", "check")
 INPUT_KEYS = ("shape", "dtype", "distribution", "loc", "scale", "seed", "away_from_kinks")
 LOSS_KEYS = ("type", "seed")
-CHECK_KEYS = ("seed", "mode", "budget", "rtol", "atol", "wrt", "max_memory", "tolerance")
+CHECK_KEYS = ("seed", "mode", "budget", "time_budget", "rtol", "atol", "wrt", "max_memory", "tolerance")
 TOLERANCE_KEYS = ("rtol", "atol")
 DTYPES = ("float32", "float64")
 DISTRIBUTIONS = ("normal", "uniform")
@@ -158,6 +158,8 @@ def _check(ctx: Ctx, raw) -> CheckSpec:
         seed=ctx.integer("check.seed", t.get("seed", 0), minimum=0),
         mode=ctx.choice("check.mode", t["mode"], MODES) if "mode" in t else None,
         budget=ctx.integer("check.budget", t["budget"], minimum=1) if "budget" in t else None,
+        time_budget=(ctx.real("check.time_budget", t["time_budget"], minimum=0, strict=True)
+                     if "time_budget" in t else None),
         rtol=ctx.real("check.rtol", t["rtol"], minimum=0) if "rtol" in t else None,
         atol=ctx.real("check.atol", t["atol"], minimum=0) if "atol" in t else None,
         wrt=wrt,
