@@ -543,3 +543,27 @@ def test_budget_switches_large_tensors_to_fast_mode(capsys, at_root):
     assert code == OK
     modes = {c["argument"]: c["mode"] for c in json.loads(out)["checks"]}
     assert modes == {"input": "fast", "layer0.conv.w": "fast", "layer0.conv.b": "full"}
+
+
+def test_user_activation_layer_with_derivative_at_output_is_named(capsys, tmp_path,
+                                                                   monkeypatch):
+    # a user's sigmoid whose backward evaluates sigma' at the output a instead of z:
+    # the layer is recognized as the table's sigmoid and the mistake named
+    (tmp_path / "badsig.py").write_text(textwrap.dedent("""
+        import numpy as np
+        class BadSig:
+            def forward(self, x):
+                return 1 / (1 + np.exp(-x))
+            def backward(self, g, x):
+                s = self.forward(self.forward(x))
+                return (g * s * (1 - s),)
+    """))
+    _write(tmp_path, "s.toml", '[input]\nshape = [2, 3, 4, 4]\n\n[[layer]]\ntype = "conv"\n'
+                               'out_channels = 2\nkernel = 3\n\n[[layer]]\ntype = "python"\n'
+                               'target = "badsig:BadSig"\n')
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(["check", "s.toml", "--json"], capsys)
+    assert code == MISMATCH
+    checks = json.loads(out)["checks"]
+    assert {c["diagnosis"]["cause"] for c in checks} == {"derivative_at_output"}
+    assert "which computes sigmoid elementwise" in checks[0]["diagnosis"]["message"]

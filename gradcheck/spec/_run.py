@@ -27,10 +27,11 @@ def _is_user(layer) -> bool:
 
 
 def user_layer_suspects(net, x, params):
-    """``suspects(argname, cotangent)`` from the user layers that compute a convolution."""
+    """``suspects(argname, cotangent)`` from the user layers that compute a convolution or
+    a table activation (recognized by reproducing their output)."""
     from gradcheck.checker._diagnose import Suspect
-    from gradcheck.checker._identify import identify_conv
-    from gradcheck.checker._suspects import carry_down, conv_input_mistakes
+    from gradcheck.checker._identify import identify_activation, identify_conv
+    from gradcheck.checker._suspects import activation_mistakes, carry_down, conv_input_mistakes
 
     cache = {}
 
@@ -49,6 +50,16 @@ def user_layer_suspects(net, x, params):
             if not _is_user(layer):
                 continue
             p = [np.asarray(v) for v in trace.params[li].values()]
+            z = np.asarray(trace.inputs[li])
+            act = identify_activation([z], np.asarray(trace.outputs[li])) if not p else None
+            if act is not None:
+                delta_out = np.asarray(deltas[li], dtype=z.dtype)
+                for m in activation_mistakes(act):
+                    wrong_gx = m.backward(delta_out, z)[0]
+                    results.append((m.cause, f"In layer {li} ({layer.name}), which computes "
+                                             f"{act.name} elementwise: {m.message}",
+                                    carry_down(net, trace, li, wrong_gx)))
+                continue
             ident = identify_conv([trace.inputs[li], *p], np.asarray(trace.outputs[li]))
             if ident is None or ident.x_index != 0:
                 continue
