@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     fuzz = sub.add_parser(
         "fuzz", help="check random specs drawn by the public strategies",
         description="Draw random layer specs with gradcheck.strategies, check each, and "
-                    "write every failing spec (shrunk) to DIR, ready for gradcheck check.")
+                    "write the first failing spec (shrunk) to DIR, ready for gradcheck check.")
     fuzz.add_argument("--examples", type=_pos_int, default=20, metavar="N",
                       help="how many specs to draw (default 20)")
     fuzz.add_argument("--seed", type=_nonneg_int, default=0, metavar="S",

@@ -420,6 +420,33 @@ def test_user_layer_runs_and_reports_its_output_shape(user_modules):
     np.testing.assert_array_equal(gw, b.x.sum(axis=0))
 
 
+def test_a_submodule_of_functions_is_a_target(tmp_path, monkeypatch):
+    pkg = tmp_path / "userpkg_t"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "scale.py").write_text(textwrap.dedent("""
+        def forward(x, w):
+            return x * w
+        def backward(g, x, w):
+            return g * w, (g * x).sum(axis=0)
+    """))
+    monkeypatch.chdir(tmp_path)
+    try:
+        b = build(parse_spec(doc({"type": "python", "target": "userpkg_t:scale",
+                                  "params": {"w": [5]}}, shape=(4, 5))))
+        y = b.network.forward(b.x, b.params).output
+        np.testing.assert_array_equal(y, b.x * b.params[0]["w"])
+    finally:
+        for name in ("userpkg_t", "userpkg_t.scale"):
+            sys.modules.pop(name, None)
+
+
+def test_spec_text_without_a_format_is_sniffed():
+    spec = parse_spec(doc({"type": "relu"}, shape=(2, 3)))
+    assert loads_spec(spec.to_json()) == spec
+    assert loads_spec(spec.to_toml()) == spec
+
+
 def test_user_layer_options_go_to_the_constructor(user_modules):
     spec = doc({"type": "python", "target": "user_layers_t:WithOptions",
                 "options": {"factor": 3.0}}, shape=(2, 2))

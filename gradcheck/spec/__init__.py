@@ -79,8 +79,14 @@ def load_spec(path) -> Spec:
     return parse_spec(document, source=label, name=stem)
 
 
-def loads_spec(text: str, *, format: str = "toml", source: str = "<string>") -> Spec:
-    """Parse and validate spec text in ``format`` ("toml", "json" or "yaml")."""
+def loads_spec(text: str, *, format: str | None = None, source: str = "<string>") -> Spec:
+    """Parse and validate spec text in ``format`` ("toml", "json" or "yaml").
+
+    Without ``format``, text that starts with ``{`` is read as JSON, anything else as TOML
+    (the rule for files whose name says nothing).
+    """
+    if format is None:
+        format = "json" if text.lstrip().startswith("{") else "toml"
     return parse_spec(parse_text(text, format, source), source=source)
 
 

@@ -91,6 +91,15 @@ def resolve_target(target: str, *, options=None, source="<spec>", key="target"):
     for part in attr_path.split("."):
         where = (f"module {show(module_name)}" if not done
                  else show(f"{module_name}:{'.'.join(done)}"))
+        if not hasattr(obj, part) and not done:   # "pkg:module": a submodule, imported
+            try:
+                import importlib
+
+                obj = importlib.import_module(f"{module_name}.{part}")
+                done.append(part)
+                continue
+            except ImportError:
+                pass
         if not hasattr(obj, part):
             names = [n for n in dir(obj) if not n.startswith("_")]
             raise fail(f"{where} has no attribute {show(part)}; {suggest(part, names)}it "
