@@ -435,6 +435,7 @@ def test_memory_bounded_chunking_gives_identical_results(monkeypatch):
     ]
 
     def peak(fn):
+        conv_module._workspace_local.__dict__.pop("pool", None)   # scratch kept from before
         tracemalloc.start()
         try:
             fn()

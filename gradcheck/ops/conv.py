@@ -53,6 +53,8 @@ chunks so the unfolded copy stays within a memory budget.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
@@ -67,6 +69,36 @@ BACKWARD_METHODS = ("auto", "rot180", "col2im")
 #: multiplied a few at a time so the copy stays cache-sized and is reused between chunks;
 #: this bounds peak memory whatever the batch size, and is faster than one huge copy.
 UNFOLD_BUDGET_BYTES = 4 * 2**20
+
+#: Scratch arrays up to this size are kept between calls (per thread) and reused.
+#: Fresh large allocations come from the operating system as untouched pages, and the
+#: page faults on first write can cost more than the arithmetic (a gradient check calls
+#: the same layer thousands of times). Larger scratch arrays are allocated per call.
+WORKSPACE_LIMIT_BYTES = 64 * 2**20
+
+_workspace_local = threading.local()
+
+
+def _scratch(slot: str, shape, dtype, *, zero: bool = False) -> np.ndarray:
+    """An array for temporary use inside one call, reused across calls.
+
+    Each ``slot`` names one use; a caller must not hold a slot's array past the call,
+    nor use one slot twice at the same time. Results handed to users are never scratch.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = prod(shape) * dtype.itemsize
+    if nbytes > WORKSPACE_LIMIT_BYTES:
+        return (np.zeros if zero else np.empty)(shape, dtype=dtype)
+    pool = getattr(_workspace_local, "pool", None)
+    if pool is None:
+        pool = _workspace_local.pool = {}
+    raw = pool.get(slot)
+    if raw is None or raw.nbytes < nbytes:
+        raw = pool[slot] = np.empty(max(nbytes, 1), dtype=np.uint8)
+    out = raw[:nbytes].view(dtype).reshape(shape)
+    if zero:
+        out.fill(0)
+    return out
 
 
 # --------------------------------------------------------------------------- helpers
@@ -108,11 +140,11 @@ def _unfold_into(cols, xp, kernel, stride, dilation, out_shape) -> np.ndarray:
 
 
 def _pad(x: np.ndarray, pad_lo, pad_hi) -> np.ndarray:
-    """Zero-pad the spatial axes (a zeroed buffer and one slice assignment)."""
+    """Zero-pad the spatial axes (a zeroed scratch buffer and one slice assignment)."""
     if not (any(pad_lo) or any(pad_hi)):
         return x
     shape = x.shape[:2] + tuple(n + lo + hi for n, lo, hi in zip(x.shape[2:], pad_lo, pad_hi))
-    out = np.zeros(shape, dtype=x.dtype)
+    out = _scratch("padded", shape, x.dtype, zero=True)
     out[(slice(None), slice(None)) + tuple(slice(lo, lo + n) for lo, n in
                                            zip(pad_lo, x.shape[2:]))] = x
     return out
@@ -130,7 +162,9 @@ class _Unfolder:
     A 1x1 kernel at stride 1 needs no copy: the windows are the input itself.
     """
 
-    def __init__(self, xp, kernel, stride, dilation, out_shape, groups, dtype):
+    def __init__(self, xp, kernel, stride, dilation, out_shape, groups, dtype, *,
+                 batch_inner=False):
+        self.batch_inner = batch_inner
         self.xp, self.kernel, self.stride = xp, tuple(kernel), tuple(stride)
         self.dilation, self.out_shape, self.groups = tuple(dilation), tuple(out_shape), groups
         n, c = xp.shape[:2]
@@ -139,21 +173,34 @@ class _Unfolder:
         self.identity = prod(kernel) == 1 and all(s == 1 for s in stride)
         item_bytes = c * prod(kernel) * self.length * np.dtype(dtype).itemsize
         self.chunks = _batch_chunks(n, item_bytes)
-        self.buffer = None
-        if not self.identity:
-            largest = self.chunks[0].stop - self.chunks[0].start
-            self.buffer = np.empty((largest, c, *kernel, *out_shape), dtype=dtype)
+        self.largest = self.chunks[0].stop - self.chunks[0].start
+        self.dtype = dtype
 
     def __call__(self, chunk: slice) -> np.ndarray:
-        """Windows of batch items ``chunk`` as ``(n, groups, C_in/groups * K, L)``."""
+        """Windows of batch items ``chunk``.
+
+        Laid out ``(n, groups, C_in/groups * K, L)``, or with ``batch_inner``
+        ``(groups, C_in/groups * K, n * L)`` so that a sum over the batch is one GEMM.
+        """
         part = self.xp[chunk]
+        n, c = part.shape[:2]
+        if self.batch_inner:
+            part = part.swapaxes(0, 1)          # (C, n, *spatial): fill (C, *K, n, *out)
+            buf = _scratch("cols", (c, *self.kernel, n, *self.out_shape), self.dtype)
+            lead = (slice(None),)
+            for tap in np.ndindex(*self.kernel):
+                buf[lead + tap] = part[lead + (slice(None),)
+                                       + _tap_slices(tap, self.stride, self.dilation,
+                                                     self.out_shape)]
+            return buf.reshape(self.groups, self.rows, n * self.length)
         if self.identity:
             cols = part[(slice(None), slice(None)) + tuple(slice(0, o) for o in self.out_shape)]
             cols = np.ascontiguousarray(cols)
         else:
-            cols = _unfold_into(self.buffer[: part.shape[0]], part, self.kernel, self.stride,
+            buf = _scratch("cols", (self.largest, c, *self.kernel, *self.out_shape), self.dtype)
+            cols = _unfold_into(buf[:n], part, self.kernel, self.stride,
                                 self.dilation, self.out_shape)
-        return cols.reshape(part.shape[0], self.groups, self.rows, self.length)
+        return cols.reshape(n, self.groups, self.rows, self.length)
 
 
 def _correlate(xp, w, *, stride, dilation, groups, out_shape, dtype) -> np.ndarray:
@@ -381,12 +428,20 @@ def _grad_weight(grad_y, x, geom: ConvGeometry, dtype) -> np.ndarray:
     g = geom.groups
     c_out_g = geom.out_channels // g
     xp = _pad(x.astype(dtype, copy=False), geom.pad_lo, geom.pad_hi)
-    unfold = _Unfolder(xp, geom.kernel, geom.stride, geom.dilation, geom.out_shape, g, dtype)
+    unfold = _Unfolder(xp, geom.kernel, geom.stride, geom.dilation, geom.out_shape, g, dtype,
+                       batch_inner=True)
     delta = grad_y.reshape(geom.batch, g, c_out_g, unfold.length)
     grad_w = np.zeros((g, c_out_g, unfold.rows), dtype=dtype)
+    product = _scratch("grad_w_part", grad_w.shape, dtype)
     for chunk in unfold.chunks:
-        # sum over the chunk of delta @ cols^T; matmul takes the transposed view as is.
-        grad_w += np.matmul(delta[chunk], unfold(chunk).transpose(0, 1, 3, 2)).sum(axis=0)
+        # the batch and positions of the chunk are one contraction axis: (g, c_out/g, n L)
+        # against the windows (g, C_in/g K, n L) -- one GEMM per group, no per-item sum.
+        n = chunk.stop - chunk.start
+        d = _scratch("delta", (g, c_out_g, n, unfold.length), dtype)
+        d[...] = delta[chunk].transpose(1, 2, 0, 3)
+        cols = unfold(chunk)
+        np.matmul(d.reshape(g, c_out_g, n * unfold.length), cols.swapaxes(1, 2), out=product)
+        grad_w += product
     return grad_w.reshape(geom.out_channels, unfold.rows // prod(geom.kernel), *geom.kernel)
 
 
@@ -426,7 +481,7 @@ def _grad_input_rot180(grad_y, w, geom: ConvGeometry, dtype) -> np.ndarray:
         start = offset + s * first
         dst.append(slice(start, start + s * (last - first) + 1, s))
         src.append(slice(first, last + 1))
-    buf = np.zeros((n, c_out, *buf_shape), dtype=dtype)
+    buf = _scratch("dilated", (n, c_out, *buf_shape), dtype, zero=True)
     if all(sl is not None for sl in dst):
         buf[(slice(None), slice(None)) + tuple(dst)] = grad_y[(Ellipsis,) + tuple(src)]
     return _correlate(buf, _rot180_swap(w, geom.groups), stride=(1,) * geom.nd,
@@ -446,11 +501,13 @@ def _grad_input_col2im(grad_y, w, geom: ConvGeometry, dtype) -> np.ndarray:
     c_in_g, c_out_g = geom.in_channels // g, geom.out_channels // g
     w_mat_t = w.reshape(g, c_out_g, c_in_g * k).swapaxes(1, 2)
     delta = grad_y.reshape(geom.batch, g, c_out_g, length)
-    grad_xp = np.zeros((geom.batch, geom.in_channels, *geom.padded_shape), dtype=dtype)
+    full_shape = (geom.batch, geom.in_channels, *geom.padded_shape)
+    grad_xp = (_scratch("grad_xp", full_shape, dtype, zero=True) if geom.has_padding
+               else np.zeros(full_shape, dtype=dtype))
     lead = (slice(None), slice(None))
     chunks = _batch_chunks(geom.batch, geom.in_channels * k * length * np.dtype(dtype).itemsize)
     largest = chunks[0].stop - chunks[0].start
-    buffer = np.empty((largest, g, c_in_g * k, length), dtype=dtype)
+    buffer = _scratch("cols", (largest, g, c_in_g * k, length), dtype)
     for chunk in chunks:
         cols = np.matmul(w_mat_t, delta[chunk], out=buffer[: chunk.stop - chunk.start])
         cols = cols.reshape(-1, geom.in_channels, *geom.kernel, *geom.out_shape)
