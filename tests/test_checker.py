@@ -278,6 +278,22 @@ def _planted(dtype, rel=1e-3):
     return f, f_vjp, (x, w)
 
 
+@pytest.mark.parametrize("factor, passes", [(1.0, True), (1.01, False)])
+def test_float32_work_behind_a_float64_interface_is_judged(factor, passes):
+    rng = np.random.default_rng(5)
+    W, x = rng.standard_normal((5, 7)), rng.standard_normal(7)
+
+    def f(x):
+        return np.tanh(W.astype(np.float32) @ x.astype(np.float32)).astype(np.float64)
+
+    def f_vjp(ct, x):       # the float64 closed form, scaled by the planted factor
+        return (factor * W.T @ (ct / np.cosh(W @ x) ** 2),)
+
+    report = check_vjp(f, f_vjp, (x,), mode="full")
+    assert report.passed is passes
+    assert report["arg0"].n_nondifferentiable == 0
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
 def test_failing_report_points_at_the_worst_element_with_both_values(dtype):
     f, f_vjp, args = _planted(dtype, rel=0.05)

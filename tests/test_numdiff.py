@@ -141,6 +141,27 @@ def test_float32_is_evaluated_in_float32_with_float32_error_bars():
     assert seen == {np.dtype(np.float32), np.dtype(np.complex64)}
 
 
+def test_float32_work_behind_a_float64_interface_gets_float32_error_bars():
+    W = RNG.standard_normal((6, 12))
+
+    def f(x):       # casts its input: the result is float64 but only float32-accurate
+        return np.tanh(W.astype(np.float32) @ x.astype(np.float32)).astype(np.float64)
+
+    R6 = RNG.standard_normal(6)
+    true = W.T @ (R6 / np.cosh(W @ X) ** 2)          # closed form in float64
+    r = numerical_vjp(f, X, R6)
+    err = np.abs(r.grad - true)
+    assert not r.nondifferentiable.any()             # float32 noise is not a kink
+    assert np.all(r.error >= err)                    # the error bars hold
+    assert np.median(err / np.abs(true)) < 1e-3      # and the result is still useful
+
+    def g(x):       # the same map computed in float64 is not mistaken for float32 work
+        return np.tanh(W @ x)
+
+    r64 = numerical_vjp(g, X, R6)
+    assert np.median(r64.error / np.abs(true)) < 1e-9
+
+
 # ---------------------------------------------------------------- batches and memory
 
 

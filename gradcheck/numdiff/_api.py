@@ -33,8 +33,37 @@ __all__ = ["numerical_grad", "numerical_vjp", "numerical_jacobian", "numerical_j
 
 
 def _eval_eps(x, f0) -> float:
-    dt = np.result_type(x.dtype, f0.dtype)
-    return float(np.finfo(dt if dt.kind == "f" else np.float64).eps)
+    """Relative rounding of one evaluation of ``f``: the coarser of x's and f's precision.
+
+    A float64 result can still have been computed in float32 (a layer that casts its
+    input, a float32 kernel behind a float64 interface). Its values then all sit on the
+    float32 grid, which a float64 computation hits by chance with odds about 2**-29 per
+    value; in that case float32's rounding is what the differences must beat.
+    """
+    eps = [float(np.finfo(d).eps) for d in (x.dtype, f0.dtype) if d.kind in "fc"]
+    eps = max(eps) if eps else float(np.finfo(np.float64).eps)
+    single = float(np.finfo(np.float32).eps)
+    if eps < single and _on_float32_grid(f0):
+        eps = single
+    return eps
+
+
+def _on_float32_grid(values) -> bool:
+    """Whether every finite value is a float32 number and some are telling evidence.
+
+    Evidence is a value that is not an integer and not a float16 number: "round" values
+    such as 0.5, 3 or 0.375 lie on every grid and say nothing about the precision used.
+    """
+    v = np.asarray(values)
+    v = np.concatenate([v.real.ravel(), v.imag.ravel()]) if v.dtype.kind == "c" else v.ravel()
+    v = v[np.isfinite(v)].astype(np.float64, copy=False)
+    if v.size == 0:
+        return False
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.any(v.astype(np.float32).astype(np.float64) != v):
+            return False
+        telling = (v != np.round(v)) & (v.astype(np.float16).astype(np.float64) != v)
+    return int(telling.sum()) >= min(4, v.size)
 
 
 def _prepare(f, x, *, scalar, method, scale, step, vectorized, memory, max_retries, seed):
