@@ -24,7 +24,7 @@ def spec_strategy():
     except ImportError as exc:
         raise ConfigurationError(
             f"fuzz needs hypothesis and gradcheck.strategies ({exc}); install the strategies "
-            f"extra: pip install 'gradcheck[strategies]'") from None
+            f"extra: pip install -e '.[strategies]' in the gradcheck checkout") from None
     return strategies.spec_documents()
 
 
@@ -60,7 +60,7 @@ def fuzz(*, examples: int = 20, seed: int = 0, out: str = "gradcheck-failures",
     except ImportError:
         raise ConfigurationError(
             "fuzz needs hypothesis, which is not installed; install the strategies extra: "
-            "pip install 'gradcheck[strategies]'") from None
+            "pip install -e '.[strategies]' in the gradcheck checkout") from None
     from gradcheck.spec import parse_spec
 
     stream = stream if stream is not None else sys.stdout

@@ -36,7 +36,7 @@ def require_matplotlib():
     except ImportError:
         raise ConfigurationError(
             "--plot needs matplotlib, which is not installed; install the plots extra "
-            "(pip install 'gradcheck[plots]') or leave out --plot") from None
+            "(pip install -e '.[plots]' in the gradcheck checkout) or leave out --plot") from None
     return Figure, FigureCanvasAgg
 
 

@@ -368,7 +368,8 @@ def test_plot_without_matplotlib_is_a_clear_usage_error(capsys, monkeypatch, tmp
     code, out, err = run(["check", "--plot", str(tmp_path / "plots")], capsys)
     assert code == USAGE and out == ""
     assert err == ("gradcheck: error: --plot needs matplotlib, which is not installed; install "
-                   "the plots extra (pip install 'gradcheck[plots]') or leave out --plot\n")
+                   "the plots extra (pip install -e '.[plots]' in the gradcheck checkout) or leave "
+                   "out --plot\n")
 
 
 def test_plot_writes_pngs_of_failing_tensors(capsys, at_root, tmp_path):

@@ -215,4 +215,5 @@ def test_without_hypothesis_the_import_error_names_the_extra():
                          text=True, timeout=120)
     assert out.stdout.strip() == (
         "gradcheck.strategies needs hypothesis, which is not installed; install it with pip "
-        "install 'gradcheck[strategies]' (or the test extra: 'gradcheck[test]')"), out.stderr
+        "install -e '.[strategies]' in the gradcheck checkout (or the test extra: "
+        "'.[test]')"), out.stderr

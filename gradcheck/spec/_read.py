@@ -135,7 +135,8 @@ def _parse_yaml(text, label):
         import yaml
     except ModuleNotFoundError:
         raise SpecError(f"{label}: reading YAML needs PyYAML, which is not installed; "
-                        f"pip install 'gradcheck[yaml]', or write the spec as TOML") from None
+                        f"pip install -e '.[yaml]' in the gradcheck checkout, or write the spec as "
+                        f"TOML") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

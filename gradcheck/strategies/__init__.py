@@ -1,6 +1,6 @@
 r"""Hypothesis strategies for gradient checks: configurations nobody hand-picked.
 
-Use them in your own hypothesis tests (``pip install 'gradcheck[strategies]'``)::
+Use them in your own hypothesis tests (``pip install -e '.[strategies]'`` in the checkout)::
 
     from hypothesis import given
     from gradcheck import check_vjp
@@ -35,7 +35,8 @@ try:
 except ImportError:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
         "gradcheck.strategies needs hypothesis, which is not installed; install it with "
-        "pip install 'gradcheck[strategies]' (or the test extra: 'gradcheck[test]')"
+        "pip install -e '.[strategies]' in the gradcheck checkout (or the test extra: "
+        "'.[test]')"
     ) from None
 
 from gradcheck.strategies._arrays import activations, arrays, kink_distance
