@@ -96,3 +96,28 @@ def test_owners_handle_a_subset_of_a_color():
     own_sub = st.owners(members[::2])
     kept = np.isin(members, members[::2])
     assert np.all((own_sub >= 0) == kept[np.maximum(own_all, 0)] & (own_all >= 0))
+
+
+def test_smooth_networks_take_one_complex_evaluation_per_color():
+    smooth = Sequential([Conv(3, 3, padding=1), Activation("tanh"), AvgPool(2)], (2, 2, 8, 8))
+    assert smooth.structure("input").smooth and smooth.structure("layer0.conv.w") is None
+    for layers in ([Conv(3, 3, padding=1), Activation("relu")],
+                   [Conv(3, 3, padding=1), MaxPool(2)],
+                   [Conv(3, 3, padding=1), Activation("hard_tanh")]):
+        assert not Sequential(layers, (2, 2, 8, 8)).structure("input").smooth
+    net, f, f_vjp, names, flat, R = _setup([Conv(3, 3, padding=1), Activation("tanh")],
+                                           (2, 2, 8, 8), None)
+    exact = f_vjp(R, *flat)[0]
+    st = net.structure("input")
+    assert st.smooth
+
+    def g(a):
+        return f(a, *flat[1:])
+
+    one = numerical_vjp(g, flat[0], R, colors=st.colors, owners=st.owners, method="complex",
+                        smooth=True)
+    two = numerical_vjp(g, flat[0], R, colors=st.colors, owners=st.owners, method="complex")
+    assert one.nfev == two.nfev - one.ncolors          # the -3ih evaluations are skipped
+    assert np.all(np.abs(one.grad - exact) <= one.error + 1e-15)  # and the bars still hold
+    assert np.max(np.abs(one.grad - exact)) < 1e-13 * np.max(np.abs(exact))
+

@@ -52,7 +52,8 @@ def _structure_options(pattern):
     if pattern is None:
         return {}
     if is_structure(pattern):
-        return {"colors": pattern.colors, "owners": pattern.owners}
+        return {"colors": pattern.colors, "owners": pattern.owners,
+                "smooth": bool(getattr(pattern, "smooth", False))}
     return {"pattern": pattern}
 
 
@@ -109,7 +110,8 @@ def recheck_elements(g, arg, cotangent, index, *, pattern=None,
             own = pattern.owners(full[perm])
             return np.where(own >= 0, perm[np.maximum(own, 0)], -1)
 
-        options = {"colors": np.asarray(pattern.colors)[index], "owners": owners}
+        options = {"colors": np.asarray(pattern.colors)[index], "owners": owners,
+                   "smooth": bool(getattr(pattern, "smooth", False))}
     else:
         import scipy.sparse as sp
 

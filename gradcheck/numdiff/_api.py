@@ -76,7 +76,7 @@ def _prepare(f, x, *, scalar, method, scale, step, vectorized, memory, max_retri
 
 
 def _run(ev, x, target, *, method, scale, step, max_retries, seed, coordinates=True,
-         V=None):
+         V=None, smooth=False):
     """Pick and run the method; returns (outcome, method used, complex_check)."""
     eps = _eval_eps(x, ev.f0)
     check = "not tried"
@@ -92,7 +92,7 @@ def _run(ev, x, target, *, method, scale, step, max_retries, seed, coordinates=T
         else:
             hc = direction_steps(x, V, scale, eps, 0, imag=True)
         try:
-            out = run_complex(target, hc, eps)
+            out = run_complex(target, hc, eps, ties=not smooth)
         except _RealOutput as exc:
             raise ConfigurationError(
                 f"method='complex' needs f to return complex values for complex input; {exc}"
@@ -268,7 +268,7 @@ def _coloring(pattern, colors, n_out, n_in):
 
 def numerical_vjp(f, x, cotangent, *, pattern=None, colors=None, owners=None, method="auto",
                   scale=1.0, step=None, vectorized=False, memory=DEFAULT_MEMORY, max_retries=2,
-                  seed=0) -> NumericalDerivative:
+                  seed=0, smooth=False) -> NumericalDerivative:
     r"""Gradient of :math:`C(x) = \langle R, f(x)\rangle` for an array-valued ``f``.
 
     The checker's workhorse: ``grad`` is the numerical vector-Jacobian product
@@ -299,6 +299,11 @@ def numerical_vjp(f, x, cotangent, *, pattern=None, colors=None, owners=None, me
         derive both from their geometry, and tests hold them against the pattern route).
     method, scale, step, vectorized, memory, max_retries, seed
         As in :func:`numerical_grad`.
+    smooth : bool, default False
+        The caller guarantees ``f`` has no kinks and no ties near ``x`` (built-in networks
+        of smooth layers know this). The complex step then evaluates ``+ih`` only, one
+        evaluation per color instead of two, and reports no kinks; the real methods are
+        unchanged.
 
     Notes
     -----
@@ -331,7 +336,7 @@ def numerical_vjp(f, x, cotangent, *, pattern=None, colors=None, owners=None, me
         P, c, ncolors = _coloring(pattern, colors, ev.out_size, x.size)
     target = VjpTarget(ev, x, R, pattern=P, colors=c, owners=owners)
     out, used, check = _run(ev, x, target, method=method, scale=scale, step=step,
-                            max_retries=max_retries, seed=seed)
+                            max_retries=max_retries, seed=seed, smooth=bool(smooth))
     return _result(out, x.shape, ev, used, check, ncolors, x.shape, _real_dtype(x, ev.f0))
 
 

@@ -46,10 +46,15 @@ __all__ = ["Structure", "chain_structure", "param_structure", "per_sample_struct
 
 
 class Structure(NamedTuple):
-    """``colors`` (one int per element) and ``owners(members) -> row owner positions``."""
+    """``colors`` (one int per element) and ``owners(members) -> row owner positions``.
+
+    ``smooth``: every layer between the tensor and the output is smooth (no kinks, no
+    ties), so a complex step needs no second evaluation to expose one.
+    """
 
     colors: np.ndarray
     owners: Callable[[np.ndarray], np.ndarray]
+    smooth: bool = False
 
 
 def _window(layer, input_shape):

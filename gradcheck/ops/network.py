@@ -302,17 +302,20 @@ class Sequential:
         start, arg = self._locate(wrt)
         if not all(type(l).__module__.startswith("gradcheck.ops.") for l in self.layers[start:]):
             return None   # a layer from elsewhere: nothing is known about it
+        found = None
         if arg == "x":
             if self.loss is None:
-                chain = chain_structure(self.layers, self.shapes)
-                if chain is not None:
-                    return chain
-            return per_sample_structure(self.input_shape, self.output_shape if self.loss is None
-                                        else (self.output_shape[0],))
-        if self.loss is not None:
-            return None
-        return param_structure(self.layers[start], self.shapes[start], arg,
-                               self.layers[start + 1:], self.shapes[start + 1:])
+                found = chain_structure(self.layers, self.shapes)
+            if found is None:
+                found = per_sample_structure(
+                    self.input_shape,
+                    self.output_shape if self.loss is None else (self.output_shape[0],))
+        elif self.loss is None:
+            found = param_structure(self.layers[start], self.shapes[start], arg,
+                                    self.layers[start + 1:], self.shapes[start + 1:])
+        if found is not None and all(_smooth(l) for l in self.layers[start:]):
+            found = found._replace(smooth=True)
+        return found
 
     def _locate(self, wrt: str):
         if wrt not in self.names:
@@ -345,3 +348,11 @@ class Sequential:
                 return None
             result = p if result is None else (result @ p)
         return result.tocsr()
+
+
+def _smooth(layer) -> bool:
+    """Whether a built-in layer is smooth in its input and parameters (no kinks, no ties)."""
+    kind = getattr(layer, "kind", None)
+    if kind == "activation":
+        return not layer.spec.kinks
+    return kind in ("conv", "dense", "avgpool", "flatten")
