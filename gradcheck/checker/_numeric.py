@@ -62,8 +62,11 @@ def full_numeric(g, arg, cotangent, y, *, pattern=None, vectorized=False,
     """Every element of the gradient of ``<cotangent, g(arg)>``, with error bars.
 
     ``pattern`` is a sparse dependency pattern, a structure (``colors``/``owners``, see
-    :mod:`gradcheck.ops._structure`), or None.
+    :mod:`gradcheck.ops._structure`), or None. A structure that vouches for the complex
+    step (built-in layers only) turns ``method="auto"`` into the complex step directly.
     """
+    if method == "auto" and getattr(pattern, "complex_safe", False):
+        method = "complex"
     return _guard(lambda: numerical_vjp(g, arg, cotangent, vectorized=bool(vectorized),
                                         method=method, seed=seed, memory=memory,
                                         **_structure_options(pattern)),

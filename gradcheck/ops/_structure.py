@@ -50,11 +50,15 @@ class Structure(NamedTuple):
 
     ``smooth``: every layer between the tensor and the output is smooth (no kinks, no
     ties), so a complex step needs no second evaluation to expose one.
+    ``complex_safe``: the layers are smooth and built-in with an exact complex
+    continuation (see :mod:`gradcheck.ops.activations`), so the complex step needs no
+    cross-check against real differences before it is trusted.
     """
 
     colors: np.ndarray
     owners: Callable[[np.ndarray], np.ndarray]
     smooth: bool = False
+    complex_safe: bool = False
 
 
 def _window(layer, input_shape):

@@ -313,8 +313,15 @@ class Sequential:
         elif self.loss is None:
             found = param_structure(self.layers[start], self.shapes[start], arg,
                                     self.layers[start + 1:], self.shapes[start + 1:])
-        if found is not None and all(_smooth(l) for l in self.layers[start:]):
-            found = found._replace(smooth=True)
+        if found is not None:
+            # near a kink or tie the complex step takes one branch silently; only the
+            # cross-check against real differences notices, so it is skipped only for
+            # networks that have none
+            rest = self.layers[start:]
+            smooth = all(_smooth(l) for l in rest)
+            found = found._replace(
+                smooth=smooth,
+                complex_safe=smooth and all(getattr(l, "complex_safe", True) for l in rest))
         return found
 
     def _locate(self, wrt: str):
