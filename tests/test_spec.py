@@ -556,8 +556,8 @@ def test_yaml_without_pyyaml(tmp_path, monkeypatch):
     path.write_text("input:\n  shape: [1, 2]\nlayer:\n  - type: relu\n")
     monkeypatch.setitem(sys.modules, "yaml", None)
     with pytest.raises(SpecError, match=r"s\.yaml: reading YAML needs PyYAML, which is not "
-                                        r"installed; pip install 'gradcheck\[yaml\]', or write "
-                                        r"the spec as TOML$"):
+                                        r"installed; pip install -e '\.\[yaml\]' in the gradcheck "
+                                        r"checkout, or write the spec as TOML$"):
         load_spec(path)
 
 
