@@ -263,6 +263,15 @@ BAD = [
     ("dtype", "dtype.toml", "[input]\nshape = [2, 3]\ndtype = 'float16'\n[[layer]]\ntype = 'tanh'\n",
      [], r"dtype\.toml: input\.dtype: expected \"float32\" or \"float64\", got \"float16\"; did "
          r"you mean \"float64\"\?"),
+    ("huge loc", "loc.toml", "[input]\nshape = [2, 3]\nloc = 1e308\n[[layer]]\ntype = 'tanh'\n",
+     [], r"loc\.toml: input\.loc: 1e\+308 is too large: \|loc\| must be at most 1e77 for "
+         r"float64 inputs \(1e9 for float32\), so that the drawn input and the squares and "
+         r"products the check forms from it stay finite"),
+    ("huge scale", "scale.toml", "[input]\nshape = [2, 3]\ndtype = 'float32'\nscale = 1e300\n"
+     "[[layer]]\ntype = 'tanh'\n", [],
+     r"scale\.toml: input\.scale: 1e\+300 is too large: scale must be at most 1e9 for float32 "
+     r"inputs \(1e77 for float64\), so that the drawn input and the squares and products the "
+     r"check forms from it stay finite"),
     ("too large", "huge.toml", "[input]\nshape = [100000, 3, 1024, 1024]\n[[layer]]\ntype = 'tanh'\n",
      ["--max-memory", "8GiB"],
      r"huge\.toml: input\.shape: \[100000, 3, 1024, 1024\] \(float64\) through these layers "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import textwrap
 import tomllib
@@ -323,6 +324,36 @@ def test_memory_limit_from_spec_and_option():
 def test_bad_documents(document, message):
     with pytest.raises(SpecError, match=message):
         parse_spec(document, source="t")
+
+
+@pytest.mark.parametrize("dtype, key, value, limit", [
+    ("float64", "loc", 1e308, "1e77"),
+    ("float64", "loc", -1e78, "1e77"),
+    ("float64", "scale", 1e300, "1e77"),
+    ("float64", "away_from_kinks", 1e200, "1e77"),
+    ("float32", "loc", 1e10, "1e9"),
+    ("float32", "scale", 1e39, "1e9"),
+])
+def test_input_values_too_large_for_a_finite_input(dtype, key, value, limit):
+    bad = doc({"type": "tanh"}, input={"dtype": dtype, key: value})
+    size = "|loc|" if key == "loc" else key
+    with pytest.raises(SpecError, match=(
+            rf"^t: input\.{key}: {re.escape(repr(value))} is too large: {re.escape(size)} must "
+            rf"be at most {limit} for {dtype} inputs \(1e(77|9) for float(64|32)\), so that the "
+            rf"drawn input .* stay finite$")):
+        parse_spec(bad, source="t")
+
+
+@pytest.mark.parametrize("dtype, limit", [("float64", 1e77), ("float32", 1e9)])
+def test_input_values_at_the_limit_give_a_finite_input(dtype, limit):
+    spec = parse_spec(doc({"type": "conv", "out_channels": 2, "kernel": 3},
+                          input={"dtype": dtype, "loc": -limit, "scale": limit},
+                          loss={"type": "mse"}))
+    b = build(spec)
+    assert b.x.dtype == np.dtype(dtype) and np.all(np.isfinite(b.x))
+    assert np.abs(b.x).max() > limit                         # really that large
+    y = b.network.forward(b.x, b.params).output
+    assert np.all(np.isfinite(y)) and np.all(np.isfinite(np.square(y)))   # in its dtype
 
 
 def test_every_message_is_one_line():

@@ -27,6 +27,10 @@ DISTRIBUTIONS = ("normal", "uniform")
 MODES = ("full", "fast", "auto")
 CONVENTIONS = ("correlation", "convolution")
 PADDING_WORDS = ("valid", "same", "full")
+#: Largest |loc|, scale and away_from_kinks of the drawn input, per dtype: about the fourth
+#: root of the dtype's largest number, so that the input (at most a few times this), a
+#: loss's square of it and the products the checker forms from those stay finite.
+INPUT_VALUE_LIMITS = {"float64": 1e77, "float32": 1e9}
 
 #: Keys of each structural layer type besides ``type`` (activations: their parameters).
 LAYER_KEYS = {
@@ -124,12 +128,30 @@ def _input(ctx: Ctx, raw) -> InputSpec:
         dtype=dtype,
         distribution=ctx.choice("input.distribution", t.get("distribution", "normal"),
                                 DISTRIBUTIONS),
-        loc=ctx.real("input.loc", t.get("loc", 0.0)),
-        scale=ctx.real("input.scale", t.get("scale", 1.0), minimum=0, strict=True),
+        loc=_input_value(ctx, "loc", t.get("loc", 0.0), dtype),
+        scale=_input_value(ctx, "scale", t.get("scale", 1.0), dtype, minimum=0, strict=True),
         seed=ctx.integer("input.seed", t["seed"], minimum=0) if "seed" in t else None,
-        away_from_kinks=ctx.real("input.away_from_kinks", t.get("away_from_kinks", 0.0),
-                                 minimum=0),
+        away_from_kinks=_input_value(ctx, "away_from_kinks", t.get("away_from_kinks", 0.0),
+                                     dtype, minimum=0),
     )
+
+
+def _input_value(ctx: Ctx, name: str, value, dtype: str, *, minimum=None, strict=False):
+    """A finite number of ``[input]`` whose size keeps the drawn input finite."""
+    key = f"input.{name}"
+    value = ctx.real(key, value, minimum=minimum, strict=strict)
+    limit = INPUT_VALUE_LIMITS[dtype]
+    if abs(value) > limit:
+        def short(v):
+            return f"{v:g}".replace("e+0", "e").replace("e+", "e")
+        other = ", ".join(f"{short(v)} for {d}" for d, v in INPUT_VALUE_LIMITS.items()
+                          if d != dtype)
+        size = f"|{name}|" if minimum is None else name
+        raise ctx.fail(key, f"{show(value)} is too large: {size} must be at most "
+                            f"{short(limit)} for {dtype} inputs ({other}), so that the drawn "
+                            f"input and the squares and products the check forms from it "
+                            f"stay finite")
+    return value
 
 
 def _check(ctx: Ctx, raw) -> CheckSpec:
