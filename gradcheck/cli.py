@@ -215,6 +215,8 @@ def _cmd_check(args) -> int:
         from gradcheck._plot import require_matplotlib
 
         require_matplotlib()
+    if args.junit_xml:
+        _prepare_file(args.junit_xml, "--junit-xml")
     specs = _load(args)
     results, built = [], {}
     with Progress() as progress:
@@ -254,7 +256,30 @@ def _write_outputs(args, results, built, elapsed):
             sys.stdout.write(f"wrote {path}\n")
 
 
+def _prepare_file(path, option):
+    """Create ``path``'s missing parent directories; refuse a path that cannot be a file.
+
+    Called before any check runs, so a bad output path fails at once, not after the run.
+    """
+    import os
+
+    parent = os.path.dirname(path)
+    if parent:
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            raise GradcheckError(f"{option} {path}: cannot create the directory {parent} "
+                                 f"({exc.strerror or exc}); give a writable path") from None
+    if os.path.isdir(path):
+        raise GradcheckError(f"{option} {path}: is a directory; give a file path such as "
+                             f"{os.path.join(path, 'gradcheck.xml')}")
+    if not os.access(parent or ".", os.W_OK):
+        raise GradcheckError(f"{option} {path}: cannot write in the directory "
+                             f"{parent or '.'} (permission denied); give a writable path")
+
+
 def _write_file(path, text, option):
+    _prepare_file(path, option)
     try:
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(text)

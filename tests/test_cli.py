@@ -345,12 +345,27 @@ def test_no_command_and_help(capsys):
     assert code == OK and "--junit-xml" in out
 
 
-def test_unwritable_junit_path_is_a_usage_error(capsys, tmp_path):
-    target = tmp_path / "missing-dir" / "r.xml"
-    code, _, err = run(["check", "--junit-xml", str(target)], capsys)
-    assert code == USAGE
-    assert err == f"gradcheck: error: --junit-xml {target}: cannot write the file (No such file " \
-                  f"or directory); give a writable path\n"
+def test_junit_xml_creates_missing_parent_directories(capsys, at_root, tmp_path):
+    target = tmp_path / "missing-dir" / "deeper" / "r.xml"
+    code, _, err = run(["check", "specs/conv_tanh.toml", "--junit-xml", str(target), "-q"],
+                       capsys)
+    assert code == OK and err == ""
+    assert [c.get("name") for c in ET.parse(target).getroot().iter("testcase")] == \
+        ["input", "layer0.conv.w", "layer0.conv.b"]
+
+
+def test_unwritable_junit_path_is_a_usage_error_before_any_check(capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    target = blocker / "sub" / "r.xml"           # its parent would be inside a file
+    code, out, err = run(["check", "--junit-xml", str(target)], capsys)
+    assert code == USAGE and out == ""            # refused before the built-in check ran
+    assert err == (f"gradcheck: error: --junit-xml {target}: cannot create the directory "
+                   f"{blocker / 'sub'} (Not a directory); give a writable path\n")
+    code, out, err = run(["check", "--junit-xml", str(tmp_path)], capsys)
+    assert code == USAGE and out == ""
+    assert err == (f"gradcheck: error: --junit-xml {tmp_path}: is a directory; give a file path "
+                   f"such as {tmp_path / 'gradcheck.xml'}\n")
 
 
 def test_a_bug_in_gradcheck_keeps_its_traceback_and_exit_3(capsys, monkeypatch):
