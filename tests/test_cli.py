@@ -314,6 +314,20 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, monkeypatch, case):
     assert re.fullmatch(r"gradcheck: error: " + message + r"\n", err), err
 
 
+def test_wrong_output_shape_of_a_python_layer_is_a_spec_error(capsys, at_root, tmp_path):
+    spec = tmp_path / "shape.toml"
+    spec.write_text("[input]\nshape = [2, 2, 6, 6]\n[[layer]]\ntype = 'python'\n"
+                    "target = 'examples.my_layers:ConvLayer'\n"
+                    "params = { w = [3, 2, 3, 3], b = [3] }\noutput_shape = [2, 3, 5, 5]\n")
+    code, out, err = run(["check", str(spec)], capsys)
+    # a valid 3x3 correlation of a 6x6 input is 4x4: the spec is wrong, not the layer
+    assert code == USAGE and out == ""
+    assert err == (f"gradcheck: error: {spec}: layer[0].output_shape: [2, 3, 5, 5] does not "
+                   f"match the layer: examples.my_layers:ConvLayer.forward returned shape "
+                   f"(2, 3, 4, 4) for an input of shape (2, 2, 6, 6); write output_shape = "
+                   f"[2, 3, 4, 4] or leave the key out\n")
+
+
 def test_bad_spec_stops_before_any_check_runs(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _write(tmp_path, "bad.toml", HEAD + "[[layer]]\ntype = 'tnah'\n")

@@ -381,6 +381,13 @@ USER_LAYERS = """
         def backward(self, g, x, w):
             return g * w, (g * x).sum(axis=0)
 
+    class Fickle(Scale):
+        '''The right shape on the first call only.'''
+        calls = 0
+        def forward(self, x, w):
+            Fickle.calls += 1
+            return x * w if Fickle.calls == 1 else (x * w)[:, 1:]
+
     class SlightlyOff(Scale):
         def backward(self, g, x, w):
             return 1.001 * g * w, (g * x).sum(axis=0)
@@ -495,14 +502,29 @@ def test_user_layer_options_go_to_the_constructor(user_modules):
                    r"arrays \(grad_x, grad_w\)$"),
     ("NotArray", {}, r"^user_layers_t:NotArray\.forward returned y that is not an array of "
                      r"numbers \(got str\)"),
-    ("Scale", {"output_shape": [4, 6]}, r"^user_layers_t:Scale\.forward returned y of shape "
-                                        r"\(4, 5\); expected \(4, 6\)$"),
+    ("Fickle", {}, r"^user_layers_t:Fickle\.forward returned y of shape \(4, 4\); expected "
+                   r"\(4, 5\)$"),
+    ("Fickle", {"output_shape": [4, 5]}, r"^user_layers_t:Fickle\.forward returned y of shape "
+                                         r"\(4, 4\); expected \(4, 5\)$"),
 ])
 def test_user_code_failures_are_user_code_errors(user_modules, target, extra, message):
     with pytest.raises(UserCodeError, match=message):
         b = build(parse_spec(user_doc(target, **extra)))
         trace = b.network.forward(b.x, b.params)
         b.network.backward(trace, np.ones(trace.output.shape))
+
+
+def test_a_wrong_output_shape_is_a_spec_error_naming_the_key(user_modules):
+    spec = parse_spec(user_doc("Scale", output_shape=[4, 6]), source="t")
+    with pytest.raises(SpecError, match=(
+            r"^t: layer\[0\]\.output_shape: \[4, 6\] does not match the layer: "
+            r"user_layers_t:Scale\.forward returned shape \(4, 5\) for an input of shape "
+            r"\(4, 5\); write output_shape = \[4, 5\] or leave the key out$")):
+        build(spec)
+    # the right shape is accepted, and its batch axis follows the input's
+    for declared in ([4, 5], [1, 5]):
+        b = build(parse_spec(user_doc("Scale", output_shape=declared), source="t"))
+        assert b.network.output_shape == (4, 5)
 
 
 @pytest.mark.parametrize("target, message", [

@@ -165,6 +165,18 @@ def draw_input(spec: Spec, first_layer=None) -> np.ndarray:
     return x.astype(inp.dtype)
 
 
+def _check_declared_shape(ctx: Ctx, i: int, layer, in_shape) -> None:
+    """A python layer's ``output_shape`` against what its ``forward`` returns (once)."""
+    declared = tuple(layer.output_shape(in_shape))
+    actual = tuple(layer.probed_output_shape(in_shape))
+    if actual != declared:
+        raise ctx.fail(
+            f"layer[{i}].output_shape",
+            f"{list(layer.fixed_output_shape)} does not match the layer: {layer.target}.forward "
+            f"returned shape {actual} for an input of shape {tuple(in_shape)}; write "
+            f"output_shape = {list(actual)} or leave the key out")
+
+
 def build(spec: Spec, *, max_memory: int | None = None) -> BuiltSpec:
     """Resolve user targets, build the network and draw ``x`` and the parameters.
 
@@ -192,6 +204,8 @@ def build(spec: Spec, *, max_memory: int | None = None) -> BuiltSpec:
     shape = spec.input.shape
     for i, (ls, layer) in enumerate(zip(spec.layers, layers)):
         if ls.type == "python":
+            if layer.fixed_output_shape is not None:
+                _check_declared_shape(ctx, i, layer, shape)
             shape = tuple(layer.output_shape(shape))
         elif shapes[i + 1] is None:
             shape = checked_output_shape(ctx, i, ls, shape)

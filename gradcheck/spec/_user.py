@@ -179,6 +179,11 @@ class UserLayer(LayerBase):
         if self.fixed_output_shape is not None:
             # the batch axis follows the input (a checker may stack perturbed copies)
             return (input_shape[0],) + self.fixed_output_shape[1:]
+        return self.probed_output_shape(input_shape)
+
+    def probed_output_shape(self, input_shape) -> tuple:
+        """The shape ``forward`` returns for a seeded random input of ``input_shape``."""
+        input_shape = tuple(int(n) for n in input_shape)
         if input_shape not in self._probed:
             rng = np.random.default_rng(0)
             x = rng.standard_normal(input_shape).astype(self.dtype)
