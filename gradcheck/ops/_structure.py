@@ -144,8 +144,10 @@ def param_structure(layer, input_shape, name, downstream, shapes_after) -> Struc
     per_filter = (g.in_channels // g.groups) * math.prod(g.kernel) if name == "w" else 1
     size = g.out_channels * per_filter
     colors = np.tile(np.arange(per_filter, dtype=np.int64), g.out_channels)
-    out_shape = (g.batch, g.out_channels, *g.out_shape)
-    row_o = np.indices(out_shape)[1].reshape(-1)
+    # output channel of every output element, without materializing all the indices
+    per_channel = math.prod(g.out_shape)
+    row_o = (np.arange(g.batch * g.out_channels * per_channel, dtype=np.int64)
+             // per_channel) % g.out_channels
 
     def owners(members: np.ndarray) -> np.ndarray:
         members = np.asarray(members, dtype=np.int64)
