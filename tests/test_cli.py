@@ -241,6 +241,10 @@ BAD = [
     ("unknown layer key", "key.toml", HEAD + CONV + "kernal = 3\n", [],
      r"key\.toml: layer\[0\]\.kernal: unknown key; did you mean \"kernel\"\? valid keys for a "
      r"conv layer: out_channels, kernel, stride, padding, dilation, groups, bias, convention"),
+    ("wrong-case type key", "case.toml", HEAD + "[[layer]]\nType = 'relu'\n", [],
+     r"case\.toml: layer\[0\]\.Type: unknown key; did you mean \"type\"\? \(keys are "
+     r"case-sensitive\); every \[\[layer\]\] needs type \(conv, maxpool, avgpool, flatten, dense, "
+     r"python or an activation name such as tanh\)"),
     ("unknown layer type", "type.toml", HEAD + "[[layer]]\ntype = 'tnah'\n", [],
      r"type\.toml: layer\[0\]\.type: unknown layer type \"tnah\"; did you mean \"tanh\"\? valid "
      r"types: conv, maxpool, avgpool, flatten, dense, python, identity, sigmoid, tanh, .*"),

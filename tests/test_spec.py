@@ -280,6 +280,19 @@ def test_memory_limit_from_spec_and_option():
      r"^t: input\.shape: expected a list of 2 to 5"),
     (doc("relu"), r"^t: layer\[0\]: expected a table of a layer's type and options, got \"relu\""),
     (doc({"kernel": 3}), r"^t: layer\[0\]\.type: missing; every \[\[layer\]\] needs type"),
+    (doc({"Type": "relu"}), r"^t: layer\[0\]\.Type: unknown key; did you mean \"type\"\? \(keys are "
+                            r"case-sensitive\); every \[\[layer\]\] needs type \(conv, maxpool, "
+                            r"avgpool, flatten, dense, python or an activation name such as "
+                            r"tanh\)$"),
+    (doc({"kind": "conv", "out_channels": 2, "kernel": 3}),
+     r"^t: layer\[0\]\.kind: unknown key; did you mean \"type\"\? \(\"conv\" is a layer "
+     r"type\); every \[\[layer\]\] needs type \("),
+    (doc({"type": "relu", "TYPE": "relu"}), r"^t: layer\[0\]\.TYPE: unknown key \(keys are "
+                                            r"case-sensitive\); this layer's type is given by "
+                                            r"type = \"relu\"$"),
+    (doc({"type": "conv", "out_channels": 2, "Kernel": 3}),
+     r"^t: layer\[0\]\.Kernel: unknown key; did you mean \"kernel\"\? valid keys for a conv "
+     r"layer: out_channels, kernel, "),
     (doc({"type": "conv", "kernel": 3}), r"^t: layer\[0\]\.out_channels: missing; a conv layer "
                                          r"needs out_channels \(a positive int\)$"),
     (doc({"type": "conv", "out_channels": True, "kernel": 3}),

@@ -229,8 +229,20 @@ def _layer(ctx: Ctx, i: int, raw, shape) -> LayerSpec:
     key = f"layer[{i}]"
     t = ctx.table(key, raw, "a layer's type and options")
     kinds = layer_types()
-    kind = ctx.required(f"{key}.type", t, "type", "conv, maxpool, avgpool, flatten, dense, "
-                        "python or an activation name such as tanh", "every [[layer]]")
+    valid_types = ("conv, maxpool, avgpool, flatten, dense, python or an activation name "
+                   "such as tanh")
+    for k in t:   # "Type", "TYPE", or the type under another key: name that key
+        if k == "type" or not isinstance(k, str):
+            continue
+        if k.lower() == "type" and "type" in t:
+            raise ctx.fail(f"{key}.{k}", f"unknown key (keys are case-sensitive); this layer's "
+                                         f"type is given by type = {show(t['type'])}")
+        if "type" not in t and (k.lower() == "type" or t[k] in kinds):
+            why = ("keys are case-sensitive" if k.lower() == "type" else
+                   f"{show(t[k])} is a layer type")
+            raise ctx.fail(f"{key}.{k}", f"unknown key; did you mean \"type\"? ({why}); every "
+                                         f"[[layer]] needs type ({valid_types})")
+    kind = ctx.required(f"{key}.type", t, "type", valid_types, "every [[layer]]")
     if not isinstance(kind, str) or kind not in kinds:
         raise ctx.fail(f"{key}.type", f"unknown layer type {show(kind)}; "
                                       f"{suggest(kind, kinds)}valid types: {', '.join(kinds)}")
