@@ -458,6 +458,29 @@ def test_memory_bounded_chunking_gives_identical_results(monkeypatch):
     assert peak_chunked < peak_one_chunk - 0.8 * unfold_bytes
 
 
+@pytest.mark.parametrize(("x_shape", "w_shape", "kw"), [
+    ((2, 3, 11, 9), (4, 3, 3, 2), dict(stride=2, padding=1, dilation=(2, 1))),
+    ((1, 2, 13), (3, 2, 4), dict(stride=3, padding=2)),
+    ((1, 2, 5, 6, 4), (4, 1, 2, 3, 2), dict(padding=1, groups=2)),
+    ((2, 2, 7, 7), (2, 2, 1, 1), dict()),
+], ids=["2-D strided dilated", "1-D", "3-D grouped", "1x1"])
+@pytest.mark.parametrize("budget", [1, 3000])
+def test_items_larger_than_the_budget_are_unfolded_in_bands_of_rows(x_shape, w_shape, kw,
+                                                                   budget, monkeypatch):
+    """One item's windows over budget: bands of one or a few output rows, same numbers."""
+    rng = np.random.default_rng(11)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    b = rng.standard_normal(w_shape[0])
+    monkeypatch.setattr(conv_module, "UNFOLD_BUDGET_BYTES", budget)
+    y = conv_forward(x, w, b, **kw)
+    assert_close(y, ref.conv_forward_signal(x, w, b, **kw), what="forward")
+    g = rng.standard_normal(y.shape)
+    expect = ref.conv_backward_signal(g, x, w, **kw)
+    for method in METHODS:
+        for got, want in zip(conv_backward(g, x, w, method=method, **kw), expect):
+            assert_close(got, want, what=method)
+
+
 # --------------------------------------------------------------------------- bad calls
 
 

@@ -54,6 +54,7 @@ chunks so the unfolded copy stays within a memory budget.
 from __future__ import annotations
 
 import threading
+from typing import NamedTuple
 
 import numpy as np
 
@@ -156,10 +157,22 @@ def _batch_chunks(batch: int, bytes_per_item: int):
     return [slice(i, min(batch, i + per_chunk)) for i in range(0, batch, per_chunk)]
 
 
-class _Unfolder:
-    """Unfolds batch chunks of a padded input into one reused buffer.
+class _Block(NamedTuple):
+    """Batch items ``items`` and first-axis output positions ``rows`` unfolded at once;
+    ``positions`` is the matching slice of the flattened output positions."""
 
-    A 1x1 kernel at stride 1 needs no copy: the windows are the input itself.
+    items: slice
+    rows: slice
+    positions: slice
+
+
+class _Unfolder:
+    """Unfolds blocks of a padded input into one reused buffer (im2col).
+
+    A block is a chunk of batch items or, when one item's windows exceed
+    ``UNFOLD_BUDGET_BYTES``, a band of output rows of one item: the copy stays within the
+    budget however large the layer. A 1x1 kernel at stride 1 needs no copy: the windows
+    are the input itself.
     """
 
     def __init__(self, xp, kernel, stride, dilation, out_shape, groups, dtype, *,
@@ -171,43 +184,57 @@ class _Unfolder:
         self.rows = (c // groups) * prod(kernel)          # C_in/groups * K
         self.length = prod(out_shape)                     # L
         self.identity = prod(kernel) == 1 and all(s == 1 for s in stride)
-        item_bytes = c * prod(kernel) * self.length * np.dtype(dtype).itemsize
-        self.chunks = _batch_chunks(n, item_bytes)
-        self.largest = self.chunks[0].stop - self.chunks[0].start
         self.dtype = dtype
+        row_len = prod(out_shape[1:])                     # positions per first-axis row
+        row_bytes = c * prod(kernel) * row_len * np.dtype(dtype).itemsize
+        whole = slice(0, out_shape[0])
+        if row_bytes * out_shape[0] <= UNFOLD_BUDGET_BYTES or n == 0:
+            self.blocks = [_Block(items, whole, slice(0, self.length))
+                           for items in _batch_chunks(n, row_bytes * out_shape[0])]
+        else:
+            band = max(1, UNFOLD_BUDGET_BYTES // row_bytes)
+            self.blocks = [
+                _Block(slice(i, i + 1), slice(r, min(out_shape[0], r + band)),
+                       slice(r * row_len, min(out_shape[0], r + band) * row_len))
+                for i in range(n) for r in range(0, out_shape[0], band)]
 
-    def __call__(self, chunk: slice) -> np.ndarray:
-        """Windows of batch items ``chunk``.
+    def __call__(self, block: _Block) -> np.ndarray:
+        """Windows of one block.
 
-        Laid out ``(n, groups, C_in/groups * K, L)``, or with ``batch_inner``
-        ``(groups, C_in/groups * K, n * L)`` so that a sum over the batch is one GEMM.
+        Laid out ``(n, groups, C_in/groups * K, l)`` for the block's ``n`` items and ``l``
+        positions, or with ``batch_inner`` ``(groups, C_in/groups * K, n * l)`` so that a
+        sum over the batch is one GEMM.
         """
-        part = self.xp[chunk]
+        r0, r1 = block.rows.start, block.rows.stop
+        out_shape = (r1 - r0,) + self.out_shape[1:]
+        first = self.stride[0] * r0                        # padded input row of output r0
+        last = self.stride[0] * (r1 - 1) + self.dilation[0] * (self.kernel[0] - 1) + 1
+        part = self.xp[block.items, :, first:last]
         n, c = part.shape[:2]
+        length = prod(out_shape)
         if self.batch_inner:
             part = part.swapaxes(0, 1)          # (C, n, *spatial): fill (C, *K, n, *out)
-            buf = _scratch("cols", (c, *self.kernel, n, *self.out_shape), self.dtype)
+            buf = _scratch("cols", (c, *self.kernel, n, *out_shape), self.dtype)
             lead = (slice(None),)
             for tap in np.ndindex(*self.kernel):
                 buf[lead + tap] = part[lead + (slice(None),)
                                        + _tap_slices(tap, self.stride, self.dilation,
-                                                     self.out_shape)]
-            return buf.reshape(self.groups, self.rows, n * self.length)
+                                                     out_shape)]
+            return buf.reshape(self.groups, self.rows, n * length)
         if self.identity:
-            cols = part[(slice(None), slice(None)) + tuple(slice(0, o) for o in self.out_shape)]
+            cols = part[(slice(None), slice(None)) + tuple(slice(0, o) for o in out_shape)]
             cols = np.ascontiguousarray(cols)
         else:
-            buf = _scratch("cols", (self.largest, c, *self.kernel, *self.out_shape), self.dtype)
-            cols = _unfold_into(buf[:n], part, self.kernel, self.stride,
-                                self.dilation, self.out_shape)
-        return cols.reshape(n, self.groups, self.rows, self.length)
+            buf = _scratch("cols", (n, c, *self.kernel, *out_shape), self.dtype)
+            cols = _unfold_into(buf, part, self.kernel, self.stride, self.dilation, out_shape)
+        return cols.reshape(n, self.groups, self.rows, length)
 
 
 def _correlate(xp, w, *, stride, dilation, groups, out_shape, dtype) -> np.ndarray:
     """Valid cross-correlation of an already padded ``xp`` with ``w`` (no bias).
 
     Returns ``(N, C_out, *out_shape)``. This is the single GEMM engine every pass uses:
-    per chunk of batch items, ``y[n, g] = W[g] @ cols[n, g]`` with
+    per block of batch items (or of output rows), ``y[n, g] = W[g] @ cols[n, g]`` with
     ``W[g]`` of shape ``(C_out/groups, C_in/groups * K)``.
     """
     n = xp.shape[0]
@@ -215,8 +242,8 @@ def _correlate(xp, w, *, stride, dilation, groups, out_shape, dtype) -> np.ndarr
     unfold = _Unfolder(xp, w.shape[2:], stride, dilation, out_shape, groups, dtype)
     w_mat = np.ascontiguousarray(w, dtype=dtype).reshape(groups, c_out // groups, unfold.rows)
     y = np.empty((n, groups, c_out // groups, unfold.length), dtype=dtype)
-    for chunk in unfold.chunks:
-        np.matmul(w_mat, unfold(chunk), out=y[chunk])
+    for block in unfold.blocks:
+        np.matmul(w_mat, unfold(block), out=y[block.items, :, :, block.positions])
     return y.reshape(n, c_out, *out_shape)
 
 
@@ -433,14 +460,15 @@ def _grad_weight(grad_y, x, geom: ConvGeometry, dtype) -> np.ndarray:
     delta = grad_y.reshape(geom.batch, g, c_out_g, unfold.length)
     grad_w = np.zeros((g, c_out_g, unfold.rows), dtype=dtype)
     product = _scratch("grad_w_part", grad_w.shape, dtype)
-    for chunk in unfold.chunks:
-        # the batch and positions of the chunk are one contraction axis: (g, c_out/g, n L)
-        # against the windows (g, C_in/g K, n L) -- one GEMM per group, no per-item sum.
-        n = chunk.stop - chunk.start
-        d = _scratch("delta", (g, c_out_g, n, unfold.length), dtype)
-        d[...] = delta[chunk].transpose(1, 2, 0, 3)
-        cols = unfold(chunk)
-        np.matmul(d.reshape(g, c_out_g, n * unfold.length), cols.swapaxes(1, 2), out=product)
+    for block in unfold.blocks:
+        # the batch and positions of the block are one contraction axis: (g, c_out/g, n l)
+        # against the windows (g, C_in/g K, n l) -- one GEMM per group, no per-item sum.
+        part = delta[block.items, :, :, block.positions]
+        n, length = part.shape[0], part.shape[-1]
+        d = _scratch("delta", (g, c_out_g, n, length), dtype)
+        d[...] = part.transpose(1, 2, 0, 3)
+        cols = unfold(block)
+        np.matmul(d.reshape(g, c_out_g, n * length), cols.swapaxes(1, 2), out=product)
         grad_w += product
     return grad_w.reshape(geom.out_channels, unfold.rows // prod(geom.kernel), *geom.kernel)
 
