@@ -481,6 +481,21 @@ def test_items_larger_than_the_budget_are_unfolded_in_bands_of_rows(x_shape, w_s
             assert_close(got, want, what=method)
 
 
+def test_results_never_share_memory_with_the_reused_scratch():
+    """A later call must not change an earlier result (scratch arrays are reused)."""
+    rng = np.random.default_rng(12)
+    x, w = rng.standard_normal((1, 1, 1)), rng.standard_normal((3, 1, 2))
+    y = conv_forward(x, w, padding="same")        # crop of the padded error is contiguous
+    g = rng.standard_normal(y.shape)
+    for method in METHODS:
+        first = [a.copy() for a in conv_backward(g, x, w, padding="same", method=method)]
+        kept = conv_backward(g, x, w, padding="same", method=method)
+        conv_backward(rng.standard_normal(y.shape), x, w, padding="same", method=method)
+        conv_forward(rng.standard_normal((1, 1, 1)), w, padding="same")
+        for a, b in zip(kept, first):
+            np.testing.assert_array_equal(a, b)
+
+
 # --------------------------------------------------------------------------- bad calls
 
 

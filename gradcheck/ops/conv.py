@@ -547,4 +547,4 @@ def _grad_input_col2im(grad_y, w, geom: ConvGeometry, dtype) -> np.ndarray:
     crop = tuple(slice(lo, lo + size) for lo, size in zip(geom.pad_lo, geom.in_shape))
     if not geom.has_padding:
         return grad_xp
-    return np.ascontiguousarray(grad_xp[lead + crop])
+    return grad_xp[lead + crop].copy()   # a fresh array: grad_xp is scratch
