@@ -73,6 +73,7 @@ from gradcheck.checker._numeric import (
 from gradcheck.checker._report import ArgumentReport, CheckReport
 from gradcheck.checker._tolerance import tolerance_for
 from gradcheck.numdiff._evaluate import DEFAULT_MEMORY
+from gradcheck.numdiff._coloring import n_distinct
 
 __all__ = ["check_vjp", "check_grad", "assert_vjp_close", "DEFAULT_BUDGET", "MODES"]
 
@@ -92,7 +93,7 @@ def _groups(pattern, size) -> int:
     if pattern is None:
         return size
     if hasattr(pattern, "colors") and hasattr(pattern, "owners"):
-        return int(np.unique(np.asarray(pattern.colors)).size)
+        return n_distinct(pattern.colors)
     indptr = getattr(pattern.tocsr(), "indptr", None)
     # no row may hold two elements of a group: the fullest row bounds the groups from below
     return max(1, int(np.diff(indptr).max())) if indptr is not None and indptr.size > 1 else size

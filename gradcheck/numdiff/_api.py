@@ -13,7 +13,7 @@ import numpy as np
 
 from gradcheck._errors import ConfigurationError
 from gradcheck.numdiff._acceptance import complex_ok
-from gradcheck.numdiff._coloring import as_pattern, check_colors, greedy_colors
+from gradcheck.numdiff._coloring import as_pattern, check_colors, greedy_colors, n_distinct
 from gradcheck.numdiff._core import Outcome, run_complex, run_fixed, run_richardson
 from gradcheck.numdiff._evaluate import DEFAULT_MEMORY, Evaluator
 from gradcheck.numdiff._options import validate_common, validate_like, validate_x
@@ -252,7 +252,7 @@ def _owner_coloring(pattern, colors, owners, n_in):
             f"colors must hold one non-negative integer per element of x ({n_in}); got an array "
             f"of shape {c.shape} and dtype {c.dtype}")
     c = c.astype(np.int64)
-    return c, int(np.unique(c).size)
+    return c, n_distinct(c)
 
 
 def _coloring(pattern, colors, n_out, n_in):

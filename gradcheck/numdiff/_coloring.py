@@ -141,3 +141,9 @@ def check_colors(colors, P) -> np.ndarray:
             "colors must not give two elements that share an output row (per pattern) the "
             "same color; got colors that do")
     return c.astype(np.int64)
+
+
+def n_distinct(values) -> int:
+    """How many different values (``np.unique(values).size``, without importing numpy.ma)."""
+    v = np.sort(np.asarray(values).reshape(-1))
+    return int(v.size and 1 + np.count_nonzero(v[1:] != v[:-1]))
