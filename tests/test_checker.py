@@ -278,6 +278,38 @@ def _planted(dtype, rel=1e-3):
     return f, f_vjp, (x, w)
 
 
+@pytest.mark.parametrize("level", [1e-12, 1e-6, 1e-2])
+def test_a_function_that_is_not_deterministic_is_refused(level):
+    # noise in f makes every difference meaningless: without this refusal every element
+    # looked like a kink and a 1% wrong gradient passed
+    noise = np.random.default_rng(1)
+    x = np.random.default_rng(0).standard_normal(20)
+
+    def f(x):
+        return np.tanh(x) + level * noise.standard_normal(x.shape)
+
+    def f_vjp(ct, x):
+        return (1.01 * ct / np.cosh(x) ** 2,)
+
+    with pytest.raises(UserCodeError, match=r"^f is not deterministic: two calls with the "
+                                            r"same arguments differ by up to .* at output "
+                                            r"index \(\d+,\)"):
+        check_vjp(f, f_vjp, (x,), mode="full")
+
+
+def test_rounding_level_differences_between_calls_are_tolerated():
+    calls = []
+    x = np.random.default_rng(0).standard_normal(20)
+
+    def f(x):   # every other call one ulp off, as a reordered sum can be
+        calls.append(1)
+        y = np.tanh(x)
+        return np.nextafter(y, np.inf) if len(calls) % 2 else y
+
+    report = check_vjp(f, lambda ct, x: (ct / np.cosh(x) ** 2,), (x,), mode="full")
+    assert report.passed, str(report)
+
+
 @pytest.mark.parametrize("factor, passes", [(1.0, True), (1.01, False)])
 def test_float32_work_behind_a_float64_interface_is_judged(factor, passes):
     rng = np.random.default_rng(5)

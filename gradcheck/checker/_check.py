@@ -297,6 +297,34 @@ def _role(opts, i, arr):
 # --------------------------------------------------------------------------- public
 
 
+def _require_deterministic(y, y_again) -> None:
+    """Two calls of ``f`` at the same arguments must agree (to a few roundings).
+
+    A numerical derivative differences outputs at nearby points; if ``f`` itself varies
+    (dropout, noise, a seed drawn inside), every difference is dominated by that variation,
+    every element looks like a kink, and no verdict means anything.
+    """
+    if y_again.shape != y.shape:
+        raise UserCodeError(f"f is not deterministic: two calls with the same arguments "
+                            f"returned shapes {y.shape} and {y_again.shape}")
+    a, b = y.astype(np.complex128 if y.dtype.kind == "c" else np.float64), y_again
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(a - b)
+        eps = np.finfo(y.dtype).eps if y.dtype.kind in "fc" else np.finfo(np.float64).eps
+        allowed = 8 * eps * np.maximum(np.abs(a), np.abs(b))
+        bad = (diff > allowed) | (np.isnan(a) != np.isnan(b))
+    bad &= ~(np.isnan(a) & np.isnan(b))
+    if bad.any():
+        j = np.unravel_index(int(np.argmax(np.where(bad, np.nan_to_num(diff, nan=np.inf), -1))),
+                             y.shape)
+        where = f" at output index {tuple(int(k) for k in j)}" if y.ndim else ""
+        raise UserCodeError(
+            f"f is not deterministic: two calls with the same arguments differ by up to "
+            f"{diff[j]:.3g}{where} (value {a[j]:.9g}; {int(bad.sum())} of {y.size} output "
+            f"element(s) differ); numerical differentiation needs the same output for the same "
+            f"input (is a random draw, dropout or noise switched on inside f?)")
+
+
 def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mode="auto",
               seed=0, atol=None, rtol=None, budget=DEFAULT_BUDGET, over_budget="fast",
               directions=DEFAULT_DIRECTIONS, method="auto", patterns=None, vectorized=None,
@@ -405,9 +433,9 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
     t_f = time.perf_counter()
     y = _as_output(_call(f, "f", *args), "f")
     t_f = time.perf_counter() - t_f
-    if opts.mode == "auto":   # the first call may pay for warm-up: time a second one
-        t_again = time.perf_counter()
-        _call(f, "f", *args)
+    t_again = time.perf_counter()
+    _require_deterministic(y, _as_output(_call(f, "f", *args), "f"))
+    if opts.mode == "auto":   # the first call may pay for warm-up: time the second one
         t_f = min(t_f, time.perf_counter() - t_again)
     if cotangent is None:
         cotangent64 = np.random.default_rng(opts.seed).standard_normal(y.shape)
@@ -428,7 +456,7 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
         from gradcheck.checker._identify import conv_suspects
         suspects = conv_suspects(args, y, opts.argnames)
 
-    reports, nfev, notes = [], 1, []
+    reports, nfev, notes = [], 2, []
     for i in opts.wrt:
         label, arg = opts.argnames[i], args[i]
         t_arg = time.perf_counter()
