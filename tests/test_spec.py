@@ -415,6 +415,10 @@ USER_LAYERS = """
             y[0, 1] = np.nan
             return y
 
+    class Dropout(Scale):
+        def forward(self, x, w):
+            return x * w * (np.random.random(x.shape) > 0.5)
+
     class WrongGradShape(Scale):
         def backward(self, g, x, w):
             return g * w, (g * x)
@@ -496,6 +500,15 @@ def test_spec_text_without_a_format_is_sniffed():
     spec = parse_spec(doc({"type": "relu"}, shape=(2, 3)))
     assert loads_spec(spec.to_json()) == spec
     assert loads_spec(spec.to_toml()) == spec
+
+
+def test_a_user_layer_that_is_not_deterministic_stops_the_check(user_modules):
+    from gradcheck.spec import check_spec
+
+    with pytest.raises(UserCodeError, match=r"^the network's forward pass is not "
+                                            r"deterministic: two calls with the same "
+                                            r"arguments differ by up to "):
+        check_spec(parse_spec(user_doc("Dropout")))
 
 
 def test_user_layer_options_go_to_the_constructor(user_modules):

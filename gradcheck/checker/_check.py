@@ -322,7 +322,7 @@ def _require_deterministic(y, y_again) -> None:
             f"f is not deterministic: two calls with the same arguments differ by up to "
             f"{diff[j]:.3g}{where} (value {a[j]:.9g}; {int(bad.sum())} of {y.size} output "
             f"element(s) differ); numerical differentiation needs the same output for the same "
-            f"input (is a random draw, dropout or noise switched on inside f?)")
+            f"input (is a random draw, dropout or noise switched on?)")
 
 
 def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mode="auto",
