@@ -278,6 +278,40 @@ def _planted(dtype, rel=1e-3):
     return f, f_vjp, (x, w)
 
 
+@pytest.mark.parametrize("factor, passes", [(1.0, True), (0.5, False), (1.25, False)])
+def test_a_step_straddling_a_nearby_kink_gets_a_second_look(factor, passes):
+    # float32 hard_tanh 1.56e-4 below its upper kink: the first real differences straddle
+    # the kink (0.80 +- 0.02 where the slope is 1); smaller steps settle it, and a wrong
+    # derivative still fails
+    act = ACTIVATIONS["hard_tanh"]
+    x = np.array([0.9998441], dtype=np.float32)
+    report = check_vjp(act.value, lambda g, x: (factor * g * act.derivative(x),), (x,),
+                       cotangent=np.ones(1))
+    assert report.passed is passes, str(report)
+    if passes:
+        assert "differenced again with smaller steps" in report["arg0"].note
+
+
+def test_two_kinks_straddling_the_point_within_1e_12():
+    # the first ReLU is active (kink 1.1e-12 below), the second not (2.3e-12 above): the
+    # derivative at the point is the first weight, 0.640
+    offsets = np.array([1.0718240603363204e-12, -2.3412151639616435e-12])
+    weights = np.array([0.6404226504432821, -0.535669373161111])
+
+    def f(b):
+        return np.maximum(offsets + (b[0] - 0.25), 0.0)
+
+    def f_vjp(g, b):
+        return (np.array([np.sum(g * (offsets + (b[0] - 0.25) > 0))]),)
+
+    assert check_vjp(f, f_vjp, (np.array([0.25]),), cotangent=weights).passed
+
+    def f_vjp_wrong(g, b):     # twice the active slope: outside both one-sided limits
+        return (2 * f_vjp(g, b)[0],)
+
+    assert not check_vjp(f, f_vjp_wrong, (np.array([0.25]),), cotangent=weights).passed
+
+
 @pytest.mark.parametrize("level", [1e-12, 1e-6, 1e-2])
 def test_a_function_that_is_not_deterministic_is_refused(level):
     # noise in f makes every difference meaningless: without this refusal every element

@@ -89,7 +89,7 @@ def evaluate(g, x, what):
 
 
 def recheck_elements(g, arg, cotangent, index, *, pattern=None,
-                     seed=0) -> NumericalDerivative:
+                     seed=0, max_retries=2) -> NumericalDerivative:
     """The flat elements ``index`` of ``arg`` differenced again by real Richardson steps.
 
     Only those elements move (the rest of ``arg`` stays fixed), colored by the columns of
@@ -120,7 +120,7 @@ def recheck_elements(g, arg, cotangent, index, *, pattern=None,
 
         options = {"pattern": sp.csc_matrix(pattern)[:, index]}
     return _guard(lambda: numerical_vjp(sub, base[index], cotangent, method="richardson",
-                                        seed=seed, **options),
+                                        seed=seed, max_retries=max_retries, **options),
                   "its mismatching elements were differenced again with real steps")
 
 
