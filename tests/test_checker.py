@@ -312,6 +312,26 @@ def test_two_kinks_straddling_the_point_within_1e_12():
     assert not check_vjp(f, f_vjp_wrong, (np.array([0.25]),), cotangent=weights).passed
 
 
+def test_elements_without_a_usable_numerical_derivative_fail():
+    # f(x) ~ 1e200 is finite, but the error bars square it and the numerical derivative
+    # is NaN with an infinite error bar: nothing was compared -- this used to pass a wrong
+    # factor (0.5 instead of 2/3)
+    x = np.array([1e100, 2e100, -3e100])
+
+    def f(x):
+        return np.atleast_1d(np.mean((x - 1.0) ** 2))
+
+    def f_vjp(ct, x):
+        return (ct[0] * 0.5 * (x - 1.0),)
+
+    report = check_vjp(f, f_vjp, (x,), mode="full")
+    a = report["arg0"]
+    assert not report.passed and a.n_failed == 3
+    assert a.diagnosis.cause == "no_numerical_derivative"
+    assert a.diagnosis.message.startswith("3 of 3 element(s) have no usable numerical "
+                                          "derivative")
+
+
 @pytest.mark.parametrize("level", [1e-12, 1e-6, 1e-2])
 def test_a_function_that_is_not_deterministic_is_refused(level):
     # noise in f makes every difference meaningless: without this refusal every element

@@ -70,7 +70,9 @@ def judge_full(analytic, num, shape, dtype, *, atol=None, rtol=None,
     tol = allowed_difference(a, n, err, dtype, atol=atol, rtol=rtol)
     diff = np.abs(a - n)
     nondiff = np.asarray(num.nondifferentiable, bool).reshape(shape)
-    failed = (diff > tol) & ~nondiff
+    # no usable numerical value (f overflowed or was NaN at the perturbed points): such an
+    # element was not checked, and a check must not pass on what it did not check
+    failed = ((diff > tol) & ~nondiff) | _unusable(n, err)
     shared = np.zeros(shape, bool)
     left = right = None
     if nondiff.any():
@@ -121,7 +123,10 @@ def report_full(label, arg, dtype, judged: Judgement, nfev, *, role, suspects_fo
     cos, ratio = cosine_and_ratio(a, n)
     n_failed = int(failed.sum())
     diagnosis = None
-    if n_failed and (failed & ~nondiff).any():
+    unusable = _unusable(n, err)
+    if unusable.any():
+        diagnosis = _unusable_diagnosis(unusable, n)
+    elif n_failed and (failed & ~nondiff).any():
         found = list(suspects_for(label, cotangent)) if suspects_for is not None else []
         diagnosis = diagnose(a, n, tol, role=role, suspects=found, exclude=nondiff)
         if diagnosis.cause == "no_known_pattern" and (failed & nondiff).any():
@@ -142,6 +147,23 @@ def report_full(label, arg, dtype, judged: Judgement, nfev, *, role, suspects_fo
         elapsed_s=time.perf_counter() - started, diagnosis=diagnosis,
         analytic=a, numeric=n, error_estimate=err, failed_mask=failed,
         nondifferentiable_mask=nondiff, note=note)
+
+
+def _unusable(n, err) -> np.ndarray:
+    return ~(np.isfinite(n) & np.isfinite(err))
+
+
+def _unusable_diagnosis(unusable, n) -> Diagnosis:
+    idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(unusable)), unusable.shape))
+    count = int(unusable.sum())
+    return Diagnosis(
+        "no_numerical_derivative",
+        f"{count} of {unusable.size} element(s) have no usable numerical derivative (at "
+        f"{idx}: {'NaN' if np.isnan(n[idx]) else 'an unbounded error'}): f overflowed or "
+        f"returned NaN or infinity at the perturbed points, so the analytic value cannot be "
+        f"checked there; they count as failed. Inputs of moderate size (not near 1e100, "
+        f"where squares overflow) and an f that is finite around them make them checkable.",
+        {"count": count, "index": list(idx)})
 
 
 def _kink_diagnosis(judged: Judgement) -> Diagnosis:

@@ -54,7 +54,9 @@ class Diagnosis:
     ``"single_element"``), layer-aware ones (``"padding_offset"``,
     ``"stride_zeros_missing"``, ``"channel_axes_swapped"``, ``"derivative_at_output"``,
     ``"derivative_missing"``), ``"outside_kink_limits"`` (an analytic value outside the
-    one-sided derivatives at a kink) or ``"no_known_pattern"``;
+    one-sided derivatives at a kink), ``"no_numerical_derivative"`` (f overflowed or was
+    NaN near some elements, which therefore could not be checked) or
+    ``"no_known_pattern"``;
     ``message`` is one or two sentences for a person; ``evidence`` holds the numbers
     behind it (e.g. the residual before and after applying the hypothesis).
     """
