@@ -519,9 +519,15 @@ def _check_full(g, label, arg, analytic, cotangent64, y, pattern, opts, i, suspe
     num = full_numeric(g, arg, cotangent64, y, pattern=pattern, vectorized=opts.vectorized[i],
                        method=opts.method, seed=opts.seed, memory=memory)
 
+    # the smallest derivative C = <R, f> can express (see _tolerance): |R f| per unit of x
+    with np.errstate(over="ignore", invalid="ignore"):
+        c_size = float(np.linalg.norm((cotangent64 * np.asarray(y, np.float64)).reshape(-1)))
+        resolution = c_size / np.maximum(np.abs(arg.astype(np.float64)), 1.0)
+
     def judge(num):
         return judge_full(analytic, num, arg.shape, analytic.dtype, atol=opts.atol,
-                          rtol=opts.rtol, shares=shares_for(pattern, g, arg, y, num.step))
+                          rtol=opts.rtol, shares=shares_for(pattern, g, arg, y, num.step),
+                          resolution=resolution)
 
     judged = judge(num)
     note = ""

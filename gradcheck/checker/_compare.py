@@ -57,7 +57,7 @@ def cosine_and_ratio(a, n):
 
 
 def judge_full(analytic, num, shape, dtype, *, atol=None, rtol=None,
-               shares: Callable | None = None) -> Judgement:
+               shares: Callable | None = None, resolution=0.0) -> Judgement:
     """Element ``j`` fails when ``|a_j - n_j| > tau_j``; at a kink, when ``a_j`` lies outside
     its one-sided limits by more than ``kappa_j`` and the kink is its own.
 
@@ -67,7 +67,8 @@ def judge_full(analytic, num, shape, dtype, *, atol=None, rtol=None,
     a = np.asarray(analytic, np.float64).reshape(shape)
     n = np.asarray(num.grad, dtype=np.float64).reshape(shape)
     err = np.asarray(num.error, dtype=np.float64).reshape(shape)
-    tol = allowed_difference(a, n, err, dtype, atol=atol, rtol=rtol)
+    resolution = np.broadcast_to(np.asarray(resolution, np.float64), shape)
+    tol = allowed_difference(a, n, err, dtype, atol=atol, rtol=rtol, resolution=resolution)
     diff = np.abs(a - n)
     nondiff = np.asarray(num.nondifferentiable, bool).reshape(shape)
     # no usable numerical value (f overflowed or was NaN at the perturbed points): such an
@@ -79,7 +80,8 @@ def judge_full(analytic, num, shape, dtype, *, atol=None, rtol=None,
         left = np.asarray(num.left, np.float64).reshape(shape)
         right = np.asarray(num.right, np.float64).reshape(shape)
         lo, hi = np.fmin(left, right), np.fmax(left, right)
-        kappa = kink_allowance(left, right, err, n, dtype, atol=atol, rtol=rtol)
+        kappa = kink_allowance(left, right, err, n, dtype, atol=atol, rtol=rtol,
+                               resolution=resolution)
         with np.errstate(invalid="ignore"):
             beyond = np.where(a < lo, lo - a, np.where(a > hi, a - hi, 0.0))
             outside = nondiff & ((beyond > kappa) | np.isnan(lo) | np.isnan(hi))

@@ -6,12 +6,17 @@ gradient was computed in the function's dtype and carries rounding of its own, w
 grows with the number of terms summed and shrinks with nothing. The allowed difference
 for element ``j`` is
 
-.. math:: \tau_j = k_{num} E_j + k_{an}\,\varepsilon\,(|n_j| + s)
+.. math:: \tau_j = k_{num} E_j + k_{an}\,\varepsilon\,(|n_j| + s + r_j)
 
 where :math:`\varepsilon` is the machine epsilon of the analytic gradient's dtype,
 :math:`s` is the root-mean-square of the numerical gradient over the argument (an
-element near zero can still carry the rounding of large terms that cancelled), and the
-factors come from this table:
+element near zero can still carry the rounding of large terms that cancelled),
+:math:`r_j = \lVert R \odot f \rVert_2 / \max(|x_j|, 1)` is the smallest derivative
+the scalarized value :math:`C = \langle R, f\rangle` can express at all (changing
+:math:`x_j` by its own size, or by 1, moves :math:`C` by less than its rounding below
+that: a gradient that is exactly zero because ``C`` does not depend on :math:`x_j`, say
+a bias shared by every logit of a softmax, is computed as rounding of that size), and
+the factors come from this table:
 
 =========  ===============  ==============  ===============
 dtype      :math:`k_{num}`  :math:`k_{an}`  :math:`k_{gap}`
@@ -41,7 +46,9 @@ value must instead lie in :math:`[\min(\ell_j, r_j) - \kappa_j, \max(\ell_j, r_j
 \kappa_j]` with
 
 .. math:: \kappa_j = k_{num}\,\rho_j + k_{gap}\,|r_j - \ell_j|
-          + k_{an}\,\varepsilon\,(\max(|\ell_j|, |r_j|) + s)
+          + k_{an}\,\varepsilon\,(\max(|\ell_j|, |r_j|) + s + r_j)
+
+(here :math:`r_j` in the last term is the resolution above, not the right limit)
 
 ``k_gap = 1/10``: the one-sided estimates come from one-sided stencils whose truncation
 is not in :math:`\rho_j`. For correct code only one of them matters -- the analytic
@@ -93,21 +100,24 @@ def tolerance_for(dtype) -> ToleranceRule:
     return TOLERANCES.get(dtype, TOLERANCES[np.dtype(np.float64)])
 
 
-def allowed_difference(analytic, numeric, error, dtype, *, atol=None, rtol=None) -> np.ndarray:
-    """The per-element tolerance tau described in the module docstring."""
+def allowed_difference(analytic, numeric, error, dtype, *, atol=None, rtol=None,
+                       resolution=0.0) -> np.ndarray:
+    """The per-element tolerance tau described in the module docstring (``resolution``
+    is :math:`r_j`)."""
     rule = tolerance_for(dtype)
     eps = real_eps(dtype)
     n = np.abs(numeric)
     scale = float(np.sqrt(np.mean(n * n))) if n.size else 0.0
     tol = rule.numeric_factor * np.asarray(error, dtype=np.float64) + \
-        rule.analytic_ulps * eps * (n + scale)
+        rule.analytic_ulps * eps * (n + scale + resolution)
     if atol is not None or rtol is not None:
         floor = (atol or 0.0) + (rtol or 0.0) * np.maximum(np.abs(analytic), n)
         tol = np.maximum(tol, floor)
     return tol
 
 
-def kink_allowance(left, right, error, numeric, dtype, *, atol=None, rtol=None) -> np.ndarray:
+def kink_allowance(left, right, error, numeric, dtype, *, atol=None, rtol=None,
+                   resolution=0.0) -> np.ndarray:
     """How far beyond its one-sided limits an analytic value at a kink may lie (kappa above).
 
     ``error`` is the differentiator's error bar there (half the gap plus rounding);
@@ -120,7 +130,7 @@ def kink_allowance(left, right, error, numeric, dtype, *, atol=None, rtol=None) 
     gap = np.abs(np.asarray(right, np.float64) - np.asarray(left, np.float64))
     rounding = np.maximum(np.asarray(error, np.float64) - 0.5 * gap, 0.0)
     kappa = rule.numeric_factor * rounding + rule.kink_gap * gap + \
-        rule.analytic_ulps * eps * (np.fmax(np.abs(left), np.abs(right)) + scale)
+        rule.analytic_ulps * eps * (np.fmax(np.abs(left), np.abs(right)) + scale + resolution)
     if atol is not None or rtol is not None:
         floor = (atol or 0.0) + (rtol or 0.0) * np.fmax(np.abs(left), np.abs(right))
         kappa = np.maximum(kappa, floor)
