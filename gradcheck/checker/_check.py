@@ -316,7 +316,8 @@ def _require_deterministic(y, y_again) -> None:
         # a reordered reduction (threaded BLAS) may differ by rounding of the terms summed,
         # which for an output near zero is rounding of the output's typical size
         mag = np.maximum(np.abs(a), np.abs(b))
-        typical = float(np.sqrt(np.mean(np.where(np.isfinite(mag), mag, 0.0) ** 2)))
+        typical = (float(np.sqrt(np.mean(np.where(np.isfinite(mag), mag, 0.0) ** 2)))
+                   if mag.size else 0.0)
         allowed = 64 * eps * (mag + typical)
         bad = (diff > allowed) | (np.isnan(a) != np.isnan(b))
     bad &= ~(np.isnan(a) & np.isnan(b))
@@ -523,9 +524,10 @@ def _check_full(g, label, arg, analytic, cotangent64, y, pattern, opts, i, suspe
     num = full_numeric(g, arg, cotangent64, y, pattern=pattern, vectorized=opts.vectorized[i],
                        method=opts.method, seed=opts.seed, memory=memory)
 
-    # the smallest derivative C = <R, f> can express (see _tolerance): |R f| per unit of x
+    # the smallest derivative one term of C = <R, f> can express (see _tolerance)
     with np.errstate(over="ignore", invalid="ignore"):
-        c_size = float(np.linalg.norm((cotangent64 * np.asarray(y, np.float64)).reshape(-1)))
+        terms = np.abs(cotangent64 * np.asarray(y, np.float64)).reshape(-1)
+        c_size = float(terms.max(initial=0.0)) if np.all(np.isfinite(terms)) else 0.0
         resolution = c_size / np.maximum(np.abs(arg.astype(np.float64)), 1.0)
 
     def judge(num):

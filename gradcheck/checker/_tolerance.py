@@ -11,11 +11,12 @@ for element ``j`` is
 where :math:`\varepsilon` is the machine epsilon of the analytic gradient's dtype,
 :math:`s` is the root-mean-square of the numerical gradient over the argument (an
 element near zero can still carry the rounding of large terms that cancelled),
-:math:`r_j = \lVert R \odot f \rVert_2 / \max(|x_j|, 1)` is the smallest derivative
-the scalarized value :math:`C = \langle R, f\rangle` can express at all (changing
-:math:`x_j` by its own size, or by 1, moves :math:`C` by less than its rounding below
+:math:`r_j = \max_i |R_i f_i| / \max(|x_j|, 1)` is the smallest derivative one term
+of the scalarized value :math:`C = \langle R, f\rangle` can express (changing
+:math:`x_j` by its own size, or by 1, moves that term by less than its rounding below
 that: a gradient that is exactly zero because ``C`` does not depend on :math:`x_j`, say
-a bias shared by every logit of a softmax, is computed as rounding of that size), and
+a bias shared by every logit of a softmax, is computed as rounding of that size; the
+largest term, not their sum, so the floor does not grow with the size of ``f``), and
 the factors come from this table:
 
 =========  ===============  ==============  ===============
