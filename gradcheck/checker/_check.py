@@ -538,55 +538,63 @@ def _check_full(g, label, arg, analytic, cotangent64, y, pattern, opts, i, suspe
     judged = judge(num)
     note = ""
     if judged.failed.any() and num.method == "complex" and opts.method == "auto":
-        # a second opinion before failing on the complex step (see _numeric): the worst
-        # RECHECK_FIRST mismatches first; the rest only if none of those is confirmed
-        order = _worst_first(judged)
-        done = 0
-        for batch in (order[:RECHECK_FIRST], order[RECHECK_FIRST:]):
-            if batch.size == 0:
-                break
-            second = recheck_elements(g, arg, cotangent64, batch, pattern=pattern,
-                                      seed=opts.seed)
+        # a second opinion before failing on the complex step (see _numeric)
+        def contradicts(num, batch, second):
             # the real steps overrule the complex step only where they contradict it: a
             # kink, or a value outside their own error bar; where they agree, the complex
             # step's sharper value stands (else a 1e-11 error would hide in their bar)
             real = np.asarray(second.grad, np.float64).reshape(-1)
             cplx = np.asarray(num.grad, np.float64).reshape(-1)[batch]
             bar = np.asarray(second.error, np.float64).reshape(-1)
-            contradicts = np.asarray(second.nondifferentiable, bool).reshape(-1) | \
+            return np.asarray(second.nondifferentiable, bool).reshape(-1) | \
                 (np.abs(real - cplx) > tolerance_for(analytic.dtype).numeric_factor * bar)
-            num = merge_elements(num, batch, second, contradicts)
-            judged = judge(num)
-            done += batch.size
-            if judged.failed.reshape(-1)[batch].any():
-                break
-        note = (f"{done} of {order.size} mismatching element(s) of the complex step "
+
+        num, judged, done, total = _second_look(
+            num, judged, judge, contradicts,
+            lambda batch: recheck_elements(g, arg, cotangent64, batch, pattern=pattern,
+                                           seed=opts.seed))
+        note = (f"{done} of {total} mismatching element(s) of the complex step "
                 f"differenced again with real steps")
     elif judged.failed.any() and num.method != "complex" and opts.method == "auto":
         # real differences whose step still straddled a nearby kink can be wrong by more
-        # than their error bar claims: the worst mismatches are differenced again with
-        # more step reductions, and a smaller error bar (or a kink found) replaces the
-        # first value. A real mistake survives this, and the rest are then not rechecked.
-        order = _worst_first(judged)
-        done = 0
-        for batch in (order[:RECHECK_FIRST], order[RECHECK_FIRST:]):
-            if batch.size == 0:
-                break
-            second = recheck_elements(g, arg, cotangent64, batch, pattern=pattern,
-                                      seed=opts.seed, max_retries=RECHECK_RETRIES)
+        # than their error bar claims: the mismatches are differenced again with more step
+        # reductions, and a smaller error bar (or a kink found) replaces the first value
+        def better(num, batch, second):
             first_bar = np.asarray(num.error, np.float64).reshape(-1)[batch]
-            better = np.asarray(second.nondifferentiable, bool).reshape(-1) | \
+            return np.asarray(second.nondifferentiable, bool).reshape(-1) | \
                 (np.asarray(second.error, np.float64).reshape(-1) < first_bar)
-            num = merge_elements(num, batch, second, better)
-            judged = judge(num)
-            done += batch.size
-            if judged.failed.reshape(-1)[batch].any():
-                break
-        note = (f"{done} of {order.size} mismatching element(s) differenced again with "
+
+        num, judged, done, total = _second_look(
+            num, judged, judge, better,
+            lambda batch: recheck_elements(g, arg, cotangent64, batch, pattern=pattern,
+                                           seed=opts.seed, max_retries=RECHECK_RETRIES))
+        note = (f"{done} of {total} mismatching element(s) differenced again with "
                 f"smaller steps")
     return report_full(label, arg, analytic.dtype, judged, num.nfev,
                        role=_role(opts, i, arg), suspects_for=suspects, cotangent=cotangent,
                        started=started, note=note)
+
+
+def _second_look(num, judged, judge, takes, redo):
+    """Difference the mismatching elements again: the worst ``RECHECK_FIRST`` first, the
+    rest only if none of those is confirmed (a real mistake survives the second look, and
+    then one batch is enough). ``redo(batch)`` differences them; ``takes(num, batch,
+    second)`` says where the second value replaces the first.
+
+    Returns ``(num, judged, rechecked, mismatching)``.
+    """
+    order = _worst_first(judged)
+    done = 0
+    for batch in (order[:RECHECK_FIRST], order[RECHECK_FIRST:]):
+        if batch.size == 0:
+            break
+        second = redo(batch)
+        num = merge_elements(num, batch, second, takes(num, batch, second))
+        judged = judge(num)
+        done += batch.size
+        if judged.failed.reshape(-1)[batch].any():
+            break
+    return num, judged, done, order.size
 
 
 def _worst_first(judged) -> np.ndarray:
