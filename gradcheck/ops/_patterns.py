@@ -17,6 +17,7 @@ messages that name the layer, and the input-shape and parameter checks.
 
 from __future__ import annotations
 
+import abc
 import math
 import numbers
 
@@ -176,7 +177,7 @@ def check_dtype(dtype, owner: str) -> np.dtype:
     return dt
 
 
-class LayerBase:
+class LayerBase(abc.ABC):
     """Shared behaviour of the layers: naming, equality, shape and parameter checks."""
 
     kind = "layer"
@@ -190,8 +191,9 @@ class LayerBase:
     def name(self) -> str:
         return self.kind
 
-    def to_dict(self) -> dict:  # pragma: no cover - every layer overrides it
-        raise NotImplementedError
+    @abc.abstractmethod
+    def to_dict(self) -> dict:
+        """The layer-spec form of this layer (``{"type": kind, ...}``)."""
 
     def _label(self) -> str:
         args = {k: v for k, v in self.to_dict().items()
