@@ -67,6 +67,7 @@ from gradcheck.checker._diagnose import TensorRole
 from gradcheck.checker._numeric import (
     directional_numeric,
     full_numeric,
+    is_structure,
     merge_elements,
     recheck_elements,
 )
@@ -86,21 +87,21 @@ DEFAULT_DIRECTIONS = 8
 DEFAULT_TIME_BUDGET = 60.0
 #: Evaluations per group of perturbed elements (Richardson's five, plus retries).
 PREDICTED_EVALS_PER_GROUP = 6
+#: Complex-step mismatches re-differenced with real steps before the rest (see _check_full).
+RECHECK_FIRST = 16
+#: Step reductions allowed when real-difference mismatches are differenced again.
+RECHECK_RETRIES = 6
 
 
 def _groups(pattern, size) -> int:
     """How many groups of elements will be perturbed together (a cheap estimate)."""
     if pattern is None:
         return size
-    if hasattr(pattern, "colors") and hasattr(pattern, "owners"):
+    if is_structure(pattern):
         return n_distinct(pattern.colors)
     indptr = getattr(pattern.tocsr(), "indptr", None)
     # no row may hold two elements of a group: the fullest row bounds the groups from below
     return max(1, int(np.diff(indptr).max())) if indptr is not None and indptr.size > 1 else size
-#: Complex-step mismatches re-differenced with real steps before the rest (see _check_full).
-RECHECK_FIRST = 16
-#: Step reductions allowed when real-difference mismatches are differenced again.
-RECHECK_RETRIES = 6
 
 
 class _Options(NamedTuple):
@@ -203,7 +204,7 @@ def _validate_options(f, f_vjp, args, *, argnames, wrt, mode, seed, atol, rtol, 
         return out
 
     patterns = per_arg(patterns, "patterns", None,
-                       lambda v: (callable(v) or (hasattr(v, "colors") and hasattr(v, "owners"))
+                       lambda v: (callable(v) or is_structure(v)
                                   or (hasattr(v, "tocsc") and len(getattr(v, "shape", ())) == 2)),
                        "None, a scipy.sparse matrix (outputs x elements), a structure "
                        "(colors, owners), or a callable returning one")
@@ -456,6 +457,11 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
             raise ConfigurationError(
                 f"cotangent must be finite; got {int(np.sum(~np.isfinite(cotangent64)))} NaN "
                 f"or infinite value(s) of {cotangent64.size}")
+    # the largest term of C = <R, f>: it sets the smallest derivative C can express
+    # (the resolution floor of the tolerance, see _tolerance)
+    with np.errstate(over="ignore", invalid="ignore"):
+        terms = np.abs(cotangent64) * np.abs(y)
+        term_size = float(terms.max(initial=0.0)) if np.all(np.isfinite(terms)) else 0.0
     cot_dtype = y.dtype if y.dtype.kind in "fc" else np.float64
     cotangent = cotangent64.astype(cot_dtype)
     analytic = _analytic(f_vjp, cotangent, args, opts)
@@ -497,7 +503,8 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
                 f"mode='fast', or over_budget='fast'")
         if use_full:
             reports.append(_check_full(g, label, arg, analytic[i], cotangent64, y, pattern,
-                                       opts, i, suspects, cotangent, t_arg, memory))
+                                       opts, i, suspects, cotangent, t_arg, memory,
+                                       term_size))
         else:
             drng = np.random.default_rng([opts.seed, i])
             dirs = drng.choice(np.array([-1.0, 1.0]), size=(opts.directions, arg.size))
@@ -519,16 +526,12 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
 
 
 def _check_full(g, label, arg, analytic, cotangent64, y, pattern, opts, i, suspects, cotangent,
-                started, memory) -> ArgumentReport:
+                started, memory, term_size) -> ArgumentReport:
     """Every element of one argument: differentiate, judge, re-judge complex-step misses."""
     num = full_numeric(g, arg, cotangent64, y, pattern=pattern, vectorized=opts.vectorized[i],
                        method=opts.method, seed=opts.seed, memory=memory)
 
-    # the smallest derivative one term of C = <R, f> can express (see _tolerance)
-    with np.errstate(over="ignore", invalid="ignore"):
-        terms = np.abs(cotangent64 * np.asarray(y, np.float64)).reshape(-1)
-        c_size = float(terms.max(initial=0.0)) if np.all(np.isfinite(terms)) else 0.0
-        resolution = c_size / np.maximum(np.abs(arg.astype(np.float64)), 1.0)
+    resolution = term_size / np.maximum(np.abs(arg.astype(np.float64)), 1.0)
 
     def judge(num):
         return judge_full(analytic, num, arg.shape, analytic.dtype, atol=opts.atol,

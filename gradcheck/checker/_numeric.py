@@ -111,18 +111,17 @@ def recheck_elements(g, arg, cotangent, index, *, pattern=None,
         x[index] = v
         return g(x.reshape(arg.shape))
 
-    if pattern is None:
-        options = {}
-    elif is_structure(pattern):
-        # the subset keeps its elements' colors; owners map sub-positions back to ``index``
-        def owners(members):
-            full = index[np.asarray(members, dtype=np.intp)]
-            perm = np.argsort(full, kind="stable")
-            own = pattern.owners(full[perm])
-            return np.where(own >= 0, perm[np.maximum(own, 0)], -1)
+    if pattern is None or is_structure(pattern):
+        options = _structure_options(pattern)
+        if options:
+            # the subset keeps its elements' colors; owners map sub-positions to ``index``
+            def owners(members):
+                full = index[np.asarray(members, dtype=np.intp)]
+                perm = np.argsort(full, kind="stable")
+                own = pattern.owners(full[perm])
+                return np.where(own >= 0, perm[np.maximum(own, 0)], -1)
 
-        options = {"colors": np.asarray(pattern.colors)[index], "owners": owners,
-                   "smooth": bool(getattr(pattern, "smooth", False))}
+            options.update(colors=np.asarray(pattern.colors)[index], owners=owners)
     else:
         import scipy.sparse as sp
 

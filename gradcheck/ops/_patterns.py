@@ -184,6 +184,9 @@ class LayerBase(abc.ABC):
     #: Whether ``forward`` on complex input is the analytic continuation of the real
     #: layer, so complex-step differentiation may run through it (away from kinks/ties).
     complex_safe = True
+    #: Whether the layer is smooth in its input and parameters: no kinks and no ties, so
+    #: a complex step through it needs no second evaluation to expose one.
+    smooth = False
     #: ``to_dict()`` entries left out of the repr and messages when at these values.
     _defaults: dict = {}
 

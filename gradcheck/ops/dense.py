@@ -42,6 +42,7 @@ class Flatten(LayerBase):
     """
 
     kind = "flatten"
+    smooth = True
 
     def to_dict(self) -> dict:
         return {"type": "flatten"}
@@ -94,6 +95,7 @@ class Dense(LayerBase):
     """
 
     kind = "dense"
+    smooth = True
     _defaults = {"bias": True}
 
     def __init__(self, out_features, *, bias=True):

@@ -97,6 +97,7 @@ class Conv(LayerBase):
     """
 
     kind = "conv"
+    smooth = True
     _defaults = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1, "bias": True,
                  "convention": "correlation"}
 
@@ -245,6 +246,10 @@ class Activation(LayerBase):
     @property
     def complex_safe(self) -> bool:
         return self.spec.complex_safe
+
+    @property
+    def smooth(self) -> bool:
+        return not self.spec.kinks
 
     def to_dict(self) -> dict:
         return self.spec.to_dict()

@@ -318,7 +318,7 @@ class Sequential:
             # cross-check against real differences notices, so it is skipped only for
             # networks that have none
             rest = self.layers[start:]
-            smooth = all(_smooth(l) for l in rest)
+            smooth = all(layer.smooth for layer in rest)
             found = found._replace(
                 smooth=smooth,
                 complex_safe=smooth and all(getattr(l, "complex_safe", True) for l in rest))
@@ -356,10 +356,3 @@ class Sequential:
             result = p if result is None else (result @ p)
         return result.tocsr()
 
-
-def _smooth(layer) -> bool:
-    """Whether a built-in layer is smooth in its input and parameters (no kinks, no ties)."""
-    kind = getattr(layer, "kind", None)
-    if kind == "activation":
-        return not layer.spec.kinks
-    return kind in ("conv", "dense", "avgpool", "flatten")

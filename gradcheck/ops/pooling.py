@@ -211,6 +211,7 @@ class AvgPool(_Pool):
     """
 
     kind = "avgpool"
+    smooth = True
 
     def forward(self, x, *params) -> np.ndarray:
         """:math:`y = \\frac{1}{|K|}\\sum_{\\mathbf{a}} x_p[s\\mathbf{i}+\\mathbf{a}]`."""
