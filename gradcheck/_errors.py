@@ -25,7 +25,32 @@ class ConfigurationError(GradcheckError, ValueError):
 
 
 class SpecError(GradcheckError, ValueError):
-    """A layer-spec document (TOML, JSON, YAML) is unreadable or invalid."""
+    """A layer-spec document (TOML, JSON, YAML) is unreadable or invalid.
+
+    Besides the message, the error carries where it is as data, so a program need not
+    parse it out of the text (``gradcheck check --json`` lists both):
+
+    ``spec``
+        the file (or source label) at fault, or None if not known;
+    ``key``
+        the dotted key within it, e.g. ``"layer[0].kernel"``, or None when the document
+        as a whole is at fault (missing, unreadable, a syntax error).
+
+    Examples
+    --------
+    >>> from gradcheck.spec import parse_spec
+    >>> try:
+    ...     parse_spec({"input": {"shape": [1, 1, 4]}, "layer": [{"type": "tnah"}]},
+    ...                source="a.toml")
+    ... except SpecError as exc:
+    ...     print(exc.spec, exc.key)
+    a.toml layer[0].type
+    """
+
+    def __init__(self, message: str, *, spec: str | None = None, key: str | None = None):
+        super().__init__(message)
+        self.spec = spec
+        self.key = key
 
 
 class UserCodeError(GradcheckError):

@@ -31,24 +31,24 @@ def read_document(path) -> tuple[dict, str]:
     try:
         info = p.stat()
     except FileNotFoundError:
-        raise SpecError(f"{label}: no such file; give the path of a .toml, .json or .yaml "
+        raise _fail(label, f"no such file; give the path of a .toml, .json or .yaml "
                         f"spec file") from None
     except OSError as exc:
-        raise SpecError(f"{label}: cannot be read ({exc.strerror or exc}); give the path of "
+        raise _fail(label, f"cannot be read ({exc.strerror or exc}); give the path of "
                         f"a readable spec file") from None
     if stat.S_ISDIR(info.st_mode):
-        raise SpecError(f"{label}: is a directory, not a spec file; give the files in it, "
+        raise _fail(label, f"is a directory, not a spec file; give the files in it, "
                         f"e.g. {os.path.join(label, '*.toml')}")
     if not stat.S_ISREG(info.st_mode):
-        raise SpecError(f"{label}: is not a regular file (a pipe, socket or device); give "
+        raise _fail(label, f"is not a regular file (a pipe, socket or device); give "
                         f"the path of a spec file")
     if info.st_size > MAX_SPEC_BYTES:
-        raise SpecError(f"{label}: is {info.st_size} bytes, more than the {MAX_SPEC_BYTES} "
+        raise _fail(label, f"is {info.st_size} bytes, more than the {MAX_SPEC_BYTES} "
                         f"bytes a spec file may have; is this really a spec file?")
     try:
         data = p.read_bytes()
     except OSError as exc:
-        raise SpecError(f"{label}: cannot be read ({exc.strerror or exc}); give the path of "
+        raise _fail(label, f"cannot be read ({exc.strerror or exc}); give the path of "
                         f"a readable spec file") from None
     text = _decode(data, label)
     fmt = FORMATS.get(p.suffix.lower()) or _sniff(text)
@@ -58,15 +58,15 @@ def read_document(path) -> tuple[dict, str]:
 def _decode(data: bytes, label: str) -> str:
     nul = data.find(b"\0")
     if nul >= 0:
-        raise SpecError(f"{label}: is a binary file (a NUL byte at offset {nul}), not a text "
+        raise _fail(label, f"is a binary file (a NUL byte at offset {nul}), not a text "
                         f"spec file")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise SpecError(f"{label}: is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+        raise _fail(label, f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
                         f"{exc.start}); save the spec as UTF-8") from None
     if not text.strip():
-        raise SpecError(f"{label}: is empty; a spec needs an [input] table and at least one "
+        raise _fail(label, f"is empty; a spec needs an [input] table and at least one "
                         f"[[layer]], e.g. [input] shape = [2, 3, 8, 8]")
     return text
 
@@ -78,7 +78,7 @@ def _sniff(text: str) -> str:
 def parse_text(text: str, fmt: str | None, label: str = "<spec>") -> dict:
     """Parse ``text`` as ``fmt`` ("toml", "json", "yaml"; None: sniff) into a dict."""
     if not text.strip():
-        raise SpecError(f"{label}: is empty; a spec needs an [input] table and at least one "
+        raise _fail(label, f"is empty; a spec needs an [input] table and at least one "
                         f"[[layer]], e.g. [input] shape = [2, 3, 8, 8]")
     fmt = fmt or _sniff(text)
     try:
@@ -89,13 +89,13 @@ def parse_text(text: str, fmt: str | None, label: str = "<spec>") -> dict:
         elif fmt == "yaml":
             doc = _parse_yaml(text, label)
         else:
-            raise SpecError(f"{label}: unknown spec format {fmt!r}; valid formats: toml, json, "
+            raise _fail(label, f"unknown spec format {fmt!r}; valid formats: toml, json, "
                             f"yaml")
     except RecursionError:
-        raise SpecError(f"{label}: is nested too deeply to be a spec document") from None
+        raise _fail(label, "is nested too deeply to be a spec document") from None
     if not isinstance(doc, dict):
         kind = "a list" if isinstance(doc, list) else f"a {type(doc).__name__}"
-        raise SpecError(f"{label}: the document must be a table (mapping) of keys such as "
+        raise _fail(label, f"the document must be a table (mapping) of keys such as "
                         f"input, layer, loss and check; got {kind}")
     return doc
 
@@ -108,7 +108,7 @@ def _parse_toml(text, label):
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{label}: invalid TOML: {_one_line(exc)}") from None
+        raise _fail(label, f"invalid TOML: {_one_line(exc)}") from None
 
 
 def _no_duplicates(pairs):
@@ -124,17 +124,17 @@ def _parse_json(text, label):
     try:
         return json.loads(text, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as exc:
-        raise SpecError(f"{label}: invalid JSON: {exc.msg} (at line {exc.lineno}, column "
+        raise _fail(label, f"invalid JSON: {exc.msg} (at line {exc.lineno}, column "
                         f"{exc.colno})") from None
     except ValueError as exc:
-        raise SpecError(f"{label}: invalid JSON: {exc}; each key may appear once") from None
+        raise _fail(label, f"invalid JSON: {exc}; each key may appear once") from None
 
 
 def _parse_yaml(text, label):
     try:
         import yaml
     except ModuleNotFoundError:
-        raise SpecError(f"{label}: reading YAML needs PyYAML, which is not installed; "
+        raise _fail(label, f"reading YAML needs PyYAML, which is not installed; "
                         f"pip install -e '.[yaml]' in the gradcheck checkout, or write the spec as "
                         f"TOML") from None
     try:
@@ -143,7 +143,12 @@ def _parse_yaml(text, label):
         problem = getattr(exc, "problem", None) or _one_line(exc)
         mark = getattr(exc, "problem_mark", None)
         where = f" (at line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise SpecError(f"{label}: invalid YAML: {problem}{where}") from None
+        raise _fail(label, f"invalid YAML: {problem}{where}") from None
+
+
+def _fail(label: str, message: str) -> SpecError:
+    """The error for the whole file ``label`` (no key: it is not a document yet)."""
+    return SpecError(f"{label}: {message}", spec=label)
 
 
 def _one_line(exc) -> str:

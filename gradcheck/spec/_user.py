@@ -83,7 +83,7 @@ def resolve_target(target: str, *, options=None, source="<spec>", key="target"):
     :class:`~gradcheck.SpecError` (``FILE: KEY: ...``) when that is impossible.
     """
     def fail(message):
-        return SpecError(f"{source}: {key}: {message}")
+        return SpecError(f"{source}: {key}: {message}", spec=source, key=key)
 
     module_name, _, attr_path = target.partition(":")
     obj = _import(module_name, fail)

@@ -60,7 +60,8 @@ class Ctx:
         self.source = source
 
     def fail(self, key: str, message: str) -> SpecError:
-        return SpecError(f"{self.source}: {key}: {message}" if key else f"{self.source}: {message}")
+        text = f"{self.source}: {key}: {message}" if key else f"{self.source}: {message}"
+        return SpecError(text, spec=self.source, key=key or None)
 
     def expected(self, key: str, valid: str, found) -> SpecError:
         return self.fail(key, f"expected {valid}, got {show(found)}")
