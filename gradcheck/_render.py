@@ -2,8 +2,10 @@
 
 The unit of output is a *check*: one tensor (the input or one parameter) of one spec.
 A spec whose user code failed before any tensor could be checked is one failed check
-carrying the error. ``gradcheck check --json`` prints :func:`to_json`; ``--junit-xml``
-writes :func:`to_junit_xml`.
+carrying the error. A spec that could not be checked at all -- bad input: unreadable,
+invalid, too large -- is not a check but an *error* (:class:`SpecInputError`), listed
+apart. ``gradcheck check --json`` prints :func:`to_json`; ``--junit-xml`` writes
+:func:`to_junit_xml`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import math
 import re
 from typing import NamedTuple, Sequence
 
-__all__ = ["SpecResult", "to_text", "to_json", "to_junit_xml", "summary_line", "JSON_FORMAT"]
+__all__ = ["SpecResult", "SpecInputError", "to_text", "to_json", "to_junit_xml", "summary_line", "JSON_FORMAT"]
 
 #: Version of the ``--json`` layout (the checker's ``CheckReport.to_dict`` format).
 JSON_FORMAT = 1
@@ -36,6 +38,17 @@ class SpecResult(NamedTuple):
         return f"{self.label}::{argument}"
 
 
+class SpecInputError(NamedTuple):
+    """A spec that could not be checked: bad input (exit status 2)."""
+
+    spec: str | None            # the file as given on the command line
+    key: str | None             # the key at fault ("layer[0].kernel"); None: the whole file
+    message: str                # the one-line message printed on stderr
+
+    def to_dict(self) -> dict:
+        return {"spec": self.spec, "key": self.key, "message": self.message}
+
+
 def _number(value):
     if value is None:
         return None
@@ -55,12 +68,22 @@ def _counts(results):
     return total, failed
 
 
-def summary_line(results: Sequence[SpecResult], elapsed_s: float) -> str:
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+def summary_line(results: Sequence[SpecResult], elapsed_s: float,
+                 errors: Sequence[SpecInputError] = ()) -> str:
+    """``gradcheck: all 7 checks passed (1 spec, 0.52 s)``, plus the specs not checked."""
     total, failed = _counts(results)
-    specs = f"{len(results)} spec{'s' if len(results) != 1 else ''}"
+    specs = _plural(len(results), "spec")
     if not failed:
-        return f"gradcheck: all {total} checks passed ({specs}, {elapsed_s:.2f} s)"
-    return (f"gradcheck: {failed} of {total} checks FAILED ({specs}, {elapsed_s:.2f} s)")
+        line = f"gradcheck: all {total} checks passed ({specs}, {elapsed_s:.2f} s)"
+    else:
+        line = f"gradcheck: {failed} of {total} checks FAILED ({specs}, {elapsed_s:.2f} s)"
+    if errors:
+        line += f"; {_plural(len(errors), 'spec')} not checked (bad input, exit status 2)"
+    return line
 
 
 # --------------------------------------------------------------------------- text
@@ -72,11 +95,13 @@ def _titled(result: SpecResult):
     return dataclasses.replace(result.report, name=result.label)
 
 
-def to_text(results: Sequence[SpecResult], *, elapsed_s: float, verbosity: int = 0) -> str:
+def to_text(results: Sequence[SpecResult], *, elapsed_s: float, verbosity: int = 0,
+            errors: Sequence[SpecInputError] = ()) -> str:
     """The human report: a table per spec, worst entries and likely causes of failures.
 
     ``verbosity`` -1 (``-q``): failures and the summary line only; 0: a table per spec;
-    1 (``-v``): also every tensor's worst entry and the spec's description.
+    1 (``-v``): also every tensor's worst entry and the spec's description. ``errors``
+    (their messages went to stderr) are counted in the summary line.
     """
     parts = []
     for r in results:
@@ -102,7 +127,7 @@ def to_text(results: Sequence[SpecResult], *, elapsed_s: float, verbosity: int =
             if extra:
                 block += "\n" + "\n".join(extra)
         parts.append(block)
-    parts.append(summary_line(results, elapsed_s))
+    parts.append(summary_line(results, elapsed_s, errors))
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
@@ -115,13 +140,16 @@ def _error_check(r: SpecResult) -> dict:
             "worst_index": None, "diagnosis": None}
 
 
-def to_json(results: Sequence[SpecResult], *, elapsed_s: float) -> dict:
-    """One JSON-ready object: ``format``, ``passed``, ``checks``, ``specs``, ``elapsed_s``.
+def to_json(results: Sequence[SpecResult], *, elapsed_s: float,
+            errors: Sequence[SpecInputError] = ()) -> dict:
+    """One JSON-ready object: ``format``, ``passed``, ``checks``, ``specs``, ``errors``, ...
 
     ``checks`` has one entry per tensor per spec, named ``"SPEC::TENSOR"`` (e.g.
     ``"specs/conv_tanh.toml::layer0.conv.w"``), with every field of the checker's
     per-argument report (``passed``, ``max_abs_error``, ``max_rel_error``,
-    ``worst_index``, both values there, ``diagnosis`` when failing, ...).
+    ``worst_index``, both values there, ``diagnosis`` when failing, ...). ``specs`` has
+    one entry per checked spec; ``errors`` one per spec that could not be checked
+    (``spec``, ``key``, ``message``), and any error makes ``passed`` false.
     """
     checks, specs = [], []
     for r in results:
@@ -139,9 +167,11 @@ def to_json(results: Sequence[SpecResult], *, elapsed_s: float) -> dict:
                 checks.append(entry)
         specs.append(spec_entry)
     total, failed = _counts(results)
-    return {"format": JSON_FORMAT, "passed": failed == 0, "elapsed_s": _number(elapsed_s),
-            "summary": {"checks": total, "failed": failed, "specs": len(results)},
-            "checks": checks, "specs": specs}
+    return {"format": JSON_FORMAT, "passed": failed == 0 and not errors,
+            "elapsed_s": _number(elapsed_s),
+            "summary": {"checks": total, "failed": failed, "specs": len(results),
+                        "errors": len(errors)},
+            "checks": checks, "specs": specs, "errors": [e.to_dict() for e in errors]}
 
 
 # --------------------------------------------------------------------------- JUnit XML
@@ -153,20 +183,31 @@ def _clean(text) -> str:
     return _XML_INVALID.sub("?", str(text))
 
 
-def to_junit_xml(results: Sequence[SpecResult], *, elapsed_s: float) -> str:
+def to_junit_xml(results: Sequence[SpecResult], *, elapsed_s: float,
+                 errors: Sequence[SpecInputError] = ()) -> str:
     """JUnit XML: a ``<testsuite>`` per spec, a ``<testcase>`` per tensor.
 
     A mismatch is a ``<failure>`` whose message is the worst entry with both values and
     whose text adds the likely cause; user code that failed is an ``<error>``; a tensor
-    the checker skipped is ``<skipped>``.
+    the checker skipped is ``<skipped>``. A spec that could not be checked (bad input)
+    is a suite of one testcase, named after the key at fault (``spec`` when the whole
+    file is), holding an ``<error type="SpecError">``.
     """
     import xml.etree.ElementTree as ET
 
     total, failed = _counts(results)
-    errors = sum(r.report is None for r in results)
-    root = ET.Element("testsuites", name="gradcheck", tests=str(total),
-                      failures=str(failed - errors), errors=str(errors),
-                      time=f"{elapsed_s:.3f}")
+    user_errors = sum(r.report is None for r in results)
+    root = ET.Element("testsuites", name="gradcheck", tests=str(total + len(errors)),
+                      failures=str(failed - user_errors),
+                      errors=str(user_errors + len(errors)), time=f"{elapsed_s:.3f}")
+    for e in errors:
+        label = _clean(e.spec or "gradcheck")
+        suite = ET.SubElement(root, "testsuite", name=label, tests="1", failures="0",
+                              errors="1", skipped="0", time="0.000")
+        case = ET.SubElement(suite, "testcase", classname=label, name=_clean(e.key or "spec"),
+                             time="0.000")
+        err = ET.SubElement(case, "error", message=_clean(e.message), type="SpecError")
+        err.text = _clean(e.message)
     for r in results:
         suite = ET.SubElement(root, "testsuite", name=_clean(r.label))
         if r.report is None:

@@ -9,7 +9,9 @@ checker, render. Exit status, made for CI:
                array of the wrong shape (the code under test is wrong)
 ``USAGE``    2 bad usage or bad input: a missing, unreadable or invalid spec file, an
                unknown key, a target that cannot be imported, a layer too large for
-               memory, ... (one line on stderr naming the file and key)
+               memory, ... (one line on stderr naming the file and key). The other
+               specs of the run are still checked and reported, but the status stays 2
+               even if one of them fails: bad input wins over a mismatch.
 ``INTERNAL`` 3 a bug in gradcheck itself (the traceback is printed)
 =========== == ==========================================================================
 
@@ -21,11 +23,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import re
 import sys
 import time
 import traceback
 
-from gradcheck._errors import GradcheckError, UserCodeError
+from gradcheck._errors import GradcheckError, SpecError, UserCodeError
 
 __all__ = ["main", "OK", "MISMATCH", "USAGE", "INTERNAL"]
 
@@ -49,39 +53,47 @@ def _size(text: str) -> int:
         ) from None
 
 
-def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
+#: A token argparse must take as an option's value, not as an option: ``-1``, ``-0.5``
+#: (argparse's own rule), and also ``-1e-3``, ``-.5``, ``-2GiB``, ``-inf`` and ``-nan``
+#: (no option starts with a digit), so that a negative number reaches the option's range
+#: check instead of argparse's "expected one argument".
+_NEGATIVE_NUMBER = re.compile(r"^-\.?\d|^-(inf|infinity|nan)$", re.IGNORECASE)
 
 
-def _pos_float(text: str) -> float:
-    value = _nonneg_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` (and its subcommands) that reads ``-1e-3`` as a number."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_NUMBER
 
 
-def _nonneg_int(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
-    return int(text)
+def _number(option: str, kind=float, *, minimum=None, strict=False):
+    """The ``type=`` of a numeric option: parse the text, then check its range.
 
+    A bad value raises :class:`GradcheckError` (not argparse's error), so the message is
+    one line naming the option: ``--rtol must be >= 0, got -0.001``. Floats must be finite.
+    """
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an int" if kind is int else "a number"
+            raise GradcheckError(f"{option} must be {what}, got {text!r}") from None
+        if kind is float and not math.isfinite(value):
+            raise GradcheckError(f"{option} must be a finite number, got {value!r}")
+        if minimum is not None and (value < minimum or (strict and value == minimum)):
+            raise GradcheckError(f"{option} must be {'>' if strict else '>='} {minimum}, "
+                                 f"got {value!r}")
+        return value
 
-def _pos_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
-    return int(text)
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
     from gradcheck import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gradcheck",
         description="Verify convolutional layers' backward passes against numerical "
                     "derivatives.",
@@ -110,15 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
     verbosity.add_argument("-v", "--verbose", action="store_true",
                            help="print every tensor's worst entry and user tracebacks")
     opts = check.add_argument_group("checker options (override the spec's [check] table)")
-    opts.add_argument("--seed", type=_nonneg_int, help="seed of the data and the checker")
+    opts.add_argument("--seed", type=_number("--seed", int, minimum=0),
+                      help="seed of the data and the checker")
     opts.add_argument("--mode", choices=("full", "fast", "auto"),
                       help="full: every element; fast: random directions; auto: full up to "
                            "the budget")
-    opts.add_argument("--rtol", type=_nonneg_float, help="extra relative tolerance")
-    opts.add_argument("--atol", type=_nonneg_float, help="extra absolute tolerance")
-    opts.add_argument("--budget", type=_pos_int,
+    opts.add_argument("--rtol", type=_number("--rtol", minimum=0),
+                      help="extra relative tolerance")
+    opts.add_argument("--atol", type=_number("--atol", minimum=0),
+                      help="extra absolute tolerance")
+    opts.add_argument("--budget", type=_number("--budget", int, minimum=1),
                       help="largest tensor (elements) checked in full under mode auto")
-    opts.add_argument("--time-budget", type=_pos_float, metavar="SECONDS",
+    opts.add_argument("--time-budget", type=_number("--time-budget", minimum=0, strict=True),
+                      metavar="SECONDS",
                       help="under mode auto, a tensor whose full check is predicted to take "
                            "longer is checked in fast mode (default 60)")
     opts.add_argument("--max-memory", type=_size, metavar="SIZE",
@@ -142,9 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
         "fuzz", help="check random specs drawn by the public strategies",
         description="Draw random layer specs with gradcheck.strategies, check each, and "
                     "write the first failing spec (shrunk) to DIR, ready for gradcheck check.")
-    fuzz.add_argument("--examples", type=_pos_int, default=20, metavar="N",
+    fuzz.add_argument("--examples", type=_number("--examples", int, minimum=1), default=20,
+                      metavar="N",
                       help="how many specs to draw (default 20)")
-    fuzz.add_argument("--seed", type=_nonneg_int, default=0, metavar="S",
+    fuzz.add_argument("--seed", type=_number("--seed", int, minimum=0), default=0,
+                      metavar="S",
                       help="seed of the draw (default 0)")
     fuzz.add_argument("--out", metavar="DIR", default="gradcheck-failures",
                       help="where failing specs are written (default gradcheck-failures)")
@@ -176,19 +194,48 @@ def _user_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(root), root, root.__traceback__))
 
 
+def _spec_error(exc: GradcheckError, label: str):
+    """The record of a spec that could not be checked: where (as data) and the message."""
+    from gradcheck._render import SpecInputError
+
+    return SpecInputError(spec=getattr(exc, "spec", None) or label,
+                          key=getattr(exc, "key", None), message=" ".join(str(exc).split()))
+
+
+def _report_errors(errors) -> None:
+    for e in errors:
+        print(f"gradcheck: error: {e.message}", file=sys.stderr)
+
+
 def _load(args):
+    """Read and validate every spec and import its targets, before any check runs.
+
+    Returns ``(specs, errors)``: a bad spec becomes an error record and the others are
+    still checked.
+    """
     from gradcheck.spec import default_spec, load_spec, resolve_targets
 
-    specs = [load_spec(p) for p in args.specs] if args.specs else [default_spec()]
-    for spec in specs:
-        resolve_targets(spec)
-    if args.seed is not None:
-        specs = [dataclasses.replace(s, check=dataclasses.replace(s.check, seed=args.seed))
-                 for s in specs]
-    return specs
+    specs, errors = [], []
+    for path in args.specs or [None]:
+        try:
+            spec = default_spec() if path is None else load_spec(path)
+            resolve_targets(spec)
+        except SpecError as exc:
+            errors.append(_spec_error(exc, path))
+            continue
+        if args.seed is not None:
+            spec = dataclasses.replace(spec, check=dataclasses.replace(spec.check,
+                                                                       seed=args.seed))
+        specs.append(spec)
+    return specs, errors
 
 
 def _run_one(spec, args):
+    """Build and check one spec: ``(SpecResult or None, built or None, error or None)``.
+
+    User code that fails is a failed result (exit 1); bad input that shows only now (the
+    memory estimate, a python layer's output shape) is an error record (exit 2).
+    """
     from gradcheck._render import SpecResult
     from gradcheck.spec import build, check_built
 
@@ -202,9 +249,11 @@ def _run_one(spec, args):
         inner = _innermost_user_error(exc)
         return SpecResult(spec.source, spec.name, None, error=str(inner),
                           elapsed_s=time.perf_counter() - t0,
-                          detail=_user_traceback(exc)), built
+                          detail=_user_traceback(exc)), built, None
+    except GradcheckError as exc:
+        return None, None, _spec_error(exc, spec.source)
     return SpecResult(spec.source, spec.name, report,
-                      elapsed_s=time.perf_counter() - t0), built
+                      elapsed_s=time.perf_counter() - t0), built, None
 
 
 def _cmd_check(args) -> int:
@@ -217,43 +266,56 @@ def _cmd_check(args) -> int:
         require_matplotlib()
     if args.junit_xml:
         _prepare_file(args.junit_xml, "--junit-xml")
-    specs = _load(args)
-    results, built = [], {}
+    specs, errors = _load(args)
+    _report_errors(errors)
+    results, built, late = [], {}, []
     with Progress() as progress:
         for i, spec in enumerate(specs):
             progress.update(f"checking {spec.source} ({i + 1}/{len(specs)})")
-            result, b = _run_one(spec, args)
+            result, b, error = _run_one(spec, args)
+            if error is not None:
+                late.append(error)
+                continue
             results.append(result)
             if b is not None:
                 built[result.label] = b
+    _report_errors(late)
+    errors += late
     elapsed = time.perf_counter() - t0
-    _write_outputs(args, results, built, elapsed)
+    _write_outputs(args, results, built, elapsed, errors)
+    if errors:
+        return USAGE          # bad input wins: the run did not check all it was asked to
     return OK if all(r.passed for r in results) else MISMATCH
 
 
-def _write_outputs(args, results, built, elapsed):
+def _write_outputs(args, results, built, elapsed, errors):
     from gradcheck._render import to_json, to_junit_xml, to_text
 
     if args.junit_xml:
-        _write_file(args.junit_xml, to_junit_xml(results, elapsed_s=elapsed), "--junit-xml")
-    plots = []
+        _write_file(args.junit_xml, to_junit_xml(results, elapsed_s=elapsed, errors=errors),
+                    "--junit-xml")
+    plots, unplotted = [], []
     if args.plot and not all(r.passed for r in results):
         from gradcheck._plot import write_plots
 
         try:
-            plots = write_plots(results, built, args.plot)
+            plots, unplotted = write_plots(results, built, args.plot)
         except OSError as exc:
             raise GradcheckError(f"--plot {args.plot}: cannot write there "
                                  f"({exc.strerror or exc})") from None
     if args.json:
         import json
 
-        sys.stdout.write(json.dumps(to_json(results, elapsed_s=elapsed), indent=2) + "\n")
-    else:
+        sys.stdout.write(json.dumps(to_json(results, elapsed_s=elapsed, errors=errors),
+                                    indent=2) + "\n")
+    elif results:   # with every spec bad, the error lines on stderr are the whole story
         verbosity = -1 if args.quiet else (1 if args.verbose else 0)
-        sys.stdout.write(to_text(results, elapsed_s=elapsed, verbosity=verbosity))
+        sys.stdout.write(to_text(results, elapsed_s=elapsed, verbosity=verbosity,
+                                 errors=errors))
         for path in plots:
             sys.stdout.write(f"wrote {path}\n")
+        for note in unplotted:
+            sys.stdout.write(f"no plot of {note}\n")
 
 
 def _prepare_file(path, option):
@@ -327,6 +389,9 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse printed usage (or --help / --version)
         return exc.code if isinstance(exc.code, int) else USAGE
+    except GradcheckError as exc:  # an option's value out of range (see _number)
+        print(f"gradcheck: error: {exc}", file=sys.stderr)
+        return USAGE
     if args.command is None:
         parser.print_usage(sys.stderr)
         print("gradcheck: error: choose a command: check, explain or fuzz "

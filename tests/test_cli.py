@@ -299,8 +299,22 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
-def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, monkeypatch, case):
+#: The key each case of BAD is at fault in (None: the file as a whole), as data.
+BAD_KEYS = {
+    "missing": None, "directory": None, "empty": None, "binary": None, "not utf-8": None,
+    "toml syntax": None, "json syntax": None, "yaml syntax": None, "json list": None,
+    "unknown top key": "layr", "unknown layer key": "layer[0].kernal",
+    "wrong-case type key": "layer[0].Type", "unknown layer type": "layer[0].type",
+    "wrong type": "layer[0].kernel", "negative size": "layer[0].kernel",
+    "zero size": "input.shape", "kernel too large": "layer[0].kernel",
+    "groups": "layer[0].groups", "dtype": "input.dtype", "huge loc": "input.loc",
+    "huge scale": "input.scale", "too large": "input.shape",
+    "not importable": "layer[0].target", "no forward": "layer[0].target",
+    "dense on images": "layer[1]", "check mode": "check.mode",
+}
+
+
+def _bad_case(case, tmp_path, monkeypatch):
     _, name, content, extra, message = case
     if name.endswith(".yaml") and "invalid YAML" in message:
         pytest.importorskip("yaml")
@@ -309,13 +323,42 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, monkeypatch, case):
         (tmp_path / name).mkdir()
     elif content is not None:
         _write(tmp_path, name, content)
+    return name, extra, message
+
+
+@pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
+def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, monkeypatch, case):
+    name, extra, message = _bad_case(case, tmp_path, monkeypatch)
     code, out, err = run(["check", name, *extra], capsys)
     assert code == USAGE
-    assert out == ""
+    assert out == ""                 # nothing was checked: the line on stderr is all
     assert err.count("\n") == 1 and "Traceback" not in err
     import re
 
     assert re.fullmatch(r"gradcheck: error: " + message + r"\n", err), err
+
+
+@pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
+def test_bad_input_is_in_the_json_and_junit_with_its_file_and_key(capsys, tmp_path,
+                                                                   monkeypatch, case):
+    assert set(BAD_KEYS) == {c[0] for c in BAD}
+    name, extra, message = _bad_case(case, tmp_path, monkeypatch)
+    xml = tmp_path / "out" / "r.xml"
+    code, out, err = run(["check", name, *extra, "--json", "--junit-xml", str(xml)], capsys)
+    assert code == USAGE and err.count("\n") == 1
+    data = json.loads(out)
+    assert data["format"] == 1 and data["passed"] is False
+    assert data["checks"] == [] and data["specs"] == []
+    assert data["summary"] == {"checks": 0, "failed": 0, "specs": 0, "errors": 1}
+    assert data["errors"] == [{"spec": name, "key": BAD_KEYS[case[0]],
+                               "message": err[len("gradcheck: error: "):-1]}]
+    root = ET.parse(xml).getroot()
+    assert (root.get("tests"), root.get("errors"), root.get("failures")) == ("1", "1", "0")
+    (case_,) = root.iter("testcase")
+    assert case_.get("classname") == name
+    assert case_.get("name") == (BAD_KEYS[case[0]] or "spec")
+    error = case_.find("error")
+    assert error.get("type") == "SpecError" and error.get("message") == data["errors"][0]["message"]
 
 
 def test_wrong_output_shape_of_a_python_layer_is_a_spec_error(capsys, at_root, tmp_path):
@@ -332,19 +375,72 @@ def test_wrong_output_shape_of_a_python_layer_is_a_spec_error(capsys, at_root, t
                    f"[2, 3, 4, 4] or leave the key out\n")
 
 
-def test_bad_spec_stops_before_any_check_runs(capsys, tmp_path, monkeypatch):
+BAD_TYPE = ("gradcheck: error: bad.toml: layer[0].type: unknown layer type \"tnah\"; did you "
+            "mean \"tanh\"? valid types: ")
+
+
+def test_a_bad_spec_does_not_stop_the_others_but_the_status_stays_2(capsys, tmp_path,
+                                                                      monkeypatch):
     monkeypatch.chdir(tmp_path)
     _write(tmp_path, "bad.toml", HEAD + "[[layer]]\ntype = 'tnah'\n")
-    code, out, err = run(["check", str(ROOT / "specs/small_cnn.toml"), "bad.toml"], capsys)
-    assert code == USAGE and out == "" and err.startswith("gradcheck: error: bad.toml:")
+    good = str(ROOT / "specs/conv_tanh.toml")
+    failing = str(ROOT / "specs/examples/user_layer_buggy.toml")
+    monkeypatch.syspath_prepend(str(ROOT))
+    argv = ["check", good, "bad.toml", failing]
+    # text: both good specs reported, the bad one on stderr before any check, exit 2 --
+    # bad input wins over the mismatch of the third spec
+    code, out, err = run(argv, capsys)
+    assert code == USAGE
+    assert err.startswith(BAD_TYPE) and err.count("\n") == 1
+    assert f"gradcheck {good}: PASSED" in out and f"gradcheck {failing}: FAILED" in out
+    assert "; 1 spec not checked (bad input, exit status 2)\n" in out
+    assert "gradcheck: 1 of 6 checks FAILED (2 specs, " in out
+    # JSON: every check of the good specs, and the bad one under errors
+    code, out, err = run(argv + ["--json"], capsys)
+    assert code == USAGE and err.startswith(BAD_TYPE)
+    data = json.loads(out)
+    assert data["passed"] is False
+    assert [s["spec"] for s in data["specs"]] == [good, failing]
+    assert len(data["checks"]) == 6
+    assert [c["passed"] for c in data["checks"] if c["spec"] == good] == [True] * 3
+    assert data["errors"] == [{"spec": "bad.toml", "key": "layer[0].type",
+                               "message": err[len("gradcheck: error: "):-1]}]
+    # JUnit: an <error> testcase for the bad spec beside the others
+    code, _, _ = run(argv + ["--junit-xml", "r.xml", "-q"], capsys)
+    assert code == USAGE
+    root = ET.parse(tmp_path / "r.xml").getroot()
+    assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("7", "1", "1")
+    outcome = {(c.get("classname"), c.get("name")):
+               ("error" if c.find("error") is not None else
+                "failure" if c.find("failure") is not None else "ok")
+               for c in root.iter("testcase")}
+    assert outcome[("bad.toml", "layer[0].type")] == "error"
+    assert outcome[(failing, "input")] == "failure"
+    assert [v for (spec, _), v in outcome.items() if spec == good] == ["ok"] * 3
+
+
+def test_a_spec_refused_at_build_time_is_an_error_and_the_others_run(capsys, tmp_path,
+                                                                      monkeypatch):
+    # the memory estimate is compared once the spec is built: still an error of that spec
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path, "huge.toml", "[input]\nshape = [100000, 3, 1024, 1024]\n[[layer]]\n"
+                                  "type = 'tanh'\n")
+    good = str(ROOT / "specs/conv_tanh.toml")
+    code, out, err = run(["check", "huge.toml", good, "--max-memory", "8GiB", "--json"],
+                         capsys)
+    assert code == USAGE
+    assert err.startswith("gradcheck: error: huge.toml: input.shape: [100000, 3, 1024, 1024]")
+    data = json.loads(out)
+    assert [s["spec"] for s in data["specs"]] == [good] and data["specs"][0]["passed"]
+    assert [(e["spec"], e["key"]) for e in data["errors"]] == [("huge.toml", "input.shape")]
 
 
 @pytest.mark.parametrize("argv, message", [
     (["check", "--mode", "slow"], "argument --mode: invalid choice: 'slow'"),
-    (["check", "--seed", "-1"], "argument --seed: expected an int >= 0, got '-1'"),
     (["check", "--max-memory", "lots"], "argument --max-memory: expected a positive number of "
                                         "bytes such as 2000000000 or 2GiB, got 'lots'"),
-    (["check", "--rtol", "nan"], "argument --rtol: expected a finite number >= 0, got 'nan'"),
+    (["check", "--max-memory", "-2GiB"], "argument --max-memory: expected a positive number "
+                                         "of bytes such as 2000000000 or 2GiB, got '-2GiB'"),
     (["check", "-q", "-v"], "argument -v/--verbose: not allowed with argument -q/--quiet"),
     (["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
 ])
@@ -352,6 +448,43 @@ def test_usage_errors_exit_2(capsys, argv, message):
     code, out, err = run(argv, capsys)
     assert code == USAGE and out == ""
     assert message in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    # negative numbers in any spelling reach the range check ("expected one argument" before)
+    (["check", "--rtol", "-1e-3"], "--rtol must be >= 0, got -0.001"),
+    (["check", "--rtol=-1e-3"], "--rtol must be >= 0, got -0.001"),
+    (["check", "--rtol", "-0.5"], "--rtol must be >= 0, got -0.5"),
+    (["check", "--atol", "-2"], "--atol must be >= 0, got -2.0"),
+    (["check", "--atol", "-1E+2"], "--atol must be >= 0, got -100.0"),
+    (["check", "--rtol", "-.5"], "--rtol must be >= 0, got -0.5"),
+    (["check", "--rtol", "-inf"], "--rtol must be a finite number, got -inf"),
+    (["check", "--rtol", "nan"], "--rtol must be a finite number, got nan"),
+    (["check", "--rtol", "abc"], "--rtol must be a number, got 'abc'"),
+    (["check", "--seed", "-1"], "--seed must be >= 0, got -1"),
+    (["check", "--seed", "-1e3"], "--seed must be an int, got '-1e3'"),
+    (["check", "--seed", "1.5"], "--seed must be an int, got '1.5'"),
+    (["check", "--budget", "-5"], "--budget must be >= 1, got -5"),
+    (["check", "--budget", "0"], "--budget must be >= 1, got 0"),
+    (["check", "--time-budget", "-2.5"], "--time-budget must be > 0, got -2.5"),
+    (["check", "--time-budget", "0"], "--time-budget must be > 0, got 0.0"),
+    (["check", "specs/conv_tanh.toml", "--mode", "full", "--seed", "-3"],
+     "--seed must be >= 0, got -3"),
+    (["fuzz", "--examples", "-3"], "--examples must be >= 1, got -3"),
+    (["fuzz", "--seed", "-2"], "--seed must be >= 0, got -2"),
+])
+def test_numeric_options_are_range_checked_in_one_line(capsys, argv, message):
+    code, out, err = run(argv, capsys)
+    assert (code, out) == (USAGE, "")
+    assert err == f"gradcheck: error: {message}\n"
+
+
+def test_numeric_options_in_range_are_taken(capsys, at_root):
+    code, out, err = run(["check", "specs/conv_tanh.toml", "--json", "--rtol", "1e-3",
+                          "--atol=0", "--seed", "2", "--budget", "10000", "--time-budget",
+                          "30"], capsys)
+    assert (code, err) == (OK, "")
+    assert json.loads(out)["specs"][0]["seed"] == 2
 
 
 def test_no_command_and_help(capsys):
@@ -420,12 +553,24 @@ def test_plot_writes_pngs_of_failing_tensors(capsys, at_root, tmp_path):
     code, out, _ = run(["check", "specs/examples/user_layer_buggy.toml", "--plot", str(outdir)],
                        capsys)
     assert code == MISMATCH
+    # the kernel is not rotated: a difference far above the numerical error bar, so the
+    # error-vs-step curve would only be a flat line, and is not drawn
     files = sorted(p.name for p in outdir.iterdir())
-    assert files == ["specs_examples_user_layer_buggy.toml__input__error.png",
-                     "specs_examples_user_layer_buggy.toml__input__steps.png"]
+    assert files == ["specs_examples_user_layer_buggy.toml__input__gradients.png"]
     for f in files:
         assert (outdir / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"wrote {outdir / f}" in out
+
+
+def test_plot_of_a_fast_mode_failure_says_why_there_is_none(capsys, at_root, tmp_path):
+    pytest.importorskip("matplotlib")
+    outdir = tmp_path / "plots"
+    code, out, _ = run(["check", "specs/examples/user_layer_buggy.toml", "--mode", "fast",
+                        "--plot", str(outdir)], capsys)
+    assert code == MISMATCH
+    assert not any(outdir.iterdir())
+    assert ("no plot of specs/examples/user_layer_buggy.toml::input: fast mode checks random "
+            "directions, not single elements; rerun with --mode full for a picture\n") in out
 
 
 def test_step_curve_levels_off_at_the_bug_and_dips_when_right(at_root):
@@ -477,6 +622,23 @@ def test_python_dash_m_gradcheck():
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["passed"] is True
+
+
+def test_console_script_bad_and_good_specs_in_one_run(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(HEAD + "[[layer]]\ntype = 'conv'\nout_channels = 2\nkernal = 3\n")
+    proc = subprocess.run([sys.executable, "-m", "gradcheck", "check", str(bad),
+                           "specs/conv_tanh.toml", "--json"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"gradcheck: error: {bad}: layer[0].kernal: unknown key; did you "
+                           f"mean \"kernel\"? valid keys for a conv layer: out_channels, "
+                           f"kernel, stride, padding, dilation, groups, bias, convention\n")
+    data = json.loads(proc.stdout)
+    assert data["passed"] is False and len(data["checks"]) == 3
+    assert all(c["passed"] for c in data["checks"])
+    assert data["errors"] == [{"spec": str(bad), "key": "layer[0].kernal",
+                               "message": proc.stderr[len("gradcheck: error: "):-1]}]
 
 
 def test_console_script_exit_codes():

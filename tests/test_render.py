@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 
 from gradcheck.checker import ArgumentReport, CheckReport, Diagnosis
-from gradcheck._render import SpecResult, summary_line, to_json, to_junit_xml, to_text
+from gradcheck._render import (
+    SpecInputError,
+    SpecResult,
+    summary_line,
+    to_json,
+    to_junit_xml,
+    to_text,
+)
 
 NAN = float("nan")
 
@@ -79,7 +86,8 @@ def test_json_has_one_entry_per_tensor_per_spec(results):
     assert back["checks"][5]["max_abs_error"] is None       # NaN of a skipped tensor -> null
     err = back["checks"][6]
     assert err["passed"] is False and err["error"].startswith("m:L.backward raised")
-    assert back["summary"] == {"checks": 7, "failed": 2, "specs": 3}
+    assert back["summary"] == {"checks": 7, "failed": 2, "specs": 3, "errors": 0}
+    assert back["errors"] == []
     assert [s["passed"] for s in back["specs"]] == [True, False, False]
     assert back["specs"][0]["seed"] == 7 and back["specs"][0]["mode"] == "full"
 
@@ -151,3 +159,45 @@ def test_text_verbose_adds_passing_tensors_and_tracebacks(results):
 
 def test_summary_line_counts():
     assert summary_line([], 0.0) == "gradcheck: all 0 checks passed (0 specs, 0.00 s)"
+
+
+# --------------------------------------------------------------------------- bad specs
+
+BAD = [SpecInputError("specs/d.toml", "layer[0].kernel",
+                      "specs/d.toml: layer[0].kernel: expected a positive int, got -3"),
+       SpecInputError("specs/e.toml", None, "specs/e.toml: no such file")]
+
+
+def test_json_lists_bad_specs_apart_and_fails(results):
+    out = json.loads(json.dumps(to_json(results[:1], elapsed_s=1.0, errors=BAD),
+                                allow_nan=False))
+    assert out["passed"] is False                       # the one checked spec passed
+    assert out["errors"] == [
+        {"spec": "specs/d.toml", "key": "layer[0].kernel",
+         "message": "specs/d.toml: layer[0].kernel: expected a positive int, got -3"},
+        {"spec": "specs/e.toml", "key": None, "message": "specs/e.toml: no such file"}]
+    assert out["summary"] == {"checks": 3, "failed": 0, "specs": 1, "errors": 2}
+    assert [s["spec"] for s in out["specs"]] == ["specs/a.toml"]
+    assert len(out["checks"]) == 3
+
+
+def test_junit_xml_has_an_error_testcase_per_bad_spec(results):
+    root = ET.fromstring(to_junit_xml(results, elapsed_s=2.0, errors=BAD))
+    assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("9", "1", "3")
+    suites = {s.get("name"): s for s in root.findall("testsuite")}
+    for spec, name in (("specs/d.toml", "layer[0].kernel"), ("specs/e.toml", "spec")):
+        suite = suites[spec]
+        assert (suite.get("tests"), suite.get("errors")) == ("1", "1")
+        (case,) = suite.findall("testcase")
+        assert (case.get("classname"), case.get("name")) == (spec, name)
+        error = case.find("error")
+        assert error.get("type") == "SpecError" and error.get("message").startswith(spec + ":")
+
+
+def test_text_summary_counts_the_specs_not_checked(results):
+    text = to_text(results[:1], elapsed_s=1.0, errors=BAD[:1])
+    assert text.endswith("gradcheck: all 3 checks passed (1 spec, 1.00 s); 1 spec not checked "
+                         "(bad input, exit status 2)\n")
+    assert summary_line(results, 1.0, BAD) == (
+        "gradcheck: 2 of 7 checks FAILED (3 specs, 1.00 s); 2 specs not checked (bad input, "
+        "exit status 2)")
