@@ -670,6 +670,7 @@ def assert_vjp_close(f: Callable, f_vjp: Callable, args, **options) -> CheckRepo
     ...
     AssertionError: gradcheck sin: FAILED ...
     """
+    __tracebackhide__ = True  # pytest shows the caller's line and the report, not this frame
     report = check_vjp(f, f_vjp, args, **options)
     if not report.passed:
         err = AssertionError(str(report))
