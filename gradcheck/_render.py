@@ -14,7 +14,8 @@ import math
 import re
 from typing import NamedTuple, Sequence
 
-__all__ = ["SpecResult", "SpecInputError", "to_text", "to_json", "to_junit_xml", "summary_line", "JSON_FORMAT"]
+__all__ = ["SpecResult", "SpecInputError", "to_text", "to_json", "to_junit_xml", "summary_line",
+           "JSON_FORMAT"]
 
 #: Version of the ``--json`` layout (the checker's ``CheckReport.to_dict`` format).
 JSON_FORMAT = 1

@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Verify convolutional layers' backward passes against numerical "
                     "derivatives.",
         epilog="exit status: 0 all checks pass, 1 a gradient mismatch (or user code that "
-               "fails), 2 usage or spec error, 3 internal error")
+               "fails), 2 usage or spec error (even if a check also failed), 3 internal "
+               "error")
     parser.add_argument("--version", action="version", version=f"gradcheck {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 

@@ -125,3 +125,20 @@ def test_ci_json_example_matches_a_real_run(capsys, monkeypatch):
                 assert _close_to_shown(got[key], check[key]), (key, got[key], check[key])
         assert check["diagnosis"]["cause"] == got["diagnosis"]["cause"]
     assert [s["spec"] for s in shown["specs"]] == [s["spec"] for s in real["specs"]]
+
+
+def test_ci_errors_example_matches_a_real_run(capsys, monkeypatch, tmp_path):
+    text = CI.read_text(encoding="utf-8")
+    shown = json.loads(re.findall(r"```json\n(.*?)```", text, flags=re.S)[1])
+    command = re.search(r"holds \(`(gradcheck check [^`]+ --json)`\)", text).group(1)
+    (tmp_path / "specs").mkdir()
+    conv_tanh = (ROOT / "specs/conv_tanh.toml").read_text(encoding="utf-8")
+    (tmp_path / "specs/conv_tanh.toml").write_text(conv_tanh, encoding="utf-8")
+    assert "\nkernel = " in conv_tanh
+    (tmp_path / "bad.toml").write_text(conv_tanh.replace("\nkernel = ", "\nkernal = "),
+                                       encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert main(shlex.split(command)[1:]) == 2
+    real = json.loads(capsys.readouterr().out)
+    assert real["passed"] is False and real["summary"]["errors"] == 1
+    assert real["errors"] == shown
