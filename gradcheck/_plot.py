@@ -83,6 +83,12 @@ def _elementwise(a) -> str:
     return ""
 
 
+def _at_kink(a) -> bool:
+    mask = a.nondifferentiable_mask
+    return (mask is not None and np.shape(mask) == tuple(a.shape)
+            and bool(mask[tuple(a.worst_index)]))
+
+
 def steps_reason(a) -> str | None:
     """Why the error-vs-step curve at ``a``'s worst element is worth drawing, or None.
 
@@ -91,9 +97,7 @@ def steps_reason(a) -> str | None:
     """
     if _elementwise(a):
         return None
-    idx = tuple(a.worst_index)
-    mask = a.nondifferentiable_mask
-    if mask is not None and np.shape(mask) == tuple(a.shape) and bool(mask[idx]):
+    if _at_kink(a):
         return "the worst element sits at a kink (a non-differentiable point)"
     diff = abs(a.analytic_at_worst - a.numeric_at_worst)
     bar = a.error_estimate_at_worst
@@ -342,8 +346,7 @@ def steps_figure(built, a, label: str, *, seed: int, reason: str):
     tiny = np.finfo(float).tiny
     fig = _figure((7.5, 4.8))
     ax = fig.add_subplot()
-    kink = a.nondifferentiable_mask is not None and bool(a.nondifferentiable_mask[idx])
-    if kink:
+    if _at_kink(a):
         ax.loglog(hs, np.maximum(np.abs(forward - analytic), tiny), "^--", ms=4,
                   color="tab:orange", label="forward (right) difference")
         ax.loglog(hs, np.maximum(np.abs(backward - analytic), tiny), "v--", ms=4,

@@ -80,7 +80,7 @@ def tensor_layout(name: str, shape) -> Layout:
     if kind in ("conv", "dense") and param == "b" and ndim == 1:
         return Layout("bias", ("o",) if kind == "dense" else ("c",),
                       ("output unit",) if kind == "dense" else ("channel",))
-    return Layout("generic", tuple(f"a{k}" for k in range(ndim)),
+    return Layout("generic", tuple(f"a{k}=" for k in range(ndim)),
                   tuple(f"axis {k}" for k in range(ndim)))
 
 

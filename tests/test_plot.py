@@ -276,3 +276,10 @@ def test_write_plots_names_the_files_as_documented(tmp_path, monkeypatch):
                      "not single elements; rerun with --mode full for a picture"]
     for p in written:
         assert Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_generic_tensor_is_labelled_by_axis_and_index():
+    a = np.zeros((3, 12, 2, 2, 2))
+    m = mosaic(a, tensor_layout("layer0.python.w", a.shape))
+    assert m.row_labels[:2] == ["a0=0 a1=0", "a0=0 a1=1"] and m.col_labels == ["a2=0", "a2=1"]
+    assert m.ylabel == "axis 0, axis 1  (in a tile: axis 3 ↓)"
