@@ -1,0 +1,205 @@
+"""``check_function`` and ``check_module``: a torch function or module at one point.
+
+Both build a :class:`~gradcheck.torch._problem.TorchProblem` and hand its ``f`` and
+``f_vjp`` (on arrays) to :func:`gradcheck.check_vjp`: the report, its verdict and its
+diagnosis are the checker's, whatever the framework.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gradcheck._adapter import (merge_orders, pack, second_order_names, validate_modes,
+                                validate_order, with_notes)
+from gradcheck._errors import ConfigurationError
+from gradcheck.checker import check_vjp
+from gradcheck.torch._convert import as_tuple, select_inputs, to_array
+from gradcheck.torch._problem import TorchProblem, input_names
+
+__all__ = ["check_function", "check_module", "run_problem"]
+
+
+def _cotangent_option(options):
+    cot = options.get("cotangent")
+    if cot is None:
+        return options
+    parts = as_tuple(cot)
+    if all(isinstance(c, torch.Tensor) for c in parts):
+        options = dict(options, cotangent=pack([to_array(c) for c in parts]))
+    return options
+
+
+def run_problem(problem: TorchProblem, *, orders, options, grad_outputs=None):
+    """Check ``problem`` at each order in ``orders`` (1, 2 or both); one report."""
+    options = dict(options)
+    name = options.pop("name", None) or problem.label
+    options.pop("argnames", None)
+    if problem.nondet_tol > 0:
+        options["atol"] = (options.get("atol") or 0.0) + problem.nondet_tol
+    reports = []
+    if 1 in orders:
+        problem.missing.clear()
+        first = check_vjp(problem.forward, problem.backward, problem.point,
+                          argnames=problem.argnames, name=name, **_cotangent_option(options))
+        reports.append(with_notes(first, *problem.notes(order=1)))
+    if 2 in orders:
+        problem.missing.clear()
+        problem.disconnected.clear()
+        g = problem.draw_g(options.get("seed", 0), grad_outputs)
+        names = second_order_names(problem.argnames, len(g))
+        opts = {k: v for k, v in options.items() if k not in ("wrt", "cotangent")}
+        opts.setdefault("roles", "generic")
+        second = check_vjp(problem.second, problem.second_vjp, problem.point + g,
+                           argnames=names, name=f"{name} (order 2)", **opts)
+        reports.append(with_notes(second, *problem.notes(order=2)))
+    if len(reports) == 2:
+        return merge_orders(*reports)
+    return reports[0]
+
+
+def _names(option, default, n, what):
+    if option is None:
+        return default
+    names = tuple(option)
+    if len(names) != n or not all(isinstance(a, str) for a in names) or len(set(names)) != n:
+        raise ConfigurationError(f"argnames must be {n} distinct strings, one per {what}; "
+                                 f"got {option!r}")
+    return names
+
+
+def check_function(fn, inputs, *, order=1, modes=("rev",), nondet_tol=0.0, **options):
+    """Check a torch function's backward (and with ``order=2`` its double backward).
+
+    Parameters
+    ----------
+    fn : callable
+        Takes tensors (a ``torch.autograd.Function``'s ``.apply``, a custom op, any
+        function of tensors) and returns a tensor or a tuple of tensors.
+    inputs : tuple
+        The point. Checked are the floating tensors with ``requires_grad=True`` (every
+        floating tensor when none is marked), in their own dtype and on their own device;
+        everything else is passed through unchanged.
+    order : {1, 2}
+        1: the backward, ``torch.autograd.grad`` with the checker's seeded cotangent,
+        against numerical derivatives of ``fn``. 2: also the backward's own derivatives,
+        the map :math:`(x, g) \\mapsto \\text{backward}(g, x)` against torch's double
+        backward; those rows are named ``order2.<input>`` and ``order2.grad_output``.
+    modes : sequence of str
+        ``("rev",)``; forward mode (``"fwd"``) is not available in this version.
+    nondet_tol : float
+        Two backward passes at the same point may differ by this much (atomics on a GPU),
+        added to ``atol``; above it the check stops with a
+        :class:`~gradcheck.UserCodeError` saying so.
+    **options
+        Those of :func:`gradcheck.check_vjp` (``mode``, ``seed``, ``atol``, ``rtol``,
+        ``wrt``, ``argnames`` -- one name per input -- ...). ``wrt`` and ``cotangent``
+        apply to order 1.
+
+    Returns
+    -------
+    CheckReport
+
+    Examples
+    --------
+    >>> import torch
+    >>> from gradcheck.torch import check_function
+    >>> class Square(torch.autograd.Function):
+    ...     @staticmethod
+    ...     def forward(ctx, x):
+    ...         ctx.save_for_backward(x)
+    ...         return x * x
+    ...     @staticmethod
+    ...     def backward(ctx, g):
+    ...         x, = ctx.saved_tensors
+    ...         return 2 * g * x
+    >>> x = torch.linspace(-1, 1, 5, dtype=torch.float32)
+    >>> check_function(Square.apply, (x,), order=2).passed
+    True
+    """
+    order = validate_order(order)
+    validate_modes(modes)
+    inputs = as_tuple(inputs)
+    if not inputs:
+        raise ConfigurationError("inputs must hold at least one tensor; got an empty tuple")
+    names = _names(options.pop("argnames", None), input_names(fn, len(inputs)), len(inputs),
+                   "input")
+    if not callable(fn):
+        raise ConfigurationError(f"fn must be callable; got {type(fn).__name__}")
+    checked = select_inputs(inputs, names)
+    problem = TorchProblem(fn, inputs, checked, names, nondet_tol=_nondet(nondet_tol),
+                           label=options.get("name"))
+    return run_problem(problem, orders=tuple(range(1, order + 1)), options=options)
+
+
+def _nondet(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not \
+            np.isfinite(value) or value < 0:
+        raise ConfigurationError(f"nondet_tol must be a finite number >= 0; got {value!r}")
+    return float(value)
+
+
+def module_function(module, n_inputs, param_names):
+    """``fn(*inputs, *params)``: ``module`` called with these parameters (its buffers
+    copied, so that checking never changes the module)."""
+    from torch.func import functional_call
+
+    buffers = dict(module.named_buffers())
+
+    def fn(*args):
+        state = dict(zip(param_names, args[n_inputs:]))
+        state.update({k: b.clone() for k, b in buffers.items()})
+        return functional_call(module, state, tuple(args[:n_inputs]))
+
+    return fn
+
+
+def check_module(module, *inputs, order=1, modes=("rev",), nondet_tol=0.0, **options):
+    """Check an ``nn.Module``'s gradients for its inputs and every trainable parameter.
+
+    The floating inputs (those with ``requires_grad`` if any is marked) and every parameter
+    with ``requires_grad``, named as in ``named_parameters()``, are checked at their
+    current values; the module is called through ``torch.func.functional_call``, its
+    buffers copied, so the check leaves it unchanged. Options as for
+    :func:`check_function`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from gradcheck.torch import check_module
+    >>> _ = torch.manual_seed(0)
+    >>> layer = torch.nn.Linear(3, 2)
+    >>> report = check_module(layer, torch.randn(4, 3))
+    >>> report.passed, [a.name for a in report.arguments]
+    (True, ['input', 'weight', 'bias'])
+    """
+    order = validate_order(order)
+    validate_modes(modes)
+    if not isinstance(module, torch.nn.Module):
+        raise ConfigurationError(f"module must be a torch.nn.Module; got "
+                                 f"{type(module).__name__}")
+    if not inputs:
+        raise ConfigurationError("check_module needs at least one input: check_module(module, "
+                                 "x, ...)")
+    params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    in_names = ("input",) if len(inputs) == 1 else tuple(f"input{i}" for i in
+                                                         range(len(inputs)))
+    p_names = tuple(n for n, _ in params)
+    shown = tuple(f"param.{n}" if n in in_names else n for n in p_names)
+    names = _names(options.pop("argnames", None), in_names + shown, len(inputs) + len(params),
+                   "input and trainable parameter")
+    floating = [i for i, t in enumerate(inputs) if isinstance(t, torch.Tensor)
+                and t.is_floating_point()]
+    checked = select_inputs(inputs, names[:len(inputs)]) if floating else []
+    values = tuple(p.detach() for _, p in params)
+    if params:
+        select_inputs(values, names[len(inputs):], what="parameters")
+    checked += list(range(len(inputs), len(inputs) + len(params)))
+    if not checked:
+        raise ConfigurationError(f"{type(module).__name__} has no trainable parameter and no "
+                                 f"floating-point input: nothing to check")
+    fn = module_function(module, len(inputs), p_names)
+    problem = TorchProblem(fn, tuple(inputs) + values, checked, names,
+                           label=options.get("name") or type(module).__name__,
+                           nondet_tol=_nondet(nondet_tol))
+    return run_problem(problem, orders=tuple(range(1, order + 1)), options=options)

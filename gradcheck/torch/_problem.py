@@ -1,0 +1,330 @@
+"""A torch function seen by the checker: ``f`` and ``f_vjp`` on arrays, orders 1 and 2.
+
+:class:`TorchProblem` holds the user's function, the point (its inputs), which inputs
+are checked and which outputs count, and offers the four callables the checker needs:
+
+* order 1: :meth:`forward` ``(*arrays) -> packed outputs`` and :meth:`backward`
+  ``(R, *arrays) -> gradients``, the latter ``torch.autograd.grad`` with the checker's
+  cotangent;
+* order 2: :meth:`second` ``(*arrays, *g) -> packed backward(g, x)`` (the map whose
+  derivatives are checked, evaluated without a graph) and :meth:`second_vjp`
+  ``(R, *arrays, *g)``, torch's double backward: the gradients taken with
+  ``create_graph=True`` and differentiated again.
+
+What the user's code does wrong becomes a :class:`~gradcheck.UserCodeError` naming it;
+what torch's graph cannot see (a gradient the graph does not reach, a backward whose
+result is cut from the graph) is recorded and reported as a note beside the verdict.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import torch
+
+from gradcheck._adapter import check_nondeterminism, pack, unpack
+from gradcheck._errors import ConfigurationError, UserCodeError
+from gradcheck.torch._convert import (as_tuple, differentiable_outputs, numpy_dtype, to_array,
+                                      to_tensor)
+
+__all__ = ["TorchProblem", "input_names", "function_label"]
+
+
+def function_label(fn) -> str:
+    owner = getattr(fn, "__self__", None)
+    if isinstance(owner, type):
+        return owner.__name__
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or \
+        type(fn).__name__
+
+
+def input_names(fn, n: int) -> tuple:
+    """Names of ``fn``'s first ``n`` positional parameters (``input{i}`` where unknown)."""
+    target = fn
+    owner = getattr(fn, "__self__", None)
+    if isinstance(owner, type) and issubclass(owner, torch.autograd.Function):
+        target = owner.forward
+    names = []
+    try:
+        params = list(inspect.signature(target).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    if params and params[0].name == "ctx":
+        params = params[1:]
+    for p in params:
+        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            break
+        names.append(p.name)
+    names = names[:n] + [f"input{i}" for i in range(len(names), n)]
+    if len(set(names)) != n:
+        names = [f"input{i}" for i in range(n)]
+    return tuple(names)
+
+
+def _noncontiguous(t: torch.Tensor) -> torch.Tensor:
+    """The same values in a non-contiguous tensor (every other slot of a wider buffer)."""
+    if t.dim() == 0 or t.numel() <= 1:
+        return t
+    wide = torch.zeros(*t.shape, 2, dtype=t.dtype, device=t.device)
+    view = wide[..., 0]
+    view.copy_(t)
+    return view
+
+
+class TorchProblem:
+    """``fn(*inputs)`` at one point, with ``checked`` input indices (see module doc)."""
+
+    def __init__(self, fn, inputs, checked, names, *, label=None, nondet_tol=0.0,
+                 check_grad_dtypes=False, noncontiguous_g=False):
+        self.fn = fn
+        self.inputs = tuple(inputs)
+        self.checked = list(checked)
+        self.names = tuple(names)
+        self.argnames = tuple(self.names[i] for i in self.checked)
+        self.label = label or function_label(fn)
+        self.nondet_tol = float(nondet_tol)
+        self.check_grad_dtypes = bool(check_grad_dtypes)
+        self.noncontiguous_g = bool(noncontiguous_g)
+        self.missing: set = set()        # gradients torch's graph did not reach (None)
+        self.disconnected: set = set()   # order 2: backward results cut from the graph
+        self.once_differentiable = False   # order 2: the cut comes from that decorator
+        self.nondeterminism = 0.0
+        leaves = self._leaves(requires_grad=True)
+        outs = as_tuple(self._call(leaves))
+        self.outputs = differentiable_outputs(outs, self.label)
+        self.n_outputs_all = len(outs)
+        self.out_like = [outs[i].detach()[:0] if outs[i].dim() else outs[i].detach()
+                         for i in self.outputs]
+        self.out_shapes = [tuple(outs[i].shape) for i in self.outputs]
+        self.point = tuple(to_array(self.inputs[i]) for i in self.checked)
+
+    # ------------------------------------------------------------------ calls
+
+    def _leaves(self, arrays=None, *, requires_grad=False):
+        out = []
+        for k, i in enumerate(self.checked):
+            like = self.inputs[i]
+            if arrays is None:
+                out.append(like.detach().clone().requires_grad_(requires_grad))
+            else:
+                out.append(to_tensor(arrays[k], like, requires_grad=requires_grad))
+        return out
+
+    def _call(self, leaves):
+        full = list(self.inputs)
+        for i, t in zip(self.checked, leaves):
+            full[i] = t
+        try:
+            return self.fn(*full)
+        except Exception as exc:
+            raise UserCodeError(f"{self.label} raised {type(exc).__name__}: "
+                                f"{_first_line(exc)}") from exc
+
+    def _selected(self, outs):
+        outs = as_tuple(outs)
+        if len(outs) != self.n_outputs_all:
+            raise UserCodeError(f"{self.label} returned {len(outs)} outputs at one point and "
+                                f"{self.n_outputs_all} at another")
+        return [outs[i] for i in self.outputs]
+
+    def _g_tensors(self, g_arrays, *, requires_grad):
+        gs = []
+        for a, like in zip(g_arrays, self.out_like):
+            t = to_tensor(a, like)
+            if self.noncontiguous_g:
+                t = _noncontiguous(t)
+            gs.append(t.requires_grad_(requires_grad))
+        return gs
+
+    def _grads(self, sel, leaves, gs, *, create_graph, what):
+        try:
+            return torch.autograd.grad(sel, leaves, gs, create_graph=create_graph,
+                                       allow_unused=True)
+        except RuntimeError as exc:
+            raise UserCodeError(_backward_failure(self.label, exc, create_graph, what)) from exc
+
+    def _zeros_for_missing(self, grads, likes, names):
+        out = []
+        for g, like, name in zip(grads, likes, names):
+            if g is None:
+                self.missing.add(name)
+                out.append(np.zeros(tuple(like.shape), dtype=numpy_dtype(like)))
+            else:
+                out.append(to_array(g))
+        return out
+
+    # ------------------------------------------------------------------ order 1
+
+    def forward(self, *arrays):
+        with torch.no_grad():
+            outs = self._selected(self._call(self._leaves(arrays)))
+        return pack([to_array(o) for o in outs])
+
+    def _backward_once(self, cotangent, arrays):
+        leaves = self._leaves(arrays, requires_grad=True)
+        with torch.enable_grad():
+            sel = self._selected(self._call(leaves))
+            pieces = unpack(cotangent, self.out_shapes)
+            gs = [to_tensor(p, like) for p, like in zip(pieces, self.out_like)]
+            grads = self._grads(sel, leaves, gs, create_graph=False, what="the backward")
+        if self.check_grad_dtypes:
+            for g, leaf, name in zip(grads, leaves, self.argnames):
+                if g is not None and g.dtype != leaf.dtype:
+                    raise UserCodeError(f"the backward of {self.label} returned a {g.dtype} "
+                                        f"gradient for {name!r}, which is {leaf.dtype} "
+                                        f"(check_grad_dtypes=True)")
+        return self._zeros_for_missing(grads, leaves, self.argnames)
+
+    def backward(self, cotangent, *arrays):
+        first = self._backward_once(cotangent, arrays)
+        again = self._backward_once(cotangent, arrays)
+        worst, problem = check_nondeterminism(first, again, self.argnames, self.nondet_tol)
+        self.nondeterminism = max(self.nondeterminism, worst)
+        if problem:
+            raise UserCodeError(f"{self.label}: {problem}")
+        return tuple(first)
+
+    # ------------------------------------------------------------------ order 2
+
+    def draw_g(self, seed, grad_outputs=None):
+        """The cotangents ``g`` of the second-order point: given, or seeded normals."""
+        if grad_outputs is not None:
+            given = as_tuple(grad_outputs)
+            if len(given) != len(self.outputs) or not all(isinstance(g, torch.Tensor)
+                                                          for g in given):
+                raise ConfigurationError(
+                    f"grad_outputs must be {len(self.outputs)} tensor(s), one per output that "
+                    f"requires grad, of shapes {self.out_shapes}; got {len(given)} value(s)")
+            for g, shape in zip(given, self.out_shapes):
+                if tuple(g.shape) != shape:
+                    raise ConfigurationError(f"grad_outputs has a tensor of shape "
+                                             f"{tuple(g.shape)} where the output has {shape}")
+            return tuple(to_array(g.detach().to(like.dtype))
+                         for g, like in zip(given, self.out_like))
+        rng = np.random.default_rng([seed, 2])
+        return tuple(rng.standard_normal(shape).astype(numpy_dtype(like))
+                     for shape, like in zip(self.out_shapes, self.out_like))
+
+    def second(self, *arrays):
+        k = len(self.checked)
+        leaves = self._leaves(arrays[:k], requires_grad=True)
+        with torch.enable_grad():
+            sel = self._selected(self._call(leaves))
+            gs = self._g_tensors(arrays[k:], requires_grad=False)
+            grads = self._grads(sel, leaves, gs, create_graph=False, what="the backward")
+        return pack(self._zeros_for_missing(grads, leaves, self.argnames))
+
+    def second_vjp(self, cotangent, *arrays):
+        k = len(self.checked)
+        leaves = self._leaves(arrays[:k], requires_grad=True)
+        with torch.enable_grad():
+            sel = self._selected(self._call(leaves))
+            gs = self._g_tensors(arrays[k:], requires_grad=True)
+            grads = self._grads(sel, leaves, gs, create_graph=True,
+                                what="the backward, building a graph for a second derivative "
+                                     "(create_graph=True)")
+            pieces = unpack(cotangent, [tuple(t.shape) for t in leaves])
+            live = []
+            wrt = [*leaves, *gs]
+            for j, (g, name) in enumerate(zip(grads, self.argnames)):
+                if g is None:
+                    continue
+                reaches, once = _graph_reaches(g, wrt)
+                if reaches:
+                    live.append(j)
+                else:
+                    self.disconnected.add(name)
+                    self.once_differentiable |= once
+            if live:
+                try:
+                    second = torch.autograd.grad(
+                        [grads[j] for j in live], wrt,
+                        [to_tensor(pieces[j], grads[j]) for j in live], allow_unused=True)
+                except RuntimeError as exc:
+                    raise UserCodeError(_double_backward_failure(self.label, exc)) from exc
+            else:
+                second = (None,) * len(wrt)
+        out = []
+        for s, t in zip(second, wrt):
+            out.append(np.zeros(tuple(t.shape), dtype=numpy_dtype(t)) if s is None
+                       else to_array(s))
+        return tuple(out)
+
+    # ------------------------------------------------------------------ notes
+
+    def notes(self, order=1) -> list:
+        notes = []
+        if self.missing:
+            names = ", ".join(repr(n) for n in sorted(self.missing))
+            notes.append(f"no gradient for {names}: torch's graph does not reach it from the "
+                         f"outputs (the backward returned None, or the output does not depend "
+                         f"on it); checked as zero")
+        if order == 2 and self.disconnected and self.once_differentiable:
+            names = ", ".join(repr(n) for n in sorted(self.disconnected))
+            notes.append(
+                f"the backward of {self.label} is marked @once_differentiable: its result for "
+                f"{names} cannot be differentiated again (torch's graph does not lead back to "
+                f"the inputs), so torch's double backward gives no second derivatives; "
+                f"remove the decorator and write the backward with differentiable torch "
+                f"operations")
+        elif order == 2 and self.disconnected:
+            names = ", ".join(repr(n) for n in sorted(self.disconnected))
+            notes.append(
+                f"the backward's result for {names} is cut from torch's graph: the backward "
+                f"detaches it, leaves torch (.numpy(), .item(), a NumPy computation) or runs "
+                f"under torch.no_grad(), so torch's double backward treats it as a constant "
+                f"and its second derivatives are zero; write the backward with "
+                f"differentiable torch operations")
+        if self.nondet_tol > 0:
+            notes.append(f"nondet_tol = {self.nondet_tol:g}: two backward passes differed by "
+                         f"up to {self.nondeterminism:.3g}; differences up to nondet_tol are "
+                         f"allowed (added to atol)")
+        return notes
+
+
+def _graph_reaches(t, leaves):
+    """``(whether t's graph leads back to one of leaves, whether it passes a node that
+    refuses differentiation -- the mark of @once_differentiable)``."""
+    if not t.requires_grad or t.grad_fn is None:
+        return False, False
+    targets = {id(leaf) for leaf in leaves}
+    seen, stack, refuses = set(), [t.grad_fn], False
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if type(node).__name__ in ("Error", "DelayedError", "DelayedErrorBackward"):
+            refuses = True
+        variable = getattr(node, "variable", None)
+        if variable is not None and id(variable) in targets:
+            return True, refuses
+        stack.extend(fn for fn, _ in node.next_functions)
+    return False, refuses
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else "(no message)"
+
+
+def _backward_failure(label, exc, create_graph, what) -> str:
+    msg = _first_line(exc)
+    if create_graph and "numpy()" in msg:
+        return (f"the backward of {label} leaves torch (it calls .numpy() on a tensor that "
+                f"requires grad): its result cannot be differentiated again, so it has no "
+                f"second-order derivative to check; write the backward with torch "
+                f"operations (torch said: {msg})")
+    return f"{what} of {label} raised {type(exc).__name__}: {msg}"
+
+
+def _double_backward_failure(label, exc) -> str:
+    msg = _first_line(exc)
+    if "once_differentiable" in msg:
+        return (f"the backward of {label} is marked @once_differentiable: torch cannot "
+                f"differentiate it again, so it has no second-order derivative to check; "
+                f"remove the decorator and write the backward with differentiable torch "
+                f"operations (torch said: {msg})")
+    return (f"torch's double backward of {label} (differentiating its backward again) raised "
+            f"{type(exc).__name__}: {msg}")
