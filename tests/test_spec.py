@@ -588,7 +588,8 @@ def test_options_for_a_non_class_target(user_modules):
 
     spec = parse_spec(doc({"type": "python", "target": "user_layers_t:broken_import",
                            "options": {"a": 1}}, shape=(4, 5)), source="t")
-    with pytest.raises(SpecError, match=r"broken_import is not a class, so it takes no options"):
+    with pytest.raises(SpecError, match=r"^t: layer\[0\]\.kwargs: broken_import is not a class, "
+                                        r"so it takes no kwargs; got \{a = 1\}$"):
         resolve_targets(spec)
 
 
@@ -597,9 +598,9 @@ def test_constructor_failure_is_a_spec_error(user_modules):
 
     spec = parse_spec(doc({"type": "python", "target": "user_layers_t:WithOptions"},
                           shape=(4, 5)), source="t")
-    with pytest.raises(SpecError, match=r"^t: layer\[0\]\.target: WithOptions\(\*\*options\) "
-                                        r"raised TypeError: .*factor.*; check the layer's "
-                                        r"options table$"):
+    with pytest.raises(SpecError, match=r"^t: layer\[0\]\.kwargs: WithOptions\(\*\*kwargs\) "
+                                        r"raised TypeError: .*factor.*; give the constructor's "
+                                        r"arguments as kwargs = \{name = value, \.\.\.\}$"):
         resolve_targets(spec)
 
 

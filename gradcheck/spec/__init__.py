@@ -99,5 +99,5 @@ def resolve_targets(spec: Spec) -> None:
     """Import every ``type = "python"`` layer's target now, so a bad one fails early."""
     for i, layer in enumerate(spec.layers):
         if layer.type == "python":
-            resolve_target(layer.options["target"], options=layer.options["options"],
+            resolve_target(layer.options["target"], kwargs=layer.options["kwargs"],
                            source=spec.source, key=f"layer[{i}].target")

@@ -60,8 +60,11 @@ def make_layer(layer: LayerSpec, *, obj=None, dtype="float64"):
     if layer.type == "python":
         from gradcheck.spec._user import UserLayer
 
-        return UserLayer(layer.options["target"], obj, layer.options["params"],
-                         options=layer.options["options"],
+        params = layer.options["params"]
+        if not params and hasattr(obj, "param_shapes"):   # an nn.Module: its own parameters
+            params = obj.param_shapes()
+        return UserLayer(layer.options["target"], obj, params,
+                         options=layer.options["kwargs"],
                          output_shape=layer.options.get("output_shape"), dtype=dtype)
     return Activation(layer.type, **layer.options)
 
@@ -197,8 +200,12 @@ def build(spec: Spec, *, max_memory: int | None = None) -> BuiltSpec:
     for i, ls in enumerate(spec.layers):
         obj = None
         if ls.type == "python":
-            obj = resolve_target(ls.options["target"], options=ls.options["options"],
+            obj = resolve_target(ls.options["target"], kwargs=ls.options["kwargs"],
                                  source=spec.source, key=f"layer[{i}].target")
+            if ls.options["params"] and getattr(obj, "param_shapes", lambda: None)():
+                raise ctx.fail(f"layer[{i}].params", f"{ls.options['target']} is an "
+                               f"nn.Module, whose parameters are its own "
+                               f"({', '.join(obj.param_shapes())}); leave params out")
         layers.append(make_layer(ls, obj=obj, dtype=spec.input.dtype))
     # Shapes past a python layer are known only now: probe it, then check what follows.
     shape = spec.input.shape

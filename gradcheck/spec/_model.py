@@ -82,10 +82,13 @@ class CheckSpec:
     max_memory: int | None = None
     #: Per-tensor overrides: name -> {"rtol": x, "atol": y}.
     tolerance: Mapping[str, Mapping[str, float]] | None = None
+    #: 2: also check the backward's own derivatives (PyTorch layers); None: order 1.
+    order: int | None = None
 
     def to_dict(self) -> dict:
         d = {"seed": self.seed}
-        for key in ("mode", "budget", "time_budget", "rtol", "atol", "wrt", "max_memory", "tolerance"):
+        for key in ("mode", "budget", "time_budget", "rtol", "atol", "wrt", "max_memory",
+                    "tolerance", "order"):
             value = getattr(self, key)
             if value is not None:
                 d[key] = _plain(value)

@@ -20,7 +20,8 @@ __all__ = ["parse_spec", "TOP_KEYS", "LAYER_KEYS", "DTYPES", "MODES", "layer_typ
 TOP_KEYS = ("name", "description", "input", "layer", "loss", "check")
 INPUT_KEYS = ("shape", "dtype", "distribution", "loc", "scale", "seed", "away_from_kinks")
 LOSS_KEYS = ("type", "seed")
-CHECK_KEYS = ("seed", "mode", "budget", "time_budget", "rtol", "atol", "wrt", "max_memory", "tolerance")
+CHECK_KEYS = ("seed", "mode", "budget", "time_budget", "rtol", "atol", "wrt", "max_memory", "tolerance",
+              "order")
 TOLERANCE_KEYS = ("rtol", "atol")
 DTYPES = ("float32", "float64")
 DISTRIBUTIONS = ("normal", "uniform")
@@ -40,7 +41,7 @@ LAYER_KEYS = {
     "avgpool": ("kernel", "stride", "padding"),
     "flatten": (),
     "dense": ("out_features", "bias"),
-    "python": ("target", "params", "options", "output_shape"),
+    "python": ("target", "params", "kwargs", "options", "output_shape"),
 }
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -186,7 +187,15 @@ def _check(ctx: Ctx, raw) -> CheckSpec:
         atol=ctx.real("check.atol", t["atol"], minimum=0) if "atol" in t else None,
         wrt=wrt,
         max_memory=ctx.memory("check.max_memory", t["max_memory"]) if "max_memory" in t else None,
+        order=_order(ctx, t["order"]) if "order" in t else None,
     )
+
+
+def _order(ctx: Ctx, value) -> int:
+    if isinstance(value, bool) or value not in (1, 2):
+        raise ctx.expected("check.order", "1 (the backward) or 2 (also the backward's own "
+                                          "derivatives, for PyTorch layers)", value)
+    return int(value)
 
 
 def _loss(ctx: Ctx, raw, out_shape) -> LossSpec:
@@ -321,10 +330,11 @@ def _dense_options(ctx, key, t, nd):
 def _python_options(ctx, key, t, nd):
     from gradcheck.spec._user import check_target_syntax
 
-    target = ctx.required(f"{key}.target", t, "target", '"package.module:Object"',
-                          "a python layer")
+    from gradcheck.spec._target import FORMS
+
+    target = ctx.required(f"{key}.target", t, "target", FORMS, "a python layer")
     if not isinstance(target, str):
-        raise ctx.expected(f"{key}.target", 'a string "package.module:Object"', target)
+        raise ctx.expected(f"{key}.target", f"a string: {FORMS}", target)
     check_target_syntax(ctx, f"{key}.target", target)
     params = ctx.table(f"{key}.params", t.get("params", {}), "parameter names -> shapes")
     shapes = {}
@@ -334,9 +344,13 @@ def _python_options(ctx, key, t, nd):
                                                     f"valid identifier (letters, digits, _)")
         shapes[pname] = list(ctx.shape(f"{key}.params.{pname}", pshape,
                                        what="the parameter's shape"))
-    options = ctx.table(f"{key}.options", t.get("options", {}),
-                        "keyword arguments for the target's constructor")
-    o = {"target": target, "params": shapes, "options": dict(options)}
+    if "kwargs" in t and "options" in t:
+        raise ctx.fail(f"{key}.options", "the older name of kwargs, given beside kwargs; keep "
+                                         "one: kwargs = {...}")
+    kw_key = "options" if "options" in t else "kwargs"   # "options": the older name
+    kwargs = ctx.table(f"{key}.{kw_key}", t.get(kw_key, {}),
+                       "keyword arguments for the target's constructor")
+    o = {"target": target, "params": shapes, "kwargs": dict(kwargs)}
     if "output_shape" in t:
         o["output_shape"] = list(ctx.shape(f"{key}.output_shape", t["output_shape"],
                                            min_ndim=1, what="the layer's output shape"))

@@ -1,14 +1,15 @@
 """``type = "python"`` layers: a user's own layer object behind the layer protocol.
 
-The target ``"package.module:Object"`` names an object with
+The target (``"package.module:Object"``, ``"package.module"``, ``"path/to/file.py:Object"``;
+found by :mod:`gradcheck.spec._target`) names an object with
 
 * ``forward(x, *params) -> y`` and
 * ``backward(grad_y, x, *params) -> (grad_x, *grad_params)``
 
 -- the contract of :func:`gradcheck.check_vjp` and the shape of a
-``torch.autograd.Function``. A class is instantiated with the layer's ``options`` as
-keyword arguments; any other object (a module, an instance) is used as it is. The current
-directory is put on ``sys.path`` while the module is imported, as pytest users expect.
+``torch.autograd.Function``. A class is instantiated with the layer's ``kwargs``; any
+other object (a module, an instance) is used as it is; a PyTorch Function or Module is
+adapted to the contract by :mod:`gradcheck.torch`.
 
 Failures are told apart:
 
@@ -21,106 +22,20 @@ Failures are told apart:
 
 from __future__ import annotations
 
-import importlib
 import math
-import os
-import re
-import sys
 
 import numpy as np
 
-from gradcheck._errors import SpecError, UserCodeError
+from gradcheck._errors import UserCodeError
 from gradcheck.ops._patterns import LayerBase
-from gradcheck.spec._values import show, suggest
+from gradcheck.spec._target import check_target_syntax, resolve_target
 
 __all__ = ["UserLayer", "resolve_target", "check_target_syntax"]
-
-_TARGET = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-_CONTRACT = ("forward(x, *params) -> y and backward(grad_y, x, *params) -> "
-             "(grad_x, *grad_params)")
-
-
-def check_target_syntax(ctx, key: str, target: str) -> None:
-    if not _TARGET.match(target):
-        raise ctx.expected(key, '"package.module:Object" (a module path, a colon, then the '
-                                'object\'s name)', target)
-
-
-def _import(module_name: str, fail):
-    cwd = os.getcwd()
-    added = cwd not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        missing = exc.name or ""
-        if missing and (module_name == missing or module_name.startswith(missing + ".")):
-            raise fail(f"cannot import module {show(module_name)}: no module named "
-                       f"{show(missing)} on the import path (the current directory {cwd} "
-                       f"is on it); run gradcheck from the directory that holds it") from None
-        raise fail(f"importing module {show(module_name)} failed: {exc}") from None
-    except SyntaxError as exc:
-        raise fail(f"importing module {show(module_name)} failed: SyntaxError: {exc.msg} "
-                   f"({os.path.basename(exc.filename or '?')}, line {exc.lineno})") from None
-    except Exception as exc:
-        raise fail(f"importing module {show(module_name)} raised {type(exc).__name__}: "
-                   f"{_first_line(exc)}") from None
-    finally:
-        if added and cwd in sys.path:
-            sys.path.remove(cwd)
 
 
 def _first_line(exc) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else "(no message)"
-
-
-def resolve_target(target: str, *, options=None, source="<spec>", key="target"):
-    """Import ``"package.module:Object"``, instantiate a class, check the contract.
-
-    Returns the object whose ``forward``/``backward`` will be called. Raises
-    :class:`~gradcheck.SpecError` (``FILE: KEY: ...``) when that is impossible.
-    """
-    def fail(message):
-        return SpecError(f"{source}: {key}: {message}", spec=source, key=key)
-
-    module_name, _, attr_path = target.partition(":")
-    obj = _import(module_name, fail)
-    done = []
-    for part in attr_path.split("."):
-        where = (f"module {show(module_name)}" if not done
-                 else show(f"{module_name}:{'.'.join(done)}"))
-        if not hasattr(obj, part) and not done:   # "pkg:module": a submodule, imported
-            try:
-                import importlib
-
-                obj = importlib.import_module(f"{module_name}.{part}")
-                done.append(part)
-                continue
-            except ImportError:
-                pass
-        if not hasattr(obj, part):
-            names = [n for n in dir(obj) if not n.startswith("_")]
-            raise fail(f"{where} has no attribute {show(part)}; {suggest(part, names)}it "
-                       f"defines: {', '.join(names[:12]) or 'nothing public'}")
-        obj = getattr(obj, part)
-        done.append(part)
-    options = dict(options or {})
-    if isinstance(obj, type):
-        try:
-            obj = obj(**options)
-        except Exception as exc:
-            raise fail(f"{attr_path}(**options) raised {type(exc).__name__}: "
-                       f"{_first_line(exc)}; check the layer's options table") from None
-    elif options:
-        raise fail(f"{attr_path} is not a class, so it takes no options; got options "
-                   f"{show(options)}")
-    missing = [m for m in ("forward", "backward") if not callable(getattr(obj, m, None))]
-    if missing:
-        raise fail(f"{attr_path} has no {' or '.join(missing)} method; a python layer needs "
-                   f"{_CONTRACT}")
-    return obj
 
 
 class UserLayer(LayerBase):
@@ -135,7 +50,7 @@ class UserLayer(LayerBase):
     params : dict
         Parameter name -> shape, in the order ``forward``/``backward`` take them.
     options : dict
-        The constructor's keyword arguments (kept for ``to_dict``).
+        The constructor's keyword arguments, the spec's ``kwargs`` (kept for ``to_dict``).
     output_shape : tuple, optional
         The output shape for the spec's input (the batch axis follows the input's); if not
         given, it is found by calling ``forward`` once on a seeded random input.
@@ -164,7 +79,7 @@ class UserLayer(LayerBase):
 
     def to_dict(self) -> dict:
         d = {"type": "python", "target": self.target,
-             "params": {k: list(v) for k, v in self.params.items()}, "options": self.options}
+             "params": {k: list(v) for k, v in self.params.items()}, "kwargs": self.options}
         if self.fixed_output_shape is not None:
             d["output_shape"] = list(self.fixed_output_shape)
         return d
