@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     opts.add_argument("--mode", choices=("full", "fast", "auto"),
                       help="full: every element; fast: random directions; auto: full up to "
                            "the budget")
+    opts.add_argument("--order", type=int, choices=(1, 2),
+                      help="2: also check the backward's own derivatives (every layer a "
+                           "PyTorch Function or Module target)")
     opts.add_argument("--rtol", type=_number("--rtol", minimum=0),
                       help="extra relative tolerance")
     opts.add_argument("--atol", type=_number("--atol", minimum=0),
@@ -245,7 +248,8 @@ def _run_one(spec, args):
     try:
         built = build(spec, max_memory=args.max_memory)
         report = check_built(built, mode=args.mode, rtol=args.rtol, atol=args.atol,
-                             budget=args.budget, time_budget=args.time_budget)
+                             budget=args.budget, time_budget=args.time_budget,
+                             order=args.order)
     except UserCodeError as exc:
         inner = _innermost_user_error(exc)
         return SpecResult(spec.source, spec.name, None, error=str(inner),

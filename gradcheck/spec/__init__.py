@@ -37,7 +37,7 @@ from gradcheck.spec._build import BuiltSpec, build, estimate_bytes, memory_limit
 from gradcheck.spec._default import DEFAULT_DOCUMENT, DEFAULT_SOURCE
 from gradcheck.spec._model import CheckSpec, InputSpec, LayerSpec, LossSpec, Spec
 from gradcheck.spec._read import FORMATS, parse_text, read_document
-from gradcheck.spec._run import check_built, check_spec
+from gradcheck.spec._second import check_built, check_spec
 from gradcheck.spec._schema import DTYPES, MODES, layer_types, parse_spec
 from gradcheck.spec._user import UserLayer, resolve_target
 

@@ -23,6 +23,9 @@ __all__ = ["TorchLayer"]
 
 def _tensor(array, *, requires_grad=False):
     array = np.asarray(array)
+    if array.dtype.kind == "c":   # the layer runs in its own real dtype (see _convert)
+        raise TypeError("a PyTorch layer is evaluated in its own real dtype; complex input "
+                        "is not passed through")
     t = torch.as_tensor(np.array(array, copy=True, order="C"))
     return t.requires_grad_(requires_grad) if t.is_floating_point() else t
 
