@@ -25,8 +25,7 @@ SUPPORTED = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _label(f) -> str:
-    return getattr(f, "__qualname__", None) or getattr(f, "__name__", None) or \
-        type(f).__name__
+    return getattr(f, "__name__", None) or type(f).__name__
 
 
 def _arg_names(f, n):

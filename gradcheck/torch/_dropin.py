@@ -89,7 +89,7 @@ def _undefined_grad_problem(call, leaves, label):
     def outputs():
         try:
             return call(leaves)
-        except RuntimeError as exc:
+        except Exception as exc:
             raise UserCodeError(f"{label} raised {type(exc).__name__}: "
                                 f"{str(exc).strip().splitlines()[0]}") from exc
 
@@ -107,10 +107,10 @@ def _undefined_grad_problem(call, leaves, label):
             try:
                 grads = torch.autograd.grad(outs, leaves, [torch.zeros_like(o) for o in outs],
                                             allow_unused=True)
-            except RuntimeError as exc:
+            except Exception as exc:
                 return (f"the backward of {label} fails when {what} is undefined (None, as "
                         f"torch passes for an output that does not reach the loss): "
-                        f"{str(exc).strip().splitlines()[0]}; treat an undefined gradient "
+                        f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}; treat an undefined gradient "
                         f"as zero (check_undefined_grad=False skips this)")
             for j, g in enumerate(grads):
                 if g is not None and not bool((g == 0).all()):

@@ -35,8 +35,7 @@ def function_label(fn) -> str:
     owner = getattr(fn, "__self__", None)
     if isinstance(owner, type):
         return owner.__name__
-    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or \
-        type(fn).__name__
+    return getattr(fn, "__name__", None) or type(fn).__name__
 
 
 def input_names(fn, n: int) -> tuple:
@@ -141,7 +140,7 @@ class TorchProblem:
         try:
             return torch.autograd.grad(sel, leaves, gs, create_graph=create_graph,
                                        allow_unused=True)
-        except RuntimeError as exc:
+        except Exception as exc:
             raise UserCodeError(_backward_failure(self.label, exc, create_graph, what)) from exc
 
     def _zeros_for_missing(self, grads, likes, names):
@@ -241,7 +240,7 @@ class TorchProblem:
                     second = torch.autograd.grad(
                         [grads[j] for j in live], wrt,
                         [to_tensor(pieces[j], grads[j]) for j in live], allow_unused=True)
-                except RuntimeError as exc:
+                except Exception as exc:
                     raise UserCodeError(_double_backward_failure(self.label, exc)) from exc
             else:
                 second = (None,) * len(wrt)

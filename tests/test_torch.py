@@ -1,0 +1,382 @@
+"""gradcheck.torch: verdicts on torch Functions and Modules, the drop-ins, second order.
+
+The layers here are written against torch's own operations (``torch.nn.grad`` for the
+convolution's gradients, closed forms elsewhere); the expected verdicts follow from how
+each case was built (a planted error at a known element, a backward cut from the graph),
+not from the checker's output.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="gradcheck.torch needs PyTorch "
+                                            "(pip install torch==2.13.0)")
+F = torch.nn.functional
+
+from gradcheck import ConfigurationError, UserCodeError  # noqa: E402
+from gradcheck.torch import (GradientCheckFailed, UncheckedWarning, check_function,  # noqa: E402
+                             check_module, gradcheck, gradgradcheck)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """torch's worker threads spin-wait; on a loaded machine one thread cannot stall."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+# --------------------------------------------------------------------------- layers
+
+
+class Conv(torch.autograd.Function):
+    """conv2d, padding 1, gradients from torch.nn.grad (the reference)."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return F.conv2d(x, w, padding=1)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        return (torch.nn.grad.conv2d_input(x.shape, w, g, padding=1),
+                torch.nn.grad.conv2d_weight(x, w.shape, g, padding=1))
+
+
+class ConvNotRotated(Conv):
+    """The classic slip: the input gradient correlates with the kernel as stored."""
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        gx = F.conv_transpose2d(g, w.flip(-1, -2), padding=1)
+        return gx, torch.nn.grad.conv2d_weight(x, w.shape, g, padding=1)
+
+
+class Relu(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, = ctx.saved_tensors
+        return g * (x > 0).to(g.dtype)
+
+
+class Cube(torch.autograd.Function):
+    """x ** 3 with a backward written in torch operations (differentiable again)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x ** 3
+
+    @staticmethod
+    def backward(ctx, g):
+        x, = ctx.saved_tensors
+        return 3 * g * x ** 2
+
+
+class OneElementOff(Cube):
+    """The gradient of element 3 is off by 1e-5 relative."""
+
+    @staticmethod
+    def backward(ctx, g):
+        x, = ctx.saved_tensors
+        scale = torch.ones_like(x)
+        scale[3] += 1e-5
+        return 3 * g * x ** 2 * scale
+
+
+def _cube_with(backward):
+    return type("CubeVariant", (Cube,), {"backward": staticmethod(backward)})
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_right_conv_passes_in_its_own_dtype(dtype):
+    seen = []
+
+    def fn(x, w):
+        seen.append((x.dtype, w.dtype))
+        return Conv.apply(x, w)
+
+    x = torch.randn(2, 3, 6, 6, dtype=dtype, generator=_gen())
+    w = torch.randn(4, 3, 3, 3, dtype=dtype, generator=_gen(1))
+    report = check_function(fn, (x, w))
+    assert report.passed, str(report)
+    assert [a.name for a in report.arguments] == ["x", "w"]
+    assert report.dtype == str(dtype).replace("torch.", "")
+    assert set(seen) == {(dtype, dtype)}      # never upcast on the numerical side
+
+
+def test_an_unrotated_kernel_is_located_and_named():
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64, generator=_gen())
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64, generator=_gen(1))
+    report = check_function(ConvNotRotated.apply, (x, w))
+    assert not report.passed and report["w"].passed
+    assert report["x"].diagnosis.cause == "kernel_not_rotated"
+    assert [a.name for a in report.arguments] == ["x", "w"]   # from Function.forward
+
+
+def test_exact_relu_kinks_max_pool_and_sort_ties_pass_in_float32():
+    x = torch.tensor([[-1.0, 0.0, 2.0], [0.0, 3.0, -0.5]], dtype=torch.float32)
+    assert check_function(Relu.apply, (x,)).passed
+    tied = torch.round(torch.randn(1, 2, 6, 6, generator=_gen(2)) * 2).float()
+    assert check_function(lambda t: F.max_pool2d(t, 2, stride=1), (tied,)).passed
+    values = torch.tensor([3.0, 1.0, 3.0, 2.0, 1.0], dtype=torch.float32)
+    assert check_function(lambda t: torch.sort(t).values * torch.arange(5.0), (values,)).passed
+
+
+def test_a_1e5_error_in_one_element_is_caught_with_both_values():
+    x = torch.linspace(0.5, 2.0, 7, dtype=torch.float64)
+    report = check_function(OneElementOff.apply, (x,))
+    assert not report.passed
+    arg = report["x"]
+    assert arg.n_failed == 1 and arg.worst_index == (3,)
+    true = 3 * float(x[3]) ** 2
+    assert abs(abs(arg.analytic_at_worst) - abs(arg.numeric_at_worst)) > 1e-6 * true
+
+
+def test_non_tensor_inputs_pass_through_and_requires_grad_selects():
+    x = torch.randn(3, 4, dtype=torch.float64, generator=_gen(), requires_grad=True)
+    w = torch.randn(3, 4, dtype=torch.float64, generator=_gen(1))     # not marked: constant
+    idx = torch.tensor([2, 0, 1])
+
+    def fn(x, w, idx, power, label):
+        assert label == "keep" and power == 2
+        return (x ** power * w)[idx]
+
+    report = check_function(fn, (x, w, idx, 2, "keep"))
+    assert report.passed and [a.name for a in report.arguments] == ["x"]
+
+
+def test_several_outputs_are_checked_together_and_integer_outputs_skipped():
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, generator=_gen())
+
+    def fn(t):
+        y, idx = F.max_pool2d(t, 2, return_indices=True)
+        return y, torch.tanh(t), idx
+
+    assert check_function(fn, (x,)).passed
+
+
+def test_user_code_failures_are_user_code_errors():
+    x = torch.randn(3, dtype=torch.float64)
+    with pytest.raises(UserCodeError, match=r"^boom raised ValueError: nope$"):
+        def boom(t):
+            raise ValueError("nope")
+        check_function(boom, (x,))
+    with pytest.raises(UserCodeError, match=r"returned no output that requires grad"):
+        check_function(lambda t: t.detach() * 2, (x,))
+
+
+@pytest.mark.parametrize("inputs, message", [
+    ((torch.randn(3, dtype=torch.complex128),), r"complex tensor"),
+    ((torch.randn(3).to(torch.bfloat16),), r"has dtype torch\.bfloat16; gradients are "
+                                           r"checked in float32 or float64"),
+    ((torch.arange(3),), r"no floating-point tensor among the inputs"),
+    ((torch.tensor([1.0, float("nan")]),), r"contains NaN or infinity"),
+])
+def test_bad_inputs_are_configuration_errors(inputs, message):
+    with pytest.raises(ConfigurationError, match=message):
+        check_function(torch.sin, inputs)
+
+
+def test_forward_mode_and_unknown_orders_are_refused():
+    x = torch.randn(3, dtype=torch.float64)
+    with pytest.raises(ConfigurationError, match=r"forward mode \('fwd'\) is not available in "
+                                                 r"this version"):
+        check_function(torch.sin, (x,), modes=("fwd", "rev"))
+    with pytest.raises(ConfigurationError, match=r"order must be 1 .* or 2"):
+        check_function(torch.sin, (x,), order=3)
+
+
+# --------------------------------------------------------------------------- modules
+
+
+def test_check_module_names_parameters_and_leaves_the_module_unchanged():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.Tanh(),
+                              torch.nn.BatchNorm2d(3)).double()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(2, 2, 5, 5, dtype=torch.float64, generator=_gen())
+    report = check_module(net, x)
+    assert report.passed, str(report)
+    assert [a.name for a in report.arguments] == [
+        "input", "0.weight", "0.bias", "2.weight", "2.bias"]
+    for k, v in net.state_dict().items():      # running statistics untouched
+        assert torch.equal(v, before[k]), k
+
+
+def test_check_module_finds_a_wrong_custom_layer_inside():
+    class Bad(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(4, 3, 3, 3, dtype=torch.float64,
+                                                    generator=_gen(3)))
+
+        def forward(self, x):
+            return ConvNotRotated.apply(x, self.w)
+
+    x = torch.randn(1, 3, 5, 5, dtype=torch.float64, generator=_gen())
+    report = check_module(Bad(), x)
+    assert not report.passed and report["w"].passed and not report["input"].passed
+
+
+# --------------------------------------------------------------------------- drop-ins
+
+
+def test_gradcheck_drop_in_true_raise_and_false():
+    x = torch.randn(3, 4, dtype=torch.float32, generator=_gen(), requires_grad=True)
+    assert gradcheck(torch.sigmoid, (x,)) is True
+    assert gradcheck(torch.sigmoid, x, eps=1e-3, atol=1e-5, rtol=1e-3, masked=None) is True
+    y = torch.linspace(0.5, 2.0, 7, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(GradientCheckFailed) as info:
+        gradcheck(OneElementOff.apply, (y,))
+    assert isinstance(info.value, RuntimeError)            # as torch's GradcheckError
+    assert "worst at index (3,)" in str(info.value) and info.value.report is not None
+    assert gradcheck(OneElementOff.apply, (y,), raise_exception=False) is False
+
+
+def test_gradcheck_drop_in_honours_atol_fast_mode_and_refuses_forward_mode():
+    y = torch.linspace(0.5, 2.0, 7, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(OneElementOff.apply, (y,), atol=1e-3) is True   # the user's floor
+    with pytest.raises(GradientCheckFailed, match=r"fast mode"):
+        gradcheck(_cube_with(lambda ctx, g: 2 * Cube.backward(ctx, g)).apply, (y,),
+                  fast_mode=True)
+    with pytest.raises(ConfigurationError, match=r"check_forward_ad=True asks for forward "
+                                                 r"mode, which is not available"):
+        gradcheck(torch.sin, (y,), check_forward_ad=True)
+    with pytest.warns(UncheckedWarning, match=r"check_batched_grad=True is not checked"):
+        assert gradcheck(torch.sin, (y,), check_batched_grad=True)
+
+
+def test_nondet_tol_judges_a_noisy_backward_within_it():
+    state = {"calls": 0}
+
+    def noisy(ctx, g):
+        x, = ctx.saved_tensors
+        state["calls"] += 1
+        return 3 * g * x ** 2 + 1e-9 * state["calls"]
+
+    fn = _cube_with(noisy).apply
+    x = torch.linspace(0.5, 2.0, 5, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(GradientCheckFailed, match=r"the backward is not deterministic: two "
+                                                  r"passes at the same point give gradients "
+                                                  r"for 'x' that differ by up to 1e-09"):
+        gradcheck(fn, (x,))
+    report = check_function(fn, (x,), nondet_tol=1e-6)
+    assert report.passed and any("nondet_tol = 1e-06" in n for n in report.notes)
+
+
+def test_check_undefined_grad_and_check_grad_dtypes():
+    class TwoOut(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.set_materialize_grads(False)
+            return 2 * x, 3 * x
+
+        @staticmethod
+        def backward(ctx, g1, g2):
+            return 2 * g1 + 3 * g2      # fails when one of them is undefined (None)
+
+    x = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(GradientCheckFailed, match=r"fails when .* is undefined"):
+        gradcheck(TwoOut.apply, (x,))
+    assert gradcheck(TwoOut.apply, (x,), check_undefined_grad=False)
+    assert gradcheck(Cube.apply, (x,), check_grad_dtypes=True)
+    # torch casts a float32 gradient of a float64 input back to float64: it arrives with
+    # float32's precision only (4e-8 relative), which a float64 check does not accept
+    lower = _cube_with(lambda ctx, g: Cube.backward(ctx, g).float())
+    assert gradcheck(lower.apply, (x,), raise_exception=False) is False
+
+
+# --------------------------------------------------------------------------- second order
+
+
+def test_gradgradcheck_passes_a_differentiable_backward():
+    x = torch.linspace(-1.5, 1.5, 6, dtype=torch.float32, requires_grad=True)
+    assert gradgradcheck(Cube.apply, (x,)) is True
+    report = check_function(Cube.apply, (x.detach(),), order=2)
+    assert [a.name for a in report.arguments] == ["x", "order2.x", "order2.grad_output"]
+    assert report.passed
+
+
+def test_gradgradcheck_catches_a_backward_whose_own_derivative_is_wrong():
+    # first order right; x.detach() makes torch's double backward miss d/dx (3 g x^2)
+    fn = _cube_with(lambda ctx, g: 3 * g * ctx.saved_tensors[0].detach() ** 2).apply
+    x = torch.linspace(0.5, 2.0, 6, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(fn, (x,))
+    with pytest.raises(GradientCheckFailed) as info:
+        gradgradcheck(fn, (x,))
+    report = info.value.report
+    assert not report["x"].passed and report["grad_output"].passed
+
+
+@pytest.mark.parametrize("backward, message", [
+    (lambda ctx, g: (3 * g * ctx.saved_tensors[0] ** 2).detach(),
+     r"cut from torch's graph: the backward detaches it"),
+    (lambda ctx, g: torch.from_numpy(3 * g.detach().numpy() *
+                                     ctx.saved_tensors[0].detach().numpy() ** 2),
+     r"cut from torch's graph"),
+    (lambda ctx, g: _under_no_grad(lambda: 3 * g * ctx.saved_tensors[0] ** 2),
+     r"runs under torch\.no_grad\(\)"),
+    (lambda ctx, g: torch.from_numpy(3 * g.numpy() * ctx.saved_tensors[0].numpy() ** 2),
+     r"leaves torch \(it calls \.numpy\(\) on a tensor that requires grad\)"),
+])
+def test_a_backward_that_breaks_double_backward_fails_with_a_sentence(backward, message):
+    fn = _cube_with(backward).apply
+    x = torch.linspace(0.5, 2.0, 5, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(fn, (x,))
+    assert gradgradcheck(fn, (x,), raise_exception=False) is False
+    with pytest.raises(GradientCheckFailed, match=message):
+        gradgradcheck(fn, (x,))
+
+
+def _under_no_grad(compute):
+    with torch.no_grad():
+        return compute()
+
+
+def test_once_differentiable_is_named():
+    from torch.autograd.function import once_differentiable
+
+    fn = _cube_with(once_differentiable(lambda ctx, g: Cube.backward(ctx, g))).apply
+    x = torch.linspace(0.5, 2.0, 5, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(GradientCheckFailed, match=r"is marked @once_differentiable"):
+        gradgradcheck(fn, (x,))
+
+
+def test_gradgradcheck_takes_grad_outputs_and_noncontiguous_ones():
+    x = torch.randn(2, 3, dtype=torch.float64, generator=_gen(), requires_grad=True)
+    g = torch.randn(2, 3, dtype=torch.float64, generator=_gen(1))
+    assert gradgradcheck(torch.tanh, (x,), (g,), gen_non_contig_grad_outputs=True)
+    with pytest.raises(ConfigurationError, match=r"grad_outputs has a tensor of shape \(3,\)"):
+        gradgradcheck(torch.tanh, (x,), (torch.ones(3, dtype=torch.float64),))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_the_function_sees_cuda_tensors():  # pragma: no cover - no GPU here
+    devices = []
+
+    def fn(x):
+        devices.append(x.device.type)
+        return torch.tanh(x)
+
+    x = torch.randn(4, 3, device="cuda", dtype=torch.float32)
+    assert check_function(fn, (x,), order=2).passed and set(devices) == {"cuda"}
