@@ -1,0 +1,73 @@
+"""The framework-free part of the adapters, and that ``import gradcheck`` stays light.
+
+Runs without PyTorch or JAX installed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gradcheck import ConfigurationError
+from gradcheck._adapter import (check_nondeterminism, merge_orders, pack, unpack,
+                                validate_modes, validate_order)
+
+
+def test_import_gradcheck_imports_neither_torch_nor_jax():
+    code = ("import sys, gradcheck, gradcheck.spec, gradcheck.cli\n"
+            "bad = [m for m in ('torch', 'jax') if m in sys.modules]\n"
+            "print(','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip() == ""
+
+
+def test_pack_and_unpack_are_inverse():
+    a, b = np.arange(6.0).reshape(2, 3), np.arange(4, dtype=np.float32)
+    v = pack([a, b])
+    assert v.shape == (10,) and v.dtype == np.float64
+    back = unpack(v, [a.shape, b.shape], [a.dtype, b.dtype])
+    np.testing.assert_array_equal(back[0], a)
+    np.testing.assert_array_equal(back[1], b)
+    assert back[1].dtype == np.float32
+    assert pack([a]) is not None and pack([a]).shape == (2, 3)    # one output keeps its shape
+
+
+@pytest.mark.parametrize("modes, message", [
+    (("fwd", "rev"), r"forward mode \('fwd'\) is not available in this version"),
+    (("rev", "sideways"), r"unknown mode\(s\) \['sideways'\]"),
+    ((), r"non-empty sequence"),
+])
+def test_modes_are_validated(modes, message):
+    with pytest.raises(ConfigurationError, match=message):
+        validate_modes(modes)
+
+
+def test_rev_and_orders():
+    assert validate_modes("rev") == ("rev",)
+    assert validate_order(2) == 2
+    for bad in (0, 3, 1.0, True):
+        with pytest.raises(ConfigurationError, match=r"order must be 1"):
+            validate_order(bad)
+
+
+def test_nondeterminism_rule():
+    a = [np.array([1.0, 2.0, 3.0])]
+    assert check_nondeterminism(a, [a[0] + 1e-16], ["x"], 0.0)[1] is None   # rounding
+    worst, msg = check_nondeterminism(a, [a[0] + np.array([0, 1e-9, 0])], ["x"], 0.0)
+    assert worst == pytest.approx(1e-9) and "at index (1,)" in msg
+    assert check_nondeterminism(a, [a[0] + 1e-9], ["x"], 1e-8)[1] is None
+
+
+def test_merge_orders_renames_and_combines():
+    from gradcheck import check_vjp
+
+    f, ok = np.tanh, lambda g, x: (g * (1 - np.tanh(x) ** 2),)
+    wrong = lambda g, x: (g * (1 - np.tanh(x)),)  # noqa: E731
+    x = (np.linspace(-1, 1, 4),)
+    merged = merge_orders(check_vjp(f, ok, x), check_vjp(f, wrong, x))
+    assert [a.name for a in merged.arguments] == ["arg0", "order2.arg0"]
+    assert not merged.passed and merged.arguments[0].passed

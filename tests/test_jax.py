@@ -1,0 +1,108 @@
+"""gradcheck.jax: verdicts on JAX functions and custom_vjp rules, pytrees, check_grads.
+
+Expected verdicts follow from how each case is built: a planted error at a known
+element, a backward that JAX cannot differentiate again, closed forms.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax", reason="gradcheck.jax needs JAX (pip install jax)")
+jnp = jax.numpy
+
+from gradcheck import ConfigurationError, UserCodeError  # noqa: E402
+from gradcheck.jax import check_function, check_grads  # noqa: E402
+
+
+def _custom(fwd_value, bwd):
+    @jax.custom_vjp
+    def f(x):
+        return fwd_value(x)
+
+    f.defvjp(lambda x: (fwd_value(x), x), bwd)
+    return f
+
+
+softplus = _custom(lambda x: jnp.logaddexp(x, 0.0), lambda x, g: (g * jax.nn.sigmoid(x),))
+
+
+def test_a_right_custom_vjp_passes_in_float32_at_both_orders():
+    x = jnp.linspace(-3.0, 3.0, 9)
+    report = check_function(softplus, (x,), order=2)
+    assert report.passed and report.dtype == "float32"
+    assert [a.name for a in report.arguments] == ["x", "order2.x", "order2.grad_output"]
+
+
+def test_pytrees_are_named_by_path_and_ints_pass_through():
+    def f(params, x, n):
+        return jnp.tanh(x @ params["w"] + params["b"]) ** n
+
+    params = {"w": jnp.full((3, 2), 0.3), "b": jnp.array([0.1, -0.2])}
+    x = jnp.arange(12.0).reshape(4, 3) / 10
+    report = check_function(f, (params, x, 2))
+    assert report.passed
+    assert [a.name for a in report.arguments] == ["params['b']", "params['w']", "x"]
+
+
+def test_kinks_and_ties_pass():
+    relu = _custom(lambda x: jnp.maximum(x, 0.0), lambda x, g: (g * (x > 0),))
+    assert check_function(relu, (jnp.array([-1.0, 0.0, 2.0, 0.0]),)).passed
+    values = jnp.array([3.0, 1.0, 3.0, 2.0, 1.0])
+    assert check_function(lambda v: jnp.sort(v) * jnp.arange(5.0), (values,)).passed
+    tied = jnp.round(jnp.asarray(np.random.default_rng(0).standard_normal((4, 6))) * 2)
+    assert check_function(lambda t: jnp.max(t.reshape(4, 3, 2), axis=-1), (tied,)).passed
+
+
+def test_a_1e5_error_in_one_element_is_caught_in_float64():
+    with jax.enable_x64(True):
+        x = jnp.linspace(0.5, 2.0, 7, dtype=jnp.float64)
+        off = _custom(jnp.sin, lambda x, g: (g * jnp.cos(x) * (1 + 1e-5 * (jnp.arange(7) == 3)),))
+        report = check_function(off, (x,))
+    assert not report.passed and report["x"].n_failed == 1
+    assert report["x"].worst_index == (3,) and report.dtype == "float64"
+
+
+def test_check_grads_drop_in():
+    check_grads(jnp.sin, (jnp.arange(4.0),), order=2, modes=("rev",))
+    check_grads(jnp.sin, (jnp.arange(4.0),), 1, ["rev"], atol=1e-6, rtol=1e-6, eps=1e-3)
+    wrong = _custom(jnp.sin, lambda x, g: (-g * jnp.cos(x),))
+    with pytest.raises(AssertionError, match=r"FAILED") as info:
+        check_grads(wrong, (jnp.linspace(-1.0, 1.0, 5),), order=1, modes=("rev",))
+    assert info.value.report["x"].diagnosis.cause == "sign_flipped"
+    with pytest.raises(ConfigurationError, match=r"forward mode \('fwd'\) is not available"):
+        check_grads(jnp.sin, (jnp.arange(4.0),), order=1)          # jax's default modes
+
+
+def test_second_order_catches_a_backward_wrong_only_in_its_own_derivative():
+    # first order right; stop_gradient hides d/dx of the backward from jax.vjp
+    cube = _custom(lambda x: x ** 3,
+                   lambda x, g: (3 * g * jax.lax.stop_gradient(x) ** 2,))
+    x = jnp.linspace(0.5, 2.0, 6)
+    check_grads(cube, (x,), order=1, modes=("rev",))
+    with pytest.raises(AssertionError) as info:
+        check_grads(cube, (x,), order=2, modes=("rev",))
+    report = info.value.report
+    assert report["x"].passed and not report["order2.x"].passed
+    assert report["order2.grad_output"].passed
+
+
+def test_a_backward_that_leaves_jax_fails_at_order_2_with_a_sentence():
+    npbwd = _custom(jnp.sin, lambda x, g: (jnp.asarray(np.asarray(g) * np.cos(np.asarray(x))),))
+    x = jnp.linspace(-1.0, 1.0, 5)
+    assert check_function(npbwd, (x,)).passed
+    with pytest.raises(UserCodeError, match=r"JAX cannot differentiate the backward of f "
+                                            r"again .*leaves JAX"):
+        check_function(npbwd, (x,), order=2)
+
+
+@pytest.mark.parametrize("args, message", [
+    ([jnp.arange(3)], r"no floating-point array among args"),
+    ((jnp.array([1.0, jnp.nan]),), r"contains NaN or infinity"),
+    ((jnp.ones(2, dtype=jnp.float16),), r"checked in float32 or float64"),
+    (jnp.ones(3), r"args must be a tuple of arguments"),
+])
+def test_bad_args_are_configuration_errors(args, message):
+    with pytest.raises(ConfigurationError, match=message):
+        check_function(jnp.sin, args)
