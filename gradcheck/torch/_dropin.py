@@ -50,8 +50,13 @@ class GradientCheckFailed(GradcheckError, RuntimeError):
         self.report = report
 
 
+
+
 class UncheckedWarning(UserWarning):
     """A check torch's signature offers was asked for and is not done by gradcheck."""
+
+
+GradientCheckFailed.__module__ = UncheckedWarning.__module__ = "gradcheck.torch"  # public home
 
 
 def _forward_mode_refused(flag, value):
