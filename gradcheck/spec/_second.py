@@ -45,11 +45,12 @@ def second_order_report(built, *, seed=None, **options):
         why = _why_not(spec, i, layer)
         if why:
             raise SpecError(f"{source}: check.order: 2 needs every layer to be a PyTorch "
-                            f"autograd.Function or nn.Module target; {why}")
+                            f"autograd.Function or nn.Module target; {why}", spec=source,
+                            key="check.order")
     if spec.loss is not None:
         raise SpecError(f"{source}: check.order: 2 checks the network output with a seeded "
                         f"cotangent; the [loss] ({spec.loss.type}) is NumPy code with no "
-                        f"double backward: leave [loss] out")
+                        f"double backward: leave [loss] out", spec=source, key="check.order")
     counts = [len(p) for p in built.params]
 
     def stack(x, *flat):
@@ -81,7 +82,8 @@ def check_built(built, *, order=None, **options):
             why = _why_not(built.spec, i, layer)
             if why:
                 raise SpecError(f"{built.spec.source}: check.order: 2 needs every layer to "
-                                f"be a PyTorch autograd.Function or nn.Module target; {why}")
+                                f"be a PyTorch autograd.Function or nn.Module target; {why}",
+                                spec=built.spec.source, key="check.order")
     first = _check_first(built, **options)
     if order == 1:
         return first
