@@ -69,7 +69,7 @@ def test_grad_matches_central_differences_and_per_sample_sums(name):
     assert loss.value(y) == float(ps.sum())
     # item n of per_sample depends on y[n] only
     y2 = y.copy()
-    y2[1] += 1.0
+    y2[1, 0] += 1.0    # one entry: a shift of all of y[1]'s logits leaves cross-entropy unchanged
     changed = loss.per_sample(y2) != ps
     np.testing.assert_array_equal(changed, [False, True, False])
 
@@ -164,3 +164,24 @@ BAD = [
 def test_bad_calls(call, message):
     with pytest.raises(ConfigurationError, match=message):
         call()
+
+
+@pytest.mark.parametrize("margin", [0.0, 5.0, 15.0, 30.0, -30.0])
+def test_cross_entropy_keeps_relative_accuracy_at_confident_logits(margin):
+    # a sample classified right by a wide margin has a tiny loss and p_t close to 1: the
+    # loss and p_t - 1 must keep their relative accuracy (log(sum(exp(y))) - y_t and
+    # softmax - 1 would leave rounding of order eps, i.e. a relative error eps / loss)
+    mp = pytest.importorskip("mpmath")
+    mp.mp.dps = 50
+    loss = get_loss("softmax_cross_entropy", (3, 5), seed=0)
+    y = np.random.default_rng(4).standard_normal((3, 5))
+    y[np.arange(3), loss.targets] += margin
+    for n in range(3):
+        t = int(loss.targets[n])
+        total = mp.fsum(mp.exp(mp.mpf(v)) for v in y[n])
+        ce = mp.log(total) - mp.mpf(y[n, t])
+        assert loss.per_sample(y)[n] == pytest.approx(float(ce / 3), rel=4e-16)
+        for k in range(5):
+            want = mp.exp(mp.mpf(y[n, k])) / total - (1 if k == t else 0)
+            # (exp of a log-softmax near -30 carries ~30 eps of relative error)
+            assert loss.grad(y)[n, k] == pytest.approx(float(want / 3), rel=1e-14, abs=1e-300)

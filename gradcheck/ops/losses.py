@@ -15,11 +15,17 @@ binds a table entry to an output shape, a seed and a dtype.
                              2(y - t)/\text{size}`.
 ``softmax_cross_entropy``    logits over axis 1 of ``(N, K, *spatial)``, seeded integer
                              targets ``(N, *spatial)``, mean over the ``N * prod(spatial)``
-                             positions (PyTorch's ``cross_entropy`` default). Computed via
-                             :math:`\log\sum_k e^{y_k} = m + \log\sum_k e^{y_k - m}`,
-                             ``m`` the largest logit, so no exponential overflows;
-                             :math:`\partial C/\partial y = (\operatorname{softmax}(y) -
-                             \operatorname{onehot}(t)) / (N \cdot \text{positions})`.
+                             positions (PyTorch's ``cross_entropy`` default). Per
+                             position :math:`-\log\operatorname{softmax}(y)_t =
+                             m + \operatorname{log1p}(\sum_{k \ne k^*} e^{d_k - m})`,
+                             :math:`d_k = y_k - y_t`, :math:`m = \max_k d_k = d_{k^*}`:
+                             no exponential overflows, and no cancellation when the
+                             target wins by a wide margin (``log(sum(exp))`` minus the
+                             target logit would leave only rounding of order ``eps``
+                             there); :math:`\partial C/\partial y =
+                             (\operatorname{softmax}(y) - \operatorname{onehot}(t)) /
+                             (N \cdot \text{positions})` with :math:`p_t - 1` taken as
+                             :math:`-\sum_{k \ne t} p_k`.
 ============================ ============================================================
 
 ``per_sample(y)`` has shape ``(N,)``, entry ``n`` depends on ``y[n]`` only, and
@@ -105,15 +111,27 @@ def _log_softmax(y):
 
 
 def _ce_per_sample(y, d):
-    picked = np.take_along_axis(_log_softmax(y), d["targets"][:, None], axis=1)
-    positions = y.size // y.shape[1]
-    return -_rows(picked) / positions
+    # -log softmax(y)_t = log sum_k exp(d_k), d_k = y_k - y_t, written as
+    # m + log1p(expm1(d_top - m) + sum_{k != top} exp(d_k - m)), m = max_k d_k >= 0: both
+    # terms are >= 0, so a confident right answer (m = 0, the rest tiny) keeps its relative
+    # accuracy instead of being log(1 + tiny) rounded at 1
+    t = d["targets"][:, None]
+    diff = y - np.take_along_axis(y, t, axis=1)
+    m = diff.real.max(axis=1, keepdims=True)       # a constant shift: exact for any m
+    top = diff.real.argmax(axis=1)[:, None]
+    terms = np.exp(diff - m)
+    np.put_along_axis(terms, top, np.expm1(np.take_along_axis(diff, top, axis=1) - m), axis=1)
+    per_position = m[:, 0] + np.log1p(terms.sum(axis=1))
+    return _rows(per_position) / (y.size // y.shape[1])
 
 
 def _ce_grad(y, d):
+    # softmax(y) - onehot(t), with p_t - 1 taken as -sum_{k != t} p_k (no cancellation
+    # when p_t is close to 1)
+    t = d["targets"][:, None]
     g = np.exp(_log_softmax(y))
-    np.put_along_axis(g, d["targets"][:, None], np.take_along_axis(g, d["targets"][:, None],
-                                                                   axis=1) - 1, axis=1)
+    np.put_along_axis(g, t, 0, axis=1)
+    np.put_along_axis(g, t, -g.sum(axis=1, keepdims=True), axis=1)
     return g / (y.size // y.shape[1])
 
 
