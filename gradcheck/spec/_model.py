@@ -107,6 +107,8 @@ class Spec:
     loss: LossSpec | None = None
     check: CheckSpec = field(default_factory=CheckSpec)
     name: str = ""
+    #: ``[train]`` (a :class:`~gradcheck.spec._train.TrainSpec`), read by ``gradcheck train``.
+    train: Any = None
     description: str = ""
     source: str = field(default="<spec>", compare=False)
     #: Tensor shape before and after each layer (None past a python layer of unknown
@@ -125,6 +127,8 @@ class Spec:
         if self.loss is not None:
             d["loss"] = self.loss.to_dict()
         d["check"] = self.check.to_dict()
+        if self.train is not None:
+            d["train"] = self.train.to_dict()
         return d
 
     def to_toml(self) -> str:

@@ -13,11 +13,12 @@ import re
 
 from gradcheck.spec._model import CheckSpec, InputSpec, LayerSpec, LossSpec, Spec
 from gradcheck.spec._shapes import checked_output_shape, divisors
+from gradcheck.spec._train import read_train
 from gradcheck.spec._values import Ctx, show, suggest
 
 __all__ = ["parse_spec", "TOP_KEYS", "LAYER_KEYS", "DTYPES", "MODES", "layer_types"]
 
-TOP_KEYS = ("name", "description", "input", "layer", "loss", "check")
+TOP_KEYS = ("name", "description", "input", "layer", "loss", "check", "train")
 INPUT_KEYS = ("shape", "dtype", "distribution", "loc", "scale", "seed", "away_from_kinks")
 LOSS_KEYS = ("type", "seed")
 CHECK_KEYS = ("seed", "mode", "budget", "time_budget", "rtol", "atol", "wrt", "max_memory", "tolerance",
@@ -96,8 +97,9 @@ def parse_spec(document, *, source: str = "<spec>", name: str = "") -> Spec:
     inp = _input(ctx, doc["input"])
     layers, shapes = _layers(ctx, doc.get("layer"), inp.shape)
     loss = _loss(ctx, doc["loss"], shapes[-1]) if "loss" in doc else None
+    train = read_train(ctx, doc["train"]) if "train" in doc else None
     spec = Spec(input=inp, layers=tuple(layers), loss=loss, check=check, name=spec_name,
-                description=description, source=source, shapes=tuple(shapes))
+                description=description, source=source, shapes=tuple(shapes), train=train)
     names = spec.argument_names
     named = [(f"check.wrt[{i}]", arg) for i, arg in enumerate(check.wrt or ())]
     named += [(f"check.tolerance.{arg}", arg) for arg in (check.tolerance or {})]
