@@ -32,6 +32,7 @@ class Progress:
         self._stop = threading.Event()
         self._thread = None
         self._drawn = False
+        self._lock = threading.Lock()
 
     def __enter__(self) -> "Progress":
         if self.enabled:
@@ -46,14 +47,26 @@ class Progress:
     def update(self, text: str) -> None:
         self._text = text
 
+    def echo(self, line: str, stream=None) -> None:
+        """Print ``line`` (to stdout by default) without tearing the progress line."""
+        stream = stream if stream is not None else sys.stdout
+        with self._lock:
+            if self._drawn:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+                self._drawn = False
+            stream.write(line + "\n")
+            stream.flush()
+
     def close(self) -> None:
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
             self._thread = None
-            if self._drawn:
-                self.stream.write("\r\x1b[K")
-                self.stream.flush()
+            with self._lock:
+                if self._drawn:
+                    self.stream.write("\r\x1b[K")
+                    self.stream.flush()
 
     def _run(self) -> None:
         frame = 0
@@ -61,8 +74,9 @@ class Progress:
             elapsed = time.monotonic() - self._t0
             if elapsed < self.delay:
                 continue
-            self.stream.write(f"\r\x1b[K{_FRAMES[frame % len(_FRAMES)]} {self._text} "
-                              f"({elapsed:.1f} s)")
-            self.stream.flush()
-            self._drawn = True
+            with self._lock:
+                self.stream.write(f"\r\x1b[K{_FRAMES[frame % len(_FRAMES)]} {self._text} "
+                                  f"({elapsed:.1f} s)")
+                self.stream.flush()
+                self._drawn = True
             frame += 1

@@ -1,4 +1,4 @@
-"""The ``gradcheck`` command line: check layer specs, explain the seed, fuzz.
+"""The ``gradcheck`` command line: check layer specs, explain the seed, fuzz, train.
 
 A thin layer over the library: parse the arguments, call :mod:`gradcheck.spec` and the
 checker, render. Exit status, made for CI:
@@ -172,6 +172,37 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where failing specs are written (default gradcheck-failures)")
     fuzz.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     fuzz.set_defaults(run=_cmd_fuzz)
+
+    train = sub.add_parser(
+        "train", help="train a spec's CNN with the seed's five steps, checking its gradients",
+        description="Train SPEC's network (default: a small CNN for the 8x8 digits shipped "
+                    "with gradcheck) by SGD with momentum, checking the gradients at the "
+                    "current weights on the current batch at the start, every K steps and "
+                    "at the end; a failing check stops training (exit status 1).")
+    train.add_argument("spec", nargs="?", metavar="SPEC", help="spec file (.toml, .json, .yaml)")
+    train.add_argument("--data", choices=("digits", "synthetic"),
+                       help="scikit-learn's bundled 8x8 digits (needs the train extra) or a "
+                            "generated pattern task (default: [train] data, else digits)")
+    train.add_argument("--epochs", type=_pos_int, metavar="N", help="epochs (default 10)")
+    train.add_argument("--check-every", type=_nonneg_int, metavar="K",
+                       help="check the gradients every K steps (0: only at the start and the "
+                            "end; default 100)")
+    train.add_argument("--seed", type=_nonneg_int, metavar="S",
+                       help="seed of the split, the batches and the weights (default 0)")
+    train.add_argument("--out", metavar="DIR", help="write train.png (needs matplotlib) and "
+                       "train.json to DIR")
+    train.add_argument("--json", action="store_true",
+                       help="print the run as one JSON object on stdout")
+    train.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress bar, no per-epoch and per-check lines")
+    train.add_argument("--mode", choices=("full", "fast", "auto"),
+                       help="the checker's mode (default: [check] mode, else auto)")
+    train.add_argument("--time-budget", type=_pos_float, metavar="SECONDS",
+                       help="under mode auto, a tensor whose full check is predicted to take "
+                            "longer is checked in fast mode (default 5)")
+    train.add_argument("--max-memory", type=_size, metavar="SIZE",
+                       help="refuse specs estimated to need more memory (e.g. 2GiB)")
+    train.set_defaults(run=_cmd_train)
     return parser
 
 
@@ -380,6 +411,30 @@ def _cmd_fuzz(args) -> int:
     return fuzz(examples=args.examples, seed=args.seed, out=args.out, quiet=args.quiet)
 
 
+# --------------------------------------------------------------------------- train
+
+
+def _cmd_train(args) -> int:
+    from gradcheck._progress import Progress
+    from gradcheck.train import train
+    from gradcheck.train._render import summary
+
+    quiet = args.quiet or args.json
+    with Progress(enabled=False if quiet else None) as progress:
+        result = train(args.spec, data=args.data, epochs=args.epochs,
+                       check_every=args.check_every, seed=args.seed, out=args.out,
+                       mode=args.mode, time_budget=args.time_budget,
+                       max_memory=args.max_memory, progress=progress.update,
+                       log=None if quiet else progress.echo)
+    if args.json:
+        import json
+
+        sys.stdout.write(json.dumps(result.to_dict(), indent=1) + "\n")
+    else:
+        sys.stdout.write("\n".join(summary(result)) + "\n")
+    return OK if result.passed else MISMATCH
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -399,7 +454,7 @@ def main(argv=None) -> int:
         return USAGE
     if args.command is None:
         parser.print_usage(sys.stderr)
-        print("gradcheck: error: choose a command: check, explain or fuzz "
+        print("gradcheck: error: choose a command: check, explain, fuzz or train "
               "(gradcheck check runs the built-in example)", file=sys.stderr)
         return USAGE
     try:

@@ -489,7 +489,7 @@ def test_numeric_options_in_range_are_taken(capsys, at_root):
 
 def test_no_command_and_help(capsys):
     code, _, err = run([], capsys)
-    assert code == USAGE and "choose a command: check, explain or fuzz" in err
+    assert code == USAGE and "choose a command: check, explain, fuzz or train" in err
     code, out, _ = run(["--help"], capsys)
     assert code == OK and "check" in out and "explain" in out and "fuzz" in out
     code, out, _ = run(["check", "--help"], capsys)

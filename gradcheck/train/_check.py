@@ -1,0 +1,98 @@
+"""The gradient check scheduled along training: one call of the checker, in one place.
+
+The checked function is the **per-sample loss** of the current batch at the current
+weights, ``f(x, *params) -> (N,)``, and its backward is the training's own
+(:func:`gradcheck.train._steps.per_sample_vjp`): the checker judges the very code whose
+gradients move the weights, for the input and every parameter tensor. Batch items stay
+independent, so the checker may perturb several of them at once (the network's
+dependency structure is passed along).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gradcheck.train._steps import forward, per_sample_vjp
+
+__all__ = ["CheckRecord", "check_gradients", "DEFAULT_TIME_BUDGET", "DEFAULT_MODE"]
+
+#: The checker's mode when neither the spec's ``[check] mode`` nor the caller names one.
+DEFAULT_MODE = "auto"
+#: Seconds a full check of one tensor may be predicted to take before ``"auto"`` checks
+#: it in fast mode (the checker's own default, 60, is made for a single check, not one
+#: every few hundred steps).
+DEFAULT_TIME_BUDGET = 5.0
+
+
+@dataclass(frozen=True)
+class CheckRecord:
+    """One scheduled check: when, the verdict, how each tensor was checked, the report."""
+
+    step: int
+    epoch: int
+    when: str                  # "start", "every K steps" or "end"
+    passed: bool
+    mode: str                  # the mode asked of the checker
+    modes: dict                # tensor -> the mode it was checked in ("full", "fast", ...)
+    n_kinks: int               # elements found at non-differentiable points (all tensors)
+    worst_ratio: float         # max over tensors of |analytic - numeric| / allowed at worst
+    elapsed_s: float
+    report: object = field(repr=False, compare=False)   # the CheckReport
+    #: ``(x, labels, params)`` the check ran at; kept for the last check of a run only
+    point: tuple | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        return {"step": self.step, "epoch": self.epoch, "when": self.when,
+                "passed": self.passed, "mode": self.mode, "modes": dict(self.modes),
+                "n_kinks": self.n_kinks,
+                "worst_ratio": self.worst_ratio if self.worst_ratio == self.worst_ratio
+                else None,
+                "elapsed_s": self.elapsed_s, "report": self.report.to_dict()}
+
+    def summary(self) -> str:
+        """One line: the step, the verdict, the mode of every tensor."""
+        by_mode: dict = {}
+        for name, mode in self.modes.items():
+            by_mode.setdefault(mode, []).append(name)
+        how = "; ".join(f"{m}: {', '.join(names)}" for m, names in by_mode.items())
+        verdict = "gradients ok" if self.passed else "GRADIENT MISMATCH"
+        return (f"check at step {self.step} (epoch {self.epoch}, {self.when}): {verdict} "
+                f"[{self.mode} mode -> {how}] worst diff/allowed {self.worst_ratio:.2g}, "
+                f"{self.n_kinks} kinks, {self.elapsed_s:.2f} s")
+
+
+def check_gradients(net, loss, x, params, *, seed, mode, time_budget, rtol=None,
+                    atol=None, name="train"):
+    """Check the training's gradients at ``params`` on the batch ``x`` (labels in ``loss``).
+
+    ``net`` is the :class:`~gradcheck.ops.network.Sequential` (for tensor names and
+    dependency structure); ``loss`` the loss bound to this batch's labels.
+    """
+    from gradcheck import check_vjp
+
+    layers = net.layers
+
+    def f(x, *flat):
+        return loss.per_sample(forward(layers, x, net.unflatten_params(flat))[-1])
+
+    def f_vjp(cotangent, x, *flat):
+        return per_sample_vjp(layers, loss, cotangent, x, net.unflatten_params(flat))
+
+    tolerance = {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None}
+    return check_vjp(f, f_vjp, (x, *net.flatten_params(params)), argnames=net.names,
+                     mode=mode, seed=seed, time_budget=time_budget, name=name,
+                     patterns={n: (lambda n=n: net.structure(n) or net.pattern(n))
+                               for n in net.names}, **tolerance)
+
+
+def record(report, *, step, epoch, when, mode, point=None) -> CheckRecord:
+    """A :class:`CheckRecord` from the checker's report."""
+    ratios = [abs(a.analytic_at_worst - a.numeric_at_worst) / a.tolerance_at_worst
+              for a in report.arguments
+              if a.mode != "skipped" and a.tolerance_at_worst and a.tolerance_at_worst > 0]
+    return CheckRecord(
+        step=step, epoch=epoch, when=when, passed=bool(report.passed), mode=mode,
+        modes={a.name: a.mode for a in report.arguments},
+        n_kinks=sum(int(a.n_nondifferentiable) for a in report.arguments),
+        worst_ratio=max(ratios) if ratios else float("nan"),
+        elapsed_s=float(report.elapsed_s), report=report, point=point)

@@ -1,0 +1,343 @@
+"""The training loop: mini-batches through the five steps, checked as it goes."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from types import MappingProxyType
+from typing import NamedTuple
+
+import numpy as np
+
+from gradcheck._errors import ConfigurationError, GradcheckError, SpecError
+from gradcheck._validate import is_int
+from gradcheck.train._check import (
+    DEFAULT_MODE,
+    DEFAULT_TIME_BUDGET,
+    check_gradients,
+    record,
+)
+from gradcheck.train._data import load_data
+from gradcheck.train._render import header
+from gradcheck.train._result import TrainResult
+from gradcheck.train._steps import backprop, forward, sgd_momentum
+
+__all__ = ["train", "Settings", "DEFAULTS"]
+
+#: Defaults of the ``[train]`` keys (``batch_size``: the spec input's ``N``).
+DEFAULTS = {"data": "digits", "epochs": 10, "learning_rate": 0.1, "momentum": 0.9,
+            "check_every": 100, "seed": 0, "test_fraction": 0.25, "samples": 1200}
+_MODES = ("full", "fast", "auto")
+
+
+class Settings(NamedTuple):
+    data: str
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    momentum: float
+    check_every: int
+    seed: int
+    test_fraction: float
+    samples: int
+    mode: str
+    time_budget: float
+
+
+def _validate(data, epochs, check_every, seed, mode, time_budget, out):
+    from gradcheck.spec._train import DATA_SOURCES
+
+    if data is not None and data not in DATA_SOURCES:
+        raise ConfigurationError(f"data must be one of {', '.join(map(repr, DATA_SOURCES))}; "
+                                 f"got {data!r}")
+    for label, value, low in (("epochs", epochs, 1), ("check_every", check_every, 0),
+                              ("seed", seed, 0)):
+        if value is not None and (not is_int(value) or value < low):
+            raise ConfigurationError(f"{label} must be an int >= {low}; got {value!r}")
+    if mode is not None and mode not in _MODES:
+        raise ConfigurationError(f"mode must be one of {', '.join(map(repr, _MODES))}; "
+                                 f"got {mode!r}")
+    if time_budget is not None and (isinstance(time_budget, bool)
+                                    or not isinstance(time_budget, (int, float))
+                                    or not 0 < time_budget < math.inf):
+        raise ConfigurationError(f"time_budget must be a positive number of seconds; got "
+                                 f"{time_budget!r}")
+    if out is not None and not isinstance(out, (str, os.PathLike)):
+        raise ConfigurationError(f"out must be a directory path or None; got {out!r}")
+
+
+def _settings(spec, **given) -> Settings:
+    """Arguments first, then the spec's ``[train]`` / ``[check]``, then the defaults."""
+    t = spec.train
+    values = {}
+    for key, default in DEFAULTS.items():
+        value = given.get(key)
+        if value is None and t is not None:
+            value = getattr(t, key)
+        values[key] = default if value is None else value
+    values["batch_size"] = (t.batch_size if t is not None and t.batch_size is not None
+                            else spec.input.shape[0])
+    values["mode"] = given.get("mode") or spec.check.mode or DEFAULT_MODE
+    values["time_budget"] = (given.get("time_budget") or spec.check.time_budget
+                             or DEFAULT_TIME_BUDGET)
+    return Settings(**values)
+
+
+def _load(spec):
+    from gradcheck.spec import load_spec, resolve_targets
+    from gradcheck.train._default import default_train_spec
+
+    if spec is None:
+        return default_train_spec()
+    if isinstance(spec, (str, os.PathLike)):
+        spec = load_spec(spec)
+    from gradcheck.spec import Spec
+
+    if not isinstance(spec, Spec):
+        raise ConfigurationError(f"spec must be None (the built-in training spec), a path or "
+                                 f"a gradcheck.spec.Spec; got {type(spec).__name__}")
+    resolve_targets(spec)
+    return spec
+
+
+def _network(spec, batch_size, max_memory):
+    """The spec's network for batches of ``batch_size``, with a softmax cross-entropy loss."""
+    from gradcheck.ops import Sequential, get_loss
+    from gradcheck.spec import build, parse_spec
+
+    if batch_size != spec.input.shape[0]:
+        doc = spec.to_dict()
+        doc["input"]["shape"] = [batch_size, *spec.input.shape[1:]]
+        spec = parse_spec(doc, source=spec.source, name=spec.name)
+    if spec.loss is not None and spec.loss.type != "softmax_cross_entropy":
+        raise SpecError(f"{spec.source}: loss.type: training classifies, so the loss must be "
+                        f"\"softmax_cross_entropy\"; got \"{spec.loss.type}\"")
+    net = build(spec, max_memory=max_memory).network
+    if len(net.output_shape) != 2 or net.output_shape[1] < 2:
+        raise SpecError(f"{spec.source}: layer: training needs the network to end in "
+                        f"(N, classes) logits with at least 2 classes; it ends in shape "
+                        f"{net.output_shape}; end with a flatten and a dense layer")
+    if net.loss is None:
+        net = Sequential(net.layers, net.input_shape,
+                         loss=get_loss("softmax_cross_entropy", net.output_shape,
+                                       dtype=spec.input.dtype))
+    return net
+
+
+def _batch_loss(template, labels):
+    """The network's softmax cross-entropy with this batch's labels as its targets."""
+    return dataclasses.replace(template, data=MappingProxyType({"targets": labels}))
+
+
+def _accuracy(logits, labels) -> float:
+    return float(np.mean(np.argmax(logits, axis=1) == labels))
+
+
+def _evaluate(layers, params, x, y, batch_size) -> float:
+    hits = 0
+    for i in range(0, len(y), batch_size):
+        logits = forward(layers, x[i:i + batch_size], params)[-1]
+        hits += int(np.sum(np.argmax(logits, axis=1) == y[i:i + batch_size]))
+    return hits / len(y)
+
+
+def _require_finite(step, learning_rate, loss, grads, params):
+    what = ("the loss" if not math.isfinite(loss) else
+            "a gradient" if not all(np.all(np.isfinite(g)) for p in grads for g in p.values())
+            else "a weight after the update"
+            if not all(np.all(np.isfinite(v)) for p in params for v in p.values()) else None)
+    if what is not None:
+        raise GradcheckError(f"training diverged at step {step}: {what} is not finite; lower "
+                             f"the learning rate (train.learning_rate = {learning_rate:g})")
+
+
+def _bar(epoch, epochs, step, total, loss, acc, n_checks) -> str:
+    width = 20
+    done = int(width * step / max(total, 1))
+    return (f"epoch {epoch + 1}/{epochs} [{'#' * done}{'.' * (width - done)}] step "
+            f"{step}/{total}  loss {loss:.4f}  acc {100 * acc:.1f}%  checks {n_checks} ok")
+
+
+def _prepare_out(out):
+    if out is None:
+        return None
+    out = os.fspath(out)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(f"out {out}: cannot create the directory "
+                                 f"({exc.strerror or exc}); give a writable directory") from None
+    if not os.access(out, os.W_OK):
+        raise ConfigurationError(f"out {out}: cannot write in this directory (permission "
+                                 f"denied); give a writable directory")
+    return out
+
+
+def train(spec=None, *, data=None, epochs=None, check_every=None, seed=None, out=None,
+          mode=None, time_budget=None, max_memory=None, progress=None,
+          log=None) -> TrainResult:
+    r"""Train the spec's network with the seed's five steps, checking its gradients as it goes.
+
+    Mini-batch SGD with momentum on a softmax cross-entropy loss (the steps are in
+    :mod:`gradcheck.train._steps`). At step 0, every ``check_every`` steps and after the
+    last update, the gradients of the current weights on the current batch are checked
+    with :func:`gradcheck.check_vjp` (the input and every parameter tensor); a failing
+    check stops training.
+
+    Parameters
+    ----------
+    spec : Spec, path or None
+        The network (``None``: the built-in training CNN for the 8x8 digits). Its
+        ``[input] shape`` is ``[N, C, *spatial]`` with ``N`` the batch size (unless
+        ``[train] batch_size`` says otherwise) and ``dtype`` the training dtype; its loss
+        must be ``softmax_cross_entropy`` (or absent) and the output ``(N, classes)``.
+    data : {"digits", "synthetic"}, optional
+        scikit-learn's bundled digits (needs the ``train`` extra) or the generated
+        pattern task (NumPy only). Default: ``[train] data``, else ``"digits"``.
+    epochs, check_every, seed : int, optional
+        Override ``[train]`` (defaults 10, 100, 0). ``check_every = 0`` checks only at
+        the start and the end. ``seed`` draws the split, the batches and the weights.
+    out : path, optional
+        A directory for ``train.json`` (the log) and ``train.png`` (loss and accuracy
+        curves with the checks marked; needs matplotlib, else a note and no PNG).
+    mode, time_budget : optional
+        The checker's mode (``"auto"``, ``"full"``, ``"fast"``) and its per-tensor time
+        budget in seconds; default the spec's ``[check]``, else ``"auto"`` and
+        :data:`~gradcheck.train._check.DEFAULT_TIME_BUDGET`.
+    max_memory : int, optional
+        As for ``gradcheck check``.
+    progress, log : callable, optional
+        ``progress(text)`` receives a one-line progress bar after every step;
+        ``log(line)`` every check's summary and every epoch's loss and accuracy.
+
+    Returns
+    -------
+    TrainResult
+        ``passed`` (every check passed), ``test_accuracy``, the per-step curves, the
+        :class:`CheckRecord` of every check, and ``to_dict()`` for JSON.
+
+    Examples
+    --------
+    >>> from gradcheck.spec import loads_spec
+    >>> from gradcheck.train import train
+    >>> spec = loads_spec('''
+    ... [input]
+    ... shape = [8, 1, 6, 6]
+    ... [[layer]]
+    ... type = "conv"
+    ... out_channels = 2
+    ... kernel = 3
+    ... [[layer]]
+    ... type = "relu"
+    ... [[layer]]
+    ... type = "flatten"
+    ... [[layer]]
+    ... type = "dense"
+    ... out_features = 3
+    ... [train]
+    ... samples = 96
+    ... ''')
+    >>> result = train(spec, data="synthetic", epochs=3, check_every=0)
+    >>> result.passed, result.steps, [c.step for c in result.checks]
+    (True, 27, [0, 27])
+    >>> result.test_accuracy > 0.8
+    True
+    """
+    t0 = time.perf_counter()
+    _validate(data, epochs, check_every, seed, mode, time_budget, out)
+    spec = _load(spec)
+    s = _settings(spec, data=data, epochs=epochs, check_every=check_every, seed=seed,
+                  mode=mode, time_budget=time_budget)
+    out = _prepare_out(out)
+    net = _network(spec, s.batch_size, max_memory)
+    layers, dtype = net.layers, spec.input.dtype
+    d = load_data(s.data, sample_shape=net.input_shape[1:], n_classes=net.output_shape[1],
+                  dtype=dtype, seed=s.seed, test_fraction=s.test_fraction, samples=s.samples,
+                  where=spec.source)
+    n_train = len(d.y_train)
+    if n_train < s.batch_size:
+        raise SpecError(f"{spec.source}: train.batch_size: {s.batch_size} is more than the "
+                        f"{n_train} training samples of the {s.data} data; use a smaller "
+                        f"batch (the input's N or [train] batch_size)")
+    name = spec.name or spec.source
+    steps_per_epoch = n_train // s.batch_size
+    total = s.epochs * steps_per_epoch
+    log = log or (lambda line: None)
+    log(header(name, s, n_train, len(d.y_test), total))
+    params = net.init_params(rng=np.random.default_rng([s.seed, 1]), dtype=dtype)
+    velocity = [{k: np.zeros_like(v) for k, v in p.items()} for p in params]
+    rng = np.random.default_rng([s.seed, 3])
+    losses, accs, epoch_losses, epoch_accs, checks = [], [], [], [], []
+    check_s, stopped_at, step = 0.0, None, 0
+    progress = progress or (lambda text: None)
+
+    def check(x, labels, when, epoch) -> bool:
+        nonlocal check_s
+        t = time.perf_counter()
+        report = check_gradients(net, _batch_loss(net.loss, labels), x, params,
+                                 seed=spec.check.seed + step, mode=s.mode,
+                                 time_budget=s.time_budget, rtol=spec.check.rtol,
+                                 atol=spec.check.atol, name=f"{name} at step {step}")
+        check_s += time.perf_counter() - t
+        if checks:   # only the last check keeps its point (a reproducer, not a history)
+            checks[-1] = dataclasses.replace(checks[-1], point=None)
+        checks.append(record(report, step=step, epoch=epoch, when=when, mode=s.mode,
+                             point=(x, labels, params)))
+        log(checks[-1].summary())
+        return report.passed
+
+    x = labels = None
+    for epoch in range(s.epochs):
+        order = rng.permutation(n_train)
+        first = len(losses)
+        for b in range(steps_per_epoch):
+            batch = order[b * s.batch_size:(b + 1) * s.batch_size]
+            x, labels = d.x_train[batch], d.y_train[batch]
+            scheduled = step > 0 and s.check_every and step % s.check_every == 0
+            if (step == 0 or scheduled) and not check(
+                    x, labels, "start" if step == 0 else f"every {s.check_every} steps", epoch):
+                stopped_at = step
+                break
+            with np.errstate(over="ignore", invalid="ignore"):   # divergence: said below
+                bp = backprop(layers, _batch_loss(net.loss, labels), x, params)  # steps 1-5
+                losses.append(bp.loss)
+                accs.append(_accuracy(bp.activations[-1], labels))
+                params, velocity = sgd_momentum(params, bp.grads, velocity,
+                                                learning_rate=s.learning_rate,
+                                                momentum=s.momentum)
+            _require_finite(step, s.learning_rate, bp.loss, bp.grads, params)
+            step += 1
+            progress(_bar(epoch, s.epochs, step, total, float(np.mean(losses[first:])),
+                          float(np.mean(accs[first:])), len(checks)))
+        if stopped_at is not None:
+            break
+        epoch_losses.append(float(np.mean(losses[first:])))
+        epoch_accs.append(float(np.mean(accs[first:])))
+        log(f"epoch {epoch + 1}/{s.epochs}: loss {epoch_losses[-1]:.4f}, accuracy "
+            f"{100 * epoch_accs[-1]:.1f}% on the training batches")
+    if stopped_at is None:
+        check(x, labels, "end", s.epochs)    # the final weights, on the last batch
+        if not checks[-1].passed:
+            stopped_at = step
+    passed = stopped_at is None
+    test_accuracy = (_evaluate(layers, params, d.x_test, d.y_test, s.batch_size)
+                     if passed else None)
+    notes = [f"each epoch uses {steps_per_epoch} full batches of {s.batch_size}; the "
+             f"{n_train - steps_per_epoch * s.batch_size} training samples left over change "
+             f"with the shuffle"] if n_train % s.batch_size else []
+    result = TrainResult(
+        spec=name, data=s.data, passed=passed, stopped_at=stopped_at, epochs=s.epochs,
+        steps=step, batch_size=s.batch_size, learning_rate=s.learning_rate,
+        momentum=s.momentum, check_every=s.check_every, seed=s.seed, dtype=dtype,
+        n_train=n_train, n_test=len(d.y_test), steps_per_epoch=steps_per_epoch,
+        losses=tuple(losses), accuracies=tuple(accs), epoch_losses=tuple(epoch_losses),
+        epoch_accuracies=tuple(epoch_accs), test_accuracy=test_accuracy,
+        checks=tuple(checks), elapsed_s=time.perf_counter() - t0, check_s=check_s,
+        notes=tuple(notes), params=params)
+    if out is not None:
+        from gradcheck.train._output import write_outputs
+
+        result = write_outputs(result, out)
+    return result
