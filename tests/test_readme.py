@@ -59,8 +59,10 @@ def _pattern(expected):
 
 
 def _runnable(command: str) -> bool:
-    """Every file argument of the command exists in the repository."""
-    files = [a for a in shlex.split(command, comments=True)[2:] if not a.startswith("-")]
+    """Every file argument of the command exists in the repository (an option's value
+    such as ``synthetic`` in ``--data synthetic`` is not a file argument)."""
+    files = [a for a in shlex.split(command, comments=True)[2:]
+             if not a.startswith("-") and ("/" in a or "." in a)]
     return all((ROOT / f).is_file() for f in files)
 
 

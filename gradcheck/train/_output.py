@@ -38,7 +38,7 @@ def plot_training(result, path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.5, 6.4), layout="constrained")
+    fig = Figure(figsize=(7.5, 6.6), layout="constrained")
     FigureCanvasAgg(fig)
     ax_loss, ax_acc, ax_check = fig.subplots(3, 1, sharex=True,
                                              gridspec_kw={"height_ratios": [3, 3, 2]})
@@ -75,6 +75,10 @@ def plot_training(result, path) -> None:
         ax_check.plot([c.step], [ratio], "o" if every else "D", ms=6,
                       color="#2a2" if c.passed else "#d22",
                       mfc="#2a2" if c.passed else "#d22")
+        if c.n_kinks:
+            ax_check.annotate(f"{c.n_kinks} kink{'s' if c.n_kinks > 1 else ''}", (c.step, ratio),
+                              textcoords="offset points", xytext=(0, -11), ha="center",
+                              fontsize=6)
     ax_check.axhline(1.0, color="#d22", ls=":", lw=1)
     ax_check.set_yscale("log")
     worst = max((c.worst_ratio for c in result.checks if math.isfinite(c.worst_ratio)),
@@ -82,9 +86,10 @@ def plot_training(result, path) -> None:
     ax_check.set_ylim(top=max(4.0, 2 * worst))
     ax_check.set_ylabel("worst |a - n|\n/ allowed", fontsize=8)
     ax_check.set_xlabel("step (one batch each)")
-    ax_check.set_title("gradient checks (also the vertical lines above): \u25cf every element, "
-                       "\u25c6 some tensors along random directions; a check fails above the "
-                       "dotted line", fontsize=7)
+    ax_check.set_title("gradient checks (the vertical lines above): \u25cf every element "
+                       "checked, \u25c6 some tensors along random directions;\na check fails "
+                       "above the dotted line; kinks: elements found at non-differentiable "
+                       "points", fontsize=7)
     verdict = ("every check passed" if result.passed
                else f"a check FAILED at step {result.stopped_at}: training stopped")
     test = ("" if result.test_accuracy is None
