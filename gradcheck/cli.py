@@ -183,11 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", choices=("digits", "synthetic"),
                        help="scikit-learn's bundled 8x8 digits (needs the train extra) or a "
                             "generated pattern task (default: [train] data, else digits)")
-    train.add_argument("--epochs", type=_pos_int, metavar="N", help="epochs (default 10)")
-    train.add_argument("--check-every", type=_nonneg_int, metavar="K",
+    train.add_argument("--epochs", type=_number("--epochs", int, minimum=1), metavar="N",
+                       help="epochs (default 10)")
+    train.add_argument("--check-every", type=_number("--check-every", int, minimum=0), metavar="K",
                        help="check the gradients every K steps (0: only at the start and the "
                             "end; default 100)")
-    train.add_argument("--seed", type=_nonneg_int, metavar="S",
+    train.add_argument("--seed", type=_number("--seed", int, minimum=0), metavar="S",
                        help="seed of the split, the batches and the weights (default 0)")
     train.add_argument("--out", metavar="DIR", help="write train.png (needs matplotlib) and "
                        "train.json to DIR")
@@ -197,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="no progress bar, no per-epoch and per-check lines")
     train.add_argument("--mode", choices=("full", "fast", "auto"),
                        help="the checker's mode (default: [check] mode, else auto)")
-    train.add_argument("--time-budget", type=_pos_float, metavar="SECONDS",
+    train.add_argument("--time-budget",
+                       type=_number("--time-budget", minimum=0, strict=True), metavar="SECONDS",
                        help="under mode auto, a tensor whose full check is predicted to take "
                             "longer is checked in fast mode (default 5)")
     train.add_argument("--max-memory", type=_size, metavar="SIZE",

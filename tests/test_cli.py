@@ -237,7 +237,7 @@ BAD = [
      r"and check; got a list"),
     ("unknown top key", "top.toml", HEAD + "[[layr]]\ntype = 'tanh'\n", [],
      r"top\.toml: layr: unknown key; did you mean \"layer\"\? valid keys for the top level: "
-     r"name, description, input, layer, loss, check"),
+     r"name, description, input, layer, loss, check, train"),
     ("unknown layer key", "key.toml", HEAD + CONV + "kernal = 3\n", [],
      r"key\.toml: layer\[0\]\.kernal: unknown key; did you mean \"kernel\"\? valid keys for a "
      r"conv layer: out_channels, kernel, stride, padding, dilation, groups, bias, convention"),

@@ -287,8 +287,10 @@ def test_digits_without_scikit_learn_is_a_usage_error(monkeypatch, capsys):
      r"data; use a smaller batch \(the input's N or \[train\] batch_size\)$"),
 ])
 def test_a_network_that_does_not_fit_the_data_is_a_spec_error(doc, message):
-    with pytest.raises(SpecError, match=message):
+    with pytest.raises(SpecError, match=message) as caught:
         train(parse_spec(doc, source="t"))
+    assert caught.value.spec == "t"
+    assert message.startswith(f"^t: {caught.value.key.replace('.', chr(92) + '.')}: ")
 
 
 # --------------------------------------------------------------------------- arguments
@@ -404,7 +406,7 @@ def test_cli_quiet_prints_only_the_summary(tmp_path, capsys):
 
 def test_cli_bad_usage(capsys):
     assert main(["train", "--epochs", "0"]) == USAGE
-    assert "--epochs: expected a positive int, got '0'" in capsys.readouterr().err
+    assert "--epochs must be >= 1, got 0" in capsys.readouterr().err
     assert main(["train", "no/such.toml"]) == USAGE
     assert capsys.readouterr().err.startswith("gradcheck: error: no/such.toml: no such file")
 

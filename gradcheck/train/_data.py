@@ -18,7 +18,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gradcheck._errors import ConfigurationError, SpecError
+from gradcheck._errors import ConfigurationError
+from gradcheck.spec._values import Ctx
 
 __all__ = ["Dataset", "load_data", "DIGITS_SHAPE", "DIGITS_CLASSES"]
 
@@ -85,13 +86,13 @@ def load_data(source: str, *, sample_shape, n_classes: int, dtype, seed: int,
     rng = np.random.default_rng([seed, 2])
     if source == "digits":
         if sample_shape != DIGITS_SHAPE:
-            raise SpecError(
-                f"{where}: input.shape: the digits are 1x8x8 images, so the input must be "
+            raise Ctx(where).fail(
+                "input.shape", f"the digits are 1x8x8 images, so the input must be "
                 f"[N, 1, 8, 8]; got [N, {', '.join(map(str, sample_shape))}]; change the "
                 f"shape or train on the synthetic data (--data synthetic)")
         if n_classes != DIGITS_CLASSES:
-            raise SpecError(
-                f"{where}: layer: the digits have 10 classes, so the network must end in 10 "
+            raise Ctx(where).fail(
+                "layer", f"the digits have 10 classes, so the network must end in 10 "
                 f"outputs (N, 10); it ends in {n_classes}")
         x, y = _digits()
     elif source == "synthetic":

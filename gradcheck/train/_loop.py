@@ -11,8 +11,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gradcheck._errors import ConfigurationError, GradcheckError, SpecError
+from gradcheck._errors import ConfigurationError, GradcheckError
 from gradcheck._validate import is_int
+from gradcheck.spec._values import Ctx
 from gradcheck.train._check import (
     DEFAULT_MODE,
     DEFAULT_TIME_BUDGET,
@@ -112,13 +113,14 @@ def _network(spec, batch_size, max_memory):
         doc["input"]["shape"] = [batch_size, *spec.input.shape[1:]]
         spec = parse_spec(doc, source=spec.source, name=spec.name)
     if spec.loss is not None and spec.loss.type != "softmax_cross_entropy":
-        raise SpecError(f"{spec.source}: loss.type: training classifies, so the loss must be "
-                        f"\"softmax_cross_entropy\"; got \"{spec.loss.type}\"")
+        raise Ctx(spec.source).fail("loss.type", f"training classifies, so the loss must be "
+                                    f"\"softmax_cross_entropy\"; got \"{spec.loss.type}\"")
     net = build(spec, max_memory=max_memory).network
     if len(net.output_shape) != 2 or net.output_shape[1] < 2:
-        raise SpecError(f"{spec.source}: layer: training needs the network to end in "
-                        f"(N, classes) logits with at least 2 classes; it ends in shape "
-                        f"{net.output_shape}; end with a flatten and a dense layer")
+        raise Ctx(spec.source).fail(
+            "layer", f"training needs the network to end in (N, classes) logits with at "
+                     f"least 2 classes; it ends in shape {net.output_shape}; end with a "
+                     f"flatten and a dense layer")
     if net.loss is None:
         net = Sequential(net.layers, net.input_shape,
                          loss=get_loss("softmax_cross_entropy", net.output_shape,
@@ -258,9 +260,10 @@ def train(spec=None, *, data=None, epochs=None, check_every=None, seed=None, out
                   where=spec.source)
     n_train = len(d.y_train)
     if n_train < s.batch_size:
-        raise SpecError(f"{spec.source}: train.batch_size: {s.batch_size} is more than the "
-                        f"{n_train} training samples of the {s.data} data; use a smaller "
-                        f"batch (the input's N or [train] batch_size)")
+        raise Ctx(spec.source).fail(
+            "train.batch_size", f"{s.batch_size} is more than the {n_train} training samples "
+                                f"of the {s.data} data; use a smaller batch (the input's N or "
+                                f"[train] batch_size)")
     name = spec.name or spec.source
     steps_per_epoch = n_train // s.batch_size
     total = s.epochs * steps_per_epoch
