@@ -4,128 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from types import MappingProxyType
-from typing import NamedTuple
 
 import numpy as np
 
-from gradcheck._errors import ConfigurationError, GradcheckError
-from gradcheck._validate import is_int
+from gradcheck._errors import GradcheckError
 from gradcheck.spec._values import Ctx
-from gradcheck.train._check import (
-    DEFAULT_MODE,
-    DEFAULT_TIME_BUDGET,
-    check_gradients,
-    record,
-)
+from gradcheck.train._check import check_gradients, record
 from gradcheck.train._data import load_data
 from gradcheck.train._render import header
 from gradcheck.train._result import TrainResult
+from gradcheck.train._setup import load_spec, network, prepare_out, settings, validate
 from gradcheck.train._steps import backprop, forward, sgd_momentum
 
-__all__ = ["train", "Settings", "DEFAULTS"]
-
-#: Defaults of the ``[train]`` keys (``batch_size``: the spec input's ``N``).
-DEFAULTS = {"data": "digits", "epochs": 10, "learning_rate": 0.1, "momentum": 0.9,
-            "check_every": 100, "seed": 0, "test_fraction": 0.25, "samples": 1200}
-_MODES = ("full", "fast", "auto")
-
-
-class Settings(NamedTuple):
-    data: str
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    momentum: float
-    check_every: int
-    seed: int
-    test_fraction: float
-    samples: int
-    mode: str
-    time_budget: float
-
-
-def _validate(data, epochs, check_every, seed, mode, time_budget, out):
-    from gradcheck.spec._train import DATA_SOURCES
-
-    if data is not None and data not in DATA_SOURCES:
-        raise ConfigurationError(f"data must be one of {', '.join(map(repr, DATA_SOURCES))}; "
-                                 f"got {data!r}")
-    for label, value, low in (("epochs", epochs, 1), ("check_every", check_every, 0),
-                              ("seed", seed, 0)):
-        if value is not None and (not is_int(value) or value < low):
-            raise ConfigurationError(f"{label} must be an int >= {low}; got {value!r}")
-    if mode is not None and mode not in _MODES:
-        raise ConfigurationError(f"mode must be one of {', '.join(map(repr, _MODES))}; "
-                                 f"got {mode!r}")
-    if time_budget is not None and (isinstance(time_budget, bool)
-                                    or not isinstance(time_budget, (int, float))
-                                    or not 0 < time_budget < math.inf):
-        raise ConfigurationError(f"time_budget must be a positive number of seconds; got "
-                                 f"{time_budget!r}")
-    if out is not None and not isinstance(out, (str, os.PathLike)):
-        raise ConfigurationError(f"out must be a directory path or None; got {out!r}")
-
-
-def _settings(spec, **given) -> Settings:
-    """Arguments first, then the spec's ``[train]`` / ``[check]``, then the defaults."""
-    t = spec.train
-    values = {}
-    for key, default in DEFAULTS.items():
-        value = given.get(key)
-        if value is None and t is not None:
-            value = getattr(t, key)
-        values[key] = default if value is None else value
-    values["batch_size"] = (t.batch_size if t is not None and t.batch_size is not None
-                            else spec.input.shape[0])
-    values["mode"] = given.get("mode") or spec.check.mode or DEFAULT_MODE
-    values["time_budget"] = (given.get("time_budget") or spec.check.time_budget
-                             or DEFAULT_TIME_BUDGET)
-    return Settings(**values)
-
-
-def _load(spec):
-    from gradcheck.spec import load_spec, resolve_targets
-    from gradcheck.train._default import default_train_spec
-
-    if spec is None:
-        return default_train_spec()
-    if isinstance(spec, (str, os.PathLike)):
-        spec = load_spec(spec)
-    from gradcheck.spec import Spec
-
-    if not isinstance(spec, Spec):
-        raise ConfigurationError(f"spec must be None (the built-in training spec), a path or "
-                                 f"a gradcheck.spec.Spec; got {type(spec).__name__}")
-    resolve_targets(spec)
-    return spec
-
-
-def _network(spec, batch_size, max_memory):
-    """The spec's network for batches of ``batch_size``, with a softmax cross-entropy loss."""
-    from gradcheck.ops import Sequential, get_loss
-    from gradcheck.spec import build, parse_spec
-
-    if batch_size != spec.input.shape[0]:
-        doc = spec.to_dict()
-        doc["input"]["shape"] = [batch_size, *spec.input.shape[1:]]
-        spec = parse_spec(doc, source=spec.source, name=spec.name)
-    if spec.loss is not None and spec.loss.type != "softmax_cross_entropy":
-        raise Ctx(spec.source).fail("loss.type", f"training classifies, so the loss must be "
-                                    f"\"softmax_cross_entropy\"; got \"{spec.loss.type}\"")
-    net = build(spec, max_memory=max_memory).network
-    if len(net.output_shape) != 2 or net.output_shape[1] < 2:
-        raise Ctx(spec.source).fail(
-            "layer", f"training needs the network to end in (N, classes) logits with at "
-                     f"least 2 classes; it ends in shape {net.output_shape}; end with a "
-                     f"flatten and a dense layer")
-    if net.loss is None:
-        net = Sequential(net.layers, net.input_shape,
-                         loss=get_loss("softmax_cross_entropy", net.output_shape,
-                                       dtype=spec.input.dtype))
-    return net
+__all__ = ["train"]
 
 
 def _batch_loss(template, labels):
@@ -160,21 +53,6 @@ def _bar(epoch, epochs, step, total, loss, acc, n_checks) -> str:
     done = int(width * step / max(total, 1))
     return (f"epoch {epoch + 1}/{epochs} [{'#' * done}{'.' * (width - done)}] step "
             f"{step}/{total}  loss {loss:.4f}  acc {100 * acc:.1f}%  checks {n_checks} ok")
-
-
-def _prepare_out(out):
-    if out is None:
-        return None
-    out = os.fspath(out)
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as exc:
-        raise ConfigurationError(f"out {out}: cannot create the directory "
-                                 f"({exc.strerror or exc}); give a writable directory") from None
-    if not os.access(out, os.W_OK):
-        raise ConfigurationError(f"out {out}: cannot write in this directory (permission "
-                                 f"denied); give a writable directory")
-    return out
 
 
 def train(spec=None, *, data=None, epochs=None, check_every=None, seed=None, out=None,
@@ -249,12 +127,12 @@ def train(spec=None, *, data=None, epochs=None, check_every=None, seed=None, out
     True
     """
     t0 = time.perf_counter()
-    _validate(data, epochs, check_every, seed, mode, time_budget, out)
-    spec = _load(spec)
-    s = _settings(spec, data=data, epochs=epochs, check_every=check_every, seed=seed,
+    validate(data, epochs, check_every, seed, mode, time_budget, out)
+    spec = load_spec(spec)
+    s = settings(spec, data=data, epochs=epochs, check_every=check_every, seed=seed,
                   mode=mode, time_budget=time_budget)
-    out = _prepare_out(out)
-    net = _network(spec, s.batch_size, max_memory)
+    out = prepare_out(out)
+    net = network(spec, s.batch_size, max_memory)
     layers, dtype = net.layers, spec.input.dtype
     d = load_data(s.data, sample_shape=net.input_shape[1:], n_classes=net.output_shape[1],
                   dtype=dtype, seed=s.seed, test_fraction=s.test_fraction, samples=s.samples,
