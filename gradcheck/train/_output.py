@@ -37,6 +37,7 @@ def plot_training(result, path) -> None:
     """Draw ``result``'s curves and checks into the PNG file ``path`` (needs matplotlib)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(7.5, 6.6), layout="constrained")
     FigureCanvasAgg(fig)
@@ -83,7 +84,9 @@ def plot_training(result, path) -> None:
     ax_check.set_yscale("log")
     worst = max((c.worst_ratio for c in result.checks if math.isfinite(c.worst_ratio)),
                 default=1.0)
-    ax_check.set_ylim(top=max(4.0, 2 * worst))
+    ax_check.set_ylim(top=max(4.0, 10 * worst))
+    ax_check.set_xlim(-0.02 * max(result.steps, 1) - 0.5, 1.02 * max(result.steps, 1) + 0.5)
+    ax_check.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_check.set_ylabel("worst |a - n|\n/ allowed", fontsize=8)
     ax_check.set_xlabel("step (one batch each)")
     ax_check.set_title("gradient checks (the vertical lines above): \u25cf every element "
@@ -94,8 +97,9 @@ def plot_training(result, path) -> None:
                else f"a check FAILED at step {result.stopped_at}: training stopped")
     test = ("" if result.test_accuracy is None
             else f", test accuracy {100 * result.test_accuracy:.1f}%")
-    fig.suptitle(f"gradcheck train: {result.spec} on {result.data}, {len(result.checks)} "
-                 f"gradient checks, {verdict}{test}", fontsize=9)
+    n = len(result.checks)
+    fig.suptitle(f"gradcheck train: {result.spec} on {result.data}, {n} gradient "
+                 f"check{'' if n == 1 else 's'}, {verdict}{test}", fontsize=9)
     fig.savefig(path, dpi=90)
 
 
