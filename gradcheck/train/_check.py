@@ -61,8 +61,8 @@ class CheckRecord:
                 f"{self.n_kinks} kinks, {self.elapsed_s:.2f} s")
 
 
-def check_gradients(net, loss, x, params, *, seed, mode, time_budget, rtol=None,
-                    atol=None, name="train"):
+def check_gradients(net, loss, x, params, *, seed, mode, time_budget, budget=None,
+                    rtol=None, atol=None, name="train"):
     """Check the training's gradients at ``params`` on the batch ``x`` (labels in ``loss``).
 
     ``net`` is the :class:`~gradcheck.ops.network.Sequential` (for tensor names and
@@ -78,11 +78,12 @@ def check_gradients(net, loss, x, params, *, seed, mode, time_budget, rtol=None,
     def f_vjp(cotangent, x, *flat):
         return per_sample_vjp(layers, loss, cotangent, x, net.unflatten_params(flat))
 
-    tolerance = {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None}
+    extra = {k: v for k, v in (("rtol", rtol), ("atol", atol), ("budget", budget))
+             if v is not None}
     return check_vjp(f, f_vjp, (x, *net.flatten_params(params)), argnames=net.names,
                      mode=mode, seed=seed, time_budget=time_budget, name=name,
                      patterns={n: (lambda n=n: net.structure(n) or net.pattern(n))
-                               for n in net.names}, **tolerance)
+                               for n in net.names}, **extra)
 
 
 def record(report, *, step, epoch, when, mode, point=None) -> CheckRecord:

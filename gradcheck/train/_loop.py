@@ -160,8 +160,9 @@ def train(spec=None, *, data=None, epochs=None, check_every=None, seed=None, out
         t = time.perf_counter()
         report = check_gradients(net, _batch_loss(net.loss, labels), x, params,
                                  seed=spec.check.seed + step, mode=s.mode,
-                                 time_budget=s.time_budget, rtol=spec.check.rtol,
-                                 atol=spec.check.atol, name=f"{name} at step {step}")
+                                 time_budget=s.time_budget, budget=spec.check.budget,
+                                 rtol=spec.check.rtol, atol=spec.check.atol,
+                                 name=f"{name} at step {step}")
         check_s += time.perf_counter() - t
         if checks:   # only the last check keeps its point (a reproducer, not a history)
             checks[-1] = dataclasses.replace(checks[-1], point=None)
