@@ -68,6 +68,12 @@ class _Parser(argparse.ArgumentParser):
         self._negative_number_matcher = _NEGATIVE_NUMBER
 
 
+def _shard(text: str):
+    from gradcheck._parallel import parse_shard
+
+    return parse_shard(text)
+
+
 def _number(option: str, kind=float, *, minimum=None, strict=False):
     """The ``type=`` of a numeric option: parse the text, then check its range.
 
@@ -144,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     opts.add_argument("--max-memory", type=_size, metavar="SIZE",
                       help="refuse specs estimated to need more memory (e.g. 2GiB); "
                            "default: half the available memory")
+    running = check.add_argument_group("running (the output is the same as one serial run's)")
+    running.add_argument("--shard", type=_shard, metavar="I/N",
+                         help="check only this CI job's share of the specs: job I of N "
+                              "(1-based); the N jobs together check every spec once")
+    running.add_argument("-j", "--jobs", type=_number("-j/--jobs", int, minimum=1), default=1,
+                         metavar="N", help="check specs in N processes at once (default 1)")
     check.set_defaults(run=_cmd_check)
 
     explain = sub.add_parser(
@@ -244,7 +256,19 @@ def _report_errors(errors) -> None:
         print(f"gradcheck: error: {e.message}", file=sys.stderr)
 
 
-def _load(args):
+def _paths(args) -> list:
+    """The spec files this run checks (None: the built-in example): this shard's share."""
+    paths = args.specs or [None]
+    if args.shard is not None:
+        from gradcheck._parallel import shard_indices
+        from gradcheck.spec import DEFAULT_SOURCE
+
+        keys = [DEFAULT_SOURCE if p is None else p for p in paths]
+        paths = [paths[i] for i in shard_indices(keys, *args.shard)]
+    return paths
+
+
+def _load(args, paths):
     """Read and validate every spec and import its targets, before any check runs.
 
     Returns ``(specs, errors)``: a bad spec becomes an error record and the others are
@@ -253,7 +277,7 @@ def _load(args):
     from gradcheck.spec import default_spec, load_spec, resolve_targets
 
     specs, errors = [], []
-    for path in args.specs or [None]:
+    for path in paths:
         try:
             spec = default_spec() if path is None else load_spec(path)
             resolve_targets(spec)
@@ -294,6 +318,53 @@ def _run_one(spec, args):
                       elapsed_s=time.perf_counter() - t0), built, None
 
 
+def _check_one(spec, args):
+    """Check one spec and draw its plots: ``(SpecResult or None, error or None, plots)``.
+
+    Plain data, so that a worker process (``-j``) can hand it back: ``plots`` is ``None``
+    (none asked for or needed), ``(paths written, notes)``, or the message of a plot
+    directory that cannot be written (raised once the other outputs are written).
+    """
+    result, built, error = _run_one(spec, args)
+    plots = None
+    if args.plot and result is not None and not result.passed:
+        from gradcheck._plot import write_plots
+
+        try:
+            plots = write_plots([result], {result.label: built}, args.plot)
+        except OSError as exc:
+            plots = f"--plot {args.plot}: cannot write there ({exc.strerror or exc})"
+    return result, error, plots
+
+
+def _died(spec, died):
+    """The failed result of a spec whose worker process died (``-j``)."""
+    from gradcheck._render import SpecResult
+
+    return SpecResult(spec.source, spec.name, None, error=(
+        f"the process checking this spec stopped abruptly ({died}): a crash in native code "
+        f"the layer calls, or the system ran out of memory; check {spec.source} without -j "
+        f"to see it"))
+
+
+def _check_all(specs, args, progress):
+    """``_check_one`` of every spec, in order: here, or in ``-j`` worker processes."""
+    if args.jobs == 1 or len(specs) < 2:
+        for i, spec in enumerate(specs):
+            progress.update(f"checking {spec.source} ({i + 1}/{len(specs)})")
+            yield _check_one(spec, args)
+        return
+    from gradcheck._parallel import Died, run_in_processes
+
+    workers = min(args.jobs, len(specs))
+    status = f"checking {len(specs)} specs in {workers} processes ({{}} done)"
+    progress.update(status.format(0))
+    outcomes = run_in_processes(_check_one, [(spec, args) for spec in specs], workers,
+                                on_done=lambda k: progress.update(status.format(k)))
+    for spec, outcome in zip(specs, outcomes):
+        yield (_died(spec, outcome), None, None) if isinstance(outcome, Died) else outcome
+
+
 def _cmd_check(args) -> int:
     from gradcheck._progress import Progress
 
@@ -304,43 +375,47 @@ def _cmd_check(args) -> int:
         require_matplotlib()
     if args.junit_xml:
         _prepare_file(args.junit_xml, "--junit-xml")
-    specs, errors = _load(args)
+    paths = _paths(args)
+    specs, errors = _load(args, paths)
     _report_errors(errors)
-    results, built, late = [], {}, []
+    results, late, plots = [], [], []
     with Progress() as progress:
-        for i, spec in enumerate(specs):
-            progress.update(f"checking {spec.source} ({i + 1}/{len(specs)})")
-            result, b, error = _run_one(spec, args)
+        for result, error, plotted in _check_all(specs, args, progress):
             if error is not None:
                 late.append(error)
                 continue
             results.append(result)
-            if b is not None:
-                built[result.label] = b
+            if plotted is not None:
+                plots.append(plotted)
     _report_errors(late)
     errors += late
     elapsed = time.perf_counter() - t0
-    _write_outputs(args, results, built, elapsed, errors)
+    _write_outputs(args, results, plots, elapsed, errors)
+    if not paths:   # an empty shard: a CI matrix larger than the list of specs
+        print(f"gradcheck: shard {args.shard[0]}/{args.shard[1]} has nothing to check "
+              f"({_plural_specs(len(args.specs or [None]))} over {args.shard[1]} shards; "
+              f"the other shards check them)", file=sys.stderr if args.json else sys.stdout)
     if errors:
         return USAGE          # bad input wins: the run did not check all it was asked to
     return OK if all(r.passed for r in results) else MISMATCH
 
 
-def _write_outputs(args, results, built, elapsed, errors):
+def _plural_specs(n: int) -> str:
+    return f"{n} spec{'s' if n != 1 else ''}"
+
+
+def _write_outputs(args, results, plotted, elapsed, errors):
     from gradcheck._render import to_json, to_junit_xml, to_text
 
     if args.junit_xml:
         _write_file(args.junit_xml, to_junit_xml(results, elapsed_s=elapsed, errors=errors),
                     "--junit-xml")
     plots, unplotted = [], []
-    if args.plot and not all(r.passed for r in results):
-        from gradcheck._plot import write_plots
-
-        try:
-            plots, unplotted = write_plots(results, built, args.plot)
-        except OSError as exc:
-            raise GradcheckError(f"--plot {args.plot}: cannot write there "
-                                 f"({exc.strerror or exc})") from None
+    for p in plotted:        # per spec, in order: (paths written, notes) or an error
+        if isinstance(p, str):
+            raise GradcheckError(p)
+        plots += p[0]
+        unplotted += p[1]
     if args.json:
         import json
 
