@@ -161,8 +161,9 @@ def _sigint_ignored():
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    finally:     # None: a handler installed outside Python; Python's own is the safe guess
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None
+                      else previous)
 
 
 def _exit_with_parent(sentinel) -> None:
