@@ -16,7 +16,9 @@ checker, render. Exit status, made for CI:
 =========== == ==========================================================================
 
 Heavy imports (the checker, scipy, hypothesis, matplotlib) happen inside the commands
-that need them, so ``gradcheck --help`` and the error paths start fast.
+that need them, so ``gradcheck --help`` and the error paths start fast. ``check --shard
+I/N`` (one CI job's share of the specs) and ``-j N`` (worker processes) live in
+:mod:`gradcheck._parallel`; both leave the output as a serial run's.
 """
 
 from __future__ import annotations
