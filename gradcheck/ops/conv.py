@@ -19,21 +19,27 @@ Backward (the seed's formulas, generalized)
 -------------------------------------------
 With the output error :math:`\delta = \partial C / \partial y`:
 
-* **input error** -- a *full* convolution of :math:`\delta` with the kernel, i.e. a full
-  correlation with the 180°-rotated kernel: insert :math:`s-1` zeros between the entries
-  of :math:`\delta` (stride), pad it by :math:`d(k-1)` on every side (*full*), correlate
-  with ``rot180(w)`` whose taps are :math:`d` apart, with the in/out channel axes of ``w``
-  swapped inside each group, then crop the padding :math:`p` from the result:
+* **input error** -- the seed's :math:`\delta^{l} = \delta^{l+1} * \operatorname{rot180}(w)`,
+  a *full* convolution, in four steps, each a line of :func:`_grad_input_rot180`:
 
-  .. math:: \partial C/\partial x_p = \operatorname{full}\bigl(\operatorname{dilate}_s(\delta)
-            \star \operatorname{rot180}(w)^{\top}\bigr), \qquad
-            \partial C/\partial x = \operatorname{crop}_p(\partial C/\partial x_p)
+  1. *dilate the error by the stride*: :math:`s-1` zeros between the entries of
+     :math:`\delta` (:func:`_dilate_by_stride`);
+  2. *pad it to a full convolution*: :math:`d(k-1)` zeros on every side
+     (:func:`_pad_to_full`);
+  3. *correlate with the rotated kernel*: ``rot180(w)``, taps :math:`d` apart, the in/out
+     channel axes swapped inside each group (:func:`_rotate_kernel`), stride 1;
+  4. *crop by the padding*: drop :math:`p_{lo}` positions in front and keep the input's
+     :math:`n` (:func:`_crop_by_padding`).
 
-  This is :func:`_grad_input_rot180`. The scatter-add (col2im) route,
-  :func:`_grad_input_col2im`, computes the same sum by multiplying :math:`\delta` with
-  :math:`W^{\top}` and adding each kernel tap's contribution back at its offset; it skips
-  the inserted zeros, so ``method="auto"`` picks it when that moves less memory (a
-  stride above 1, or many more output than input channels).
+  .. math:: \partial C/\partial x = \operatorname{crop}_p\Bigl(
+            \operatorname{pad}_{d(k-1)}\bigl(\operatorname{dilate}_s(\delta)\bigr)
+            \star \operatorname{rot180}(w)^{\top}\Bigr)
+
+  The scatter-add (col2im) route, :func:`_grad_input_col2im`, computes the same sum by
+  multiplying :math:`\delta` with :math:`W^{\top}` and adding each kernel tap's
+  contribution back at its offset; it skips the inserted zeros, so ``method="auto"``
+  picks it when that moves less memory (a stride above 1, or many more output than input
+  channels).
 * **weight gradient** -- a *valid* correlation of the padded input with :math:`\delta`
   (whose entries sit :math:`s` apart), sampled :math:`d` apart, summed over the batch:
 
@@ -41,14 +47,21 @@ With the output error :math:`\delta = \partial C / \partial y`:
             \delta[n, o, \mathbf{i}]\; x_p[n, c, s\mathbf{i} + d\mathbf{a}]
 * **bias gradient** -- :math:`\partial C/\partial b[o] = \sum_{n, \mathbf{i}} \delta[n, o, \mathbf{i}]`.
 
+The same formulas written literally, one ``scipy.signal`` call per channel pair, are
+:func:`gradcheck.ops.reference.conv_forward_signal` and
+:func:`gradcheck.ops.reference.conv_backward_signal` (``gradcheck/ops/reference/_signal.py``);
+the tests hold this module against them and against the seed's perceptron picture.
+
 Implementation
 --------------
-No Python loop visits a pixel or a batch item. The input is unfolded into windowed copies
-laid out ``(N, groups, C_in/groups * K, L)`` with the ``L`` output positions innermost,
-one strided copy per kernel tap, and every pass is one batched GEMM (``np.matmul``)
-against the kernel matrix. float32 stays float32, float64 stays float64, complex inputs
-(used by complex-step differentiation) stay complex. Large batches are processed in
-chunks so the unfolded copy stays within a memory budget.
+No Python loop visits a pixel or a batch item. Every pass is one valid correlation,
+:func:`_correlate`: the input is unfolded into windowed copies (im2col, one strided copy
+per kernel tap) laid out ``(N, groups, C_in/groups * K, L)`` with the ``L`` output
+positions innermost, and multiplied by the kernel matrix in one batched GEMM
+(``np.matmul``). float32 stays float32, float64 stays float64, complex inputs (used by
+complex-step differentiation) stay complex. Large batches are unfolded in chunks, and an
+item too large for the budget in bands of output rows, so the copy stays within
+``UNFOLD_BUDGET_BYTES``; temporary arrays are reused between calls (:func:`_scratch`).
 """
 
 from __future__ import annotations
@@ -79,6 +92,9 @@ WORKSPACE_LIMIT_BYTES = 64 * 2**20
 
 _workspace_local = threading.local()
 
+#: Index of every batch item and channel: the two leading axes of every array here.
+_ALL2 = (slice(None), slice(None))
+
 
 def _scratch(slot: str, shape, dtype, *, zero: bool = False) -> np.ndarray:
     """An array for temporary use inside one call, reused across calls.
@@ -102,7 +118,7 @@ def _scratch(slot: str, shape, dtype, *, zero: bool = False) -> np.ndarray:
     return out
 
 
-# --------------------------------------------------------------------------- helpers
+# --------------------------------------------------------------------------- small pieces
 
 
 def _validate_convention(convention: str) -> str:
@@ -113,11 +129,24 @@ def _validate_convention(convention: str) -> str:
 
 def _flip_kernel(w: np.ndarray) -> np.ndarray:
     """rot180 generalized: reverse every spatial axis of ``w`` (axes 2 onward)."""
-    return w[(slice(None), slice(None)) + (slice(None, None, -1),) * (w.ndim - 2)]
+    return w[_ALL2 + (slice(None, None, -1),) * (w.ndim - 2)]
 
 
 def _result_dtype(*arrays) -> np.dtype:
     return np.result_type(*[a.dtype for a in arrays if a is not None])
+
+
+def _pad(x: np.ndarray, pad_lo, pad_hi) -> np.ndarray:
+    """Zero-pad the spatial axes (a zeroed scratch buffer and one slice assignment)."""
+    if not (any(pad_lo) or any(pad_hi)):
+        return x
+    shape = x.shape[:2] + tuple(n + lo + hi for n, lo, hi in zip(x.shape[2:], pad_lo, pad_hi))
+    out = _scratch("padded", shape, x.dtype, zero=True)
+    out[_ALL2 + tuple(slice(lo, lo + n) for lo, n in zip(pad_lo, x.shape[2:]))] = x
+    return out
+
+
+# --------------------------------------------------------------------------- the engine
 
 
 def _tap_slices(tap, stride, dilation, out_shape):
@@ -128,27 +157,17 @@ def _tap_slices(tap, stride, dilation, out_shape):
     )
 
 
-def _unfold_into(cols, xp, kernel, stride, dilation, out_shape) -> np.ndarray:
-    """Fill ``cols`` (shape ``(n, C, *kernel, *out_shape)``) with the windows of ``xp`` (im2col).
+def _unfold_into(cols, xp, kernel, stride, dilation, out_shape, *, tap_axis=2) -> np.ndarray:
+    """Copy the windows of ``xp`` into ``cols`` (im2col), one strided copy per kernel tap.
 
-    One vectorized strided copy per kernel tap; output positions are innermost so the
-    following GEMM writes ``(N, C_out, L)`` directly, with no transpose.
+    ``xp`` is ``(A, B, *spatial)``; ``cols`` has the kernel's axes from ``tap_axis`` on and
+    ``(A, B, *out_shape)`` in the others: ``(A, B, *kernel, *out_shape)`` by default, or
+    ``(A, *kernel, B, *out_shape)`` with ``tap_axis=1``.
     """
-    lead = (slice(None), slice(None))
+    lead = (slice(None),) * tap_axis
     for tap in np.ndindex(*kernel):
-        cols[lead + tap] = xp[lead + _tap_slices(tap, stride, dilation, out_shape)]
+        cols[lead + tap] = xp[_ALL2 + _tap_slices(tap, stride, dilation, out_shape)]
     return cols
-
-
-def _pad(x: np.ndarray, pad_lo, pad_hi) -> np.ndarray:
-    """Zero-pad the spatial axes (a zeroed scratch buffer and one slice assignment)."""
-    if not (any(pad_lo) or any(pad_hi)):
-        return x
-    shape = x.shape[:2] + tuple(n + lo + hi for n, lo, hi in zip(x.shape[2:], pad_lo, pad_hi))
-    out = _scratch("padded", shape, x.dtype, zero=True)
-    out[(slice(None), slice(None)) + tuple(slice(lo, lo + n) for lo, n in
-                                           zip(pad_lo, x.shape[2:]))] = x
-    return out
 
 
 def _batch_chunks(batch: int, bytes_per_item: int):
@@ -212,21 +231,16 @@ class _Unfolder:
         part = self.xp[block.items, :, first:last]
         n, c = part.shape[:2]
         length = prod(out_shape)
-        if self.batch_inner:
-            part = part.swapaxes(0, 1)          # (C, n, *spatial): fill (C, *K, n, *out)
+        windows = (self.kernel, self.stride, self.dilation, out_shape)
+        if self.batch_inner:                    # (C, *K, n, *out) from (C, n, *spatial)
             buf = _scratch("cols", (c, *self.kernel, n, *out_shape), self.dtype)
-            lead = (slice(None),)
-            for tap in np.ndindex(*self.kernel):
-                buf[lead + tap] = part[lead + (slice(None),)
-                                       + _tap_slices(tap, self.stride, self.dilation,
-                                                     out_shape)]
-            return buf.reshape(self.groups, self.rows, n * length)
+            cols = _unfold_into(buf, part.swapaxes(0, 1), *windows, tap_axis=1)
+            return cols.reshape(self.groups, self.rows, n * length)
         if self.identity:
-            cols = part[(slice(None), slice(None)) + tuple(slice(0, o) for o in out_shape)]
-            cols = np.ascontiguousarray(cols)
+            cols = np.ascontiguousarray(part[_ALL2 + tuple(slice(0, o) for o in out_shape)])
         else:
             buf = _scratch("cols", (n, c, *self.kernel, *out_shape), self.dtype)
-            cols = _unfold_into(buf, part, self.kernel, self.stride, self.dilation, out_shape)
+            cols = _unfold_into(buf, part, *windows)
         return cols.reshape(n, self.groups, self.rows, length)
 
 
@@ -290,6 +304,11 @@ def conv_forward(
     y : ndarray, shape (N, C_out, \*out)
         ``out = (n + p_lo + p_hi - d*(k-1) - 1) // s + 1`` per dim, in the inputs' dtype.
 
+    See Also
+    --------
+    gradcheck.ops.reference.conv_forward_signal : the same formula written literally, one
+        ``scipy.signal`` call per batch item and channel pair (the tests' oracle).
+
     Examples
     --------
     The seed's picture: a 3×3 input and a 2×2 kernel give a 2×2 output.
@@ -321,6 +340,7 @@ def conv_forward(
 
 
 def _forward(x, w, b, geom: ConvGeometry) -> np.ndarray:
+    """Pad the input, correlate it with the kernel, add the bias."""
     dtype = _result_dtype(x, w, b)
     xp = _pad(x, geom.pad_lo, geom.pad_hi)
     y = _correlate(xp, w, stride=geom.stride, dilation=geom.dilation, groups=geom.groups,
@@ -357,9 +377,9 @@ def conv_backward(
     bias : bool
         Whether the layer had a bias; if False, ``grad_b`` is None.
     method : {"auto", "rot180", "col2im"}
-        How the input error is computed. ``"rot180"`` is the seed's route: the full
-        convolution of the stride-dilated error with the 180°-rotated kernel, cropped by
-        the padding. ``"col2im"`` multiplies the error by the transposed kernel matrix and
+        How the input error is computed. ``"rot180"`` is the seed's route: dilate the
+        error by the stride, pad it to a full convolution, correlate it with the
+        180°-rotated kernel, crop by the padding. ``"col2im"`` multiplies the error by the transposed kernel matrix and
         scatter-adds each tap back (same sum, no inserted zeros). ``"auto"`` picks the one
         that moves less memory (rot180 unless the stride is large or ``C_out`` clearly
         exceeds ``C_in``). Both are exact; tests hold them against each other.
@@ -376,6 +396,13 @@ def conv_backward(
         (flipped back under ``convention="convolution"``).
     grad_b : ndarray, shape (C_out,), or None
         :math:`\sum_{n,\mathbf{i}} \delta[n,o,\mathbf{i}]`.
+
+    See Also
+    --------
+    gradcheck.ops.reference.conv_backward_signal : the same formulas written literally,
+        one ``scipy.signal`` call per batch item and channel pair (the tests' oracle).
+    gradcheck.ops.reference.perceptron_deltas : each input pixel's error spelled out
+        connection by connection, as the seed pictures it.
 
     Examples
     --------
@@ -416,18 +443,16 @@ def conv_backward(
     return grad_x, grad_w, grad_b
 
 
-def _backward(grad_y, x, w, geom: ConvGeometry, *, method="auto", bias=True,
-              need_x=True, need_w=True):
+def _backward(grad_y, x, w, geom: ConvGeometry, *, method: str, bias: bool):
+    """The three gradients of a correlation layer (``w`` already in correlation form)."""
     dtype = _result_dtype(grad_y, x, w)
     grad_y = grad_y.astype(dtype, copy=False)
     grad_b = grad_y.sum(axis=(0,) + tuple(range(2, 2 + geom.nd))) if bias else None
-    grad_w = _grad_weight(grad_y, x, geom, dtype) if need_w else None
-    grad_x = None
-    if need_x:
-        if method == "auto":
-            method = _choose_route(geom)
-        route = _grad_input_rot180 if method == "rot180" else _grad_input_col2im
-        grad_x = route(grad_y, w.astype(dtype, copy=False), geom, dtype)
+    grad_w = _grad_weight(grad_y, x, geom, dtype)
+    if method == "auto":
+        method = _choose_route(geom)
+    route = _grad_input_rot180 if method == "rot180" else _grad_input_col2im
+    grad_x = route(grad_y, w.astype(dtype, copy=False), geom, dtype)
     return grad_x, grad_w, grad_b
 
 
@@ -445,12 +470,17 @@ def _choose_route(geom: ConvGeometry) -> str:
     return "rot180" if rot180 <= col2im else "col2im"
 
 
+# --------------------------------------------------------------------------- weight gradient
+
+
 def _grad_weight(grad_y, x, geom: ConvGeometry, dtype) -> np.ndarray:
     r"""Valid correlation of the padded input with the error, summed over the batch.
 
     :math:`\partial C/\partial w[o,c,\mathbf{a}] = \sum_{n,\mathbf{i}} \delta[n,o,\mathbf{i}]
     \,x_p[n,c,s\mathbf{i}+d\mathbf{a}]`: per group one GEMM of the error matrix
-    ``(C_out/g, L)`` with the unfolded input ``(L, C_in/g * K)``.
+    ``(C_out/g, N L)`` with the unfolded input ``(N L, C_in/g * K)``. Literally, with
+    ``scipy.signal``: the ``grad_w`` lines of
+    :func:`~gradcheck.ops.reference.conv_backward_signal`.
     """
     g = geom.groups
     c_out_g = geom.out_channels // g
@@ -467,14 +497,75 @@ def _grad_weight(grad_y, x, geom: ConvGeometry, dtype) -> np.ndarray:
         n, length = part.shape[0], part.shape[-1]
         d = _scratch("delta", (g, c_out_g, n, length), dtype)
         d[...] = part.transpose(1, 2, 0, 3)
-        cols = unfold(block)
-        np.matmul(d.reshape(g, c_out_g, n * length), cols.swapaxes(1, 2), out=product)
+        np.matmul(d.reshape(g, c_out_g, n * length), unfold(block).swapaxes(1, 2), out=product)
         grad_w += product
     return grad_w.reshape(geom.out_channels, unfold.rows // prod(geom.kernel), *geom.kernel)
 
 
-def _rot180_swap(w: np.ndarray, groups: int) -> np.ndarray:
-    """``rot180(w)`` with in/out channels swapped inside each group: ``(C_in, C_out/g, *k)``."""
+# --------------------------------------------------------------------------- input error
+
+
+class _Line(NamedTuple):
+    """Where the error's entries sit along one spatial axis.
+
+    Entry ``i`` of :math:`\\delta` is at position ``start + step * i`` of a line of ``size``
+    positions, zero everywhere else; entries that fall outside the line are left out.
+    """
+
+    start: int
+    step: int
+    size: int
+
+
+def _dilate_by_stride(count: int, stride: int) -> _Line:
+    """Step 1: ``stride - 1`` zeros between neighbouring entries (entry ``i`` at ``s*i``)."""
+    return _Line(0, stride, stride * (count - 1) + 1)
+
+
+def _pad_to_full(line: _Line, reach: int) -> _Line:
+    """Step 2: ``reach = d(k-1)`` zeros on each side, so the correlation is *full*.
+
+    Every position where the dilated kernel overlaps the error at all gets an output.
+    """
+    return _Line(line.start + reach, line.step, line.size + 2 * reach)
+
+
+def _crop_by_padding(line: _Line, pad_lo: int, size: int, reach: int) -> _Line:
+    """Step 4, taken before step 3: keep what the input's ``size`` positions read.
+
+    The full result's position ``j`` reads positions ``j`` to ``j + reach`` of the padded
+    error (step 3 is a stride-1 correlation), so cropping the result to
+    ``[pad_lo, pad_lo + size)`` is cropping the padded error to
+    ``[pad_lo, pad_lo + size + reach)``: no cropped position is ever computed. Entries
+    left out this way reach the padding only; where the line runs past the end of the
+    full error it reads zeros (input positions no window reaches get no error).
+    """
+    return _Line(line.start - pad_lo, line.step, size + reach)
+
+
+def _lay_out(grad_y, lines, dtype) -> np.ndarray:
+    """:math:`\\delta` written into a zeroed buffer where ``lines`` say (one per axis)."""
+    buf = _scratch("dilated", (*grad_y.shape[:2], *(line.size for line in lines)), dtype,
+                   zero=True)
+    dst, src = [], []
+    for line, count in zip(lines, grad_y.shape[2:]):
+        first = max(0, -(line.start // line.step))         # first entry at position >= 0
+        last = min(count - 1, (line.size - 1 - line.start) // line.step)   # last inside
+        if last < first:
+            return buf                                     # no entry inside: all zero
+        dst.append(slice(line.start + line.step * first,
+                         line.start + line.step * last + 1, line.step))
+        src.append(slice(first, last + 1))
+    buf[_ALL2 + tuple(dst)] = grad_y[_ALL2 + tuple(src)]
+    return buf
+
+
+def _rotate_kernel(w: np.ndarray, groups: int) -> np.ndarray:
+    """``rot180(w)`` with in/out channels swapped inside each group: ``(C_in, C_out/g, *k)``.
+
+    The error has ``C_out`` channels and the result ``C_in``, so the kernel the error is
+    correlated with is ``w``'s transpose in the channel axes, rotated by 180°.
+    """
     c_out, c_in_g = w.shape[:2]
     kernel = w.shape[2:]
     wg = _flip_kernel(w).reshape(groups, c_out // groups, c_in_g, *kernel)
@@ -483,36 +574,26 @@ def _rot180_swap(w: np.ndarray, groups: int) -> np.ndarray:
 
 
 def _grad_input_rot180(grad_y, w, geom: ConvGeometry, dtype) -> np.ndarray:
-    r"""The seed's route: full convolution of the stride-dilated error with rot180(w).
+    r"""The seed's route, one line per step of the derivation.
 
-    Per dim, ``delta`` with :math:`s-1` zeros between entries is padded by
-    :math:`d(k-1)` on both sides (*full*), correlated with ``rot180(w)`` (taps :math:`d`
-    apart, stride 1), and the padding :math:`p_{lo}` is cropped from the front. Only the
-    window of the full result that survives the crop is built: the buffer starts at full
-    position :math:`p_{lo}` and is :math:`n + d(k-1)` long, so the correlation yields
-    exactly the :math:`n` input positions. Error entries that would land outside it only
-    ever reach cropped (padding) positions.
+    :math:`\partial C/\partial x = \operatorname{crop}_p\bigl(\operatorname{pad}_{d(k-1)}
+    (\operatorname{dilate}_s\delta) \star \operatorname{rot180}(w)^{\top}\bigr)`, stated
+    literally (with ``scipy.signal.convolve(delta_s, w_d, "full")``) in
+    :func:`~gradcheck.ops.reference.conv_backward_signal`. Steps 1, 2 and 4 only say where
+    the error's entries land, so they are composed per spatial axis and the error is
+    written once (:func:`_lay_out`); step 3 is the GEMM engine every pass uses.
     """
-    n, c_out = grad_y.shape[:2]
-    buf_shape, dst, src = [], [], []
-    for size, o, k, s, d, lo in zip(geom.in_shape, geom.out_shape, geom.kernel,
-                                    geom.stride, geom.dilation, geom.pad_lo):
+    lines = []
+    for size, count, k, s, d, lo in zip(geom.in_shape, geom.out_shape, geom.kernel,
+                                        geom.stride, geom.dilation, geom.pad_lo):
         reach = d * (k - 1)
-        length = size + reach
-        offset = reach - lo                        # buffer position of delta entry 0
-        first = max(0, -(-(-offset) // s))          # first entry with offset + s*i >= 0
-        last = min(o - 1, (length - 1 - offset) // s)  # last entry inside the buffer
-        buf_shape.append(length)
-        if last < first:
-            dst.append(None)
-            continue
-        start = offset + s * first
-        dst.append(slice(start, start + s * (last - first) + 1, s))
-        src.append(slice(first, last + 1))
-    buf = _scratch("dilated", (n, c_out, *buf_shape), dtype, zero=True)
-    if all(sl is not None for sl in dst):
-        buf[(slice(None), slice(None)) + tuple(dst)] = grad_y[(Ellipsis,) + tuple(src)]
-    return _correlate(buf, _rot180_swap(w, geom.groups), stride=(1,) * geom.nd,
+        line = _dilate_by_stride(count, s)              # 1. dilate the error by the stride
+        line = _pad_to_full(line, reach)                # 2. pad it to a full convolution
+        line = _crop_by_padding(line, lo, size, reach)  # 4. crop by the padding (first)
+        lines.append(line)
+    padded_error = _lay_out(grad_y, lines, dtype)
+    # 3. correlate with the rotated kernel: stride 1, taps d apart, one output per input
+    return _correlate(padded_error, _rotate_kernel(w, geom.groups), stride=(1,) * geom.nd,
                       dilation=geom.dilation, groups=geom.groups, out_shape=geom.in_shape,
                       dtype=dtype)
 
@@ -530,9 +611,10 @@ def _grad_input_col2im(grad_y, w, geom: ConvGeometry, dtype) -> np.ndarray:
     w_mat_t = w.reshape(g, c_out_g, c_in_g * k).swapaxes(1, 2)
     delta = grad_y.reshape(geom.batch, g, c_out_g, length)
     full_shape = (geom.batch, geom.in_channels, *geom.padded_shape)
-    grad_xp = (_scratch("grad_xp", full_shape, dtype, zero=True) if geom.has_padding
-               else np.zeros(full_shape, dtype=dtype))
-    lead = (slice(None), slice(None))
+    if not geom.has_padding:               # the result itself: a fresh array
+        grad_xp = np.zeros(full_shape, dtype=dtype)
+    else:                                  # cropped into a fresh array below
+        grad_xp = _scratch("grad_xp", full_shape, dtype, zero=True)
     chunks = _batch_chunks(geom.batch, geom.in_channels * k * length * np.dtype(dtype).itemsize)
     largest = chunks[0].stop - chunks[0].start
     buffer = _scratch("cols", (largest, g, c_in_g * k, length), dtype)
@@ -541,10 +623,10 @@ def _grad_input_col2im(grad_y, w, geom: ConvGeometry, dtype) -> np.ndarray:
         cols = cols.reshape(-1, geom.in_channels, *geom.kernel, *geom.out_shape)
         target = grad_xp[chunk]
         for tap in np.ndindex(*geom.kernel):
-            target[lead + _tap_slices(tap, geom.stride, geom.dilation, geom.out_shape)] += (
-                cols[lead + tap]
+            target[_ALL2 + _tap_slices(tap, geom.stride, geom.dilation, geom.out_shape)] += (
+                cols[_ALL2 + tap]
             )
-    crop = tuple(slice(lo, lo + size) for lo, size in zip(geom.pad_lo, geom.in_shape))
     if not geom.has_padding:
         return grad_xp
-    return grad_xp[lead + crop].copy()   # a fresh array: grad_xp is scratch
+    crop = tuple(slice(lo, lo + size) for lo, size in zip(geom.pad_lo, geom.in_shape))
+    return grad_xp[_ALL2 + crop].copy()
