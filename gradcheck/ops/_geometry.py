@@ -8,12 +8,12 @@ Errors name the argument, repeat the value and say what would be valid.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import NamedTuple, Sequence
 
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._validate import is_int
 
 __all__ = ["ConvGeometry", "conv_geometry", "as_float_array", "normalize_tuple"]
 
@@ -58,17 +58,13 @@ class ConvGeometry(NamedTuple):
         )
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def normalize_tuple(value, nd: int, name: str, *, minimum: int) -> tuple[int, ...]:
     """Turn an int or a length-``nd`` sequence of ints into a tuple, checking bounds."""
-    if _is_int(value):
+    if is_int(value):
         values = (int(value),) * nd
     elif isinstance(value, Sequence) and not isinstance(value, str):
         values = tuple(value)
-        if len(values) != nd or not all(_is_int(v) for v in values):
+        if len(values) != nd or not all(is_int(v) for v in values):
             raise ConfigurationError(
                 f"{name} must be an int or a tuple of {nd} ints (one per spatial dim); "
                 f"got {value!r}"
@@ -110,7 +106,7 @@ def _normalize_padding(padding, nd, kernel, dilation, stride):
     ):
         pairs = tuple(padding)
         ok = len(pairs) == nd and all(
-            isinstance(p, Sequence) and len(p) == 2 and all(_is_int(v) and v >= 0 for v in p)
+            isinstance(p, Sequence) and len(p) == 2 and all(is_int(v) and v >= 0 for v in p)
             for p in pairs
         )
         if not ok:
@@ -119,7 +115,7 @@ def _normalize_padding(padding, nd, kernel, dilation, stride):
                 f"got {padding!r}"
             )
         return tuple(int(p[0]) for p in pairs), tuple(int(p[1]) for p in pairs)
-    if not (_is_int(padding) or (isinstance(padding, Sequence) and not isinstance(padding, str))):
+    if not (is_int(padding) or (isinstance(padding, Sequence) and not isinstance(padding, str))):
         raise ConfigurationError(
             f"padding must be an int >= 0, a tuple of {nd} ints, {nd} (low, high) pairs, or one "
             f"of {_PADDING_WORDS}; got {padding!r}")
@@ -187,7 +183,7 @@ def conv_geometry(
         raise ConfigurationError(f"x must have no zero-size dimension; got shape {x_shape}")
     if any(n <= 0 for n in w_shape):
         raise ConfigurationError(f"w must have no zero-size dimension; got shape {w_shape}")
-    if not _is_int(groups) or groups < 1:
+    if not is_int(groups) or groups < 1:
         raise ConfigurationError(f"groups must be a positive int; got {groups!r}")
     batch, c_in = x_shape[:2]
     c_out, c_in_g = w_shape[:2]

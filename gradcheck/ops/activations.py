@@ -33,13 +33,13 @@ from __future__ import annotations
 
 import difflib
 import math
-import numbers
 from types import MappingProxyType
 from typing import Callable, Mapping, NamedTuple
 
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._validate import is_real
 from gradcheck.ops._geometry import as_float_array
 
 __all__ = ["ActivationSpec", "ACTIVATIONS", "ACTIVATION_PARAMS", "get_activation"]
@@ -213,6 +213,9 @@ def relu_prime(z):
     return (z.real > 0).astype(z.dtype)
 
 
+# Each maker returns (value, derivative, kinks, formula) for its parameters.
+
+
 def _leaky_relu(alpha):
     def leaky_relu(z):
         return np.where(z.real > 0, z, alpha * z)
@@ -220,7 +223,8 @@ def _leaky_relu(alpha):
     def leaky_relu_prime(z):
         return np.where(z.real > 0, 1, alpha * np.ones_like(z))
 
-    return leaky_relu, leaky_relu_prime
+    kinks = () if alpha == 1 else (0.0,)
+    return leaky_relu, leaky_relu_prime, kinks, f"z if z > 0 else {alpha!r}*z"
 
 
 def _elu(alpha):
@@ -232,17 +236,20 @@ def _elu(alpha):
         neg = np.where(z.real > 0, 0, z)
         return np.where(z.real > 0, 1, alpha * np.exp(neg))
 
-    return elu, elu_prime
+    kinks = () if alpha == 1 else (0.0,)
+    return elu, elu_prime, kinks, f"z if z > 0 else {alpha!r}*(exp(z) - 1)"
 
 
-def _hard_tanh(lo, hi):
+def _hard_tanh(min_val, max_val):
+    lo, hi = min_val, max_val
+
     def hard_tanh(z):
         return np.where(z.real < lo, lo, np.where(z.real > hi, hi, z))
 
     def hard_tanh_prime(z):
         return ((z.real > lo) & (z.real < hi)).astype(z.dtype)
 
-    return hard_tanh, hard_tanh_prime
+    return hard_tanh, hard_tanh_prime, (lo, hi), f"clip(z, {lo!r}, {hi!r})"
 
 
 # --------------------------------------------------------------------------- parameters
@@ -265,26 +272,14 @@ ACTIVATION_PARAMS: Mapping[str, Mapping[str, _Param]] = MappingProxyType({
 })
 
 
+_MAKERS = {"leaky_relu": _leaky_relu, "elu": _elu, "hard_tanh": _hard_tanh}
+
+
 def _build(name: str, **p) -> ActivationSpec:
-    params = tuple(p.items())
-    if name == "leaky_relu":
-        a = p["alpha"]
-        value, deriv = _leaky_relu(a)
-        return ActivationSpec(name, _elementwise(value), _elementwise(deriv),
-                              () if a == 1 else (0.0,),
-                              f"z if z > 0 else {a!r}*z", True, params)
-    if name == "elu":
-        a = p["alpha"]
-        value, deriv = _elu(a)
-        return ActivationSpec(name, _elementwise(value), _elementwise(deriv),
-                              () if a == 1 else (0.0,),
-                              f"z if z > 0 else {a!r}*(exp(z) - 1)", True, params)
-    if name == "hard_tanh":
-        lo, hi = p["min_val"], p["max_val"]
-        value, deriv = _hard_tanh(lo, hi)
-        return ActivationSpec(name, _elementwise(value), _elementwise(deriv), (lo, hi),
-                              f"clip(z, {lo!r}, {hi!r})", True, params)
-    raise KeyError(name)  # pragma: no cover - only called for the names above
+    """The row of the parameterized activation ``name`` at the (checked) parameters ``p``."""
+    value, deriv, kinks, doc = _MAKERS[name](**p)
+    return ActivationSpec(name, _elementwise(value), _elementwise(deriv), kinks, doc, True,
+                          tuple(p.items()))
 
 
 def _smooth(name, value, deriv, doc, kinks=()):
@@ -369,7 +364,7 @@ def get_activation(name: str, **params) -> ActivationSpec:
     values = {}
     for key, param in spec.items():
         value = params.get(key, param.default)
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        if not is_real(value):
             raise ConfigurationError(
                 f"{key} of activation {name!r} must be a real number; got {value!r}"
             )

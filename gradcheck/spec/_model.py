@@ -7,20 +7,12 @@ the fuzzer relies on when it writes a failing spec out to be rerun).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from gradcheck._plain import plain
+
 __all__ = ["InputSpec", "LayerSpec", "LossSpec", "CheckSpec", "Spec"]
-
-
-def _plain(value):
-    """Tuples become lists, recursively, so the result is JSON- and TOML-ready."""
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 @dataclass(frozen=True)
@@ -51,7 +43,7 @@ class LayerSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"type": self.type, **_plain(dict(self.options))}
+        return {"type": self.type, **plain(dict(self.options))}
 
 
 @dataclass(frozen=True)
@@ -91,7 +83,7 @@ class CheckSpec:
                     "tolerance", "order"):
             value = getattr(self, key)
             if value is not None:
-                d[key] = _plain(value)
+                d[key] = plain(value)
         return d
 
 
@@ -165,7 +157,3 @@ def layer_param_names(layer: LayerSpec) -> tuple[str, ...]:
     if layer.type == "python":
         return tuple(layer.options.get("params", {}))
     return ()
-
-
-def is_finite_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

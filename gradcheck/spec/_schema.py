@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from gradcheck._validate import is_int
 from gradcheck.spec._model import CheckSpec, InputSpec, LayerSpec, LossSpec, Spec
 from gradcheck.spec._shapes import checked_output_shape, divisors
 from gradcheck.spec._train import read_train
@@ -303,8 +304,7 @@ def _padding(ctx, key, value, nd):
     if (isinstance(value, list) and value and all(isinstance(p, list) for p in value)):
         count = "1 to 3" if nd is None else str(nd)
         ok = (nd is None or len(value) == nd) and len(value) <= 3 and all(
-            len(p) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                                for v in p) for p in value)
+            len(p) == 2 and all(is_int(v) and v >= 0 for v in p) for p in value)
         if not ok:
             raise ctx.expected(key, f"a list of {count} [low, high] pairs of ints >= 0", value)
         return [[int(a), int(b)] for a, b in value]

@@ -9,6 +9,7 @@ import math
 import re
 
 from gradcheck._errors import SpecError
+from gradcheck._validate import is_int, is_real
 
 __all__ = ["Ctx", "show", "suggest"]
 
@@ -39,14 +40,6 @@ def suggest(word, choices) -> str:
     """``'did you mean "x"? '`` for the closest of ``choices``, or ``''``."""
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f"did you mean {json.dumps(close[0])}? " if close else ""
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _plural(n, word):
@@ -97,7 +90,7 @@ class Ctx:
             valid = valid or f"an int >= {minimum}"
         else:
             valid = valid or "an int"
-        if not _is_int(value) or (minimum is not None and value < minimum):
+        if not is_int(value) or (minimum is not None and value < minimum):
             raise self.expected(key, valid, value)
         return int(value)
 
@@ -106,7 +99,7 @@ class Ctx:
             valid = "a finite number"
             if minimum is not None:
                 valid = f"a finite number {'>' if strict else '>='} {minimum:g}"
-        ok = _is_real(value) and math.isfinite(value)
+        ok = is_real(value) and math.isfinite(value)
         if ok and minimum is not None:
             ok = value > minimum if strict else value >= minimum
         if not ok:
@@ -135,7 +128,7 @@ class Ctx:
 
     def shape(self, key, value, *, min_ndim=0, max_ndim=32, what="dimensions"):
         ok = (isinstance(value, list) and min_ndim <= len(value) <= max_ndim
-              and all(_is_int(v) and v >= 1 for v in value))
+              and all(is_int(v) and v >= 1 for v in value))
         if not ok:
             count = (f"{min_ndim} to {max_ndim}" if min_ndim != max_ndim else str(min_ndim))
             raise self.expected(key, f"a list of {count} positive ints ({what})", value)
@@ -148,13 +141,13 @@ class Ctx:
             valid = f"a {word} or a list of 1 to 3 {word}s"
         else:
             valid = f"a {word} or a list of {_plural(nd, word)}"
-        if _is_int(value):
+        if is_int(value):
             if value < minimum:
                 raise self.expected(key, valid, value)
             return int(value)
         counts = range(1, 4) if nd is None else (nd,)
         if (isinstance(value, list) and len(value) in counts
-                and all(_is_int(v) and v >= minimum for v in value)):
+                and all(is_int(v) and v >= minimum for v in value)):
             return [int(v) for v in value]
         raise self.expected(key, valid, value)
 
@@ -178,7 +171,7 @@ def parse_bytes(value) -> int:
     >>> parse_bytes("1.5 KiB"), parse_bytes(4096), parse_bytes("2GB")
     (1536, 4096, 2000000000)
     """
-    if _is_int(value) and value > 0:
+    if is_int(value) and value > 0:
         return int(value)
     if isinstance(value, str):
         m = _SIZE.match(value)

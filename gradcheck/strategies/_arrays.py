@@ -17,12 +17,11 @@ inputs of the activation; a kink reached through a convolution is the checker's 
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 from hypothesis import strategies as st
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._validate import is_int, is_real
 from gradcheck.ops.activations import (
     ACTIVATION_PARAMS,
     ACTIVATIONS,
@@ -34,7 +33,6 @@ from gradcheck.strategies._validate import (
     check_optional_bool,
     check_real,
     check_subset,
-    is_int,
 )
 
 __all__ = ["activations", "arrays", "kink_distance", "push_off_kinks"]
@@ -61,11 +59,10 @@ def _kinks_of(away_from) -> tuple[float, ...]:
         return ()
     if isinstance(away_from, ActivationSpec):
         return tuple(float(k) for k in away_from.kinks)
-    if isinstance(away_from, numbers.Real) and not isinstance(away_from, bool):
+    if is_real(away_from):
         away_from = (away_from,)
-    if isinstance(away_from, (list, tuple)) and all(
-            isinstance(k, numbers.Real) and not isinstance(k, bool) and np.isfinite(k)
-            for k in away_from):
+    if isinstance(away_from, (list, tuple)) and all(is_real(k) and np.isfinite(k)
+                                                    for k in away_from):
         return tuple(float(k) for k in away_from)
     raise ConfigurationError(
         f"away_from must be None, an ActivationSpec (e.g. ACTIVATIONS['relu']) or a list "

@@ -30,16 +30,19 @@ import numpy as np
 from hypothesis import strategies as st
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._plain import plain
+from gradcheck._validate import is_int
 from gradcheck.ops._geometry import conv_geometry
 from gradcheck.ops.conv import conv_backward, conv_forward
 from gradcheck.strategies._validate import (
     check_dtype,
     check_int,
     check_optional_bool,
+    check_optional_shape,
     check_order,
     check_real,
+    check_strategy,
     check_subset,
-    is_int,
 )
 
 __all__ = ["ConvConfig", "ConvCase", "conv_configs", "conv_cases", "PADDINGS", "CONVENTIONS"]
@@ -47,12 +50,6 @@ __all__ = ["ConvConfig", "ConvCase", "conv_configs", "conv_cases", "PADDINGS", "
 #: Padding forms: one int for every dim, an int per dim, (low, high) per dim, or a word.
 PADDINGS = ("int", "tuple", "pairs", "valid", "same", "full")
 CONVENTIONS = ("correlation", "convolution")
-
-
-def _plain(value):
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    return value
 
 
 class ConvConfig(NamedTuple):
@@ -131,8 +128,8 @@ class ConvConfig(NamedTuple):
     def layer_dict(self) -> dict:
         """The ``[[layer]]`` table of a spec document (and of ``layer_from_dict``)."""
         return {"type": "conv", "out_channels": self.w_shape[0],
-                "kernel": list(self.w_shape[2:]), "stride": _plain(self.stride),
-                "padding": _plain(self.padding), "dilation": _plain(self.dilation),
+                "kernel": list(self.w_shape[2:]), "stride": plain(self.stride),
+                "padding": plain(self.padding), "dilation": plain(self.dilation),
                 "groups": self.groups, "bias": self.bias, "convention": self.convention}
 
     def spec_document(self, *, activation=None, dtype="float64", loss="weighted_sum",
@@ -159,7 +156,7 @@ class ConvConfig(NamedTuple):
 
     def to_dict(self) -> dict:
         """JSON-ready: every field, tuples as lists."""
-        return {k: _plain(v) for k, v in self._asdict().items()}
+        return {k: plain(v) for k, v in self._asdict().items()}
 
     def make_case(self, seed: int, *, dtype="float64", magnitude: float = 1.0) -> ConvCase:
         """The arrays :func:`conv_cases` draws for this configuration from ``seed``.
@@ -360,18 +357,6 @@ def conv_bounds(*, min_dims=1, max_dims=3, min_batch=1, max_batch=None, min_chan
                       max_size, paddings, conventions, bias)
 
 
-def check_x_shape(x_shape, name: str = "x_shape") -> tuple | None:
-    if x_shape is None:
-        return None
-    ok = (isinstance(x_shape, (tuple, list)) and 3 <= len(x_shape) <= 5
-          and all(is_int(v) and v >= 1 for v in x_shape))
-    if not ok:
-        raise ConfigurationError(
-            f"{name} must be None or (N, C_in, *spatial): 3 to 5 positive ints; got "
-            f"{x_shape!r}")
-    return tuple(int(v) for v in x_shape)
-
-
 def conv_configs(*, min_dims: int = 1, max_dims: int = 3, min_batch: int = 1,
                  max_batch: int | None = None, min_channels: int = 1, max_channels: int = 4,
                  max_groups: int | None = None, max_kernel: int = 3, max_stride: int = 2,
@@ -444,7 +429,8 @@ def conv_configs(*, min_dims: int = 1, max_dims: int = 3, min_batch: int = 1,
                          max_dilation=max_dilation, max_padding=max_padding,
                          max_side=max_side, max_size=max_size, paddings=paddings,
                          conventions=conventions, bias=bias)
-    fixed = check_x_shape(x_shape)
+    fixed = check_optional_shape(x_shape, "x_shape", min_ndim=3, max_ndim=5,
+                                 what="(N, C_in, *spatial)")
 
     @st.composite
     def configs(draw):
@@ -490,12 +476,8 @@ def conv_cases(*, configs=None, dtype="float64", magnitude: float = 1.0
     ...     assert check_vjp(f, f_vjp, case.args, argnames=names).passed
     >>> test_conv_backward()
     """
-    if configs is None:
-        configs = conv_configs()
-    elif not isinstance(configs, st.SearchStrategy):
-        raise ConfigurationError(
-            f"configs must be None or a strategy of ConvConfig such as conv_configs(); got "
-            f"{configs!r}")
+    configs = check_strategy(configs, "configs", of="ConvConfig such as conv_configs()",
+                             default=conv_configs)
     dtypes = _dtype_strategy(dtype)
     magnitude = check_real(magnitude, "magnitude", positive=True)
 

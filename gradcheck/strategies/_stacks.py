@@ -16,7 +16,14 @@ from hypothesis import strategies as st
 from gradcheck._errors import ConfigurationError
 from gradcheck.strategies._arrays import activations as activation_strategy
 from gradcheck.strategies._conv import CONVENTIONS, PADDINGS, conv_bounds, draw_conv
-from gradcheck.strategies._validate import DTYPES, check_int, check_order, check_subset
+from gradcheck.strategies._validate import (
+    DTYPES,
+    check_int,
+    check_optional_shape,
+    check_order,
+    check_strategy,
+    check_subset,
+)
 
 __all__ = ["LayerStack", "layer_stacks", "spec_documents", "specs", "LAYER_KINDS", "LOSSES",
            "MODES"]
@@ -122,22 +129,12 @@ def layer_stacks(*, min_layers: int = 1, max_layers: int = 4, min_dims: int = 0,
     max_side = check_int(max_side, "max_side", minimum=1)
     max_features = check_int(max_features, "max_features", minimum=1)
     kinds = check_subset(kinds, "kinds", LAYER_KINDS)
-    if activations is None:
-        activations = activation_strategy()
-    elif not isinstance(activations, st.SearchStrategy):
-        raise ConfigurationError(
-            f"activations must be None or a strategy of ActivationSpec such as "
-            f"gradcheck.strategies.activations(); got {activations!r}")
-    fixed = None
-    if input_shape is not None:
-        ok = (isinstance(input_shape, (tuple, list)) and 2 <= len(input_shape) <= 5
-              and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
-                      for v in input_shape))
-        if not ok:
-            raise ConfigurationError(
-                f"input_shape must be None or (N, C, *spatial) / (N, features): 2 to 5 "
-                f"positive ints; got {input_shape!r}")
-        fixed = tuple(input_shape)
+    activations = check_strategy(
+        activations, "activations", default=activation_strategy,
+        of="ActivationSpec such as gradcheck.strategies.activations()")
+    fixed = check_optional_shape(input_shape, "input_shape", min_ndim=2, max_ndim=5,
+                                 what="(N, C, *spatial) / (N, features)")
+    if fixed is not None:
         min_dims = max_dims = len(fixed) - 2
     spatial_ok = any(k in kinds for k in _SPATIAL_KINDS)
     flat_ok = any(k in kinds for k in _FLAT_KINDS)
@@ -230,12 +227,8 @@ def spec_documents(*, stacks=None, dtypes=DTYPES, losses=LOSSES, modes=("full",)
     ...     assert loads_spec(spec.to_toml()) == spec
     >>> test_round_trip()
     """
-    if stacks is None:
-        stacks = layer_stacks()
-    elif not isinstance(stacks, st.SearchStrategy):
-        raise ConfigurationError(
-            f"stacks must be None or a strategy of LayerStack such as layer_stacks(); got "
-            f"{stacks!r}")
+    stacks = check_strategy(stacks, "stacks", of="LayerStack such as layer_stacks()",
+                            default=layer_stacks)
     dtypes = check_subset(dtypes, "dtypes", DTYPES)
     losses = check_subset(losses, "losses", LOSSES)
     modes = check_subset(modes, "modes", MODES)

@@ -7,23 +7,19 @@ Messages name the argument, repeat the value and say what would be valid.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 
 import numpy as np
 from hypothesis.strategies import SearchStrategy
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._validate import is_int, is_real
 
 __all__ = ["check_int", "check_order", "check_subset", "check_real", "check_dtype",
-           "check_optional_bool", "DTYPES"]
+           "check_optional_bool", "check_strategy", "check_optional_shape", "DTYPES"]
 
 #: The dtypes the strategies draw (the spec format's dtypes).
 DTYPES = ("float64", "float32")
-
-
-def is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_int(value, name: str, *, minimum: int, maximum: int | None = None) -> int:
@@ -47,8 +43,8 @@ def check_real(value, name: str, *, positive: bool = False, allow_none: bool = F
     """A finite real number (> 0 if ``positive``), or None if ``allow_none``."""
     if value is None and allow_none:
         return None
-    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
-          and np.isfinite(float(value)) and (float(value) > 0 if positive else True))
+    ok = (is_real(value) and np.isfinite(float(value))
+          and (float(value) > 0 if positive else True))
     if not ok:
         valid = "a finite number > 0" if positive else "a finite number"
         if allow_none:
@@ -76,6 +72,28 @@ def check_optional_bool(value, name: str):
     if value is not None and not isinstance(value, bool):
         raise ConfigurationError(
             f"{name} must be True, False or None (None draws both); got {value!r}")
+    return value
+
+
+def check_optional_shape(value, name: str, *, min_ndim: int, max_ndim: int, what: str):
+    """None, or ``min_ndim`` to ``max_ndim`` positive ints as a tuple (``what``: its layout)."""
+    if value is None:
+        return None
+    ok = (isinstance(value, (tuple, list)) and min_ndim <= len(value) <= max_ndim
+          and all(is_int(v) and v >= 1 for v in value))
+    if not ok:
+        raise ConfigurationError(
+            f"{name} must be None or {what}: {min_ndim} to {max_ndim} positive ints; got "
+            f"{value!r}")
+    return tuple(int(v) for v in value)
+
+
+def check_strategy(value, name: str, *, of: str, default):
+    """``value`` if it is a strategy, ``default()`` if it is None (``of`` says what it draws)."""
+    if value is None:
+        return default()
+    if not isinstance(value, SearchStrategy):
+        raise ConfigurationError(f"{name} must be None or a strategy of {of}; got {value!r}")
     return value
 
 

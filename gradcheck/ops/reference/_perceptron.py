@@ -13,6 +13,7 @@ import numpy as np
 import scipy.sparse
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._plain import plain
 from gradcheck.ops.reference._common import _as_array, _check_convention, _geometry
 
 __all__ = [
@@ -197,8 +198,8 @@ class Connection(NamedTuple):
 
     def to_dict(self) -> dict:
         return {"output": list(self.output), "weight": list(self.weight),
-                "delta": _plain(self.delta), "weight_value": _plain(self.weight_value),
-                "product": _plain(self.product)}
+                "delta": plain(self.delta), "weight_value": plain(self.weight_value),
+                "product": plain(self.product)}
 
 
 class PixelDelta(NamedTuple):
@@ -209,16 +210,8 @@ class PixelDelta(NamedTuple):
     delta: float                        # sum of the connections' products
 
     def to_dict(self) -> dict:
-        return {"pixel": list(self.pixel), "delta": _plain(self.delta),
+        return {"pixel": list(self.pixel), "delta": plain(self.delta),
                 "connections": [c.to_dict() for c in self.connections]}
-
-
-def _plain(value):
-    """A JSON-ready number: a float, or ``{"real": .., "imag": ..}`` for a complex one."""
-    value = complex(value)
-    if value.imag == 0:
-        return value.real
-    return {"real": value.real, "imag": value.imag}
 
 
 def perceptron_deltas(delta, w, x_shape, *, stride=1, padding=0, dilation=1, groups=1,
