@@ -1,8 +1,10 @@
 r"""Losses that turn a network's output into the scalar C the seed differentiates.
 
-A table, like the activations: each :class:`LossSpec` gives the per-sample loss and the
-gradient of the total, and what seeded data it needs (weights, targets). :func:`get_loss`
-binds a table entry to an output shape, a seed and a dtype.
+A table, like the activations: each :class:`LossDefinition` gives the per-sample loss and
+the gradient of the total, and what seeded data it needs (weights, targets).
+:func:`get_loss` binds a table entry to an output shape, a seed and a dtype. (A spec
+file's ``[loss]`` table, which names an entry and a seed, is
+:class:`gradcheck.spec.LossSpec`.)
 
 ============================ ============================================================
 ``weighted_sum``             :math:`C = \sum R \odot y` with ``R`` a fixed standard-normal
@@ -44,13 +46,13 @@ from typing import Callable, Mapping, NamedTuple
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._validate import is_int
 from gradcheck.ops._geometry import as_float_array
-from gradcheck.ops._patterns import is_int
 
-__all__ = ["LossSpec", "Loss", "LOSSES", "get_loss"]
+__all__ = ["LossDefinition", "Loss", "LOSSES", "get_loss"]
 
 
-class LossSpec(NamedTuple):
+class LossDefinition(NamedTuple):
     """One row of the loss table: seeded data, per-sample loss, gradient of the total."""
 
     name: str
@@ -136,12 +138,12 @@ def _ce_grad(y, d):
 
 
 #: The loss table, keyed by name.
-LOSSES: Mapping[str, LossSpec] = MappingProxyType({
-    "weighted_sum": LossSpec("weighted_sum", _weights_data, _weighted_per_sample,
-                             _weighted_grad, 1, "C = sum(R * y), R ~ N(0, 1) seeded"),
-    "mse": LossSpec("mse", _target_data, _mse_per_sample, _mse_grad, 1,
-                    "C = mean((y - t)^2) over all elements, t ~ N(0, 1) seeded"),
-    "softmax_cross_entropy": LossSpec(
+LOSSES: Mapping[str, LossDefinition] = MappingProxyType({
+    "weighted_sum": LossDefinition("weighted_sum", _weights_data, _weighted_per_sample,
+                                   _weighted_grad, 1, "C = sum(R * y), R ~ N(0, 1) seeded"),
+    "mse": LossDefinition("mse", _target_data, _mse_per_sample, _mse_grad, 1,
+                          "C = mean((y - t)^2) over all elements, t ~ N(0, 1) seeded"),
+    "softmax_cross_entropy": LossDefinition(
         "softmax_cross_entropy", _class_data, _ce_per_sample, _ce_grad, 2,
         "C = mean over positions of -log softmax(y)[target], classes on axis 1"),
 })
@@ -151,7 +153,7 @@ LOSSES: Mapping[str, LossSpec] = MappingProxyType({
 class Loss:
     """A loss bound to an output shape, a seed and a dtype (see :func:`get_loss`)."""
 
-    spec: LossSpec
+    definition: LossDefinition
     output_shape: tuple
     seed: int
     dtype: np.dtype
@@ -159,7 +161,7 @@ class Loss:
 
     @property
     def name(self) -> str:
-        return self.spec.name
+        return self.definition.name
 
     def __repr__(self) -> str:
         return (f"Loss({self.name!r}, output_shape={self.output_shape}, seed={self.seed}, "
@@ -197,7 +199,7 @@ class Loss:
     def per_sample(self, y) -> np.ndarray:
         """The loss of each batch item, shape ``(N,)``; item ``n`` depends on ``y[n]`` only."""
         y, data = self._check(y)
-        return self.spec.per_sample(y, data)
+        return self.definition.per_sample(y, data)
 
     def value(self, y):
         """``C = per_sample(y).sum()`` as a Python float (complex for complex ``y``)."""
@@ -207,7 +209,7 @@ class Loss:
     def grad(self, y) -> np.ndarray:
         """:math:`\\partial C/\\partial y`, shaped like ``y``."""
         y, data = self._check(y)
-        return self.spec.grad(y, data)
+        return self.definition.grad(y, data)
 
     def vjp(self, cotangent, y) -> np.ndarray:
         """Gradient of ``sum(cotangent * per_sample(y))``: row ``n`` of ``grad`` times ``cotangent[n]``."""
@@ -255,14 +257,14 @@ def get_loss(name: str, output_shape, *, seed: int = 0, dtype=np.float64) -> Los
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise ConfigurationError(
             f"loss name {name!r} is not known; {hint}valid names: {', '.join(LOSSES)}")
-    spec = LOSSES[name]
+    definition = LOSSES[name]
     shape = tuple(output_shape) if isinstance(output_shape, (tuple, list)) else None
     if shape is None or not shape or not all(is_int(n) and n >= 1 for n in shape):
         raise ConfigurationError(
             f"loss {name!r}: output_shape must be a non-empty tuple of positive ints "
             f"(batch first); got {output_shape!r}")
     shape = tuple(int(n) for n in shape)
-    if len(shape) < spec.min_ndim:
+    if len(shape) < definition.min_ndim:
         raise ConfigurationError(
             f"loss {name!r}: output_shape must be (N, classes, *spatial) with classes on "
             f"axis 1; got {shape}")
@@ -275,8 +277,8 @@ def get_loss(name: str, output_shape, *, seed: int = 0, dtype=np.float64) -> Los
     if dt is None or dt not in (np.float32, np.float64):
         raise ConfigurationError(
             f"loss {name!r}: dtype must be float32 or float64; got {dtype!r}")
-    raw = spec.make_data(shape, np.random.default_rng(seed))
+    raw = definition.make_data(shape, np.random.default_rng(seed))
     data = {k: (v if v.dtype.kind == "i" else v.astype(dt)) for k, v in raw.items()}
     for v in data.values():
         v.setflags(write=False)
-    return Loss(spec, shape, int(seed), dt, MappingProxyType(data))
+    return Loss(definition, shape, int(seed), dt, MappingProxyType(data))
