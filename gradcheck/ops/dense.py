@@ -18,14 +18,8 @@ import numpy as np
 
 from gradcheck._errors import ConfigurationError
 from gradcheck.ops._geometry import as_float_array
-from gradcheck.ops._patterns import (
-    LayerBase,
-    batch_block_pattern,
-    channel_block_pattern,
-    check_dtype,
-    identity_pattern,
-    positive_int,
-)
+from gradcheck.ops._layer_base import LayerBase, WeightedLayer, positive_int
+from gradcheck.ops._patterns import batch_block_pattern, channel_block_pattern, identity_pattern
 
 __all__ = ["Dense", "Flatten"]
 
@@ -71,7 +65,7 @@ class Flatten(LayerBase):
         return identity_pattern(math.prod(self.output_shape(input_shape)))
 
 
-class Dense(LayerBase):
+class Dense(WeightedLayer):
     """Fully connected layer ``y = x @ W.T + b`` on input ``(N, in_features)``.
 
     Parameters
@@ -118,21 +112,7 @@ class Dense(LayerBase):
 
     def param_shapes(self, input_shape) -> dict:
         self.output_shape(input_shape)
-        n_in = int(input_shape[1])
-        shapes = {"w": (self.out_features, n_in)}
-        if self.bias:
-            shapes["b"] = (self.out_features,)
-        return shapes
-
-    def init_params(self, input_shape, *, rng: np.random.Generator, dtype=np.float64) -> dict:
-        """``W ~ N(0, 1/in_features)`` (outputs of unit scale), ``b ~ U(±1/sqrt(in_features))``."""
-        dtype = check_dtype(dtype, self._label())
-        shapes = self.param_shapes(input_shape)
-        bound = 1.0 / math.sqrt(shapes["w"][1])
-        params = {"w": (rng.standard_normal(shapes["w"]) * bound).astype(dtype)}
-        if self.bias:
-            params["b"] = rng.uniform(-bound, bound, shapes["b"]).astype(dtype)
-        return params
+        return self._weight_and_bias((self.out_features, int(input_shape[1])))
 
     def forward(self, x, *params) -> np.ndarray:
         """:math:`z = x W^{\\top} + b`."""

@@ -35,18 +35,11 @@ from typing import Mapping
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._plain import plain
+from gradcheck._validate import is_int
 from gradcheck.ops._geometry import as_float_array, conv_geometry
-from gradcheck.ops._patterns import (
-    LayerBase,
-    channel_block_pattern,
-    check_dtype,
-    identity_pattern,
-    int_or_tuple,
-    is_int,
-    jsonable,
-    positive_int,
-    window_pattern,
-)
+from gradcheck.ops._layer_base import LayerBase, WeightedLayer, int_or_tuple, positive_int
+from gradcheck.ops._patterns import channel_block_pattern, identity_pattern, window_pattern
 from gradcheck.ops.activations import ACTIVATIONS, get_activation
 from gradcheck.ops.conv import CONVENTIONS, conv_backward, conv_forward
 from gradcheck.ops.dense import Dense, Flatten
@@ -66,7 +59,7 @@ __all__ = [
 _PADDING_WORDS = ("valid", "same", "full")
 
 
-class Conv(LayerBase):
+class Conv(WeightedLayer):
     r"""Convolution layer over 1 to 3 spatial dims, wrapping :func:`gradcheck.conv_forward`.
 
     The spatial rank is taken from the input shape; an int ``kernel`` is used in every
@@ -134,8 +127,8 @@ class Conv(LayerBase):
 
     def to_dict(self) -> dict:
         return {"type": "conv", "out_channels": self.out_channels,
-                "kernel": jsonable(self.kernel), "stride": jsonable(self.stride),
-                "padding": jsonable(self.padding), "dilation": jsonable(self.dilation),
+                "kernel": plain(self.kernel), "stride": plain(self.stride),
+                "padding": plain(self.padding), "dilation": plain(self.dilation),
                 "groups": self.groups, "bias": self.bias, "convention": self.convention}
 
     def _options(self) -> dict:
@@ -167,20 +160,7 @@ class Conv(LayerBase):
 
     def param_shapes(self, input_shape) -> dict:
         g = self._geometry(input_shape)
-        shapes = {"w": (g.out_channels, g.in_channels // g.groups, *g.kernel)}
-        if self.bias:
-            shapes["b"] = (g.out_channels,)
-        return shapes
-
-    def init_params(self, input_shape, *, rng: np.random.Generator, dtype=np.float64) -> dict:
-        """``w ~ N(0, 1/fan_in)`` with ``fan_in = C_in/groups * prod(kernel)``, ``b ~ U(±1/sqrt(fan_in))``."""
-        dtype = check_dtype(dtype, self._label())
-        shapes = self.param_shapes(input_shape)
-        bound = 1.0 / math.sqrt(math.prod(shapes["w"][1:]))
-        params = {"w": (rng.standard_normal(shapes["w"]) * bound).astype(dtype)}
-        if self.bias:
-            params["b"] = rng.uniform(-bound, bound, shapes["b"]).astype(dtype)
-        return params
+        return self._weight_and_bias((g.out_channels, g.in_channels // g.groups, *g.kernel))
 
     def _split(self, x, params, method):
         x = as_float_array(x, "x")

@@ -45,8 +45,10 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._validate import is_int
 from gradcheck.ops._geometry import as_float_array
-from gradcheck.ops._patterns import LayerBase, batch_block_pattern, check_dtype, is_int
+from gradcheck.ops._layer_base import LayerBase, check_dtype
+from gradcheck.ops._patterns import batch_block_pattern
 from gradcheck.ops.layers import layer_from_dict
 from gradcheck.ops.losses import Loss, get_loss
 

@@ -31,8 +31,10 @@ from typing import NamedTuple
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._plain import plain
 from gradcheck.ops._geometry import as_float_array, normalize_tuple
-from gradcheck.ops._patterns import LayerBase, int_or_tuple, jsonable, window_pattern
+from gradcheck.ops._layer_base import LayerBase, int_or_tuple
+from gradcheck.ops._patterns import window_pattern
 
 __all__ = ["MaxPool", "AvgPool"]
 
@@ -62,8 +64,8 @@ class _Pool(LayerBase):
 
     def to_dict(self) -> dict:
         stride = self.kernel if self.stride is None else self.stride
-        return {"type": self.kind, "kernel": jsonable(self.kernel), "stride": jsonable(stride),
-                "padding": jsonable(self.padding)}
+        return {"type": self.kind, "kernel": plain(self.kernel), "stride": plain(stride),
+                "padding": plain(self.padding)}
 
     def _geometry(self, input_shape) -> _PoolGeometry:
         shape = self._input_shape(input_shape, min_ndim=3, max_ndim=5,
