@@ -20,7 +20,8 @@ Backward (the seed's formulas, generalized)
 With the output error :math:`\delta = \partial C / \partial y`:
 
 * **input error** -- the seed's :math:`\delta^{l} = \delta^{l+1} * \operatorname{rot180}(w)`,
-  a *full* convolution, in four steps, each a line of :func:`_grad_input_rot180`:
+  a *full* convolution, in four steps, each a line of :func:`_error_layout` (1, 2, 4) or
+  :func:`_grad_input_rot180` (3):
 
   1. *dilate the error by the stride*: :math:`s-1` zeros between the entries of
      :math:`\delta` (:func:`_dilate_by_stride`);
@@ -66,6 +67,7 @@ item too large for the budget in bands of output rows, so the copy stays within
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import NamedTuple
 
@@ -516,6 +518,17 @@ class _Line(NamedTuple):
     step: int
     size: int
 
+    def kept(self, count: int):
+        """``(where, which)``: the positions the ``count`` entries inside the line take and
+        the slice of entries they are; None when no entry falls inside."""
+        first = max(0, -(self.start // self.step))             # first at a position >= 0
+        last = min(count - 1, (self.size - 1 - self.start) // self.step)  # last inside
+        if last < first:
+            return None
+        where = slice(self.start + self.step * first, self.start + self.step * last + 1,
+                      self.step)
+        return where, slice(first, last + 1)
+
 
 def _dilate_by_stride(count: int, stride: int) -> _Line:
     """Step 1: ``stride - 1`` zeros between neighbouring entries (entry ``i`` at ``s*i``)."""
@@ -543,21 +556,28 @@ def _crop_by_padding(line: _Line, pad_lo: int, size: int, reach: int) -> _Line:
     return _Line(line.start - pad_lo, line.step, size + reach)
 
 
-def _lay_out(grad_y, lines, dtype) -> np.ndarray:
-    """:math:`\\delta` written into a zeroed buffer where ``lines`` say (one per axis)."""
-    buf = _scratch("dilated", (*grad_y.shape[:2], *(line.size for line in lines)), dtype,
-                   zero=True)
-    dst, src = [], []
-    for line, count in zip(lines, grad_y.shape[2:]):
-        first = max(0, -(line.start // line.step))         # first entry at position >= 0
-        last = min(count - 1, (line.size - 1 - line.start) // line.step)   # last inside
-        if last < first:
-            return buf                                     # no entry inside: all zero
-        dst.append(slice(line.start + line.step * first,
-                         line.start + line.step * last + 1, line.step))
-        src.append(slice(first, last + 1))
-    buf[_ALL2 + tuple(dst)] = grad_y[_ALL2 + tuple(src)]
-    return buf
+@functools.lru_cache(maxsize=256)
+def _error_layout(geom: ConvGeometry):
+    """Steps 1, 2 and 4 for every spatial axis: where the error's entries land.
+
+    Returns the padded error's spatial shape and the index pair ``(where, which)`` that
+    writes the kept entries of :math:`\\delta` into it (None when none is kept). Cached per
+    geometry: a gradient check calls the same layer thousands of times.
+    """
+    lines = []
+    for size, count, k, s, d, lo in zip(geom.in_shape, geom.out_shape, geom.kernel,
+                                        geom.stride, geom.dilation, geom.pad_lo):
+        reach = d * (k - 1)
+        line = _dilate_by_stride(count, s)              # 1. dilate the error by the stride
+        line = _pad_to_full(line, reach)                # 2. pad it to a full convolution
+        line = _crop_by_padding(line, lo, size, reach)  # 4. crop by the padding (first)
+        lines.append(line)
+    shape = tuple(line.size for line in lines)
+    kept = [line.kept(count) for line, count in zip(lines, geom.out_shape)]
+    if None in kept:
+        return shape, None
+    return shape, (_ALL2 + tuple(where for where, _ in kept),
+                   _ALL2 + tuple(which for _, which in kept))
 
 
 def _rotate_kernel(w: np.ndarray, groups: int) -> np.ndarray:
@@ -574,24 +594,20 @@ def _rotate_kernel(w: np.ndarray, groups: int) -> np.ndarray:
 
 
 def _grad_input_rot180(grad_y, w, geom: ConvGeometry, dtype) -> np.ndarray:
-    r"""The seed's route, one line per step of the derivation.
+    r"""The seed's route: dilate, pad to full, correlate with ``rot180(w)``, crop.
 
     :math:`\partial C/\partial x = \operatorname{crop}_p\bigl(\operatorname{pad}_{d(k-1)}
     (\operatorname{dilate}_s\delta) \star \operatorname{rot180}(w)^{\top}\bigr)`, stated
     literally (with ``scipy.signal.convolve(delta_s, w_d, "full")``) in
     :func:`~gradcheck.ops.reference.conv_backward_signal`. Steps 1, 2 and 4 only say where
-    the error's entries land, so they are composed per spatial axis and the error is
-    written once (:func:`_lay_out`); step 3 is the GEMM engine every pass uses.
+    the error's entries land (:func:`_error_layout`), so the error is written once into
+    a zeroed buffer; step 3 is the GEMM engine every pass uses.
     """
-    lines = []
-    for size, count, k, s, d, lo in zip(geom.in_shape, geom.out_shape, geom.kernel,
-                                        geom.stride, geom.dilation, geom.pad_lo):
-        reach = d * (k - 1)
-        line = _dilate_by_stride(count, s)              # 1. dilate the error by the stride
-        line = _pad_to_full(line, reach)                # 2. pad it to a full convolution
-        line = _crop_by_padding(line, lo, size, reach)  # 4. crop by the padding (first)
-        lines.append(line)
-    padded_error = _lay_out(grad_y, lines, dtype)
+    shape, index = _error_layout(geom)                  # steps 1, 2 and 4
+    padded_error = _scratch("dilated", (*grad_y.shape[:2], *shape), dtype, zero=True)
+    if index is not None:
+        where, which = index
+        padded_error[where] = grad_y[which]
     # 3. correlate with the rotated kernel: stride 1, taps d apart, one output per input
     return _correlate(padded_error, _rotate_kernel(w, geom.groups), stride=(1,) * geom.nd,
                       dilation=geom.dilation, groups=geom.groups, out_shape=geom.in_shape,
