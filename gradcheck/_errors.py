@@ -13,6 +13,7 @@ __all__ = [
     "ConfigurationError",
     "SpecError",
     "UserCodeError",
+    "NondeterministicError",
 ]
 
 
@@ -55,3 +56,16 @@ class SpecError(GradcheckError, ValueError):
 
 class UserCodeError(GradcheckError):
     """User code under test raised, returned the wrong shape, or returned NaN/inf."""
+
+
+class NondeterministicError(UserCodeError):
+    """The code under test returned different outputs for the same arguments.
+
+    ``subject`` names what was called (``"f"``, ``"the network's forward pass"``) and
+    ``detail`` says how the outputs differ, so a caller that knows better what ``f`` is
+    can name it again without reading the message.
+    """
+
+    def __init__(self, detail: str, subject: str = "f"):
+        super().__init__(f"{subject} is not deterministic: {detail}")
+        self.subject, self.detail = subject, detail

@@ -9,10 +9,12 @@ When a check of an arbitrary ``f`` fails, the checker asks what ``f`` computes:
   the table when ``activations=True`` -- reproduces ``f``'s output to rounding;
 - ``f(x)`` with the shape of ``x`` -- an activation from the table?
 
-Only then are the usual mistakes of what it computes offered as suspects (the
-convolution's from :func:`._suspects.conv_input_mistakes`, the activation's from
-:func:`._suspects.activation_mistakes`, carried through the convolution's backward to
-``x``, ``w`` and ``b``); a function that merely has conv-like shapes is left alone.
+Only then are the usual mistakes of what it computes planted (:func:`planted`: the
+convolution's from :func:`._mistakes.conv_input_mistakes`, the activation's from
+:func:`._mistakes.activation_mistakes`, carried through the convolution's backward to
+``x``, ``w`` and ``b``); a function that merely has conv-like shapes is left alone. The
+same recognition serves a black-box ``f`` and a user's layer inside a network
+(:mod:`._suspects`).
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from typing import NamedTuple
 import numpy as np
 
 from gradcheck._errors import GradcheckError
-from gradcheck.checker._diagnose import Suspect
-from gradcheck.checker._suspects import activation_mistakes, conv_input_mistakes
+from gradcheck.checker._mistakes import activation_mistakes, conv_input_mistakes
+from gradcheck.checker._tolerance import real_eps
 from gradcheck.ops.conv import conv_backward, conv_forward
 
-__all__ = ["ConvIdentity", "identify_conv", "identify_activation", "conv_suspects"]
+__all__ = ["ConvIdentity", "Recognized", "identify_conv", "identify_activation", "recognize",
+           "planted"]
 
 _MAX_TRIES = 64
 
@@ -48,10 +51,6 @@ def _paddings(n, o, k, s, d):
     reach = d * (k - 1) + 1
     return [p for p in range(0, reach + s) if (n + 2 * p - reach) >= 0
             and (n + 2 * p - reach) // s + 1 == o]
-
-
-def _eps(dtype) -> float:
-    return float(np.finfo(np.float32 if np.dtype(dtype) == np.float32 else np.float64).eps)
 
 
 def _candidate_activations(z, y):
@@ -88,7 +87,7 @@ def identify_activation(args, y):
     """The table activation ``σ`` with ``f(x) = σ(x)`` elementwise, or None."""
     if len(args) != 1 or args[0].shape != y.shape or args[0].dtype.kind != "f" or not y.size:
         return None
-    tol = 64 * _eps(y.dtype) * max(1.0, float(np.max(np.abs(y))))
+    tol = 64 * real_eps(y.dtype) * max(1.0, float(np.max(np.abs(y))))
     return _matching_activation(args[0], y, tol)
 
 
@@ -112,7 +111,7 @@ def identify_conv(args, y, *, activations=False) -> ConvIdentity | None:
     if w.shape[0] % groups:
         return None
     nd = x.ndim - 2
-    tol = 64 * _eps(y.dtype) * max(1.0, float(np.max(np.abs(y)))) * np.sqrt(w[0].size)
+    tol = 64 * real_eps(y.dtype) * max(1.0, float(np.max(np.abs(y)))) * np.sqrt(w[0].size)
     tries = 0
     for d in (1, 2, 3):
         for s in (1, 2, 3, 4):
@@ -146,62 +145,67 @@ def identify_conv(args, y, *, activations=False) -> ConvIdentity | None:
     return None
 
 
-def conv_suspects(f_args, y, argnames):
-    """A ``suspects(argname, cotangent)`` callable for a function that may be a convolution
-    (or an activation of one), or a plain activation."""
-    state = {}
+class Recognized(NamedTuple):
+    """What ``f`` (or a user's layer) was recognized to compute: an activation of its
+    single argument, or a convolution (``conv``, possibly followed by an activation)."""
 
-    def compute(cotangent):
-        if "all" in state:
-            return state["all"]
-        results = []   # (cause, message, {argname: predicted})
-        spec = identify_activation(f_args, y)
-        if spec is not None:
-            x = f_args[0]
-            r = np.asarray(cotangent, dtype=x.dtype)
-            for m in activation_mistakes(spec):
-                results.append((m.cause, f"f computes {spec.name}(x) elementwise. {m.message}",
-                                {argnames[0]: m.backward(r, x)[0]}))
-        ident = identify_conv(f_args, y, activations=True) if spec is None else None
-        if ident is not None:
-            results.extend(_conv_results(ident, f_args, cotangent, argnames))
-        state["all"] = results
-        return results
+    activation: object = None         # the ActivationSpec of an elementwise f(x) = σ(x)
+    conv: ConvIdentity | None = None
 
-    def suspects(argname, cotangent):
-        return [Suspect(cause, message, np.asarray(predicted[argname]))
-                for cause, message, predicted in compute(cotangent) if argname in predicted]
-
-    return suspects
+    def phrase(self, *, of_layer: bool = False) -> str:
+        """What it computes, for a message: ``sigmoid(x) elementwise`` of a function,
+        ``sigmoid elementwise`` of a layer, or the convolution's geometry."""
+        if self.conv is None:
+            return f"{self.activation.name}{'' if of_layer else '(x)'} elementwise"
+        ident = self.conv
+        kind = "a correlation" if ident.convention == "correlation" else "a true convolution"
+        what = (f"{kind} with stride {ident.stride}, padding {ident.padding}, dilation "
+                f"{ident.dilation}, groups {ident.groups}")
+        return what if ident.activation is None else f"{ident.activation.name} of {what}"
 
 
-def _conv_results(ident, f_args, cotangent, argnames):
-    x, w = f_args[ident.x_index], f_args[ident.w_index]
-    b = None if ident.b_index is None else f_args[ident.b_index]
+def recognize(args, y, *, activations=True) -> Recognized | None:
+    """An activation of the single argument, else a convolution (followed by a table
+    activation when ``activations``) that reproduces ``y`` from ``args``; else None."""
+    spec = identify_activation(args, y)
+    if spec is not None:
+        return Recognized(activation=spec)
+    ident = identify_conv(args, y, activations=activations)
+    return None if ident is None else Recognized(conv=ident)
+
+
+def planted(recognized: Recognized, args, cotangent) -> list:
+    """``[(cause, message, {argument index: predicted gradient}), ...]``: the gradients the
+    usual mistakes in the backward of what was recognized would return for ``cotangent``."""
+    if recognized.conv is None:
+        x = args[0]
+        r = np.asarray(cotangent, dtype=x.dtype)
+        return [(m.cause, m.message, {0: m.backward(r, x)[0]})
+                for m in activation_mistakes(recognized.activation)]
+    return _conv_mistakes(recognized.conv, args, cotangent)
+
+
+def _conv_mistakes(ident: ConvIdentity, args, cotangent) -> list:
+    x, w = args[ident.x_index], args[ident.w_index]
+    b = None if ident.b_index is None else args[ident.b_index]
     opts = dict(stride=ident.stride, padding=ident.padding, dilation=ident.dilation,
                 groups=ident.groups)
-    kind = "a correlation" if ident.convention == "correlation" else "a true convolution"
-    what = (f"{kind} with stride {ident.stride}, padding {ident.padding}, dilation "
-            f"{ident.dilation}, groups {ident.groups}")
     dtype = np.result_type(x, w)
-    r = np.asarray(cotangent, dtype=dtype)
+    delta = r = np.asarray(cotangent, dtype=dtype)
     spec = ident.activation
     out = []
-    if spec is None:
-        delta = r
-    else:
+    if spec is not None:
         z = conv_forward(x, w, b, convention=ident.convention, **opts)
         delta = r * spec.derivative(z)
-        what = f"{spec.name} of {what}"
         for m in activation_mistakes(spec):
             wrong = np.asarray(m.backward(r, z)[0], dtype=dtype)
             gx, gw, gb = conv_backward(wrong, x, w, convention=ident.convention,
                                        bias=b is not None, **opts)
-            predicted = {argnames[ident.x_index]: gx, argnames[ident.w_index]: gw}
+            predicted = {ident.x_index: gx, ident.w_index: gw}
             if b is not None:
-                predicted[argnames[ident.b_index]] = gb
-            out.append((m.cause, f"f computes {what}. {m.message}", predicted))
+                predicted[ident.b_index] = gb
+            out.append((m.cause, m.message, predicted))
     for cause, message, wrong_gx in conv_input_mistakes(
             np.asarray(delta, dtype=dtype), x, w, convention=ident.convention, **opts):
-        out.append((cause, f"f computes {what}. {message}", {argnames[ident.x_index]: wrong_gx}))
+        out.append((cause, message, {ident.x_index: wrong_gx}))
     return out

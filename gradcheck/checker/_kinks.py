@@ -5,7 +5,8 @@ along its own axis, :math:`\ell_j` and :math:`r_j`, stay apart however small the
 A backward pass may return anything a one-sided derivative could be there (PyTorch's
 ReLU returns 0 at zero, other code 1, a subgradient 1/2), so the rule is: the analytic
 value must lie between :math:`\ell_j` and :math:`r_j` (widened by
-:func:`._tolerance.kink_allowance`), otherwise the element fails.
+:meth:`._tolerance.Tolerance.at_kink`), otherwise the element fails (the judge,
+:func:`._judge.judge_elements`, applies that rule).
 
 That rule is exact when the kink is the element's own -- two smooth pieces meeting along
 one surface, as at a ReLU input or an isolated max-pool tie: every valid value is a
@@ -19,16 +20,45 @@ Shared kinks are reported (they count in ``n_nondifferentiable``) and named in t
 report's note, but not judged, because no per-element bound is known for them. Whether
 two elements share an output comes from the dependency pattern when one is known, and
 otherwise from one evaluation per non-differentiable element (which outputs move when it
-moves).
+moves): settling kinks is the one stage after the judge that may call ``f`` again, which
+is why it is a stage of its own (:func:`settle_kinks`).
 """
 
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import numpy as np
 
+from gradcheck.checker._judge import Judgement, unusable
 from gradcheck.checker._numeric import evaluate, is_structure
 
-__all__ = ["shared_kinks"]
+__all__ = ["KinkContext", "settle_kinks", "shared_kinks"]
+
+
+class KinkContext(NamedTuple):
+    """What settling needs to tell which kinks are shared: the dependency pattern of the
+    argument if known, else ``g`` (``f`` as a function of the argument) to probe, at
+    ``arg`` with output ``y``, moving each element by its numerical ``steps``."""
+
+    pattern: object
+    g: Callable
+    arg: np.ndarray
+    y: np.ndarray
+    steps: np.ndarray
+
+
+def settle_kinks(judged: Judgement, context: KinkContext) -> Judgement:
+    """``judged`` with the elements outside their limits at a *shared* kink no longer
+    failed (unless they have no usable numerical value) and marked ``shared``."""
+    candidates = np.flatnonzero(judged.outside)
+    if candidates.size == 0:
+        return judged
+    shared = np.zeros(judged.outside.shape, bool)
+    shared.reshape(-1)[candidates] = shared_kinks(candidates, judged.nondiff.reshape(-1),
+                                                  context)
+    failed = judged.failed & (~shared | unusable(judged.numeric, judged.error))
+    return judged._replace(failed=failed, shared=shared)
 
 
 def _rows_from_pattern(pattern, columns):
@@ -46,10 +76,11 @@ def _rows_from_pattern(pattern, columns):
     return [P.indices[P.indptr[j]:P.indptr[j + 1]] for j in columns]
 
 
-def _rows_by_probing(g, arg, y, columns, steps):
+def _rows_by_probing(context: KinkContext, columns):
     """Outputs that change when element ``j`` moves by its step, for each ``j``."""
+    arg, steps = context.arg, np.asarray(context.steps, np.float64).reshape(-1)
     flat = arg.reshape(-1)
-    base = np.asarray(y).reshape(-1)
+    base = np.asarray(context.y).reshape(-1)
     typical = float(np.sqrt(np.mean(np.abs(flat.astype(np.float64)) ** 2))) or 1.0
     eps = float(np.finfo(arg.dtype).eps)
     out = []
@@ -58,31 +89,28 @@ def _rows_by_probing(g, arg, y, columns, steps):
                 eps ** (1 / 3) * max(abs(float(flat[j])), typical))
         moved = flat.copy()
         moved[j] = moved[j] + h
-        value = np.asarray(evaluate(g, moved.reshape(arg.shape),
+        value = np.asarray(evaluate(context.g, moved.reshape(arg.shape),
                                     "the outputs each kink element reaches were probed"))
         out.append(np.flatnonzero(value.reshape(-1) != base))
     return out
 
 
-def shared_kinks(candidates, nondiff, *, pattern=None, g=None, arg=None, y=None,
-                 steps=None) -> np.ndarray:
+def shared_kinks(candidates, nondiff, context: KinkContext) -> np.ndarray:
     """For each flat index in ``candidates``: does it share an output with another kink?
 
     ``nondiff`` is the flat boolean mask of non-differentiable elements (``candidates``
-    among them). With ``pattern`` (outputs x elements) the answer is read from it;
-    otherwise ``g`` is evaluated once per non-differentiable element, moved by its step.
+    among them). With a dependency pattern the answer is read from it; otherwise ``g`` is
+    evaluated once per non-differentiable element, moved by its step.
     """
     candidates = np.asarray(candidates, dtype=np.intp)
     if candidates.size == 0:
         return np.zeros(0, bool)
     kinks = np.flatnonzero(nondiff)
-    if pattern is not None:
-        rows = _rows_from_pattern(pattern, kinks)
-        n_out = int(np.asarray(y).size)
+    if context.pattern is not None:
+        rows = _rows_from_pattern(context.pattern, kinks)
     else:
-        rows = _rows_by_probing(g, arg, y, kinks, np.asarray(steps, np.float64).reshape(-1))
-        n_out = int(np.asarray(y).size)
-    count = np.zeros(n_out, dtype=np.intp)
+        rows = _rows_by_probing(context, kinks)
+    count = np.zeros(int(np.asarray(context.y).size), dtype=np.intp)
     for r in rows:
         count[r] += 1
     where = {int(k): r for k, r in zip(kinks, rows)}

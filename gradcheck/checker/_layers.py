@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradcheck._errors import ConfigurationError, UserCodeError
+from gradcheck._errors import ConfigurationError, NondeterministicError
 from gradcheck.checker._check import check_vjp
 from gradcheck.checker._report import CheckReport
 from gradcheck.checker._suspects import network_suspects
@@ -103,15 +103,8 @@ def check_network(net, x=None, params=None, *, seed=0, dtype=np.float64, name=No
     try:
         return check_vjp(f, f_vjp, flat, argnames=names, seed=seed,
                          name=name or "network", **options)
-    except UserCodeError as exc:
-        text = str(exc)
-        if not text.startswith(_NONDETERMINISTIC):
-            raise
-        raise UserCodeError("the network's forward pass is not deterministic"
-                            + text[len(_NONDETERMINISTIC):]) from None
-
-
-_NONDETERMINISTIC = "f is not deterministic"
+    except NondeterministicError as exc:   # f is the network: say so
+        raise NondeterministicError(exc.detail, "the network's forward pass") from None
 
 
 def check_layer(layer, x=None, params=None, *, input_shape=None, seed=0, dtype=np.float64,

@@ -1,37 +1,71 @@
-"""The checker's calls into the numerical differentiator.
+"""The differentiate stage: the checker's calls into the numerical differentiator.
 
-Full mode asks :func:`gradcheck.numdiff.numerical_vjp` for :math:`\\partial\\langle R,
-f\\rangle/\\partial\\,\\text{arg}` element by element (colored by the dependency pattern
-when one is known); fast mode asks :func:`gradcheck.numdiff.numerical_jvp` for
-:math:`\\langle R, J v\\rangle` along each random direction. Exceptions raised by user
-code while it is being differenced become :class:`~gradcheck.UserCodeError`.
+Every call into :mod:`gradcheck.numdiff` goes through this module, and only through its
+public functions. Full mode asks :func:`gradcheck.numdiff.numerical_vjp` for
+:math:`\\partial\\langle R, f\\rangle/\\partial\\,\\text{arg}` element by element (colored
+by the dependency pattern when one is known); fast mode asks
+:func:`gradcheck.numdiff.numerical_jvp` for :math:`\\langle R, J v\\rangle` along each
+random direction. What one argument's differentiation needs is one record,
+:class:`Target`. Exceptions raised by user code while it is being differenced become
+:class:`~gradcheck.UserCodeError`.
 
-A second opinion
-----------------
-The complex step is exact where it applies, but at a kink it silently takes one branch
--- the one the *complex* evaluation falls on, which need not be the branch the real code
-took (``where(z.real > 0, ...)`` at ``z == 0`` never sees the other side, and a sum that
-is exactly zero in real arithmetic may round to ``2e-16`` in complex arithmetic). So
-before an element is failed on a complex-step derivative, :func:`recheck_elements`
-differences it again with real Richardson steps, which detect kinks. Where the real
-steps contradict the complex step -- they find a kink there, or a value outside their
-own error bar -- their result replaces it; where they agree with it, the complex step's
-far sharper value is kept (the real steps' error bar, ~1e-11 relative in float64, would
-otherwise hide a smaller mistake that the complex step had seen).
+A second look
+-------------
+A mismatch is not final on the first numbers (:func:`second_look`). The elements that
+fail are differenced again -- the worst ``RECHECK_FIRST`` first, the rest only if none
+of those is confirmed (a real mistake survives the second look, and then one batch is
+enough) -- and the policy depends on how the first numbers were made:
+
+- **after the complex step.** The complex step is exact where it applies, but at a kink
+  it silently takes one branch -- the one the *complex* evaluation falls on, which need
+  not be the branch the real code took (``where(z.real > 0, ...)`` at ``z == 0`` never
+  sees the other side, and a sum that is exactly zero in real arithmetic may round to
+  ``2e-16`` in complex arithmetic). So before an element is failed on a complex-step
+  derivative, it is differenced again with real Richardson steps, which detect kinks.
+  Where the real steps contradict the complex step -- they find a kink there, or a value
+  outside their own error bar -- their result replaces it; where they agree with it, the
+  complex step's far sharper value is kept (the real steps' error bar, ~1e-11 relative
+  in float64, would otherwise hide a smaller mistake that the complex step had seen).
+- **after real differences.** A step that still straddled a nearby kink can be wrong by
+  more than its error bar claims: the mismatches are differenced again with
+  ``RECHECK_RETRIES`` step reductions, and a smaller error bar (or a kink found) replaces
+  the first value.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable, NamedTuple
 
 import numpy as np
 
 from gradcheck._errors import GradcheckError, UserCodeError
-from gradcheck.numdiff._evaluate import DEFAULT_MEMORY
+from gradcheck.checker._judge import excess
 from gradcheck.numdiff import NumericalDerivative, numerical_jvp, numerical_vjp
+from gradcheck.numdiff._coloring import n_distinct
+from gradcheck.numdiff._evaluate import DEFAULT_MEMORY
 
-__all__ = ["full_numeric", "directional_numeric", "recheck_elements", "merge_elements",
-           "evaluate"]
+__all__ = ["Target", "full_numeric", "directional_numeric", "rademacher_directions",
+           "recheck_elements", "merge_elements", "second_look", "evaluate", "is_structure",
+           "predicted_groups", "DEFAULT_MEMORY"]
+
+#: Mismatching elements differenced again in the first batch of a second look.
+RECHECK_FIRST = 16
+#: Step reductions allowed when real-difference mismatches are differenced again.
+RECHECK_RETRIES = 6
+
+
+class Target(NamedTuple):
+    """One argument to differentiate: ``C(a) = <cotangent, g(a)>`` at ``a = arg``."""
+
+    g: Callable                # f as a function of this argument alone
+    arg: np.ndarray
+    cotangent: np.ndarray      # R, float64
+    pattern: object = None     # sparse dependency pattern, a structure, or None
+    vectorized: bool = False   # g accepts a leading batch of points
+    method: str = "auto"
+    seed: int = 0
+    memory: float = DEFAULT_MEMORY
 
 
 def _guard(call, what):
@@ -51,6 +85,11 @@ def _guard(call, what):
         raise UserCodeError(f"f raised {type(exc).__name__} while {what}: {exc}") from exc
 
 
+def evaluate(g, x, what):
+    """``g(x)``, with a failure of user code reported as :class:`~gradcheck.UserCodeError`."""
+    return _guard(lambda: g(x), what)
+
+
 def is_structure(pattern) -> bool:
     """A geometry-derived structure (``colors`` and ``owners``) rather than a sparse pattern."""
     return hasattr(pattern, "colors") and hasattr(pattern, "owners")
@@ -65,52 +104,51 @@ def _structure_options(pattern):
     return {"pattern": pattern}
 
 
-def full_numeric(g, arg, cotangent, y, *, pattern=None, vectorized=False,
-                 method="auto", seed=0, memory=DEFAULT_MEMORY) -> NumericalDerivative:
+def predicted_groups(pattern, size) -> int:
+    """How many groups of elements full mode will perturb together (a cheap estimate)."""
+    if pattern is None:
+        return size
+    if is_structure(pattern):
+        return n_distinct(pattern.colors)
+    indptr = getattr(pattern.tocsr(), "indptr", None)
+    # no row may hold two elements of a group: the fullest row bounds the groups from below
+    return max(1, int(np.diff(indptr).max())) if indptr is not None and indptr.size > 1 else size
+
+
+def full_numeric(target: Target) -> NumericalDerivative:
     """Every element of the gradient of ``<cotangent, g(arg)>``, with error bars.
 
-    ``pattern`` is a sparse dependency pattern, a structure (``colors``/``owners``, see
-    :mod:`gradcheck.ops._structure`), or None. A structure that vouches for the complex
-    step (built-in layers only) turns ``method="auto"`` into the complex step directly.
+    ``target.pattern`` is a sparse dependency pattern, a structure (``colors``/``owners``,
+    see :mod:`gradcheck.ops._structure`), or None. A structure that vouches for the
+    complex step (built-in layers only) turns ``method="auto"`` into the complex step.
     """
-    if method == "auto" and getattr(pattern, "complex_safe", False):
+    method = target.method
+    if method == "auto" and getattr(target.pattern, "complex_safe", False):
         method = "complex"
-    return _guard(lambda: numerical_vjp(g, arg, cotangent, vectorized=bool(vectorized),
-                                        method=method, seed=seed, memory=memory,
-                                        **_structure_options(pattern)),
+    return _guard(lambda: numerical_vjp(target.g, target.arg, target.cotangent,
+                                        vectorized=bool(target.vectorized), method=method,
+                                        seed=target.seed, memory=target.memory,
+                                        **_structure_options(target.pattern)),
                   "its gradient was differenced element by element")
 
 
-def directional_numeric(g, arg, cotangent, y, directions, *, method="auto", vectorized=False,
-                        seed=0, memory=DEFAULT_MEMORY) -> NumericalDerivative:
+def rademacher_directions(seed, index, count, size) -> np.ndarray:
+    """``count`` random directions of ±1 entries for argument ``index``, seeded."""
+    rng = np.random.default_rng([seed, index])
+    return rng.choice(np.array([-1.0, 1.0]), size=(count, size))
+
+
+def directional_numeric(target: Target, directions) -> NumericalDerivative:
     """``<cotangent, J v_k>`` for each row ``v_k`` of ``directions``, with error bars."""
-    dirs = np.asarray(directions, dtype=np.float64).reshape((-1,) + arg.shape)
-    return _guard(lambda: numerical_jvp(g, arg, dirs, cotangent=cotangent, method=method,
-                                        memory=memory,
-                                        vectorized=bool(vectorized), seed=seed),
+    dirs = np.asarray(directions, dtype=np.float64).reshape((-1,) + target.arg.shape)
+    return _guard(lambda: numerical_jvp(target.g, target.arg, dirs, cotangent=target.cotangent,
+                                        method=target.method, memory=target.memory,
+                                        vectorized=bool(target.vectorized), seed=target.seed),
                   "it was differenced along random directions")
 
 
-def evaluate(g, x, what):
-    """``g(x)``, with a failure of user code reported as :class:`~gradcheck.UserCodeError`."""
-    return _guard(lambda: g(x), what)
-
-
-def recheck_elements(g, arg, cotangent, index, *, pattern=None,
-                     seed=0, max_retries=2) -> NumericalDerivative:
-    """The flat elements ``index`` of ``arg`` differenced again by real Richardson steps.
-
-    Only those elements move (the rest of ``arg`` stays fixed), colored by the columns of
-    ``pattern`` when one is known. The result is over the subset (shape ``(len(index),)``).
-    """
-    index = np.asarray(index, dtype=np.intp)
-    base = arg.reshape(-1)
-
-    def sub(v):
-        x = base.copy()
-        x[index] = v
-        return g(x.reshape(arg.shape))
-
+def _subset_options(pattern, index):
+    """The dependency options of the elements ``index`` alone (their columns, colors)."""
     if pattern is None or is_structure(pattern):
         options = _structure_options(pattern)
         if options:
@@ -122,12 +160,32 @@ def recheck_elements(g, arg, cotangent, index, *, pattern=None,
                 return np.where(own >= 0, perm[np.maximum(own, 0)], -1)
 
             options.update(colors=np.asarray(pattern.colors)[index], owners=owners)
-    else:
-        import scipy.sparse as sp
+        return options
+    import scipy.sparse as sp
 
-        options = {"pattern": sp.csc_matrix(pattern)[:, index]}
-    return _guard(lambda: numerical_vjp(sub, base[index], cotangent, method="richardson",
-                                        seed=seed, max_retries=max_retries, **options),
+    return {"pattern": sp.csc_matrix(pattern)[:, index]}
+
+
+def recheck_elements(target: Target, index, *, max_retries=2) -> NumericalDerivative:
+    """The flat elements ``index`` of ``target.arg`` differenced again by real Richardson
+    steps.
+
+    Only those elements move (the rest of ``arg`` stays fixed), colored by the columns of
+    the pattern when one is known. The result is over the subset (shape ``(len(index),)``).
+    """
+    index = np.asarray(index, dtype=np.intp)
+    arg = target.arg
+    base = arg.reshape(-1)
+
+    def sub(v):
+        x = base.copy()
+        x[index] = v
+        return target.g(x.reshape(arg.shape))
+
+    options = _subset_options(target.pattern, index)
+    return _guard(lambda: numerical_vjp(sub, base[index], target.cotangent,
+                                        method="richardson", seed=target.seed,
+                                        max_retries=max_retries, **options),
                   "its mismatching elements were differenced again with real steps")
 
 
@@ -147,3 +205,72 @@ def merge_elements(num, index, second, take=None) -> NumericalDerivative:
         else f"{num.method}+richardson"
     return dataclasses.replace(num, nfev=int(num.nfev) + int(second.nfev), method=method,
                                **fields)
+
+
+# --------------------------------------------------------------------------- second look
+
+
+def _flat(values, index=None) -> np.ndarray:
+    flat = np.asarray(values, np.float64).reshape(-1)
+    return flat if index is None else flat[index]
+
+
+def _contradicts(num, batch, second, tolerance) -> np.ndarray:
+    """After the complex step: the real steps overrule it only where they contradict it
+    (a kink, or a value outside their own error bar)."""
+    outside = np.abs(_flat(second.grad) - _flat(num.grad, batch)) > \
+        tolerance.numeric(_flat(second.error))
+    return np.asarray(second.nondifferentiable, bool).reshape(-1) | outside
+
+
+def _smaller_bar(num, batch, second, tolerance) -> np.ndarray:
+    """After real differences: the second value replaces the first where its error bar is
+    smaller, or where it found a kink."""
+    return np.asarray(second.nondifferentiable, bool).reshape(-1) | \
+        (_flat(second.error) < _flat(num.error, batch))
+
+
+class _Policy(NamedTuple):
+    takes: Callable     # (num, batch, second, tolerance) -> where the second value replaces
+    max_retries: int
+    note: str           # formatted with done, total
+
+
+#: The second look after each kind of first pass (keyed by "was it the complex step").
+_POLICIES = {
+    True: _Policy(_contradicts, 2, "{done} of {total} mismatching element(s) of the complex "
+                                   "step differenced again with real steps"),
+    False: _Policy(_smaller_bar, RECHECK_RETRIES, "{done} of {total} mismatching element(s) "
+                                                  "differenced again with smaller steps"),
+}
+
+
+def _worst_first(judged) -> np.ndarray:
+    """Flat indices of the failing elements, the largest excess over tolerance first."""
+    over = excess(judged).reshape(-1)
+    order = np.flatnonzero(judged.failed.reshape(-1))
+    return order[np.argsort(-over[order], kind="stable")]
+
+
+def second_look(target: Target, num, judged, verdict, tolerance):
+    """Difference the mismatching elements of ``judged`` again (see the module notes).
+
+    ``verdict(num)`` judges a numerical result (judge and settle kinks); ``tolerance``
+    is the argument's :class:`~gradcheck.checker._tolerance.Tolerance`. Only when the
+    differentiator chose the method (``method="auto"``). Returns ``(num, judged, note)``.
+    """
+    if target.method != "auto" or not judged.failed.any():
+        return num, judged, ""
+    policy = _POLICIES[num.method == "complex"]
+    order = _worst_first(judged)
+    done = 0
+    for batch in (order[:RECHECK_FIRST], order[RECHECK_FIRST:]):
+        if batch.size == 0:
+            break
+        second = recheck_elements(target, batch, max_retries=policy.max_retries)
+        num = merge_elements(num, batch, second, policy.takes(num, batch, second, tolerance))
+        judged = verdict(num)
+        done += batch.size
+        if judged.failed.reshape(-1)[batch].any():
+            break
+    return num, judged, policy.note.format(done=done, total=order.size)

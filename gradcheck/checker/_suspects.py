@@ -1,30 +1,23 @@
-r"""Layer-aware suspects: what the usual backward-pass bugs would have returned.
+"""Suspects: what is known about ``f``, turned into the claims the diagnosis tests.
 
-Generic suspects (sign, scale, flip, shift, region) need only the two gradient arrays;
-they live in :mod:`gradcheck.checker._diagnose`. The bugs people actually write in a
-convolution or an activation do not always leave such a simple fingerprint on the
-gradient of a *network's* input: a kernel that was not rotated in layer 2 reaches the
-input through layers 1 and 0. So for a layer the checker knows (a built-in layer, or a
-user layer identified as a convolution), it *recomputes* the gradients with one known
-mistake planted in one layer, using the library's own correct ops everywhere else, and
-offers each result as a :class:`~gradcheck.checker._diagnose.Suspect`. A suspect is
-named only if the analytic gradient under test matches it within tolerance.
+The generic causes (sign, scale, flip, shift, region) need only the two gradient arrays
+(:mod:`gradcheck.checker._causes`). The bugs people actually write in a convolution or
+an activation do not always leave such a simple fingerprint on the gradient of a
+*network's* input: a kernel that was not rotated in layer 2 reaches the input through
+layers 1 and 0. So where the checker knows what ``f`` computes, it *recomputes* the
+gradients with one known mistake planted (:mod:`gradcheck.checker._mistakes`), using the
+library's own correct ops everywhere else, and offers each result as a
+:class:`~gradcheck.checker._diagnose.Suspect`:
 
-The mistakes, per layer kind:
+- :func:`function_suspects` -- a black box ``f``, when it is recognized as a convolution
+  or an activation (:mod:`gradcheck.checker._identify`);
+- :func:`network_suspects` -- a :class:`~gradcheck.ops.network.Sequential` (or one
+  layer): every built-in layer's usual mistakes, and those of every user layer
+  (``type = "python"``) recognized as a convolution or an activation, each planted in its
+  layer and carried down to every tensor below it.
 
-``conv``
-    - *kernel not rotated*: the input error computed as the full convolution of δ with
-      the kernel as stored, not rotated 180°: :math:`\text{full}(\delta \star w)`,
-    - *kernel transposed*: a spatial transpose used instead of the 180° rotation (or on
-      top of it),
-    - *stride zeros missing* (stride > 1): δ not dilated before the full convolution,
-    - *padding offset*: the padding cropped one position off at the start (the same
-      gradient as stride zeros inserted one position early or late),
-    - *channel axes swapped* (C_in = C_out, no groups): ``w`` used as ``(C_in, C_out, …)``.
-``activation``
-    - *derivative at output*: :math:`\sigma'(a)` with :math:`a = \sigma(z)` instead of
-      :math:`\sigma'(z)`,
-    - *derivative missing*: δ passed through unchanged.
+Both return a :class:`SuspectSource`, the ``suspects(argname, cotangent)`` callable of
+:func:`~gradcheck.check_vjp`; the claims are computed on first use and kept.
 """
 
 from __future__ import annotations
@@ -34,210 +27,128 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from gradcheck.checker._diagnose import Suspect
-from gradcheck.ops.conv import _flip_kernel, conv_backward
-from gradcheck.ops._geometry import conv_geometry
+from gradcheck.checker._identify import planted, recognize
+from gradcheck.checker._mistakes import (
+    carry_down,
+    conv_input_mistakes,
+    layer_mistakes,
+    reference_backward,
+)
 
-__all__ = ["carry_down", "Mistake", "layer_mistakes", "network_suspects", "conv_input_mistakes",
-           "activation_mistakes", "reference_backward"]
+__all__ = ["Planted", "SuspectSource", "function_suspects", "network_suspects",
+           "layer_mistakes"]
 
 
-class Mistake(NamedTuple):
-    """A planted bug: ``backward(grad_y, x, *params)`` returning what buggy code would."""
+class Planted(NamedTuple):
+    """One planted mistake: its cause, its message, and the gradient it predicts for each
+    argument name it reaches."""
 
     cause: str
     message: str
-    backward: Callable
+    predicted: dict
 
 
-def _crop_with_offset(full, pad_lo, in_shape, shift):
-    """Take ``in_shape`` from ``full`` starting at ``pad_lo + shift`` per dim, zero-filling."""
-    out = np.zeros(full.shape[:2] + tuple(in_shape), dtype=full.dtype)
-    src, dst = [slice(None)] * 2, [slice(None)] * 2
-    for lo, n, size in zip(pad_lo, in_shape, full.shape[2:]):
-        start = lo + shift
-        a, b = max(0, start), min(size, start + n)
-        if b <= a:
-            return out
-        src.append(slice(a, b))
-        dst.append(slice(a - start, b - start))
-    out[tuple(dst)] = full[tuple(src)]
-    return out
+class SuspectSource:
+    """``suspects(argname, cotangent) -> [Suspect, ...]`` from ``plant(cotangent) ->
+    [Planted, ...]``, planted once (the checker uses one cotangent per check)."""
+
+    def __init__(self, plant: Callable[[np.ndarray], list]):
+        self._plant = plant
+        self._found = None
+
+    def __call__(self, argname: str, cotangent) -> list:
+        if self._found is None:
+            self._found = self._plant(cotangent)
+        return [Suspect(p.cause, p.message, np.asarray(p.predicted[argname]))
+                for p in self._found if argname in p.predicted]
 
 
-def conv_input_mistakes(grad_y, x, w, *, stride=1, padding=0, dilation=1, groups=1,
-                        convention="correlation"):
-    """``[(cause, message, wrong_grad_x), ...]`` for a convolution's input gradient."""
-    opts = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-    geom = conv_geometry(x.shape, w.shape, **opts)
-    out = []
-
-    def grad_x(kernel, **over):
-        return conv_backward(grad_y, x, kernel, bias=False, convention=convention,
-                             **{**opts, **over})[0]
-
-    out.append(("kernel_not_rotated",
-                "The input gradient is the full correlation of the output error with the "
-                "kernel as stored, δ ⋆ w, where the seed's rule needs the kernel rotated by "
-                "180°, δ ⋆ rot180(w): the kernel was not rotated (or was rotated twice).",
-                grad_x(_flip_kernel(w))))
-    if geom.nd >= 2 and w.shape[-1] == w.shape[-2] and w.shape[-1] > 1:
-        # conv_backward(kernel=K) correlates with rot180(K): K = rot180(w^T) makes it use
-        # w^T where rot180(w) belongs; K = w^T makes it use rot180(w)^T
-        out.append(("transposed",
-                    "The input gradient is the full correlation of the output error with the "
-                    "kernel transposed (its last two spatial axes swapped), δ ⋆ wᵀ, where the "
-                    "seed's rule needs it rotated by 180°, δ ⋆ rot180(w): a transpose was "
-                    "used instead of the rotation.",
-                    grad_x(_flip_kernel(np.swapaxes(w, -1, -2)))))
-        out.append(("transposed",
-                    "The input gradient is the full correlation of the output error with the "
-                    "rotated kernel transposed, δ ⋆ rot180(w)ᵀ: the kernel was rotated by "
-                    "180° and also had its last two spatial axes swapped.",
-                    grad_x(np.swapaxes(w, -1, -2))))
-    if groups == 1 and w.shape[0] == w.shape[1] and w.shape[0] > 1:
-        out.append(("channel_axes_swapped",
-                    "The input gradient equals the one computed with the kernel's input and "
-                    "output channel axes swapped: w was used as (C_in, C_out, ...).",
-                    grad_x(np.swapaxes(w, 0, 1))))
-    # full gradient with respect to the padded input, to move the crop
-    xp_shape = (geom.batch, geom.in_channels, *geom.padded_shape)
-    full = conv_backward(grad_y, np.zeros(xp_shape, x.dtype), w, bias=False,
-                         convention=convention, stride=stride, padding=0, dilation=dilation,
-                         groups=groups)[0]
-    for shift in (1, -1):
-        out.append(("padding_offset",
-                    f"The input gradient is the right full-size result cropped one position "
-                    f"off ({'+1' if shift > 0 else '-1'} in every spatial dim): an off-by-one "
-                    f"in removing the padding, or the stride zeros inserted one position "
-                    f"{'early' if shift > 0 else 'late'}.",
-                    _crop_with_offset(full, geom.pad_lo, geom.in_shape, shift)))
-    if any(s > 1 for s in geom.stride):
-        # δ used without the stride-1 zeros: the full correlation of the compact δ
-        compact_in = tuple(o + d * (k - 1) for o, d, k in
-                           zip(geom.out_shape, geom.dilation, geom.kernel))
-        compact = conv_backward(grad_y, np.zeros((geom.batch, geom.in_channels, *compact_in),
-                                                 x.dtype), w, bias=False, convention=convention,
-                                stride=1, padding=0, dilation=dilation, groups=groups)[0]
-        out.append(("stride_zeros_missing",
-                    "The input gradient equals the full convolution of the output error with "
-                    "rot180(w) WITHOUT the (stride - 1) zeros inserted between the error's "
-                    "entries: the stride was ignored in the backward pass.",
-                    _crop_with_offset(compact, geom.pad_lo, geom.in_shape, 0)))
-    return out
-
-
-def activation_mistakes(spec) -> list[Mistake]:
-    """The usual mistakes in the backward of the activation ``spec`` (an ActivationSpec)."""
-
-    def at_output(grad_y, x, *params):
-        return (grad_y * spec.derivative(spec.value(x)),)
-
-    def missing(grad_y, x, *params):
-        return (np.array(grad_y, copy=True),)
-
-    name = spec.name
-    return [
-        Mistake("derivative_at_output",
-                f"The {name} derivative was evaluated at the activation's output a = {name}(z) "
-                f"instead of at its input z: σ'(a) where σ'(z) belongs.", at_output),
-        Mistake("derivative_missing",
-                f"The error passed back through the {name} activation unchanged: the "
-                f"derivative σ'(z) was never multiplied in.", missing),
-    ]
-
-
-def layer_mistakes(layer) -> list[Mistake]:
-    """Known mistakes for one built-in layer (possibly empty)."""
-    kind = getattr(layer, "kind", None)
-    if kind == "activation" and getattr(layer, "spec", None) is not None:
-        if layer.spec.name == "identity":
+def function_suspects(args, y, argnames) -> SuspectSource:
+    """Suspects for a black-box ``f(*args) = y`` that may be a convolution (or an
+    activation of one), or a plain activation."""
+    def plant(cotangent):
+        found = recognize(args, y, activations=True)
+        if found is None:
             return []
-        return activation_mistakes(layer.spec)
-    return []
+        return [Planted(cause, f"f computes {found.phrase()}. {message}",
+                        {argnames[i]: g for i, g in predicted.items()})
+                for cause, message, predicted in planted(found, args, cotangent)]
+
+    return SuspectSource(plant)
 
 
-def reference_backward(layer) -> Callable:
-    """The library's own backward for ``layer``: a subclass of a built-in layer that
-    overrides ``backward`` (a mutant, a user's variant) is differentiated as its built-in
-    base would be. A layer with no built-in base keeps its own backward."""
-    for cls in type(layer).__mro__:
-        if cls.__module__.startswith("gradcheck.ops") and "backward" in vars(cls):
-            return lambda *args, _cls=cls: _cls.backward(layer, *args)
-    return layer.backward
+# --------------------------------------------------------------------------- networks
 
 
-def carry_down(net, trace, li, wrong_gx, backward=None) -> dict:
-    """Gradients of the layers below ``li`` and of the input, given a wrong input error.
+def _is_user(layer) -> bool:
+    return getattr(layer, "kind", None) == "python"
 
-    ``wrong_gx`` is what a buggy layer ``li`` would pass down; every layer below runs its
-    backward (``backward[j]``, default the layer's own) on it. Returns ``{argname: grad}``
-    with the network's argument names (``"input"``, ``"layer0.conv.w"``, ...).
+
+def _output_errors(net, trace, cotangent, backward) -> list:
+    """The correct error at each layer's output, for the check's cotangent."""
+    delta = cotangent if net.loss is None else net.loss.vjp(cotangent, trace.output)
+    deltas = [None] * len(net.layers)
+    for j in reversed(range(len(net.layers))):
+        deltas[j] = delta
+        delta = backward[j](delta, trace.inputs[j], *trace.params[j].values())[0]
+    return deltas
+
+
+def _builtin_mistakes(net, trace, deltas, backward, li) -> list:
+    """``[(cause, message, wrong input error)]`` of built-in layer ``li``; a mistake that
+    changes nothing at this point (a ReLU's derivative taken at its output is the right
+    one) is not offered."""
+    layer, x, p = net.layers[li], trace.inputs[li], list(trace.params[li].values())
+    if getattr(layer, "kind", None) == "conv":
+        variants = conv_input_mistakes(deltas[li], x, p[0], convention=layer.convention,
+                                       **layer._options())
+    else:
+        variants = [(m.cause, m.message, m.backward(deltas[li], x, *p)[0])
+                    for m in layer_mistakes(layer)]
+    if not variants:
+        return []
+    right_gx = np.asarray(backward[li](deltas[li], x, *p)[0])
+    where = f"In layer {li} ({layer.name}): " if len(net.layers) > 1 else ""
+    return [(cause, where + message, wrong_gx) for cause, message, wrong_gx in variants
+            if not np.array_equal(np.asarray(wrong_gx), right_gx)]
+
+
+def _user_mistakes(net, trace, deltas, backward, li) -> list:
+    """``[(cause, message, wrong input error)]`` of user layer ``li``, if it is recognized
+    as a convolution or an activation (by reproducing its output)."""
+    layer = net.layers[li]
+    args = [np.asarray(trace.inputs[li])] + [np.asarray(v) for v in trace.params[li].values()]
+    found = recognize(args, np.asarray(trace.outputs[li]), activations=False)
+    if found is None:
+        return []
+    where = f"In layer {li} ({layer.name}), which computes {found.phrase(of_layer=True)}: "
+    return [(cause, where + message, predicted[0])
+            for cause, message, predicted in planted(found, args, deltas[li]) if 0 in predicted]
+
+
+def network_suspects(net, x, params, *, rename=None) -> SuspectSource:
+    """Suspects for :func:`~gradcheck.check_vjp` on a :class:`Sequential`.
+
+    For each layer with known mistakes (built-in layers first, then recognized user
+    layers), the network's gradients are recomputed with that layer's backward replaced
+    by the mistaken one and every other layer's by the library's correct one
+    (:func:`~gradcheck.checker._mistakes.reference_backward`). ``rename`` maps the
+    network's argument names to the check's.
     """
-    predicted, d = {}, wrong_gx
-    for j in reversed(range(li)):
-        run = net.layers[j].backward if backward is None else backward[j]
-        grads = run(d, trace.inputs[j], *trace.params[j].values())
-        for pname, g in zip(trace.params[j], grads[1:]):
-            predicted[f"layer{j}.{net.layers[j].kind}.{pname}"] = g
-        d = grads[0]
-    predicted["input"] = d
-    return predicted
-
-
-def network_suspects(net, x, params, *, rename=None) -> Callable[[str, np.ndarray], list]:
-    """``suspects(argname, cotangent)`` for :func:`~gradcheck.check_vjp` on a :class:`Sequential`.
-
-    For each layer with known mistakes, the network's gradients are recomputed with that
-    layer's backward replaced by the mistaken one and every other layer's by the
-    library's correct one (:func:`reference_backward`). A mistake that changes nothing
-    at this point (a ReLU's derivative taken at its output is the right one) is not
-    offered. Results are computed on first use and cached.
-    """
-    cache: dict = {}
     rename = dict(rename or {})
     backward = [reference_backward(layer) for layer in net.layers]
 
-    def compute(cotangent):
-        if "all" in cache:
-            return cache["all"]
-        results = []  # (layer index, cause, message, {argname: predicted})
-        loss = net.loss
+    def plant(cotangent):
         trace = net.forward(x, params)
-        grad_out = cotangent if loss is None else loss.vjp(cotangent, trace.output)
-        deltas = [None] * len(net.layers)     # the correct error at each layer's output
-        delta = grad_out
-        for j in reversed(range(len(net.layers))):
-            deltas[j] = delta
-            delta = backward[j](delta, trace.inputs[j], *trace.params[j].values())[0]
-        for li, layer in enumerate(net.layers):
-            p = list(trace.params[li].values())
-            variants = []
-            if getattr(layer, "kind", None) == "conv":
-                variants = conv_input_mistakes(deltas[li], trace.inputs[li], p[0],
-                                               convention=layer.convention,
-                                               **layer._options())
-            else:
-                variants = [(m.cause, m.message, m.backward(deltas[li], trace.inputs[li], *p)[0])
-                            for m in layer_mistakes(layer)]
-            right_gx = backward[li](deltas[li], trace.inputs[li], *p)[0]
-            for cause, message, wrong_gx in variants:
-                if np.array_equal(np.asarray(wrong_gx), np.asarray(right_gx)):
-                    continue              # the mistake changes nothing here
-                # propagate the wrong input error of layer li down to the network input,
-                # collecting the parameter gradients it changes on the way
+        deltas = _output_errors(net, trace, cotangent, backward)
+        found = []
+        for li in sorted(range(len(net.layers)), key=lambda li: _is_user(net.layers[li])):
+            mistakes = _user_mistakes if _is_user(net.layers[li]) else _builtin_mistakes
+            for cause, message, wrong_gx in mistakes(net, trace, deltas, backward, li):
+                # the wrong input error of layer li, carried down to the network's input
                 predicted = carry_down(net, trace, li, wrong_gx, backward)
-                predicted = {rename.get(k, k): v for k, v in predicted.items()}
-                if len(net.layers) > 1:
-                    message = f"In layer {li} ({layer.name}): {message}"
-                results.append((li, cause, message, predicted))
-        cache["all"] = results
-        return results
+                found.append(Planted(cause, message,
+                                     {rename.get(k, k): v for k, v in predicted.items()}))
+        return found
 
-    def suspects(argname: str, cotangent) -> list:
-        out = []
-        for _, cause, message, predicted in compute(cotangent):
-            if argname in predicted:
-                out.append(Suspect(cause, message, np.asarray(predicted[argname])))
-        return out
-
-    return suspects
+    return SuspectSource(plant)

@@ -1,5 +1,11 @@
 r"""How far an analytic gradient may stray from the numerical one before it is wrong.
 
+Every tolerance of the verdict is written here, once, as a method of :class:`Tolerance`:
+element by element (:meth:`~Tolerance.elementwise`), at a kink
+(:meth:`~Tolerance.at_kink`), along random directions in fast mode
+(:meth:`~Tolerance.along_directions`), and the user's ``atol``/``rtol`` floor under all
+three (:meth:`~Tolerance.floor`).
+
 Neither side is exact. The numerical derivative comes with its own error bar ``E``
 (truncation plus rounding, estimated by the differentiator per element). The analytic
 gradient was computed in the function's dtype and carries rounding of its own, which
@@ -17,14 +23,22 @@ of the scalarized value :math:`C = \langle R, f\rangle` can express (changing
 that: a gradient that is exactly zero because ``C`` does not depend on :math:`x_j`, say
 a bias shared by every logit of a softmax, is computed as rounding of that size; the
 largest term, not their sum, so the floor does not grow with the size of ``f``), and
-the factors come from this table:
+the factors are
 
-=========  ===============  ==============  ===============
-dtype      :math:`k_{num}`  :math:`k_{an}`  :math:`k_{gap}`
-=========  ===============  ==============  ===============
-float64    10               64              1/10
-float32    10               64              1/10
-=========  ===============  ==============  ===============
+===============  ==============  ===============
+:math:`k_{num}`  :math:`k_{an}`  :math:`k_{gap}`
+===============  ==============  ===============
+10               64              1/10
+===============  ==============  ===============
+
+The role of the dtype
+---------------------
+The dtype enters only through :math:`\varepsilon` (:func:`real_eps`: float32's for
+float32, float16 and complex64, float64's otherwise) and through ``E``, which the
+differentiator estimates in the dtype ``f`` computes in. The factors are the same for
+float32 and float64 -- they were once two rows of a table, with equal entries -- because
+each already multiplies a quantity that scales with the precision: ``k_num`` counts error
+bars, ``k_an`` counts ulps, ``k_gap`` is a share of a gap.
 
 ``k_num = 10``: the differentiator's estimate bounds the true error for about 95% of
 elements and is rarely more than 10x below it, so ten of it leaves no false alarms
@@ -33,8 +47,12 @@ float32 convolution gradient sums a few hundred products per element; its roundi
 tens of ulps of the typical magnitude. A 1e-5 relative error in one float64 element is
 ~1e10 ulps and a 2% error in a float32 element ~1e5 ulps: both far outside.
 
-Users may add a floor with ``atol``/``rtol``: :math:`\tau_j \leftarrow \max(\tau_j,
-atol + rtol\,\max(|a_j|, |n_j|))`. They are never needed for a right verdict.
+The user's floor
+----------------
+Users may add a floor with ``atol``/``rtol``: :math:`\tau \leftarrow \max(\tau,
+atol + rtol\,m)`, with :math:`m` the larger magnitude of what is compared (:math:`\max(|a_j|,
+|n_j|)` element-wise, the larger one-sided limit at a kink, the larger projection along a
+direction). They are never needed for a right verdict.
 
 At a kink
 ---------
@@ -62,28 +80,35 @@ the true one-sided derivative, far inside a tenth of the gap, while a value that
 one-sided derivative at all (a ReLU backward returning 2 or -1/2) is a whole gap or more
 outside. What no rule can see: within a step of a kink, the *other* branch's derivative
 (a ReLU backward returning 0 at ``z = 1e-9``) lies between the limits and passes.
+
+Along directions (fast mode)
+----------------------------
+Fast mode compares projections: :math:`\langle A, v_k\rangle` from the analytic
+gradient against the numerical :math:`\frac{d}{dt} C(x + t v_k)` with its error bar
+:math:`E_k`. The analytic projection is a sum of the terms :math:`A_j v_{kj}`, so its
+rounding is that of the sum of their magnitudes:
+
+.. math:: \tau_k = k_{num} E_k + k_{an}\,\varepsilon \sum_j |A_j v_{kj}|
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["ToleranceRule", "TOLERANCES", "tolerance_for", "allowed_difference", "kink_allowance",
-           "real_eps"]
+__all__ = ["ToleranceRule", "RULE", "Tolerance", "real_eps"]
 
 
 class ToleranceRule(NamedTuple):
-    numeric_factor: float      # k_num: multiples of the numerical error bar
-    analytic_ulps: float       # k_an: rounding allowance of the analytic side, in eps
-    kink_gap: float = 0.1      # k_gap: share of the one-sided gap allowed beyond the limits
+    numeric_factor: float = 10.0   # k_num: multiples of the numerical error bar
+    analytic_ulps: float = 64.0    # k_an: rounding allowance of the analytic side, in eps
+    kink_gap: float = 0.1          # k_gap: share of the one-sided gap allowed beyond the limits
 
 
-TOLERANCES = {
-    np.dtype(np.float64): ToleranceRule(10.0, 64.0, 0.1),
-    np.dtype(np.float32): ToleranceRule(10.0, 64.0, 0.1),
-}
+#: The factors of the table above, for every dtype (the dtype enters through eps).
+RULE = ToleranceRule()
 
 
 def real_eps(dtype) -> float:
@@ -94,45 +119,65 @@ def real_eps(dtype) -> float:
     return float(np.finfo(np.float64).eps)
 
 
-def tolerance_for(dtype) -> ToleranceRule:
-    dtype = np.dtype(dtype)
-    if dtype.kind == "c":
-        dtype = np.dtype(np.float64) if dtype.itemsize >= 16 else np.dtype(np.float32)
-    return TOLERANCES.get(dtype, TOLERANCES[np.dtype(np.float64)])
+def _rms(magnitude) -> float:
+    """``s``, the root-mean-square of the numerical gradient over the argument."""
+    return float(np.sqrt(np.mean(magnitude * magnitude))) if magnitude.size else 0.0
 
 
-def allowed_difference(analytic, numeric, error, dtype, *, atol=None, rtol=None,
-                       resolution=0.0) -> np.ndarray:
-    """The per-element tolerance tau described in the module docstring (``resolution``
-    is :math:`r_j`)."""
-    rule = tolerance_for(dtype)
-    eps = real_eps(dtype)
-    n = np.abs(numeric)
-    scale = float(np.sqrt(np.mean(n * n))) if n.size else 0.0
-    tol = rule.numeric_factor * np.asarray(error, dtype=np.float64) + \
-        rule.analytic_ulps * eps * (n + scale + resolution)
-    if atol is not None or rtol is not None:
-        floor = (atol or 0.0) + (rtol or 0.0) * np.maximum(np.abs(analytic), n)
-        tol = np.maximum(tol, floor)
-    return tol
+@dataclass(frozen=True)
+class Tolerance:
+    """The allowances of one argument's check (the module docstring derives each).
 
-
-def kink_allowance(left, right, error, numeric, dtype, *, atol=None, rtol=None,
-                   resolution=0.0) -> np.ndarray:
-    """How far beyond its one-sided limits an analytic value at a kink may lie (kappa above).
-
-    ``error`` is the differentiator's error bar there (half the gap plus rounding);
-    ``numeric`` the whole numerical gradient of the argument (for the scale ``s``).
+    ``eps`` is the machine epsilon of the analytic gradient's dtype, ``resolution``
+    :math:`r_j` (a scalar, or an array shaped like the argument), ``atol``/``rtol`` the
+    user's floor (None: no floor).
     """
-    rule = tolerance_for(dtype)
-    eps = real_eps(dtype)
-    n = np.abs(numeric)
-    scale = float(np.sqrt(np.mean(n * n))) if n.size else 0.0
-    gap = np.abs(np.asarray(right, np.float64) - np.asarray(left, np.float64))
-    rounding = np.maximum(np.asarray(error, np.float64) - 0.5 * gap, 0.0)
-    kappa = rule.numeric_factor * rounding + rule.kink_gap * gap + \
-        rule.analytic_ulps * eps * (np.fmax(np.abs(left), np.abs(right)) + scale + resolution)
-    if atol is not None or rtol is not None:
-        floor = (atol or 0.0) + (rtol or 0.0) * np.fmax(np.abs(left), np.abs(right))
-        kappa = np.maximum(kappa, floor)
-    return kappa
+
+    eps: float
+    atol: float | None = None
+    rtol: float | None = None
+    resolution: object = 0.0
+    rule: ToleranceRule = RULE
+
+    @classmethod
+    def for_dtype(cls, dtype, *, atol=None, rtol=None, resolution=0.0) -> "Tolerance":
+        """The tolerance of an analytic gradient of ``dtype``."""
+        return cls(real_eps(dtype), atol, rtol, resolution)
+
+    def numeric(self, error) -> np.ndarray:
+        """``k_num * E``: how far the differentiator's error bar is trusted."""
+        return self.rule.numeric_factor * np.asarray(error, dtype=np.float64)
+
+    def rounding(self, magnitude) -> np.ndarray:
+        """``k_an * eps * m``: the analytic side's rounding at magnitude ``m``."""
+        return self.rule.analytic_ulps * self.eps * magnitude
+
+    def floor(self, tol, magnitude) -> np.ndarray:
+        """``tol`` raised to the user's ``atol + rtol * magnitude`` where that is larger."""
+        if self.atol is None and self.rtol is None:
+            return tol
+        return np.maximum(tol, (self.atol or 0.0) + (self.rtol or 0.0) * magnitude)
+
+    def elementwise(self, analytic, numeric, error) -> np.ndarray:
+        """``tau_j``, the allowed ``|a_j - n_j|`` of every element."""
+        n = np.abs(numeric)
+        tol = self.numeric(error) + self.rounding(n + _rms(n) + self.resolution)
+        return self.floor(tol, np.maximum(np.abs(analytic), n))
+
+    def at_kink(self, left, right, error, numeric) -> np.ndarray:
+        """``kappa_j``, how far beyond its one-sided limits an analytic value may lie.
+
+        ``error`` is the differentiator's error bar there (half the gap plus rounding);
+        ``numeric`` the whole numerical gradient of the argument (for the scale ``s``).
+        """
+        larger = np.fmax(np.abs(left), np.abs(right))
+        gap = np.abs(np.asarray(right, np.float64) - np.asarray(left, np.float64))
+        rounding = np.maximum(np.asarray(error, np.float64) - 0.5 * gap, 0.0)
+        kappa = self.numeric(rounding) + self.rule.kink_gap * gap + \
+            self.rounding(larger + _rms(np.abs(numeric)) + self.resolution)
+        return self.floor(kappa, larger)
+
+    def along_directions(self, proj_analytic, proj_numeric, error, terms) -> np.ndarray:
+        """``tau_k`` of each direction; ``terms[k]`` is ``sum_j |A_j v_kj|``."""
+        tol = self.numeric(error) + self.rounding(terms)
+        return self.floor(tol, np.maximum(np.abs(proj_analytic), np.abs(proj_numeric)))

@@ -1,0 +1,94 @@
+"""The plan stage: how each argument will be checked, and why.
+
+A :class:`Plan` names its ``kind`` -- a key of the runners in
+:mod:`gradcheck.checker._argument` (``"full"``, ``"fast"``, ``"skipped"``) -- with the
+reason when it is not the obvious one. ``mode="full"`` and ``mode="fast"`` are taken as
+given. Under ``mode="auto"`` an argument is checked in full when it has at most
+``budget`` elements *and* its full check is predicted to take at most ``time_budget``
+seconds (the groups of elements perturbed together, about ``PREDICTED_EVALS_PER_GROUP``
+evaluations each, times the measured time of one call of ``f``); otherwise it gets the
+plan ``over_budget`` names (``"fast"``), with a note in the report, or the check is
+refused (``over_budget="refuse"``). An argument without a gradient (``f_vjp`` returned
+None) or without elements is skipped, and the report says so.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from gradcheck._errors import ConfigurationError
+from gradcheck.checker._numeric import predicted_groups
+
+__all__ = ["Plan", "plan_argument", "PREDICTED_EVALS_PER_GROUP"]
+
+#: Evaluations per group of perturbed elements (Richardson's five, plus retries).
+PREDICTED_EVALS_PER_GROUP = 6
+
+
+class Plan(NamedTuple):
+    """How argument ``index`` (named ``name``) will be checked."""
+
+    index: int
+    name: str
+    kind: str               # "full", "fast" or "skipped": a key of the runners
+    reason: str = ""        # why, when the options alone do not say (skipped, over budget)
+    notice: str = ""        # a line for the report's notes ("" for none)
+    pattern: object = None  # the argument's dependency pattern, built for full mode
+
+
+def _skip(index, name, problem):
+    """The reason to skip the argument, or None (a complex argument is refused)."""
+    arg = problem.args[index]
+    if problem.analytic[index] is None:
+        return "f_vjp returned None (not differentiated)"
+    if arg.dtype.kind != "f":
+        raise ConfigurationError(
+            f"argument {name!r} has dtype {arg.dtype}; gradients are checked for real "
+            f"arguments: pass the real and imaginary parts as two real arrays")
+    if arg.size == 0:
+        return "empty (0 elements)"
+    return None
+
+
+def _build(pattern):
+    """A pattern given as a callable is built only when needed: in full mode."""
+    return pattern() if callable(pattern) else pattern
+
+
+def _over_budget(size, pattern, options, f_seconds):
+    """Why a full check of an argument is over budget, or None."""
+    if size > options.budget:
+        return f"{size} elements > budget {options.budget}"
+    evals = PREDICTED_EVALS_PER_GROUP * predicted_groups(pattern, size)
+    if evals * f_seconds > options.time_budget:
+        return (f"a full check would take about {evals * f_seconds:.0f} s ({evals} "
+                f"evaluations of {1e3 * f_seconds:.2g} ms) > time_budget "
+                f"{options.time_budget:g} s")
+    return None
+
+
+def _within_budget(index, name, problem, options) -> Plan:
+    """``mode="auto"``: full if within both budgets, else what ``over_budget`` says."""
+    size = problem.args[index].size
+    pattern = _build(options.patterns[index]) if size <= options.budget else None
+    why = _over_budget(size, pattern, options, problem.f_seconds)
+    if why is None:
+        return Plan(index, name, "full", pattern=pattern)
+    if options.over_budget == "refuse":
+        raise ConfigurationError(
+            f"argument {name!r} is over budget: {why}; raise budget/time_budget, pass "
+            f"mode='fast', or over_budget='fast'")
+    kind = options.over_budget
+    return Plan(index, name, kind, why, notice=f"{name}: {why}; checked in {kind} mode")
+
+
+def plan_argument(problem, options, index: int) -> Plan:
+    """The plan for argument ``index`` of the scalarized ``problem``."""
+    name = options.argnames[index]
+    why = _skip(index, name, problem)
+    if why is not None:
+        return Plan(index, name, "skipped", why)
+    if options.mode == "auto":
+        return _within_budget(index, name, problem, options)
+    pattern = _build(options.patterns[index]) if options.mode == "full" else None
+    return Plan(index, name, options.mode, pattern=pattern)

@@ -1,0 +1,180 @@
+r"""The scalarize stage: ``f`` and ``f_vjp`` called once, at the point, for ``C = <R, f>``.
+
+A function ``f(*args) -> y`` with a backward ``f_vjp(R, *args) -> (dC/darg, ...)`` is
+checked through the scalar :math:`C = \langle R, f(\text{args}) \rangle` with a seeded
+random cotangent :math:`R` (standard normal, the shape of ``y``; or the caller's). A
+random ``R`` exercises every output with a weight that no bug can anticipate. This stage
+calls ``f`` twice (the second call proves it deterministic and times it), draws ``R``,
+and calls ``f_vjp(R, *args)`` for the analytic side; what every later stage needs of
+that is one record, :class:`Problem`. User code that raises or returns something unfit
+is reported as :class:`~gradcheck.UserCodeError`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from gradcheck._errors import (
+    ConfigurationError,
+    GradcheckError,
+    NondeterministicError,
+    UserCodeError,
+)
+
+__all__ = ["Problem", "scalarize"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The check after scalarizing: what every per-argument stage reads."""
+
+    f: Callable
+    args: tuple              # the point, as arrays
+    argnames: tuple
+    y: np.ndarray            # f(*args)
+    cotangent: np.ndarray    # R in float64 (the numerical side differences <R, f>)
+    cotangent_f: np.ndarray  # R in f's dtype (what f_vjp received)
+    analytic: tuple          # f_vjp(R, *args): one gradient per argument, None if not given
+    term_size: float         # max |R_i y_i|, the largest term of C
+    f_seconds: float         # the time of one call of f
+
+    def of_argument(self, index: int) -> Callable:
+        """``f`` as a function of argument ``index`` alone, the others held at the point."""
+        before, after = self.args[:index], self.args[index + 1:]
+
+        def g(a):
+            return self.f(*before, a, *after)
+
+        return g
+
+    def resolution(self, index: int) -> np.ndarray:
+        """:math:`r_j`: the smallest derivative one term of ``C`` can express for each
+        element of argument ``index`` (see :mod:`gradcheck.checker._tolerance`)."""
+        return self.term_size / np.maximum(np.abs(self.args[index].astype(np.float64)), 1.0)
+
+
+def _call(fn, label, *call_args):
+    try:
+        return fn(*call_args)
+    except GradcheckError:
+        raise
+    except Exception as exc:  # user code: report, do not crash
+        raise UserCodeError(f"{label} raised {type(exc).__name__}: {exc}") from exc
+
+
+def _as_output(y, label):
+    try:
+        y = np.asarray(y)
+    except Exception as exc:
+        raise UserCodeError(f"{label} must return an array; got {type(y).__name__}") from exc
+    if y.dtype.kind not in "fciub":
+        raise UserCodeError(f"{label} must return numbers; got an array of dtype {y.dtype}")
+    if not np.all(np.isfinite(y)):
+        bad = int(np.sum(~np.isfinite(y)))
+        raise UserCodeError(f"{label} returned {bad} NaN or infinite value(s) of {y.size}")
+    return y
+
+
+def _require_deterministic(y, y_again) -> None:
+    """Two calls of ``f`` at the same arguments must agree (to a few roundings).
+
+    A numerical derivative differences outputs at nearby points; if ``f`` itself varies
+    (dropout, noise, a seed drawn inside), every difference is dominated by that variation,
+    every element looks like a kink, and no verdict means anything.
+    """
+    if y_again.shape != y.shape:
+        raise NondeterministicError(f"two calls with the same arguments returned shapes "
+                                    f"{y.shape} and {y_again.shape}")
+    a, b = y.astype(np.complex128 if y.dtype.kind == "c" else np.float64), y_again
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(a - b)
+        eps = np.finfo(y.dtype).eps if y.dtype.kind in "fc" else np.finfo(np.float64).eps
+        # a reordered reduction (threaded BLAS) may differ by rounding of the terms summed,
+        # which for an output near zero is rounding of the output's typical size
+        mag = np.maximum(np.abs(a), np.abs(b))
+        typical = (float(np.sqrt(np.mean(np.where(np.isfinite(mag), mag, 0.0) ** 2)))
+                   if mag.size else 0.0)
+        allowed = 64 * eps * (mag + typical)
+        bad = (diff > allowed) | (np.isnan(a) != np.isnan(b))
+    bad &= ~(np.isnan(a) & np.isnan(b))
+    if bad.any():
+        j = np.unravel_index(int(np.argmax(np.where(bad, np.nan_to_num(diff, nan=np.inf), -1))),
+                             y.shape)
+        where = f" at output index {tuple(int(k) for k in j)}" if y.ndim else ""
+        raise NondeterministicError(
+            f"two calls with the same arguments differ by up to {diff[j]:.3g}{where} (value "
+            f"{a[j]:.9g}; {int(bad.sum())} of {y.size} output element(s) differ); numerical "
+            f"differentiation needs the same output for the same input (is a random draw, "
+            f"dropout or noise switched on?)")
+
+
+def _evaluate_twice(f, args, timed: bool):
+    """``(y, seconds)``: ``f(*args)``, proven deterministic by a second call. With
+    ``timed``, the faster of the two calls (the first may pay for warm-up)."""
+    t_f = time.perf_counter()
+    y = _as_output(_call(f, "f", *args), "f")
+    t_f = time.perf_counter() - t_f
+    t_again = time.perf_counter()
+    _require_deterministic(y, _as_output(_call(f, "f", *args), "f"))
+    if timed:
+        t_f = min(t_f, time.perf_counter() - t_again)
+    return y, t_f
+
+
+def _cotangent(given, y, seed) -> np.ndarray:
+    """``R`` in float64: the caller's, checked, or a seeded standard normal."""
+    if given is None:
+        return np.random.default_rng(seed).standard_normal(y.shape)
+    cotangent = np.asarray(given, dtype=np.float64)
+    if cotangent.shape != y.shape:
+        raise ConfigurationError(f"cotangent must have the shape of f's output {y.shape}; got "
+                                 f"shape {cotangent.shape}")
+    if not np.all(np.isfinite(cotangent)):
+        raise ConfigurationError(
+            f"cotangent must be finite; got {int(np.sum(~np.isfinite(cotangent)))} NaN or "
+            f"infinite value(s) of {cotangent.size}")
+    return cotangent
+
+
+def _largest_term(cotangent, y) -> float:
+    """The largest term of ``C = <R, f>``: it sets the smallest derivative ``C`` can
+    express (the resolution floor of the tolerance, see ``_tolerance``)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        terms = np.abs(cotangent) * np.abs(y)
+        return float(terms.max(initial=0.0)) if np.all(np.isfinite(terms)) else 0.0
+
+
+def _analytic(f_vjp, cotangent, args, argnames) -> tuple:
+    grads = _call(f_vjp, "f_vjp", cotangent, *args)
+    if len(args) == 1 and isinstance(grads, np.ndarray):
+        grads = (grads,)
+    if not isinstance(grads, (tuple, list)) or len(grads) != len(args):
+        got = f"{len(grads)} values" if isinstance(grads, (tuple, list)) else type(grads).__name__
+        raise UserCodeError(
+            f"f_vjp must return one gradient per argument ({len(args)}: "
+            f"{', '.join(argnames)}); got {got}")
+    out = []
+    for g, a, label in zip(grads, args, argnames):
+        if g is not None:
+            g = _as_output(g, f"f_vjp's gradient for {label!r}")
+            if g.shape != a.shape:
+                raise UserCodeError(
+                    f"f_vjp's gradient for {label!r} has shape {g.shape}, but the argument "
+                    f"has shape {a.shape}")
+        out.append(g)
+    return tuple(out)
+
+
+def scalarize(f, f_vjp, args, options) -> Problem:
+    """Call ``f`` (twice) and ``f_vjp`` at ``args`` for ``C = <R, f>`` (``options``: the
+    validated :class:`~gradcheck.checker._options.Options`)."""
+    y, f_seconds = _evaluate_twice(f, args, timed=options.mode == "auto")
+    cotangent = _cotangent(options.cotangent, y, options.seed)
+    cotangent_f = cotangent.astype(y.dtype if y.dtype.kind in "fc" else np.float64)
+    analytic = _analytic(f_vjp, cotangent_f, args, options.argnames)
+    return Problem(f, args, options.argnames, y, cotangent, cotangent_f, analytic,
+                   _largest_term(cotangent, y), f_seconds)

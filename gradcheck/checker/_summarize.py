@@ -1,0 +1,85 @@
+"""The report stage: one argument's judgement as an :class:`ArgumentReport`.
+
+The worst element (or direction) is the one furthest beyond its own tolerance -- the one
+that decides the verdict; its values are reported beside the largest differences, the
+cosine and norm ratio of the two gradients, and what was left unjudged and why.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from gradcheck.checker._judge import Judgement, cosine_and_ratio, excess, rel_error
+from gradcheck.checker._report import ArgumentReport, Diagnosis
+
+__all__ = ["summarize_full", "summarize_fast", "summarize_skipped"]
+
+
+def _measures(judged: Judgement, diff, rel) -> dict:
+    """The fields every checked argument reports (``diff``, ``rel``: per entry)."""
+    over = excess(judged._replace(diff=diff))
+    worst = np.unravel_index(int(np.argmax(over)), judged.analytic.shape)
+    cos, ratio = cosine_and_ratio(judged.analytic, judged.numeric)
+    return dict(
+        n_checked=int(judged.analytic.size), n_failed=int(judged.failed.sum()),
+        max_abs_error=float(diff.max()), max_rel_error=float(rel.max()),
+        worst_index=tuple(int(i) for i in worst),
+        analytic_at_worst=float(judged.analytic[worst]),
+        numeric_at_worst=float(judged.numeric[worst]),
+        error_estimate_at_worst=float(judged.error[worst]),
+        tolerance_at_worst=float(judged.tolerance[worst]),
+        max_error_estimate=float(judged.error.max()), cosine_similarity=cos, norm_ratio=ratio)
+
+
+def _shared_note(judged: Judgement, note: str) -> str:
+    n_shared = int(judged.shared.sum())
+    if not n_shared:
+        return note
+    return (note + "; " if note else "") + (
+        f"{n_shared} element(s) sit at kinks shared with other elements (ties, several "
+        f"kinks at once) and lie outside their one-sided limits along their own axis "
+        f"(by up to {float(judged.diff[judged.shared].max()):.3g}), which do not bound the "
+        f"valid values there: reported, not judged")
+
+
+def summarize_full(name, arg, dtype, judged: Judgement, diagnosis: Diagnosis | None, *,
+                   nfev, started, note="") -> ArgumentReport:
+    """Every element of argument ``name`` (``dtype``: the analytic gradient's)."""
+    # shared kinks are not judged: their distance outside the limits is no error
+    diff = np.where(judged.shared, 0.0, judged.diff)
+    rel = np.where(judged.nondiff & ~judged.failed, 0.0,
+                   rel_error(judged.analytic, judged.numeric))
+    return ArgumentReport(
+        name=name, shape=tuple(arg.shape), dtype=str(dtype),
+        passed=not judged.failed.any(), mode="full", n_elements=int(arg.size),
+        n_nondifferentiable=int(judged.nondiff.sum()), nfev=int(nfev),
+        elapsed_s=time.perf_counter() - started, diagnosis=diagnosis,
+        analytic=judged.analytic, numeric=judged.numeric, error_estimate=judged.error,
+        failed_mask=judged.failed, nondifferentiable_mask=judged.nondiff,
+        note=_shared_note(judged, note), **_measures(judged, diff, rel))
+
+
+def summarize_fast(name, arg, dtype, judged: Judgement, *, nfev, started) -> ArgumentReport:
+    """The random directions of argument ``name``: no diagnosis, no kinks, no arrays."""
+    return ArgumentReport(
+        name=name, shape=tuple(arg.shape), dtype=str(dtype),
+        passed=not judged.failed.any(), mode="fast", n_elements=int(arg.size),
+        n_nondifferentiable=0, nfev=int(nfev), elapsed_s=time.perf_counter() - started,
+        diagnosis=None,
+        note=f"{judged.analytic.size} random directions; one wrong element in a large "
+             f"tensor may go unseen in fast mode",
+        **_measures(judged, judged.diff, rel_error(judged.analytic, judged.numeric)))
+
+
+def summarize_skipped(name, arg, why) -> ArgumentReport:
+    """An argument that was not checked, and why."""
+    nan = float("nan")
+    return ArgumentReport(
+        name=name, shape=tuple(arg.shape), dtype=str(arg.dtype), passed=True, mode="skipped",
+        n_elements=int(arg.size), n_checked=0, n_failed=0, n_nondifferentiable=0,
+        max_abs_error=nan, max_rel_error=nan, worst_index=None, analytic_at_worst=nan,
+        numeric_at_worst=nan, error_estimate_at_worst=nan, tolerance_at_worst=nan,
+        max_error_estimate=nan, cosine_similarity=nan, norm_ratio=nan, nfev=0, elapsed_s=0.0,
+        note=why)
