@@ -29,6 +29,7 @@ from gradcheck import (
     conv_forward,
     numerical_grad,
 )
+from gradcheck._errors import NondeterministicError
 from gradcheck.checker import REPORT_FORMAT
 from gradcheck.ops.activations import ACTIVATIONS
 from gradcheck.ops.layers import Activation, AvgPool, Conv, Dense, Flatten, MaxPool
@@ -361,6 +362,26 @@ def test_a_function_that_is_not_deterministic_is_refused(level):
                                             r"same arguments differ by up to .* at output "
                                             r"index \(\d+,\)"):
         check_vjp(f, f_vjp, (x,), mode="full")
+
+
+def test_a_nondeterministic_function_is_told_apart_by_its_type():
+    # callers that know what f is rename it from the exception's fields, not its text
+    noise = np.random.default_rng(2)
+
+    def f(x):
+        return x + 1e-3 * noise.standard_normal(x.shape)
+
+    with pytest.raises(NondeterministicError) as info:
+        check_vjp(f, lambda ct, x: (ct,), (np.ones(4),))
+    assert isinstance(info.value, UserCodeError) and info.value.subject == "f"
+    assert str(info.value) == "f is not deterministic: " + info.value.detail
+    net = Sequential([Dense(2)], (2, 3))
+    net.layers[0].forward = lambda x, w, b: x @ w.T + b + 1e-3 * noise.standard_normal((2, 2))
+    with pytest.raises(NondeterministicError) as info:
+        check_network(net)
+    assert info.value.subject == "the network's forward pass"
+    assert str(info.value).startswith("the network's forward pass is not deterministic: two "
+                                      "calls with the same arguments differ by up to ")
 
 
 def test_rounding_level_differences_between_calls_are_tolerated():

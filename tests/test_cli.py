@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from gradcheck.cli import INTERNAL, MISMATCH, OK, USAGE, main
+from gradcheck.ops.losses import LOSSES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,6 +75,25 @@ def test_buggy_user_layer_fails_with_the_right_diagnosis(capsys, at_root):
     assert checks["input"]["passed"] is False
     assert checks["input"]["diagnosis"]["cause"] == "kernel_not_rotated"
     # the weight and bias gradients of the buggy layer are right
+    assert checks["layer0.python.w"]["passed"] and checks["layer0.python.b"]["passed"]
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_buggy_user_layer_with_any_loss_is_a_mismatch_with_its_diagnosis(loss, capsys, at_root,
+                                                                         tmp_path):
+    # the layer's input gradient forgets to rotate the kernel, whatever loss follows it:
+    # a wrong gradient (exit 1, named), never bad input (exit 2)
+    spec = tmp_path / "buggy.toml"
+    spec.write_text((ROOT / "specs/examples/user_layer_buggy.toml").read_text()
+                    + f'\n[loss]\ntype = "{loss}"\n')
+    code, out, err = run(["check", str(spec), "--json"], capsys)
+    assert code == MISMATCH, err
+    assert err == ""
+    checks = {c["argument"]: c for c in json.loads(out)["checks"]}
+    assert checks["input"]["passed"] is False
+    assert checks["input"]["diagnosis"]["cause"] == "kernel_not_rotated"
+    assert checks["input"]["diagnosis"]["message"].startswith(
+        "In layer 0 (examples.my_layers:BuggyConvLayer), which computes a correlation")
     assert checks["layer0.python.w"]["passed"] and checks["layer0.python.b"]["passed"]
 
 
