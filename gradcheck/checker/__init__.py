@@ -1,4 +1,8 @@
-"""The checker: analytic gradients held against numerical ones, with a verdict and a diagnosis."""
+"""The checker: analytic gradients held against numerical ones, with a verdict and a diagnosis.
+
+:func:`check_vjp` is a pipeline of named stages, one module each; the map is in
+:mod:`gradcheck.checker._check`.
+"""
 
 from gradcheck.checker._check import DEFAULT_BUDGET, assert_vjp_close, check_grad, check_vjp
 from gradcheck.checker._diagnose import Suspect, TensorRole

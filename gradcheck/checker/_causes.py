@@ -7,24 +7,25 @@ gradient ``N`` into the analytic one ``A``; its ``test`` takes the
 (:func:`gradcheck.checker._diagnose.diagnose_evidence`) tries the entries in order and
 names the first that fits; when none does, the cause is ``no_known_pattern``.
 
-=========================  ============================================================
-cause                      claim
-=========================  ============================================================
+===========================  ==========================================================
+cause                        claim
+===========================  ==========================================================
 ``no_numerical_derivative``  some elements have no usable numerical value (not a claim
-                           about ``A``: nothing can be said about them)
-(the caller's suspects)    ``A`` is what a known bug of the layer would return
-                           (:mod:`gradcheck.checker._suspects`)
-``sign_flipped``           ``A = -N``
-``scaled``                 ``A = c N`` for a constant ``c`` (2, 1/2, 1/batch, …)
-``kernel_not_rotated``     ``A = flip(N)`` over the spatial axes (or one of them)
-``transposed``             ``A = N`` with its last two spatial axes swapped
-``shifted``                ``A = N`` moved by one position along a spatial axis
-``single_element``         ``A = N`` except one element
-``region``                 ``A = N`` everywhere except one region (one batch item, one
-                           channel, one side of the border, the whole border), which is
-                           zero or wrong; the first of these that holds every mismatch
-``outside_kink_limits``    at a kink, ``A`` lies outside both one-sided derivatives
-=========================  ============================================================
+                             about ``A``: nothing can be said about them)
+(the caller's suspects)      ``A`` is what a known bug of the layer would return
+                             (:mod:`gradcheck.checker._suspects`)
+``sign_flipped``             ``A = -N``
+``scaled``                   ``A = c N`` for a constant ``c`` (2, 1/2, 1/batch, …)
+``kernel_not_rotated``       ``A = flip(N)`` over the spatial axes (or one of them)
+``transposed``               ``A = N`` with its last two spatial axes swapped
+``shifted``                  ``A = N`` moved by one position along a spatial axis
+``single_element``           ``A = N`` except one element
+``region``                   ``A = N`` everywhere except one region (one batch item, one
+                             channel, one side of the border, the whole border), which
+                             is zero or wrong; the first of these that holds every
+                             mismatch
+``outside_kink_limits``      at a kink, ``A`` lies outside both one-sided derivatives
+===========================  ==========================================================
 
 A claim is named only when the evidence says so: after applying it, the analytic and
 numerical values must agree *within the same tolerance the check used* (up to a small
@@ -46,6 +47,8 @@ __all__ = ["Cause", "CAUSES", "no_known_pattern"]
 
 
 class Cause(NamedTuple):
+    """One entry of the catalogue: ``test(evidence)`` is its Diagnosis, or None."""
+
     name: str
     test: Callable   # (Evidence) -> Diagnosis | None
 
