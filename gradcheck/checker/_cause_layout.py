@@ -1,0 +1,148 @@
+"""Generic causes of layout: the right numbers in the wrong places.
+
+- axes permuted: ``A = transpose(N, p)`` when that keeps the shape (two axes of equal size
+  swapped), or ``A = reshape(transpose(N, p))`` -- a reshape where a transpose belongs
+  (a gradient computed in NHWC and reshaped to NCHW), or the other way round;
+- an axis (or several) reversed: ``A = flip(N, axes)``;
+- a shift along one axis: ``A[i] = N[i - s]`` along that axis only (a crop off by one in
+  H only), the edge that the shift moves in left uncompared;
+- values permuted within slices: every slice along one axis holds ``N``'s values in
+  another order (a scatter with the wrong indices).
+
+Each prediction moves ``N``'s uncertainty along with it.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations, permutations
+
+import numpy as np
+
+from gradcheck.checker._fit import fit_claim
+
+__all__ = ["fit_axes_permuted", "fit_reversed", "fit_shifted", "fit_permuted_within"]
+
+#: Largest shift tried along one axis.
+MAX_SHIFT = 2
+
+
+def _layouts(shape):
+    """``(how, move)`` for every permutation of the axes that yields ``shape`` again."""
+    nd = len(shape)
+    for p in permutations(range(nd)):
+        if p == tuple(range(nd)):
+            continue
+        moved = tuple(shape[i] for i in p)
+        if moved == tuple(shape):
+            swapped = [i for i in range(nd) if p[i] != i]
+            if len(swapped) == 2:
+                how = f"with axes {swapped[0]} and {swapped[1]} swapped (transposed)"
+            else:
+                how = f"with its axes permuted to {p}"
+            yield how, (lambda arr, p=p: np.transpose(arr, p))
+            continue
+        inv = tuple(int(i) for i in np.argsort(p))
+        yield (f"laid out with its axes in the order {p} and then reshaped to {tuple(shape)}: "
+               f"a reshape where the transpose {inv} belongs (a layout such as NHWC read as "
+               f"NCHW)", (lambda arr, p=p: np.transpose(arr, p).reshape(shape)))
+        yield (f"reshaped to the shape {moved} and then transposed by {inv}: a transpose "
+               f"where a reshape belongs",
+               (lambda arr, moved=moved, inv=inv: arr.reshape(moved).transpose(inv)))
+
+
+def fit_axes_permuted(ev):
+    """``A`` is ``N`` with its axes permuted (and possibly reshaped)."""
+    if not ev.n_failed or ev.a.ndim < 2 or ev.a.ndim > 5:
+        return None
+    for how, move in _layouts(ev.a.shape):
+        fit = fit_claim(ev, move(ev.n), move(ev.tol))
+        if fit is not None:
+            return fit._replace(params={"how": how})
+    return None
+
+
+def fit_reversed(ev):
+    """``A`` is ``N`` reversed along one or more axes."""
+    if not ev.n_failed:
+        return None
+    axes = [i for i, n in enumerate(ev.a.shape) if n > 1]
+    for r in range(1, len(axes) + 1):
+        for sub in combinations(axes, r):
+            fit = fit_claim(ev, np.flip(ev.n, sub), np.flip(ev.tol, sub))
+            if fit is not None:
+                what = (f"axis {sub[0]}" if r == 1 else
+                        "axes " + ", ".join(map(str, sub)))
+                return fit._replace(params={"axes": list(sub), "axes_text": what})
+    return None
+
+
+def _shifted(arr, axis, by):
+    """``out[i] = arr[i - by]`` along ``axis`` (zero where ``i - by`` is outside)."""
+    out = np.zeros_like(arr)
+    n = arr.shape[axis]
+    src = [slice(None)] * arr.ndim
+    dst = [slice(None)] * arr.ndim
+    if by > 0:
+        src[axis], dst[axis] = slice(0, n - by), slice(by, n)
+    else:
+        src[axis], dst[axis] = slice(-by, n), slice(0, n + by)
+    out[tuple(dst)] = arr[tuple(src)]
+    return out
+
+
+def fit_shifted(ev):
+    """``A[i] = N[i - s]`` along one axis, or two (``s`` in ±1, ±2), the others in place."""
+    if not ev.n_failed:
+        return None
+    shape = ev.a.shape
+    usable = [a for a, n in enumerate(shape) if n >= 3]
+    for r in (1, 2):
+        for axes in combinations(usable, r):
+            for by in (1, -1, 2, -2):
+                if any(2 * abs(by) >= shape[a] for a in axes):
+                    continue
+                where = np.ones(shape, bool)
+                p, t = ev.n, ev.tol
+                for a in axes:
+                    where = _shifted(where, a, by)
+                    p, t = _shifted(p, a, by), _shifted(t, a, by)
+                fit = fit_claim(ev, p, t, where=where)
+                if fit is not None:
+                    sign = "-" if by > 0 else "+"
+                    formula = ", ".join(f"i{a} {sign} {abs(by)}" for a in axes)
+                    names = " and ".join(f"axis {a}" for a in axes)
+                    return fit._replace(params={"axes": list(axes), "by": by,
+                                                "axes_text": names + (" only" if r == 1 and
+                                                                      len(shape) > 1 else ""),
+                                                "formula": f"A[…] = N[{formula}]"})
+    return None
+
+
+def _rank_placed(a, n, axis):
+    """``N``'s values placed in ``A``'s order along ``axis`` (None: the whole array)."""
+    if axis is None:
+        out = np.empty(n.size)
+        out[np.argsort(a, axis=None, kind="stable")] = np.sort(n, axis=None)
+        return out.reshape(a.shape)
+    order = np.argsort(a, axis=axis, kind="stable")
+    out = np.empty_like(n)
+    np.put_along_axis(out, order, np.sort(n, axis=axis), axis=axis)
+    return out
+
+
+def fit_permuted_within(ev):
+    """Each slice along one axis (or the whole array) holds ``N``'s values, reordered."""
+    if not ev.n_failed or not ev.keep.all():
+        return None
+    for axis in [*range(ev.a.ndim), None]:
+        size = ev.a.size if axis is None else ev.a.shape[axis]
+        if size < 3:
+            continue
+        predicted = _rank_placed(ev.a, ev.n, axis)
+        spread = np.broadcast_to(np.max(ev.tol, axis=axis, keepdims=True), ev.a.shape)
+        fit = fit_claim(ev, predicted, spread)
+        if fit is not None:
+            where = "the whole array" if axis is None else f"every slice along axis {axis}"
+            return fit._replace(params={"axis": axis, "where": where,
+                                        "moved": int(np.sum(np.abs(ev.a - ev.n) > ev.tol))})
+    return None

@@ -1,0 +1,209 @@
+"""Generic causes of a mask: the mismatches lie exactly in a set one can name.
+
+Two families of sets:
+
+- **by the input's value**: every informative element with ``x`` below (or above, or
+  outside an interval around) a threshold mismatches and no other does -- a clip or a
+  saturation not masked, a sign term missing where ``x < 0``. The threshold is read from
+  the data (the gap between the mismatching and the agreeing values) and named with the
+  simplest number in that gap.
+- **by position**: every mismatch lies in one index along an axis (a batch item, a
+  channel), within a few positions of the ends of some axes (a border: a padding's
+  contributions not added back), or on every ``s``-th position along one or two axes
+  (where windows taken with stride ``s`` overlap: an accumulation written as an
+  assignment). A positional set must be small enough that the mismatches could not fall
+  in it by chance: with ``k`` mismatches among the ``n`` informative elements, of which
+  ``m`` lie in the set, :math:`(m/n)^k <` :data:`CHANCE`.
+
+On the set, the analytic gradient is then described by the first of: zero (``dropped``),
+nonzero where the numerical one is zero (``leaks``), the numerical one with its sign
+flipped (``sign``), a constant times it (``scaled``), or anything else (``wrong``); off
+the set it equals the numerical one.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+
+from gradcheck.checker._fit import SLACK, clear_mismatch, fit_claim, informative
+
+__all__ = ["fit_value_mask", "fit_position_mask", "CHANCE", "RELATION_TEXT", "VALUE_MEANING"]
+
+#: Largest chance that the mismatches fall in a positional set at random.
+CHANCE = 1e-3
+
+#: What a value mask means, by the relation found on it.
+VALUE_MEANING = {
+    "dropped": "the backward masks out a range of x where f does depend on x (a mask with "
+               "the wrong threshold or comparison)",
+    "leaks": "a clip or saturation whose flat part is not masked in the backward (the "
+             "derivative there is 0)",
+    "sign": "a sign term is missing on that range (the derivative of |x| is sign(x))",
+    "scaled": "that range's branch has the wrong slope (a leaky slope or a branch's constant)",
+    "wrong": "that range's branch of the derivative is wrong",
+}
+
+RELATION_TEXT = {
+    "dropped": "the analytic gradient is zero there",
+    "leaks": "the analytic gradient is nonzero there while f does not depend on those "
+             "elements (the numerical gradient is zero)",
+    "sign": "the analytic gradient has the wrong sign there",
+    "scaled": "the analytic gradient is {factor:.6g} times the numerical one there",
+    "wrong": "the analytic gradient is wrong there",
+}
+
+
+def _relation(ev, mask):
+    """The first relation on ``mask`` that fits (``A = N`` off the mask), as a Fit."""
+    n, tol = ev.n, ev.tol
+    inside = mask & ev.keep
+    fit = fit_claim(ev, np.where(mask, 0.0, n))
+    if fit is not None:
+        return fit, "dropped", {}
+    off = fit_claim(ev, n, where=~mask)
+    if off is None:
+        return None
+    if np.all(np.abs(n[inside]) <= SLACK * tol[inside]):
+        return off, "leaks", {}
+    fit = fit_claim(ev, np.where(mask, -n, n))
+    if fit is not None:
+        return fit, "sign", {}
+    nn = float(np.dot(n[inside], n[inside]))
+    if nn > 0:
+        c = float(np.dot(ev.a[inside], n[inside]) / nn)
+        fit = fit_claim(ev, np.where(mask, c * n, n), np.where(mask, abs(c) * tol, 0.0))
+        if fit is not None:
+            return fit, "scaled", {"factor": c}
+    return off, "wrong", {}
+
+
+def _value_sets(x, fail, info):
+    """``(text, mask)`` for value sets whose informative part is exactly ``fail``."""
+    xs, fs = x[info], fail[info]
+    k = int(fs.sum())
+    if k < 2 or xs.size - k < 2:
+        return
+    order = np.argsort(xs, kind="stable")
+    f_sorted, x_sorted = fs[order], xs[order]
+    runs = np.flatnonzero(np.diff(f_sorted.astype(np.int8))) + 1   # where F switches
+    if runs.size == 1:
+        i = runs[0]
+        lo, hi = x_sorted[i - 1], x_sorted[i]
+        if lo == hi:
+            return
+        below = bool(f_sorted[0])
+        t = 0.0 if lo < 0 < hi else (lo + hi) / 2
+        if t == 0:
+            yield ("x < 0 (the negative inputs)" if below else "x > 0 (the positive inputs)",
+                   x < 0 if below else x > 0)
+        else:
+            text = f"x {'<' if below else '>'} t for a threshold t between {lo:.4g} and {hi:.4g}"
+            yield text, (x < t if below else x > t)
+    elif runs.size == 2 and f_sorted[0]:
+        i, j = runs
+        if x_sorted[i - 1] == x_sorted[i] or x_sorted[j - 1] == x_sorted[j]:
+            return
+        lo = (x_sorted[i - 1] + x_sorted[i]) / 2
+        hi = (x_sorted[j - 1] + x_sorted[j]) / 2
+        yield (f"x is outside an interval [a, b], a between {x_sorted[i - 1]:.4g} and "
+               f"{x_sorted[i]:.4g}, b between {x_sorted[j - 1]:.4g} and {x_sorted[j]:.4g}",
+               (x < lo) | (x > hi))
+
+
+def fit_value_mask(ev):
+    """Mismatches exactly where ``x`` is below / above / outside a threshold."""
+    known = getattr(ev, "known", None)
+    x = None if known is None or known.x is None else np.asarray(known.x, np.float64)
+    if not ev.n_failed or x is None or x.shape != ev.a.shape:
+        return None
+    fail = clear_mismatch(ev)
+    for text, mask in _value_sets(x, fail, informative(ev)):
+        found = _relation(ev, mask)
+        if found is not None:
+            fit, relation, extra = found
+            return fit._replace(params={"where": text, "relation": relation, **extra,
+                                        "relation_text": RELATION_TEXT[relation].format(**extra),
+                                        "meaning": VALUE_MEANING[relation],
+                                        "count": int(fail.sum())})
+    return None
+
+
+def _slab(shape, axis, where):
+    mask = np.zeros(shape, bool)
+    idx = [slice(None)] * len(shape)
+    idx[axis] = where
+    mask[tuple(idx)] = True
+    return mask
+
+
+def _position_sets(shape, role):
+    """``(text, meaning, mask)`` for the positional sets (see the module notes)."""
+    from gradcheck.checker._cause_scale import axis_label
+
+    nd = len(shape)
+    for axis, n in enumerate(shape):
+        if n > 1:
+            for i in range(n):
+                yield (f"index {i} along {axis_label(role, axis)}",
+                       "one item or channel is dropped or mangled (a loop bound or an index "
+                       "off by one)", _slab(shape, axis, i))
+    for width in (1, 2, 3):
+        for r in range(1, nd + 1):
+            for axes in combinations([a for a in range(nd) if shape[a] > 2 * width + 1], r):
+                mask = np.zeros(shape, bool)
+                for a in axes:
+                    n = shape[a]
+                    mask |= _slab(shape, a, np.r_[0:width, n - width:n])
+                names = " and ".join(axis_label(role, a) for a in axes)
+                yield (f"the {width} position{'s' if width > 1 else ''} nearest either end of "
+                       f"{names} (a border)",
+                       "the contributions of a padding or an edge are not added back, or are "
+                       "cropped at the wrong place", mask)
+    for step in (2, 3, 4):
+        for r in (1, 2):
+            for axes in combinations([a for a in range(nd) if shape[a] >= 2 * step + 1], r):
+                for phase in range(step):
+                    for inner in (False, True):
+                        mask = np.zeros(shape, bool)
+                        for a in axes:
+                            at = np.arange(phase, shape[a], step)
+                            if inner:          # where two windows overlap: not the ends
+                                at = at[(at > 0) & (at < shape[a] - 1)]
+                            mask |= _slab(shape, a, at)
+                        names = " or ".join(axis_label(role, a) for a in axes)
+                        nth = f"{step}{'nd' if step == 2 else 'rd' if step == 3 else 'th'}"
+                        yield (f"positions ≡ {phase} (mod {step}) along {names} (every {nth} "
+                               f"position{', not the ends' if inner else ''})",
+                               f"where windows taken with stride {step} overlap, an "
+                               f"accumulation (+=) written as an assignment (=), or an "
+                               f"overlap counted once", mask)
+
+
+def fit_position_mask(ev):
+    """All mismatches lie in a small positional set (one index, a border, a period)."""
+    if not ev.n_failed:
+        return None
+    fail = clear_mismatch(ev)
+    info = informative(ev)
+    k, n_info = int(fail.sum()), int(info.sum())
+    if k < 2 or n_info == 0:
+        return None
+    candidates = []
+    for text, meaning, mask in _position_sets(ev.a.shape, getattr(ev, "role", None)):
+        if (fail & ~mask).any():
+            continue
+        m = int((mask & info).sum())
+        if m >= n_info or (m / n_info) ** k >= CHANCE:
+            continue
+        candidates.append((m, text, meaning, mask))
+    for m, text, meaning, mask in sorted(candidates, key=lambda c: c[0]):
+        found = _relation(ev, mask)
+        if found is not None:
+            fit, relation, extra = found
+            return fit._replace(params={"where": text, "meaning": meaning,
+                                        "relation": relation, **extra,
+                                        "relation_text": RELATION_TEXT[relation].format(**extra),
+                                        "count": k})
+    return None

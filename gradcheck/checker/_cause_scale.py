@@ -1,0 +1,158 @@
+r"""Generic causes of scale: ``A = c N`` everywhere, or with one factor per slice.
+
+The factor is fitted by least squares, :math:`c = \langle A, N\rangle / \langle N, N
+\rangle` (per slice along one axis for :func:`fit_scale_per_slice`), and named when it is
+recognisable: a size of the problem (``1/8`` with a batch of 8 is a mean where a sum
+belongs), its square root (attention's :math:`1/\sqrt{d}`), 2 or 1/2, a simple fraction.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from itertools import combinations
+
+import numpy as np
+
+from gradcheck.checker._fit import MIN_PER_PARAMETER, SLACK, fit_claim, slices_along
+
+__all__ = ["fit_sign", "fit_scale", "fit_scale_per_slice", "name_factor", "axis_label"]
+
+
+def axis_label(role, axis: int) -> str:
+    """``"axis 1 (channel)"`` when the role says what the axis is, else ``"axis 1"``."""
+    if role is not None and role.batch_axis == axis:
+        return f"axis {axis} (batch)"
+    if role is not None and axis in role.channel_axes:
+        return f"axis {axis} (channel)"
+    return f"axis {axis}"
+
+
+def _named_sizes(shape, known) -> list[tuple[str, int]]:
+    """Sizes a factor may be: each axis of this argument, products of several of its
+    axes, and the caller's named sizes (other arguments, the output), single axes before
+    products, and this argument's before the output's before the others'."""
+    own = [(f"size of axis {i}", int(n)) for i, n in enumerate(shape)]
+    for r in range(2, len(shape) + 1):
+        for axes in combinations(range(len(shape)), r):
+            own.append((f"product of axes {', '.join(map(str, axes))}",
+                        int(np.prod([shape[i] for i in axes]))))
+    given = [(label, int(n)) for label, n in (known.sizes if known else ())]
+    ranked = [((label.startswith("product"), 0), (label, n)) for label, n in own]
+    ranked += [((label.startswith("product"), 1 if label.endswith("the output") else 2),
+                (label, n)) for label, n in given]
+    ranked.sort(key=lambda item: item[0])
+    return [(label, n) for _, (label, n) in ranked if n > 4]
+
+
+def _factor_uncertainty(ev, c) -> float:
+    """How far the least-squares factor may be off from the tolerance alone."""
+    n, t = ev.n[ev.keep], ev.tol[ev.keep]
+    nn = float(np.dot(n, n))
+    return SLACK * float(np.sqrt(np.dot(t * t, n * n)) / nn) * (1 + abs(c)) if nn else np.inf
+
+
+def name_factor(c: float, shape, known=None, uncertainty: float = 0.0) -> tuple[str, str]:
+    """``(text, meaning)`` for a scale factor ``c``: ``("1/8 (size of axis 0)", "too
+    small by ...")``. ``uncertainty`` is how far ``c`` may be off."""
+    close = max(uncertainty, 1e-9 * abs(c))
+    sign = "; its sign is flipped as well" if c < 0 else ""
+    m = abs(c)
+    sizes = _named_sizes(shape, known)
+
+    def labels(value):
+        found = list(dict.fromkeys(label for label, n in sizes if abs(value - n) <= close * n))
+        return " or ".join(found[:2]) + (" or …" if len(found) > 2 else "")
+
+    minus = "-" if c < 0 else ""
+    for n in sorted({n for _, n in sizes}):
+        if abs(m - n) <= close:
+            return (f"{minus}{n} ({labels(n)})",
+                    f"a division by {n} was forgotten (a mean computed as a sum){sign}")
+        if abs(m - 1 / n) <= close:
+            return (f"{minus}1/{n} ({labels(n)})",
+                    f"divided by {n} where it should not be (a mean where a sum belongs, or "
+                    f"the 1/{n} applied twice){sign}")
+    for n in sorted({n for _, n in sizes}):
+        root = float(np.sqrt(n))
+        if abs(m - root) <= close:
+            return (f"{c:.6g} = {minus}√{n} ({labels(n)})",
+                    f"a 1/√{n} scale was forgotten (attention's 1/√d){sign}")
+        if abs(m - 1 / root) <= close:
+            return (f"{c:.6g} = {minus}1/√{n} ({labels(n)})",
+                    f"a 1/√{n} scale applied twice{sign}")
+    frac = Fraction(m).limit_denominator(64)
+    if frac != 0 and abs(float(frac) - m) <= max(close, 1e-6 * m):
+        text = (f"{'-' if c < 0 else ''}"
+                + (str(frac.numerator) if frac.denominator == 1
+                   else f"{frac.numerator}/{frac.denominator}"))
+        if frac == 2:
+            return text, f"a factor of 2 too many (a term counted twice){sign}"
+        if frac == Fraction(1, 2):
+            return text, f"a factor of 2 missing (the 2 of d(x²)/dx = 2x?){sign}"
+        return text, (f"a constant factor is wrong (a missing or extra mean, sum, or factor "
+                      f"of 2){sign}")
+    return f"{c:.6g}", (f"a constant factor is wrong ({c:.6g}: a temperature, step or "
+                        f"epsilon where it does not belong?)")
+
+
+def fit_sign(ev):
+    """``A = -N`` everywhere."""
+    if not ev.n_failed:
+        return None
+    return fit_claim(ev, -ev.n, ev.tol, factor=-1.0)
+
+
+def fit_scale(ev):
+    """``A = c N`` everywhere for one constant ``c`` (not 1, not -1)."""
+    n, a = ev.n[ev.keep], ev.a[ev.keep]
+    nn = float(np.dot(n, n))
+    if not ev.n_failed or nn == 0:
+        return None
+    c = float(np.dot(a, n) / nn)
+    if abs(c) <= 1e-12 or abs(c - 1) <= 1e-9 or abs(c + 1) <= 1e-9:
+        return None
+    fit = fit_claim(ev, c * ev.n, abs(c) * ev.tol, factor=c)
+    if fit is None:
+        return None
+    known = getattr(ev, "known", None)
+    text, meaning = name_factor(c, ev.a.shape, known, _factor_uncertainty(ev, c))
+    return fit._replace(params={**fit.params, "factor_text": text, "meaning": meaning})
+
+
+def _per_slice_factors(ev, axis):
+    labels, count = slices_along(ev.a.shape, tuple(i for i in range(ev.a.ndim) if i != axis))
+    k = labels[ev.keep]
+    an = np.bincount(k, weights=ev.a[ev.keep] * ev.n[ev.keep], minlength=count)
+    nn = np.bincount(k, weights=ev.n[ev.keep] ** 2, minlength=count)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.where(nn > 0, an / np.where(nn > 0, nn, 1.0), 1.0)
+    return c, labels
+
+
+def fit_scale_per_slice(ev):
+    """``A = c_k N`` on slice ``k`` along one axis (a factor per channel, per batch item)."""
+    if not ev.n_failed:
+        return None
+    for axis, size in enumerate(ev.a.shape):
+        if size < 2 or ev.keep.sum() < MIN_PER_PARAMETER * size:
+            continue
+        c, labels = _per_slice_factors(ev, axis)
+        if np.ptp(c) <= 1e-12 * np.max(np.abs(c)):
+            continue                       # one factor: a global scale, not this cause
+        fit = fit_claim(ev, c[labels] * ev.n, np.abs(c[labels]) * ev.tol)
+        if fit is None:
+            continue
+        role = getattr(ev, "role", None)
+        where = axis_label(role, axis)
+        off = np.flatnonzero(np.abs(c - 1) > 1e-6)
+        if off.size < 2:
+            continue                       # one slice off: a mask (a region), named there
+        shown = ", ".join(f"{v:.6g}" for v in c[:8]) + (", …" if c.size > 8 else "")
+        how = f"a different factor per index along {where}: {shown}"
+        near = float(np.max(np.abs(c - 1)))
+        if near < 1e-2:
+            how += (f" (all within {near:.2g} of 1: a small term such as an epsilon "
+                    f"differs between the forward and the backward pass)")
+        return fit._replace(params={"axis": axis, "axis_text": where,
+                                    "factors": [float(v) for v in c], "how": how})
+    return None

@@ -1,0 +1,79 @@
+"""What a mismatch looks like, when no cause fits: where it is and how large.
+
+Where: how many elements, and along which axes they are confined (the indices that hold
+a mismatch, when not all do), on which side of zero ``x`` is there, where either side is
+zero. How large: the worst element with both values and its excess over the tolerance,
+the typical size of ``|A - N|`` relative to ``|N|`` at the mismatches, and the overall
+norm ratio and cosine of the two gradients.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gradcheck.checker._fit import SLACK
+
+__all__ = ["describe"]
+
+
+def _indices(idx) -> str:
+    idx = [int(i) for i in idx]
+    if len(idx) > 6:
+        return f"{len(idx)} indices ({', '.join(map(str, idx[:3]))}, …, {idx[-1]})"
+    return ("index " if len(idx) == 1 else "indices ") + ", ".join(map(str, idx))
+
+
+def _where(ev, failed) -> list[str]:
+    parts = []
+    for axis, n in enumerate(ev.a.shape):
+        if n < 2:
+            continue
+        hit = np.flatnonzero(np.any(np.moveaxis(failed, axis, 0).reshape(n, -1), axis=1))
+        if 0 < hit.size < n:
+            parts.append(f"only at {_indices(hit)} of axis {axis} (of {n})")
+    known = getattr(ev, "known", None)
+    x = None if known is None or known.x is None else np.asarray(known.x, np.float64)
+    if x is not None and x.shape == ev.a.shape and failed.sum() > 1:
+        xs = x[failed]
+        if np.all(xs < 0):
+            parts.append("all where x < 0")
+        elif np.all(xs > 0):
+            parts.append("all where x > 0")
+    zero_a = failed & (np.abs(ev.a) <= SLACK * ev.tol)
+    zero_n = failed & (np.abs(ev.n) <= SLACK * ev.tol)
+    if zero_a.any():
+        parts.append(f"the analytic gradient is zero at {int(zero_a.sum())} of them")
+    if zero_n.any():
+        parts.append(f"the numerical gradient is zero at {int(zero_n.sum())} of them")
+    return parts
+
+
+def describe(ev) -> tuple[str, dict]:
+    """``(message, evidence)`` describing the mismatch of ``ev`` (see the module notes)."""
+    failed = ev.failed
+    k, total = int(failed.sum()), int(ev.keep.sum())
+    a, n = ev.a, ev.n
+    excess = np.where(failed, np.abs(a - n) / np.maximum(ev.tol, np.finfo(float).tiny), -1.0)
+    worst = np.unravel_index(int(np.argmax(excess)), a.shape) if a.size else ()
+    idx = tuple(int(i) for i in worst)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.abs(a - n)[failed] / np.maximum(np.abs(n[failed]), np.finfo(float).tiny)
+    typical = float(np.median(rel)) if rel.size else 0.0
+    na, nn = float(np.linalg.norm(a[ev.keep])), float(np.linalg.norm(n[ev.keep]))
+    ratio = na / nn if nn else float("inf")
+    cosine = float(np.dot(a[ev.keep], n[ev.keep]) / (na * nn)) if na and nn else 0.0
+    where = _where(ev, failed)
+    text = (f"No known cause fits. The mismatch: {k} of {total} elements"
+            + ("; " + "; ".join(where) if where else ", spread over every axis") + ". ")
+    if k:
+        text += (f"Largest at {idx}: analytic {a[worst]:.6g}, numeric {n[worst]:.6g} "
+                 f"(|diff| {abs(a[worst] - n[worst]):.3g}, {excess[worst]:.3g} × the "
+                 f"tolerance); ")
+        text += (f"|A − N| is typically {typical:.2g} × |N| at the mismatches; " if
+                 np.isfinite(typical) and typical < 1e6 else "")
+    text += f"overall |A|/|N| = {ratio:.4g}, cosine {cosine:.4g}."
+    evidence = {"misfit_before": float(excess.max()) if k else 0.0, "failed_elements": k,
+                "largest_numeric": float(np.max(np.abs(n[ev.keep]))) if total else 0.0,
+                "where": where, "worst_index": list(idx), "typical_relative_error": typical,
+                "norm_ratio": ratio, "cosine": cosine}
+    return text, evidence

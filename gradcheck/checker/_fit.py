@@ -1,0 +1,155 @@
+r"""The test of fit every generic cause uses, and what a cause may know about the argument.
+
+A *claim* says what the buggy backward pass returned, as a prediction ``P`` made from the
+numerical gradient ``N`` (``P = c N``, ``P = N`` with an axis reversed, ``P = N + D`` for
+a fitted missing term ``D``, …). Measured in units of the check's own tolerance
+:math:`\tau_j`:
+
+.. math:: \text{before} = \max_j \frac{|A_j - N_j|}{\tau_j + s_j}, \qquad
+          \text{after} = \max_j \frac{|A_j - P_j|}{\tau_j + s_j}
+
+where :math:`s_j` is the uncertainty ``N``'s error carries into ``P`` (``|c| τ`` for
+``P = c N``, ``τ`` moved along for a permutation). A claim is named only when
+
+1. it fits: ``after <= SLACK`` on every element the claim constrains (elements at a kink
+   are left out; a shift leaves the edge it shifts in unconstrained); and
+2. what it explains is beyond noise: ``before > 2 SLACK`` -- some element is wrong by
+   more than twice what the claim itself is allowed to be off. A claim that "fits" a
+   mismatch no larger than its own slack (a factor 1.00001 fitted to float32 values,
+   one of whose numerical side was off) explains nothing; the mismatch is then only
+   described.
+
+A claim fitted with free parameters (a factor per slice, a term per slice) may use at
+most one parameter per :data:`MIN_PER_PARAMETER` elements it constrains: with fewer,
+anything fits.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+__all__ = ["SLACK", "MIN_PER_PARAMETER", "Known", "Fit", "fit_claim", "misfit", "clear_mismatch",
+           "slices_along", "informative", "named_sizes"]
+
+#: A claim fits when every element agrees within SLACK x the check's tolerance.
+SLACK = 4.0
+#: Elements a fitted claim must constrain per free parameter.
+MIN_PER_PARAMETER = 2
+
+
+class Known(NamedTuple):
+    """What the checker knows about one failing argument beyond ``A``, ``N`` and ``τ``.
+
+    Every field may be missing (None, empty); a cause that needs one it lacks is skipped.
+
+    x : ndarray
+        The argument's value (thresholds, element-wise relations, terms in ``x``).
+    sizes : tuple of (str, int)
+        Named sizes to recognise in a factor: every axis of every argument and of ``f``'s
+        output and the products of several, e.g. ``("size of axis 0 of x", 8)``
+        (:func:`named_sizes`).
+    cotangent : ndarray
+        The cotangent ``R`` the check used (shape of ``f``'s output).
+    backward : callable
+        ``backward(R) -> this argument's analytic gradient`` for another cotangent: the
+        backward under test, called again (linearity).
+    forward : callable
+        ``forward(value) -> f's output`` with the other arguments fixed (derivative at the
+        output).
+    """
+
+    x: np.ndarray | None = None
+    sizes: tuple = ()
+    cotangent: np.ndarray | None = None
+    backward: Callable | None = None
+    forward: Callable | None = None
+
+
+class Fit(NamedTuple):
+    """A claim that fits: its prediction, the misfit before and after, its parameters."""
+
+    predicted: np.ndarray
+    before: float
+    after: float
+    params: dict
+
+
+def misfit(a, p, scale) -> float:
+    """Largest ``|a - p|`` in units of ``scale`` (0 for no elements)."""
+    if np.size(a) == 0:
+        return 0.0
+    return float(np.max(np.abs(a - p) / np.maximum(scale, np.finfo(float).tiny)))
+
+
+def fit_claim(ev, predicted, spread=None, where=None, **params) -> Fit | None:
+    """The claim ``A = predicted`` against the evidence ``ev`` (see the module notes).
+
+    ``spread`` widens the tolerance where the prediction inherits ``N``'s uncertainty;
+    ``where`` (bool, shaped like ``A``) limits the elements the claim constrains.
+    Returns a :class:`Fit`, or None when the claim does not fit or explains only noise.
+    """
+    keep = ev.keep if where is None else (ev.keep & where)
+    if not keep.any():
+        return None
+    p = np.asarray(predicted, np.float64)
+    scale = ev.tol[keep]
+    if spread is not None:
+        scale = scale + np.broadcast_to(np.asarray(spread, np.float64), ev.a.shape)[keep]
+    a = ev.a[keep]
+    after = misfit(a, p[keep], scale)
+    if not after <= SLACK:
+        return None
+    # beyond noise: measured on all kept elements, a claim must explain a clear mismatch
+    full_scale = ev.tol[ev.keep] if spread is None else (
+        ev.tol + np.broadcast_to(np.asarray(spread, np.float64), ev.a.shape))[ev.keep]
+    before = misfit(ev.a[ev.keep], ev.n[ev.keep], full_scale)
+    if not before > 2 * SLACK:
+        return None
+    return Fit(p, before, after, dict(params))
+
+
+def clear_mismatch(ev) -> np.ndarray:
+    """Elements (kept) wrong by more than SLACK x their tolerance: the ones to explain."""
+    return ev.keep & (np.abs(ev.a - ev.n) > SLACK * ev.tol)
+
+
+def informative(ev) -> np.ndarray:
+    """Elements (kept) where either side is distinguishable from zero: where a mask could
+    show at all (a mask over elements whose gradient is zero on both sides changes
+    nothing)."""
+    return ev.keep & ((np.abs(ev.a) > SLACK * ev.tol) | (np.abs(ev.n) > SLACK * ev.tol))
+
+
+def slices_along(shape, axes) -> tuple[np.ndarray, int]:
+    """Label every element by its slice when ``axes`` are summed over: ``(labels, count)``.
+
+    ``labels`` has ``shape``; elements that differ only along ``axes`` share a label.
+    """
+    keep_axes = [i for i in range(len(shape)) if i not in axes]
+    if not keep_axes:
+        return np.zeros(shape, np.intp), 1
+    sub = [shape[i] for i in keep_axes]
+    grid = np.indices(shape)[keep_axes]
+    labels = np.ravel_multi_index(tuple(grid), sub)
+    return labels, int(np.prod(sub))
+
+
+def named_sizes(shapes) -> tuple:
+    """``(label, size)`` for every axis of every named shape, and every product of two or
+    more axes of one shape: the sizes a wrong factor may be (a batch, ``N·H·W``).
+
+    >>> named_sizes({"x": (2, 3)})
+    (('size of axis 0 of x', 2), ('size of axis 1 of x', 3), ('product of axes 0, 1 of x', 6))
+    """
+    out = []
+    for name, shape in shapes.items():
+        shape = tuple(int(n) for n in shape)
+        out.extend((f"size of axis {i} of {name}", n) for i, n in enumerate(shape))
+        for r in range(2, len(shape) + 1):
+            for axes in combinations(range(len(shape)), r):
+                out.append((f"product of axes {', '.join(map(str, axes))} of {name}",
+                            int(np.prod([shape[i] for i in axes]))))
+    return tuple(out)
