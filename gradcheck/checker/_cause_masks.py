@@ -1,12 +1,16 @@
-"""Generic causes of a mask: the mismatches lie exactly in a set one can name.
+r"""Generic causes of a mask: the mismatches lie exactly in a set one can name.
 
 Two families of sets:
 
 - **by the input's value**: every informative element with ``x`` below (or above, or
-  outside an interval around) a threshold mismatches and no other does -- a clip or a
+  outside an interval) a threshold mismatches and no other does -- a clip or a
   saturation not masked, a sign term missing where ``x < 0``. The threshold is read from
-  the data (the gap between the mismatching and the agreeing values) and named with the
-  simplest number in that gap.
+  the data (the gap between the mismatching and the agreeing values; 0 when the gap
+  holds it). Such a set must be unlikely by chance: ``k`` mismatches among ``n``
+  informative elements fall into one of the ``k + 1`` patterns tried with probability
+  :math:`(k+1)/\binom{n}{k}`, which must stay below :data:`CHANCE`
+  (:data:`STRUCTURED_ODDS` times that when the relation on the set has a structure of
+  its own: zero, a flipped sign, one factor, nonzero where ``f`` is flat).
 - **by position**: every mismatch lies in one index along an axis (a batch item, a
   channel), within a few positions of the ends of some axes (a border: a padding's
   contributions not added back), or on every ``s``-th position along one or two axes
@@ -23,6 +27,7 @@ the set it equals the numerical one.
 
 from __future__ import annotations
 
+import math
 from itertools import combinations
 
 import numpy as np
@@ -31,8 +36,10 @@ from gradcheck.checker._fit import SLACK, clear_mismatch, fit_claim, informative
 
 __all__ = ["fit_value_mask", "fit_position_mask", "CHANCE", "RELATION_TEXT", "VALUE_MEANING"]
 
-#: Largest chance that the mismatches fall in a positional set at random.
+#: Largest chance that the mismatches fall in a named set at random.
 CHANCE = 1e-3
+#: How much likelier a value set may be when the relation on it is structured.
+STRUCTURED_ODDS = 50
 
 #: What a value mask means, by the relation found on it.
 VALUE_MEANING = {
@@ -79,12 +86,19 @@ def _relation(ev, mask):
     return off, "wrong", {}
 
 
+def _value_chance(n: int, k: int) -> float:
+    """The chance that ``k`` of ``n`` elements chosen at random form one of the ``k + 1``
+    patterns tried (all below a threshold, all above, or some at each end)."""
+    return (k + 1) / math.comb(n, k)
+
+
 def _value_sets(x, fail, info):
-    """``(text, mask)`` for value sets whose informative part is exactly ``fail``."""
+    """``(text, mask, chance)`` for value sets whose informative part is exactly ``fail``."""
     xs, fs = x[info], fail[info]
     k = int(fs.sum())
     if k < 2 or xs.size - k < 2:
         return
+    chance = _value_chance(xs.size, k)
     order = np.argsort(xs, kind="stable")
     f_sorted, x_sorted = fs[order], xs[order]
     runs = np.flatnonzero(np.diff(f_sorted.astype(np.int8))) + 1   # where F switches
@@ -97,10 +111,10 @@ def _value_sets(x, fail, info):
         t = 0.0 if lo < 0 < hi else (lo + hi) / 2
         if t == 0:
             yield ("x < 0 (the negative inputs)" if below else "x > 0 (the positive inputs)",
-                   x < 0 if below else x > 0)
+                   x < 0 if below else x > 0, chance)
         else:
             text = f"x {'<' if below else '>'} t for a threshold t between {lo:.4g} and {hi:.4g}"
-            yield text, (x < t if below else x > t)
+            yield text, (x < t if below else x > t), chance
     elif runs.size == 2 and f_sorted[0]:
         i, j = runs
         if x_sorted[i - 1] == x_sorted[i] or x_sorted[j - 1] == x_sorted[j]:
@@ -109,7 +123,7 @@ def _value_sets(x, fail, info):
         hi = (x_sorted[j - 1] + x_sorted[j]) / 2
         yield (f"x is outside an interval [a, b], a between {x_sorted[i - 1]:.4g} and "
                f"{x_sorted[i]:.4g}, b between {x_sorted[j - 1]:.4g} and {x_sorted[j]:.4g}",
-               (x < lo) | (x > hi))
+               (x < lo) | (x > hi), chance)
 
 
 def fit_value_mask(ev):
@@ -119,9 +133,14 @@ def fit_value_mask(ev):
     if not ev.n_failed or x is None or x.shape != ev.a.shape:
         return None
     fail = clear_mismatch(ev)
-    for text, mask in _value_sets(x, fail, informative(ev)):
+    for text, mask, chance in _value_sets(x, fail, informative(ev)):
         found = _relation(ev, mask)
-        if found is not None:
+        # a set read off the data must be unlikely by chance; a relation on it with a
+        # structure of its own (zero, a sign, one factor, nonzero where f is flat) is
+        # evidence too, so the set may be STRUCTURED_ODDS times likelier than a bare
+        # "wrong there"
+        odds = 1 if found is None or found[1] == "wrong" else STRUCTURED_ODDS
+        if found is not None and chance < CHANCE * odds:
             fit, relation, extra = found
             return fit._replace(params={"where": text, "relation": relation, **extra,
                                         "relation_text": RELATION_TEXT[relation].format(**extra),

@@ -28,7 +28,7 @@ from itertools import combinations
 
 import numpy as np
 
-from gradcheck.checker._fit import MIN_PER_PARAMETER, fit_claim, slices_along
+from gradcheck.checker._fit import MIN_PER_PARAMETER, clear_mismatch, fit_claim, slices_along
 
 __all__ = ["fit_missing_term", "missing_term", "fit_rank_one", "fit_elementwise_relation", "BASES", "RELATIONS"]
 
@@ -159,7 +159,7 @@ def fit_rank_one(ev):
     if not ev.n_failed or not ev.keep.all() or ev.a.ndim < 2:
         return None
     d = ev.a - ev.n
-    big = np.abs(d) > ev.tol
+    big = clear_mismatch(ev)
     for axis in range(ev.a.ndim):
         m = np.moveaxis(d, axis, 0).reshape(ev.a.shape[axis], -1)
         rows, cols = m.shape

@@ -104,6 +104,9 @@ GENERIC_CAUSES = (
                  "f is element-wise, and the analytic gradient is R·f'(y): the derivative was "
                  "evaluated at the output y = f(x) instead of at x ({calls} more calls of f "
                  "were made to test this)."),
+    GenericCause("position_mask", fit_position_mask,
+                 "All {count} mismatches lie in {where}, and {relation_text}; everywhere else "
+                 "it agrees: {meaning}."),
     GenericCause("missing_term_cotangent", missing_term("cotangent"),
                  _T + "{coefficient} × the incoming gradient R: a path by which R reaches this "
                  "argument unchanged is missing or counted twice (the identity of a residual "
@@ -137,9 +140,6 @@ GENERIC_CAUSES = (
                  "largest singular values {singular_values}): one term of a sum of outer "
                  "products is missing or extra (one batch item's xₙᵀgₙ in a weight gradient: "
                  "a loop that skips an item?)."),
-    GenericCause("position_mask", fit_position_mask,
-                 "All {count} mismatches lie in {where}, and {relation_text}; everywhere else "
-                 "it agrees: {meaning}."),
 )
 
 
