@@ -107,6 +107,8 @@ GENERIC_CAUSES = (
     GenericCause("position_mask", fit_position_mask,
                  "All {count} mismatches lie in {where}, and {relation_text}; everywhere else "
                  "it agrees: {meaning}."),
+    GenericCause("scaled_per_slice", fit_scale_per_slice,
+                 "The analytic gradient is the numerical one scaled by {how}."),
     GenericCause("missing_term_cotangent", missing_term("cotangent"),
                  _T + "{coefficient} × the incoming gradient R: a path by which R reaches this "
                  "argument unchanged is missing or counted twice (the identity of a residual "
@@ -133,8 +135,6 @@ GENERIC_CAUSES = (
     GenericCause("missing_term_softmax_affine", missing_term("softmax_affine"),
                  _T + "a + b·softmax(x) {where}: a uniform weight (a mean) is used where the "
                  "softmax weights p belong (log-softmax's g − p·sum(g)?)."),
-    GenericCause("scaled_per_slice", fit_scale_per_slice,
-                 "The analytic gradient is the numerical one scaled by {how}."),
     GenericCause("missing_term_rank_one", fit_rank_one,
                  _T + "an outer product u vᵀ over axis {axis} and the other axes (rank one; "
                  "largest singular values {singular_values}): one term of a sum of outer "
