@@ -25,6 +25,8 @@ def _indices(idx) -> str:
 
 def _where(ev, failed) -> list[str]:
     parts = []
+    if failed.sum() == 1:
+        return [f"at {tuple(int(i) for i in np.argwhere(failed)[0])}"]
     for axis, n in enumerate(ev.a.shape):
         if n < 2:
             continue
