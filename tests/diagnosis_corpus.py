@@ -20,7 +20,9 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+
+import corpus_local as loc
+import corpus_mixing as mix
 
 __all__ = ["Case", "BUGS", "CORRECT", "HELD_OUT", "KINDS"]
 
@@ -50,481 +52,6 @@ def _rng(*seed):
 def _away(a, margin=0.15):
     """Push values away from 0 (the kinks of relu-like layers)."""
     return np.where(np.abs(a) < margin, np.sign(a + 1e-12) * margin + a, a)
-
-
-def _softmax(z, axis=-1):
-    e = np.exp(z - z.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-# ============================================================================ dense
-
-def dense_f(x, w, b):
-    return x @ w + b
-
-
-def dense_vjp(g, x, w, b, slip=None):
-    dx = g @ w.T
-    dw = x.T @ g
-    db = g.sum(0)
-    if slip == "dw_transposed":        # PyTorch's (out, in) layout: g.T @ x
-        dw = g.T @ x
-    if slip == "db_mean":
-        db = g.mean(0)
-    if slip == "dw_loop_from_1":       # for n in range(1, N): dw += outer(x[n], g[n])
-        dw = sum(np.outer(x[n], g[n]) for n in range(1, x.shape[0]))
-    return dx, dw, db
-
-
-def dense_relu_f(x, w):
-    return np.maximum(x @ w, 0)
-
-
-def dense_relu_vjp(g, x, w, slip=None):
-    z = x @ w
-    d = g if slip == "relu_mask_missing" else g * (z > 0)
-    return d @ w.T, x.T @ d
-
-
-def mse_l2_f(w, x, t, lam=0.03):
-    r = x @ w - t
-    return np.asarray(np.mean(r * r) + 0.5 * lam * np.sum(w * w))
-
-
-def mse_l2_vjp(g, w, x, t, lam=0.03, slip=None):
-    r = x @ w - t
-    dr = 2 * r / r.size
-    if slip == "two_missing":
-        dr = r / r.size
-    dw = x.T @ dr + (0 if slip == "decay_missing" else lam * w)
-    return g * dw, None, None
-
-
-# ============================================================================ layer norm
-
-LN_EPS = 1e-3
-
-
-def layernorm_f(x, gamma, beta):
-    mu = x.mean(1, keepdims=True)
-    var = x.var(1, keepdims=True)
-    return gamma * (x - mu) / np.sqrt(var + LN_EPS) + beta
-
-
-def layernorm_vjp(g, x, gamma, beta, slip=None):
-    mu = x.mean(1, keepdims=True)
-    var = x.var(1, keepdims=True)
-    sigma = np.sqrt(var + LN_EPS)
-    xhat = (x - mu) / sigma
-    dxhat = g * gamma
-    inv = 1 / np.sqrt(var) if slip == "eps_missing" else 1 / sigma
-    m1 = dxhat.mean(1, keepdims=True)
-    m2 = (dxhat * xhat).mean(1, keepdims=True)
-    if slip == "mean_term_missing":
-        m1 = 0
-    if slip == "xhat_term_missing":
-        m2 = 0
-    if slip == "both_terms_missing":
-        m1 = m2 = 0
-    dx = inv * (dxhat - m1 - xhat * m2)
-    dgamma = (g * xhat).sum(0)
-    if slip == "dgamma_mean":
-        dgamma = (g * xhat).mean(0)
-    if slip == "dgamma_uses_x":
-        dgamma = (g * x).sum(0)
-    return dx, dgamma, g.sum(0)
-
-
-# ============================================================================ batch norm
-
-BN_EPS = 1e-3
-BN_AXES = (0, 2, 3)
-
-
-def batchnorm_f(x, gamma, beta):
-    mu = x.mean(BN_AXES, keepdims=True)
-    var = x.var(BN_AXES, keepdims=True)
-    return gamma[:, None, None] * (x - mu) / np.sqrt(var + BN_EPS) + beta[:, None, None]
-
-
-def batchnorm_vjp(g, x, gamma, beta, slip=None):
-    mu = x.mean(BN_AXES, keepdims=True)
-    var = x.var(BN_AXES, keepdims=True)
-    sigma = np.sqrt(var + BN_EPS)
-    xhat = (x - mu) / sigma
-    dxhat = g * gamma[:, None, None]
-    count = x.shape[0] if slip == "mean_over_batch_only" else x.size // x.shape[1]
-    m1 = dxhat.sum(BN_AXES, keepdims=True) / count
-    m2 = (dxhat * xhat).sum(BN_AXES, keepdims=True) / count
-    if slip == "both_terms_missing":
-        m1 = m2 = 0
-    if slip == "xhat_term_missing":
-        m2 = 0
-    inv = 1 / np.sqrt(var) if slip == "eps_missing" else 1 / sigma
-    dx = inv * (dxhat - m1 - xhat * m2)
-    dbeta = g.mean(BN_AXES) if slip == "dbeta_mean" else g.sum(BN_AXES)
-    return dx, (g * xhat).sum(BN_AXES), dbeta
-
-
-# ============================================================================ softmax
-
-def softmax_f(x, temperature=1.0):
-    return _softmax(x / temperature, axis=1)
-
-
-def softmax_vjp(g, x, temperature=1.0, slip=None):
-    p = _softmax(x / temperature, axis=1)
-    pg = (p * g).sum(1, keepdims=True)
-    if slip == "rank_one_missing":
-        return (p * g / temperature,)
-    if slip == "rank_one_sign":
-        return (p * (g + pg) / temperature,)
-    if slip == "sum_over_wrong_axis":
-        return (p * (g - (p * g).sum(0, keepdims=True)) / temperature,)
-    if slip == "temperature_missing":
-        return (p * (g - pg),)
-    return (p * (g - pg) / temperature,)
-
-
-def log_softmax_f(x):
-    z = x - x.max(1, keepdims=True)
-    return z - np.log(np.exp(z).sum(1, keepdims=True))
-
-
-def log_softmax_vjp(g, x, slip=None):
-    p = _softmax(x, axis=1)
-    s = g.sum(1, keepdims=True)
-    if slip == "p_term_missing":
-        return (g.copy(),)
-    if slip == "mean_for_p":
-        return (g - s / x.shape[1],)
-    if slip == "p_term_sign":
-        return (g + p * s,)
-    return (g - p * s,)
-
-
-def cross_entropy_f(logits):
-    """Per-sample cross-entropy, shape (N,), labels n mod K."""
-    labels = np.arange(len(logits)) % logits.shape[1]
-    z = logits - logits.max(1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
-    return -logp[np.arange(len(labels)), labels]
-
-
-def cross_entropy_vjp(g, logits, slip=None):
-    labels = np.arange(len(logits)) % logits.shape[1]
-    p = _softmax(logits, axis=1)
-    onehot = np.eye(logits.shape[1])[labels]
-    if slip == "ignores_g":            # the textbook "dlogits = p - y"
-        return (p - onehot,)
-    if slip == "divides_by_batch":
-        return (g[:, None] * (p - onehot) / len(labels),)
-    if slip == "g_summed":             # treats the incoming gradient as a scalar
-        return (g.sum() * (p - onehot),)
-    if slip == "clips_g":              # "gradient clipping" inside the backward
-        return (np.clip(g, -1, 1)[:, None] * (p - onehot),)
-    return (g[:, None] * (p - onehot),)
-
-
-# ============================================================================ attention
-
-def attention_f(q, k, v):
-    d = q.shape[-1]
-    p = _softmax(q @ k.T / np.sqrt(d), axis=1)
-    return p @ v
-
-
-def attention_vjp(g, q, k, v, slip=None):
-    d = q.shape[-1]
-    scale = 1 / np.sqrt(d)
-    p = _softmax(q @ k.T * scale, axis=1)
-    dv = p.T @ g
-    if slip == "dv_not_transposed":
-        dv = p @ g
-    dp = g @ v.T
-    ds = p * (dp - (p * dp).sum(1, keepdims=True))
-    if slip == "softmax_rank_one_missing":
-        ds = p * dp
-    if slip == "scale_missing":
-        scale = 1.0
-    if slip == "scale_twice":
-        scale = 1 / d
-    dq = ds @ k * scale
-    dk = ds.T @ q * scale
-    return dq, dk, dv
-
-
-def mha_f(q, k, v):
-    """Multi-head attention on (B, T, H, dh) inputs; heads moved to axis 1 inside."""
-    qh, kh, vh = (a.transpose(0, 2, 1, 3) for a in (q, k, v))
-    s = qh @ kh.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1])
-    return (_softmax(s, axis=-1) @ vh).transpose(0, 2, 1, 3)
-
-
-def mha_vjp(g, q, k, v, slip=None):
-    qh, kh, vh = (a.transpose(0, 2, 1, 3) for a in (q, k, v))
-    scale = 1 / np.sqrt(q.shape[-1])
-    p = _softmax(qh @ kh.transpose(0, 1, 3, 2) * scale, axis=-1)
-    gh = g.transpose(0, 2, 1, 3)
-    dvh = p.transpose(0, 1, 3, 2) @ gh
-    dp = gh @ vh.transpose(0, 1, 3, 2)
-    ds = p * (dp - (p * dp).sum(-1, keepdims=True))
-    dqh = ds @ kh * scale
-    dkh = ds.transpose(0, 1, 3, 2) @ qh * scale
-    if slip == "heads_reshaped_back":  # .reshape where .transpose(0, 2, 1, 3) belongs
-        return dqh.reshape(q.shape), dkh.transpose(0, 2, 1, 3), dvh.transpose(0, 2, 1, 3)
-    return tuple(a.transpose(0, 2, 1, 3) for a in (dqh, dkh, dvh))
-
-
-# ============================================================================ pooling
-
-def _windows(x, k, s):
-    """(N, C, Ho, Wo, k, k) windows of x."""
-    return sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::s, ::s]
-
-
-def maxpool_f(x, k=3, s=2):
-    return _windows(x, k, s).max(axis=(4, 5))
-
-
-def maxpool_vjp(g, x, k=3, s=2, slip=None):
-    win = _windows(x, k, s)
-    n, c, ho, wo = win.shape[:4]
-    flat = win.reshape(n, c, ho, wo, k * k)
-    arg = flat.argmax(-1)
-    dx = np.zeros_like(x)
-    for i in range(ho):
-        for j in range(wo):
-            di, dj = np.divmod(arg[:, :, i, j], k)
-            if slip == "first_in_window":
-                di, dj = np.zeros_like(di), np.zeros_like(dj)
-            rows, cols = i * s + di, j * s + dj
-            for nn in range(n):
-                for cc in range(c):
-                    if slip == "assign_not_accumulate":
-                        dx[nn, cc, rows[nn, cc], cols[nn, cc]] = g[nn, cc, i, j]
-                    else:
-                        dx[nn, cc, rows[nn, cc], cols[nn, cc]] += g[nn, cc, i, j]
-    return (dx,)
-
-
-def avgpool_f(x, k=2, s=2):
-    return _windows(x, k, s).mean(axis=(4, 5))
-
-
-def avgpool_vjp(g, x, k=2, s=2, slip=None):
-    dx = np.zeros_like(x)
-    div = {"no_division": 1, "divides_by_k": k}.get(slip, k * k)
-    for i in range(g.shape[2]):
-        for j in range(g.shape[3]):
-            share = g[:, :, i, j, None, None] / div
-            if slip == "assign_not_accumulate":
-                dx[:, :, i * s:i * s + k, j * s:j * s + k] = share
-            else:
-                dx[:, :, i * s:i * s + k, j * s:j * s + k] += share
-    return (dx,)
-
-
-def avgpool_pad_f(x, k=3):
-    """Average pool, stride 1, zero padding 1, divided by the count of real elements."""
-    xp = np.pad(x, [(0, 0), (0, 0), (1, 1), (1, 1)])
-    ones = np.pad(np.ones(x.shape[2:]), 1)
-    count = sliding_window_view(ones, (k, k)).sum(axis=(2, 3))
-    return _windows(xp, k, 1).sum(axis=(4, 5)) / count
-
-
-def avgpool_pad_vjp(g, x, k=3, slip=None):
-    ones = np.pad(np.ones(x.shape[2:]), 1)
-    count = sliding_window_view(ones, (k, k)).sum(axis=(2, 3))
-    if slip == "divides_by_window":    # count_include_pad in the backward only
-        count = np.full_like(count, k * k)
-    share = g / count
-    dxp = np.zeros((x.shape[0], x.shape[1], x.shape[2] + 2, x.shape[3] + 2))
-    for i in range(g.shape[2]):
-        for j in range(g.shape[3]):
-            dxp[:, :, i:i + k, j:j + k] += share[:, :, i, j, None, None]
-    return (dxp[:, :, 1:-1, 1:-1],)
-
-
-# ============================================================================ upsampling
-
-def upsample_f(x):
-    return x.repeat(2, axis=2).repeat(2, axis=3)
-
-
-def upsample_vjp(g, x, slip=None):
-    n, c, h, w = x.shape
-    blocks = g.reshape(n, c, h, 2, w, 2)
-    if slip == "block_mean":
-        return (blocks.mean((3, 5)),)
-    if slip == "one_sample":
-        return (g[:, :, ::2, ::2].copy(),)
-    return (blocks.sum((3, 5)),)
-
-
-# ============================================================================ padding
-
-def reflect_pad_f(x, p=2):
-    return np.pad(x, [(0, 0), (0, 0), (p, p), (p, p)], mode="reflect")
-
-
-def reflect_pad_vjp(g, x, p=2, slip=None):
-    h, w = x.shape[2:]
-    if slip == "center_only":
-        return (g[:, :, p:p + h, p:p + w].copy(),)
-    # fold the reflected borders back: first along H, then along W
-    gh = g[:, :, p:p + h].copy()
-    # reflect: padded row j < p is x[p - j], row p + h + i is x[h - 2 - i];
-    # symmetric (the slip) repeats the edge: x[p - 1 - j] and x[h - 1 - i]
-    off = 0 if slip == "symmetric_fold" else 1
-    for i in range(p):
-        gh[:, :, p - 1 + off - i] += g[:, :, i]
-        gh[:, :, h - 1 - off - i] += g[:, :, p + h + i]
-    out = gh[:, :, :, p:p + w].copy()
-    for j in range(p):
-        out[:, :, :, p - 1 + off - j] += gh[:, :, :, j]
-        out[:, :, :, w - 1 - off - j] += gh[:, :, :, p + w + j]
-    return (out,)
-
-
-def zero_pad_f(x, p=1):
-    return np.pad(x, [(0, 0), (0, 0), (p, p), (p, p)])
-
-
-def zero_pad_vjp(g, x, p=1, slip=None):
-    h, w = x.shape[2:]
-    if slip == "crop_off_by_one_h":
-        return (g[:, :, p + 1:p + 1 + h, p:p + w].copy(),)
-    if slip == "crop_off_by_one_both":
-        return (g[:, :, p + 1:p + 1 + h, p + 1:p + 1 + w].copy(),)
-    return (g[:, :, p:p + h, p:p + w].copy(),)
-
-
-# ============================================================================ sort / top-k
-
-def sort_f(x):
-    return np.sort(x, axis=1)
-
-
-def sort_vjp(g, x, slip=None):
-    perm = np.argsort(x, axis=1)
-    dx = np.zeros_like(x)
-    if slip == "gather_not_scatter":   # g[perm] where dx[perm] = g belongs
-        return (np.take_along_axis(g, perm, axis=1),)
-    np.put_along_axis(dx, perm, g, axis=1)
-    return (dx,)
-
-
-def topk_f(x, k=3):
-    idx = np.argsort(-x, axis=1)[:, :k]
-    return np.take_along_axis(x, idx, axis=1)
-
-
-def topk_vjp(g, x, k=3, slip=None):
-    dx = np.zeros_like(x)
-    if slip == "first_k_positions":
-        dx[:, :k] = g
-        return (dx,)
-    order = np.argsort(x, axis=1)[:, :k] if slip == "ascending_indices" else \
-        np.argsort(-x, axis=1)[:, :k]
-    np.put_along_axis(dx, order, g, axis=1)
-    return (dx,)
-
-
-# ============================================================================ element-wise
-
-def _sig(z):
-    return 1 / (1 + np.exp(-z))
-
-
-def elementwise(name):
-    """``(f, vjp)`` of one element-wise layer with the slips people make in it."""
-    def mish(z):
-        return z * np.tanh(np.log1p(np.exp(z)))
-
-    def mish_prime(z):
-        t = np.tanh(np.log1p(np.exp(z)))
-        return t + z * (1 - t * t) * _sig(z)
-
-    table = {
-        "sigmoid": (_sig, lambda z: _sig(z) * (1 - _sig(z))),
-        "tanh": (np.tanh, lambda z: 1 - np.tanh(z) ** 2),
-        "mish": (mish, mish_prime),
-        "clip": (lambda z: np.clip(z, -1, 1), lambda z: (np.abs(z) < 1) * 1.0),
-        "relu6": (lambda z: np.clip(z, 0, 6), lambda z: ((z > 0) & (z < 6)) * 1.0),
-        "abs": (np.abs, np.sign),
-        "leaky_relu": (lambda z: np.where(z > 0, z, 0.1 * z), lambda z: np.where(z > 0, 1, 0.1)),
-        "softplus": (lambda z: np.log1p(np.exp(z)), _sig),
-        "square": (lambda z: z * z, lambda z: 2 * z),
-        "reciprocal": (lambda z: 1 / z, lambda z: -1 / (z * z)),
-        "sqrt": (np.sqrt, lambda z: 0.5 / np.sqrt(z)),
-        "cube": (lambda z: z ** 3, lambda z: 3 * z * z),
-        "elu": (lambda z: np.where(z > 0, z, np.expm1(z)), lambda z: np.where(z > 0, 1, np.exp(z))),
-        "residual_tanh": (lambda z: z + np.tanh(z), lambda z: 2 - np.tanh(z) ** 2),
-        "gelu_tanh": (lambda z: 0.5 * z * (1 + np.tanh(0.7978845608 * (z + 0.044715 * z ** 3))),
-                      None),
-    }
-    value, prime = table[name]
-    if prime is None:                  # gelu (tanh form): derivative written out
-        def prime(z):
-            u = 0.7978845608 * (z + 0.044715 * z ** 3)
-            t = np.tanh(u)
-            return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * 0.7978845608 * (1 + 3 * 0.044715 * z * z)
-
-    def vjp(g, x, slip=None):
-        if slip == "derivative_at_output":
-            return (g * prime(value(x)),)
-        if slip == "not_masked":       # the derivative of the unclipped line
-            return (g.copy(),) if name == "clip" else (g * (x > 0),)
-        if slip == "sign_missing":
-            return (g.copy(),)
-        if slip == "wrong_slope":
-            return (np.where(x > 0, g, 0.01 * g),)
-        if slip == "sigmoid_of_minus_x":
-            return (g * _sig(-x),)
-        if slip == "two_missing":
-            return (g * x,)
-        if slip == "square_missing":   # -1/x where -1/x² belongs
-            return (-g / x,)
-        if slip == "half_missing":
-            return (g / np.sqrt(x),)
-        if slip == "power_off_by_one":  # 3 x where 3 x² belongs
-            return (3 * g * x,)
-        if slip == "uses_output":      # elu: y where y + alpha belongs below zero
-            return (np.where(x > 0, g, g * np.expm1(x)),)
-        if slip == "skip_dropped":
-            return (g * (1 - np.tanh(x) ** 2),)
-        if slip == "cubic_term_missing":
-            t = np.tanh(0.7978845608 * (x + 0.044715 * x ** 3))
-            return (g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * 0.7978845608),)
-        return (g * prime(x),)
-
-    return value, vjp
-
-
-# ============================================================================ convolution
-
-def conv_f(x, w, b, pad=0):
-    xp = np.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad)])
-    win = sliding_window_view(xp, w.shape[2:], axis=(2, 3))      # (N, C, Ho, Wo, kh, kw)
-    return np.einsum("nchwij,ocij->nohw", win, w) + b[:, None, None]
-
-
-def conv_vjp(g, x, w, b, pad=0, slip=None):
-    kh, kw = w.shape[2:]
-    xp = np.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad)])
-    win = sliding_window_view(xp, (kh, kw), axis=(2, 3))
-    dw = np.einsum("nchwij,nohw->ocij", win, g)
-    db = g.sum((0, 2, 3))
-    if slip == "db_mean":
-        db = g.mean((0, 2, 3))
-    kernel = w if slip == "kernel_not_rotated" else w[:, :, ::-1, ::-1]
-    gp = np.pad(g, [(0, 0), (0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1)])
-    gwin = sliding_window_view(gp, (kh, kw), axis=(2, 3))
-    dxp = np.einsum("nohwij,ocij->nchw", gwin, kernel)
-    h, wd = x.shape[2:]
-    top = pad + 1 if slip == "crop_off_by_one_h" else pad
-    return dxp[:, :, top:top + h, pad:pad + wd], dw, db
 
 
 # ============================================================================ the corpus
@@ -580,7 +107,7 @@ def _conv_args(dtype=np.float64):
 
 
 def _ew(name, slip, causes, x, kind="element-wise", what=""):
-    f, vjp = elementwise(name)
+    f, vjp = loc.elementwise(name)
     return _case(f"{name}-{slip}", kind, what, f, _with(vjp, slip), [x], ["x"],
                  {"x": causes})
 
@@ -590,171 +117,178 @@ def _bugs():
     out = [
         # dense
         _case("dense-dw-transposed", "dense", "dW computed as gᵀx (the (out, in) layout)",
-              dense_f, _with(dense_vjp, "dw_transposed"), _dense_args(), D,
+              mix.dense_f, _with(mix.dense_vjp, "dw_transposed"), _dense_args(), D,
               {"w": ("axes_permuted",)}),
         _case("dense-db-mean", "dense", "db is the batch mean of g, not its sum",
-              dense_f, _with(dense_vjp, "db_mean"), _dense_args(), D, {"b": ("scaled",)}),
+              mix.dense_f, _with(mix.dense_vjp, "db_mean"), _dense_args(), D, {"b": ("scaled",)}),
         _case("dense-dw-loop-from-1", "dense", "the dW loop over the batch starts at 1",
-              dense_f, _with(dense_vjp, "dw_loop_from_1"), _dense_args(), D,
+              mix.dense_f, _with(mix.dense_vjp, "dw_loop_from_1"), _dense_args(), D,
               {"w": ("missing_term_rank_one",)}),
         _case("dense-relu-mask-missing", "dense", "the ReLU's mask not applied to g",
-              dense_relu_f, _with(dense_relu_vjp, "relu_mask_missing"), _dense_args()[:2],
+              mix.dense_relu_f, _with(mix.dense_relu_vjp, "relu_mask_missing"), _dense_args()[:2],
               ("x", "w"), {"x": (), "w": ()}),
         _case("mse-l2-decay-missing", "dense", "the weight decay's λw forgotten",
-              mse_l2_f, _with(mse_l2_vjp, "decay_missing"),
+              mix.mse_l2_f, _with(mix.mse_l2_vjp, "decay_missing"),
               [_dense_args()[1][:, :3], _dense_args()[0], _dense_args(seed=1)[0][:, :3]],
               ("w", "x", "t"), {"w": ("missing_term_value",)}),
         _case("mse-two-missing", "dense", "the 2 of d(r²)/dr forgotten",
-              lambda w, x, t: mse_l2_f(w, x, t, 0.0),
-              lambda g, w, x, t: mse_l2_vjp(g, w, x, t, 0.0, slip="two_missing"),
+              lambda w, x, t: mix.mse_l2_f(w, x, t, 0.0),
+              lambda g, w, x, t: mix.mse_l2_vjp(g, w, x, t, 0.0, slip="two_missing"),
               [_dense_args()[1][:, :3], _dense_args()[0], _dense_args(seed=1)[0][:, :3]],
               ("w", "x", "t"), {"w": ("scaled",)}),
         _case("mse-l2-two-missing", "dense", "the 2 of d(r²)/dr forgotten (with weight decay)",
-              mse_l2_f, _with(mse_l2_vjp, "two_missing"),
+              mix.mse_l2_f, _with(mix.mse_l2_vjp, "two_missing"),
               [_dense_args()[1][:, :3], _dense_args()[0], _dense_args(seed=1)[0][:, :3]],
               ("w", "x", "t"), {"w": ()}),
         # layer norm
         _case("layernorm-mean-term", "layer-norm", "the −mean(dx̂) term missing",
-              layernorm_f, _with(layernorm_vjp, "mean_term_missing"), _ln_args(), L,
+              mix.layernorm_f, _with(mix.layernorm_vjp, "mean_term_missing"), _ln_args(), L,
               {"x": ("missing_term_constant",)}),
         _case("layernorm-xhat-term", "layer-norm", "the −x̂·mean(dx̂·x̂) term missing",
-              layernorm_f, _with(layernorm_vjp, "xhat_term_missing"), _ln_args(), L,
+              mix.layernorm_f, _with(mix.layernorm_vjp, "xhat_term_missing"), _ln_args(), L,
               {"x": ("missing_term_centered",)}),
         _case("layernorm-both-terms", "layer-norm", "both mean terms missing",
-              layernorm_f, _with(layernorm_vjp, "both_terms_missing"), _ln_args(), L,
+              mix.layernorm_f, _with(mix.layernorm_vjp, "both_terms_missing"), _ln_args(), L,
               {"x": ("missing_term_affine",)}),
         _case("layernorm-dgamma-mean", "layer-norm", "dgamma averaged over the batch",
-              layernorm_f, _with(layernorm_vjp, "dgamma_mean"), _ln_args(), L,
+              mix.layernorm_f, _with(mix.layernorm_vjp, "dgamma_mean"), _ln_args(), L,
               {"gamma": ("scaled",)}),
         _case("layernorm-eps-missing", "layer-norm", "eps left out of σ in the backward",
-              layernorm_f, _with(layernorm_vjp, "eps_missing"), _ln_args(), L,
+              mix.layernorm_f, _with(mix.layernorm_vjp, "eps_missing"), _ln_args(), L,
               {"x": ("scaled_per_slice",)}),
         _case("layernorm-dgamma-uses-x", "layer-norm", "dgamma computed with x for x̂",
-              layernorm_f, _with(layernorm_vjp, "dgamma_uses_x"), _ln_args(), L,
+              mix.layernorm_f, _with(mix.layernorm_vjp, "dgamma_uses_x"), _ln_args(), L,
               {"gamma": ()}),
         # batch norm
         _case("batchnorm-both-terms", "batch-norm", "both mean terms missing",
-              batchnorm_f, _with(batchnorm_vjp, "both_terms_missing"), _bn_args(), B,
+              mix.batchnorm_f, _with(mix.batchnorm_vjp, "both_terms_missing"), _bn_args(), B,
               {"x": ("missing_term_affine",)}),
         _case("batchnorm-xhat-term", "batch-norm", "the x̂ term missing",
-              batchnorm_f, _with(batchnorm_vjp, "xhat_term_missing"), _bn_args(), B,
+              mix.batchnorm_f, _with(mix.batchnorm_vjp, "xhat_term_missing"), _bn_args(), B,
               {"x": ("missing_term_centered",)}),
         _case("batchnorm-mean-over-batch-only", "batch-norm",
-              "the means taken over N, not N·H·W", batchnorm_f,
-              _with(batchnorm_vjp, "mean_over_batch_only"), _bn_args(), B,
+              "the means taken over N, not N·H·W", mix.batchnorm_f,
+              _with(mix.batchnorm_vjp, "mean_over_batch_only"), _bn_args(), B,
               {"x": ("missing_term_affine",)}),
         _case("batchnorm-dbeta-mean", "batch-norm", "dbeta averaged, not summed",
-              batchnorm_f, _with(batchnorm_vjp, "dbeta_mean"), _bn_args(), B,
+              mix.batchnorm_f, _with(mix.batchnorm_vjp, "dbeta_mean"), _bn_args(), B,
               {"beta": ("scaled",)}),
         _case("batchnorm-eps-missing", "batch-norm", "eps left out of σ in the backward",
-              batchnorm_f, _with(batchnorm_vjp, "eps_missing"), _bn_args(), B,
+              mix.batchnorm_f, _with(mix.batchnorm_vjp, "eps_missing"), _bn_args(), B,
               {"x": ("scaled_per_slice",)}),
-        # softmax / log-softmax / cross-entropy
+        # mix.softmax / log-mix.softmax / cross-entropy
         _case("softmax-rank-one-missing", "softmax", "p (p·g) missing from the Jacobian",
-              softmax_f, _with(softmax_vjp, "rank_one_missing"), [_x((5, 6), 1)], ("x",),
+              mix.softmax_f, _with(mix.softmax_vjp, "rank_one_missing"), [_x((5, 6), 1)], ("x",),
               {"x": ("missing_term_softmax",)}),
         _case("softmax-rank-one-sign", "softmax", "p (p·g) added, not subtracted",
-              softmax_f, _with(softmax_vjp, "rank_one_sign"), [_x((5, 6), 2)], ("x",),
+              mix.softmax_f, _with(mix.softmax_vjp, "rank_one_sign"), [_x((5, 6), 2)], ("x",),
               {"x": ("missing_term_softmax",)}),
         _case("softmax-sum-wrong-axis", "softmax", "p·g summed over the batch axis",
-              softmax_f, _with(softmax_vjp, "sum_over_wrong_axis"), [_x((5, 6), 3)], ("x",),
+              mix.softmax_f, _with(mix.softmax_vjp, "sum_over_wrong_axis"), [_x((5, 6), 3)],
+              ("x",),
               {"x": ()}),
         _case("softmax-temperature-missing", "softmax", "the 1/T of softmax(x/T) forgotten",
-              lambda x: softmax_f(x, 3.0),
-              lambda g, x: softmax_vjp(g, x, 3.0, slip="temperature_missing"),
+              lambda x: mix.softmax_f(x, 3.0),
+              lambda g, x: mix.softmax_vjp(g, x, 3.0, slip="temperature_missing"),
               [_x((5, 6), 4, scale=3.0)], ("x",), {"x": ("scaled",)}),
         _case("log-softmax-p-term-missing", "log-softmax", "the −p·sum(g) term missing",
-              log_softmax_f, _with(log_softmax_vjp, "p_term_missing"), [_x((5, 6), 5)],
+              mix.log_softmax_f, _with(mix.log_softmax_vjp, "p_term_missing"), [_x((5, 6), 5)],
               ("x",), {"x": ("passed_through", "missing_term_softmax")}),
         _case("log-softmax-mean-for-p", "log-softmax", "sum(g)/K subtracted where p·sum(g)",
-              log_softmax_f, _with(log_softmax_vjp, "mean_for_p"), [_x((5, 6), 6)], ("x",),
+              mix.log_softmax_f, _with(mix.log_softmax_vjp, "mean_for_p"), [_x((5, 6), 6)], ("x",),
               {"x": ("missing_term_softmax_affine",)}),
         _case("log-softmax-p-term-sign", "log-softmax", "+p·sum(g) where −p·sum(g)",
-              log_softmax_f, _with(log_softmax_vjp, "p_term_sign"), [_x((5, 6), 7)], ("x",),
+              mix.log_softmax_f, _with(mix.log_softmax_vjp, "p_term_sign"), [_x((5, 6), 7)],
+              ("x",),
               {"x": ("missing_term_softmax",)}),
         _case("cross-entropy-ignores-g", "log-softmax", "dlogits = p − y, g ignored",
-              cross_entropy_f, _with(cross_entropy_vjp, "ignores_g"),
+              mix.cross_entropy_f, _with(mix.cross_entropy_vjp, "ignores_g"),
               [_x((6, 5), 8)], ("logits",),
               {"logits": ("nonlinear_in_cotangent",)}),
         _case("cross-entropy-divides-by-batch", "log-softmax", "a 1/N the forward has not",
-              cross_entropy_f, _with(cross_entropy_vjp, "divides_by_batch"),
+              mix.cross_entropy_f, _with(mix.cross_entropy_vjp, "divides_by_batch"),
               [_x((6, 5), 9)], ("logits",), {"logits": ("scaled",)}),
         _case("cross-entropy-g-summed", "log-softmax", "the incoming gradient summed to a scalar",
-              cross_entropy_f, _with(cross_entropy_vjp, "g_summed"),
+              mix.cross_entropy_f, _with(mix.cross_entropy_vjp, "g_summed"),
               [_x((6, 5), 10)], ("logits",),
               {"logits": ("scaled_per_slice",)}),
         _case("cross-entropy-clips-g", "log-softmax", "the incoming gradient clipped to [-1, 1]",
-              cross_entropy_f, _with(cross_entropy_vjp, "clips_g"),
+              mix.cross_entropy_f, _with(mix.cross_entropy_vjp, "clips_g"),
               [_x((16, 5), 11)], ("logits",),
               {"logits": ("nonlinear_in_cotangent",)}),
         # attention
         _case("attention-scale-missing", "attention", "1/√d left out of dQ and dK",
-              attention_f, _with(attention_vjp, "scale_missing"), _qkv(), ("q", "k", "v"),
+              mix.attention_f, _with(mix.attention_vjp, "scale_missing"), _qkv(), ("q", "k", "v"),
               {"q": ("scaled",), "k": ("scaled",)}),
         _case("attention-scale-twice", "attention", "1/d where 1/√d belongs",
-              attention_f, _with(attention_vjp, "scale_twice"), _qkv(seed=1), ("q", "k", "v"),
+              mix.attention_f, _with(mix.attention_vjp, "scale_twice"), _qkv(seed=1), ("q", "k",
+              "v"),
               {"q": ("scaled",), "k": ("scaled",)}),
         _case("attention-dv-not-transposed", "attention", "dV = P g where Pᵀ g belongs",
-              attention_f, _with(attention_vjp, "dv_not_transposed"),
+              mix.attention_f, _with(mix.attention_vjp, "dv_not_transposed"),
               _qkv(d=5, seed=2), ("q", "k", "v"), {"v": ()}),
         _case("attention-softmax-rank-one", "attention", "the softmax's p (p·dP) missing",
-              attention_f, _with(attention_vjp, "softmax_rank_one_missing"), _qkv(seed=3),
+              mix.attention_f, _with(mix.attention_vjp, "softmax_rank_one_missing"), _qkv(seed=3),
               ("q", "k", "v"), {"q": (), "k": ()}),
         _case("mha-heads-reshaped-back", "attention",
-              "dQ's heads moved back by reshape, not transpose", mha_f,
-              _with(mha_vjp, "heads_reshaped_back"), _mha(), ("q", "k", "v"),
+              "dQ's heads moved back by reshape, not transpose", mix.mha_f,
+              _with(mix.mha_vjp, "heads_reshaped_back"), _mha(), ("q", "k", "v"),
               {"q": ("axes_permuted",)}),
         # pooling
         _case("maxpool-assign", "max-pool", "dx[argmax] = g where += belongs (overlaps)",
-              maxpool_f, _with(maxpool_vjp, "assign_not_accumulate"),
+              loc.maxpool_f, _with(loc.maxpool_vjp, "assign_not_accumulate"),
               [_x((2, 2, 13, 13), 12)], ("x",), {"x": ("position_mask",)}),
         _case("maxpool-first-in-window", "max-pool", "g routed to the window's first element",
-              maxpool_f, _with(maxpool_vjp, "first_in_window"), [_x((1, 2, 9, 9), 13)],
+              loc.maxpool_f, _with(loc.maxpool_vjp, "first_in_window"), [_x((1, 2, 9, 9), 13)],
               ("x",), {"x": ()}),
         _case("avgpool-no-division", "average-pool", "the 1/k² forgotten",
-              avgpool_f, _with(avgpool_vjp, "no_division"), [_x((2, 2, 6, 6), 14)], ("x",),
+              loc.avgpool_f, _with(loc.avgpool_vjp, "no_division"), [_x((2, 2, 6, 6), 14)], ("x",),
               {"x": ("scaled",)}),
         _case("avgpool-divides-by-k", "average-pool", "1/k where 1/k² belongs",
-              avgpool_f, _with(avgpool_vjp, "divides_by_k"), [_x((2, 2, 6, 6), 15)], ("x",),
+              loc.avgpool_f, _with(loc.avgpool_vjp, "divides_by_k"), [_x((2, 2, 6, 6), 15)],
+              ("x",),
               {"x": ("scaled",)}),
         _case("avgpool-assign", "average-pool", "= where += belongs (overlapping windows)",
-              lambda x: avgpool_f(x, 3, 2), lambda g, x: avgpool_vjp(g, x, 3, 2,
+              lambda x: loc.avgpool_f(x, 3, 2), lambda g, x: loc.avgpool_vjp(g, x, 3, 2,
                                                                      slip="assign_not_accumulate"),
               [_x((1, 2, 9, 9), 16)], ("x",), {"x": ("position_mask",)}),
         _case("avgpool-pad-count", "average-pool", "divided by k² at the padded border",
-              avgpool_pad_f, _with(avgpool_pad_vjp, "divides_by_window"),
+              loc.avgpool_pad_f, _with(loc.avgpool_pad_vjp, "divides_by_window"),
               [_x((1, 2, 7, 7), 17)], ("x",), {"x": ("position_mask",)}),
         # upsampling
         _case("upsample-block-mean", "upsampling", "the block's gradient averaged, not summed",
-              upsample_f, _with(upsample_vjp, "block_mean"), [_x((2, 2, 3, 3), 18)], ("x",),
+              loc.upsample_f, _with(loc.upsample_vjp, "block_mean"), [_x((2, 2, 3, 3), 18)],
+              ("x",),
               {"x": ("scaled",)}),
         _case("upsample-one-sample", "upsampling", "one element of each block taken",
-              upsample_f, _with(upsample_vjp, "one_sample"), [_x((2, 2, 3, 3), 19)], ("x",),
+              loc.upsample_f, _with(loc.upsample_vjp, "one_sample"), [_x((2, 2, 3, 3), 19)],
+              ("x",),
               {"x": ()}),
         # padding
         _case("reflect-pad-center-only", "reflect-padding",
-              "the reflected borders not folded back", reflect_pad_f,
-              _with(reflect_pad_vjp, "center_only"), [_x((1, 2, 10, 10), 20)], ("x",),
+              "the reflected borders not folded back", loc.reflect_pad_f,
+              _with(loc.reflect_pad_vjp, "center_only"), [_x((1, 2, 10, 10), 20)], ("x",),
               {"x": ("position_mask",)}),
         _case("reflect-pad-symmetric-fold", "reflect-padding",
-              "folded back as 'symmetric' (edge included)", reflect_pad_f,
-              _with(reflect_pad_vjp, "symmetric_fold"), [_x((1, 2, 10, 10), 21)], ("x",),
+              "folded back as 'symmetric' (edge included)", loc.reflect_pad_f,
+              _with(loc.reflect_pad_vjp, "symmetric_fold"), [_x((1, 2, 10, 10), 21)], ("x",),
               {"x": ("position_mask",)}),
         _case("zero-pad-crop-h", "reflect-padding", "the crop off by one in H only",
-              zero_pad_f, _with(zero_pad_vjp, "crop_off_by_one_h"), [_x((2, 2, 5, 5), 22)],
+              loc.zero_pad_f, _with(loc.zero_pad_vjp, "crop_off_by_one_h"), [_x((2, 2, 5, 5), 22)],
               ("x",), {"x": ("shifted",)}),
         _case("zero-pad-crop-both", "reflect-padding", "the crop off by one in H and W",
-              zero_pad_f, _with(zero_pad_vjp, "crop_off_by_one_both"), [_x((2, 2, 5, 5), 23)],
+              loc.zero_pad_f, _with(loc.zero_pad_vjp, "crop_off_by_one_both"), [_x((2, 2, 5, 5),
+              23)],
               ("x",), {"x": ("shifted",)}),
         # sort / top-k
         _case("sort-gather", "sort/top-k", "g[perm] where dx[perm] = g belongs",
-              sort_f, _with(sort_vjp, "gather_not_scatter"), [_x((4, 6), 24)], ("x",),
+              loc.sort_f, _with(loc.sort_vjp, "gather_not_scatter"), [_x((4, 6), 24)], ("x",),
               {"x": ("permuted_within",)}),
         _case("topk-first-k", "sort/top-k", "g written to the first k positions",
-              topk_f, _with(topk_vjp, "first_k_positions"), [_x((4, 6), 25)], ("x",),
+              loc.topk_f, _with(loc.topk_vjp, "first_k_positions"), [_x((4, 6), 25)], ("x",),
               {"x": ("permuted_within",)}),
         _case("topk-ascending", "sort/top-k", "the indices of the k smallest used",
-              topk_f, _with(topk_vjp, "ascending_indices"), [_x((4, 6), 26)], ("x",),
+              loc.topk_f, _with(loc.topk_vjp, "ascending_indices"), [_x((4, 6), 26)], ("x",),
               {"x": ("permuted_within",)}),
         # element-wise
         _ew("mish", "derivative_at_output", ("derivative_at_output",), _x((4, 5), 27),
@@ -763,7 +297,8 @@ def _bugs():
             what="σ'(σ(x)) where σ'(x) belongs"),
         _ew("gelu_tanh", "derivative_at_output", ("derivative_at_output",), _x((4, 5), 29),
             what="gelu'(y) where gelu'(x) belongs"),
-        _ew("clip", "not_masked", ("value_mask", "derivative_missing", "passed_through"), _x((4, 5), 30, scale=2.0),
+        _ew("clip", "not_masked", ("value_mask", "derivative_missing", "passed_through"), _x((4,
+            5), 30, scale=2.0),
             what="clip's flat parts not masked"),
         _ew("relu6", "not_masked", ("value_mask",), _x((4, 5), 31, scale=5.0) + 2,
             what="relu6's flat part above 6 not masked"),
@@ -789,13 +324,13 @@ def _bugs():
             what="the 3·0.044715x² term of u' forgotten"),
         # convolution
         _case("conv-kernel-not-rotated", "conv", "dx with the kernel not rotated",
-              conv_f, _with(conv_vjp, "kernel_not_rotated"), _conv_args(), D,
+              loc.conv_f, _with(loc.conv_vjp, "kernel_not_rotated"), _conv_args(), D,
               {"x": ("kernel_not_rotated",)}),
         _case("conv-db-mean", "conv", "db averaged over N·H·W",
-              conv_f, _with(conv_vjp, "db_mean"), _conv_args(), D, {"b": ("scaled",)}),
+              loc.conv_f, _with(loc.conv_vjp, "db_mean"), _conv_args(), D, {"b": ("scaled",)}),
         _case("conv-crop-h", "conv", "the padding cropped off by one in H only",
-              lambda x, w, b: conv_f(x, w, b, pad=1),
-              lambda g, x, w, b: conv_vjp(g, x, w, b, pad=1, slip="crop_off_by_one_h"),
+              lambda x, w, b: loc.conv_f(x, w, b, pad=1),
+              lambda g, x, w, b: loc.conv_vjp(g, x, w, b, pad=1, slip="crop_off_by_one_h"),
               _conv_args(), D, {"x": ("shifted",)}),
     ]
     return out
@@ -808,54 +343,59 @@ def _correct():
                         [[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]]]])
     kinks = np.array([[-1.5, -0.0, 0.0, 0.7, 2.0], [0.0, 1e-9, -1e-9, 3.0, -0.2]])
     out = [
-        _case("dense-f32", "dense", "", dense_f, dense_vjp, _dense_args(f32), ("x", "w", "b")),
-        _case("dense-relu-kinks", "dense", "", dense_relu_f, dense_relu_vjp,
+        _case("dense-f32", "dense", "", mix.dense_f, mix.dense_vjp, _dense_args(f32), ("x", "w",
+              "b")),
+        _case("dense-relu-kinks", "dense", "", mix.dense_relu_f, mix.dense_relu_vjp,
               [np.eye(5)[:4], np.eye(5)[:, :3]], ("x", "w")),
-        _case("mse-l2-large", "dense", "", mse_l2_f, mse_l2_vjp,
+        _case("mse-l2-large", "dense", "", mix.mse_l2_f, mix.mse_l2_vjp,
               [1e3 * _dense_args()[1][:, :3], _dense_args()[0], _dense_args(seed=1)[0][:, :3]],
               ("w", "x", "t")),
-        _case("layernorm-f32", "layer-norm", "", layernorm_f, layernorm_vjp, _ln_args(f32),
+        _case("layernorm-f32", "layer-norm", "", mix.layernorm_f, mix.layernorm_vjp, _ln_args(f32),
               ("x", "gamma", "beta")),
-        _case("layernorm-large", "layer-norm", "", layernorm_f, layernorm_vjp,
+        _case("layernorm-large", "layer-norm", "", mix.layernorm_f, mix.layernorm_vjp,
               _ln_args(scale=1e4), ("x", "gamma", "beta")),
-        _case("batchnorm-f64", "batch-norm", "", batchnorm_f, batchnorm_vjp, _bn_args(),
+        _case("batchnorm-f64", "batch-norm", "", mix.batchnorm_f, mix.batchnorm_vjp, _bn_args(),
               ("x", "gamma", "beta")),
-        _case("batchnorm-f32-tiny", "batch-norm", "", batchnorm_f, batchnorm_vjp,
+        _case("batchnorm-f32-tiny", "batch-norm", "", mix.batchnorm_f, mix.batchnorm_vjp,
               _bn_args(f32, scale=1e-2), ("x", "gamma", "beta")),
-        _case("softmax-tiny", "softmax", "", softmax_f, softmax_vjp,
+        _case("softmax-tiny", "softmax", "", mix.softmax_f, mix.softmax_vjp,
               [_x((5, 6), 50, scale=1e-6)], ("x",)),
-        _case("log-softmax-f32", "log-softmax", "", log_softmax_f, log_softmax_vjp,
+        _case("log-softmax-f32", "log-softmax", "", mix.log_softmax_f, mix.log_softmax_vjp,
               [_x((5, 6), 51, f32, scale=10.0)], ("x",)),
-        _case("cross-entropy", "log-softmax", "", cross_entropy_f, cross_entropy_vjp,
+        _case("cross-entropy", "log-softmax", "", mix.cross_entropy_f, mix.cross_entropy_vjp,
               [_x((6, 5), 52)], ("logits",)),
-        _case("attention-f32", "attention", "", attention_f, attention_vjp,
+        _case("attention-f32", "attention", "", mix.attention_f, mix.attention_vjp,
               _qkv(seed=4, dtype=f32), ("q", "k", "v")),
-        _case("mha", "attention", "", mha_f, mha_vjp, _mha(seed=1), ("q", "k", "v")),
-        _case("maxpool-ties", "max-pool", "", maxpool_f, maxpool_vjp, [x_ties], ("x",)),
-        _case("avgpool-f32", "average-pool", "", avgpool_f, avgpool_vjp,
+        _case("mha", "attention", "", mix.mha_f, mix.mha_vjp, _mha(seed=1), ("q", "k", "v")),
+        _case("maxpool-ties", "max-pool", "", loc.maxpool_f, loc.maxpool_vjp, [x_ties], ("x",)),
+        _case("avgpool-f32", "average-pool", "", loc.avgpool_f, loc.avgpool_vjp,
               [_x((2, 2, 6, 6), 53, f32)], ("x",)),
-        _case("avgpool-pad", "average-pool", "", avgpool_pad_f, avgpool_pad_vjp,
+        _case("avgpool-pad", "average-pool", "", loc.avgpool_pad_f, loc.avgpool_pad_vjp,
               [_x((1, 2, 7, 7), 54)], ("x",)),
-        _case("upsample-large", "upsampling", "", upsample_f, upsample_vjp,
+        _case("upsample-large", "upsampling", "", loc.upsample_f, loc.upsample_vjp,
               [_x((2, 2, 3, 3), 55, scale=1e5)], ("x",)),
-        _case("reflect-pad", "reflect-padding", "", reflect_pad_f, reflect_pad_vjp,
+        _case("reflect-pad", "reflect-padding", "", loc.reflect_pad_f, loc.reflect_pad_vjp,
               [_x((1, 2, 10, 10), 56)], ("x",)),
-        _case("sort-ties", "sort/top-k", "", sort_f, sort_vjp,
+        _case("sort-ties", "sort/top-k", "", loc.sort_f, loc.sort_vjp,
               [np.array([[0.3, 0.3, -1.0, 2.0, 2.0, 0.1], [1.0, 0.0, 1.0, 0.0, 1.0, 0.5]])],
               ("x",)),
-        _case("topk-f32", "sort/top-k", "", topk_f, topk_vjp, [_x((4, 6), 57, f32)], ("x",)),
-        _case("relu6-kinks", "element-wise", "", elementwise("relu6")[0],
-              elementwise("relu6")[1], [np.array([[0.0, 6.0, 3.0], [-1.0, 7.0, 1e-12]])],
+        _case("topk-f32", "sort/top-k", "", loc.topk_f, loc.topk_vjp, [_x((4, 6), 57, f32)],
               ("x",)),
-        _case("abs-kinks", "element-wise", "", elementwise("abs")[0], elementwise("abs")[1],
+        _case("relu6-kinks", "element-wise", "", loc.elementwise("relu6")[0],
+              loc.elementwise("relu6")[1], [np.array([[0.0, 6.0, 3.0], [-1.0, 7.0, 1e-12]])],
+              ("x",)),
+        _case("abs-kinks", "element-wise", "", loc.elementwise("abs")[0],
+              loc.elementwise("abs")[1],
               [kinks], ("x",)),
-        _case("tanh-tiny", "element-wise", "", elementwise("tanh")[0], elementwise("tanh")[1],
+        _case("tanh-tiny", "element-wise", "", loc.elementwise("tanh")[0],
+              loc.elementwise("tanh")[1],
               [_x((4, 5), 58, scale=1e-7)], ("x",)),
-        _case("mish-f32", "element-wise", "", elementwise("mish")[0], elementwise("mish")[1],
+        _case("mish-f32", "element-wise", "", loc.elementwise("mish")[0],
+              loc.elementwise("mish")[1],
               [_x((4, 5), 59, f32, scale=3.0)], ("x",)),
-        _case("conv-f32", "conv", "", conv_f, conv_vjp, _conv_args(f32), ("x", "w", "b")),
-        _case("conv-pad", "conv", "", lambda x, w, b: conv_f(x, w, b, pad=1),
-              lambda g, x, w, b: conv_vjp(g, x, w, b, pad=1), _conv_args(), ("x", "w", "b")),
+        _case("conv-f32", "conv", "", loc.conv_f, loc.conv_vjp, _conv_args(f32), ("x", "w", "b")),
+        _case("conv-pad", "conv", "", lambda x, w, b: loc.conv_f(x, w, b, pad=1),
+              lambda g, x, w, b: loc.conv_vjp(g, x, w, b, pad=1), _conv_args(), ("x", "w", "b")),
     ]
     return out
 
@@ -888,7 +428,7 @@ def _held_out():
         return (d,)
 
     def maxpool2_argmin_vjp(g, x):
-        win = _windows(x, 2, 2)
+        win = loc._windows(x, 2, 2)
         n, c, ho, wo = win.shape[:4]
         arg = win.reshape(n, c, ho, wo, 4).argmin(-1)    # argmin where argmax belongs
         dx = np.zeros_like(x)
@@ -915,18 +455,19 @@ def _held_out():
         return g @ w.T, x.T @ g                          # the skip's g forgotten in dx
 
     def bn_ddof_vjp(g, x, gamma, beta):
-        mu = x.mean(BN_AXES, keepdims=True)
-        var = x.var(BN_AXES, keepdims=True)
-        xhat = (x - mu) / np.sqrt(var + BN_EPS)
+        mu = x.mean(mix.BN_AXES, keepdims=True)
+        var = x.var(mix.BN_AXES, keepdims=True)
+        xhat = (x - mu) / np.sqrt(var + mix.BN_EPS)
         dxhat = g * gamma[:, None, None]
         m = x.size // x.shape[1]
         var1 = var * m / (m - 1)                          # the unbiased variance
-        dx = (dxhat - dxhat.mean(BN_AXES, keepdims=True)
-              - xhat * (dxhat * xhat).mean(BN_AXES, keepdims=True)) / np.sqrt(var1 + BN_EPS)
-        return dx, (g * xhat).sum(BN_AXES), g.sum(BN_AXES)
+        dx = (dxhat - dxhat.mean(mix.BN_AXES, keepdims=True)
+              - xhat * (dxhat * xhat).mean(mix.BN_AXES,
+              keepdims=True)) / np.sqrt(var1 + mix.BN_EPS)
+        return dx, (g * xhat).sum(mix.BN_AXES), g.sum(mix.BN_AXES)
 
     def conv_batch_mean_vjp(g, x, w, b):
-        dx, dw, db = conv_vjp(g, x, w, b)
+        dx, dw, db = loc.conv_vjp(g, x, w, b)
         return dx, dw / x.shape[0], db
 
     def ew(value, wrong):
@@ -934,34 +475,36 @@ def _held_out():
 
     out = [
         _case("dense-dx-no-transpose", "dense", "dx = g W where g Wᵀ belongs",
-              dense_f, lambda g, x, w, b: (g @ w, x.T @ g, g.sum(0)), _dense_args(seed=2),
+              mix.dense_f, lambda g, x, w, b: (g @ w, x.T @ g, g.sum(0)), _dense_args(seed=2),
               ("x", "w", "b"), {"x": ()}),
         _case("dense-residual-skip", "dense", "the residual's identity forgotten in dx",
               residual_dense_f, residual_dense_vjp, _dense_args(seed=3)[:2], ("x", "w"),
               {"x": ("missing_term_cotangent",)}),
         _case("batchnorm-unbiased-var", "batch-norm", "σ from the unbiased variance in backward",
-              batchnorm_f, bn_ddof_vjp, _bn_args(), ("x", "gamma", "beta"),
+              mix.batchnorm_f, bn_ddof_vjp, _bn_args(), ("x", "gamma", "beta"),
               {"x": ("scaled", "scaled_per_slice")}),
         _case("log-sum-exp-unnormalized", "softmax", "exp(x) where softmax(x) belongs",
               lse_f, lambda g, x: (g[:, None] * np.exp(x),), [_x((5, 6), 60)], ("x",),
               {"x": ("scaled_per_slice",)}),
         _case("softmax-temperature-twice", "softmax", "1/T applied twice",
-              lambda x: softmax_f(x, 3.0),
-              lambda g, x: (softmax_vjp(g, x, 3.0)[0] / 3.0,), [_x((5, 6), 61, scale=3.0)],
+              lambda x: mix.softmax_f(x, 3.0),
+              lambda g, x: (mix.softmax_vjp(g, x, 3.0)[0] / 3.0,), [_x((5, 6), 61, scale=3.0)],
               ("x",), {"x": ("scaled",)}),
         _case("embedding-assign", "dense", "dE[idx] = g where np.add.at belongs (repeats)",
               embed_f, embed_vjp, [_x((5, 4), 62)], ("table",), {"table": ("position_mask",)}),
         _case("maxpool-argmin", "max-pool", "the window's argmin where its argmax belongs",
-              lambda x: maxpool_f(x, 2, 2), maxpool2_argmin_vjp, [_x((1, 2, 6, 6), 63)],
+              lambda x: loc.maxpool_f(x, 2, 2), maxpool2_argmin_vjp, [_x((1, 2, 6, 6), 63)],
               ("x",), {"x": ("permuted_within",)}),
         _case("avgpool-divided-twice", "average-pool", "1/k² applied twice",
-              avgpool_f, lambda g, x: (avgpool_vjp(g, x)[0] / 4,), [_x((2, 2, 6, 6), 64)],
+              loc.avgpool_f, lambda g, x: (loc.avgpool_vjp(g, x)[0] / 4,), [_x((2, 2, 6, 6), 64)],
               ("x",), {"x": ("scaled",)}),
-        _case("sort-descending-perm", "sort/top-k", "the ascending permutation for a descending sort",
+        _case("sort-descending-perm", "sort/top-k",
+              "the ascending permutation for a descending sort",
               sort_desc_f, sort_desc_vjp, [_x((4, 6), 65)], ("x",),
               {"x": ("permuted_within", "reversed")}),
         _case("reflect-pad-subtract", "reflect-padding", "the reflected rows subtracted",
-              reflect_pad_f, lambda g, x: (2 * g[:, :, 2:-2, 2:-2] - reflect_pad_vjp(g, x)[0],),
+              loc.reflect_pad_f, lambda g, x: (2 * g[:, :, 2:-2, 2:-2] - loc.reflect_pad_vjp(g,
+              x)[0],),
               [_x((1, 2, 10, 10), 66)], ("x",), {"x": ("position_mask",)}),
         _case("dropout-scale-missing", "element-wise", "the 1/keep scale left out of dx",
               *ew(lambda x: 2.0 * x, lambda g, x: g.copy()), [_x((4, 5), 67)], ("x",),
@@ -976,19 +519,22 @@ def _held_out():
               *ew(np.log, lambda g, x: g * x), [_x((4, 5), 70, lo=0.5)], ("x",),
               {"x": ("elementwise_relation",)}),
         _case("swish-term-missing", "element-wise", "x·σ'(x) term of swish' forgotten",
-              *ew(lambda x: x * _sig(x), lambda g, x: g * _sig(x)), [_x((4, 5), 71)], ("x",),
+              *ew(lambda x: x * loc._sig(x), lambda g, x: g * loc._sig(x)), [_x((4, 5), 71)],
+              ("x",),
               {"x": ()}),
         _case("sigmoid-sign-typo", "element-wise", "σ(1 + σ) where σ(1 − σ)",
-              *ew(_sig, lambda g, x: g * _sig(x) * (1 + _sig(x))), [_x((4, 5), 72)], ("x",),
+              *ew(loc._sig, lambda g, x: g * loc._sig(x) * (1 + loc._sig(x))), [_x((4, 5), 72)],
+              ("x",),
               {"x": ()}),
         _case("conv-dw-batch-mean", "conv", "dW averaged over the batch",
-              conv_f, conv_batch_mean_vjp, _conv_args(), ("x", "w", "b"), {"w": ("scaled",)}),
-        _case("upsample-blocks-misordered", "upsampling", "the 2×2 blocks reshaped in the wrong order",
-              upsample_f, lambda g, x: (g.reshape(x.shape[0], x.shape[1], 2, x.shape[2], 2,
+              loc.conv_f, conv_batch_mean_vjp, _conv_args(), ("x", "w", "b"), {"w": ("scaled",)}),
+        _case("upsample-blocks-misordered", "upsampling",
+              "the 2×2 blocks reshaped in the wrong order",
+              loc.upsample_f, lambda g, x: (g.reshape(x.shape[0], x.shape[1], 2, x.shape[2], 2,
                                                   x.shape[3]).sum((2, 4)),),
               [_x((2, 2, 3, 3), 73)], ("x",), {"x": ()}),
         _case("attention-no-softmax-backward", "attention", "dS = dP: the softmax skipped",
-              attention_f, lambda g, q, k, v: _attention_no_softmax(g, q, k, v),
+              mix.attention_f, lambda g, q, k, v: _attention_no_softmax(g, q, k, v),
               _qkv(seed=5), ("q", "k", "v"), {"q": (), "k": ()}),
     ]
     return out
@@ -996,7 +542,7 @@ def _held_out():
 
 def _attention_no_softmax(g, q, k, v):
     d = q.shape[-1]
-    p = _softmax(q @ k.T / np.sqrt(d), axis=1)
+    p = mix.softmax(q @ k.T / np.sqrt(d), axis=1)
     ds = g @ v.T
     return ds @ k / np.sqrt(d), ds.T @ q / np.sqrt(d), p.T @ g
 

@@ -30,7 +30,8 @@ import numpy as np
 
 from gradcheck.checker._fit import MIN_PER_PARAMETER, clear_mismatch, fit_claim, slices_along
 
-__all__ = ["fit_missing_term", "missing_term", "fit_rank_one", "fit_elementwise_relation", "BASES", "RELATIONS"]
+__all__ = ["fit_missing_term", "missing_term", "fit_rank_one", "fit_elementwise_relation",
+           "BASES", "RELATIONS"]
 
 
 def _softmax(x, axes):

@@ -60,8 +60,8 @@ RELATION_MEANING = {
     "|x|": "the derivative is multiplied by |x| (a magnitude left in)",
     "exp(x)": "an extra factor exp(x): the function's value used where its derivative "
               "belongs, or an exponential left in",
-    "exp(-x)": "an extra factor exp(−x): σ(−x) where σ(x) belongs (their ratio is exp(−x)), "
-               "or an exponential's sign wrong",
+    "exp(-x)": "an extra factor exp(−x): σ(−x) where σ(x) belongs (their ratio is "
+               "exp(−x)), or an exponential's sign wrong",
 }
 
 _T = "The difference between the analytic and the numerical gradient is "
@@ -122,8 +122,8 @@ GENERIC_CAUSES = (
                  "of a normalization {where}?)."),
     GenericCause("missing_term_centered", missing_term("centered"),
                  _T + "proportional to x − mean(x) {where} (coefficient {coefficient} per "
-                 "slice): the x̂ term of a normalization {where}, −x̂·mean(g·x̂), is missing "
-                 "or wrong."),
+                 "slice): the x̂ term of a normalization {where}, −x̂·mean(g·x̂), is "
+                 "missing or wrong."),
     GenericCause("missing_term_affine", missing_term("affine"),
                  _T + "a + b·x {where} (a {offset}, b {coefficient} per slice): the mean terms "
                  "of a normalization {where}, −mean(g) and −x̂·mean(g·x̂), are missing or "
@@ -138,8 +138,8 @@ GENERIC_CAUSES = (
     GenericCause("missing_term_rank_one", fit_rank_one,
                  _T + "an outer product u vᵀ over axis {axis} and the other axes (rank one; "
                  "largest singular values {singular_values}): one term of a sum of outer "
-                 "products is missing or extra (one batch item's xₙᵀgₙ in a weight gradient: "
-                 "a loop that skips an item?)."),
+                 "products is missing or extra (one batch item's xₙᵀgₙ in a weight "
+                 "gradient: a loop that skips an item?)."),
 )
 
 
