@@ -241,24 +241,50 @@ def elementwise(name):
 
 # ============================================================================ convolution
 
-def conv_f(x, w, b, pad=0):
+def conv_f(x, w, b, pad=0, stride=1):
     xp = np.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad)])
-    win = sliding_window_view(xp, w.shape[2:], axis=(2, 3))      # (N, C, Ho, Wo, kh, kw)
+    win = sliding_window_view(xp, w.shape[2:], axis=(2, 3))[:, :, ::stride, ::stride]
     return np.einsum("nchwij,ocij->nohw", win, w) + b[:, None, None]
 
 
-def conv_vjp(g, x, w, b, pad=0, slip=None):
+def conv_vjp(g, x, w, b, pad=0, stride=1, slip=None):
+    """dW: the valid correlation of the padded input with the error; dx: the error dilated
+    by the stride, padded to a full correlation with the rotated kernel, cropped."""
     kh, kw = w.shape[2:]
+    n, c, h, wd = x.shape
     xp = np.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad)])
-    win = sliding_window_view(xp, (kh, kw), axis=(2, 3))
+    win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
     dw = np.einsum("nchwij,nohw->ocij", win, g)
-    db = g.sum((0, 2, 3))
-    if slip == "db_mean":
-        db = g.mean((0, 2, 3))
-    kernel = w if slip == "kernel_not_rotated" else w[:, :, ::-1, ::-1]
-    gp = np.pad(g, [(0, 0), (0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1)])
+    db = g.mean((0, 2, 3)) if slip == "db_mean" else g.sum((0, 2, 3))
+    if slip == "last_item_dropped":               # for i in range(N - 1)
+        g = g.copy()
+        g[-1] = 0
+    kernel = {"kernel_not_rotated": w,
+              "kernel_transposed": w.swapaxes(2, 3),
+              "channels_swapped": w.swapaxes(0, 1)[:, :, ::-1, ::-1]}.get(slip, w[:, :, ::-1, ::-1])
+    # dilate the error by the stride (the zeros the stride skipped), up to the padded size
+    dil = np.zeros((n, g.shape[1], h + 2 * pad - kh + 1, wd + 2 * pad - kw + 1))
+    if slip == "stride_zeros_missing":
+        dil[:, :, :g.shape[2], :g.shape[3]] = g
+    else:
+        dil[:, :, ::stride, ::stride][:, :, :g.shape[2], :g.shape[3]] = g
+    gp = np.pad(dil, [(0, 0), (0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1)])
     gwin = sliding_window_view(gp, (kh, kw), axis=(2, 3))
     dxp = np.einsum("nohwij,ocij->nchw", gwin, kernel)
-    h, wd = x.shape[2:]
-    top = pad + 1 if slip == "crop_off_by_one_h" else pad
-    return dxp[:, :, top:top + h, pad:pad + wd], dw, db
+    top = pad + 1 if slip in ("crop_off_by_one_h", "crop_off_by_one") else pad
+    left = pad + 1 if slip == "crop_off_by_one" else pad
+    out = np.zeros((n, c, h, wd))
+    part = dxp[:, :, top:top + h, left:left + wd]
+    out[:, :, :part.shape[2], :part.shape[3]] = part
+    return out, dw, db
+
+
+# ============================================================================ sequence
+
+def reverse_f(x):
+    """Reverse the time axis of (N, C, T) (the input of a backward-running RNN)."""
+    return x[:, :, ::-1].copy()
+
+
+def reverse_vjp(g, x, slip=None):
+    return (g.copy(),) if slip == "not_reversed" else (g[:, :, ::-1].copy(),)

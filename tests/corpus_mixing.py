@@ -53,6 +53,8 @@ def mse_l2_vjp(g, w, x, t, lam=0.03, slip=None):
     dr = 2 * r / r.size
     if slip == "two_missing":
         dr = r / r.size
+    if slip == "sign":                 # (t - y) where (y - t) belongs
+        dr = -dr
     dw = x.T @ dr + (0 if slip == "decay_missing" else lam * w)
     return g * dw, None, None
 

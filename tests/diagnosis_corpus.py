@@ -100,10 +100,12 @@ def _mha(seed=0):
     return [r.standard_normal((2, 4, 3, 4)) for _ in range(3)]      # (B, T, H, dh)
 
 
-def _conv_args(dtype=np.float64):
+def _conv_args(dtype=np.float64, size=5, square=False):
     r = _rng(7)
-    return [r.standard_normal((2, 2, 5, 5)).astype(dtype),
-            r.standard_normal((3, 2, 3, 3)).astype(dtype), r.standard_normal(3).astype(dtype)]
+    c_out = 2 if square else 3
+    return [r.standard_normal((2, 2, size, size)).astype(dtype),
+            r.standard_normal((c_out, 2, 3, 3)).astype(dtype),
+            r.standard_normal(c_out).astype(dtype)]
 
 
 def _ew(name, slip, causes, x, kind="element-wise", what=""):
@@ -328,6 +330,31 @@ def _bugs():
               {"x": ("kernel_not_rotated",)}),
         _case("conv-db-mean", "conv", "db averaged over N·H·W",
               loc.conv_f, _with(loc.conv_vjp, "db_mean"), _conv_args(), D, {"b": ("scaled",)}),
+        _case("conv-kernel-transposed", "conv", "the kernel transposed where rotated",
+              loc.conv_f, _with(loc.conv_vjp, "kernel_transposed"), _conv_args(), D,
+              {"x": ("transposed",)}),
+        _case("conv-channels-swapped", "conv", "w used as (C_in, C_out, …)",
+              loc.conv_f, _with(loc.conv_vjp, "channels_swapped"), _conv_args(square=True), D,
+              {"x": ("channel_axes_swapped",)}),
+        _case("conv-stride-zeros-missing", "conv", "the error not dilated by the stride",
+              lambda x, w, b: loc.conv_f(x, w, b, stride=2),
+              lambda g, x, w, b: loc.conv_vjp(g, x, w, b, stride=2, slip="stride_zeros_missing"),
+              _conv_args(size=7), D, {"x": ("stride_zeros_missing",)}),
+        _case("conv-crop-both", "conv", "the padding cropped off by one in H and W",
+              lambda x, w, b: loc.conv_f(x, w, b, pad=1),
+              lambda g, x, w, b: loc.conv_vjp(g, x, w, b, pad=1, slip="crop_off_by_one"),
+              _conv_args(), D, {"x": ("padding_offset",)}),
+        _case("conv-last-item-dropped", "conv", "the batch loop stops one item short in dx",
+              loc.conv_f, _with(loc.conv_vjp, "last_item_dropped"), _conv_args(), D,
+              {"x": ("region", "position_mask")}),
+        _case("reverse-not-reversed", "sequence", "the time reversal not undone in backward",
+              loc.reverse_f, _with(loc.reverse_vjp, "not_reversed"), [_x((2, 3, 7), 42)],
+              ("x",), {"x": ("reversed", "kernel_not_rotated")}),
+        _case("mse-sign", "dense", "(t − y) where (y − t) belongs",
+              lambda w, x, t: mix.mse_l2_f(w, x, t, 0.0),
+              lambda g, w, x, t: mix.mse_l2_vjp(g, w, x, t, 0.0, slip="sign"),
+              [_dense_args()[1][:, :3], _dense_args()[0], _dense_args(seed=1)[0][:, :3]],
+              ("w", "x", "t"), {"w": ("sign_flipped",)}),
         _case("conv-crop-h", "conv", "the padding cropped off by one in H only",
               lambda x, w, b: loc.conv_f(x, w, b, pad=1),
               lambda g, x, w, b: loc.conv_vjp(g, x, w, b, pad=1, slip="crop_off_by_one_h"),
@@ -404,7 +431,7 @@ BUGS = tuple(_bugs())
 CORRECT = tuple(_correct())
 KINDS = ("dense", "layer-norm", "batch-norm", "softmax", "log-softmax", "attention",
          "max-pool", "average-pool", "upsampling", "reflect-padding", "sort/top-k",
-         "element-wise", "conv")
+         "element-wise", "conv", "sequence")
 
 
 # ============================================================================ held out
