@@ -263,7 +263,7 @@ def conv_vjp(g, x, w, b, pad=0, stride=1, slip=None):
               "kernel_transposed": w.swapaxes(2, 3),
               "channels_swapped": w.swapaxes(0, 1)[:, :, ::-1, ::-1]}.get(slip, w[:, :, ::-1, ::-1])
     # dilate the error by the stride (the zeros the stride skipped), up to the padded size
-    dil = np.zeros((n, g.shape[1], h + 2 * pad - kh + 1, wd + 2 * pad - kw + 1))
+    dil = np.zeros((n, g.shape[1], h + 2 * pad - kh + 1, wd + 2 * pad - kw + 1), g.dtype)
     if slip == "stride_zeros_missing":
         dil[:, :, :g.shape[2], :g.shape[3]] = g
     else:
@@ -273,7 +273,7 @@ def conv_vjp(g, x, w, b, pad=0, stride=1, slip=None):
     dxp = np.einsum("nohwij,ocij->nchw", gwin, kernel)
     top = pad + 1 if slip in ("crop_off_by_one_h", "crop_off_by_one") else pad
     left = pad + 1 if slip == "crop_off_by_one" else pad
-    out = np.zeros((n, c, h, wd))
+    out = np.zeros((n, c, h, wd), x.dtype)
     part = dxp[:, :, top:top + h, left:left + wd]
     out[:, :, :part.shape[2], :part.shape[3]] = part
     return out, dw, db

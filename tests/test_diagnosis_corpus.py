@@ -126,7 +126,6 @@ def test_one_float32_element_off_by_a_small_factor_names_no_cause(case, factor):
         return tuple(grads)
 
     report, found = _check(case, nudged)
-    assert report.passed or factor > 1.00001 and found
     assert factor < 1.001 or not report.passed
     for d in found.values():
         assert d.cause in ("single_element", "no_known_pattern"), d.message
