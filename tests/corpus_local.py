@@ -282,9 +282,10 @@ def conv_vjp(g, x, w, b, pad=0, stride=1, slip=None):
 # ============================================================================ sequence
 
 def reverse_f(x):
-    """Reverse the time axis of (N, C, T) (the input of a backward-running RNN)."""
-    return x[:, :, ::-1].copy()
+    """Reverse the time axis of a batch-first (N, T, C) sequence (the input of an RNN run
+    backwards in time)."""
+    return x[:, ::-1].copy()
 
 
 def reverse_vjp(g, x, slip=None):
-    return (g.copy(),) if slip == "not_reversed" else (g[:, :, ::-1].copy(),)
+    return (g.copy(),) if slip == "not_reversed" else (g[:, ::-1].copy(),)

@@ -24,7 +24,7 @@ import numpy as np
 import corpus_local as loc
 import corpus_mixing as mix
 
-__all__ = ["Case", "BUGS", "CORRECT", "HELD_OUT", "KINDS"]
+__all__ = ["Case", "BUGS", "CORRECT", "HELD_OUT", "EXTRAS", "KINDS"]
 
 
 class Case(NamedTuple):
@@ -348,8 +348,8 @@ def _bugs():
               loc.conv_f, _with(loc.conv_vjp, "last_item_dropped"), _conv_args(), D,
               {"x": ("region", "position_mask")}),
         _case("reverse-not-reversed", "sequence", "the time reversal not undone in backward",
-              loc.reverse_f, _with(loc.reverse_vjp, "not_reversed"), [_x((2, 3, 7), 42)],
-              ("x",), {"x": ("reversed", "kernel_not_rotated")}),
+              loc.reverse_f, _with(loc.reverse_vjp, "not_reversed"), [_x((2, 7, 3), 42)],
+              ("x",), {"x": ("reversed",)}),
         _case("mse-sign", "dense", "(t − y) where (y − t) belongs",
               lambda w, x, t: mix.mse_l2_f(w, x, t, 0.0),
               lambda g, w, x, t: mix.mse_l2_vjp(g, w, x, t, 0.0, slip="sign"),
@@ -575,3 +575,32 @@ def _attention_no_softmax(g, q, k, v):
 
 
 HELD_OUT = tuple(_held_out())
+
+
+# ============================================================================ examples
+# For the causes no slip above shows: a mismatch at one element, at a kink, and where f
+# overflows next to the point. Used by the catalogue's examples (docs/diagnosis.md).
+
+def _extras():
+    def nudged_dense(g, x, w, b):
+        dx, dw, db = mix.dense_vjp(g, x, w, b)
+        dx = dx.copy()
+        dx[2, 3] *= np.float32(1.001)                     # one element off by 0.1%
+        return dx, dw, db
+
+    relu_x = np.array([[-1.0, 0.0, 2.0], [0.5, 0.0, -0.3]])
+    return (
+        _case("dense-f32-one-element", "dense", "one element of dx off by 0.1% (float32)",
+              mix.dense_f, nudged_dense, _dense_args(np.float32), ("x", "w", "b"),
+              {"x": ("single_element",)}),
+        _case("relu-two-at-kink", "element-wise", "a ReLU backward returning 2 at x = 0",
+              lambda x: np.maximum(x, 0),
+              lambda g, x: (g * np.where(x > 0, 1.0, np.where(x == 0, 2.0, 0.0)),),
+              [relu_x], ("x",), {"x": ("outside_kink_limits",)}),
+        _case("exp-near-overflow", "element-wise", "exp at 709.5: f overflows next to the point",
+              np.exp, lambda g, x: (g * np.exp(x),), [np.array([1.0, 709.5])], ("x",),
+              {"x": ("no_numerical_derivative",)}),
+    )
+
+
+EXTRAS = tuple(_extras())

@@ -26,7 +26,7 @@ def _indices(idx) -> str:
 def _where(ev, failed) -> list[str]:
     parts = []
     if failed.sum() == 1:
-        return [f"at {tuple(int(i) for i in np.argwhere(failed)[0])}"]
+        return []                        # the worst element says where
     for axis, n in enumerate(ev.a.shape):
         if n < 2:
             continue
@@ -65,14 +65,18 @@ def describe(ev) -> tuple[str, dict]:
     ratio = na / nn if nn else float("inf")
     cosine = float(np.dot(a[ev.keep], n[ev.keep]) / (na * nn)) if na and nn else 0.0
     where = _where(ev, failed)
-    text = (f"No known cause fits. The mismatch: {k} of {total} elements"
-            + ("; " + "; ".join(where) if where else ", spread over every axis") + ". ")
+    text = f"No known cause fits. The mismatch: {k} of {total} elements"
+    if k > 1:
+        text += ("; " + "; ".join(where) if where else ", spread over every axis") + ". "
+    else:
+        text += ". "
     if k:
-        text += (f"Largest at {idx}: analytic {a[worst]:.6g}, numeric {n[worst]:.6g} "
+        text += (f"{'Largest' if k > 1 else 'It is'} at {idx}: analytic {a[worst]:.6g}, "
+                 f"numeric {n[worst]:.6g} "
                  f"(|diff| {abs(a[worst] - n[worst]):.3g}, {excess[worst]:.3g} × the "
                  f"tolerance); ")
         text += (f"|A − N| is typically {typical:.2g} × |N| at the mismatches; " if
-                 np.isfinite(typical) and typical < 1e6 else "")
+                 k > 1 and np.isfinite(typical) and typical < 1e6 else "")
     text += f"overall |A|/|N| = {ratio:.4g}, cosine {cosine:.4g}."
     evidence = {"misfit_before": float(excess.max()) if k else 0.0, "failed_elements": k,
                 "largest_numeric": float(np.max(np.abs(n[ev.keep]))) if total else 0.0,
