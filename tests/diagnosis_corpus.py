@@ -256,7 +256,7 @@ def _bugs():
               [_x((1, 2, 9, 9), 16)], ("x",), {"x": ("position_mask",)}),
         _case("avgpool-pad-count", "average-pool", "divided by k² at the padded border",
               loc.avgpool_pad_f, _with(loc.avgpool_pad_vjp, "divides_by_window"),
-              [_x((1, 2, 7, 7), 17)], ("x",), {"x": ("position_mask",)}),
+              [_x((1, 2, 7, 7), 17)], ("x",), {"x": ("position_mask", "region")}),
         # upsampling
         _case("upsample-block-mean", "upsampling", "the block's gradient averaged, not summed",
               loc.upsample_f, _with(loc.upsample_vjp, "block_mean"), [_x((2, 2, 3, 3), 18)],

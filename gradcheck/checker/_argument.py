@@ -6,7 +6,8 @@ carries the argument through the stages that kind has:
 - ``"full"``: differentiate every element (:func:`._numeric.full_numeric`), judge them
   (:func:`._judge.judge_elements`), settle shared kinks (:func:`._kinks.settle_kinks`),
   take a second look at the mismatches (:func:`._numeric.second_look`), diagnose
-  (:func:`._diagnose.diagnose_judgement`), report (:func:`._summarize.summarize_full`);
+  (:func:`._diagnose.diagnose_judgement`, with what is known of the argument:
+  :func:`known_of`), report (:func:`._summarize.summarize_full`);
 - ``"fast"``: differentiate along random directions (:func:`._numeric.directional_numeric`),
   judge the projections (:func:`._judge.judge_directions`), report;
 - ``"skipped"``: report why.
@@ -21,7 +22,10 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from gradcheck.checker._diagnose import diagnose_judgement, role_of
+from gradcheck.checker._fit import Known, named_sizes
 from gradcheck.checker._judge import judge_directions, judge_elements
 from gradcheck.checker._kinks import KinkContext, settle_kinks
 from gradcheck.checker._numeric import (
@@ -34,7 +38,7 @@ from gradcheck.checker._numeric import (
 from gradcheck.checker._summarize import summarize_fast, summarize_full, summarize_skipped
 from gradcheck.checker._tolerance import Tolerance
 
-__all__ = ["RUNNERS", "target_of"]
+__all__ = ["RUNNERS", "target_of", "known_of"]
 
 
 def target_of(problem, options, plan) -> Target:
@@ -42,6 +46,19 @@ def target_of(problem, options, plan) -> Target:
     i = plan.index
     return Target(problem.of_argument(i), problem.args[i], problem.cotangent, plan.pattern,
                   options.vectorized[i], options.method, options.seed, options.memory)
+
+
+def known_of(problem, index) -> Known:
+    """What the diagnosis may use of argument ``index`` beyond its two gradients: its
+    value, the sizes of every argument and of the output, the cotangent, and the backward
+    and forward to call again."""
+    shapes = {"the output": problem.y.shape,
+              **{name: np.shape(a) for name, a in zip(problem.argnames, problem.args)}}
+    backward = None if problem.f_vjp is None else (
+        lambda cotangent: problem.vjp_again(cotangent)[index])
+    return Known(x=problem.args[index], sizes=named_sizes(shapes),
+                 cotangent=problem.cotangent_f, backward=backward,
+                 forward=problem.of_argument(index))
 
 
 def check_full(problem, options, plan, suspects):
@@ -61,7 +78,8 @@ def check_full(problem, options, plan, suspects):
     num, judged, note = second_look(target, num, verdict(num), verdict, tolerance)
     diagnosis = diagnose_judgement(
         judged, role=role_of(options.roles[plan.index], plan.index, target.arg),
-        suspects=lambda: list(suspects(plan.name, problem.cotangent_f)))
+        suspects=lambda: list(suspects(plan.name, problem.cotangent_f)),
+        known=known_of(problem, plan.index))
     return summarize_full(plan.name, target.arg, analytic.dtype, judged, diagnosis,
                           nfev=num.nfev, started=started, note=note)
 

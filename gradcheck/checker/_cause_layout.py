@@ -1,5 +1,8 @@
 """Generic causes of layout: the right numbers in the wrong places.
 
+- a kernel flipped: ``A = flip(N)`` over a tensor's spatial axes (or along one of them)
+  -- the kernel not rotated, a convolution used where a correlation belongs;
+- spatial axes transposed: ``A = N`` with its last two spatial axes swapped;
 - axes permuted: ``A = transpose(N, p)`` when that keeps the shape (two axes of equal size
   swapped), or ``A = reshape(transpose(N, p))`` -- a reshape where a transpose belongs
   (a gradient computed in NHWC and reshaped to NCHW), or the other way round;
@@ -20,10 +23,55 @@ import numpy as np
 
 from gradcheck.checker._fit import fit_claim
 
-__all__ = ["fit_axes_permuted", "fit_reversed", "fit_shifted", "fit_permuted_within"]
+__all__ = ["fit_kernel_flip", "fit_spatial_transpose", "fit_axes_permuted", "fit_reversed",
+           "fit_shifted", "fit_permuted_within"]
 
 #: Largest shift tried along one axis.
 MAX_SHIFT = 2
+
+
+def _flips(shape, role):
+    """``(message, move)`` for ``A = flip(N)``: over every spatial axis, then along one."""
+    sp = role.spatial_axes
+    if not sp or not any(shape[a] > 1 for a in sp):
+        return
+    name = "kernel gradient" if role.kind == "weight" else "gradient"
+    yield (f"The analytic {name} is the numerical one rotated 180° (flipped along every "
+           f"spatial axis): the kernel was not rotated — a convolution was used where a "
+           f"correlation belongs, or the other way round.", lambda arr: np.flip(arr, axis=sp))
+    if len(sp) > 1:
+        for axis in sp:
+            if shape[axis] > 1:
+                yield (f"The analytic gradient is the numerical one flipped along axis {axis} "
+                       f"only: the kernel was flipped along one axis instead of rotated 180°.",
+                       lambda arr, axis=axis: np.flip(arr, axis=axis))
+
+
+def _moved(ev, transforms):
+    """The first ``A = T(N)`` of ``transforms`` that fits; ``N``'s uncertainty moves along."""
+    for message, move in transforms:
+        fit = fit_claim(ev, move(ev.n), move(ev.tol), text=message)
+        if fit is not None:
+            return fit
+    return None
+
+
+def fit_kernel_flip(ev):
+    """``A = flip(N)`` over the spatial axes of the tensor's role, or along one of them."""
+    if not ev.n_failed:
+        return None
+    return _moved(ev, _flips(ev.a.shape, ev.role))
+
+
+def fit_spatial_transpose(ev):
+    """``A = N`` with the last two spatial axes of the tensor's role swapped."""
+    sp, shape = ev.role.spatial_axes, ev.a.shape
+    if not ev.n_failed or len(sp) < 2 or not shape[sp[-1]] == shape[sp[-2]] > 1:
+        return None
+    return _moved(ev, [(f"The analytic gradient is the numerical one with spatial axes "
+                        f"{sp[-2]} and {sp[-1]} swapped: the kernel (or the gradient) was "
+                        f"transposed instead of rotated.",
+                        lambda arr: np.swapaxes(arr, sp[-2], sp[-1]))])
 
 
 def _layouts(shape):

@@ -33,8 +33,10 @@ from itertools import combinations
 import numpy as np
 
 from gradcheck.checker._fit import SLACK, clear_mismatch, fit_claim, informative
+from gradcheck.checker._report import Diagnosis
 
-__all__ = ["fit_value_mask", "fit_position_mask", "CHANCE", "RELATION_TEXT", "VALUE_MEANING"]
+__all__ = ["single_element", "region", "fit_value_mask", "fit_position_mask", "CHANCE",
+           "RELATION_TEXT", "VALUE_MEANING"]
 
 #: Largest chance that the mismatches fall in a named set at random.
 CHANCE = 1e-3
@@ -96,7 +98,8 @@ def _value_sets(x, fail, info):
     """``(text, mask, chance)`` for value sets whose informative part is exactly ``fail``."""
     xs, fs = x[info], fail[info]
     k = int(fs.sum())
-    if k < 2 or xs.size - k < 2:
+    # a range on each side: mismatches all at one value of x (a kink at 0, say) are no range
+    if np.unique(xs[fs]).size < 2 or np.unique(xs[~fs]).size < 2:
         return
     chance = _value_chance(xs.size, k)
     order = np.argsort(xs, kind="stable")
@@ -225,4 +228,77 @@ def fit_position_mask(ev):
                                         "relation": relation, **extra,
                                         "relation_text": RELATION_TEXT[relation].format(**extra),
                                         "count": k})
+    return None
+
+
+# --------------------------------------------------------------------------- where it is wrong
+# These two say where, not why: one element, or a region of a tensor whose axes are known
+# (a batch item, a channel, a border), and are named for any mismatch, however small.
+
+
+def single_element(ev):
+    """Only one element is wrong."""
+    if ev.n_failed != 1:
+        return None
+    a, n = ev.a, ev.n
+    idx = tuple(int(i) for i in np.argwhere(ev.failed)[0])
+    rel = abs(a[idx] - n[idx]) / max(abs(a[idx]), abs(n[idx]), np.finfo(float).tiny)
+    return Diagnosis(
+        "single_element",
+        f"Only element {idx} is wrong (analytic {a[idx]:.9g}, numeric {n[idx]:.9g}, "
+        f"relative error {rel:.2g}); every other element agrees.",
+        {"index": list(idx), "analytic": a[idx], "numeric": n[idx], "relative_error": rel,
+         "failed_elements": 1})
+
+
+def _region_masks(shape, role):
+    """Candidate regions (name, boolean mask) for 'one region is zero or wrong'."""
+    if role.batch_axis is not None and shape[role.batch_axis] > 1:
+        for i in range(shape[role.batch_axis]):
+            yield f"batch item {i} (axis {role.batch_axis} = {i})", _slab(shape, role.batch_axis, i)
+    for axis in role.channel_axes:
+        if shape[axis] > 1:
+            what = {0: "output channel", 1: "input channel"}.get(axis, "channel") \
+                if role.kind == "weight" else "channel"
+            for i in range(shape[axis]):
+                yield f"{what} {i} (axis {axis} = {i})", _slab(shape, axis, i)
+    # one side of the border: the first or last `width` positions along one spatial axis
+    for width in (1, 2):
+        for a in role.spatial_axes:
+            if shape[a] <= 2 * width:
+                continue
+            where = f"position{'s' if width > 1 else ''}"
+            for side, sl in (("first", slice(0, width)), ("last", slice(shape[a] - width, None))):
+                yield (f"the {side} {width} {where} along spatial axis {a} (a border)",
+                       _slab(shape, a, sl))
+    if role.spatial_axes and all(shape[a] >= 3 for a in role.spatial_axes):
+        for width in (1, 2):
+            if any(shape[a] <= 2 * width for a in role.spatial_axes):
+                continue
+            inner = np.zeros(shape, bool)
+            idx = [slice(None)] * len(shape)
+            for a in role.spatial_axes:
+                idx[a] = slice(width, shape[a] - width)
+            inner[tuple(idx)] = True
+            yield f"the border (the outer {width} row{'s' if width > 1 else ''}/column" \
+                  f"{'s' if width > 1 else ''} of every spatial axis)", ~inner
+
+
+def region(ev):
+    """All mismatches lie in one region of a tensor whose axes are known."""
+    if not ev.n_failed:
+        return None
+    for label, mask in _region_masks(ev.a.shape, ev.role):
+        if mask.all() or not ev.failed[~mask].sum() == 0:
+            continue
+        inside = mask & ev.keep
+        zero = bool(np.all(np.abs(ev.a[inside]) <= SLACK * ev.tol[inside]))
+        share = ev.failed.sum() / max(1, inside.sum())
+        return Diagnosis(
+            "region",
+            f"All {ev.n_failed} mismatches lie in {label}, where the analytic gradient is "
+            f"{'zero' if zero else 'wrong'}; everywhere else it agrees. Look for a boundary "
+            f"or indexing bug that drops or mangles that part.",
+            {"region": label, "analytic_zero_there": zero, "failed_elements": ev.n_failed,
+             "failed_share_of_region": float(share)})
     return None

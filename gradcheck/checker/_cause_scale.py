@@ -59,9 +59,8 @@ def name_factor(c: float, shape, known=None, uncertainty: float = 0.0) -> tuple[
     m = abs(c)
     sizes = _named_sizes(shape, known)
 
-    def labels(value):
-        found = list(dict.fromkeys(label for label, n in sizes if abs(value - n) <= close * n))
-        return " or ".join(found[:2]) + (" or …" if len(found) > 2 else "")
+    def labels(value):        # the first size of that value (single axes first, this one's)
+        return next(label for label, n in sizes if abs(value - n) <= close * n)
 
     minus = "-" if c < 0 else ""
     for n in sorted({n for _, n in sizes}):

@@ -175,19 +175,28 @@ def fit_rank_one(ev):
         fit = fit_claim(ev, ev.n + fitted, ev.tol)
         if fit is not None:
             return fit._replace(params={"axis": axis,
-                                        "singular_values": [float(v) for v in s[:3]]})
+                                        "singular_values": [float(v) for v in s[:3]],
+                                        "singular_text": ", ".join(f"{v:.3g}" for v in s[:3])})
     return None
 
 
-#: ``name: (h(x), valid(x))`` for the relation ``A = c N h(x)``.
+#: ``name: (h(x), valid(x), meaning)`` for the relation ``A = c N h(x)``.
 RELATIONS = {
-    "x": (lambda x: x, lambda x: True),
-    "1/x": (lambda x: 1 / x, lambda x: np.all(x != 0)),
-    "x²": (lambda x: x * x, lambda x: True),
-    "1/x²": (lambda x: 1 / (x * x), lambda x: np.all(x != 0)),
-    "|x|": (np.abs, lambda x: True),
-    "exp(x)": (np.exp, lambda x: np.all(np.abs(x) < 50)),
-    "exp(-x)": (lambda x: np.exp(-x), lambda x: np.all(np.abs(x) < 50)),
+    "x": (lambda x: x, lambda x: True,
+          "the derivative is multiplied by x once too often (x·f'(x) where f'(x) belongs?)"),
+    "1/x": (lambda x: 1 / x, lambda x: np.all(x != 0),
+            "the derivative is divided by x once too often (d/dx log x = 1/x applied twice?)"),
+    "x²": (lambda x: x * x, lambda x: True,
+           "the derivative is multiplied by x² once too often"),
+    "1/x²": (lambda x: 1 / (x * x), lambda x: np.all(x != 0),
+             "the derivative is divided by x² once too often"),
+    "|x|": (np.abs, lambda x: True, "the derivative is multiplied by |x| (a magnitude left in)"),
+    "exp(x)": (np.exp, lambda x: np.all(np.abs(x) < 50),
+               "an extra factor exp(x): the function's value used where its derivative "
+               "belongs, or an exponential left in"),
+    "exp(-x)": (lambda x: np.exp(-x), lambda x: np.all(np.abs(x) < 50),
+                "an extra factor exp(−x): σ(−x) where σ(x) belongs (their ratio is exp(−x)), "
+                "or an exponential's sign wrong"),
 }
 
 
@@ -197,7 +206,7 @@ def fit_elementwise_relation(ev):
     if not ev.n_failed or x is None or x.shape != ev.a.shape or np.ptp(x) == 0:
         return None
     a, keep = ev.a, ev.keep
-    for name, (h, valid) in RELATIONS.items():
+    for name, (h, valid, meaning) in RELATIONS.items():
         if not valid(x):
             continue
         nh = ev.n * h(x)
@@ -208,5 +217,6 @@ def fit_elementwise_relation(ev):
         fit = fit_claim(ev, c * nh, np.abs(c * h(x)) * ev.tol)
         if fit is not None:
             text = "" if abs(c - 1) < 1e-6 else ("−" if abs(c + 1) < 1e-6 else f"{c:.6g}·")
-            return fit._replace(params={"h": name, "factor": c, "factor_text": text})
+            return fit._replace(params={"h": name, "factor": c, "factor_text": text,
+                                        "meaning": meaning})
     return None

@@ -34,15 +34,13 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from gradcheck.checker._causes import CAUSES, no_known_pattern
+from gradcheck.checker._causes import CAUSES
+from gradcheck.checker._describe import describe
+from gradcheck.checker._fit import SLACK, Fit, Known
 from gradcheck.checker._report import Diagnosis
 
-__all__ = ["TensorRole", "Suspect", "Evidence", "diagnose", "diagnose_judgement",
+__all__ = ["TensorRole", "Suspect", "Evidence", "Known", "diagnose", "diagnose_judgement",
            "diagnose_evidence", "role_of", "SLACK"]
-
-#: A claim is accepted when every element agrees within SLACK x the check's tolerance.
-SLACK = 4.0
-
 
 class TensorRole(NamedTuple):
     """Which axes of a tensor mean what, for suspects that move data around.
@@ -98,17 +96,19 @@ def role_of(role, index: int, arr) -> TensorRole:
 class Evidence:
     """What every cause is tested against: one argument's two gradients, the tolerance
     the check used, the elements left out (kinks), the tensor's role, the caller's
-    suspects (``suspects()``, computed only if asked) and, from a check, its judgement.
+    suspects (``suspects()``, computed only if asked), what else is known of the argument
+    and of ``f`` (:class:`~gradcheck.checker._fit.Known`: its value, the sizes, the
+    cotangent, the backward and forward to call again) and, from a check, its judgement.
     """
 
     def __init__(self, analytic, numeric, tolerance, *, role: TensorRole = TensorRole(),
                  suspects: Callable[[], Sequence[Suspect]] = tuple, exclude=None,
-                 judged=None):
+                 judged=None, known: Known = Known()):
         self.a = np.asarray(analytic, dtype=np.float64)
         self.n = np.asarray(numeric, dtype=np.float64)
         self.tol = np.broadcast_to(np.asarray(tolerance, dtype=np.float64), self.a.shape)
         self.keep = np.ones(self.a.shape, bool) if exclude is None else ~np.asarray(exclude, bool)
-        self.role, self.suspects, self.judged = role, suspects, judged
+        self.role, self.suspects, self.judged, self.known = role, suspects, judged, known
 
     @cached_property
     def a_k(self):
@@ -136,14 +136,6 @@ class Evidence:
         """The misfit of ``A = N`` itself (in units of the tolerance)."""
         return _misfit(self.a_k, self.n_k, self.tol_k) if self.a_k.size else 0.0
 
-    @cached_property
-    def factor(self) -> float | None:
-        """The least-squares ``c`` of ``A = c N`` (None without failures or with ``N = 0``)."""
-        nn = float(np.dot(self.n_k, self.n_k))
-        if nn > 0 and self.n_failed:
-            return float(np.dot(self.a_k, self.n_k) / nn)
-        return None
-
     def agrees(self, x, y) -> bool:
         """``x`` and ``y`` agree within the slack tolerance, on the elements kept."""
         return bool(np.all(np.abs(np.asarray(x, np.float64)[self.keep]
@@ -155,10 +147,6 @@ class Evidence:
         t = self.tol_k if spread is None else self.tol_k + np.asarray(spread, np.float64)[self.keep]
         return bool(self.a_k.size) and \
             bool(np.all(np.abs(self.a_k - np.asarray(predicted, np.float64)[self.keep]) <= SLACK * t))
-
-    def negligible(self, mask) -> bool:
-        """``A`` is zero, within the slack tolerance, on ``mask``."""
-        return bool(np.all(np.abs(self.a[mask]) <= SLACK * self.tol[mask]))
 
     def record(self, predicted, **extra) -> dict:
         """The evidence of a claim that fits: the misfit before and after applying it."""
@@ -173,16 +161,59 @@ def _misfit(a, b, tol) -> float:
     return float(np.max(np.abs(a - b) / np.maximum(tol, np.finfo(float).tiny)))
 
 
+class _Counted:
+    """A callable that counts its calls (the backward or forward, called again)."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        return self.fn(*args)
+
+
+def _named(cause, fit: Fit, evidence: Evidence) -> Diagnosis:
+    """A cause whose test returned a Fit: its message with the fit's numbers."""
+    message = cause.message.format(**fit.params)
+    if np.isfinite(fit.after):
+        message += (f" (This fits: the largest mismatch goes from {fit.before:.3g} to "
+                    f"{fit.after:.2g} tolerances.)")
+    return Diagnosis(cause.name, message, {"misfit_before": fit.before,
+                                           "misfit_after": fit.after,
+                                           "failed_elements": evidence.n_failed, **fit.params})
+
+
 def diagnose_evidence(evidence: Evidence) -> Diagnosis:
-    """The first cause of the catalogue that fits, else ``no_known_pattern``."""
+    """The first cause of the catalogue that fits, else a description of the mismatch
+    (``no_known_pattern``). Calls of the backward or the forward made on the way (to test
+    a cause) are counted in the diagnosis's evidence, ``calls_made``."""
+    known = evidence.known
+    backward = None if known.backward is None else _Counted(known.backward)
+    forward = None if known.forward is None else _Counted(known.forward)
+    evidence.known = known._replace(backward=backward, forward=forward)
+    diagnosis = None
     for cause in CAUSES:
         found = cause.test(evidence)
-        if found is not None:
-            return found
-    return no_known_pattern(evidence)
+        if isinstance(found, Fit):
+            diagnosis = _named(cause, found, evidence)
+        elif found is not None:
+            diagnosis = found
+        if diagnosis is not None:
+            break
+    else:
+        message, details = describe(evidence)
+        diagnosis = Diagnosis("no_known_pattern", message, details)
+    calls = {name: probe.calls for name, probe in (("backward", backward), ("forward", forward))
+             if probe is not None and probe.calls}
+    if calls:
+        diagnosis = Diagnosis(diagnosis.cause, diagnosis.message,
+                              {**diagnosis.evidence, "calls_made": calls})
+    evidence.known = known
+    return diagnosis
 
 
-def diagnose_judgement(judged, *, role: TensorRole, suspects: Callable[[], Sequence[Suspect]]):
+def diagnose_judgement(judged, *, role: TensorRole, suspects: Callable[[], Sequence[Suspect]],
+                       known: Known = Known()):
     """The cause of one argument's failures (None when nothing failed).
 
     ``judged`` is its :class:`~gradcheck.checker._judge.Judgement`; elements at kinks are
@@ -192,7 +223,7 @@ def diagnose_judgement(judged, *, role: TensorRole, suspects: Callable[[], Seque
         return None
     return diagnose_evidence(Evidence(judged.analytic, judged.numeric, judged.tolerance,
                                       role=role, suspects=suspects, exclude=judged.nondiff,
-                                      judged=judged))
+                                      judged=judged, known=known))
 
 
 def diagnose(
@@ -203,6 +234,7 @@ def diagnose(
     role: TensorRole = TensorRole(),
     suspects: Sequence[Suspect] = (),
     exclude: np.ndarray | None = None,
+    known: Known = Known(),
 ) -> Diagnosis:
     """Name the best-supported cause of ``analytic != numeric``.
 
@@ -218,7 +250,10 @@ def diagnose(
         Layer-specific claims supplied by the caller (tested first, in order).
     exclude : ndarray of bool, optional
         Elements to leave out of every comparison (non-differentiable points).
+    known : Known, optional
+        What else is known: the argument's value, the problem's sizes, the cotangent, the
+        backward and forward to call again (each cause that needs one it lacks is skipped).
     """
     found = list(suspects)
     return diagnose_evidence(Evidence(analytic, numeric, tolerance, role=role,
-                                      suspects=lambda: found, exclude=exclude))
+                                      suspects=lambda: found, exclude=exclude, known=known))

@@ -13,7 +13,7 @@ is reported as :class:`~gradcheck.UserCodeError`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -41,6 +41,8 @@ class Problem:
     analytic: tuple          # f_vjp(R, *args): one gradient per argument, None if not given
     term_size: float         # max |R_i y_i|, the largest term of C
     f_seconds: float         # the time of one call of f
+    f_vjp: Callable | None = None   # the backward under test, for the diagnosis to call again
+    _again: dict = field(default_factory=dict, compare=False, repr=False)
 
     def of_argument(self, index: int) -> Callable:
         """``f`` as a function of argument ``index`` alone, the others held at the point."""
@@ -50,6 +52,17 @@ class Problem:
             return self.f(*before, a, *after)
 
         return g
+
+    def vjp_again(self, cotangent) -> tuple:
+        """``f_vjp(cotangent, *args)`` for another cotangent (the diagnosis's linearity
+        test), each cotangent called once however many arguments ask."""
+        cotangent = np.asarray(cotangent, dtype=self.cotangent_f.dtype)
+        key = cotangent.tobytes()
+        if key not in self._again:
+            grads = self.f_vjp(cotangent, *self.args)
+            self._again[key] = (grads,) if len(self.args) == 1 and isinstance(
+                grads, np.ndarray) else tuple(grads)
+        return self._again[key]
 
     def resolution(self, index: int) -> np.ndarray:
         """:math:`r_j`: the smallest derivative one term of ``C`` can express for each
@@ -177,4 +190,4 @@ def scalarize(f, f_vjp, args, options) -> Problem:
     cotangent_f = cotangent.astype(y.dtype if y.dtype.kind in "fc" else np.float64)
     analytic = _analytic(f_vjp, cotangent_f, args, options.argnames)
     return Problem(f, args, options.argnames, y, cotangent, cotangent_f, analytic,
-                   _largest_term(cotangent, y), f_seconds)
+                   _largest_term(cotangent, y), f_seconds, f_vjp)

@@ -1,0 +1,77 @@
+"""Causes that come from the check itself or from what is known of ``f``.
+
+- ``no_numerical_derivative``: some elements have no usable numerical value (``f``
+  overflowed or was NaN next to the point) -- not a claim about ``A``: nothing can be
+  said about those elements;
+- the caller's suspects: ``A`` is what a known mistake of the layer would return
+  (:mod:`gradcheck.checker._suspects`), tested most specific first;
+- ``outside_kink_limits``: at a kink, ``A`` lies outside both one-sided derivatives.
+
+Each returns a :class:`~gradcheck.checker._report.Diagnosis` of its own making (its
+message depends on the layer or on the kink), or None.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gradcheck.checker._judge import excess, unusable
+from gradcheck.checker._report import Diagnosis
+
+__all__ = ["no_numerical_derivative", "caller_suspects", "outside_kink_limits"]
+
+
+def no_numerical_derivative(ev):
+    """Elements without a usable numerical derivative fail, and say so."""
+    judged = ev.judged
+    if judged is None:
+        return None
+    bad = unusable(judged.numeric, judged.error)
+    if not bad.any():
+        return None
+    idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), bad.shape))
+    count = int(bad.sum())
+    return Diagnosis(
+        "no_numerical_derivative",
+        f"{count} of {bad.size} element(s) have no usable numerical derivative (at "
+        f"{idx}: {'NaN' if np.isnan(judged.numeric[idx]) else 'an unbounded error'}): f "
+        f"overflowed or returned NaN or infinity at the perturbed points, so the analytic "
+        f"value cannot be checked there; they count as failed. Inputs of moderate size (not "
+        f"near 1e100, where squares overflow) and an f that is finite around them make them "
+        f"checkable.",
+        {"count": count, "index": list(idx)})
+
+
+def caller_suspects(ev):
+    """The layer-aware claims, most specific first (tested in the order given)."""
+    if not ev.n_failed:
+        return None
+    for s in ev.suspects():
+        # a claim that predicts the right gradient cannot explain a wrong one
+        if s.predicted.shape == ev.a.shape and ev.fits(s.predicted) and not ev.fits(ev.n):
+            if not ev.agrees(s.predicted, ev.n):
+                return Diagnosis(s.cause, s.message, ev.record(s.predicted))
+    return None
+
+
+def outside_kink_limits(ev):
+    """Mismatches at kinks: the analytic value is outside both one-sided limits there."""
+    judged = ev.judged
+    if judged is None:
+        return None
+    failed = judged.failed & judged.nondiff
+    if not failed.any():
+        return None
+    idx = np.unravel_index(int(np.argmax(np.where(failed, excess(judged), -1.0))), failed.shape)
+    lo, hi = sorted((float(judged.left[idx]), float(judged.right[idx])))
+    value = float(judged.analytic[idx])
+    count = int(failed.sum())
+    return Diagnosis(
+        "outside_kink_limits",
+        f"{count} element(s) sit at a non-differentiable point and the analytic value lies "
+        f"outside the one-sided derivatives there: at {tuple(int(i) for i in idx)} the "
+        f"analytic value is {value:.9g} but the derivative from either side is {lo:.9g} or "
+        f"{hi:.9g} (a value between them would be a valid choice). Look at how the backward "
+        f"handles ties and the exact kink point.",
+        {"index": [int(i) for i in idx], "analytic": value, "left": float(judged.left[idx]),
+         "right": float(judged.right[idx]), "failed_elements": count})
