@@ -49,14 +49,15 @@ def _json_value(value):
 class Diagnosis:
     """The likely cause of a mismatch, with the evidence that supports it.
 
-    ``cause`` is a stable identifier: generic ones (``"sign_flipped"``, ``"scaled"``,
-    ``"kernel_not_rotated"``, ``"transposed"``, ``"shifted"``, ``"region"``,
-    ``"single_element"``), layer-aware ones (``"padding_offset"``,
-    ``"stride_zeros_missing"``, ``"channel_axes_swapped"``, ``"derivative_at_output"``,
-    ``"derivative_missing"``), ``"outside_kink_limits"`` (an analytic value outside the
-    one-sided derivatives at a kink), ``"no_numerical_derivative"`` (f overflowed or was
-    NaN near some elements, which therefore could not be checked) or
-    ``"no_known_pattern"``;
+    ``cause`` is a stable identifier: one of the catalogue's
+    (:data:`gradcheck.checker._causes.CAUSES`, listed with examples in
+    ``docs/diagnosis.md``) -- generic ones such as ``"scaled"``, ``"shifted"``,
+    ``"missing_term_constant"``, ``"value_mask"``, ``"nonlinear_in_cotangent"``,
+    layer-aware ones such as ``"kernel_not_rotated"``, ``"stride_zeros_missing"``,
+    ``"derivative_at_output"``, and ``"outside_kink_limits"`` (an analytic value outside
+    the one-sided derivatives at a kink), ``"no_numerical_derivative"`` (f overflowed or
+    was NaN near some elements, which therefore could not be checked) -- or
+    ``"no_known_pattern"`` (no cause fits: the message describes where the mismatch is);
     ``message`` is one or two sentences for a person; ``evidence`` holds the numbers
     behind it (e.g. the residual before and after applying the hypothesis).
     """

@@ -1,7 +1,7 @@
 """Suspects: what is known about ``f``, turned into the claims the diagnosis tests.
 
-The generic causes (sign, scale, flip, shift, region) need only the two gradient arrays
-(:mod:`gradcheck.checker._causes`). The bugs people actually write in a convolution or
+The generic causes (sign, scale, layout, missing terms, masks, …) need only the evidence
+of the failing argument (:mod:`gradcheck.checker._causes`). The bugs people actually write in a convolution or
 an activation do not always leave such a simple fingerprint on the gradient of a
 *network's* input: a kernel that was not rotated in layer 2 reaches the input through
 layers 1 and 0. So where the checker knows what ``f`` computes, it *recomputes* the
