@@ -150,6 +150,20 @@ def _describe_theta(name, theta, G, ndim) -> dict:
     return out
 
 
+def _leading_outer_product(m):
+    """The three largest singular values of ``m`` and its best rank-one approximation,
+    from the eigenvectors of the smaller Gram matrix (``m mᵀ`` or ``mᵀ m``)."""
+    wide = m.shape[0] <= m.shape[1]
+    gram = m @ m.T if wide else m.T @ m
+    values, vectors = np.linalg.eigh(gram)
+    s = np.sqrt(np.clip(values[::-1][:3], 0.0, None))
+    top = vectors[:, -1]
+    if s[0] == 0:
+        return s, np.zeros_like(m)
+    other = (m.T @ top if wide else m @ top) / s[0]
+    return s, s[0] * (np.outer(top, other) if wide else np.outer(other, top))
+
+
 def fit_rank_one(ev):
     """``A - N`` is an outer product ``u vᵀ`` over one axis and the rest.
 
@@ -168,15 +182,14 @@ def fit_rank_one(ev):
         if min(rows, cols) < 3 or 2 * (rows + cols) > rows * cols or \
                 hit.any(1).sum() < 2 or hit.any(0).sum() < 2:
             continue
-        u, s, vt = np.linalg.svd(m, full_matrices=False)
-        one = s[0] * np.outer(u[:, 0], vt[0])
+        s, one = _leading_outer_product(m)
         fitted = np.moveaxis(one.reshape((rows,) + tuple(
             n for i, n in enumerate(ev.a.shape) if i != axis)), 0, axis)
         fit = fit_claim(ev, ev.n + fitted, ev.tol)
         if fit is not None:
             return fit._replace(params={"axis": axis,
-                                        "singular_values": [float(v) for v in s[:3]],
-                                        "singular_text": ", ".join(f"{v:.3g}" for v in s[:3])})
+                                        "singular_values": [float(v) for v in s],
+                                        "singular_text": ", ".join(f"{v:.3g}" for v in s)})
     return None
 
 
