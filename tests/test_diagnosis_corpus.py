@@ -8,6 +8,7 @@ and a mismatch within noise (a float32 element off by a factor 1.00001) names no
 from __future__ import annotations
 
 import collections
+import json
 
 import numpy as np
 import pytest
@@ -54,6 +55,8 @@ def test_a_slip_is_caught_and_never_given_a_wrong_cause(case, results):
     verdict = _verdict(case, found)
     assert verdict != "missed", (case.name, found)
     assert verdict != "wrong", (case.name, {a: d.message for a, d in found.items()})
+    for d in found.values():                             # JSON-ready, every number finite
+        json.dumps(d.to_dict(), allow_nan=False)
     for arg in case.expect:
         if found[arg].cause == "no_known_pattern":      # described: where and how large
             assert "elements" in found[arg].message and " at (" in found[arg].message

@@ -32,6 +32,7 @@ from itertools import combinations
 
 import numpy as np
 
+from gradcheck.checker._cause_scale import axis_label
 from gradcheck.checker._fit import SLACK, clear_mismatch, fit_claim, informative
 from gradcheck.checker._report import Diagnosis
 
@@ -162,8 +163,6 @@ def _slab(shape, axis, where):
 
 def _position_sets(shape, role):
     """``(text, meaning, mask)`` for the positional sets (see the module notes)."""
-    from gradcheck.checker._cause_scale import axis_label
-
     nd = len(shape)
     for axis, n in enumerate(shape):
         if n > 1:
