@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,6 +69,19 @@ def test_most_slips_get_the_right_named_cause(results):
     assert total >= 40 and {c.kind for c in BUGS} == set(KINDS)
     assert tally["wrong"] == 0 and tally["missed"] == 0
     assert tally["right"] >= 0.8 * total, tally
+
+
+def test_the_docs_give_these_numbers(results):
+    """docs/diagnosis.md's table of measured results is the tally of this run."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "diagnosis.md").read_text(
+        encoding="utf-8")
+    for label, cases in (("corpus", BUGS), ("held out", HELD_OUT), ("all", BUGS + HELD_OUT)):
+        tally = collections.Counter(_verdict(c, results[c.name][1]) for c in cases)
+        row = next(line for line in doc.splitlines() if line.startswith(f"| {label}"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        right = f"{tally['right']} ({round(100 * tally['right'] / len(cases))}%)"
+        assert cells[1:] == [str(len(cases)), right, str(tally["described"]),
+                             str(tally["wrong"])], row
 
 
 @pytest.mark.parametrize("case", CORRECT, ids=lambda c: c.name)
