@@ -252,9 +252,10 @@ def test_position_masks():
     assert d.cause == "position_mask" and "mod 2" in d.message
     assert d.evidence["relation"] == "dropped"
     a = x.copy()
-    a[:, 1] *= -1                            # one channel with the wrong sign (a 2-D
-    d = _name(a.reshape(2, -1), x.reshape(2, -1))    # view: no role to call it a channel)
-    assert d.cause in ("position_mask", "scaled_per_slice") or d.cause.startswith("value")
+    a[:, 1] *= -1                            # one channel with the wrong sign (no role:
+    d = _name(a, x)                          # the axis is not known to be a channel)
+    assert d.cause == "position_mask" and d.evidence["relation"] == "sign"
+    assert "index 1 along axis 1" in d.message
 
 
 # --------------------------------------------------------------------------- linearity
