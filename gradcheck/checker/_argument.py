@@ -58,7 +58,7 @@ def known_of(problem, index) -> Known:
         lambda cotangent: problem.vjp_again(cotangent)[index])
     return Known(x=problem.args[index], sizes=named_sizes(shapes),
                  cotangent=problem.cotangent_f, backward=backward,
-                 forward=problem.of_argument(index))
+                 forward=problem.of_argument(index), missing=index in problem.missing)
 
 
 def check_full(problem, options, plan, suspects):

@@ -1,5 +1,7 @@
 """Causes that come from the check itself or from what is known of ``f``.
 
+- ``no_gradient_returned``: the backward returned None for the argument, a zero gradient
+  (checked as zeros), where the numerical derivative is not zero;
 - ``no_numerical_derivative``: some elements have no usable numerical value (``f``
   overflowed or was NaN next to the point) -- not a claim about ``A``: nothing can be
   said about those elements;
@@ -18,7 +20,23 @@ import numpy as np
 from gradcheck.checker._judge import excess, unusable
 from gradcheck.checker._report import Diagnosis
 
-__all__ = ["no_numerical_derivative", "caller_suspects", "outside_kink_limits"]
+__all__ = ["no_gradient_returned", "no_numerical_derivative", "caller_suspects",
+           "outside_kink_limits"]
+
+
+def no_gradient_returned(ev):
+    """``f_vjp`` returned None: a zero gradient, and the true one is not zero."""
+    if not ev.known.missing or not ev.n_failed:
+        return None
+    n = np.where(ev.failed, np.abs(ev.n), -1.0)
+    idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(n)), n.shape))
+    return Diagnosis(
+        "no_gradient_returned",
+        f"No gradient was returned for this argument: the backward gave None, which counts "
+        f"as a zero gradient (as in PyTorch), but the numerical derivative is not zero at "
+        f"{ev.n_failed} of {ev.a.size} element(s) (e.g. {float(ev.n[idx]):.9g} at {idx}). "
+        f"Return its gradient, or leave the argument out of the check with wrt.",
+        {"failed_elements": ev.n_failed, "index": list(idx), "numeric": float(ev.n[idx])})
 
 
 def no_numerical_derivative(ev):

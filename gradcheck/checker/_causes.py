@@ -17,6 +17,7 @@ general than. ``docs/diagnosis.md`` lists every cause with a real example.
 ======================================  ===============================================
 cause                                   claim (``A`` analytic, ``N`` numerical)
 ======================================  ===============================================
+``no_gradient_returned``                the backward gave None (``A = 0``), ``N ≠ 0``
 ``no_numerical_derivative``             some elements have no usable numerical value
 (the caller's suspects)                 ``A`` is what a known mistake of the layer gives
 ``sign_flipped``                        ``A = -N``
@@ -54,6 +55,7 @@ from typing import Callable, NamedTuple
 
 from gradcheck.checker._cause_check import (
     caller_suspects,
+    no_gradient_returned,
     no_numerical_derivative,
     outside_kink_limits,
 )
@@ -94,6 +96,7 @@ _D = "The difference between the analytic and the numerical gradient is "
 
 #: Tried in this order; the first that fits is named.
 CAUSES = (
+    Cause("no_gradient_returned", no_gradient_returned),
     Cause("no_numerical_derivative", no_numerical_derivative),
     Cause("suspects", caller_suspects),
     Cause("sign_flipped", fit_sign,

@@ -11,7 +11,7 @@ r"""The checker's entry point: :func:`check_vjp` is a pipeline of named stages.
       settle kinks  which kinks are shared, so not judged        _kinks.settle_kinks
       diagnose      the likely cause of a mismatch               _diagnose, _causes
       report        one ArgumentReport                           _summarize
-    report      the CheckReport                                  _report
+    report      the CheckReport, with what was weakened          _report, _notes
 
 The per-argument stages of each plan kind are run by :data:`._argument.RUNNERS`.
 
@@ -59,6 +59,7 @@ verdict (:func:`gradcheck.checker._numeric.second_look`).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Callable
 
@@ -66,6 +67,7 @@ import numpy as np
 
 from gradcheck._errors import ConfigurationError, UserCodeError
 from gradcheck.checker._argument import RUNNERS
+from gradcheck.checker._notes import weakened_notes
 from gradcheck.checker._numeric import DEFAULT_MEMORY
 from gradcheck.checker._options import (
     DEFAULT_BUDGET,
@@ -95,15 +97,17 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
     f : callable
         ``f(*args)`` returns an array.
     f_vjp : callable
-        ``f_vjp(cotangent, *args)`` returns one gradient per argument (``None`` for an
-        argument that is not differentiated): :math:`\partial \langle R, f\rangle /
-        \partial \text{arg}`. With a single argument it may return the bare array.
+        ``f_vjp(cotangent, *args)`` returns one gradient per argument:
+        :math:`\partial \langle R, f\rangle / \partial \text{arg}`. ``None`` is a zero
+        gradient, as in PyTorch: it fails wherever the numerical derivative is not zero,
+        and the report says no gradient was returned (leave an argument out with
+        ``wrt``). With a single argument it may return the bare array.
     args : sequence of array_like
         The point at which to check. Must be finite.
     argnames : sequence of str, optional
         Names for the report (default ``arg0``, ``arg1``, …).
     wrt : int, str or sequence of them, optional
-        Which arguments to check (default all with a gradient).
+        Which arguments to check (default all).
     mode : {"auto", "full", "fast"}
         Every element, random directional derivatives, or full up to ``budget``
         elements per argument and fast above (see the module notes).
@@ -111,7 +115,9 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
         Seeds the cotangent and the fast-mode directions; the verdict is deterministic
         for a given seed.
     atol, rtol : float, optional
-        A tolerance floor on top of the automatic one (never needed for a right verdict).
+        A tolerance floor on top of the automatic one (never needed for a right verdict);
+        the report's notes say it was given and what it let pass that the automatic
+        tolerance fails.
     budget : int
         Largest argument (in elements) checked in full under ``mode="auto"``.
     over_budget : {"fast", "refuse"}
@@ -191,12 +197,18 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
 
 
 def _check_report(options, problem, plans, reports, started) -> CheckReport:
-    """The verdict over every argument: a check that checked nothing does not pass."""
+    """The verdict over every argument: a check that checked nothing does not pass, and
+    what was weakened (a gradient not returned, a coarser dtype, a tolerance floor) is
+    said in the notes (:mod:`._notes`)."""
     notes = [plan.notice for plan in plans if plan.notice]
+    notes += weakened_notes(problem, options, reports)
+    reports = tuple(dataclasses.replace(r, note="; ".join(
+        n for n in ("no gradient returned (None): checked as zeros", r.note) if n))
+        if plan.index in problem.missing else r for plan, r in zip(plans, reports))
     passed = all(r.passed for r in reports)
     if not any(r.mode != "skipped" for r in reports):
         passed = False
-        notes.append("no argument was checked: every one was skipped (None gradient or empty)")
+        notes.append("no argument was checked: every one was skipped (no elements)")
     return CheckReport(name=options.name, passed=passed, mode=options.mode, seed=options.seed,
                        arguments=reports, elapsed_s=time.perf_counter() - started,
                        nfev=2 + sum(r.nfev for r in reports), dtype=str(problem.y.dtype),

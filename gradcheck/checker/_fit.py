@@ -59,6 +59,9 @@ class Known(NamedTuple):
     forward : callable
         ``forward(value) -> f's output`` with the other arguments fixed (derivative at the
         output).
+    missing : bool
+        The backward returned no gradient (None) for the argument: ``A`` is the zeros put
+        in its place.
     """
 
     x: np.ndarray | None = None
@@ -66,6 +69,7 @@ class Known(NamedTuple):
     cotangent: np.ndarray | None = None
     backward: Callable | None = None
     forward: Callable | None = None
+    missing: bool = False
 
 
 class Fit(NamedTuple):

@@ -82,8 +82,8 @@ def conv_input_mistakes(grad_y, x, w, *, stride=1, padding=0, dilation=1, groups
 
     out.append(("kernel_not_rotated",
                 "The input gradient is the full correlation of the output error with the "
-                "kernel as stored, δ ⋆ w, where the seed's rule needs the kernel rotated by "
-                "180°, δ ⋆ rot180(w): the kernel was not rotated (or was rotated twice).",
+                "kernel as stored, δ ⋆ w, where the backprop rule needs the kernel rotated "
+                "by 180°, δ ⋆ rot180(w): the kernel was not rotated (or was rotated twice).",
                 grad_x(_rot180(w))))
     if geom.nd >= 2 and w.shape[-1] == w.shape[-2] and w.shape[-1] > 1:
         # conv_backward(kernel=K) correlates with rot180(K): K = rot180(w^T) makes it use
@@ -91,7 +91,7 @@ def conv_input_mistakes(grad_y, x, w, *, stride=1, padding=0, dilation=1, groups
         out.append(("transposed",
                     "The input gradient is the full correlation of the output error with the "
                     "kernel transposed (its last two spatial axes swapped), δ ⋆ wᵀ, where the "
-                    "seed's rule needs it rotated by 180°, δ ⋆ rot180(w): a transpose was "
+                    "backprop rule needs it rotated by 180°, δ ⋆ rot180(w): a transpose was "
                     "used instead of the rotation.",
                     grad_x(_rot180(np.swapaxes(w, -1, -2)))))
         out.append(("transposed",
@@ -168,7 +168,12 @@ def reference_backward(layer) -> Callable:
     for cls in type(layer).__mro__:
         if cls.__module__.startswith("gradcheck.ops") and "backward" in vars(cls):
             return lambda *args, _cls=cls: _cls.backward(layer, *args)
-    return layer.backward
+
+    def own(grad_y, x, *params):   # a gradient not returned (None) is a zero gradient
+        grads = layer.backward(grad_y, x, *params)
+        return tuple(np.zeros_like(a) if g is None else g for g, a in zip(grads, (x, *params)))
+
+    return own
 
 
 def carry_down(net, trace, li, wrong_gx, backward=None) -> dict:

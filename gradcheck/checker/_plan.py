@@ -8,8 +8,11 @@ given. Under ``mode="auto"`` an argument is checked in full when it has at most
 seconds (the groups of elements perturbed together, about ``PREDICTED_EVALS_PER_GROUP``
 evaluations each, times the measured time of one call of ``f``); otherwise it gets the
 plan ``over_budget`` names (``"fast"``), with a note in the report, or the check is
-refused (``over_budget="refuse"``). An argument without a gradient (``f_vjp`` returned
-None) or without elements is skipped, and the report says so.
+refused (``over_budget="refuse"``). An argument without elements is skipped, and the
+report says so. An argument ``f_vjp`` returned no gradient for (``None``) is *not*
+skipped: ``None`` is a zero gradient, as in PyTorch, planned and checked like any other
+(it fails wherever the numerical derivative is not zero); only ``wrt`` leaves an argument
+out.
 """
 
 from __future__ import annotations
@@ -39,8 +42,6 @@ class Plan(NamedTuple):
 def _skip(index, name, problem):
     """The reason to skip the argument, or None (a complex argument is refused)."""
     arg = problem.args[index]
-    if problem.analytic[index] is None:
-        return "f_vjp returned None (not differentiated)"
     if arg.dtype.kind != "f":
         raise ConfigurationError(
             f"argument {name!r} has dtype {arg.dtype}; gradients are checked for real "

@@ -6,7 +6,9 @@ random cotangent :math:`R` (standard normal, the shape of ``y``; or the caller's
 random ``R`` exercises every output with a weight that no bug can anticipate. This stage
 calls ``f`` twice (the second call proves it deterministic and times it), draws ``R``,
 and calls ``f_vjp(R, *args)`` for the analytic side; what every later stage needs of
-that is one record, :class:`Problem`. User code that raises or returns something unfit
+that is one record, :class:`Problem`. A gradient ``f_vjp`` returns as ``None`` is a zero
+gradient, as in PyTorch: it is checked as zeros, and :attr:`Problem.missing` remembers
+that it was not returned, for the report and the diagnosis. User code that raises or returns something unfit
 is reported as :class:`~gradcheck.UserCodeError`.
 """
 
@@ -38,11 +40,12 @@ class Problem:
     y: np.ndarray            # f(*args)
     cotangent: np.ndarray    # R in float64 (the numerical side differences <R, f>)
     cotangent_f: np.ndarray  # R in f's dtype (what f_vjp received)
-    analytic: tuple          # f_vjp(R, *args): one gradient per argument, None if not given
+    analytic: tuple          # f_vjp(R, *args): one gradient per argument (zeros for None)
     term_size: float         # max |R_i y_i|, the largest term of C
     f_seconds: float         # the time of one call of f
     f_vjp: Callable | None = None   # the backward under test, for the diagnosis to call again
     _again: dict = field(default_factory=dict, compare=False, repr=False)
+    missing: frozenset = frozenset()   # indices of the arguments f_vjp returned None for
 
     def of_argument(self, index: int) -> Callable:
         """``f`` as a function of argument ``index`` alone, the others held at the point."""
@@ -60,8 +63,11 @@ class Problem:
         key = cotangent.tobytes()
         if key not in self._again:
             grads = self.f_vjp(cotangent, *self.args)
-            self._again[key] = (grads,) if len(self.args) == 1 and isinstance(
+            grads = (grads,) if len(self.args) == 1 and isinstance(
                 grads, np.ndarray) else tuple(grads)
+            # a gradient not returned is a zero gradient, here as in the check
+            self._again[key] = tuple(np.zeros(a.shape, a.dtype) if g is None else g
+                                     for g, a in zip(grads, self.args))
         return self._again[key]
 
     def resolution(self, index: int) -> np.ndarray:
@@ -162,6 +168,8 @@ def _largest_term(cotangent, y) -> float:
 
 
 def _analytic(f_vjp, cotangent, args, argnames) -> tuple:
+    """``(gradients, missing)``: one gradient per argument, a ``None`` turned into zeros
+    of the argument's shape and dtype and its index put in ``missing``."""
     grads = _call(f_vjp, "f_vjp", cotangent, *args)
     if len(args) == 1 and isinstance(grads, np.ndarray):
         grads = (grads,)
@@ -170,16 +178,19 @@ def _analytic(f_vjp, cotangent, args, argnames) -> tuple:
         raise UserCodeError(
             f"f_vjp must return one gradient per argument ({len(args)}: "
             f"{', '.join(argnames)}); got {got}")
-    out = []
-    for g, a, label in zip(grads, args, argnames):
-        if g is not None:
+    out, missing = [], set()
+    for i, (g, a, label) in enumerate(zip(grads, args, argnames)):
+        if g is None:   # no gradient is a zero gradient (checked, and said so)
+            missing.add(i)
+            g = np.zeros(a.shape, a.dtype)
+        else:
             g = _as_output(g, f"f_vjp's gradient for {label!r}")
             if g.shape != a.shape:
                 raise UserCodeError(
                     f"f_vjp's gradient for {label!r} has shape {g.shape}, but the argument "
                     f"has shape {a.shape}")
         out.append(g)
-    return tuple(out)
+    return tuple(out), frozenset(missing)
 
 
 def scalarize(f, f_vjp, args, options) -> Problem:
@@ -188,6 +199,6 @@ def scalarize(f, f_vjp, args, options) -> Problem:
     y, f_seconds = _evaluate_twice(f, args, timed=options.mode == "auto")
     cotangent = _cotangent(options.cotangent, y, options.seed)
     cotangent_f = cotangent.astype(y.dtype if y.dtype.kind in "fc" else np.float64)
-    analytic = _analytic(f_vjp, cotangent_f, args, options.argnames)
+    analytic, missing = _analytic(f_vjp, cotangent_f, args, options.argnames)
     return Problem(f, args, options.argnames, y, cotangent, cotangent_f, analytic,
-                   _largest_term(cotangent, y), f_seconds, f_vjp)
+                   _largest_term(cotangent, y), f_seconds, f_vjp, missing=missing)

@@ -235,6 +235,8 @@ class Sequential:
 
         ``grad_output`` is :math:`\\partial C/\\partial y` for the network output ``y``;
         ``deltas[l]`` is the error at layer ``l``'s output (``deltas[-1] = grad_output``).
+        A gradient a user layer returns as None stays None (a zero gradient the checker
+        reports as not returned); as the error passed down, it is carried on as zeros.
         """
         delta = as_float_array(grad_output, "grad_output")
         if delta.shape != self.output_shape:
@@ -244,6 +246,8 @@ class Sequential:
         deltas = [None] * len(self.layers)
         grads = [None] * len(self.layers)
         for i in reversed(range(len(self.layers))):
+            if delta is None:   # a layer's backward gave no input error: a zero one
+                delta = np.zeros_like(trace.outputs[i])
             deltas[i] = delta
             p = trace.params[i]
             delta, *g = self.layers[i].backward(delta, trace.inputs[i], *p.values())

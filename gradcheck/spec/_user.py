@@ -16,8 +16,12 @@ Failures are told apart:
 * the target cannot be imported, has no such object, or lacks ``forward``/``backward``:
   :class:`~gradcheck.SpecError` (bad input, exit status 2);
 * the user's code raises, returns something that is not an array of numbers, an array of
-  the wrong shape, or NaN/inf: :class:`~gradcheck.UserCodeError` (the code under test is
-  broken, exit status 1), naming the method and what it returned.
+  the wrong shape, the wrong number of gradients, or NaN/inf:
+  :class:`~gradcheck.UserCodeError` (the code under test is broken, exit status 1), naming
+  the method and what it returned.
+
+A gradient ``backward`` returns as ``None`` is passed on as ``None``: a zero gradient, as
+in PyTorch, which the checker checks as zeros and reports as not returned.
 """
 
 from __future__ import annotations
@@ -176,6 +180,9 @@ class UserLayer(LayerBase):
                                 f"{len(names)} arrays ({', '.join('grad_' + n for n in names)})")
         grads = []
         for pname, value, ref in zip(names, out, (x, *params)):
+            if value is None:   # no gradient: a zero gradient, checked and said so
+                grads.append(None)
+                continue
             g = self._array(value, "backward", f"grad_{pname}")
             if g.shape != np.shape(ref):
                 raise UserCodeError(f"{self.target}.backward returned grad_{pname} of shape "

@@ -130,6 +130,8 @@ def backward(layers, a, params, delta_out) -> tuple[list, list]:
     grads = [None] * len(layers)
     deltas[-1] = delta_out
     for l in reversed(range(len(layers))):
+        if deltas[l + 1] is None:   # a user layer gave no input error (None): a zero one
+            deltas[l + 1] = np.zeros_like(a[l + 1])
         deltas[l], grads[l] = carry_back(layers[l], deltas[l + 1], a[l], params[l])
     return deltas, grads
 
@@ -138,6 +140,8 @@ def backprop(layers, loss, x, params) -> Backprop:
     """Steps 1-5 but the update: the loss, every δ and every parameter gradient."""
     a = forward(layers, x, params)
     deltas, grads = backward(layers, a, params, output_error(loss, a[-1]))
+    grads = [{k: np.zeros_like(p[k]) if g[k] is None else g[k] for k in g}   # None: zero
+             for g, p in zip(grads, params)]
     return Backprop(loss.value(a[-1]), a, deltas, grads)
 
 

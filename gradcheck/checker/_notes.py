@@ -1,0 +1,104 @@
+"""What a check weakened or assumed, said in the report's notes: nothing passes by omission.
+
+The verdict of :func:`~gradcheck.check_vjp` is only as strong as what was compared. Three
+things weaken it without changing what the caller sees in the table, so each is a note:
+
+- **a gradient not returned**: ``f_vjp`` gave ``None`` for an argument; it is checked as a
+  zero gradient (:mod:`._scalarize`), which passes only where the numerical derivative is
+  zero, and the report says it was not returned (:func:`missing_notes`);
+- **a gradient in a coarser dtype**: a float32 gradient returned for a float64 argument
+  is judged at float32's rounding (the tolerance follows the analytic gradient's dtype,
+  :mod:`._tolerance`), about 5e8 times looser (:func:`dtype_notes`);
+- **a tolerance floor**: ``atol``/``rtol`` raise every allowance to at least
+  ``atol + rtol * |value|``; ``rtol=1`` lets a factor-2 bug pass. The note names the
+  floor and, for every argument checked element by element, how many elements pass only
+  because of it -- judged again under the automatic tolerance alone
+  (:func:`floor_notes`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gradcheck.checker._tolerance import Tolerance, real_eps
+
+__all__ = ["missing_notes", "dtype_notes", "floor_notes", "weakened_notes"]
+
+
+def missing_notes(problem, options) -> list:
+    """One note per checked argument ``f_vjp`` returned no gradient (None) for."""
+    return [f"{options.argnames[i]}: no gradient returned (f_vjp gave None); checked as a "
+            f"zero gradient, as PyTorch treats it (leave an argument out with wrt)"
+            for i in options.wrt if i in problem.missing]
+
+
+def dtype_notes(problem, options) -> list:
+    """A note per argument whose gradient came back in a coarser dtype than the argument."""
+    notes = []
+    for i in options.wrt:
+        arg, grad = problem.args[i], problem.analytic[i]
+        if i in problem.missing or arg.dtype.kind != "f":
+            continue
+        if real_eps(grad.dtype) > real_eps(arg.dtype):
+            notes.append(
+                f"{options.argnames[i]}: the gradient returned is {grad.dtype} for a "
+                f"{arg.dtype} argument, so it is checked at {grad.dtype} tolerance (eps "
+                f"{real_eps(grad.dtype):.3g} instead of {real_eps(arg.dtype):.3g}): errors "
+                f"up to about 1e-5 relative can go unseen; return the gradient in the "
+                f"argument's dtype")
+    return notes
+
+
+def _let_through(report, index, problem):
+    """Elements of a full-mode ``report`` that pass only under the floor: ``(count, where,
+    analytic, numeric, automatic tolerance)`` of the one furthest outside, or None."""
+    if report.mode != "full" or report.analytic is None or report.numeric is None:
+        return None
+    a, n, e = report.analytic, report.numeric, report.error_estimate
+    automatic = Tolerance.for_dtype(report.dtype, resolution=problem.resolution(index))
+    tol = automatic.elementwise(a, n, e)
+    diff = np.abs(a - n)
+    kinks = report.nondifferentiable_mask
+    through = (diff > tol) & ~report.failed_mask
+    if kinks is not None:
+        through &= ~kinks   # a kink's allowance is another rule; not judged again here
+    if not through.any():
+        return None
+    over = np.where(through, diff / np.maximum(tol, np.finfo(float).tiny), -1.0)
+    idx = np.unravel_index(int(np.argmax(over)), over.shape)
+    return (int(through.sum()), tuple(int(i) for i in idx), float(a[idx]), float(n[idx]),
+            float(tol[idx]))
+
+
+def floor_notes(problem, options, reports) -> list:
+    """The caller's ``atol``/``rtol``, and what it let pass that the automatic tolerance
+    fails."""
+    given = [f"{k}={v:g}" for k, v in (("atol", options.atol), ("rtol", options.rtol))
+             if v is not None]
+    if not given:
+        return []
+    through, rejudged = [], False
+    for i, report in zip(options.wrt, reports):
+        rejudged |= report.mode == "full" and report.analytic is not None
+        found = _let_through(report, i, problem)
+        if found is not None:
+            count, idx, a, n, tol = found
+            through.append(f"{report.name}: {count} of {report.n_checked} element(s), e.g. "
+                           f"{idx}: analytic {a:.9g} vs numeric {n:.9g} where the automatic "
+                           f"tolerance allows {tol:.3g}")
+    head = (f"{' and '.join(given)} given: every allowance is raised to at least atol + "
+            f"rtol * |value|, on top of the automatic tolerance")
+    if not rejudged:
+        return [head + " (no argument was checked element by element, so whether it "
+                       "changed the verdict is not known)"]
+    if not through:
+        return [head + "; the automatic tolerance alone gives the same verdict on every "
+                       "element checked element by element"]
+    return [head + "; it lets pass what the automatic tolerance fails -- "
+            + "; ".join(through)]
+
+
+def weakened_notes(problem, options, reports) -> list:
+    """Every note of this module, in the order above."""
+    return (missing_notes(problem, options) + dtype_notes(problem, options)
+            + floor_notes(problem, options, reports))
