@@ -1,8 +1,10 @@
 """Turning check results into text for a person, JSON for a program, JUnit XML for CI.
 
 The unit of output is a *check*: one tensor (the input or one parameter) of one spec.
-A spec whose user code failed before any tensor could be checked is one failed check
-carrying the error. A spec that could not be checked at all -- bad input: unreadable,
+Beside the checks, each spec's *layers*: whether each layer's own backward is right (the
+culprit pass of :mod:`gradcheck.checker._culprit`, run when the spec fails). A spec whose
+user code failed before any tensor could be checked is one failed check carrying the
+error. A spec that could not be checked at all -- bad input: unreadable,
 invalid, too large -- is not a check but an *error* (:class:`SpecInputError`), listed
 apart. ``gradcheck check --json`` prints :func:`to_json`; ``--junit-xml`` writes
 :func:`to_junit_xml`.
@@ -30,6 +32,7 @@ class SpecResult(NamedTuple):
     error: str | None = None    # the user's layer failed (raised, NaN, wrong shape)
     elapsed_s: float = 0.0
     detail: str = ""            # e.g. the user's traceback, shown with -v
+    layers: tuple = ()          # LayerResults when there is no report (nothing checked)
 
     @property
     def passed(self) -> bool:
@@ -37,6 +40,11 @@ class SpecResult(NamedTuple):
 
     def check_name(self, argument: str) -> str:
         return f"{self.label}::{argument}"
+
+    @property
+    def layer_results(self) -> tuple:
+        """One :class:`~gradcheck.checker.LayerResult` per layer of the spec."""
+        return tuple(self.report.layers) if self.report is not None else tuple(self.layers)
 
 
 class SpecInputError(NamedTuple):
@@ -63,9 +71,10 @@ def _counts(results):
         if r.report is None:
             total, failed = total + 1, failed + 1
             continue
-        for a in r.report.arguments:
-            total += 1
-            failed += not a.passed
+        n_failed = sum(not a.passed for a in r.report.arguments)
+        total += len(r.report.arguments)
+        # a layer wrong on its own fails a report whose tensors passed: one failed check
+        failed += n_failed if n_failed or r.report.passed else 1
     return total, failed
 
 
@@ -100,9 +109,11 @@ def to_text(results: Sequence[SpecResult], *, elapsed_s: float, verbosity: int =
             errors: Sequence[SpecInputError] = ()) -> str:
     """The human report: a table per spec, worst entries and likely causes of failures.
 
-    ``verbosity`` -1 (``-q``): failures and the summary line only; 0: a table per spec;
-    1 (``-v``): also every tensor's worst entry and the spec's description. ``errors``
-    (their messages went to stderr) are counted in the summary line.
+    ``verbosity`` -1 (``-q``): failures (with the culprit layer), the report's notes --
+    what weakened or qualified a verdict, passing or not -- and the summary line only;
+    0: a table per spec; 1 (``-v``): also every tensor's worst entry and the spec's
+    description. ``errors`` (their messages went to stderr) are counted in the summary
+    line.
     """
     parts = []
     for r in results:
@@ -114,13 +125,7 @@ def to_text(results: Sequence[SpecResult], *, elapsed_s: float, verbosity: int =
                 parts.append("  (rerun with -v for the traceback)")
             continue
         if verbosity < 0:
-            if not r.passed:
-                lines = [f"gradcheck {r.label}: FAILED"]
-                for a in r.report.failures:
-                    lines.append("  " + a.summary())
-                    if a.diagnosis is not None:
-                        lines.append("    likely cause: " + a.diagnosis.message)
-                parts.append("\n".join(lines))
+            parts.append("\n".join(_quiet(r)))
             continue
         block = str(_titled(r))
         if verbosity > 0:
@@ -130,6 +135,26 @@ def to_text(results: Sequence[SpecResult], *, elapsed_s: float, verbosity: int =
         parts.append(block)
     parts.append(summary_line(results, elapsed_s, errors))
     return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def _quiet(r: SpecResult) -> list:
+    """``-q``: a failing spec's failures and culprit, and any spec's notes (a note says
+    what weakened or qualified the verdict: it must not vanish under -q)."""
+    from gradcheck.checker._layer_report import culprit_text
+
+    report = r.report
+    lines = []
+    if not r.passed:
+        lines.append(f"gradcheck {r.label}: FAILED")
+        for a in report.failures:
+            lines.append("  " + a.summary())
+            if a.diagnosis is not None:
+                lines.append("    likely cause: " + a.diagnosis.message)
+        lines += ["  " + line for line in culprit_text(report.layers, report.passed)]
+    elif report.notes:
+        lines.append(f"gradcheck {r.label}: PASSED, with notes")
+    lines += [f"  note: {n}" for n in report.notes]
+    return lines
 
 
 # --------------------------------------------------------------------------- JSON
@@ -143,16 +168,19 @@ def _error_check(r: SpecResult) -> dict:
 
 def to_json(results: Sequence[SpecResult], *, elapsed_s: float,
             errors: Sequence[SpecInputError] = ()) -> dict:
-    """One JSON-ready object: ``format``, ``passed``, ``checks``, ``specs``, ``errors``, ...
+    """One JSON-ready object: ``format``, ``passed``, ``checks``, ``layers``, ``specs``,
+    ``errors``, ...
 
     ``checks`` has one entry per tensor per spec, named ``"SPEC::TENSOR"`` (e.g.
     ``"specs/conv_tanh.toml::layer0.conv.w"``), with every field of the checker's
     per-argument report (``passed``, ``max_abs_error``, ``max_rel_error``,
-    ``worst_index``, both values there, ``diagnosis`` when failing, ...). ``specs`` has
-    one entry per checked spec; ``errors`` one per spec that could not be checked
-    (``spec``, ``key``, ``message``), and any error makes ``passed`` false.
+    ``worst_index``, both values there, ``diagnosis`` when failing, ...). ``layers`` has
+    one entry per layer of every spec (``spec``, ``index``, ``type``, ``target`` for a
+    python layer, ``passed``, ``alone``: checked on its own, ...). ``specs`` has one
+    entry per checked spec; ``errors`` one per spec that could not be checked (``spec``,
+    ``key``, ``message``), and any error makes ``passed`` false.
     """
-    checks, specs = [], []
+    checks, specs, layers = [], [], []
     for r in results:
         spec_entry = {"spec": r.label, "name": r.name, "passed": r.passed,
                       "elapsed_s": _number(r.elapsed_s), "error": r.error}
@@ -166,13 +194,15 @@ def to_json(results: Sequence[SpecResult], *, elapsed_s: float,
                 entry = {"name": r.check_name(argument), "spec": r.label, "argument": argument,
                          **{k: v for k, v in entry.items() if k != "name"}}
                 checks.append(entry)
+        layers += [{"spec": r.label, **layer.to_dict()} for layer in r.layer_results]
         specs.append(spec_entry)
     total, failed = _counts(results)
     return {"format": JSON_FORMAT, "passed": failed == 0 and not errors,
             "elapsed_s": _number(elapsed_s),
             "summary": {"checks": total, "failed": failed, "specs": len(results),
                         "errors": len(errors)},
-            "checks": checks, "specs": specs, "errors": [e.to_dict() for e in errors]}
+            "checks": checks, "layers": layers, "specs": specs,
+            "errors": [e.to_dict() for e in errors]}
 
 
 # --------------------------------------------------------------------------- JUnit XML
@@ -184,23 +214,52 @@ def _clean(text) -> str:
     return _XML_INVALID.sub("?", str(text))
 
 
+def _layer_cases(suite, r: SpecResult) -> None:
+    """A testcase per layer of ``r``'s network."""
+    import xml.etree.ElementTree as ET
+
+    from gradcheck.checker._layer_report import culprit_line, culprit_text
+
+    report = r.report
+    for layer in report.layers:
+        elapsed = layer.report.elapsed_s if layer.report is not None else 0.0
+        case = ET.SubElement(suite, "testcase", classname=_clean(r.label),
+                             name=_clean(layer.label), time=f"{elapsed:.3f}")
+        if layer.passed is None:
+            ET.SubElement(case, "skipped", message=_clean(layer.note or "not checked"))
+        elif layer.passed is False:
+            fail = ET.SubElement(case, "failure", type="LayerBackwardWrong",
+                                 message=_clean(f"{layer.label}: its backward is wrong"))
+            fail.text = _clean("\n".join(
+                [culprit_line(report.layers, report.passed)]
+                + [line for line in culprit_text([layer], False)[1:]]
+                + ([layer.note] if layer.report is None and layer.note else [])))
+
+
 def to_junit_xml(results: Sequence[SpecResult], *, elapsed_s: float,
                  errors: Sequence[SpecInputError] = ()) -> str:
-    """JUnit XML: a ``<testsuite>`` per spec, a ``<testcase>`` per tensor.
+    """JUnit XML: a ``<testsuite>`` per spec, a ``<testcase>`` per tensor and per layer.
 
     A mismatch is a ``<failure>`` whose message is the worst entry with both values and
     whose text adds the likely cause; user code that failed is an ``<error>``; a tensor
-    the checker skipped is ``<skipped>``. A spec that could not be checked (bad input)
+    the checker skipped is ``<skipped>``. A layer's testcase (``name="layer 1
+    (mylayers:BatchNorm)"``) fails when its own backward is wrong, with the culprit line
+    and its failures as text, and is ``<skipped>`` when it could not be checked on its
+    own. A spec that could not be checked (bad input)
     is a suite of one testcase, named after the key at fault (``spec`` when the whole
     file is), holding an ``<error type="SpecError">``.
     """
     import xml.etree.ElementTree as ET
 
-    total, failed = _counts(results)
+    total, _ = _counts(results)
     user_errors = sum(r.report is None for r in results)
-    root = ET.Element("testsuites", name="gradcheck", tests=str(total + len(errors)),
-                      failures=str(failed - user_errors),
-                      errors=str(user_errors + len(errors)), time=f"{elapsed_s:.3f}")
+    reports = [r.report for r in results if r.report is not None]
+    n_layers = sum(len(rep.layers) for rep in reports)
+    failures = sum(not a.passed for rep in reports for a in rep.arguments) + \
+        sum(layer.passed is False for rep in reports for layer in rep.layers)
+    root = ET.Element("testsuites", name="gradcheck", tests=str(total + n_layers + len(errors)),
+                      failures=str(failures), errors=str(user_errors + len(errors)),
+                      time=f"{elapsed_s:.3f}")
     for e in errors:
         label = _clean(e.spec or "gradcheck")
         suite = ET.SubElement(root, "testsuite", name=label, tests="1", failures="0",
@@ -219,11 +278,11 @@ def to_junit_xml(results: Sequence[SpecResult], *, elapsed_s: float,
             err = ET.SubElement(case, "error", message=_clean(r.error), type="UserCodeError")
             err.text = _clean(r.detail or r.error)
             continue
-        args = r.report.arguments
-        n_fail = sum(not a.passed for a in args)
-        n_skip = sum(a.mode == "skipped" for a in args)
-        suite.attrib.update(tests=str(len(args)), failures=str(n_fail), errors="0",
-                            skipped=str(n_skip), time=f"{r.report.elapsed_s:.3f}")
+        args, layers = r.report.arguments, r.report.layers
+        n_fail = sum(not a.passed for a in args) + sum(l.passed is False for l in layers)
+        n_skip = sum(a.mode == "skipped" for a in args) + sum(l.passed is None for l in layers)
+        suite.attrib.update(tests=str(len(args) + len(layers)), failures=str(n_fail),
+                            errors="0", skipped=str(n_skip), time=f"{r.report.elapsed_s:.3f}")
         for a in args:
             case = ET.SubElement(suite, "testcase", classname=_clean(r.label),
                                  name=_clean(a.name), time=f"{a.elapsed_s:.3f}")
@@ -239,5 +298,6 @@ def to_junit_xml(results: Sequence[SpecResult], *, elapsed_s: float,
                              f"cosine similarity {a.cosine_similarity:.6f}, norm ratio "
                              f"{a.norm_ratio:.6f}")
                 fail.text = _clean("\n".join(lines))
+        _layer_cases(suite, r)
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

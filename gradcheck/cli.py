@@ -312,12 +312,24 @@ def _run_one(spec, args):
     except UserCodeError as exc:
         inner = _innermost_user_error(exc)
         return SpecResult(spec.source, spec.name, None, error=str(inner),
-                          elapsed_s=time.perf_counter() - t0,
-                          detail=_user_traceback(exc)), built, None
+                          elapsed_s=time.perf_counter() - t0, detail=_user_traceback(exc),
+                          layers=_unchecked_layers(spec)), built, None
     except GradcheckError as exc:
         return None, None, _spec_error(exc, spec.source)
     return SpecResult(spec.source, spec.name, report,
                       elapsed_s=time.perf_counter() - t0), built, None
+
+
+def _unchecked_layers(spec) -> tuple:
+    """The layers of a spec whose user code failed before any check: none was judged."""
+    from gradcheck.checker import LayerResult
+
+    out = []
+    for i, ls in enumerate(spec.layers):
+        target = ls.options.get("target") if ls.type == "python" else None
+        out.append(LayerResult(i, ls.type, target or ls.type, target, None, False,
+                               note="not checked: the spec's user code failed"))
+    return tuple(out)
 
 
 def _check_one(spec, args):

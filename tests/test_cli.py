@@ -112,18 +112,24 @@ def test_text_report_of_a_failure_points_at_the_worst_element(capsys, at_root):
     assert out.rstrip().endswith("s)") and "1 of 3 checks FAILED" in out
 
 
-def test_junit_xml_one_testcase_per_check(capsys, at_root, tmp_path):
+def test_junit_xml_one_testcase_per_check_and_per_layer(capsys, at_root, tmp_path):
     path = tmp_path / "report.xml"
     code, _, _ = run(["check", "specs/conv_tanh.toml", "specs/examples/user_layer_buggy.toml",
                       "--junit-xml", str(path), "-q"], capsys)
     assert code == MISMATCH
     root = ET.parse(path).getroot()
     cases = list(root.iter("testcase"))
-    assert len(cases) == 6 and root.get("tests") == "6" and root.get("failures") == "1"
+    # 6 tensors, and the layers: conv and tanh of the first spec, the user's conv
+    assert [c.get("name") for c in cases if c.get("name").startswith("layer ")] == \
+        ["layer 0 (conv)", "layer 1 (tanh)", "layer 0 (examples.my_layers:BuggyConvLayer)"]
+    assert len(cases) == 9 and root.get("tests") == "9" and root.get("failures") == "2"
     failed = [c for c in cases if c.find("failure") is not None]
     assert [(c.get("classname"), c.get("name")) for c in failed] == \
-        [("specs/examples/user_layer_buggy.toml", "input")]
+        [("specs/examples/user_layer_buggy.toml", "input"),
+         ("specs/examples/user_layer_buggy.toml", "layer 0 (examples.my_layers:BuggyConvLayer)")]
     assert "analytic" in failed[0].find("failure").get("message")
+    assert failed[1].find("failure").get("type") == "LayerBackwardWrong"
+    assert "kernel was not rotated" in failed[1].find("failure").text
 
 
 def test_seed_and_mode_options_reach_the_checker(capsys):
@@ -429,14 +435,15 @@ def test_a_bad_spec_does_not_stop_the_others_but_the_status_stays_2(capsys, tmp_
     code, _, _ = run(argv + ["--junit-xml", "r.xml", "-q"], capsys)
     assert code == USAGE
     root = ET.parse(tmp_path / "r.xml").getroot()
-    assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("7", "1", "1")
+    # 6 tensors + 3 layers (the buggy user layer fails on its own) + the bad spec
+    assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("10", "2", "1")
     outcome = {(c.get("classname"), c.get("name")):
                ("error" if c.find("error") is not None else
                 "failure" if c.find("failure") is not None else "ok")
                for c in root.iter("testcase")}
     assert outcome[("bad.toml", "layer[0].type")] == "error"
     assert outcome[(failing, "input")] == "failure"
-    assert [v for (spec, _), v in outcome.items() if spec == good] == ["ok"] * 3
+    assert [v for (spec, _), v in outcome.items() if spec == good] == ["ok"] * 5
 
 
 def test_a_spec_refused_at_build_time_is_an_error_and_the_others_run(capsys, tmp_path,
@@ -522,7 +529,7 @@ def test_junit_xml_creates_missing_parent_directories(capsys, at_root, tmp_path)
                        capsys)
     assert code == OK and err == ""
     assert [c.get("name") for c in ET.parse(target).getroot().iter("testcase")] == \
-        ["input", "layer0.conv.w", "layer0.conv.b"]
+        ["input", "layer0.conv.w", "layer0.conv.b", "layer 0 (conv)", "layer 1 (tanh)"]
 
 
 def test_unwritable_junit_path_is_a_usage_error_before_any_check(capsys, tmp_path):

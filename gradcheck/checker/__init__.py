@@ -7,7 +7,13 @@
 from gradcheck.checker._check import DEFAULT_BUDGET, assert_vjp_close, check_grad, check_vjp
 from gradcheck.checker._diagnose import Suspect, TensorRole
 from gradcheck.checker._layers import check_layer, check_network
-from gradcheck.checker._report import REPORT_FORMAT, ArgumentReport, CheckReport, Diagnosis
+from gradcheck.checker._report import (
+    REPORT_FORMAT,
+    ArgumentReport,
+    CheckReport,
+    Diagnosis,
+    LayerResult,
+)
 
 __all__ = [
     "check_vjp",
@@ -18,6 +24,7 @@ __all__ = [
     "CheckReport",
     "ArgumentReport",
     "Diagnosis",
+    "LayerResult",
     "Suspect",
     "TensorRole",
     "REPORT_FORMAT",

@@ -15,7 +15,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["REPORT_FORMAT", "Diagnosis", "ArgumentReport", "CheckReport"]
+from gradcheck.checker._layer_report import LayerResult, culprit_text
+
+__all__ = ["REPORT_FORMAT", "Diagnosis", "ArgumentReport", "CheckReport", "LayerResult"]
 
 #: Version of the ``to_dict`` layout; bumped on any incompatible change.
 REPORT_FORMAT = 1
@@ -54,7 +56,8 @@ class Diagnosis:
     ``docs/diagnosis.md``) -- generic ones such as ``"scaled"``, ``"shifted"``,
     ``"missing_term_constant"``, ``"value_mask"``, ``"nonlinear_in_cotangent"``,
     layer-aware ones such as ``"kernel_not_rotated"``, ``"stride_zeros_missing"``,
-    ``"derivative_at_output"``, and ``"outside_kink_limits"`` (an analytic value outside
+    ``"derivative_at_output"``, ``"no_gradient_returned"`` (the backward gave None where
+    the gradient is not zero), and ``"outside_kink_limits"`` (an analytic value outside
     the one-sided derivatives at a kink), ``"no_numerical_derivative"`` (f overflowed or
     was NaN near some elements, which therefore could not be checked) -- or
     ``"no_known_pattern"`` (no cause fits: the message describes where the mismatch is);
@@ -177,6 +180,9 @@ class CheckReport:
     nfev: int
     dtype: str = ""
     notes: tuple[str, ...] = ()
+    #: A network's layers, each with whether its own backward is right (the culprit
+    #: pass, :mod:`gradcheck.checker._culprit`); empty for a function.
+    layers: tuple[LayerResult, ...] = ()
 
     def __bool__(self) -> bool:  # pragma: no cover - convenience
         return self.passed
@@ -203,6 +209,7 @@ class CheckReport:
             "nfev": int(self.nfev),
             "notes": list(self.notes),
             "checks": [a.to_dict() for a in self.arguments],
+            "layers": [layer.to_dict() for layer in self.layers],
         }
 
     def table(self) -> str:
@@ -236,5 +243,6 @@ class CheckReport:
                 parts.append("  " + a.summary())
                 if a.diagnosis is not None:
                     parts.append("    likely cause: " + a.diagnosis.message)
+        parts.extend(culprit_text(self.layers, self.passed))
         parts.extend("note: " + n for n in self.notes)
         return "\n".join(parts)

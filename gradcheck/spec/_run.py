@@ -10,6 +10,10 @@ is perturbed on its own); the network is not ``complex_safe`` (a user layer need
 accept complex numbers), so complex-step differentiation is not used through it; and its
 usual mistakes are offered only when it is recognized as a convolution or an activation
 (by reproducing its output).
+
+When the check fails, every layer is then checked on its own, at the activation the
+forward pass gave it and with the error that reaches it, and the culprit is named
+(:mod:`gradcheck.checker._culprit`); the report's ``layers`` hold one entry per layer.
 """
 
 from __future__ import annotations
@@ -18,13 +22,15 @@ __all__ = ["check_built", "check_spec"]
 
 
 def check_built(built, *, mode=None, seed=None, rtol=None, atol=None, budget=None,
-                time_budget=None):
+                time_budget=None, per_layer="on_failure"):
     """Run :func:`gradcheck.check_network` on a :class:`~gradcheck.spec.BuiltSpec`.
 
     Options left as None come from the spec's ``[check]`` table, and from the checker's
-    own defaults where the spec has none.
+    own defaults where the spec has none. ``per_layer`` as for
+    :func:`~gradcheck.check_network`: the layers are checked on their own once, over the
+    whole report.
     """
-    import gradcheck
+    from gradcheck.checker._layers import check_tensors, layer_pass
 
     c = built.spec.check
     options = {"seed": c.seed if seed is None else seed,
@@ -49,9 +55,14 @@ def check_built(built, *, mode=None, seed=None, rtol=None, atol=None, budget=Non
         extra = {k: v for k, v in (("rtol", r), ("atol", a)) if v is not None}
         if c.wrt is not None or len(groups) > 1:
             extra["wrt"] = wrt
-        reports.append(gradcheck.check_network(net, built.x, built.params, name=name,
-                                               **options, **extra))
-    return reports[0] if len(reports) == 1 else _merge(reports, net.names)
+        reports.append(check_tensors(net, built.x, built.params, name=name, **options,
+                                     **extra))
+    report = reports[0] if len(reports) == 1 else _merge(reports, net.names)
+    # the layers alone, under the floor of every tensor (else [check] rtol/atol)
+    r, a = next(iter(groups)) if len(groups) == 1 else (c.rtol, c.atol)
+    floor = {k: v for k, v in (("rtol", r), ("atol", a)) if v is not None}
+    return layer_pass(report, net, built.x, built.params, per_layer=per_layer,
+                      **options, **floor)
 
 
 def _merge(reports, order):
