@@ -282,7 +282,7 @@ def _load(args, paths):
     for path in paths:
         try:
             spec = default_spec() if path is None else load_spec(path)
-            resolve_targets(spec)
+            resolve_targets(spec, order=args.order)
         except SpecError as exc:
             errors.append(_spec_error(exc, path))
             continue

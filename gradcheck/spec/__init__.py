@@ -95,9 +95,15 @@ def default_spec() -> Spec:
     return parse_spec(DEFAULT_DOCUMENT, source=DEFAULT_SOURCE)
 
 
-def resolve_targets(spec: Spec) -> None:
-    """Import every ``type = "python"`` layer's target now, so a bad one fails early."""
+def resolve_targets(spec: Spec, *, order: int | None = None) -> None:
+    """Import every ``type = "python"`` layer's target now, so a bad one fails early; and
+    refuse a second-order check (``order``, default ``[check] order``) the spec's layers
+    cannot have (:func:`gradcheck.spec._second.refuse_order`), as a spec error."""
+    from gradcheck.spec._second import refuse_order
+
+    objects = []
     for i, layer in enumerate(spec.layers):
-        if layer.type == "python":
-            resolve_target(layer.options["target"], kwargs=layer.options["kwargs"],
-                           source=spec.source, key=f"layer[{i}].target")
+        objects.append(None if layer.type != "python" else resolve_target(
+            layer.options["target"], kwargs=layer.options["kwargs"], source=spec.source,
+            key=f"layer[{i}].target"))
+    refuse_order(spec, objects, order=order)

@@ -7,7 +7,10 @@ differentiate a backward again, so every layer must be a PyTorch
 ``autograd.Function`` or ``nn.Module`` target, and there must be no ``[loss]`` (the
 built-in layers and losses are NumPy code: their backward has no derivative of its own
 to check). Anything else is a :class:`~gradcheck.SpecError` naming ``check.order`` and
-the layer at fault. The rows of the second order are named ``order2.<tensor>`` and
+the layer at fault -- raised when the spec is loaded (:func:`refuse_order`, called by
+:func:`gradcheck.spec.resolve_targets` once the targets are imported), so that
+``gradcheck check`` lists it among the bad specs (``errors`` in ``--json``) and checks
+the others. The rows of the second order are named ``order2.<tensor>`` and
 ``order2.grad_output`` in the spec's one report.
 """
 
@@ -16,19 +19,47 @@ from __future__ import annotations
 from gradcheck._errors import SpecError
 from gradcheck.spec._run import check_built as _check_first
 
-__all__ = ["check_built", "check_spec", "second_order_report"]
+__all__ = ["check_built", "check_spec", "second_order_report", "refuse_order"]
 
 
-def _why_not(spec, i, layer) -> str | None:
+def _why_not(spec, i, obj) -> str | None:
+    """Why layer ``i`` (``obj``: its resolved target, for a python layer) has no second
+    order to check, or None."""
     kind = spec.layers[i].type
     if kind != "python":
         return (f"layer[{i}] is a built-in {kind} layer, written in NumPy: its backward has no "
                 f"derivative of its own to check")
-    if getattr(layer.obj, "framework", None) != "torch":
-        return (f"layer[{i}] ({layer.target}) is a NumPy layer: no framework can "
-                f"differentiate its backward again, so it has no second-order derivative to "
-                f"check; write it as a torch.autograd.Function or nn.Module")
+    if getattr(obj, "framework", None) != "torch":
+        return (f"layer[{i}] ({spec.layers[i].options['target']}) is a NumPy layer: no "
+                f"framework can differentiate its backward again, so it has no second-order "
+                f"derivative to check; write it as a torch.autograd.Function or nn.Module")
     return None
+
+
+def refuse_order(spec, objects, order=None) -> None:
+    """Raise :class:`~gradcheck.SpecError` (key ``check.order``) when ``order`` (default
+    the spec's ``[check] order``) is 2 and the spec cannot be checked at second order.
+
+    ``objects[i]`` is layer ``i``'s resolved target (None for a built-in layer).
+    """
+    order = order if order is not None else (spec.check.order or 1)
+    if order != 2:
+        return
+    source = spec.source
+    for i, obj in enumerate(objects):
+        why = _why_not(spec, i, obj)
+        if why:
+            raise SpecError(f"{source}: check.order: 2 needs every layer to be a PyTorch "
+                            f"autograd.Function or nn.Module target; {why}", spec=source,
+                            key="check.order")
+    if spec.loss is not None:
+        raise SpecError(f"{source}: check.order: 2 checks the network output with a seeded "
+                        f"cotangent; the [loss] ({spec.loss.type}) is NumPy code with no "
+                        f"double backward: leave [loss] out", spec=source, key="check.order")
+
+
+def _objects(built) -> list:
+    return [getattr(layer, "obj", None) for layer in built.network.layers]
 
 
 def second_order_report(built, *, seed=None, **options):
@@ -41,16 +72,7 @@ def second_order_report(built, *, seed=None, **options):
 
     spec, net = built.spec, built.network
     source = spec.source
-    for i, layer in enumerate(net.layers):
-        why = _why_not(spec, i, layer)
-        if why:
-            raise SpecError(f"{source}: check.order: 2 needs every layer to be a PyTorch "
-                            f"autograd.Function or nn.Module target; {why}", spec=source,
-                            key="check.order")
-    if spec.loss is not None:
-        raise SpecError(f"{source}: check.order: 2 checks the network output with a seeded "
-                        f"cotangent; the [loss] ({spec.loss.type}) is NumPy code with no "
-                        f"double backward: leave [loss] out", spec=source, key="check.order")
+    refuse_order(spec, _objects(built), order=2)
     counts = [len(p) for p in built.params]
 
     def stack(x, *flat):
@@ -77,13 +99,9 @@ def check_built(built, *, order=None, **options):
     from gradcheck._adapter import merge_orders, validate_order
 
     order = validate_order(order if order is not None else (built.spec.check.order or 1))
-    if order == 2:   # refuse an impossible spec before the first-order check runs
-        for i, layer in enumerate(built.network.layers):
-            why = _why_not(built.spec, i, layer)
-            if why:
-                raise SpecError(f"{built.spec.source}: check.order: 2 needs every layer to "
-                                f"be a PyTorch autograd.Function or nn.Module target; {why}",
-                                spec=built.spec.source, key="check.order")
+    # refuse an impossible spec before the first-order check runs (a spec read by
+    # gradcheck check was refused already, when it was loaded)
+    refuse_order(built.spec, _objects(built), order=order)
     first = _check_first(built, **options)
     if order == 1:
         return first

@@ -182,7 +182,10 @@ class TorchProblem:
         self.nondeterminism = max(self.nondeterminism, worst)
         if problem:
             raise UserCodeError(f"{self.label}: {problem}")
-        return tuple(first)
+        # an undefined gradient goes to the checker as None: a zero gradient, which it
+        # checks as zeros and reports as not returned (the rule of check_vjp)
+        return tuple(None if name in self.missing else g
+                     for g, name in zip(first, self.argnames))
 
     # ------------------------------------------------------------------ order 2
 
@@ -256,9 +259,9 @@ class TorchProblem:
         notes = []
         if self.missing:
             names = ", ".join(repr(n) for n in sorted(self.missing))
-            notes.append(f"no gradient for {names}: torch's graph does not reach it from the "
-                         f"outputs (the backward returned None, or the output does not depend "
-                         f"on it); checked as zero")
+            notes.append(f"no gradient for {names} from torch: its graph does not reach it "
+                         f"from the outputs (the backward returned None, or the output does "
+                         f"not depend on it)")
         if order == 2 and self.disconnected and self.once_differentiable:
             names = ", ".join(repr(n) for n in sorted(self.disconnected))
             notes.append(

@@ -6,13 +6,23 @@ weights, ``f(x, *params) -> (N,)``, and its backward is the training's own
 gradients move the weights, for the input and every parameter tensor. Batch items stay
 independent, so the checker may perturb several of them at once (the network's
 dependency structure is passed along).
+
+What the checker is told of the network is what :func:`gradcheck.check_network` tells
+it: each layer's usual mistakes, planted and carried down, as suspects
+(:func:`gradcheck.checker._suspects.network_suspects`, so a user layer recognized as a
+convolution gets the convolution's causes); and when the check fails, every layer is
+checked on its own with the rule training uses for it (:func:`carry_back`), at the
+batch's activations and with the errors training's own backward passes down, and the
+culprit is named (:mod:`gradcheck.checker._culprit`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gradcheck.train._steps import forward, per_sample_vjp
+import numpy as np
+
+from gradcheck.train._steps import backward, carry_back, forward, per_sample_vjp
 
 __all__ = ["CheckRecord", "check_gradients", "DEFAULT_TIME_BUDGET", "DEFAULT_MODE"]
 
@@ -69,6 +79,9 @@ def check_gradients(net, loss, x, params, *, seed, mode, time_budget, budget=Non
     dependency structure); ``loss`` the loss bound to this batch's labels.
     """
     from gradcheck import check_vjp
+    from gradcheck.checker._culprit import unchecked_layers, with_layers
+    from gradcheck.checker._suspects import network_suspects
+    from gradcheck.ops.network import Sequential
 
     layers = net.layers
 
@@ -80,10 +93,36 @@ def check_gradients(net, loss, x, params, *, seed, mode, time_budget, budget=Non
 
     extra = {k: v for k, v in (("rtol", rtol), ("atol", atol), ("budget", budget))
              if v is not None}
-    return check_vjp(f, f_vjp, (x, *net.flatten_params(params)), argnames=net.names,
-                     mode=mode, seed=seed, time_budget=time_budget, name=name,
-                     patterns={n: (lambda n=n: net.structure(n) or net.pattern(n))
-                               for n in net.names}, **extra)
+    batch_net = Sequential(layers, tuple(np.shape(x)), loss=loss)
+    report = check_vjp(f, f_vjp, (x, *net.flatten_params(params)), argnames=net.names,
+                       mode=mode, seed=seed, time_budget=time_budget, name=name,
+                       patterns={n: (lambda n=n: net.structure(n) or net.pattern(n))
+                                 for n in net.names},
+                       suspects=network_suspects(batch_net, x, params), **extra)
+    if report.passed:
+        return with_layers(report, unchecked_layers(layers, True))
+    return with_layers(report, _layer_pass(layers, loss, x, params, seed=seed, mode=mode,
+                                           time_budget=time_budget, **extra))
+
+
+def _layer_pass(layers, loss, x, params, *, seed, **options):
+    """Every layer on its own, with the rule training uses for it (:func:`carry_back`)."""
+    from gradcheck.checker._culprit import PASS_STREAM, check_layers
+
+    a = forward(layers, x, params)
+    cotangent = np.random.default_rng([seed, PASS_STREAM]).standard_normal(
+        (np.shape(x)[0],)).astype(a[-1].dtype)
+    deltas, _ = backward(layers, a, params, loss.vjp(cotangent, a[-1]))
+
+    def rule(layer, names):
+        def run(delta, a_in, *values):
+            grad_x, grads = carry_back(layer, delta, a_in, dict(zip(names, values)))
+            return (grad_x, *(grads[k] for k in names))
+        return run
+
+    return check_layers(layers, a[:-1], params, deltas[1:], seed=seed,
+                        backwards=[rule(layer, list(p)) for layer, p in zip(layers, params)],
+                        **options)
 
 
 def record(report, *, step, epoch, when, mode, point=None) -> CheckRecord:

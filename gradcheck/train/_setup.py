@@ -90,7 +90,7 @@ def load_spec(spec):
     if not isinstance(spec, Spec):
         raise ConfigurationError(f"spec must be None (the built-in training spec), a path or "
                                  f"a gradcheck.spec.Spec; got {type(spec).__name__}")
-    resolve_targets(spec)
+    resolve_targets(spec, order=1)   # training checks the first order only
     return spec
 
 
