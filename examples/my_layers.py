@@ -1,5 +1,7 @@
 """A convolution layer written by hand, the way a user would -- and the same layer with
-the classic bug: the input gradient uses the kernel as it is instead of rotated by 180°.
+the classic bug: the input gradient uses the kernel as it is instead of rotated by 180°;
+and a batch norm, right and with a slip (``specs/examples/batchnorm_buggy.toml`` puts it
+between a built-in conv and a relu, where the culprit pass names it).
 
 Point gradcheck at them with a spec (``specs/examples/user_layer.toml``)::
 
@@ -61,3 +63,44 @@ def _full_correlation(grad_y, kernel, x_shape):
             window = padded[:, :, a:a + x_shape[2], t:t + x_shape[3]]
             grad_x += np.einsum("nohw,oc->nchw", window, kernel[:, :, a, t])
     return grad_x
+
+
+class BatchNorm:
+    """Batch normalization per channel over the batch and spatial axes (training mode):
+    ``y = gamma * (x - mean) / sqrt(var + eps) + beta``.
+
+    The input gradient, with ``g_hat = grad_y * gamma`` and ``m`` values per channel:
+    ``grad_x = (m g_hat - sum(g_hat) - x_hat sum(g_hat x_hat)) / (m sqrt(var + eps))``.
+    """
+
+    eps = 1e-5
+
+    def _normalized(self, x):
+        axes = (0, *range(2, x.ndim))
+        mean = x.mean(axis=axes, keepdims=True)
+        inv = 1.0 / np.sqrt(x.var(axis=axes, keepdims=True) + self.eps)
+        return axes, (x - mean) * inv, inv
+
+    def forward(self, x, gamma, beta):
+        _, x_hat, _ = self._normalized(x)
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        return gamma.reshape(shape) * x_hat + beta.reshape(shape)
+
+    def backward(self, grad_y, x, gamma, beta):
+        axes, x_hat, inv = self._normalized(x)
+        m = x.size // x.shape[1]
+        g_hat = grad_y * gamma.reshape((1, -1) + (1,) * (x.ndim - 2))
+        grad_x = inv / m * (m * g_hat - self.mean_term(g_hat, axes)
+                            - x_hat * (g_hat * x_hat).sum(axis=axes, keepdims=True))
+        return grad_x, (grad_y * x_hat).sum(axis=axes), grad_y.sum(axis=axes)
+
+    def mean_term(self, g_hat, axes):
+        """The gradient through the batch mean: ``sum(g_hat)`` per channel."""
+        return g_hat.sum(axis=axes, keepdims=True)
+
+
+class BuggyBatchNorm(BatchNorm):
+    """The same batch norm, but its input gradient forgets the path through the mean."""
+
+    def mean_term(self, g_hat, axes):
+        return 0.0  # BUG: the mean depends on x too; should be g_hat.sum(axes, keepdims=True)

@@ -218,10 +218,10 @@ def _layer_cases(suite, r: SpecResult) -> None:
     """A testcase per layer of ``r``'s network."""
     import xml.etree.ElementTree as ET
 
-    from gradcheck.checker._layer_report import culprit_line, culprit_text
+    from gradcheck.checker._layer_report import culprit_line
 
     report = r.report
-    for layer in report.layers:
+    for layer in r.layer_results:
         elapsed = layer.report.elapsed_s if layer.report is not None else 0.0
         case = ET.SubElement(suite, "testcase", classname=_clean(r.label),
                              name=_clean(layer.label), time=f"{elapsed:.3f}")
@@ -230,10 +230,16 @@ def _layer_cases(suite, r: SpecResult) -> None:
         elif layer.passed is False:
             fail = ET.SubElement(case, "failure", type="LayerBackwardWrong",
                                  message=_clean(f"{layer.label}: its backward is wrong"))
-            fail.text = _clean("\n".join(
-                [culprit_line(report.layers, report.passed)]
-                + [line for line in culprit_text([layer], False)[1:]]
-                + ([layer.note] if layer.report is None and layer.note else [])))
+            # its own failures; a network of one layer: the network's, which are its own
+            failures = (layer.report or report).failures
+            lines = [culprit_line(report.layers, report.passed)]
+            for a in failures:
+                lines.append(f"  {a.summary()}")
+                if a.diagnosis is not None:
+                    lines.append("    likely cause: " + a.diagnosis.message)
+            if layer.report is None and not failures and layer.note:
+                lines.append(layer.note)
+            fail.text = _clean("\n".join(lines))
 
 
 def to_junit_xml(results: Sequence[SpecResult], *, elapsed_s: float,
@@ -245,7 +251,7 @@ def to_junit_xml(results: Sequence[SpecResult], *, elapsed_s: float,
     the checker skipped is ``<skipped>``. A layer's testcase (``name="layer 1
     (mylayers:BatchNorm)"``) fails when its own backward is wrong, with the culprit line
     and its failures as text, and is ``<skipped>`` when it could not be checked on its
-    own. A spec that could not be checked (bad input)
+    own (or at all: the spec's user code failed). A spec that could not be checked (bad input)
     is a suite of one testcase, named after the key at fault (``spec`` when the whole
     file is), holding an ``<error type="SpecError">``.
     """
@@ -254,7 +260,7 @@ def to_junit_xml(results: Sequence[SpecResult], *, elapsed_s: float,
     total, _ = _counts(results)
     user_errors = sum(r.report is None for r in results)
     reports = [r.report for r in results if r.report is not None]
-    n_layers = sum(len(rep.layers) for rep in reports)
+    n_layers = sum(len(r.layer_results) for r in results)
     failures = sum(not a.passed for rep in reports for a in rep.arguments) + \
         sum(layer.passed is False for rep in reports for layer in rep.layers)
     root = ET.Element("testsuites", name="gradcheck", tests=str(total + n_layers + len(errors)),
@@ -271,12 +277,14 @@ def to_junit_xml(results: Sequence[SpecResult], *, elapsed_s: float,
     for r in results:
         suite = ET.SubElement(root, "testsuite", name=_clean(r.label))
         if r.report is None:
-            suite.attrib.update(tests="1", failures="0", errors="1", skipped="0",
+            n = len(r.layer_results)
+            suite.attrib.update(tests=str(1 + n), failures="0", errors="1", skipped=str(n),
                                 time=f"{r.elapsed_s:.3f}")
             case = ET.SubElement(suite, "testcase", classname=_clean(r.label), name="build",
                                  time=f"{r.elapsed_s:.3f}")
             err = ET.SubElement(case, "error", message=_clean(r.error), type="UserCodeError")
             err.text = _clean(r.detail or r.error)
+            _layer_cases(suite, r)
             continue
         args, layers = r.report.arguments, r.report.layers
         n_fail = sum(not a.passed for a in args) + sum(l.passed is False for l in layers)

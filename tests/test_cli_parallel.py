@@ -262,7 +262,8 @@ def test_shards_together_are_the_serial_run(capsys, specs):
         assert untimed(shard) == untimed(json.loads(alone[1]))
         assert mine and all(s["spec"] in mine for s in shard["specs"] + shard["errors"])
         junit = ET.parse(specs / f"s{i}.xml").getroot()
-        assert int(junit.get("tests")) == len(shard["checks"]) + len(shard["errors"])
+        assert int(junit.get("tests")) == \
+            len(shard["checks"]) + len(shard["layers"]) + len(shard["errors"])
         for key in union:
             union[key] += shard[key]
     # together: every check and every error exactly once; the bad specs fail their shard

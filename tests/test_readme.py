@@ -127,6 +127,10 @@ def test_ci_json_example_matches_a_real_run(capsys, monkeypatch):
                 assert _close_to_shown(got[key], check[key]), (key, got[key], check[key])
         assert check["diagnosis"]["cause"] == got["diagnosis"]["cause"]
     assert [s["spec"] for s in shown["specs"]] == [s["spec"] for s in real["specs"]]
+    assert len(shown["layers"]) == len(real["layers"])
+    for layer, got in zip(shown["layers"], real["layers"]):
+        assert {k: v for k, v in layer.items() if k != "..."} == \
+            {k: got[k] for k in layer if k != "..."}
 
 
 def test_ci_errors_example_matches_a_real_run(capsys, monkeypatch, tmp_path):

@@ -45,7 +45,8 @@ import numpy as np
 from gradcheck._errors import GradcheckError, UserCodeError
 from gradcheck.checker._layer_report import LayerResult
 
-__all__ = ["check_layers", "network_layer_pass", "unchecked_layers", "with_layers",
+__all__ = ["check_layers", "network_layer_pass", "unchecked_layers", "single_layer",
+           "with_layers",
            "layer_identity", "PASS_STREAM", "PER_LAYER", "PASSED_ON"]
 
 #: ``default_rng([seed, PASS_STREAM])`` draws the pass's cotangent at the network output;
@@ -138,6 +139,14 @@ def unchecked_layers(layers, passed: bool) -> tuple:
                                None, "not checked on its own: the network's check passed"
                                if passed else "not checked on its own"))
     return tuple(out)
+
+
+def single_layer(layer, passed: bool) -> tuple:
+    """The result of a network that is one layer (and no loss, or a weighted sum): the
+    network's check was that layer's own, so it is not checked again."""
+    kind, name, target = layer_identity(layer)
+    return (LayerResult(0, kind, name, target, bool(passed), True, None,
+                        "the network is this one layer: its check is the layer's own"),)
 
 
 def with_layers(report, layers):

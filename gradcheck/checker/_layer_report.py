@@ -95,6 +95,6 @@ def culprit_text(layers, passed: bool) -> list:
                 out.append(f"  {r.label} alone: {a.summary()}")
                 if a.diagnosis is not None:
                     out.append("    likely cause: " + a.diagnosis.message)
-        if r.alone and r.note and r.passed is not None:
+        if r.alone and r.note and r.passed is not None and r.report is not None:
             out.append(f"  {r.label}: {r.note}")
     return out
