@@ -471,3 +471,25 @@ def test_jax_none_cotangent_from_a_custom_vjp_is_a_zero_gradient():
     report = check_function(f, (x, w))
     assert not report.passed and report["x"].passed and not report["w"].passed
     assert np.array_equal(report["w"].analytic, np.zeros(4))
+
+
+def test_a_spec_whose_user_code_failed_lists_its_layers_unchecked(tmp_path, capsys,
+                                                                  monkeypatch):
+    (tmp_path / "raises.py").write_text(
+        "class Raises:\n"
+        "    def forward(self, x):\n"
+        "        return 2 * x\n"
+        "    def backward(self, g, x):\n"
+        "        raise ValueError('no')\n")
+    (tmp_path / "r.toml").write_text('[input]\nshape = [2, 3]\n[[layer]]\ntype = "tanh"\n'
+                                     '[[layer]]\ntype = "python"\ntarget = "raises.py:Raises"\n')
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = _run(["check", "r.toml", "--json", "--junit-xml", "r.xml"], capsys)
+    assert code == MISMATCH
+    assert [(l["index"], l["type"], l["target"], l["passed"], l["alone"])
+            for l in json.loads(out)["layers"]] == \
+        [(0, "tanh", None, None, False), (1, "python", "raises.py:Raises", None, False)]
+    suite = ET.parse(tmp_path / "r.xml").getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("errors"), suite.get("skipped")) == ("3", "1", "2")
+    assert [c.get("name") for c in suite.iter("testcase")] == \
+        ["build", "layer 0 (tanh)", "layer 1 (raises.py:Raises)"]
