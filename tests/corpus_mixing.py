@@ -56,7 +56,8 @@ def mse_l2_vjp(g, w, x, t, lam=0.03, slip=None):
     if slip == "sign":                 # (t - y) where (y - t) belongs
         dr = -dr
     dw = x.T @ dr + (0 if slip == "decay_missing" else lam * w)
-    return g * dw, None, None
+    # x and t are differentiated too: a gradient not returned (None) is a zero gradient
+    return g * dw, g * (dr @ w.T), -g * dr
 
 
 # ============================================================================ layer norm

@@ -600,6 +600,9 @@ def _extras():
         _case("exp-near-overflow", "element-wise", "exp at 709.5: f overflows next to the point",
               np.exp, lambda g, x: (g * np.exp(x),), [np.array([1.0, 709.5])], ("x",),
               {"x": ("no_numerical_derivative",)}),
+        _case("dense-no-db", "dense", "the bias gradient forgotten: backward returns None",
+              mix.dense_f, lambda g, x, w, b: (*mix.dense_vjp(g, x, w, b)[:2], None),
+              _dense_args(np.float64), ("x", "w", "b"), {"b": ("no_gradient_returned",)}),
     )
 
 
