@@ -197,6 +197,10 @@ def test_order_2_checks_the_double_backward(torch_project, capsys):
     out, err = capsys.readouterr()
     assert code == MISMATCH
     assert "order2.layer0.python.w: 5/5 FAIL" in out and "cut from torch's graph" in out
+    code = main(["check", str(path), "--order", "2", "-q"])   # -q keeps the notes
+    out, err = capsys.readouterr()
+    assert code == MISMATCH and "  note: order 2: the backward's result for" in out
+    assert "cut from torch's graph" in out
 
 
 @pytest.mark.parametrize("layer, check, message", [
