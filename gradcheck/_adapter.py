@@ -13,8 +13,11 @@ they have in common lives here, framework-free:
   differentiated ones plus one cotangent ``g`` per output;
 * ``order = 2`` checks orders 1 and 2 and returns one report whose second-order rows are
   named ``order2.<argument>`` (:func:`merge_orders`);
-* ``modes``: ``"rev"`` is the reverse mode (the backward); ``"fwd"`` (forward mode) is
-  not available in this version and is refused with a :class:`~gradcheck.ConfigurationError`.
+* ``modes``: ``"rev"`` is the reverse mode (the backward, :func:`gradcheck.check_vjp`),
+  ``"fwd"`` the forward mode (the JVP, :func:`gradcheck.check_jvp`); each requested mode
+  is one check of the same map, the forward rows named ``fwd.<argument>``
+  (:func:`mode_options` hands each mode the options it takes, :func:`merge_reports`
+  makes one report of the parts).
 """
 
 from __future__ import annotations
@@ -28,12 +31,19 @@ from gradcheck._errors import ConfigurationError
 from gradcheck._validate import is_int
 
 __all__ = ["validate_order", "validate_modes", "pack", "unpack", "merge_orders", "with_notes",
-           "output_names", "second_order_names", "check_nondeterminism", "SECOND_PREFIX"]
+           "output_names", "second_order_names", "tangent_names", "check_nondeterminism",
+           "SECOND_PREFIX", "FORWARD_PREFIX", "mode_options", "check_in_mode",
+           "merge_reports"]
 
 #: Prefix of the second-order rows in a report of ``order=2``.
 SECOND_PREFIX = "order2."
+#: Prefix of the forward-mode rows (``modes`` with ``"fwd"``).
+FORWARD_PREFIX = "fwd."
 ORDERS = (1, 2)
 MODES = ("rev", "fwd")
+#: Options of one mode only: reverse mode's cotangent and roles, forward mode's output role.
+REVERSE_ONLY = ("cotangent", "roles")
+FORWARD_ONLY = ("output_role",)
 
 
 def validate_order(order) -> int:
@@ -44,7 +54,7 @@ def validate_order(order) -> int:
 
 
 def validate_modes(modes) -> tuple:
-    """``modes`` as a tuple of ``"rev"``; ``"fwd"`` is refused (not in this version)."""
+    """``modes`` as a tuple of distinct ``"rev"`` / ``"fwd"``, in the order given."""
     items = (modes,) if isinstance(modes, str) else modes
     try:
         items = tuple(items)
@@ -57,11 +67,33 @@ def validate_modes(modes) -> tuple:
     if bad:
         raise ConfigurationError(f"modes has unknown mode(s) {bad}; valid: 'rev' (reverse "
                                  f"mode, the backward) and 'fwd' (forward mode)")
-    if "fwd" in items:
-        raise ConfigurationError(
-            f"modes={items!r}: forward mode ('fwd') is not available in this version of "
-            f"gradcheck; only the reverse mode is checked: pass modes=('rev',)")
     return tuple(dict.fromkeys(items))
+
+
+def mode_options(options, mode: str, modes) -> dict:
+    """The options ``mode`` takes: those of one mode only are refused when no requested
+    mode takes them, and left out of the other mode's check."""
+    for keys, owner in ((REVERSE_ONLY, "rev"), (FORWARD_ONLY, "fwd")):
+        for key in keys:
+            if options.get(key) is not None and owner not in modes:
+                raise ConfigurationError(
+                    f"{key} applies to {'reverse' if owner == 'rev' else 'forward'} mode "
+                    f"({owner!r}) only; modes={tuple(modes)!r} does not check it")
+    drop = FORWARD_ONLY if mode == "rev" else REVERSE_ONLY
+    return {k: v for k, v in options.items() if k not in drop}
+
+
+def check_in_mode(ad_mode: str, f, derivative, args, /, **options):
+    """:func:`~gradcheck.check_vjp` (``"rev"``, ``derivative`` a VJP) or
+    :func:`~gradcheck.check_jvp` (``"fwd"``, ``derivative`` a JVP) of ``f`` at ``args``."""
+    from gradcheck.checker import check_jvp, check_vjp
+
+    return (check_vjp if ad_mode == "rev" else check_jvp)(f, derivative, args, **options)
+
+
+def tangent_names(argnames) -> tuple:
+    """Arguments of the JVP's map ``(x, v) -> J v``: the checked ones, then their tangents."""
+    return tuple(argnames) + tuple(f"tangent.{a}" for a in argnames)
 
 
 def pack(arrays):
@@ -113,15 +145,25 @@ def with_notes(report, *notes):
     return dataclasses.replace(report, notes=tuple(report.notes) + notes)
 
 
+def merge_reports(parts):
+    """One report of several checks: ``parts`` are ``(prefix, label, report)``; every row
+    is renamed ``prefix + name`` and every note marked ``label:``; the first part gives
+    the name, seed and mode."""
+    (_, _, first), *_ = parts
+    arguments, notes, modes = [], [], []
+    for prefix, label, report in parts:
+        arguments += [dataclasses.replace(a, name=prefix + a.name) for a in report.arguments]
+        notes += [f"{label}: {n}" if label else n for n in report.notes]
+        modes += report.ad_mode.split("+")
+    return dataclasses.replace(
+        first, passed=all(r.passed for _, _, r in parts), arguments=tuple(arguments),
+        elapsed_s=sum(r.elapsed_s for _, _, r in parts), nfev=sum(r.nfev for _, _, r in parts),
+        notes=tuple(notes), ad_mode="+".join(sorted(set(modes))))
+
+
 def merge_orders(first, second):
     """One report of orders 1 and 2: the second's rows renamed ``order2.<name>``."""
-    renamed = tuple(dataclasses.replace(a, name=SECOND_PREFIX + a.name)
-                    for a in second.arguments)
-    notes = tuple(first.notes) + tuple(f"order 2: {n}" for n in second.notes)
-    return dataclasses.replace(
-        first, passed=bool(first.passed and second.passed),
-        arguments=tuple(first.arguments) + renamed, elapsed_s=first.elapsed_s + second.elapsed_s,
-        nfev=first.nfev + second.nfev, notes=notes)
+    return merge_reports([("", "", first), (SECOND_PREFIX, "order 2", second)])
 
 
 def check_nondeterminism(first, second, names, nondet_tol: float):

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from gradcheck import ConfigurationError
-from gradcheck._adapter import (check_nondeterminism, merge_orders, pack, unpack,
-                                validate_modes, validate_order)
+from gradcheck._adapter import (check_nondeterminism, merge_orders, merge_reports,
+                                mode_options, pack, unpack, validate_modes, validate_order)
 
 
 def test_import_gradcheck_imports_neither_torch_nor_jax():
@@ -37,17 +37,18 @@ def test_pack_and_unpack_are_inverse():
 
 
 @pytest.mark.parametrize("modes, message", [
-    (("fwd", "rev"), r"forward mode \('fwd'\) is not available in this version"),
     (("rev", "sideways"), r"unknown mode\(s\) \['sideways'\]"),
     ((), r"non-empty sequence"),
+    ((1,), r"non-empty sequence of 'rev' and 'fwd'"),
 ])
 def test_modes_are_validated(modes, message):
     with pytest.raises(ConfigurationError, match=message):
         validate_modes(modes)
 
 
-def test_rev_and_orders():
+def test_modes_and_orders():
     assert validate_modes("rev") == ("rev",)
+    assert validate_modes(["fwd", "rev", "fwd"]) == ("fwd", "rev")     # as given, once each
     assert validate_order(2) == 2
     for bad in (0, 3, 1.0, True):
         with pytest.raises(ConfigurationError, match=r"order must be 1"):
@@ -71,3 +72,26 @@ def test_merge_orders_renames_and_combines():
     merged = merge_orders(check_vjp(f, ok, x), check_vjp(f, wrong, x))
     assert [a.name for a in merged.arguments] == ["arg0", "order2.arg0"]
     assert not merged.passed and merged.arguments[0].passed
+
+
+def test_mode_options_split_and_refuse():
+    options = {"seed": 3, "cotangent": np.ones(2), "output_role": "generic"}
+    assert set(mode_options(options, "rev", ("rev", "fwd"))) == {"seed", "cotangent"}
+    assert set(mode_options(options, "fwd", ("rev", "fwd"))) == {"seed", "output_role"}
+    with pytest.raises(ConfigurationError, match=r"cotangent applies to reverse mode \('rev'\) "
+                                                 r"only; modes=\('fwd',\)"):
+        mode_options({"cotangent": np.ones(2)}, "fwd", ("fwd",))
+    with pytest.raises(ConfigurationError, match=r"output_role applies to forward mode"):
+        mode_options({"output_role": "input"}, "rev", ("rev",))
+
+
+def test_merge_reports_prefixes_rows_and_marks_both_modes():
+    from gradcheck import check_jvp, check_vjp
+
+    x = (np.linspace(-1, 1, 4),)
+    rev = check_vjp(np.tanh, lambda g, x: (g * (1 - np.tanh(x) ** 2),), x)
+    fwd = check_jvp(np.tanh, lambda t, x: t[0] * (1 - np.tanh(x)), x)      # wrong
+    merged = merge_reports([("", "", rev), ("fwd.", "forward mode", fwd)])
+    assert [a.name for a in merged.arguments] == ["arg0", "fwd.arg0"]
+    assert merged.ad_mode == "fwd+rev" and not merged.passed and merged.arguments[0].passed
+    assert merged.nfev == rev.nfev + fwd.nfev

@@ -71,8 +71,9 @@ def test_check_grads_drop_in():
     with pytest.raises(AssertionError, match=r"FAILED") as info:
         check_grads(wrong, (jnp.linspace(-1.0, 1.0, 5),), order=1, modes=("rev",))
     assert info.value.report["x"].diagnosis.cause == "sign_flipped"
-    with pytest.raises(ConfigurationError, match=r"forward mode \('fwd'\) is not available"):
-        check_grads(jnp.sin, (jnp.arange(4.0),), order=1)          # jax's default modes
+    check_grads(jnp.sin, (jnp.arange(4.0),), order=1)              # jax's default modes
+    with pytest.raises(ConfigurationError, match=r"unknown mode\(s\) \['jvp'\]"):
+        check_grads(jnp.sin, (jnp.arange(4.0),), 1, modes=("jvp",))
 
 
 def test_second_order_catches_a_backward_wrong_only_in_its_own_derivative():

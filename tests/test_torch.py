@@ -197,11 +197,10 @@ def test_bad_inputs_are_configuration_errors(inputs, message):
         check_function(torch.sin, inputs)
 
 
-def test_forward_mode_and_unknown_orders_are_refused():
+def test_unknown_modes_and_orders_are_refused():
     x = torch.randn(3, dtype=torch.float64)
-    with pytest.raises(ConfigurationError, match=r"forward mode \('fwd'\) is not available in "
-                                                 r"this version"):
-        check_function(torch.sin, (x,), modes=("fwd", "rev"))
+    with pytest.raises(ConfigurationError, match=r"unknown mode\(s\) \['forward'\]"):
+        check_function(torch.sin, (x,), modes=("forward", "rev"))
     with pytest.raises(ConfigurationError, match=r"order must be 1 .* or 2"):
         check_function(torch.sin, (x,), order=3)
 
@@ -253,15 +252,16 @@ def test_gradcheck_drop_in_true_raise_and_false():
     assert gradcheck(OneElementOff.apply, (y,), raise_exception=False) is False
 
 
-def test_gradcheck_drop_in_honours_atol_fast_mode_and_refuses_forward_mode():
+def test_gradcheck_drop_in_honours_atol_fast_mode_and_the_ad_flags():
     y = torch.linspace(0.5, 2.0, 7, dtype=torch.float64, requires_grad=True)
     assert gradcheck(OneElementOff.apply, (y,), atol=1e-3) is True   # the user's floor
     with pytest.raises(GradientCheckFailed, match=r"fast mode"):
         gradcheck(_cube_with(lambda ctx, g: 2 * Cube.backward(ctx, g)).apply, (y,),
                   fast_mode=True)
-    with pytest.raises(ConfigurationError, match=r"check_forward_ad=True asks for forward "
-                                                 r"mode, which is not available"):
-        gradcheck(torch.sin, (y,), check_forward_ad=True)
+    assert gradcheck(torch.sin, (y,), check_forward_ad=True) is True
+    with pytest.raises(ConfigurationError, match=r"check_forward_ad=False and "
+                                                 r"check_backward_ad=False leave nothing"):
+        gradcheck(torch.sin, (y,), check_backward_ad=False)
     with pytest.warns(UncheckedWarning, match=r"check_batched_grad=True is not checked"):
         assert gradcheck(torch.sin, (y,), check_batched_grad=True)
 

@@ -1,10 +1,12 @@
 """The checker: analytic gradients held against numerical ones, with a verdict and a diagnosis.
 
 :func:`check_vjp` is a pipeline of named stages, one module each; the map is in
-:mod:`gradcheck.checker._check`.
+:mod:`gradcheck.checker._check`. :func:`check_jvp` (forward mode) reuses them; its map
+is in :mod:`gradcheck.checker._check_jvp`.
 """
 
 from gradcheck.checker._check import DEFAULT_BUDGET, assert_vjp_close, check_grad, check_vjp
+from gradcheck.checker._check_jvp import check_jvp
 from gradcheck.checker._diagnose import Suspect, TensorRole
 from gradcheck.checker._layers import check_layer, check_network
 from gradcheck.checker._report import (
@@ -17,6 +19,7 @@ from gradcheck.checker._report import (
 
 __all__ = [
     "check_vjp",
+    "check_jvp",
     "check_grad",
     "assert_vjp_close",
     "check_layer",

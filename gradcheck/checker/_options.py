@@ -98,8 +98,8 @@ _PER_ARGUMENT = (
 )
 
 
-def _require_callables(f, f_vjp) -> None:
-    for label, fn in (("f", f), ("f_vjp", f_vjp)):
+def _require_callables(f, f_vjp, derivative) -> None:
+    for label, fn in (("f", f), (derivative, f_vjp)):
         if not callable(fn):
             raise ConfigurationError(f"{label} must be callable; got {type(fn).__name__}")
 
@@ -186,9 +186,10 @@ def _as_arrays(args, argnames) -> tuple:
     return tuple(out)
 
 
-def validate(f, f_vjp, args, given: Options) -> tuple[Options, tuple]:
-    """``(options, arrays)``: the options normalized, the arguments as arrays."""
-    _require_callables(f, f_vjp)
+def validate(f, f_vjp, args, given: Options, *, derivative="f_vjp") -> tuple[Options, tuple]:
+    """``(options, arrays)``: the options normalized, the arguments as arrays
+    (``derivative``: the name of the analytic side, ``"f_jvp"`` in forward mode)."""
+    _require_callables(f, f_vjp, derivative)
     argnames = _argnames(given.argnames, _count(args))
     wrt = _wrt(given.wrt, argnames)
     for label, ok, expect in _SCALARS:

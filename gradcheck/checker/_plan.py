@@ -22,7 +22,7 @@ from typing import NamedTuple
 from gradcheck._errors import ConfigurationError
 from gradcheck.checker._numeric import predicted_groups
 
-__all__ = ["Plan", "plan_argument", "PREDICTED_EVALS_PER_GROUP"]
+__all__ = ["Plan", "plan_argument", "plan_checked", "PREDICTED_EVALS_PER_GROUP"]
 
 #: Evaluations per group of perturbed elements (Richardson's five, plus retries).
 PREDICTED_EVALS_PER_GROUP = 6
@@ -89,6 +89,13 @@ def plan_argument(problem, options, index: int) -> Plan:
     why = _skip(index, name, problem)
     if why is not None:
         return Plan(index, name, "skipped", why)
+    return plan_checked(problem, options, index)
+
+
+def plan_checked(problem, options, index: int) -> Plan:
+    """The plan of argument ``index`` once it is known to be checked: the mode given, or
+    under ``mode="auto"`` what the budgets say (forward mode plans through here too)."""
+    name = options.argnames[index]
     if options.mode == "auto":
         return _within_budget(index, name, problem, options)
     pattern = _build(options.patterns[index]) if options.mode == "full" else None

@@ -4,7 +4,11 @@ Reports are frozen dataclasses. ``str(report)`` is a table a person can read;
 ``report.to_dict()`` is JSON-ready (NaN and infinities become ``None``) and carries
 ``"format": REPORT_FORMAT`` so consumers can tell versions apart. The full arrays
 (analytic, numerical, error bars, masks) stay on the Python object for plots and
-debugging and are left out of ``to_dict``.
+debugging and are left out of ``to_dict``. In forward mode (:func:`~gradcheck.check_jvp`)
+an argument's row counts columns of its Jacobian (or random directions), its arrays are
+the worst probe's JVPs (shaped like the output), its masks mark the columns that failed
+or reached a kink, and ``output_index`` says which output entry of the worst column is
+worst.
 """
 
 from __future__ import annotations
@@ -104,6 +108,7 @@ class ArgumentReport:
     elapsed_s: float
     diagnosis: Diagnosis | None = None
     note: str = ""
+    output_index: tuple | None = None  # forward mode: the output entry of the worst element
     analytic: np.ndarray | None = field(default=None, repr=False, compare=False)
     numeric: np.ndarray | None = field(default=None, repr=False, compare=False)
     error_estimate: np.ndarray | None = field(default=None, repr=False, compare=False)
@@ -135,6 +140,8 @@ class ArgumentReport:
             "elapsed_s": _json_number(self.elapsed_s),
             "diagnosis": None if self.diagnosis is None else self.diagnosis.to_dict(),
             "note": self.note,
+            **({} if self.output_index is None else
+               {"output_index": [int(i) for i in self.output_index]}),
         }
 
     def summary(self) -> str:
@@ -143,6 +150,8 @@ class ArgumentReport:
             return f"{self.name}: skipped ({self.note})" if self.note else f"{self.name}: skipped"
         where = "direction" if self.mode == "fast" else "index"
         idx = "" if self.worst_index is None else f" at {where} {tuple(self.worst_index)}"
+        if self.output_index is not None:
+            idx += f", output {tuple(self.output_index)}"
         verdict = "ok" if self.passed else f"{self.n_failed}/{self.n_checked} FAIL"
         # "worst" is the element furthest beyond its own tolerance; its difference is
         # shown, and the largest difference anywhere only when it is another element's
@@ -183,6 +192,7 @@ class CheckReport:
     #: A network's layers, each with whether its own backward is right (the culprit
     #: pass, :mod:`gradcheck.checker._culprit`); empty for a function.
     layers: tuple[LayerResult, ...] = ()
+    ad_mode: str = "rev"    # "rev" (check_vjp), "fwd" (check_jvp), or both ("fwd+rev")
 
     def __bool__(self) -> bool:  # pragma: no cover - convenience
         return self.passed
@@ -208,6 +218,7 @@ class CheckReport:
             "elapsed_s": _json_number(self.elapsed_s),
             "nfev": int(self.nfev),
             "notes": list(self.notes),
+            "ad_mode": self.ad_mode,
             "checks": [a.to_dict() for a in self.arguments],
             "layers": [layer.to_dict() for layer in self.layers],
         }
@@ -234,8 +245,9 @@ class CheckReport:
         return "\n".join(out)
 
     def __str__(self) -> str:
+        ad = {"rev": "", "fwd": "forward AD, "}.get(self.ad_mode, f"{self.ad_mode} AD, ")
         head = (f"gradcheck {self.name}: {'PASSED' if self.passed else 'FAILED'} "
-                f"({self.mode} mode, seed {self.seed}, {self.nfev} evaluations, "
+                f"({ad}{self.mode} mode, seed {self.seed}, {self.nfev} evaluations, "
                 f"{self.elapsed_s:.3g} s)")
         parts = [head, self.table()]
         for a in self.arguments:

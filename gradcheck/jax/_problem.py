@@ -1,11 +1,15 @@
-"""A JAX function seen by the checker: ``f`` and ``f_vjp`` on arrays, orders 1 and 2.
+"""A JAX function seen by the checker: its maps' values, VJPs and JVPs on arrays.
 
 The arguments may be pytrees: their floating leaves are the checked arguments, named
 by their path (``params['w']``); other leaves pass through. The outputs may be a pytree
 too: its floating leaves are packed into one array (:func:`gradcheck._adapter.pack`).
 The numerical side evaluates ``f`` on JAX arrays of each leaf's own dtype, placed where
-the leaf lives (its sharding); the analytic side is ``jax.vjp`` with the checker's
-cotangent, and for the second order ``jax.vjp`` of the map ``(x, g) -> vjp(g)``.
+the leaf lives (its sharding). Three maps are checked (:meth:`JaxProblem.map`): ``f``
+itself (order 1), and for the second order the backward's map ``(x, g) -> vjp(g)`` and
+the JVP's map ``(x, v) -> J v``; each offers the checker its value, its VJP
+(``jax.vjp``, reverse mode) and its JVP (``jax.jvp``, forward mode) -- so forward over
+forward, reverse over forward, forward over reverse and reverse over reverse are the
+four pairs of a map and a mode.
 """
 
 from __future__ import annotations
@@ -88,18 +92,6 @@ class JaxProblem:
 
     # ------------------------------------------------------------------ calls
 
-    def _jax(self, arrays):
-        out = []
-        for a, like in zip(arrays, self.likes):
-            a = np.asarray(a)
-            if a.dtype.kind == "c":
-                raise TypeError("gradcheck.jax evaluates f in its own real dtype; complex "
-                                "input is not passed through")
-            placed = getattr(like, "sharding", None)
-            a = a.astype(like.dtype, copy=False)
-            out.append(jax.device_put(a, placed) if placed is not None else jnp.asarray(a))
-        return out
-
     def _args(self, checked):
         leaves = list(self.leaves)
         for i, v in zip(self.checked, checked):
@@ -124,14 +116,15 @@ class JaxProblem:
     def _selected(self, *checked):
         return tuple(self._outputs(self._call(checked)))
 
-    # ------------------------------------------------------------------ order 1
+    # ------------------------------------------------------------------ the maps
 
     def _compiled(self, key, fn, args):
         """``fn(*args)``, compiled with ``jax.jit`` when ``f`` allows it.
 
-        The numerical side calls ``f`` hundreds of times at one shape; compiled, each call
-        costs microseconds instead of one dispatch per operation. A function that cannot
-        be traced (Python control flow on values, NumPy inside) runs as it is.
+        The numerical side calls ``f`` hundreds of times at one shape (forward mode's
+        full check calls the JVP once per column); compiled, each call costs microseconds
+        instead of one dispatch per operation. A function that cannot be traced (Python
+        control flow on values, NumPy inside) runs as it is.
         """
         jitted = self._jitted.get(key)
         if jitted is None:
@@ -145,76 +138,132 @@ class JaxProblem:
             return out
         return jitted(*args) if jitted is not False else fn(*args)
 
-    def forward(self, *arrays):
-        outs = self._compiled("forward", self._selected, self._jax(arrays))
-        return pack([np.asarray(o) for o in outs])
-
-    def _vjp(self, checked):
-        try:
-            return jax.vjp(self._selected, *checked)
-        except UserCodeError:
-            raise
-        except Exception as exc:
-            raise UserCodeError(f"jax.vjp of {self.label} raised {type(exc).__name__}: "
-                                f"{_first_line(exc)}") from exc
-
-    def _cotangents(self, vector, shapes, dtypes):
-        return tuple(jnp.asarray(p) for p in unpack(vector, shapes, dtypes))
-
-    def backward(self, cotangent, *arrays):
-        _, vjp_fn = self._vjp(self._jax(arrays))
-        try:
-            grads = vjp_fn(self._cotangents(cotangent, self.out_shapes, self.out_dtypes))
-        except Exception as exc:
-            raise UserCodeError(f"the backward (VJP) of {self.label} raised "
-                                f"{type(exc).__name__}: {_first_line(exc)}") from exc
-        return tuple(np.asarray(g) for g in grads)
-
-    # ------------------------------------------------------------------ order 2
-
     def draw_g(self, seed):
+        """The cotangents of the backward's map: seeded normals, one per output."""
         rng = np.random.default_rng([seed, 2])
         return tuple(rng.standard_normal(s).astype(d)
                      for s, d in zip(self.out_shapes, self.out_dtypes))
+
+    def draw_v(self, seed):
+        """The tangents of the JVP's map: seeded normals, one per checked argument."""
+        rng = np.random.default_rng([seed, 3])
+        return tuple(rng.standard_normal(a.shape).astype(a.dtype) for a in self.point)
 
     def _backward_map(self, *xs_and_gs):
         k = len(self.checked)
         _, vjp_fn = jax.vjp(self._selected, *xs_and_gs[:k])
         return tuple(vjp_fn(tuple(xs_and_gs[k:])))
 
-    def second(self, *arrays):
+    def _tangent_map(self, *xs_and_vs):
         k = len(self.checked)
-        xs = self._jax(arrays[:k])
-        gs = [jnp.asarray(np.asarray(g).astype(d, copy=False))
-              for g, d in zip(arrays[k:], self.out_dtypes)]
-        try:
-            grads = self._compiled("second", self._backward_map, [*xs, *gs])
-        except UserCodeError:
-            raise
-        except Exception as exc:
-            raise UserCodeError(f"the backward (VJP) of {self.label} raised "
-                                f"{type(exc).__name__}: {_first_line(exc)}") from exc
-        return pack([np.asarray(g) for g in grads])
+        _, tangents = jax.jvp(self._selected, tuple(xs_and_vs[:k]), tuple(xs_and_vs[k:]))
+        return tuple(tangents)
 
-    def second_vjp(self, cotangent, *arrays):
-        k = len(self.checked)
-        xs = self._jax(arrays[:k])
-        gs = [jnp.asarray(np.asarray(g).astype(d, copy=False))
-              for g, d in zip(arrays[k:], self.out_dtypes)]
-        try:
-            grads, vjp2 = jax.vjp(self._backward_map, *xs, *gs)
-            shapes = [tuple(g.shape) for g in grads]
-            dtypes = [np.dtype(g.dtype) for g in grads]
-            second = vjp2(self._cotangents(cotangent, shapes, dtypes))
-        except UserCodeError:
-            raise
-        except Exception as exc:
-            raise UserCodeError(
-                f"JAX cannot differentiate the backward of {self.label} again "
-                f"({type(exc).__name__}: {_first_line(exc)}); a custom_vjp backward that "
+    def map(self, which: str) -> "JaxMap":
+        """``"f"`` (order 1), ``"backward"`` (the map ``(x, g) -> vjp(g)``) or ``"jvp"``
+        (the map ``(x, v) -> J v``), as a :class:`JaxMap`."""
+        likes = list(self.likes)
+        if which == "f":
+            return JaxMap(self, which, self._selected, likes, self.label)
+        if which == "backward":
+            gs = [jnp.zeros(s, d) for s, d in zip(self.out_shapes, self.out_dtypes)]
+            return JaxMap(self, which, self._backward_map, likes + gs,
+                          f"the backward of {self.label}")
+        return JaxMap(self, which, self._tangent_map, likes + likes,
+                      f"the JVP of {self.label}")
+
+    # order 1, as check_vjp reads it
+    def forward(self, *arrays):
+        return self.map("f").value(*arrays)
+
+    def backward(self, cotangent, *arrays):
+        return self.map("f").vjp(cotangent, *arrays)
+
+
+class JaxMap:
+    """One map of JAX arrays seen by the checker: its value, VJP and JVP on NumPy arrays.
+
+    ``fn(*arrays) -> tuple of arrays`` (its outputs packed, :func:`gradcheck._adapter.pack`);
+    ``likes`` are templates of its arguments (dtype, placement). The VJP is ``jax.vjp``,
+    the JVP ``jax.jvp``; what JAX cannot do is a :class:`~gradcheck.UserCodeError` that
+    says which derivative of ``what`` failed.
+    """
+
+    def __init__(self, problem, key, fn, likes, what):
+        self.problem, self.key, self.fn, self.what = problem, key, fn, what
+        self.likes = likes
+
+    def _jax(self, arrays):
+        out = []
+        for a, like in zip(arrays, self.likes):
+            a = np.asarray(a)
+            if a.dtype.kind == "c":
+                raise TypeError("gradcheck.jax evaluates f in its own real dtype; complex "
+                                "input is not passed through")
+            placed = getattr(like, "sharding", None)
+            a = a.astype(like.dtype, copy=False)
+            out.append(jax.device_put(a, placed) if placed is not None else jnp.asarray(a))
+        return out
+
+    def _fail(self, derivative, exc):
+        label = self.problem.label
+        if self.key == "f" and derivative == "jax.jvp" and "custom_vjp" in str(exc):
+            return (f"jax.jvp of {label} raised {type(exc).__name__}: {_first_line(exc)}; a "
+                    f"custom_vjp function has no forward mode in JAX: check it with "
+                    f"modes=('rev',), or give it a custom_jvp rule")
+        if self.key == "f":
+            return f"{derivative} of {label} raised {type(exc).__name__}: {_first_line(exc)}"
+        what = "backward (VJP)" if self.key == "backward" else "JVP"
+        rule = "custom_vjp backward" if self.key == "backward" else "custom_jvp rule"
+        return (f"JAX cannot differentiate the {what.split(' ')[0]} of {label} again "
+                f"({derivative}: {type(exc).__name__}: {_first_line(exc)}); a {rule} that "
                 f"leaves JAX (NumPy, a callback) has no second-order derivative to check: "
-                f"write it with jax.numpy operations") from exc
-        return tuple(np.asarray(s) for s in second)
+                f"write it with jax.numpy operations")
+
+    def _run(self, derivative, call):
+        try:
+            return call()
+        except UserCodeError as exc:
+            if derivative == "evaluating":
+                raise
+            # f raised while JAX differentiated it: say which derivative
+            raise UserCodeError(self._fail(derivative, exc.__cause__ or exc)) from exc
+        except Exception as exc:
+            if self.key != "f" and derivative == "evaluating":
+                raise UserCodeError(f"the {'backward (VJP)' if self.key == 'backward' else 'JVP'}"
+                                    f" of {self.problem.label} raised {type(exc).__name__}: "
+                                    f"{_first_line(exc)}") from exc
+            raise UserCodeError(self._fail(derivative, exc)) from exc
+
+    def value(self, *arrays):
+        outs = self._run("evaluating", lambda: self.problem._compiled(
+            ("value", self.key), self.fn, self._jax(arrays)))
+        return pack([np.asarray(o) for o in outs])
+
+    def vjp(self, cotangent, *arrays):
+        xs = self._jax(arrays)
+
+        def call():
+            outs, vjp_fn = jax.vjp(self.fn, *xs)
+            shapes = [tuple(o.shape) for o in outs]
+            dtypes = [np.dtype(o.dtype) for o in outs]
+            cts = tuple(jnp.asarray(p) for p in unpack(cotangent, shapes, dtypes))
+            return vjp_fn(cts)
+
+        grads = self._run("jax.vjp", call)
+        return tuple(np.asarray(g) for g in grads)
+
+    def jvp(self, tangents, *arrays):
+        xs, ts = self._jax(arrays), self._jax(tangents)
+        k = len(xs)
+
+        def tangent_out(*both):
+            _, out = jax.jvp(self.fn, tuple(both[:k]), tuple(both[k:]))
+            return tuple(out)
+
+        outs = self._run("jax.jvp", lambda: self.problem._compiled(
+            ("jvp", self.key), tangent_out, [*xs, *ts]))
+        return pack([np.asarray(o) for o in outs])
 
 
 def _is_arraylike(leaf) -> bool:

@@ -1,8 +1,9 @@
 """``check_function`` and ``check_module``: a torch function or module at one point.
 
 Both build a :class:`~gradcheck.torch._problem.TorchProblem` and hand its ``f`` and
-``f_vjp`` (on arrays) to :func:`gradcheck.check_vjp`: the report, its verdict and its
-diagnosis are the checker's, whatever the framework.
+``f_vjp`` (on arrays) to :func:`gradcheck.check_vjp`, and in forward mode its ``f`` and
+``f_jvp`` to :func:`gradcheck.check_jvp`: the report, its verdict and its diagnosis are
+the checker's, whatever the framework.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gradcheck._adapter import (merge_orders, pack, second_order_names, validate_modes,
+from gradcheck._adapter import (FORWARD_PREFIX, SECOND_PREFIX, check_in_mode, merge_reports,
+                                mode_options, pack, second_order_names, validate_modes,
                                 validate_order, with_notes)
 from gradcheck._errors import ConfigurationError
-from gradcheck.checker import check_vjp
 from gradcheck.torch._convert import as_tuple, select_inputs, to_array
 from gradcheck.torch._problem import TorchProblem, input_names
 
@@ -30,32 +31,49 @@ def _cotangent_option(options):
     return options
 
 
-def run_problem(problem: TorchProblem, *, orders, options, grad_outputs=None):
-    """Check ``problem`` at each order in ``orders`` (1, 2 or both); one report."""
+def run_problem(problem: TorchProblem, *, orders, options, grad_outputs=None, modes=("rev",)):
+    """Check ``problem`` at each order in ``orders`` (1, 2 or both) in each mode of
+    ``modes`` (``"rev"``, ``"fwd"``); one report."""
     options = dict(options)
     name = options.pop("name", None) or problem.label
     options.pop("argnames", None)
     if problem.nondet_tol > 0:
         options["atol"] = (options.get("atol") or 0.0) + problem.nondet_tol
-    reports = []
+    parts = []
     if 1 in orders:
-        problem.missing.clear()
-        first = check_vjp(problem.forward, problem.backward, problem.point,
-                          argnames=problem.argnames, name=name, **_cotangent_option(options))
-        reports.append(with_notes(first, *problem.notes(order=1)))
+        for mode in modes:
+            problem.missing.clear()
+            problem.no_tangent.clear()
+            opts = mode_options(options, mode, modes)
+            derivative = problem.backward if mode == "rev" else problem.tangent
+            report = check_in_mode(mode, problem.forward, derivative, problem.point,
+                                   argnames=problem.argnames, name=name,
+                                   **(_cotangent_option(opts) if mode == "rev" else opts))
+            parts.append((_prefix(mode), "forward mode" if mode == "fwd" else "",
+                          with_notes(report, *problem.notes(order=1))))
     if 2 in orders:
-        problem.missing.clear()
-        problem.disconnected.clear()
         g = problem.draw_g(options.get("seed", 0), grad_outputs)
         names = second_order_names(problem.argnames, len(g))
         opts = {k: v for k, v in options.items() if k not in ("wrt", "cotangent")}
-        opts.setdefault("roles", "generic")
-        second = check_vjp(problem.second, problem.second_vjp, problem.point + g,
-                           argnames=names, name=f"{name} (order 2)", **opts)
-        reports.append(with_notes(second, *problem.notes(order=2)))
-    if len(reports) == 2:
-        return merge_orders(*reports)
-    return reports[0]
+        opts.setdefault("roles" if "rev" in modes else "output_role", "generic")
+        for mode in modes:
+            problem.missing.clear()
+            problem.disconnected.clear()
+            problem.no_tangent.clear()
+            derivative = problem.second_vjp if mode == "rev" else problem.second_jvp
+            report = check_in_mode(mode, problem.second, derivative, problem.point + g,
+                                   argnames=names, name=f"{name} (order 2)",
+                                   **mode_options(opts, mode, modes))
+            both = 1 in orders      # rows of order 2 beside order 1's are marked so
+            label = ", ".join(w for w, on in (("order 2", both),
+                                             ("forward mode", mode == "fwd")) if on)
+            parts.append((_prefix(mode) + (SECOND_PREFIX if both else ""), label,
+                          with_notes(report, *problem.notes(order=2))))
+    return merge_reports(parts)
+
+
+def _prefix(mode):
+    return FORWARD_PREFIX if mode == "fwd" else ""
 
 
 def _names(option, default, n, what):
@@ -85,16 +103,24 @@ def check_function(fn, inputs, *, order=1, modes=("rev",), nondet_tol=0.0, **opt
         against numerical derivatives of ``fn``. 2: also the backward's own derivatives,
         the map :math:`(x, g) \\mapsto \\text{backward}(g, x)` against torch's double
         backward; those rows are named ``order2.<input>`` and ``order2.grad_output``.
-    modes : sequence of str
-        ``("rev",)``; forward mode (``"fwd"``) is not available in this version.
+    modes : sequence of {"rev", "fwd"}
+        ``"rev"`` (the default): the backward, as above. ``"fwd"``: forward mode, the
+        output tangent by ``torch.autograd.forward_ad`` (an ``autograd.Function`` needs
+        its ``jvp`` staticmethod) along every column of the Jacobian, against numerical
+        directional derivatives (:func:`gradcheck.check_jvp`); rows named
+        ``fwd.<input>``. With ``order=2``, the backward's map is checked in each mode:
+        ``"fwd"`` is forward mode through the backward (torch's ``check_fwd_over_rev``),
+        rows ``fwd.order2.<input>``. (Forward over forward is not a torch check; the JAX
+        adapter has it.)
     nondet_tol : float
         Two backward passes at the same point may differ by this much (atomics on a GPU),
         added to ``atol``; above it the check stops with a
         :class:`~gradcheck.UserCodeError` saying so.
     **options
-        Those of :func:`gradcheck.check_vjp` (``mode``, ``seed``, ``atol``, ``rtol``,
-        ``wrt``, ``argnames`` -- one name per input -- ...). ``wrt`` and ``cotangent``
-        apply to order 1.
+        Those of :func:`gradcheck.check_vjp` / :func:`gradcheck.check_jvp` (``mode``,
+        ``seed``, ``atol``, ``rtol``, ``wrt``, ``argnames`` -- one name per input --
+        ...). ``wrt`` and ``cotangent`` apply to order 1, ``cotangent`` and ``roles`` to
+        ``"rev"``, ``output_role`` to ``"fwd"``.
 
     Returns
     -------
@@ -116,9 +142,12 @@ def check_function(fn, inputs, *, order=1, modes=("rev",), nondet_tol=0.0, **opt
     >>> x = torch.linspace(-1, 1, 5, dtype=torch.float32)
     >>> check_function(Square.apply, (x,), order=2).passed
     True
+    >>> report = check_function(lambda x: torch.tanh(x), (x,), modes=("rev", "fwd"))
+    >>> [(a.name, a.passed) for a in report.arguments], report.ad_mode
+    ([('x', True), ('fwd.x', True)], 'fwd+rev')
     """
     order = validate_order(order)
-    validate_modes(modes)
+    modes = validate_modes(modes)
     inputs = as_tuple(inputs)
     if not inputs:
         raise ConfigurationError("inputs must hold at least one tensor; got an empty tuple")
@@ -129,7 +158,8 @@ def check_function(fn, inputs, *, order=1, modes=("rev",), nondet_tol=0.0, **opt
     checked = select_inputs(inputs, names)
     problem = TorchProblem(fn, inputs, checked, names, nondet_tol=_nondet(nondet_tol),
                            label=options.get("name"))
-    return run_problem(problem, orders=tuple(range(1, order + 1)), options=options)
+    return run_problem(problem, orders=tuple(range(1, order + 1)), options=options,
+                       modes=modes)
 
 
 def _nondet(value) -> float:
@@ -174,7 +204,7 @@ def check_module(module, *inputs, order=1, modes=("rev",), nondet_tol=0.0, **opt
     (True, ['input', 'weight', 'bias'])
     """
     order = validate_order(order)
-    validate_modes(modes)
+    modes = validate_modes(modes)
     if not isinstance(module, torch.nn.Module):
         raise ConfigurationError(f"module must be a torch.nn.Module; got "
                                  f"{type(module).__name__}")
@@ -202,4 +232,5 @@ def check_module(module, *inputs, order=1, modes=("rev",), nondet_tol=0.0, **opt
     problem = TorchProblem(fn, tuple(inputs) + values, checked, names,
                            label=options.get("name") or type(module).__name__,
                            nondet_tol=_nondet(nondet_tol))
-    return run_problem(problem, orders=tuple(range(1, order + 1)), options=options)
+    return run_problem(problem, orders=tuple(range(1, order + 1)), options=options,
+                       modes=modes)

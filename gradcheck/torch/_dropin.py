@@ -12,13 +12,18 @@ honoured                       ``raise_exception``; ``atol`` / ``rtol`` (when gi
                                added to the automatic tolerance; torch's defaults 1e-5 /
                                1e-3 are *not* applied, they would hide a 1e-5 error);
                                ``nondet_tol``; ``fast_mode`` (random directions, see
-                               ``mode="fast"``); ``check_undefined_grad``;
+                               ``mode="fast"``); ``check_undefined_grad`` (the backward's
+                               rule; undefined forward tangents are not tested);
                                ``check_grad_dtypes``; ``gen_non_contig_grad_outputs`` and
-                               ``grad_outputs`` (gradgradcheck)
+                               ``grad_outputs`` (gradgradcheck); ``check_forward_ad`` and
+                               ``check_backward_ad`` (forward mode by
+                               ``torch.autograd.forward_ad``, column by column, and the
+                               backward: ``modes`` of :func:`check_function`);
+                               ``check_fwd_over_rev`` and ``check_rev_over_rev``
+                               (gradgradcheck: the backward's map in forward mode, through
+                               forward AD of the backward, and in reverse mode)
 not needed                     ``eps`` (steps are chosen per element, with error bars);
                                ``masked`` (only dense tensors are checked)
-not available in this version  ``check_forward_ad``, ``check_fwd_over_rev`` (forward
-                               mode): ``True`` raises :class:`~gradcheck.ConfigurationError`
 not checked                    ``check_batched_grad``, ``check_batched_forward_grad``
                                (vmap support): ``True`` warns :class:`UncheckedWarning`
 =============================  ===========================================================
@@ -59,11 +64,13 @@ class UncheckedWarning(UserWarning):
 GradientCheckFailed.__module__ = UncheckedWarning.__module__ = "gradcheck.torch"  # public home
 
 
-def _forward_mode_refused(flag, value):
-    if value:
-        raise ConfigurationError(f"{flag}=True asks for forward mode, which is not available "
-                                 f"in this version of gradcheck; leave {flag} False (the "
-                                 f"reverse mode is checked)")
+def _modes(forward, backward, flags):
+    """The modes two of torch's flags ask for (``flags`` names them, for the message)."""
+    modes = (("rev",) if backward else ()) + (("fwd",) if forward else ())
+    if not modes:
+        raise ConfigurationError(f"{flags[0]}=False and {flags[1]}=False leave nothing to "
+                                 f"check: set one of them")
+    return modes
 
 
 def _unchecked(**flags):
@@ -124,13 +131,13 @@ def _undefined_grad_problem(call, leaves, label):
     return None
 
 
-def _outcome(problem, orders, options, grad_outputs, undefined, raise_exception):
+def _outcome(problem, orders, modes, options, grad_outputs, undefined, raise_exception):
     """Run the check (and torch's undefined-gradient rule: ``undefined`` is
     ``(call, leaves, label)`` or None); True, False or :class:`GradientCheckFailed`."""
     report, sentence = None, None
     try:
         report = run_problem(problem, orders=orders, options=options,
-                             grad_outputs=grad_outputs)
+                             grad_outputs=grad_outputs, modes=modes)
         if undefined is not None:
             call, leaves, label = undefined
             sentence = _undefined_grad_problem(call, leaves(), label)
@@ -178,11 +185,11 @@ def gradcheck(func, inputs, *, eps=None, atol=None, rtol=None, raise_exception=T
     >>> x = torch.randn(3, 4, dtype=torch.float32, requires_grad=True)   # float32 is fine
     >>> gradcheck(torch.sigmoid, (x,))
     True
+    >>> gradcheck(torch.sigmoid, (x,), check_forward_ad=True)          # and forward AD
+    True
     """
-    _forward_mode_refused("check_forward_ad", check_forward_ad)
-    if not check_backward_ad:
-        raise ConfigurationError("check_backward_ad=False leaves nothing to check: forward "
-                                 "mode is not available in this version of gradcheck")
+    modes = _modes(check_forward_ad, check_backward_ad,
+                   ("check_forward_ad", "check_backward_ad"))
     _unchecked(check_batched_grad=check_batched_grad,
                check_batched_forward_grad=check_batched_forward_grad)
     options = _tolerance_options(atol, rtol, fast_mode, dict(options))
@@ -198,8 +205,9 @@ def gradcheck(func, inputs, *, eps=None, atol=None, rtol=None, raise_exception=T
     def leaves():
         return problem._leaves(requires_grad=True)
 
-    undefined = (call, leaves, problem.label) if check_undefined_grad else None
-    return _outcome(problem, (1,), options, None, undefined, raise_exception)
+    undefined = (call, leaves, problem.label) if check_undefined_grad and \
+        check_backward_ad else None
+    return _outcome(problem, (1,), modes, options, None, undefined, raise_exception)
 
 
 def gradgradcheck(func, inputs, grad_outputs=None, *, eps=None, atol=None, rtol=None,
@@ -210,9 +218,10 @@ def gradgradcheck(func, inputs, grad_outputs=None, *, eps=None, atol=None, rtol=
     """Drop-in for ``torch.autograd.gradgradcheck``: the backward's own derivatives.
 
     The map :math:`(x, g) \\mapsto \\text{backward}(g, x)` is checked numerically against
-    torch's double backward at ``grad_outputs`` (seeded normals if None). A backward that
-    detaches its result, leaves torch (``.numpy()``), runs under ``no_grad`` or is
-    ``@once_differentiable`` fails with a sentence saying so.
+    torch's double backward at ``grad_outputs`` (seeded normals if None), and with
+    ``check_fwd_over_rev=True`` against forward AD through the backward too (rows
+    ``fwd.<input>``). A backward that detaches its result, leaves torch (``.numpy()``),
+    runs under ``no_grad`` or is ``@once_differentiable`` fails with a sentence saying so.
 
     Examples
     --------
@@ -222,10 +231,8 @@ def gradgradcheck(func, inputs, grad_outputs=None, *, eps=None, atol=None, rtol=
     >>> gradgradcheck(torch.tanh, (x,))
     True
     """
-    _forward_mode_refused("check_fwd_over_rev", check_fwd_over_rev)
-    if not check_rev_over_rev:
-        raise ConfigurationError("check_rev_over_rev=False leaves nothing to check: forward "
-                                 "mode is not available in this version of gradcheck")
+    modes = _modes(check_fwd_over_rev, check_rev_over_rev,
+                   ("check_fwd_over_rev", "check_rev_over_rev"))
     _unchecked(check_batched_grad=check_batched_grad)
     options = _tolerance_options(atol, rtol, fast_mode, dict(options))
     problem, failure = _problem(func, inputs, nondet_tol, check_grad_dtypes, options,
@@ -249,6 +256,6 @@ def gradgradcheck(func, inputs, grad_outputs=None, *, eps=None, atol=None, rtol=
         g = problem.draw_g(options.get("seed", 0), grad_outputs)
         return problem._leaves(requires_grad=True) + problem._g_tensors(g, requires_grad=True)
 
-    undefined = ((call, leaves, f"the backward of {problem.label}") if check_undefined_grad
-                 else None)
-    return _outcome(problem, (2,), options, grad_outputs, undefined, raise_exception)
+    undefined = ((call, leaves, f"the backward of {problem.label}")
+                 if check_undefined_grad and check_rev_over_rev else None)
+    return _outcome(problem, (2,), modes, options, grad_outputs, undefined, raise_exception)

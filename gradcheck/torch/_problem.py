@@ -9,7 +9,11 @@ are checked and which outputs count, and offers the four callables the checker n
 * order 2: :meth:`second` ``(*arrays, *g) -> packed backward(g, x)`` (the map whose
   derivatives are checked, evaluated without a graph) and :meth:`second_vjp`
   ``(R, *arrays, *g)``, torch's double backward: the gradients taken with
-  ``create_graph=True`` and differentiated again.
+  ``create_graph=True`` and differentiated again;
+* forward mode: :meth:`tangent` ``(tangents, *arrays)``, the output tangent by
+  ``torch.autograd.forward_ad`` (dual tensors: an ``autograd.Function`` needs its ``jvp``
+  staticmethod, as for ``gradcheck(check_forward_ad=True)``), and at order 2
+  :meth:`second_jvp`, forward mode through the backward (torch's ``check_fwd_over_rev``).
 
 What the user's code does wrong becomes a :class:`~gradcheck.UserCodeError` naming it;
 what torch's graph cannot see (a gradient the graph does not reach, a backward whose
@@ -22,6 +26,7 @@ import inspect
 
 import numpy as np
 import torch
+import torch.autograd.forward_ad as fwAD
 
 from gradcheck._adapter import check_nondeterminism, pack, unpack
 from gradcheck._errors import ConfigurationError, UserCodeError
@@ -89,6 +94,7 @@ class TorchProblem:
         self.disconnected: set = set()   # order 2: backward results cut from the graph
         self.once_differentiable = False   # order 2: the cut comes from that decorator
         self.nondeterminism = 0.0
+        self.no_tangent: set = set()     # forward mode: outputs forward AD gave no tangent
         leaves = self._leaves(requires_grad=True)
         outs = as_tuple(self._call(leaves))
         self.outputs = differentiable_outputs(outs, self.label)
@@ -187,6 +193,41 @@ class TorchProblem:
         return tuple(None if name in self.missing else g
                      for g, name in zip(first, self.argnames))
 
+    def _dual(self, arrays, tangents, likes):
+        return [fwAD.make_dual(to_tensor(a, like), to_tensor(t, like))
+                for a, t, like in zip(arrays, tangents, likes)]
+
+    def _tangents_of(self, outs, names):
+        out = []
+        for o, name in zip(outs, names):
+            t = fwAD.unpack_dual(o).tangent
+            if t is None:
+                self.no_tangent.add(name)
+                out.append(np.zeros(tuple(o.shape), dtype=numpy_dtype(o)))
+            else:
+                out.append(to_array(t))
+        return out
+
+    def _forward_failure(self, exc, what):
+        msg = _first_line(exc.__cause__ or exc)
+        hint = (" (an autograd.Function needs a jvp staticmethod for forward mode; leave "
+                "forward mode out -- modes=('rev',), check_forward_ad=False -- to check "
+                "the backward alone)" if "jvp" in msg else "")
+        return UserCodeError(f"forward AD (torch.autograd.forward_ad) through {what} "
+                             f"failed: {msg}{hint}")
+
+    def tangent(self, tangents, *arrays):
+        likes = [self.inputs[i] for i in self.checked]
+        try:
+            with fwAD.dual_level():
+                outs = self._selected(self._call(self._dual(arrays, tangents, likes)))
+                names = tuple(f"output {i}" for i in self.outputs)
+                return pack(self._tangents_of(outs, names))
+        except UserCodeError as exc:
+            raise self._forward_failure(exc, self.label) from exc
+        except Exception as exc:
+            raise self._forward_failure(exc, self.label) from exc
+
     # ------------------------------------------------------------------ order 2
 
     def draw_g(self, seed, grad_outputs=None):
@@ -253,6 +294,27 @@ class TorchProblem:
                        else to_array(s))
         return tuple(out)
 
+    def second_jvp(self, tangents, *arrays):
+        """Forward mode through the backward: the tangent of ``backward(g, x)``."""
+        k = len(self.checked)
+        likes = [self.inputs[i] for i in self.checked] + list(self.out_like)
+        try:
+            with fwAD.dual_level():
+                duals = self._dual(arrays, tangents, likes)
+                leaves = [d.requires_grad_() for d in duals[:k]]
+                with torch.enable_grad():
+                    sel = self._selected(self._call(leaves))
+                    grads = self._grads(sel, leaves, duals[k:], create_graph=True,
+                                        what="the backward, building a graph for forward "
+                                             "mode through it")
+                grads = [torch.zeros_like(leaf) if g is None else g
+                         for g, leaf in zip(grads, leaves)]
+                return pack(self._tangents_of(grads, self.argnames))
+        except UserCodeError as exc:
+            raise self._forward_failure(exc, f"the backward of {self.label}") from exc
+        except Exception as exc:
+            raise self._forward_failure(exc, f"the backward of {self.label}") from exc
+
     # ------------------------------------------------------------------ notes
 
     def notes(self, order=1) -> list:
@@ -278,6 +340,11 @@ class TorchProblem:
                 f"under torch.no_grad(), so torch's double backward treats it as a constant "
                 f"and its second derivatives are zero; write the backward with "
                 f"differentiable torch operations")
+        if self.no_tangent:
+            names = ", ".join(repr(n) for n in sorted(self.no_tangent))
+            notes.append(f"forward mode: no tangent for {names}: forward AD does not reach "
+                         f"it from the checked inputs (the result is detached, leaves torch "
+                         f"or does not depend on them); checked as zero")
         if self.nondet_tol > 0:
             notes.append(f"nondet_tol = {self.nondet_tol:g}: two backward passes differed by "
                          f"up to {self.nondeterminism:.3g}; differences up to nondet_tol are "

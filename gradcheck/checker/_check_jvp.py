@@ -1,0 +1,146 @@
+r"""Forward mode's entry point: :func:`check_jvp`, the reverse pipeline's stages reused.
+
+::
+
+    validate    options and arguments, once                      _options.validate
+    scalarize   f twice at the point (no cotangent)              _forward.scalarize_forward
+    for each argument:
+      plan          full / fast / skipped, the same budgets      _forward.plan_forward
+      probes        columns (colored by the pattern) or          _forward
+                    random tangent directions
+      differentiate numerical JVPs along the probes, in batches  _forward_probes
+      judge         entry by entry over the output (pure)        _judge, _tolerance
+      second look   failing probes differenced again             _forward_probes
+      settle kinks  entries at a kink along several columns      _forward_probes.Tally
+      diagnose      the worst probe's JVP, causes named          _diagnose, _causes
+                    against the output's shape
+      report        one ArgumentReport                           _forward_runners
+    report      the CheckReport                                  _check
+
+Why a forward check at all: ``f_jvp`` is code of its own (a ``custom_jvp`` rule, a
+``torch.autograd.Function.jvp``, a hand-written tangent map). A reverse check never
+calls it, so a wrong JVP next to a right VJP passes every reverse check; the forward
+check judges the JVP itself.
+
+Modes
+-----
+``"full"`` compares every column :math:`J e_j` of each argument's Jacobian with the
+numerical directional derivative of ``f`` along :math:`e_j`, every entry of it over the
+output. With a dependency pattern (``patterns``) elements whose outputs do not overlap
+are moved together, one evaluation for many columns, exactly as reverse mode colors
+them. ``"fast"`` compares ``directions`` random tangents (entries ±1); each JVP is still
+compared entry by entry over the output, so a wrong Jacobian entry :math:`J_{ij}` is
+diluted only by the other entries of its output row (not by the whole gradient, as in
+reverse fast mode), but the element it belongs to is not located. ``"auto"`` chooses
+per argument with the reverse mode's budgets (``budget``, ``time_budget``; the predicted
+time counts ``f``'s evaluations, and each probe adds one call of ``f_jvp``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable
+
+from gradcheck._errors import ConfigurationError
+from gradcheck.checker._check import _check_report
+from gradcheck.checker._diagnose import TensorRole
+from gradcheck.checker._forward import plan_forward, scalarize_forward
+from gradcheck.checker._forward_runners import FORWARD_RUNNERS
+from gradcheck.checker._numeric import DEFAULT_MEMORY
+from gradcheck.checker._options import (DEFAULT_BUDGET, DEFAULT_DIRECTIONS,
+                                        DEFAULT_TIME_BUDGET, Options, validate)
+from gradcheck.checker._report import CheckReport
+
+__all__ = ["check_jvp"]
+
+_ROLES = ("input", "weight", "bias", "generic")
+
+
+def _output_role(value):
+    if value is None or isinstance(value, TensorRole) or value in _ROLES:
+        return value
+    raise ConfigurationError(f"output_role must be None, one of {_ROLES} or a TensorRole; "
+                             f"got {value!r}")
+
+
+def check_jvp(f: Callable, f_jvp: Callable, args, *, argnames=None, wrt=None, mode="auto",
+              seed=0, atol=None, rtol=None, budget=DEFAULT_BUDGET, over_budget="fast",
+              directions=DEFAULT_DIRECTIONS, method="auto", patterns=None, vectorized=None,
+              output_role=None, suspects=None, name=None, memory=DEFAULT_MEMORY,
+              time_budget=DEFAULT_TIME_BUDGET) -> CheckReport:
+    r"""Check a forward-mode derivative ``f_jvp`` against numerical derivatives of ``f``.
+
+    Parameters
+    ----------
+    f : callable
+        ``f(*args)`` returns a real array.
+    f_jvp : callable
+        ``f_jvp(tangents, *args)`` returns the output tangent :math:`\sum_k J_k t_k`,
+        shaped like ``f(*args)``, for ``tangents`` holding one array per argument (shaped
+        and typed like it; the check passes zeros for the arguments it is not probing).
+    args : sequence of array_like
+        The point at which to check. Must be finite.
+    argnames, wrt, mode, seed, atol, rtol, budget, over_budget, directions, method,
+    patterns, vectorized, name, memory, time_budget
+        As in :func:`~gradcheck.check_vjp`, validated by the same rules. ``mode="full"``
+        checks every column of each argument's Jacobian, ``"fast"`` ``directions``
+        random tangents; ``seed`` seeds those directions.
+    output_role : {"input", "weight", "bias", "generic"} or TensorRole, optional
+        The layout of ``f``'s output, used to name causes of a mismatch (by default
+        ``(N, C, *spatial)`` for an output of three axes or more, else generic).
+    suspects : callable, optional
+        ``suspects(argname, tangent) -> [Suspect, ...]``: JVPs (shaped like the output)
+        that known bugs would give along ``tangent``, tested first when a check fails.
+
+    Returns
+    -------
+    CheckReport
+        With ``ad_mode == "fwd"``. Per argument: ``n_checked`` columns (full) or
+        directions (fast), ``n_failed`` of them wrong, ``worst_index`` the element (or
+        direction) and ``output_index`` the output entry of the worst Jacobian entry.
+
+    Raises
+    ------
+    ConfigurationError
+        Invalid options or arguments.
+    UserCodeError
+        ``f`` or ``f_jvp`` raised, returned NaN/inf, or returned the wrong shape.
+
+    Notes
+    -----
+    Reverse-mode options without a forward meaning are not taken: ``cotangent`` (there
+    is none) and ``roles`` (causes are named against the output: ``output_role``).
+    Elements at a kink are judged by the one-sided derivatives along their column, as in
+    reverse mode; the stages are mapped in :mod:`gradcheck.checker._check_jvp`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gradcheck import check_jvp
+    >>> f = lambda x, w: np.tanh(x * w)
+    >>> def f_jvp(t, x, w):
+    ...     tx, tw = t
+    ...     return (1 - np.tanh(x * w) ** 2) * (tx * w + x * tw)
+    >>> x, w = np.linspace(-1.0, 1.0, 5), np.full(5, 0.7)
+    >>> report = check_jvp(f, f_jvp, (x, w), argnames=("x", "w"))
+    >>> report.passed, report["x"].n_checked, report.ad_mode
+    (True, 5, 'fwd')
+    >>> def wrong(t, x, w):             # the tangent of w forgotten
+    ...     return (1 - np.tanh(x * w) ** 2) * t[0] * w
+    >>> report = check_jvp(f, wrong, (x, w), argnames=("x", "w"))
+    >>> report.passed, report["x"].passed, report["w"].n_failed
+    (False, True, 4)
+    """
+    started = time.perf_counter()
+    options, args = validate(f, f_jvp, args, Options(
+        argnames=argnames, wrt=wrt, mode=mode, seed=seed, atol=atol, rtol=rtol, budget=budget,
+        over_budget=over_budget, directions=directions, method=method, patterns=patterns,
+        vectorized=vectorized, suspects=suspects, name=name, memory=memory,
+        time_budget=time_budget), derivative="f_jvp")
+    problem = scalarize_forward(f, f_jvp, args, options, _output_role(output_role))
+    plans = [plan_forward(problem, options, i) for i in options.wrt]
+    reports = tuple(FORWARD_RUNNERS[plan.kind](problem, options, plan, options.suspects)
+                    for plan in plans)
+    report = _check_report(options, problem, plans, reports, started)
+    return dataclasses.replace(report, ad_mode="fwd")

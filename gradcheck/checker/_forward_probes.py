@@ -1,0 +1,271 @@
+r"""Forward mode's differentiate, judge and settle stages, over the probes of one argument.
+
+Each probe (:mod:`._forward`) gives two arrays shaped like the output: the analytic JVP
+``f_jvp`` returns along the probe's tangent, and the numerical directional derivative of
+``f`` along it (:func:`gradcheck.numdiff.numerical_jvp`, with an error bar per output
+entry). They are compared entry by entry by the reverse mode's judge
+(:func:`._judge.judge_elements`) under a :class:`~._tolerance.Tolerance` of the probe:
+
+.. math:: \tau_i = k_{num} E_i + k_{an}\,\varepsilon\,(|n_i| + s + r)
+
+with :math:`s` the root-mean-square of the probe's numerical JVP and :math:`r` the
+smallest derivative one output entry can express along the tangent
+(:meth:`._forward.ForwardProblem.resolution`). The probes are evaluated in batches
+whose size follows ``memory``; what the argument's report needs is added up as they go
+(:class:`Tally`), so memory follows the output, not the Jacobian.
+
+Kinks
+-----
+In full mode an entry the differentiator marks non-differentiable is judged by the
+one-sided derivatives *along its column*, as reverse mode judges an element: the
+analytic value must lie between them (widened by :math:`\kappa`). That rule is exact
+when the output sits on one kink along that column (a ReLU at zero, a max-pool or sort
+tie: any active branch's derivative lies between the two one-sided ones). It is not
+when an output sits at a kink along several columns at once (a tie feeding a later
+layer, several units at zero together): like reverse mode's shared kinks, an entry
+outside its limits whose output is at a kink along another column too is reported, not
+judged (:meth:`Tally.settle`). Fast mode's directions move every element at once, so
+several kinks meet in one output by construction: as in reverse mode's fast mode, an
+entry there is judged on its error bar alone (half the one-sided gap and more).
+
+A second look
+-------------
+As in reverse mode (:func:`._numeric.second_look`, same policies): the probes of a
+batch with mismatches are differenced again with real steps (after the complex step) or
+smaller ones (after real steps), the worst ``RECHECK_FIRST`` first and the rest only if
+none of those is confirmed; once a mismatch is confirmed, later batches are not looked
+at again.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from gradcheck.checker._judge import excess, judge_elements, rel_error, unusable
+from gradcheck.checker._numeric import _POLICIES, RECHECK_FIRST, evaluate
+from gradcheck.checker._tolerance import Tolerance
+from gradcheck.numdiff import numerical_jvp
+
+__all__ = ["Item", "Tally", "Context", "judge_probes", "BYTES_PER_ENTRY", "MAX_KEPT"]
+
+#: Bytes one output entry of one probe takes while a batch is differenced and judged.
+BYTES_PER_ENTRY = 160
+#: Probes with kink entries outside their limits whose arrays are kept for the report.
+MAX_KEPT = 8
+
+
+class Context(NamedTuple):
+    """One argument's forward check: the problem, options, plan and probes."""
+
+    problem: object        # ForwardProblem
+    options: object        # the validated Options
+    plan: object           # Plan
+    probes: object         # ColumnProbes or DirectionProbes
+    kink_rule: bool        # judge kinks by their one-sided limits (full mode)
+
+
+class NumView(NamedTuple):
+    """One probe's numerical JVP (arrays shaped like the output)."""
+
+    grad: np.ndarray
+    error: np.ndarray
+    nondifferentiable: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+
+
+class Item(NamedTuple):
+    """One judged probe."""
+
+    k: int
+    tangent: np.ndarray        # flat, float64
+    analytic: np.ndarray       # f_jvp's output tangent
+    num: NumView
+    tolerance: Tolerance
+    judged: object             # Judgement over the output
+
+
+def _view(num, p, kinks: bool) -> NumView:
+    nondiff = np.asarray(num.nondifferentiable[p], bool)
+    return NumView(num.grad[p], num.error[p],
+                   nondiff if kinks else np.zeros(nondiff.shape, bool),
+                   num.left[p], num.right[p])
+
+
+def _differentiate(ctx: Context, tangents, method, max_retries=2):
+    """The numerical JVPs of ``f`` along the rows of ``tangents`` (stacked)."""
+    problem, options, i = ctx.problem, ctx.options, ctx.plan.index
+    arg = problem.args[i]
+    V = np.asarray(tangents, np.float64).reshape((-1,) + arg.shape)
+    g = problem.of_argument(i)
+    return evaluate(lambda V: numerical_jvp(
+        g, arg, V, method=method, memory=options.memory, max_retries=max_retries,
+        vectorized=bool(options.vectorized[i]), seed=options.seed), V,
+        "it was differenced along the tangents of forward mode")
+
+
+def _judge(ctx: Context, k, tangent, analytic, num: NumView) -> Item:
+    problem, options = ctx.problem, ctx.options
+    tolerance = Tolerance.for_dtype(analytic.dtype, atol=options.atol, rtol=options.rtol,
+                                    resolution=problem.resolution(ctx.plan.index, tangent))
+    return Item(k, tangent, analytic, num, tolerance, judge_elements(analytic, num, tolerance))
+
+
+def _worst_excess(judged) -> float:
+    over = np.nan_to_num(excess(judged), nan=np.inf)
+    return float(over.max(initial=0.0))
+
+
+def _second_look(ctx: Context, items, tally, first_method):
+    """The failing probes of a batch differenced again (see the module notes)."""
+    failing = sorted((p for p, it in enumerate(items) if it.judged.failed.any()),
+                     key=lambda p: -_worst_excess(items[p].judged))
+    if not failing or ctx.options.method != "auto" or tally.confirmed:
+        return items
+    policy = _POLICIES[first_method == "complex"]
+    tally.mismatching += len(failing)
+    tally.complex_first = first_method == "complex"
+    size = int(np.size(items[failing[0]].analytic))
+    for group in (failing[:RECHECK_FIRST], failing[RECHECK_FIRST:]):
+        if not group:
+            break
+        second = _differentiate(ctx, [items[p].tangent for p in group], "richardson",
+                                max_retries=policy.max_retries)
+        tally.nfev += int(second.nfev)
+        for q, p in enumerate(group):
+            it, raw = items[p], _view(second, q, True)
+            take = np.asarray(policy.takes(it.num, np.arange(size), raw, it.tolerance),
+                              bool).reshape(np.shape(it.analytic))
+            mine = _view(second, q, ctx.kink_rule)
+            merged = NumView(*(np.where(take, new, old) for new, old in zip(mine, it.num)))
+            items[p] = _judge(ctx, it.k, it.tangent, it.analytic, merged)
+        tally.rechecked += len(group)
+        if any(items[p].judged.failed.any() for p in group):
+            tally.confirmed = True
+            break
+    return items
+
+
+def judge_probes(ctx: Context, ks, tally, method: str, tangents=None):
+    """Probes ``ks`` differenced (with ``method``), judged and looked at again: the items,
+    and the method the differentiator used. ``tangents`` (flat, one row per probe)
+    replaces the probes' own."""
+    problem, i = ctx.problem, ctx.plan.index
+    if tangents is None:
+        tangents = np.stack([ctx.probes.tangent(k) for k in ks])
+    analytic = [problem.jvp(i, t) for t in tangents]
+    num = _differentiate(ctx, tangents, method)
+    tally.nfev += int(num.nfev)
+    items = [_judge(ctx, k, t, a, _view(num, p, ctx.kink_rule))
+             for p, (k, t, a) in enumerate(zip(ks, tangents, analytic))]
+    return _second_look(ctx, items, tally, num.method), num.method
+
+
+def _flat(a) -> np.ndarray:
+    return np.asarray(a).reshape(-1)
+
+
+class Tally:
+    """What the probes of one argument add up to, streamed (see the module notes)."""
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        n, m = ctx.problem.args[ctx.plan.index].size, ctx.problem.y.size
+        self.columns_failed = np.zeros(n, bool)
+        self.columns_kinked = np.zeros(n, bool)
+        self.probes_failed = np.zeros(ctx.probes.count, bool)
+        self.kink_count = np.zeros(m, np.int64)    # kink entries per output, over probes
+        self.candidates = []     # (k, entries, columns, excess, diff, rel): outside limits
+        self.kept = {}           # k -> (Item, columns) of probes with candidates
+        self.best = None         # (excess, Item, columns): the largest non-candidate excess
+        self.max_abs = self.max_rel = self.max_err = 0.0
+        self.dot = self.aa = self.nn = 0.0
+        self.nfev = self.rechecked = self.mismatching = self.unowned = self.n_shared = 0
+        self.confirmed = self.complex_first = False
+        # columns whose outputs do not overlap, side by side: what a diagnosis looks at
+        self.pack_owner = np.full(m, -1, np.int64)   # the packed column of each output
+        self.packed = np.zeros(n, bool)
+
+    def _attribute(self, k, cols) -> np.ndarray:
+        """Columns of failing entries; one no member reaches goes to the color's first."""
+        cols = np.asarray(cols)
+        lost = cols < 0
+        if lost.any():
+            self.unowned += int(lost.sum())
+            cols = np.where(lost, self.ctx.probes.members(k)[0], cols)
+        return cols
+
+    def add(self, item: Item, cols) -> None:
+        j = item.judged
+        bad = _flat(unusable(j.numeric, j.error))
+        cand = _flat(j.outside) & ~bad
+        failed = _flat(j.failed) & ~cand
+        nondiff = _flat(j.nondiff)
+        over = np.nan_to_num(_flat(excess(j)), nan=np.inf)
+        diff = _flat(j.diff)
+        rel = np.where(nondiff & ~_flat(j.failed), 0.0, _flat(rel_error(j.analytic, j.numeric)))
+        keep = ~cand
+        self.max_abs = max(self.max_abs, float(diff[keep].max(initial=0.0)))
+        self.max_rel = max(self.max_rel, float(rel[keep].max(initial=0.0)))
+        self.max_err = max(self.max_err, float(_flat(j.error).max(initial=0.0)))
+        a, n = _flat(j.analytic), _flat(j.numeric)
+        self.dot += float(a @ n)
+        self.aa += float(a @ a)
+        self.nn += float(n @ n)
+        self.kink_count += nondiff
+        if failed.any():
+            self.probes_failed[item.k] = True
+        if cols is not None:
+            self.columns_kinked[cols[nondiff & (cols >= 0)]] = True
+            self.columns_failed[self._attribute(item.k, cols[failed])] = True
+            self._pack(item.k, cols, np.flatnonzero((a != 0) | (n != 0)))
+        top = float(over[keep].max(initial=-np.inf))
+        if self.best is None or top > self.best[0]:
+            self.best = (top, item, cols)
+        if cand.any():
+            idx = np.flatnonzero(cand)
+            self.candidates.append((item.k, idx, None if cols is None else cols[idx],
+                                    over[idx], diff[idx], rel[idx]))
+            if len(self.kept) < MAX_KEPT:
+                self.kept[item.k] = (item, cols)
+
+    def _pack(self, k, cols, touched) -> None:
+        """Add probe ``k``'s columns to the packing if no output they touch is taken."""
+        if not (self.pack_owner[touched] >= 0).any():
+            members = self.ctx.probes.members(k)
+            self.pack_owner[touched] = np.where(cols[touched] >= 0, cols[touched], members[0])
+            self.packed[members] = True
+
+    def packing_with(self, column, touched) -> np.ndarray:
+        """The packed columns with ``column`` in, the ones whose outputs overlap its
+        (``touched``, flat output indices) out: a tangent of 0s and 1s (flat)."""
+        clash = np.unique(self.pack_owner[touched])
+        packed = self.packed.copy()
+        packed[clash[(clash >= 0) & (clash != column)]] = False
+        packed[column] = True
+        return packed.astype(np.float64)
+
+    def settle(self):
+        """Settle the kink entries outside their limits; ``(excess, k)`` of the worst
+        unshared one (``(-inf, None)`` when there is none)."""
+        worst = (-np.inf, None)
+        for k, idx, cols, over, diff, rel in self.candidates:
+            alone = self.kink_count[idx] < 2
+            self.n_shared += int((~alone).sum())
+            if not alone.any():
+                continue
+            self.probes_failed[k] = True
+            self.max_abs = max(self.max_abs, float(diff[alone].max()))
+            self.max_rel = max(self.max_rel, float(rel[alone].max()))
+            if cols is not None:
+                self.columns_failed[self._attribute(k, cols[alone])] = True
+            if float(over[alone].max()) > worst[0]:
+                worst = (float(over[alone].max()), k)
+        return worst
+
+    def shared_mask(self, judged) -> np.ndarray:
+        """The entries of a probe's judgement whose kink is shared (not judged)."""
+        many = (self.kink_count >= 2).reshape(np.shape(judged.outside))
+        return judged.outside & many & ~unusable(judged.numeric, judged.error)
