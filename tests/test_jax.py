@@ -107,3 +107,99 @@ def test_a_backward_that_leaves_jax_fails_at_order_2_with_a_sentence():
 def test_bad_args_are_configuration_errors(args, message):
     with pytest.raises(ConfigurationError, match=message):
         check_function(jnp.sin, args)
+
+
+# --------------------------------------------------------------------------- forward mode
+
+
+def _custom_jvp(value, tangent):
+    """``value(x)`` with the forward rule ``tangent(x, t)`` (JAX transposes it for jax.vjp)."""
+    @jax.custom_jvp
+    def f(x):
+        return value(x)
+
+    f.defjvp(lambda p, t: (value(p[0]), tangent(p[0], t[0])))
+    return f
+
+
+def test_forward_mode_catches_a_jvp_term_the_reverse_check_cannot_see():
+    # a term that does not scale with the tangent: jax.vjp transposes the linear part only,
+    # so the VJP is right and a reverse check passes; the JVP itself is wrong
+    sine = _custom_jvp(jnp.sin, lambda x, t: jnp.cos(x) * t + 1e-4 * jnp.cos(x))
+    with jax.enable_x64(True):
+        x = jnp.linspace(-1.0, 1.0, 5, dtype=jnp.float64)
+        check_grads(sine, (x,), order=1, modes=("rev",))
+        with pytest.raises(AssertionError, match=r"fwd\.x") as info:
+            check_grads(sine, (x,), order=1)                        # jax's default modes
+    report = info.value.report
+    assert [a.name for a in report.arguments] == ["fwd.x", "x"]
+    assert report["x"].passed and not report["fwd.x"].passed
+    assert report["fwd.x"].diagnosis.cause == "jvp_not_linear"
+
+
+def test_a_1e5_error_in_one_jacobian_entry_is_caught_in_forward_mode():
+    with jax.enable_x64(True):
+        x = jnp.linspace(0.5, 2.0, 7, dtype=jnp.float64)
+        off = _custom_jvp(jnp.sin, lambda x, t: jnp.cos(x) * t *
+                          (1 + 1e-5 * (jnp.arange(7) == 3)))
+        report = check_function(off, (x,), modes=("fwd",))
+    arg = report["fwd.x"]
+    assert not report.passed and arg.n_failed == 1
+    assert arg.worst_index == (3,) and arg.output_index == (3,)
+
+
+def test_forward_mode_has_no_false_alarm_in_float32_at_kinks_and_ties():
+    x = jnp.linspace(-3.0, 3.0, 9)
+    check_grads(jnp.tanh, (x,), order=2)                            # fwd and rev, float32
+    check_grads(jax.nn.softplus, (x,), order=1, modes=("fwd",))
+    assert check_function(jax.nn.relu, (jnp.array([-1.0, 0.0, 2.0, 0.0]),),
+                          modes=("fwd",)).passed
+    values = jnp.array([3.0, 1.0, 3.0, 2.0, 1.0])
+    assert check_function(lambda v: jnp.sort(v) * jnp.arange(5.0), (values,),
+                          modes=("fwd",)).passed
+    tied = jnp.round(jnp.asarray(np.random.default_rng(0).standard_normal((1, 2, 5, 5))) * 1.5)
+    pool = lambda t: jax.lax.reduce_window(t, -jnp.inf, jax.lax.max, (1, 1, 2, 2),  # noqa: E731
+                                           (1, 1, 1, 1), "VALID")
+    report = check_function(pool, (tied,), modes=("fwd",))
+    assert report.passed and report["fwd.t"].n_nondifferentiable > 0
+
+
+def test_order_2_forward_over_forward_catches_a_rule_wrong_in_its_own_derivative():
+    # first order right; stop_gradient hides d/dx of the rule 3 x^2 t from jax.jvp
+    cube = _custom_jvp(lambda x: x ** 3, lambda x, t: 3 * jax.lax.stop_gradient(x) ** 2 * t)
+    x = jnp.linspace(0.5, 2.0, 5)
+    check_grads(cube, (x,), order=1, modes=("fwd",))
+    with pytest.raises(AssertionError) as info:
+        check_grads(cube, (x,), order=2, modes=("fwd",))
+    report = info.value.report
+    assert [a.name for a in report.arguments] == ["fwd.x", "fwd.order2.jvp.x",
+                                                  "fwd.order2.jvp.tangent.x"]
+    assert report["fwd.x"].passed and report["fwd.order2.jvp.tangent.x"].passed
+    assert not report["fwd.order2.jvp.x"].passed
+
+
+def test_order_2_in_both_modes_checks_both_maps_in_both_modes():
+    report = check_function(jnp.tanh, (jnp.linspace(-1.0, 1.0, 4),), order=2,
+                            modes=("rev", "fwd"))
+    assert report.passed and report.ad_mode == "fwd+rev"
+    assert [a.name for a in report.arguments] == [
+        "x", "fwd.x", "order2.x", "order2.grad_output", "fwd.order2.x",
+        "fwd.order2.grad_output", "order2.jvp.x", "order2.jvp.tangent.x",
+        "fwd.order2.jvp.x", "fwd.order2.jvp.tangent.x"]
+
+
+def test_a_custom_vjp_function_has_no_forward_mode_and_is_told_so():
+    with pytest.raises(UserCodeError, match=r"custom_vjp function has no forward mode in "
+                                            r"JAX: check it with modes=\('rev',\)"):
+        check_grads(softplus, (jnp.linspace(-1.0, 1.0, 3),), order=1)
+
+
+def test_forward_mode_on_pytrees():
+    def f(params, x):
+        return jnp.tanh(x @ params["w"] + params["b"])
+
+    params = {"w": jnp.full((3, 2), 0.3), "b": jnp.array([0.1, -0.2])}
+    report = check_function(f, (params, jnp.arange(12.0).reshape(4, 3) / 10), modes=("fwd",))
+    assert report.passed
+    assert [a.name for a in report.arguments] == ["fwd.params['b']", "fwd.params['w']",
+                                                  "fwd.x"]

@@ -380,3 +380,114 @@ def test_on_cuda_the_function_sees_cuda_tensors():  # pragma: no cover - no GPU 
 
     x = torch.randn(4, 3, device="cuda", dtype=torch.float32)
     assert check_function(fn, (x,), order=2).passed and set(devices) == {"cuda"}
+
+
+# --------------------------------------------------------------------------- forward mode
+
+
+class SineJvpOff(torch.autograd.Function):
+    """sin with a right backward and a forward-AD rule whose entry 3 is off by 1e-5."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        ctx.x = x
+        return torch.sin(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, = ctx.saved_tensors
+        return g * torch.cos(x)
+
+    @staticmethod
+    def jvp(ctx, t):
+        scale = torch.ones_like(ctx.x)
+        scale[3] += 1e-5
+        return torch.cos(ctx.x) * scale * t
+
+
+def test_forward_mode_catches_a_jvp_the_backward_check_cannot_see():
+    x = torch.linspace(0.5, 2.0, 7, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(SineJvpOff.apply, (x,)) is True                     # reverse only
+    report = check_function(SineJvpOff.apply, (x,), modes=("rev", "fwd"))
+    assert [a.name for a in report.arguments] == ["x", "fwd.x"]
+    assert report["x"].passed and not report["fwd.x"].passed
+    assert report["fwd.x"].n_failed == 1 and report["fwd.x"].worst_index == (3,)
+    assert report["fwd.x"].diagnosis.cause == "single_element"
+    with pytest.raises(GradientCheckFailed, match=r"fwd\.x: 1/7 FAIL; worst at index \(3,\)"):
+        gradcheck(SineJvpOff.apply, (x,), check_forward_ad=True)
+    only = check_function(SineJvpOff.apply, (x,), modes=("fwd",))
+    assert [a.name for a in only.arguments] == ["fwd.x"] and only.ad_mode == "fwd"
+
+
+@pytest.mark.parametrize("fn", [torch.tanh, torch.sigmoid, F.softplus,
+                                lambda x: F.conv2d(x, torch.ones(2, 3, 3, 3) / 9)])
+def test_forward_mode_has_no_false_alarm_in_float32(fn):
+    x = torch.randn(1, 3, 5, 5, dtype=torch.float32, generator=_gen(4))
+    assert check_function(fn, (x,), modes=("fwd",)).passed
+
+
+def test_forward_mode_at_kinks_and_ties():
+    z = torch.randn(3, 4, dtype=torch.float32, generator=_gen(5))
+    z[0, 1] = z[2, 2] = 0
+    report = check_function(lambda x: torch.relu(x), (z,), modes=("fwd",))
+    assert report.passed and report["fwd.x"].n_nondifferentiable == 2
+    pooled = torch.round(torch.randn(1, 2, 5, 5, dtype=torch.float64, generator=_gen(6)) * 1.5)
+    assert check_function(lambda x: F.max_pool2d(x, 2, stride=1), (pooled,),
+                          modes=("fwd",)).passed
+    values = torch.tensor([3.0, 1.0, 3.0, 2.0, 1.0, 2.0], dtype=torch.float64)
+    assert check_function(lambda v: torch.sort(v).values * torch.arange(6.0), (values,),
+                          modes=("fwd",)).passed
+
+
+def test_forward_mode_of_a_module_and_its_parameters():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 2).double()
+    report = check_module(layer, torch.randn(4, 3, dtype=torch.float64), modes=("fwd",))
+    assert report.passed
+    assert [a.name for a in report.arguments] == ["fwd.input", "fwd.weight", "fwd.bias"]
+
+
+def test_a_function_without_a_jvp_rule_is_told_how_to_check_it():
+    x = torch.linspace(0.5, 2.0, 5, dtype=torch.float64)
+    with pytest.raises(UserCodeError, match=r"forward AD \(torch.autograd.forward_ad\) "
+                                            r"through Cube failed: You must implement the "
+                                            r"jvp function.*needs a jvp staticmethod"):
+        check_function(Cube.apply, (x,), modes=("fwd",))
+
+
+def test_gradgradcheck_forward_over_reverse():
+    x = torch.linspace(0.5, 2.0, 6, dtype=torch.float64, requires_grad=True)
+    assert gradgradcheck(torch.tanh, (x,), check_fwd_over_rev=True) is True
+    # the backward hides x (detach) from forward AD through it as well: its x-derivative
+    # 6 g x is missing in both modes (forward AD needs the forward's jvp rule too)
+    def jvp(ctx, t):
+        return 3 * ctx.x ** 2 * t
+
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        ctx.x = x
+        return x ** 3
+
+    fn = type("CubeDetached", (Cube,), {
+        "forward": staticmethod(forward), "jvp": staticmethod(jvp),
+        "backward": staticmethod(lambda ctx, g: 3 * g * ctx.saved_tensors[0].detach() ** 2),
+    }).apply
+    with pytest.raises(GradientCheckFailed) as info:
+        gradgradcheck(fn, (x,), check_fwd_over_rev=True)
+    report = info.value.report
+    assert [a.name for a in report.arguments] == ["x", "grad_output", "fwd.x",
+                                                  "fwd.grad_output"]
+    assert not report["fwd.x"].passed and report["fwd.grad_output"].passed
+    alone = gradgradcheck(fn, (x,), check_fwd_over_rev=True, check_rev_over_rev=False,
+                          raise_exception=False)
+    assert alone is False
+    with pytest.raises(ConfigurationError, match=r"check_fwd_over_rev=False and "
+                                                 r"check_rev_over_rev=False leave nothing"):
+        gradgradcheck(torch.tanh, (x,), check_rev_over_rev=False)
+
+
+def test_reverse_only_options_are_refused_in_forward_mode():
+    x = torch.linspace(0.5, 2.0, 5, dtype=torch.float64)
+    with pytest.raises(ConfigurationError, match=r"cotangent applies to reverse mode"):
+        check_function(torch.sin, (x,), modes=("fwd",), cotangent=torch.ones(5))

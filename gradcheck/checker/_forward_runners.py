@@ -158,7 +158,7 @@ def _diagnosis(ctx, item, suspects, what) -> Diagnosis | None:
 def _notes(ctx: Context, tally: Tally) -> list:
     notes = []
     if ctx.probes.colored:
-        notes.append(f"{ctx.probes.count} probes for {ctx.probes.size} columns: elements "
+        notes.append(f"{ctx.probes.count} probe(s) for {ctx.probes.size} columns: elements "
                      f"whose outputs do not overlap (dependency pattern) moved together")
     if tally.rechecked:
         how = "with real steps" if tally.complex_first else "with smaller steps"

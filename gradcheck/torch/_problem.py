@@ -211,8 +211,9 @@ class TorchProblem:
     def _forward_failure(self, exc, what):
         msg = _first_line(exc.__cause__ or exc)
         hint = (" (an autograd.Function needs a jvp staticmethod for forward mode; leave "
-                "forward mode out -- modes=('rev',), check_forward_ad=False -- to check "
-                "the backward alone)" if "jvp" in msg else "")
+                "forward mode out -- modes=('rev',), check_forward_ad=False, "
+                "check_fwd_over_rev=False -- to check the backward alone)"
+                if "jvp" in msg else "")
         return UserCodeError(f"forward AD (torch.autograd.forward_ad) through {what} "
                              f"failed: {msg}{hint}")
 
