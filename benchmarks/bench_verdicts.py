@@ -18,10 +18,19 @@ operation: max-pool and sort ties) -- each either correct or broken by construct
 
 Each tool judges each case once, in this process, with its default settings: torch's
 ``gradcheck`` / ``gradgradcheck`` (``raise_exception=False``), ``check_grads(f, args,
-order, modes=["rev"])`` (jax's default tolerances; forward mode left out on both sides),
-and gradcheck's drop-ins ``gradcheck.torch.gradcheck`` / ``gradgradcheck`` and
-``gradcheck.jax.check_grads`` (no options). A correct case that fails is a false alarm; a
-broken case that passes is a miss. The counts, and every verdict, are written as a table.
+order, modes=["rev"])`` (jax's default tolerances), and gradcheck's drop-ins
+``gradcheck.torch.gradcheck`` / ``gradgradcheck`` and ``gradcheck.jax.check_grads`` (no
+options). A correct case that fails is a false alarm; a broken case that passes is a
+miss. The counts, and every verdict, are written as a table.
+
+Forward mode has a corpus of its own (:func:`forward_corpus`): the same layers with a
+forward rule written by hand -- a ``torch.autograd.Function`` with a ``jvp`` staticmethod
+beside its (right) backward, a ``jax.custom_jvp`` -- or the framework's own forward AD for
+the ties; the broken ones have a wrong forward rule (one entry off by 1e-5 or 1e-4, a
+sign, a factor, the derivative at the output, a flipped kernel, a missing tangent, a
+term that does not scale with the tangent, a float32 entry 2% off). There the tools are
+``torch.autograd.gradcheck(check_forward_ad=True, check_backward_ad=False)`` and
+``check_grads(f, args, 1, modes=["fwd"])`` against the drop-ins called the same way.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ class Case:
     bwd: Callable | None          # bwd(xp, g, *xs) -> grads
     builtin: Callable | None      # builtin(fw, *xs) -> y: the framework's own rule
     inputs: Callable              # inputs(rng) -> tuple of float64 arrays
+    jvp: Callable | None = None   # forward mode: jvp(xp, ts, *xs) -> the output tangent
 
 
 # --------------------------------------------------------------------------- formulas
@@ -217,6 +227,88 @@ def corpus() -> list:
     return c
 
 
+# --------------------------------------------------------------------------- forward rules
+
+
+def _conv_jvp(xp, ts, x, w, flip=False):
+    w_used = (w.flip(-1, -2) if getattr(xp, "__name__", "") == "torch" else
+              w[:, :, ::-1, ::-1]) if flip else w
+    return _conv(xp, ts[0], w_used) + _conv(xp, x, ts[1])
+
+
+TANH_J = lambda xp, ts, x: (1 - xp.tanh(x) ** 2) * ts[0]  # noqa: E731
+SIG_J = lambda xp, ts, x: _sig(xp, x) * (1 - _sig(xp, x)) * ts[0]  # noqa: E731
+SOFTPLUS_J = lambda xp, ts, x: _sig(xp, x) * ts[0]  # noqa: E731
+CUBE_J = lambda xp, ts, x: 3 * x ** 2 * ts[0]  # noqa: E731
+LINEAR_J = lambda xp, ts, x, w, b: ts[0] @ w + x @ ts[1] + ts[2]  # noqa: E731
+CONV_J = _conv_jvp
+RELU_J = lambda xp, ts, x: ts[0] * (x > 0)  # noqa: E731
+LEAKY_J = lambda xp, ts, x: xp.where(x > 0, ts[0], 0.01 * ts[0])  # noqa: E731
+ABS_J = lambda xp, ts, x: xp.sign(x) * ts[0]  # noqa: E731
+HARDTANH_J = lambda xp, ts, x: ts[0] * ((x > -1) & (x < 1))  # noqa: E731
+
+
+def _jvp_off(jvp, k, eps, which=0):
+    """``jvp`` with Jacobian column ``k`` of argument ``which`` off by a relative ``eps``."""
+    def wrong(xp, ts, *xs):
+        ts = list(ts)
+        ts[which] = ts[which] * _onehot(xp, ts[which], k, eps)
+        return jvp(xp, ts, *xs)
+
+    return wrong
+
+
+def forward_corpus() -> list:
+    c = []
+
+    def add(name, group, broken, dtype, rule, jvp, inputs):
+        c.append(Case(name, group, broken, dtype, 1, rule[0], rule[1], None, inputs, jvp))
+
+    for name, rule, jvp, inputs in (("tanh", TANH, TANH_J, _vec()), ("sigmoid", SIG, SIG_J, _vec()),
+                                    ("softplus", SOFTPLUS, SOFTPLUS_J, _vec()),
+                                    ("cube", CUBE, CUBE_J, _vec()),
+                                    ("linear", LINEAR, LINEAR_J, _lin),
+                                    ("conv", CONV, CONV_J, _convin)):
+        add(name, "float32", False, "float32", rule, jvp, inputs)
+    for dt in ("float64", "float32"):
+        add(f"relu at 0 ({dt})", "kinks", False, dt, RELU, RELU_J, _vec(zeros=4))
+        add(f"leaky relu at 0 ({dt})", "kinks", False, dt, LEAKY, LEAKY_J, _vec(zeros=4))
+        add(f"abs at 0 ({dt})", "kinks", False, dt, ABS, ABS_J, _vec(zeros=4))
+        add(f"hardtanh at +-1 ({dt})", "kinks", False, dt, HARDTANH, HARDTANH_J,
+            _kinks_at([-1.0, -0.5, 1.0, 0.3, 1.0, -1.0, 2.0]))
+        c.append(Case(f"max-pool ties ({dt})", "ties", False, dt, 1, None, None,
+                      lambda fw, x: fw.maxpool(x), _ties_pool))
+        c.append(Case(f"sort ties ({dt})", "ties", False, dt, 1, None, None,
+                      lambda fw, x: fw.sort(x) * fw.arange(x), _ties_sort))
+    for name, rule, jvp, inputs in (("tanh", TANH, TANH_J, _vec()), ("cube", CUBE, CUBE_J, _away()),
+                                    ("sigmoid", SIG, SIG_J, _vec()),
+                                    ("softplus", SOFTPLUS, SOFTPLUS_J, _vec())):
+        for label, eps in (("1e-5", 1e-5), ("1e-4", 1e-4)):
+            add(f"{name}: one JVP entry off by {label}", "small errors", True, "float64", rule,
+                _jvp_off(jvp, 5, eps), inputs)
+    add("linear: one weight column off by 1e-5", "small errors", True, "float64", LINEAR,
+        _jvp_off(LINEAR_J, 2, 1e-5, which=1), _lin)
+    add("conv: one weight column off by 1e-5", "small errors", True, "float64", CONV,
+        _jvp_off(CONV_J, 7, 1e-5, which=1), _convin)
+    add("conv: one input column off by 1e-5", "small errors", True, "float64", CONV,
+        _jvp_off(CONV_J, 13, 1e-5), _convin)
+    add("tanh: JVP sign flipped", "bugs", True, "float64", TANH,
+        lambda xp, ts, x: -TANH_J(xp, ts, x), _vec())
+    add("sigmoid: JVP factor 2", "bugs", True, "float64", SIG,
+        lambda xp, ts, x: 2 * SIG_J(xp, ts, x), _vec())
+    add("tanh: JVP at the output", "bugs", True, "float64", TANH,
+        lambda xp, ts, x: (1 - x ** 2) * ts[0], _vec())
+    add("conv: JVP with the kernel flipped", "bugs", True, "float64", CONV,
+        lambda xp, ts, x, w: _conv_jvp(xp, ts, x, w, flip=True), _convin)
+    add("linear: bias tangent missing", "bugs", True, "float64", LINEAR,
+        lambda xp, ts, x, w, b: ts[0] @ w + x @ ts[1], _lin)
+    add("tanh: a JVP term not scaling with the tangent (1e-4)", "bugs", True, "float64",
+        TANH, lambda xp, ts, x: TANH_J(xp, ts, x) + 1e-4 * (1 - xp.tanh(x) ** 2), _vec())
+    add("conv: one float32 weight column 2% off", "bugs", True, "float32", CONV,
+        _jvp_off(CONV_J, 7, 2e-2, which=1), _convin)
+    return c
+
+
 # --------------------------------------------------------------------------- frameworks
 
 
@@ -244,12 +336,13 @@ class TorchSide:
         xs = tuple(torch.tensor(a, dtype=dtype, requires_grad=True) for a in arrays)
         if case.builtin is not None:
             return (lambda *t: case.builtin(self, *t)), xs
-        fwd, bwd = case.fwd, case.bwd
+        fwd, bwd, jvp = case.fwd, case.bwd, case.jvp
 
         class Fn(torch.autograd.Function):
             @staticmethod
             def forward(ctx, *t):
                 ctx.save_for_backward(*t)
+                ctx.inputs = t
                 return fwd(torch, *t)
 
             @staticmethod
@@ -257,24 +350,32 @@ class TorchSide:
                 out = bwd(torch, g, *ctx.saved_tensors)
                 return out if len(out) > 1 else out[0]
 
+            @staticmethod
+            def jvp(ctx, *ts):
+                return jvp(torch, ts, *ctx.inputs)
+
         return Fn.apply, xs
 
-    def reference(self, case, fn, xs):
+    @staticmethod
+    def _flags(forward):
+        return {"check_forward_ad": True, "check_backward_ad": False} if forward else {}
+
+    def reference(self, case, fn, xs, forward=False):
         from torch.autograd import gradcheck, gradgradcheck
 
         check = gradcheck if case.order == 1 else gradgradcheck
         try:
-            return bool(check(fn, xs, raise_exception=False))
+            return bool(check(fn, xs, raise_exception=False, **self._flags(forward)))
         except Exception:      # torch raised instead of answering: a failure
             return False
 
-    def ours(self, case, fn, xs):
+    def ours(self, case, fn, xs, forward=False):
         from gradcheck import GradcheckError
         from gradcheck.torch import gradcheck, gradgradcheck
 
         check = gradcheck if case.order == 1 else gradgradcheck
         try:
-            return bool(check(fn, xs, raise_exception=False))
+            return bool(check(fn, xs, raise_exception=False, **self._flags(forward)))
         except GradcheckError:
             return False
 
@@ -302,7 +403,14 @@ class JaxSide:
         xs = tuple(jnp.asarray(a, dtype=case.dtype) for a in arrays)
         if case.builtin is not None:
             return (lambda *t: case.builtin(self, *t)), xs
-        fwd, bwd = case.fwd, case.bwd
+        fwd, bwd, jvp = case.fwd, case.bwd, case.jvp
+        if jvp is not None:     # forward mode: the forward rule (JAX transposes it)
+            @self.jax.custom_jvp
+            def f(*t):
+                return fwd(jnp, *t)
+
+            f.defjvp(lambda p, t: (fwd(jnp, *p), jvp(jnp, t, *p)))
+            return f, xs
 
         @self.jax.custom_vjp
         def f(*t):
@@ -311,27 +419,27 @@ class JaxSide:
         f.defvjp(lambda *t: (fwd(jnp, *t), t), lambda t, g: tuple(bwd(jnp, g, *t)))
         return f, xs
 
-    def reference(self, case, f, xs):
+    def reference(self, case, f, xs, forward=False):
         from jax.test_util import check_grads
 
         try:
-            check_grads(f, xs, case.order, modes=["rev"])
+            check_grads(f, xs, case.order, modes=["fwd" if forward else "rev"])
             return True
         except Exception:      # AssertionError, or jax unable to differentiate
             return False
 
-    def ours(self, case, f, xs):
+    def ours(self, case, f, xs, forward=False):
         from gradcheck import GradcheckError
         from gradcheck.jax import check_grads
 
         try:
-            check_grads(f, xs, case.order, modes=["rev"])
+            check_grads(f, xs, case.order, modes=["fwd" if forward else "rev"])
             return True
         except (AssertionError, GradcheckError):
             return False
 
 
-def judge(side, cases):
+def judge(side, cases, forward=False):
     rows = []
     for i, case in enumerate(cases):
         arrays = case.inputs(np.random.default_rng(i))
@@ -342,8 +450,8 @@ def judge(side, cases):
             fn, xs = side.build(case, arrays)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ref = side.reference(case, fn, xs)
-                ours = side.ours(case, fn, xs)
+                ref = side.reference(case, fn, xs, forward)
+                ours = side.ours(case, fn, xs, forward)
         finally:
             if ctx is not None:
                 ctx.__exit__(None, None, None)
@@ -359,38 +467,59 @@ def counts(rows, which):
     return len(right), alarms, len(broken), misses
 
 
-def render(results, when):
-    lines = [f"# Verdicts side by side ({when})", "",
-             "`python benchmarks/bench_verdicts.py`: each tool judges each case once, with "
-             "its default settings, in one process. A *false alarm* is a correct case that "
-             "fails; a *miss* a broken case that passes.", "",
-             "| tool | correct cases | false alarms | broken cases | misses |",
-             "|---|---:|---:|---:|---:|"]
-    labels = {"torch": ("torch.autograd.gradcheck / gradgradcheck",
-                        "gradcheck.torch.gradcheck / gradgradcheck"),
-              "jax": ("jax.test_util.check_grads (modes=['rev'])",
-                      "gradcheck.jax.check_grads (modes=['rev'])")}
-    for side, rows in results.items():
-        for which, label in ((1, labels[side][0]), (2, labels[side][1])):
-            n_ok, alarms, n_bad, misses = counts(rows, which)
-            lines.append(f"| {label} | {n_ok} | {alarms} | {n_bad} | {misses} |")
-    lines += ["", "Every verdict (`pass` / `FAIL`; the expected one is `pass` for a correct "
-              "case, `FAIL` for a broken one; a wrong verdict is in bold):", "",
-              "| case | group | dtype | expected | torch | gradcheck.torch | jax | "
-              "gradcheck.jax |", "|---|---|---|---|---|---|---|---|"]
+LABELS = {"torch": ("torch.autograd.gradcheck / gradgradcheck",
+                    "gradcheck.torch.gradcheck / gradgradcheck"),
+          "jax": ("jax.test_util.check_grads (modes=['rev'])",
+                  "gradcheck.jax.check_grads (modes=['rev'])"),
+          "torch fwd": ("torch.autograd.gradcheck (check_forward_ad=True, "
+                        "check_backward_ad=False)",
+                        "gradcheck.torch.gradcheck (check_forward_ad=True, "
+                        "check_backward_ad=False)"),
+          "jax fwd": ("jax.test_util.check_grads (modes=['fwd'])",
+                      "gradcheck.jax.check_grads (modes=['fwd'])")}
+
+
+def _verdicts(results, sides):
+    """The table of every verdict of ``sides`` (keys of ``results``)."""
+    header = " | ".join(f"{side.split()[0]} | gradcheck.{side.split()[0]}" for side in sides)
+    lines = [f"| case | group | dtype | expected | {header} |",
+             "|---|---|---|---|" + "---|" * (2 * len(sides))]
 
     def cell(case, verdict):
         text = "pass" if verdict else "FAIL"
         return text if verdict != case.broken else f"**{text}**"
 
     by_case = {}
-    for side, rows in results.items():
-        for case, ref, ours in rows:
+    for side in sides:
+        for case, ref, ours in results.get(side, []):
             by_case.setdefault(case.name, [case]).extend([ref, ours])
     for name, (case, *v) in by_case.items():
         cells = [cell(case, x) for x in v]
         lines.append(f"| {name} | {case.group} | {case.dtype} | "
                      f"{'FAIL' if case.broken else 'pass'} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def render(results, when):
+    lines = [f"# Verdicts side by side ({when})", "",
+             "`python benchmarks/bench_verdicts.py`: each tool judges each case once, with "
+             "its default settings, in one process. A *false alarm* is a correct case that "
+             "fails; a *miss* a broken case that passes. Reverse mode (the backward) and "
+             "forward mode (the JVP: a hand-written forward rule, or the framework's own) "
+             "are judged on corpora of their own.", "",
+             "| tool | correct cases | false alarms | broken cases | misses |",
+             "|---|---:|---:|---:|---:|"]
+    for side, rows in results.items():
+        for which, label in ((1, LABELS[side][0]), (2, LABELS[side][1])):
+            n_ok, alarms, n_bad, misses = counts(rows, which)
+            lines.append(f"| {label} | {n_ok} | {alarms} | {n_bad} | {misses} |")
+    for title, sides in (("Reverse mode", ("torch", "jax")),
+                         ("Forward mode", ("torch fwd", "jax fwd"))):
+        present = tuple(side for side in sides if side in results)
+        if present:
+            lines += ["", f"{title}: every verdict (`pass` / `FAIL`; the expected one is "
+                      f"`pass` for a correct case, `FAIL` for a broken one; a wrong verdict "
+                      f"is in bold):", ""] + _verdicts(results, present)
     return "\n".join(lines) + "\n"
 
 
@@ -407,6 +536,7 @@ def main(argv=None):
             print(f"{cls.name}: not installed ({exc}); skipped")
             continue
         results[side.name] = judge(side, cases)
+        results[f"{side.name} fwd"] = judge(side, forward_corpus(), forward=True)
     when = f"{datetime.date.today()}, {platform.machine()}, Python {platform.python_version()}"
     text = render(results, when)
     print(text)
