@@ -205,7 +205,12 @@ class Tally:
         nondiff = _flat(j.nondiff)
         over = np.nan_to_num(_flat(excess(j)), nan=np.inf)
         diff = _flat(j.diff)
-        rel = np.where(nondiff & ~_flat(j.failed), 0.0, _flat(rel_error(j.analytic, j.numeric)))
+        # no relative error where it means nothing: a passing kink, or a passing entry no
+        # larger than its tolerance (a structural zero computed as rounding reads as 100%)
+        small = np.maximum(np.abs(_flat(j.analytic)), np.abs(_flat(j.numeric))) <= \
+            _flat(j.tolerance)
+        rel = np.where((nondiff | small) & ~_flat(j.failed), 0.0,
+                       _flat(rel_error(j.analytic, j.numeric)))
         keep = ~cand
         self.max_abs = max(self.max_abs, float(diff[keep].max(initial=0.0)))
         self.max_rel = max(self.max_rel, float(rel[keep].max(initial=0.0)))

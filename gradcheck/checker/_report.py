@@ -7,8 +7,9 @@ Reports are frozen dataclasses. ``str(report)`` is a table a person can read;
 debugging and are left out of ``to_dict``. In forward mode (:func:`~gradcheck.check_jvp`)
 an argument's row counts columns of its Jacobian (or random directions), its arrays are
 the worst probe's JVPs (shaped like the output), its masks mark the columns that failed
-or reached a kink, and ``output_index`` says which output entry of the worst column is
-worst.
+or reached a kink, ``output_index`` says which output entry of the worst column is
+worst, and ``max_rel_error`` leaves out passing entries no larger than their tolerance
+(a Jacobian's structural zeros, computed as rounding on one side).
 """
 
 from __future__ import annotations
