@@ -17,18 +17,25 @@ Diagnosis
 A failing argument is diagnosed on its worst probe: the analytic and the numerical JVP
 along that probe's tangent, arrays shaped like ``f``'s output, go through the reverse
 mode's route (:func:`._diagnose.diagnose_judgement`) with the *output's* layout
-(``output_role``; by default ``(N, C, *spatial)`` for an output of three axes or more).
-So the causes are named against the output: ``sign_flipped`` and ``scaled`` (the JVP
-is the true one negated or scaled), ``single_element`` (one output entry of the column
-is wrong: one Jacobian entry), ``region`` (one batch item, channel or border of the
-output), ``shifted`` / ``transposed`` / ``kernel_not_rotated`` (the JVP is the true one
-moved over the output's spatial axes), ``outside_kink_limits`` and
-``no_numerical_derivative``; the caller's ``suspects`` when they predict a JVP
-(``suspects(argname, tangent)`` returning arrays shaped like the output). The causes of
-a recognized layer (:mod:`._suspects`) predict gradients, not JVPs, and are not tried.
-One cause is forward mode's own, tried first: ``jvp_not_linear``, when ``f_jvp``
-returns something for zero tangents and the analytic JVP is the true one plus that
-(a JAX ``custom_jvp`` rule with such a term still transposes to a right VJP).
+(``output_role``; by default ``(N, C, *spatial)`` for an output of three axes or more)
+and the sizes of every argument and of the output. In full mode the worst column is
+shown beside every other column that reaches other outputs (:func:`_side_by_side`): one
+column alone can be too little to name a cause. So the causes are named against the
+output, and those of the catalogue that need only the two arrays, their layout and the
+sizes apply: ``sign_flipped``, ``scaled`` (and per slice), the layout moves
+(``shifted``, ``transposed``, ``kernel_not_rotated``, ``reversed``, ``axes_permuted``,
+``permuted_within``), ``single_element`` (one Jacobian entry), ``region`` and
+``position_mask`` (a batch item, channel or border of the output), the missing terms
+that need no value (``missing_term_constant``, ``missing_term_rank_one``),
+``outside_kink_limits`` and ``no_numerical_derivative``; the caller's ``suspects`` when
+they predict a JVP (``suspects(argname, tangent)`` returning arrays shaped like the
+output). The causes that need the argument's value or the cotangent, or call the
+backward again (value masks, element-wise relations, terms in ``x`` or ``R``, linearity
+in ``R``, the derivative at the output) and those of a recognized layer
+(:mod:`._suspects`, which predict gradients, not JVPs) are not tried. One cause is
+forward mode's own, tried first: ``jvp_not_linear``, when ``f_jvp`` returns something
+for zero tangents and the analytic JVP is the true one plus that (a JAX ``custom_jvp``
+rule with such a term still transposes to a right VJP).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import time
 import numpy as np
 
 from gradcheck.checker._diagnose import Suspect, diagnose_judgement
+from gradcheck.checker._fit import Known, named_sizes
 from gradcheck.checker._forward import DirectionProbes, column_probes
 from gradcheck.checker._forward_probes import (BYTES_PER_ENTRY, Context, Tally,
                                                judge_probes)
@@ -145,8 +153,10 @@ def _diagnosis(ctx, item, suspects, what) -> Diagnosis | None:
             found += list(suspects(name, item.tangent.reshape(arg.shape)))
         return found
 
-    found = diagnose_judgement(item.judged, role=problem.role,
-                               suspects=claims)
+    shapes = {"the output": problem.y.shape,
+              **{n: np.shape(a) for n, a in zip(problem.argnames, problem.args)}}
+    found = diagnose_judgement(item.judged, role=problem.role, suspects=claims,
+                               known=Known(sizes=named_sizes(shapes)))
     if found is None:
         return None
     return Diagnosis(found.cause,
