@@ -175,11 +175,13 @@ def _notes(ctx: Context, tally: Tally) -> list:
         notes.append(f"{tally.rechecked} of {tally.mismatching} mismatching probe(s) "
                      f"differenced again {how}")
     if tally.n_shared:
-        notes.append(f"{tally.n_shared} Jacobian entr{'y sits' if tally.n_shared == 1 else 'ies sit'} "
-                     f"at kinks shared with other columns (the output is at a kink along "
-                     f"several elements: ties, several kinks at once) and lie outside the "
-                     f"one-sided limits along their own column, which do not bound the valid "
-                     f"values there: reported, not judged")
+        one = tally.n_shared == 1
+        notes.append(f"{tally.n_shared} Jacobian entr{'y sits' if one else 'ies sit'} at a "
+                     f"kink shared with other columns (the output is at a kink along several "
+                     f"elements: ties, several kinks at once) and {'lies' if one else 'lie'} "
+                     f"outside the one-sided limits along {'its' if one else 'their'} own "
+                     f"column, which do not bound the valid values there: reported, not "
+                     f"judged")
     if tally.unowned:
         notes.append(f"{tally.unowned} failing output entr(ies) lie outside every footprint of "
                      f"their probe according to the dependency pattern (counted against its "
