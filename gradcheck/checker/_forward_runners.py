@@ -48,7 +48,7 @@ from gradcheck.checker._diagnose import Suspect, diagnose_judgement
 from gradcheck.checker._fit import Known, named_sizes
 from gradcheck.checker._forward import DirectionProbes, column_probes
 from gradcheck.checker._forward_probes import (BYTES_PER_ENTRY, Context, Tally,
-                                               judge_probes)
+                                               judge_probes, output_rounding)
 from gradcheck.checker._judge import excess
 from gradcheck.checker._numeric import rademacher_directions
 from gradcheck.checker._report import ArgumentReport, Diagnosis
@@ -248,7 +248,7 @@ def check_full_forward(problem, options, plan, suspects):
     started = time.perf_counter()
     arg = problem.args[plan.index]
     probes = column_probes(plan.pattern, arg.size, problem.y.size)
-    ctx = Context(problem, options, plan, probes, kink_rule=True)
+    ctx = Context(problem, options, plan, probes, True, output_rounding(problem, plan.index))
     return _report(ctx, _stream(ctx), suspects, started, full=True)
 
 
@@ -258,7 +258,7 @@ def check_fast_forward(problem, options, plan, suspects):
     arg = problem.args[plan.index]
     probes = DirectionProbes(rademacher_directions(options.seed, plan.index,
                                                    options.directions, arg.size))
-    ctx = Context(problem, options, plan, probes, kink_rule=False)
+    ctx = Context(problem, options, plan, probes, False, output_rounding(problem, plan.index))
     return _report(ctx, _stream(ctx), suspects, started, full=False)
 
 
