@@ -308,3 +308,39 @@ def test_misbehaving_jvps_are_user_code_errors():
         check_jvp(np.tanh, lambda t, x: np.full(3, np.nan), x)
     with pytest.raises(TypeError):
         check_jvp(np.tanh, _tanh_jvp, x, cotangent=np.ones(3))    # reverse mode's option
+
+
+def _real_only(fn):
+    """``fn`` refusing complex input, as the torch and JAX adapters do: real steps only."""
+    def f(*args):
+        if any(np.iscomplexobj(a) for a in args):
+            raise TypeError("real input only")
+        return fn(*args)
+    return f
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_no_false_alarm_with_real_steps_through_relu_zeros_into_a_convolution(dtype):
+    # each output sums several ReLUs, some exactly at zero: along a random direction an
+    # output crosses several kinks at once (fast mode), and with real steps an output
+    # entry's rounding is its terms', not its own (full mode)
+    rng = np.random.default_rng(100)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    x.reshape(-1)[rng.choice(x.size, 4, replace=False)] = 0
+    f = _real_only(lambda x, w: np.tanh(conv_forward(np.maximum(x, 0), w, padding=1)))
+
+    def f_jvp(t, x, w):
+        tangent = conv_forward(t[0] * (x > 0), w, padding=1) + \
+            conv_forward(np.maximum(x, 0), t[1], padding=1)
+        return (1 - f(x, w) ** 2) * tangent
+
+    for mode in ("full", "fast"):
+        report = check_jvp(f, f_jvp, (x, w), mode=mode)
+        assert report.passed, str(report)
+    wrong = lambda t, x, w: f_jvp((t[0] * (1 + 1e-5 * (np.arange(x.size) == 40)  # noqa: E731
+                                          .reshape(x.shape)), t[1]), x, w)
+    if dtype == np.float64:
+        report = check_jvp(f, wrong, (x, w), mode="full")
+        assert report["arg0"].n_failed == 1 and report["arg0"].worst_index == \
+            tuple(int(i) for i in np.unravel_index(40, x.shape))

@@ -39,7 +39,9 @@ tie: any active branch's derivative lies between the two one-sided ones). It is 
 when an output sits at a kink along several columns at once (a tie feeding a later
 layer, several units at zero together): like reverse mode's shared kinks, an entry
 outside its limits whose output is at a kink along another column too is reported, not
-judged (:meth:`Tally.settle`).
+judged (:meth:`Tally.settle`). In fast mode a mismatch that survives the second look is
+tested for differentiability too (:func:`_linearity_look`): several kinks crossed at once
+along a random direction break :math:`J v = f'(x; v)` for right code as well.
 
 Which entries are kinks: the differentiator flags an output entry whose one-sided
 estimates stay apart, and along a direction that happens on smooth entries too, from
@@ -255,6 +257,96 @@ class _Policy(NamedTuple):
     max_retries: int
 
 
+#: Random partners each failing fast-mode direction is tested for linearity beside.
+PARTNERS = 3
+
+
+def _partners(ctx: Context, ks) -> np.ndarray:
+    """``PARTNERS`` random directions (entries ±1) beside each of ``ks``, seeded by the
+    probe: shape ``(len(ks) * PARTNERS, size)``."""
+    size = ctx.problem.args[ctx.plan.index].size
+    return np.concatenate([
+        np.random.default_rng([ctx.options.seed, ctx.plan.index, int(k), 7])
+        .choice(np.array([-1.0, 1.0]), size=(PARTNERS, size)) for k in ks])
+
+
+def _rounding_part(view: NumView) -> np.ndarray:
+    """A bar without the half gap a flagged kink adds (its rounding and truncation)."""
+    error = np.asarray(view.error, np.float64)
+    gap = np.abs(np.asarray(view.right, np.float64) - np.asarray(view.left, np.float64))
+    flagged = np.asarray(view.nondifferentiable, bool)
+    return np.where(flagged & np.isfinite(gap), np.maximum(error - 0.5 * gap, 0.0), error)
+
+
+def _projection_agrees(ctx: Context, it: Item, excused) -> np.ndarray:
+    """The failing entries of a fast-mode direction left, when the direction's projection
+    on a seeded cotangent ``R`` agrees within its summed bars (reverse fast mode's
+    verdict): then no more than reverse mode would see is claimed (none, else)."""
+    j = it.judged
+    left = j.failed & ~excused & ~unusable(j.numeric, j.error)
+    if not left.any():
+        return np.zeros(np.shape(left), bool)
+    r = np.random.default_rng([ctx.options.seed, ctx.plan.index, int(it.k), 11]) \
+        .standard_normal(np.shape(left))
+    a, n = np.asarray(j.analytic, np.float64), np.asarray(j.numeric, np.float64)
+    bars = np.where(excused, 0.0, np.asarray(j.error, np.float64))
+    tau = it.tolerance.numeric(np.sum(np.abs(r) * bars)) + \
+        it.tolerance.rounding(np.sum(np.abs(r * a)))
+    mismatch = abs(float(np.sum(np.where(excused, 0.0, r * (a - n)))))
+    return left if mismatch <= tau else np.zeros(np.shape(left), bool)
+
+
+def _linearity_look(ctx: Context, items, tally, first):
+    """Fast mode: the entries that still fail, where ``f`` is not differentiable.
+
+    Along a random direction an output can cross several kinks at once (a ReLU layer's
+    zeros feeding one convolution output), and there the analytic :math:`J v` -- one
+    element of the generalized Jacobian, applied to ``v`` -- need not be the directional
+    derivative at all, though the code is right. Where ``f`` is differentiable the
+    directional derivative is linear in the direction, so each failing direction ``v`` is
+    differenced again beside a random partner ``w``, along ``w`` and ``v + w``: an entry
+    whose derivatives add up wrong (beyond ten of their bars) beside any of ``PARTNERS``
+    partners, or that the differentiator flags at a kink along ``v``, ``w`` or ``v + w``
+    (a single kink's one-sided value passes on the error bar, so a failing entry at a
+    kink has crossed several), is not differentiable there; its mismatch is reported,
+    not judged. Fast mode judges no kink, as in reverse mode. Where the crossed kinks do
+    not show (their gaps cancel along every direction tried), the direction's mismatches
+    stand only if its projection on a seeded cotangent -- the number reverse fast mode
+    judges -- disagrees too (:func:`_projection_agrees`): fast mode then claims no more
+    than reverse fast mode would.
+    """
+    failing = [p for p, it in enumerate(items) if it.judged.failed.any()]
+    if not failing:
+        return items
+    partners = _partners(ctx, [items[p].k for p in failing])
+    sums = np.repeat(np.stack([items[p].tangent for p in failing]), PARTNERS, axis=0) + \
+        partners
+    num = _differentiate(ctx, np.concatenate([partners, sums]), "richardson")
+    tally.nfev += int(num.nfev)
+    m = len(partners)
+    for q, p in enumerate(failing):
+        it = items[p]
+        kinked = np.asarray(first[p].nondifferentiable, bool).reshape(
+            np.shape(it.analytic)).copy()
+        for r in range(q * PARTNERS, (q + 1) * PARTNERS):
+            w, vw = _view(num, r, True, ctx.rounding), _view(num, m + r, True, ctx.rounding)
+            bars = sum(_rounding_part(e) for e in (first[p], w, vw))
+            off = np.abs(np.asarray(vw.grad, np.float64) - np.asarray(it.num.grad, np.float64)
+                         - np.asarray(w.grad, np.float64))
+            with np.errstate(invalid="ignore"):
+                kinked |= ((off > it.tolerance.numeric(bars))
+                           | np.asarray(num.nondifferentiable[r], bool)
+                           | np.asarray(num.nondifferentiable[m + r], bool)).reshape(kinked.shape)
+        kinked &= it.judged.failed & ~unusable(it.judged.numeric, it.judged.error)
+        kinked |= _projection_agrees(ctx, it, kinked)
+        if kinked.any():
+            tally.excused += int(kinked.sum())
+            items[p] = it._replace(judged=it.judged._replace(
+                failed=it.judged.failed & ~kinked, nondiff=it.judged.nondiff | kinked,
+                diff=np.where(kinked, 0.0, it.judged.diff)))
+    return items
+
+
 def judge_probes(ctx: Context, ks, tally, method: str, tangents=None):
     """Probes ``ks`` differenced (with ``method``), judged and looked at again: the items,
     and the method the differentiator used. ``tangents`` (flat, one row per probe)
@@ -267,7 +359,11 @@ def judge_probes(ctx: Context, ks, tally, method: str, tangents=None):
     tally.nfev += int(num.nfev)
     items = [_judge(ctx, k, t, a, _view(num, p, ctx.kink_rule, ctx.rounding))
              for p, (k, t, a) in enumerate(zip(ks, tangents, analytic))]
-    return _second_look(ctx, items, tally, num), num.method
+    items = _second_look(ctx, items, tally, num)
+    if not ctx.kink_rule:
+        first = [_view(num, p, True, ctx.rounding) for p in range(len(items))]
+        items = _linearity_look(ctx, items, tally, first)
+    return items, num.method
 
 
 def _flat(a) -> np.ndarray:
@@ -291,6 +387,7 @@ class Tally:
         self.dot = self.aa = self.nn = 0.0
         self.nfev = self.rechecked = self.mismatching = self.unowned = self.n_shared = 0
         self.confirmed = self.complex_first = False
+        self.excused = 0         # fast mode: mismatches where f is not differentiable
         # columns whose outputs do not overlap, side by side: what a diagnosis looks at
         self.pack_owner = np.full(m, -1, np.int64)   # the packed column of each output
         self.packed = np.zeros(n, bool)

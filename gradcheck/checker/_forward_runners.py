@@ -8,8 +8,9 @@ mode's signature (problem, options, plan, suspects) -> ArgumentReport:
   judged entry by entry with the kink rule, shared kinks settled
   (:mod:`._forward_probes`), the worst probe diagnosed, the argument reported;
 - ``"fast"``: ``directions`` random tangents (:class:`._forward.DirectionProbes`), each
-  JVP judged entry by entry over the output on its error bars, reported (with a
-  diagnosis too: a JVP is an array shaped like the output, not one number);
+  JVP judged entry by entry over the output on its error bars, a mismatch standing where
+  ``f`` is differentiable and the projection disagrees too (:mod:`._forward_probes`),
+  reported (with a diagnosis too: a JVP is an array shaped like the output);
 - ``"skipped"``: as in reverse mode.
 
 Diagnosis
@@ -182,6 +183,12 @@ def _notes(ctx: Context, tally: Tally) -> list:
                      f"outside the one-sided limits along {'its' if one else 'their'} own "
                      f"column, which do not bound the valid values there: reported, not "
                      f"judged")
+    if tally.excused:
+        notes.append(f"{tally.excused} mismatching output entr(ies) along the random "
+                     f"directions sit where f is not differentiable (their directional "
+                     f"derivatives are not linear in the direction: several kinks at once), "
+                     f"where J v need not be the directional derivative: reported, not "
+                     f"judged")
     if tally.unowned:
         notes.append(f"{tally.unowned} failing output entr(ies) lie outside every footprint of "
                      f"their probe according to the dependency pattern (counted against its "
@@ -227,8 +234,9 @@ def _report(ctx: Context, tally: Tally, suspects, started, *, full: bool) -> Arg
     notes = _notes(ctx, tally)
     if not full:
         notes.insert(0, f"{ctx.probes.count} random directions, each JVP compared entry by "
-                        f"entry over the output ({problem.y.size} entries); the element "
-                        f"behind a wrong entry is not located in fast mode")
+                        f"entry over the output ({problem.y.size} entries) and as a "
+                        f"projection; one wrong element in a large tensor may go unseen and "
+                        f"is not located in fast mode")
     return ArgumentReport(
         name=plan.name, shape=tuple(arg.shape), dtype=str(item.analytic.dtype),
         passed=passed, mode="full" if full else "fast", n_elements=int(arg.size),
