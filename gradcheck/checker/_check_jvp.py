@@ -15,7 +15,7 @@ r"""Forward mode's entry point: :func:`check_jvp`, the reverse pipeline's stages
       diagnose      the worst probe's JVP, causes named          _diagnose, _causes
                     against the output's shape
       report        one ArgumentReport                           _forward_runners
-    report      the CheckReport                                  _check
+    report      the CheckReport, with what was weakened          _check_jvp
 
 Why a forward check at all: ``f_jvp`` is code of its own (a ``custom_jvp`` rule, a
 ``torch.autograd.Function.jvp``, a hand-written tangent map). A reverse check never
@@ -43,12 +43,10 @@ time counts ``f``'s evaluations, and each probe adds one call of ``f_jvp``).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Callable
 
 from gradcheck._errors import ConfigurationError
-from gradcheck.checker._check import _check_report
 from gradcheck.checker._diagnose import TensorRole
 from gradcheck.checker._forward import plan_forward, scalarize_forward
 from gradcheck.checker._forward_runners import FORWARD_RUNNERS
@@ -56,6 +54,7 @@ from gradcheck.checker._numeric import DEFAULT_MEMORY
 from gradcheck.checker._options import (DEFAULT_BUDGET, DEFAULT_DIRECTIONS,
                                         DEFAULT_TIME_BUDGET, Options, validate)
 from gradcheck.checker._report import CheckReport
+from gradcheck.checker._tolerance import real_eps
 
 __all__ = ["check_jvp"]
 
@@ -147,5 +146,32 @@ def check_jvp(f: Callable, f_jvp: Callable, args, *, argnames=None, wrt=None, mo
     plans = [plan_forward(problem, options, i) for i in options.wrt]
     reports = tuple(FORWARD_RUNNERS[plan.kind](problem, options, plan, options.suspects)
                     for plan in plans)
-    report = _check_report(options, problem, plans, reports, started)
-    return dataclasses.replace(report, ad_mode="fwd")
+    return _forward_report(options, problem, plans, reports, started)
+
+
+def _forward_report(options, problem, plans, reports, started) -> CheckReport:
+    """The verdict over every argument, as reverse mode's: a check that checked nothing
+    does not pass, and what weakened it is said (a JVP in a coarser dtype than its
+    argument, the caller's tolerance floor)."""
+    notes = [plan.notice for plan in plans if plan.notice]
+    for plan, r in zip(plans, reports):
+        arg = problem.args[plan.index]
+        if r.mode != "skipped" and real_eps(r.dtype) > real_eps(arg.dtype):
+            notes.append(f"{r.name}: f_jvp returned {r.dtype} for a {arg.dtype} argument, so "
+                         f"it is checked at {r.dtype} tolerance (eps {real_eps(r.dtype):.3g} "
+                         f"instead of {real_eps(arg.dtype):.3g}): errors up to about 1e-5 "
+                         f"relative can go unseen")
+    given = [f"{k}={v:g}" for k, v in (("atol", options.atol), ("rtol", options.rtol))
+             if v is not None]
+    if given:
+        notes.append(f"{' and '.join(given)} given: every allowance is raised to at least "
+                     f"atol + rtol * |value|, on top of the automatic tolerance")
+    passed = all(r.passed for r in reports)
+    if not any(r.mode != "skipped" for r in reports):
+        passed = False
+        notes.append("no argument was checked: every one was skipped (no elements, or an "
+                     "empty output)")
+    return CheckReport(name=options.name, passed=passed, mode=options.mode, seed=options.seed,
+                       arguments=reports, elapsed_s=time.perf_counter() - started,
+                       nfev=2 + sum(r.nfev for r in reports), dtype=str(problem.y.dtype),
+                       notes=tuple(notes), ad_mode="fwd")
