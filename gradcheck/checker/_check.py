@@ -112,8 +112,10 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
         Every element, random directional derivatives, or full up to ``budget``
         elements per argument and fast above (see the module notes).
     seed : int
-        Seeds the cotangent and the fast-mode directions; the verdict is deterministic
-        for a given seed.
+        Seeds the cotangent (a standard normal from its own stream,
+        ``default_rng([seed, COTANGENT_SALT])``: never the draw of a test input
+        ``default_rng(seed).standard_normal(shape)``, see :mod:`._scalarize`) and the
+        directions; the verdict is deterministic for a given seed.
     atol, rtol : float, optional
         A tolerance floor on top of the automatic one (never needed for a right verdict);
         the report's notes say it was given and what it let pass that the automatic

@@ -3,7 +3,16 @@ r"""The scalarize stage: ``f`` and ``f_vjp`` called once, at the point, for ``C 
 A function ``f(*args) -> y`` with a backward ``f_vjp(R, *args) -> (dC/darg, ...)`` is
 checked through the scalar :math:`C = \langle R, f(\text{args}) \rangle` with a seeded
 random cotangent :math:`R` (standard normal, the shape of ``y``; or the caller's). A
-random ``R`` exercises every output with a weight that no bug can anticipate. This stage
+random ``R`` exercises every output with a weight that no bug can anticipate.
+
+``R`` has a stream of its own (:func:`seeded_cotangent`): it is drawn from
+``default_rng([seed, COTANGENT_SALT])``, never from ``default_rng(seed)``, whose first
+draw is the most common test input, ``x = default_rng(0).standard_normal(shape)``. For a
+shape-preserving layer that draw would make ``R == x``; a batch norm's input gradient
+is orthogonal to ``x`` whatever its mean terms, so such an ``R`` hides a batch norm
+that forgets them (``tests/test_scalarize.py`` keeps that case).
+
+This stage
 calls ``f`` twice (the second call proves it deterministic and times it), draws ``R``,
 and calls ``f_vjp(R, *args)`` for the analytic side; what every later stage needs of
 that is one record, :class:`Problem`. A gradient ``f_vjp`` returns as ``None`` is a zero
@@ -27,7 +36,11 @@ from gradcheck._errors import (
     UserCodeError,
 )
 
-__all__ = ["Problem", "scalarize"]
+__all__ = ["Problem", "scalarize", "seeded_cotangent", "COTANGENT_SALT"]
+
+#: Mixed with the seed for the cotangent's own random stream: a fixed number far from the
+#: small indices the toolkit's other streams use (``[seed, 0]``, ``[seed, 1]`` ...).
+COTANGENT_SALT = 0xC07A4E47
 
 
 @dataclass(frozen=True)
@@ -144,10 +157,27 @@ def _evaluate_twice(f, args, timed: bool):
     return y, t_f
 
 
+def seeded_cotangent(seed: int, shape) -> np.ndarray:
+    """The checker's default cotangent ``R`` for ``seed``: a float64 standard normal of
+    ``shape`` from the stream ``default_rng([seed, COTANGENT_SALT])``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gradcheck.checker._scalarize import seeded_cotangent
+    >>> R = seeded_cotangent(0, (2, 3))
+    >>> R.shape, R.dtype
+    ((2, 3), dtype('float64'))
+    >>> bool(np.array_equal(R, np.random.default_rng(0).standard_normal((2, 3))))
+    False
+    """
+    return np.random.default_rng([int(seed), COTANGENT_SALT]).standard_normal(tuple(shape))
+
+
 def _cotangent(given, y, seed) -> np.ndarray:
-    """``R`` in float64: the caller's, checked, or a seeded standard normal."""
+    """``R`` in float64: the caller's, checked, or :func:`seeded_cotangent`."""
     if given is None:
-        return np.random.default_rng(seed).standard_normal(y.shape)
+        return seeded_cotangent(seed, y.shape)
     cotangent = np.asarray(given, dtype=np.float64)
     if cotangent.shape != y.shape:
         raise ConfigurationError(f"cotangent must have the shape of f's output {y.shape}; got "
