@@ -104,3 +104,48 @@ class BuggyBatchNorm(BatchNorm):
 
     def mean_term(self, g_hat, axes):
         return 0.0  # BUG: the mean depends on x too; should be g_hat.sum(axes, keepdims=True)
+
+
+class PaddedConvLayer:
+    """2-D cross-correlation, stride 1, zero padding ``padding`` on every side (a spec
+    passes it as ``kwargs = { padding = 1 }``): the output keeps the input's size for a
+    3x3 kernel and ``padding = 1``.
+
+    The input gradient follows the seed: the error correlated with rot180(w) over the
+    error padded by ``k - 1`` is the gradient of the *padded* input; removing the padding
+    (``padding`` positions on every side) leaves the input's.
+    """
+
+    def __init__(self, padding=1):
+        self.padding = int(padding)
+
+    def _pad(self, x):
+        p = self.padding
+        return np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+
+    def forward(self, x, w, b):
+        return ConvLayer.forward(self, self._pad(x), w, b)
+
+    def backward(self, grad_y, x, w, b):
+        padded = self._pad(x)
+        grad_padded, grad_w, grad_b = ConvLayer.backward(self, grad_y, padded, w, b)
+        return self.crop(grad_padded, x.shape), grad_w, grad_b
+
+    def input_gradient(self, grad_y, x, w):
+        return _full_correlation(grad_y, w[:, :, ::-1, ::-1], x.shape)
+
+    def crop(self, grad_padded, shape):
+        """The padded input's gradient without the padding."""
+        p = self.padding
+        return grad_padded[:, :, p:p + shape[2], p:p + shape[3]]
+
+
+class PaddingOffByOneConvLayer(PaddedConvLayer):
+    """The same layer, but the padding is removed one position too far in."""
+
+    def crop(self, grad_padded, shape):
+        p = self.padding + 1     # BUG: should be self.padding
+        cropped = np.zeros(shape, dtype=grad_padded.dtype)
+        part = grad_padded[:, :, p:p + shape[2], p:p + shape[3]]
+        cropped[:, :, :part.shape[2], :part.shape[3]] = part
+        return cropped

@@ -133,9 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     opts = check.add_argument_group("checker options (override the spec's [check] table)")
     opts.add_argument("--seed", type=_number("--seed", int, minimum=0),
                       help="seed of the data and the checker")
-    opts.add_argument("--mode", choices=("full", "fast", "auto"),
-                      help="full: every element; fast: random directions; auto: full up to "
-                           "the budget")
+    opts.add_argument("--mode", choices=("full", "sampled", "fast", "auto"),
+                      help="full: every element; sampled: a sample of elements plus random "
+                           "directions over the rest; fast: random directions; auto: full "
+                           "up to the budget, sampled above")
     opts.add_argument("--order", type=int, choices=(1, 2),
                       help="2: also check the backward's own derivatives (every layer a "
                            "PyTorch Function or Module target)")
@@ -148,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     opts.add_argument("--time-budget", type=_number("--time-budget", minimum=0, strict=True),
                       metavar="SECONDS",
                       help="under mode auto, a tensor whose full check is predicted to take "
-                           "longer is checked in fast mode (default 60)")
+                           "longer is sampled, its sample sized to a quarter of this "
+                           "(default 60)")
     opts.add_argument("--max-memory", type=_size, metavar="SIZE",
                       help="refuse specs estimated to need more memory (e.g. 2GiB); "
                            "default: half the available memory")
@@ -210,12 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print the run as one JSON object on stdout")
     train.add_argument("-q", "--quiet", action="store_true",
                        help="no progress bar, no per-epoch and per-check lines")
-    train.add_argument("--mode", choices=("full", "fast", "auto"),
-                       help="the checker's mode (default: [check] mode, else auto)")
+    train.add_argument("--mode", choices=("full", "sampled", "fast", "auto"),
+                       help="the checker's mode (default: [check] mode, else sampled)")
     train.add_argument("--time-budget",
                        type=_number("--time-budget", minimum=0, strict=True), metavar="SECONDS",
-                       help="under mode auto, a tensor whose full check is predicted to take "
-                            "longer is checked in fast mode (default 5)")
+                       help="a sampled tensor's sample is sized to a quarter of this; under "
+                            "mode auto, a tensor whose full check is predicted to take "
+                            "longer is sampled (default 5)")
     train.add_argument("--max-memory", type=_size, metavar="SIZE",
                        help="refuse specs estimated to need more memory (e.g. 2GiB)")
     train.set_defaults(run=_cmd_train)

@@ -31,6 +31,7 @@ from gradcheck import (
 )
 from gradcheck._errors import NondeterministicError
 from gradcheck.checker import REPORT_FORMAT
+from gradcheck.checker._sample import MIN_SAMPLE
 from gradcheck.ops.activations import ACTIVATIONS
 from gradcheck.ops.layers import Activation, AvgPool, Conv, Dense, Flatten, MaxPool
 from gradcheck.ops.losses import LOSSES
@@ -577,22 +578,30 @@ def test_fast_mode_blind_spot_one_element_in_a_large_tensor(dtype, rel):
     assert "may go unseen in fast mode" in fast["x"].note
 
 
-def test_budget_switches_to_fast_mode_or_refuses():
+def test_budget_switches_to_sampled_or_fast_mode_or_refuses():
     layer = Conv(4, 3)
     report = check_layer(layer, input_shape=(1, 4, 8, 8), budget=200)
+    assert [a.mode for a in report.arguments] == ["sampled", "full", "full"]
+    # f is fast: the time budget affords every element of x, so no direction is left over
+    assert report["x"].n_checked == report["x"].n_elements == 256
+    assert report.notes[0].startswith("x: 256 elements > budget 200; checked in sampled "
+                                      "mode: sampled 256 of 256 elements (")
+    report = check_layer(layer, input_shape=(1, 4, 8, 8), budget=200, over_budget="fast")
     assert [a.mode for a in report.arguments] == ["fast", "full", "full"]
     assert report.notes == ("x: 256 elements > budget 200; checked in fast mode",)
     with pytest.raises(ConfigurationError, match=(
             r"^argument 'x' is over budget: 256 elements > budget 200; raise "
-            r"budget/time_budget, pass mode='fast', or over_budget='fast'$")):
+            r"budget/time_budget, pass mode='sampled' or mode='fast', or "
+            r"over_budget='sampled' or 'fast'$")):
         check_layer(layer, input_shape=(1, 4, 8, 8), budget=200, over_budget="refuse")
     assert all(a.mode == "full" for a in check_layer(layer, input_shape=(1, 4, 8, 8),
                                                      budget=200, mode="full").arguments)
 
 
-def test_time_budget_switches_a_slow_full_check_to_fast_mode():
+def test_time_budget_switches_a_slow_full_check_to_sampled_or_fast_mode():
     # f is made slow on purpose; 108 weights, one per group without a pattern, would take
-    # ~108 * 6 * 20 ms: over a 1 s budget, so fast mode with a note saying why
+    # ~108 * 6 * 20 ms: over a 1 s budget, so a sample (or, asked, fast mode) with a note
+    # saying why
     x = np.random.default_rng(0).standard_normal((1, 3, 5, 5))
     w = np.random.default_rng(1).standard_normal((4, 3, 3, 3))
 
@@ -605,6 +614,13 @@ def test_time_budget_switches_a_slow_full_check_to_fast_mode():
 
     report = check_vjp(f, f_vjp, (x, w), argnames=("x", "w"), time_budget=1.0, wrt="w",
                        suspects=lambda *a: [])
+    # a quarter of the budget affords two elements: the sample holds the fewest allowed
+    assert report["w"].mode == "sampled" and report.passed
+    assert report["w"].n_checked == MIN_SAMPLE < 108 and report["w"].n_directions == 8
+    assert "full check would take about" in report.notes[0]
+    assert "checked in sampled mode: sampled 16 of 108 elements" in report.notes[0]
+    report = check_vjp(f, f_vjp, (x, w), argnames=("x", "w"), time_budget=1.0, wrt="w",
+                       suspects=lambda *a: [], over_budget="fast")
     assert report["w"].mode == "fast" and report.passed
     assert "full check would take about" in report.notes[0]
     assert check_vjp(f, f_vjp, (x, w), wrt=1, mode="full", suspects=lambda *a: []).passed
@@ -644,13 +660,15 @@ BAD_OPTIONS = [
     (dict(wrt=2), r"^wrt must name arguments by index \(0\.\.1\) or by name \(arg0, arg1\); "
                   r"got 2$"),
     (dict(wrt="y"), r"^wrt must name arguments .*; got 'y'$"),
-    (dict(mode="slow"), r"^mode must be one of \('auto', 'full', 'fast'\); got 'slow'$"),
+    (dict(mode="slow"), r"^mode must be one of \('auto', 'full', 'sampled', 'fast'\); got "
+                        r"'slow'$"),
     (dict(seed=-1), r"^seed must be a non-negative int; got -1$"),
     (dict(seed=1.5), r"^seed must be a non-negative int; got 1\.5$"),
     (dict(atol=-1.0), r"^atol must be None or a finite number >= 0; got -1\.0$"),
     (dict(rtol=float("nan")), r"^rtol must be None or a finite number >= 0; got nan$"),
     (dict(budget=0), r"^budget must be a positive int \(elements\); got 0$"),
-    (dict(over_budget="skip"), r"^over_budget must be one of \('fast', 'refuse'\); got 'skip'$"),
+    (dict(over_budget="skip"), r"^over_budget must be one of \('sampled', 'fast', 'refuse'\); "
+                               r"got 'skip'$"),
     (dict(directions=0), r"^directions must be a positive int; got 0$"),
     (dict(method=3), r"^method must be a string; got 3$"),
     (dict(vectorized={"z": True}), r"^vectorized has unknown argument names \['z'\]; "

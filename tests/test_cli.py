@@ -321,7 +321,8 @@ BAD = [
      r"dense\.toml: layer\[1\]: a dense layer needs a 2-D input \(N, features\), but layer\[0\] "
      r"gives shape \(2, 4, 6, 6\); put a \{type = \"flatten\"\} layer before it"),
     ("check mode", "mode.toml", HEAD + "[[layer]]\ntype = 'tanh'\n[check]\nmode = 'quick'\n", [],
-     r"mode\.toml: check\.mode: expected one of \"full\", \"fast\", \"auto\", got \"quick\""),
+     r"mode\.toml: check\.mode: expected one of \"full\", \"sampled\", \"fast\", \"auto\", "
+     r"got \"quick\""),
 ]
 
 
@@ -769,12 +770,13 @@ def test_json_and_yaml_specs_check_like_toml(capsys, at_root):
     assert shapes["specs/examples/conv3d.yaml::layer0.conv.w"] == [2, 2, 2, 3, 3]
 
 
-def test_budget_switches_large_tensors_to_fast_mode(capsys, at_root):
+def test_budget_switches_large_tensors_to_sampled_mode(capsys, at_root):
     code, out, _ = run(["check", "specs/conv_tanh.toml", "--mode", "auto", "--budget", "100",
                         "--json"], capsys)
     assert code == OK
-    modes = {c["argument"]: c["mode"] for c in json.loads(out)["checks"]}
-    assert modes == {"input": "fast", "layer0.conv.w": "fast", "layer0.conv.b": "full"}
+    checks = {c["argument"]: c for c in json.loads(out)["checks"]}
+    modes = {name: c["mode"] for name, c in checks.items()}
+    assert modes == {"input": "sampled", "layer0.conv.w": "sampled", "layer0.conv.b": "full"}
 
 
 def test_user_activation_layer_with_derivative_at_output_is_named(capsys, tmp_path,

@@ -301,7 +301,7 @@ def test_a_network_that_does_not_fit_the_data_is_a_spec_error(doc, message):
     ({"epochs": 0}, r"^epochs must be an int >= 1; got 0$"),
     ({"check_every": True}, r"^check_every must be an int >= 0; got True$"),
     ({"seed": -1}, r"^seed must be an int >= 0; got -1$"),
-    ({"mode": "slow"}, r"^mode must be one of 'full', 'fast', 'auto'; got 'slow'$"),
+    ({"mode": "slow"}, r"^mode must be one of 'full', 'sampled', 'fast', 'auto'; got 'slow'$"),
     ({"time_budget": 0}, r"^time_budget must be a positive number of seconds; got 0$"),
     ({"out": 3}, r"^out must be a directory path or None; got 3$"),
 ])

@@ -8,6 +8,13 @@ carries the argument through the stages that kind has:
   take a second look at the mismatches (:func:`._numeric.second_look`), diagnose
   (:func:`._diagnose.diagnose_judgement`, with what is known of the argument:
   :func:`known_of`), report (:func:`._summarize.summarize_full`);
+- ``"sampled"``: the stages of ``"full"`` on the plan's sample of elements (the argument
+  seen as a function of those elements alone, :func:`._numeric.subset_target`), then
+  random directions over the rest, judged like ``"fast"``; a direction that fails while
+  no sampled element does is narrowed to a few elements by bisection
+  (:func:`._locate.bisect_direction`), which are differenced and judged too, so a
+  failure always names an element; diagnose on the sample; report
+  (:func:`._summarize.summarize_sampled`);
 - ``"fast"``: differentiate along random directions (:func:`._numeric.directional_numeric`),
   judge the projections (:func:`._judge.judge_directions`), report;
 - ``"skipped"``: report why.
@@ -20,22 +27,32 @@ and one more entry here.
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
 
 from gradcheck.checker._diagnose import diagnose_judgement, role_of
 from gradcheck.checker._fit import Known, named_sizes
-from gradcheck.checker._judge import judge_directions, judge_elements
+from gradcheck.checker._judge import excess, judge_directions, judge_elements
 from gradcheck.checker._kinks import KinkContext, settle_kinks
+from gradcheck.checker._locate import bisect_direction
 from gradcheck.checker._numeric import (
     Target,
     directional_numeric,
     full_numeric,
     rademacher_directions,
     second_look,
+    subset_target,
 )
-from gradcheck.checker._summarize import summarize_fast, summarize_full, summarize_skipped
+from gradcheck.checker._sample import MIN_SAMPLE
+from gradcheck.checker._sampled import diagnose_sample, merge_samples
+from gradcheck.checker._summarize import (
+    summarize_fast,
+    summarize_full,
+    summarize_sampled,
+    summarize_skipped,
+)
 from gradcheck.checker._tolerance import Tolerance
 
 __all__ = ["RUNNERS", "target_of", "known_of"]
@@ -61,27 +78,122 @@ def known_of(problem, index) -> Known:
                  forward=problem.of_argument(index), missing=index in problem.missing)
 
 
+def _elements(problem, options, target, analytic, resolution, method=None):
+    """Differentiate every element of ``target`` (with ``method`` if given, else the
+    target's), judge, settle kinks, take a second look: ``(num, judged, note)``."""
+    tolerance = Tolerance.for_dtype(analytic.dtype, atol=options.atol, rtol=options.rtol,
+                                    resolution=resolution)
+
+    def verdict(num):
+        judged = judge_elements(analytic, num, tolerance)
+        return settle_kinks(judged, KinkContext(target.pattern, target.g, target.arg,
+                                                problem.y, num.step))
+
+    num = full_numeric(target if method is None else target._replace(method=method))
+    return second_look(target, num, verdict(num), verdict, tolerance)
+
+
 def check_full(problem, options, plan, suspects):
     """Every element of one argument."""
     started = time.perf_counter()
     target = target_of(problem, options, plan)
     analytic = problem.analytic[plan.index]
-    tolerance = Tolerance.for_dtype(analytic.dtype, atol=options.atol, rtol=options.rtol,
-                                    resolution=problem.resolution(plan.index))
-
-    def verdict(num):
-        judged = judge_elements(analytic, num, tolerance)
-        return settle_kinks(judged, KinkContext(plan.pattern, target.g, target.arg,
-                                                problem.y, num.step))
-
-    num = full_numeric(target)
-    num, judged, note = second_look(target, num, verdict(num), verdict, tolerance)
+    num, judged, note = _elements(problem, options, target, analytic,
+                                  problem.resolution(plan.index))
     diagnosis = diagnose_judgement(
         judged, role=role_of(options.roles[plan.index], plan.index, target.arg),
         suspects=lambda: list(suspects(plan.name, problem.cotangent_f)),
         known=known_of(problem, plan.index))
     return summarize_full(plan.name, target.arg, analytic.dtype, judged, diagnosis,
                           nfev=num.nfev, started=started, note=note)
+
+
+def _sampled_elements(problem, options, plan, target, index, method=None):
+    """The elements ``index`` (flat, sorted) of the planned argument, as in full mode:
+    ``(judged, nfev, note, method used)`` over those elements."""
+    analytic = problem.analytic[plan.index].reshape(-1)[index]
+    resolution = problem.resolution(plan.index).reshape(-1)[index]
+    num, judged, note = _elements(problem, options, subset_target(target, index), analytic,
+                                  resolution, method)
+    return judged, int(num.nfev), note, num.method
+
+
+def _sample_within_time(problem, options, plan, target):
+    """The plan's sample, differenced in two parts: the first quarter of its groups (at
+    least ``MIN_SAMPLE``), then as many more as the time those took says fit in the
+    sample's share of the time budget (never more than planned: the prediction from one
+    call of ``f`` misses what a method costs, e.g. a complex evaluation). The second part
+    reuses the method the first chose (its complex-step cross-check included).
+    ``(index, judged, nfev, note)``."""
+    sample = plan.sample
+    first = min(sample.groups, max(MIN_SAMPLE, math.ceil(sample.groups / 4)))
+    started = time.perf_counter()
+    index = np.sort(sample.first(first))
+    judged, nfev, note, used = _sampled_elements(problem, options, plan, target, index)
+    if first >= sample.groups:
+        return index, judged, nfev, note
+    per_group = (time.perf_counter() - started) / first
+    more = min(sample.groups - first,
+               max(0, math.floor((sample.seconds - per_group * first) / per_group)))
+    if more:
+        method = None if options.method != "auto" else (
+            "complex" if used.startswith("complex") else "richardson")
+        extra = np.sort(sample.between(first, first + more))
+        judged2, nfev2, note2, _ = _sampled_elements(problem, options, plan, target, extra,
+                                                     method)
+        index, judged = merge_samples(index, judged, extra, judged2)
+        nfev += nfev2
+        note = "; ".join(n for n in (note, note2) if n)
+    if first + more < sample.groups:
+        planned = sample.index.size
+        note = "; ".join(n for n in (note, (
+            f"the sample was cut to {index.size} of the {planned} planned elements: "
+            f"differencing took {per_group:.2g} s per group, more than one call of f "
+            f"predicted")) if n)
+    return index, judged, nfev, note
+
+
+def _directions_over_rest(options, plan, target, analytic, index):
+    """Random ±1 directions over the elements not in ``index``: ``(directions,
+    judged, nfev, tolerance)``."""
+    directions = rademacher_directions(options.seed, plan.index, options.directions,
+                                       target.arg.size)
+    directions[:, index] = 0.0
+    num = directional_numeric(target, directions)
+    tolerance = Tolerance.for_dtype(analytic.dtype, atol=options.atol, rtol=options.rtol)
+    return directions, judge_directions(analytic, directions, num, tolerance), \
+        int(num.nfev), tolerance
+
+
+def check_sampled(problem, options, plan, suspects):
+    """A sample of single elements of one argument, and directions over the rest."""
+    started = time.perf_counter()
+    target = target_of(problem, options, plan)
+    analytic = problem.analytic[plan.index]
+    index, judged, nfev, note = _sample_within_time(problem, options, plan, target)
+    along = None
+    if index.size < target.arg.size:
+        directions, along, used, tolerance = _directions_over_rest(options, plan, target,
+                                                                   analytic, index)
+        nfev += used
+        if along.failed.any() and not judged.failed.any():
+            k = int(np.argmax(excess(along)))
+            leaf, used = bisect_direction(target, analytic, directions[k], tolerance)
+            leaf = np.sort(leaf)
+            extra, more, _, _ = _sampled_elements(problem, options, plan, target, leaf)
+            nfev += used + more
+            index, judged = merge_samples(index, judged, leaf, extra)
+            found = int(extra.failed.sum())
+            note = "; ".join(n for n in (note, (
+                f"direction {k} failed while every sampled element passed; bisection "
+                f"narrowed it to {leaf.size} element(s), of which {found} fail")) if n)
+    diagnosis = diagnose_sample(judged, index, analytic,
+                                role=role_of(options.roles[plan.index], plan.index,
+                                             target.arg),
+                                suspects=lambda: list(suspects(plan.name,
+                                                               problem.cotangent_f)))
+    return summarize_sampled(plan.name, target.arg, analytic, index, judged, along,
+                             diagnosis, nfev=nfev, started=started, note=note)
 
 
 def check_fast(problem, options, plan, suspects):
@@ -104,4 +216,5 @@ def report_skipped(problem, options, plan, suspects):
 
 
 #: The runner of each plan kind.
-RUNNERS = {"full": check_full, "fast": check_fast, "skipped": report_skipped}
+RUNNERS = {"full": check_full, "sampled": check_sampled, "fast": check_fast,
+           "skipped": report_skipped}

@@ -86,7 +86,7 @@ __all__ = ["check_vjp", "check_grad", "assert_vjp_close", "DEFAULT_BUDGET", "MOD
 
 
 def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mode="auto",
-              seed=0, atol=None, rtol=None, budget=DEFAULT_BUDGET, over_budget="fast",
+              seed=0, atol=None, rtol=None, budget=DEFAULT_BUDGET, over_budget="sampled",
               directions=DEFAULT_DIRECTIONS, method="auto", patterns=None, vectorized=None,
               roles=None, suspects=None, name=None, cotangent=None,
               memory=DEFAULT_MEMORY, time_budget=DEFAULT_TIME_BUDGET) -> CheckReport:
@@ -202,7 +202,9 @@ def _check_report(options, problem, plans, reports, started) -> CheckReport:
     """The verdict over every argument: a check that checked nothing does not pass, and
     what was weakened (a gradient not returned, a coarser dtype, a tolerance floor) is
     said in the notes (:mod:`._notes`)."""
-    notes = [plan.notice for plan in plans if plan.notice]
+    # a sampled argument's notice ends with what its sample held (known after the run)
+    notes = [f"{plan.notice}: {report.note}" if plan.kind == "sampled" else plan.notice
+             for plan, report in zip(plans, reports) if plan.notice]
     notes += weakened_notes(problem, options, reports)
     reports = tuple(dataclasses.replace(r, note="; ".join(
         n for n in ("no gradient returned (None): checked as zeros", r.note) if n))

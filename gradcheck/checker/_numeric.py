@@ -47,7 +47,7 @@ from gradcheck.numdiff._evaluate import DEFAULT_MEMORY
 
 __all__ = ["Target", "full_numeric", "directional_numeric", "rademacher_directions",
            "recheck_elements", "merge_elements", "second_look", "evaluate", "is_structure",
-           "predicted_groups", "DEFAULT_MEMORY"]
+           "predicted_groups", "subset_target", "coloring_of", "DEFAULT_MEMORY"]
 
 #: Mismatching elements differenced again in the first batch of a second look.
 RECHECK_FIRST = 16
@@ -164,6 +164,65 @@ def _subset_options(pattern, index):
     import scipy.sparse as sp
 
     return {"pattern": sp.csc_matrix(pattern)[:, index]}
+
+
+class _SubsetStructure(NamedTuple):
+    """A structure restricted to some elements: their colors, owners over the subset."""
+
+    colors: np.ndarray
+    owners: Callable
+    smooth: bool = False
+    complex_safe: bool = False
+
+
+def subset_target(target: Target, index) -> Target:
+    """``target`` as a function of the flat elements ``index`` of its argument alone.
+
+    The other elements stay at the point. The result's ``arg`` is ``arg.flat[index]``
+    (1-d), its ``g`` puts such a vector (or, with ``vectorized``, a batch of them) back
+    in place -- complex values included, for the complex step -- and its pattern is the
+    subset's (the structure's colors and owners, or the pattern's columns), so full mode
+    on the subset target is a check of those elements: every stage that works on a
+    :class:`Target` works on it unchanged.
+    """
+    index = np.asarray(index, dtype=np.intp)
+    arg = target.arg
+    base = arg.reshape(-1)
+
+    def g(v):
+        v = np.asarray(v)
+        dtype = np.result_type(base.dtype, v.dtype)
+        if v.ndim == 2:                      # a batch of points (vectorized evaluation)
+            x = np.broadcast_to(base, (v.shape[0], base.size)).astype(dtype)
+            x[:, index] = v
+            return target.g(x.reshape((v.shape[0],) + arg.shape))
+        x = base.astype(dtype, copy=True)
+        x[index] = v
+        return target.g(x.reshape(arg.shape))
+
+    pattern = target.pattern
+    if pattern is not None:
+        options = _subset_options(pattern, index)
+        if "pattern" in options:
+            pattern = options["pattern"]
+        else:
+            pattern = _SubsetStructure(options["colors"], options["owners"],
+                                       bool(getattr(pattern, "smooth", False)),
+                                       bool(getattr(pattern, "complex_safe", False)))
+    return target._replace(g=g, arg=base[index], pattern=pattern)
+
+
+def coloring_of(pattern, size):
+    """One color per element (elements of a color are differenced together), or None
+    when every element is differenced on its own (no pattern)."""
+    if pattern is None:
+        return None
+    if is_structure(pattern):
+        return np.asarray(pattern.colors).reshape(-1)
+    from gradcheck.numdiff._coloring import as_pattern, greedy_colors
+
+    P = as_pattern(pattern, pattern.shape[0], size)
+    return greedy_colors(P)
 
 
 def recheck_elements(target: Target, index, *, max_retries=2) -> NumericalDerivative:

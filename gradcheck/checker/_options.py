@@ -23,11 +23,12 @@ from gradcheck.checker._numeric import DEFAULT_MEMORY, is_structure
 __all__ = ["Options", "validate", "MODES", "OVER_BUDGET", "DEFAULT_BUDGET",
            "DEFAULT_DIRECTIONS", "DEFAULT_TIME_BUDGET"]
 
-#: How each argument may be checked: chosen by budget, every element, or directions.
-MODES = ("auto", "full", "fast")
+#: How each argument may be checked: chosen by budget, every element, a sample of
+#: elements plus directions, or directions.
+MODES = ("auto", "full", "sampled", "fast")
 #: What mode="auto" does with an argument over budget: a plan kind, or refuse.
-OVER_BUDGET = ("fast", "refuse")
-#: Arguments with more elements than this are checked in fast mode under mode="auto".
+OVER_BUDGET = ("sampled", "fast", "refuse")
+#: Arguments with more elements than this are sampled under mode="auto".
 DEFAULT_BUDGET = 200_000
 DEFAULT_DIRECTIONS = 8
 #: Seconds a full check of one argument may be predicted to take under mode="auto".
@@ -45,7 +46,7 @@ class Options:
     atol: float | None = None
     rtol: float | None = None
     budget: int = DEFAULT_BUDGET
-    over_budget: str = "fast"
+    over_budget: str = "sampled"
     directions: int = DEFAULT_DIRECTIONS
     method: str = "auto"
     patterns: object = None

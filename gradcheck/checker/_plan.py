@@ -1,26 +1,31 @@
 """The plan stage: how each argument will be checked, and why.
 
 A :class:`Plan` names its ``kind`` -- a key of the runners in
-:mod:`gradcheck.checker._argument` (``"full"``, ``"fast"``, ``"skipped"``) -- with the
-reason when it is not the obvious one. ``mode="full"`` and ``mode="fast"`` are taken as
-given. Under ``mode="auto"`` an argument is checked in full when it has at most
-``budget`` elements *and* its full check is predicted to take at most ``time_budget``
-seconds (the groups of elements perturbed together, about ``PREDICTED_EVALS_PER_GROUP``
-evaluations each, times the measured time of one call of ``f``); otherwise it gets the
-plan ``over_budget`` names (``"fast"``), with a note in the report, or the check is
-refused (``over_budget="refuse"``). An argument without elements is skipped, and the
-report says so. An argument ``f_vjp`` returned no gradient for (``None``) is *not*
-skipped: ``None`` is a zero gradient, as in PyTorch, planned and checked like any other
-(it fails wherever the numerical derivative is not zero); only ``wrt`` leaves an argument
-out.
+:mod:`gradcheck.checker._argument` (``"full"``, ``"sampled"``, ``"fast"``,
+``"skipped"``) -- with the reason when it is not the obvious one. ``mode="full"``, ``"sampled"`` and ``"fast"`` are taken as given.
+Under ``mode="auto"`` an argument is checked in full when it has at most ``budget``
+elements *and* its full check is predicted to take at most ``time_budget`` seconds (the
+groups of elements perturbed together, about ``PREDICTED_EVALS_PER_GROUP`` evaluations
+each, times the measured time of one call of ``f``); otherwise it gets the plan
+``over_budget`` names -- ``"sampled"`` (the default: a sample of single elements plus
+random directions over the rest) or ``"fast"`` (random directions only) -- with a note
+in the report, or the check is refused (``over_budget="refuse"``). A sampled plan carries
+its :class:`~._sample.Sample`, sized from the time budget (:mod:`gradcheck.checker._sample`).
+An argument without elements is skipped, and the report says so. An argument ``f_vjp``
+returned no gradient for (``None``) is *not* skipped: ``None`` is a zero gradient, as in
+PyTorch, planned and checked like any other (it fails wherever the numerical derivative is
+not zero); only ``wrt`` leaves an argument out.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 from gradcheck._errors import ConfigurationError
-from gradcheck.checker._numeric import predicted_groups
+from gradcheck.checker._diagnose import role_of
+from gradcheck.checker._numeric import coloring_of, predicted_groups
+from gradcheck.checker._sample import MAX_SAMPLE, SAMPLE_SHARE, choose_sample
 
 __all__ = ["Plan", "plan_argument", "plan_checked", "PREDICTED_EVALS_PER_GROUP"]
 
@@ -33,10 +38,11 @@ class Plan(NamedTuple):
 
     index: int
     name: str
-    kind: str               # "full", "fast" or "skipped": a key of the runners
+    kind: str               # "full", "sampled", "fast" or "skipped": a key of the runners
     reason: str = ""        # why, when the options alone do not say (skipped, over budget)
     notice: str = ""        # a line for the report's notes ("" for none)
     pattern: object = None  # the argument's dependency pattern, built for full mode
+    sample: object = None   # the Sample of a sampled plan
 
 
 def _skip(index, name, problem):
@@ -68,6 +74,21 @@ def _over_budget(size, pattern, options, f_seconds):
     return None
 
 
+def _sampled(index, name, problem, options, pattern, why="") -> Plan:
+    """A sample of single elements sized from the time budget (see :mod:`._sample`)."""
+    arg = problem.args[index]
+    per_group = PREDICTED_EVALS_PER_GROUP * problem.f_seconds
+    allowed = (math.floor(SAMPLE_SHARE * options.time_budget / per_group) if per_group > 0
+               else MAX_SAMPLE)
+    sample = choose_sample(arg.shape, role_of(options.roles[index], index, arg),
+                           seed=options.seed, index=index, groups_allowed=allowed,
+                           colors=coloring_of(pattern, arg.size))
+    sample = sample._replace(seconds=SAMPLE_SHARE * options.time_budget)
+    # the report's note completes the notice with what was checked (_check._check_report)
+    notice = f"{name}: {why}; checked in sampled mode" if why else f"{name}"
+    return Plan(index, name, "sampled", why, notice=notice, pattern=pattern, sample=sample)
+
+
 def _within_budget(index, name, problem, options) -> Plan:
     """``mode="auto"``: full if within both budgets, else what ``over_budget`` says."""
     size = problem.args[index].size
@@ -78,9 +99,10 @@ def _within_budget(index, name, problem, options) -> Plan:
     if options.over_budget == "refuse":
         raise ConfigurationError(
             f"argument {name!r} is over budget: {why}; raise budget/time_budget, pass "
-            f"mode='fast', or over_budget='fast'")
-    kind = options.over_budget
-    return Plan(index, name, kind, why, notice=f"{name}: {why}; checked in {kind} mode")
+            f"mode='sampled' or mode='fast', or over_budget='sampled' or 'fast'")
+    if options.over_budget == "sampled":
+        return _sampled(index, name, problem, options, pattern, why)
+    return Plan(index, name, "fast", why, notice=f"{name}: {why}; checked in fast mode")
 
 
 def plan_argument(problem, options, index: int) -> Plan:
@@ -98,5 +120,9 @@ def plan_checked(problem, options, index: int) -> Plan:
     name = options.argnames[index]
     if options.mode == "auto":
         return _within_budget(index, name, problem, options)
+    if options.mode == "sampled":
+        size = problem.args[index].size
+        pattern = _build(options.patterns[index]) if size <= options.budget else None
+        return _sampled(index, name, problem, options, pattern)
     pattern = _build(options.patterns[index]) if options.mode == "full" else None
     return Plan(index, name, options.mode, pattern=pattern)

@@ -90,14 +90,14 @@ class ArgumentReport:
     shape: tuple
     dtype: str
     passed: bool
-    mode: str                       # "full", "fast" or "skipped"
+    mode: str                       # "full", "sampled", "fast" or "skipped"
     n_elements: int
-    n_checked: int                  # elements (full) or random directions (fast)
+    n_checked: int                  # elements (full, sampled) or random directions (fast)
     n_failed: int
     n_nondifferentiable: int
     max_abs_error: float
     max_rel_error: float            # |a - n| / max(|a|, |n|), 0 where both are 0
-    worst_index: tuple | None       # element (full) or direction number (fast)
+    worst_index: tuple | None       # element (full, sampled) or direction number (fast)
     analytic_at_worst: float
     numeric_at_worst: float
     error_estimate_at_worst: float  # the numerical derivative's own error bar there
@@ -115,6 +115,8 @@ class ArgumentReport:
     error_estimate: np.ndarray | None = field(default=None, repr=False, compare=False)
     failed_mask: np.ndarray | None = field(default=None, repr=False, compare=False)
     nondifferentiable_mask: np.ndarray | None = field(default=None, repr=False, compare=False)
+    n_directions: int = 0           # sampled: random directions over the unsampled rest
+    n_directions_failed: int = 0
 
     def to_dict(self) -> dict:
         return {
@@ -127,6 +129,8 @@ class ArgumentReport:
             "n_checked": int(self.n_checked),
             "n_failed": int(self.n_failed),
             "n_nondifferentiable": int(self.n_nondifferentiable),
+            "n_directions": int(self.n_directions),
+            "n_directions_failed": int(self.n_directions_failed),
             "max_abs_error": _json_number(self.max_abs_error),
             "max_rel_error": _json_number(self.max_rel_error),
             "worst_index": None if self.worst_index is None else [int(i) for i in self.worst_index],
@@ -154,6 +158,12 @@ class ArgumentReport:
         if self.output_index is not None:
             idx += f", output {tuple(self.output_index)}"
         verdict = "ok" if self.passed else f"{self.n_failed}/{self.n_checked} FAIL"
+        if self.mode == "sampled":
+            verdict = (f"{'ok' if self.passed else 'FAIL'}; {self.n_failed} of "
+                       f"{self.n_checked} sampled elements (of {self.n_elements}) failed")
+            if self.n_directions_failed:
+                verdict += (f", {self.n_directions_failed} of {self.n_directions} "
+                            f"directions over the rest failed")
         # "worst" is the element furthest beyond its own tolerance; its difference is
         # shown, and the largest difference anywhere only when it is another element's
         here = abs(self.analytic_at_worst - self.numeric_at_worst)

@@ -226,7 +226,7 @@ def _analytic(f_vjp, cotangent, args, argnames) -> tuple:
 def scalarize(f, f_vjp, args, options) -> Problem:
     """Call ``f`` (twice) and ``f_vjp`` at ``args`` for ``C = <R, f>`` (``options``: the
     validated :class:`~gradcheck.checker._options.Options`)."""
-    y, f_seconds = _evaluate_twice(f, args, timed=options.mode == "auto")
+    y, f_seconds = _evaluate_twice(f, args, timed=options.mode in ("auto", "sampled"))
     cotangent = _cotangent(options.cotangent, y, options.seed)
     cotangent_f = cotangent.astype(y.dtype if y.dtype.kind in "fc" else np.float64)
     analytic, missing = _analytic(f_vjp, cotangent_f, args, options.argnames)

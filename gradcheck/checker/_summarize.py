@@ -14,7 +14,7 @@ import numpy as np
 from gradcheck.checker._judge import Judgement, cosine_and_ratio, excess, rel_error
 from gradcheck.checker._report import ArgumentReport, Diagnosis
 
-__all__ = ["summarize_full", "summarize_fast", "summarize_skipped"]
+__all__ = ["summarize_full", "summarize_sampled", "summarize_fast", "summarize_skipped"]
 
 
 def _measures(judged: Judgement, diff, rel) -> dict:
@@ -59,6 +59,45 @@ def summarize_full(name, arg, dtype, judged: Judgement, diagnosis: Diagnosis | N
         analytic=judged.analytic, numeric=judged.numeric, error_estimate=judged.error,
         failed_mask=judged.failed, nondifferentiable_mask=judged.nondiff,
         note=_shared_note(judged, note), **_measures(judged, diff, rel))
+
+
+def summarize_sampled(name, arg, analytic, index, judged: Judgement, along,
+                      diagnosis: Diagnosis | None, *, nfev, started, note="") -> ArgumentReport:
+    """The sampled elements (flat ``index``, judged as ``judged``) of argument ``name``
+    and the directions over the rest (``along``, None when the sample is everything).
+
+    The worst element is the sample's, named in the argument's shape; the arrays on the
+    report have the argument's shape, NaN (numeric, error bar) or False (masks) where no
+    element was sampled.
+    """
+    from gradcheck.checker._sampled import embed
+
+    diff = np.where(judged.shared, 0.0, judged.diff)
+    rel = np.where(judged.nondiff & ~judged.failed, 0.0,
+                   rel_error(judged.analytic, judged.numeric))
+    measures = _measures(judged, diff, rel)
+    worst = int(index[measures["worst_index"][0]])
+    measures["worst_index"] = tuple(int(i) for i in np.unravel_index(worst, arg.shape))
+    n_dirs = 0 if along is None else int(along.analytic.size)
+    dirs_failed = 0 if along is None else int(along.failed.sum())
+    elapsed = time.perf_counter() - started
+    said = f"sampled {index.size} of {arg.size} elements ({elapsed:.2g} s)"
+    if along is not None:
+        said += (f"; {n_dirs} random directions over the rest"
+                 + (f", {dirs_failed} of them failed" if dirs_failed else ""))
+    shape = tuple(arg.shape)
+    return ArgumentReport(
+        name=name, shape=shape, dtype=str(analytic.dtype),
+        passed=not judged.failed.any() and not dirs_failed, mode="sampled",
+        n_elements=int(arg.size), n_nondifferentiable=int(judged.nondiff.sum()),
+        nfev=int(nfev), elapsed_s=elapsed, diagnosis=diagnosis,
+        analytic=np.asarray(analytic, np.float64),
+        numeric=embed(judged.numeric, index, shape, np.nan),
+        error_estimate=embed(judged.error, index, shape, np.nan),
+        failed_mask=embed(judged.failed, index, shape, False),
+        nondifferentiable_mask=embed(judged.nondiff, index, shape, False),
+        note=_shared_note(judged, "; ".join(n for n in (said, note) if n)),
+        n_directions=n_dirs, n_directions_failed=dirs_failed, **measures)
 
 
 def summarize_fast(name, arg, dtype, judged: Judgement, *, nfev, started) -> ArgumentReport:

@@ -27,7 +27,7 @@ CHECK_KEYS = ("seed", "mode", "budget", "time_budget", "rtol", "atol", "wrt", "m
 TOLERANCE_KEYS = ("rtol", "atol")
 DTYPES = ("float32", "float64")
 DISTRIBUTIONS = ("normal", "uniform")
-MODES = ("full", "fast", "auto")
+MODES = ("full", "sampled", "fast", "auto")
 CONVENTIONS = ("correlation", "convolution")
 PADDING_WORDS = ("valid", "same", "full")
 #: Largest |loc|, scale and away_from_kinks of the drawn input, per dtype: about the fourth

@@ -33,7 +33,7 @@ _SPATIAL_KINDS = ("conv", "activation", "maxpool", "avgpool", "flatten")
 _FLAT_KINDS = ("activation", "dense")
 #: Losses a drawn spec may have; None is "no [loss] table".
 LOSSES = (None, "weighted_sum", "mse", "softmax_cross_entropy")
-MODES = ("full", "fast", "auto")
+MODES = ("full", "sampled", "fast", "auto")
 
 
 class LayerStack(NamedTuple):
@@ -211,7 +211,7 @@ def spec_documents(*, stacks=None, dtypes=DTYPES, losses=LOSSES, modes=("full",)
         not fit the network's output (softmax cross-entropy needs ``(N, classes, ...)``)
         is not drawn, and if none fits the document has no loss.
     modes : sequence of str
-        Checker modes, from ``("full", "fast", "auto")``.
+        Checker modes, from ``("full", "sampled", "fast", "auto")``.
     max_seed : int
         Seeds are drawn from ``[0, max_seed]``.
 

@@ -26,11 +26,15 @@ from gradcheck.train._steps import backward, carry_back, forward, per_sample_vjp
 
 __all__ = ["CheckRecord", "check_gradients", "DEFAULT_TIME_BUDGET", "DEFAULT_MODE"]
 
-#: The checker's mode when neither the spec's ``[check] mode`` nor the caller names one.
-DEFAULT_MODE = "auto"
-#: Seconds a full check of one tensor may be predicted to take before ``"auto"`` checks
-#: it in fast mode (the checker's own default, 60, is made for a single check, not one
-#: every few hundred steps).
+#: The checker's mode when neither the spec's ``[check] mode`` nor the caller names one:
+#: a sample of single elements of every tensor plus random directions over the rest,
+#: within the time budget (a check along training must stay cheap and still locate a
+#: mismatch; pass ``mode="auto"`` or ``"full"`` for every element of small tensors).
+DEFAULT_MODE = "sampled"
+#: Seconds that size each tensor's sample (a quarter of it, see
+#: :mod:`gradcheck.checker._sample`) and, under ``"auto"``, that a full check of one
+#: tensor may be predicted to take (the checker's own default, 60, is made for a single
+#: check, not one every few hundred steps).
 DEFAULT_TIME_BUDGET = 5.0
 
 

@@ -90,7 +90,8 @@ def plot_training(result, path) -> None:
     ax_check.set_ylabel("worst |a - n|\n/ allowed", fontsize=8)
     ax_check.set_xlabel("step (one batch each)")
     ax_check.set_title("gradient checks (the vertical lines above): \u25cf every element "
-                       "checked, \u25c6 some tensors along random directions;\na check fails "
+                       "checked, \u25c6 some tensors sampled or along random directions;\na "
+                       "check fails "
                        "above the dotted line; kinks: elements found at non-differentiable "
                        "points", fontsize=7)
     verdict = ("every check passed" if result.passed

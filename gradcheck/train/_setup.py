@@ -17,7 +17,7 @@ __all__ = ["Settings", "DEFAULTS", "validate", "settings", "load_spec", "network
 #: Defaults of the ``[train]`` keys (``batch_size``: the spec input's ``N``).
 DEFAULTS = {"data": "digits", "epochs": 10, "learning_rate": 0.1, "momentum": 0.9,
             "check_every": 100, "seed": 0, "test_fraction": 0.25, "samples": 1200}
-_MODES = ("full", "fast", "auto")
+_MODES = ("full", "sampled", "fast", "auto")
 
 
 class Settings(NamedTuple):
