@@ -76,6 +76,9 @@ def _elementwise(a) -> str:
     if a.mode == "fast":
         return ("fast mode checks random directions, not single elements; rerun with "
                 "--mode full for a picture")
+    if a.mode == "sampled":
+        return ("sampled mode checks some elements, not every one; rerun with --mode full "
+                "for a picture")
     if (a.analytic is None or a.numeric is None or np.shape(a.analytic) != tuple(a.shape)
             or np.shape(a.numeric) != tuple(a.shape) or a.worst_index is None
             or len(a.worst_index) != len(a.shape)):

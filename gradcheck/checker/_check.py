@@ -5,7 +5,7 @@ r"""The checker's entry point: :func:`check_vjp` is a pipeline of named stages.
     validate    options and arguments, once                      _options.validate
     scalarize   C = <R, f>: f twice, R, f_vjp(R, *args)          _scalarize.scalarize
     for each argument:
-      plan          full / fast / skipped, and why               _plan.plan_argument
+      plan          full / sampled / fast / skipped, and why     _plan.plan_argument
       differentiate the numerical side, with its second look     _numeric
       judge         analytic vs numeric under a Tolerance (pure) _judge, _tolerance
       settle kinks  which kinks are shared, so not judged        _kinks.settle_kinks
@@ -17,7 +17,8 @@ The per-argument stages of each plan kind are run by :data:`._argument.RUNNERS`.
 
 Modes
 -----
-``"full"`` compares every element. ``"fast"`` compares ``directions`` random directional
+``"full"`` compares every element: it proves every element right (to the tolerance), and
+locates and diagnoses any mismatch. ``"fast"`` compares ``directions`` random directional
 derivatives :math:`\langle \nabla C, v\rangle` (Rademacher ``v``, entries ±1): its cost
 does not grow with the size of the argument (a few evaluations per direction: 24 per
 argument for the default 8 when the complex step applies, against about two per element
@@ -37,12 +38,32 @@ goes unseen once the tensor has a few thousand elements, and a float64 entry off
 any size. Fast mode gives no diagnosis and reports no kinks (a projection straddling a
 kink is judged on its error bar).
 
+``"sampled"`` compares a deterministic sample of single elements exactly as full mode
+does -- every batch item and channel, the corners and the borders (where padding and
+stride bugs live), every output/input channel pair's taps of a weight as the budget
+allows, then random elements (:mod:`._sample`) -- and projects the rest onto
+``directions`` random directions as fast mode does. It proves the sampled elements
+right, and the rest only as fast mode proves anything: a bug that moves the gradient as
+a whole is seen twice (on the sample and along the directions), **one wrong element
+outside the sample** only when the directions see it (see above). A failure always names
+an element with both values: when a direction fails and no sampled element does, the
+direction is bisected down to a few elements, which are then differenced
+(:mod:`._locate`). The diagnosis is made on the sampled elements (the layer's known
+mistakes are compared there; a cause that needs elements that were not sampled does not
+fit, and the diagnosis says it was judged on a sample). The sample is sized so that
+differencing it takes about a quarter of ``time_budget`` (:data:`._sample.SAMPLE_SHARE`;
+elements that share evaluations under a known dependency structure count once): the
+order of the candidates is fixed by the seed, their number by the time one call of ``f``
+takes, so a faster machine checks a longer prefix of the same sequence.
+
 How the budget chooses: ``"auto"`` (the default) checks an argument in full mode when it
 has at most ``budget`` elements (default :data:`DEFAULT_BUDGET`, 200 000) *and* its
-full check is predicted to take at most ``time_budget`` seconds (default 60), and in
-fast mode otherwise, per argument, and says so in the report's notes;
-``over_budget="refuse"`` raises :class:`~gradcheck.ConfigurationError` instead of
-switching. ``mode="full"`` or ``"fast"`` ignores the budget (:mod:`._plan`).
+full check is predicted to take at most ``time_budget`` seconds (default 60), and above
+either budget as ``over_budget`` says, per argument, with a note in the report:
+``"sampled"`` (the default), ``"fast"`` (directions only; cheaper, no element named),
+or ``"refuse"`` (:class:`~gradcheck.ConfigurationError`). ``mode="full"``, ``"sampled"``
+or ``"fast"`` is taken as given (:mod:`._plan`); ``"sampled"`` still sizes its sample from
+``time_budget``.
 
 Verdict
 -------
@@ -108,9 +129,10 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
         Names for the report (default ``arg0``, ``arg1``, …).
     wrt : int, str or sequence of them, optional
         Which arguments to check (default all).
-    mode : {"auto", "full", "fast"}
-        Every element, random directional derivatives, or full up to ``budget``
-        elements per argument and fast above (see the module notes).
+    mode : {"auto", "full", "sampled", "fast"}
+        Every element; a sample of elements plus random directions over the rest; random
+        directional derivatives only; or full within the budgets and ``over_budget``
+        above them (see the module notes).
     seed : int
         Seeds the cotangent (a standard normal from its own stream,
         ``default_rng([seed, COTANGENT_SALT])``: never the draw of a test input
@@ -122,11 +144,13 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
         tolerance fails.
     budget : int
         Largest argument (in elements) checked in full under ``mode="auto"``.
-    over_budget : {"fast", "refuse"}
-        What ``mode="auto"`` does above ``budget``; ``"refuse"`` raises
+    over_budget : {"sampled", "fast", "refuse"}
+        What ``mode="auto"`` does with an argument above ``budget`` or ``time_budget``:
+        sample it, check it along directions only, or raise
         :class:`~gradcheck.ConfigurationError`.
     directions : int
-        Random directions per argument in fast mode.
+        Random directions per argument in fast mode, and over the unsampled elements in
+        sampled mode.
     method : str
         Differentiation method passed to the differentiator (``"auto"`` chooses).
     patterns : mapping or sequence, optional
@@ -147,8 +171,9 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
     time_budget : float
         Seconds a full check of one argument may be predicted to take under
         ``mode="auto"`` (groups of elements perturbed together x about six evaluations x
-        the time of one call of ``f``); above it the argument is checked in fast mode,
-        with a note, or refused with ``over_budget="refuse"``.
+        the time of one call of ``f``); above it the argument is handled as
+        ``over_budget`` says, with a note. A sampled argument's sample is sized to about
+        a quarter of it.
     memory : int
         Bytes the perturbed points of one batch of evaluations may take (with
         ``vectorized``); with structured arguments the bookkeeping stays proportional to
