@@ -67,10 +67,11 @@ def _over_budget(size, pattern, options, f_seconds):
     if size > options.budget:
         return f"{size} elements > budget {options.budget}"
     evals = PREDICTED_EVALS_PER_GROUP * predicted_groups(pattern, size)
-    if evals * f_seconds > options.time_budget:
-        return (f"a full check would take about {evals * f_seconds:.0f} s ({evals} "
-                f"evaluations of {1e3 * f_seconds:.2g} ms) > time_budget "
-                f"{options.time_budget:g} s")
+    took = evals * f_seconds
+    if took > options.time_budget:
+        about = f"{took:.0f}" if took >= 10 else f"{took:.2g}"
+        return (f"a full check would take about {about} s ({evals} evaluations of "
+                f"{1e3 * f_seconds:.2g} ms) > time_budget {options.time_budget:g} s")
     return None
 
 

@@ -1,0 +1,144 @@
+"""Sampled mode: real sizes keep the location and the cause.
+
+Expected values come from closed-form derivatives (``sin``) and from the independent
+reference backward of :mod:`tests._mutants`; the user layers are the hand-written NumPy
+convolutions of ``examples/my_layers.py``, checked the way a user would, through
+``check_vjp`` and through the command line. A tiny ``time_budget`` keeps each sample at
+its smallest (:data:`MIN_SAMPLE` elements), so these run in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gradcheck import check_layer, check_vjp
+from gradcheck.checker._diagnose import TensorRole
+from gradcheck.checker._sample import MIN_SAMPLE, sample_candidates
+from gradcheck.cli import MISMATCH, OK, main
+from gradcheck.ops.layers import Conv
+
+from test_mutants import MutantConv
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = 1e-6     # seconds: the sample holds MIN_SAMPLE elements
+
+
+def _sin_with_one_wrong(shape, bad, factor=1.5):
+    def vjp(g, x):
+        out = g * np.cos(x)
+        out[bad] *= factor
+        return (out,)
+    return vjp
+
+
+def test_a_right_gradient_passes_on_its_sample_and_directions():
+    x = np.random.default_rng(1).standard_normal((4, 3, 20, 20))
+    report = check_vjp(np.sin, lambda g, x: (g * np.cos(x),), (x,), mode="sampled",
+                       time_budget=TINY)
+    a = report.arguments[0]
+    assert report.passed and a.mode == "sampled"
+    assert a.n_checked == MIN_SAMPLE < a.n_elements == 4800
+    assert a.n_directions == 8 and a.n_directions_failed == 0
+    d = report.to_dict()["checks"][0]
+    assert d["mode"] == "sampled" and d["n_checked"] < d["n_elements"]
+    assert report.notes[0].startswith(f"arg0: sampled {MIN_SAMPLE} of 4800 elements (")
+
+
+def test_one_wrong_element_outside_the_sample_is_found_by_bisection():
+    shape = (4, 3, 20, 20)
+    role = TensorRole.for_array("input", 4)
+    sampled = set(sample_candidates(shape, role, 0, 0)[:MIN_SAMPLE].tolist())
+    bad = (2, 1, 11, 7)
+    assert np.ravel_multi_index(bad, shape) not in sampled      # the sample cannot see it
+    x = np.random.default_rng(1).standard_normal(shape)
+    report = check_vjp(np.sin, _sin_with_one_wrong(shape, bad), (x,), mode="sampled",
+                       time_budget=TINY)
+    a = report.arguments[0]
+    true = np.cos(x[bad]) * 1.0          # the derivative of <R, sin x>, divided by R below
+    assert not report.passed and a.worst_index == bad and a.n_failed == 1
+    r = a.numeric_at_worst / np.cos(x[bad])                       # R at the bad element
+    assert a.numeric_at_worst == pytest.approx(r * true, rel=1e-12)
+    assert a.analytic_at_worst == pytest.approx(1.5 * a.numeric_at_worst, rel=1e-12)
+    assert "bisection narrowed it to" in a.note and "of which 1 fail" in a.note
+    line = a.summary()
+    assert f"worst at index {bad}: analytic {a.analytic_at_worst:.9g} vs numeric " \
+           f"{a.numeric_at_worst:.9g}" in line
+    assert a.n_checked <= MIN_SAMPLE + 8
+
+
+def test_fast_mode_on_the_same_bug_names_no_element():
+    shape = (4, 3, 20, 20)
+    x = np.random.default_rng(1).standard_normal(shape)
+    report = check_vjp(np.sin, _sin_with_one_wrong(shape, (2, 1, 11, 7)), (x,), mode="fast")
+    assert not report.passed and "worst at direction" in report.arguments[0].summary()
+
+
+def test_a_layers_known_mistake_is_named_on_the_sample():
+    # the built-in conv's dependency structure lets sampled elements share evaluations
+    layer = MutantConv(4, 3, padding=1, mistake="crop_offset")
+    report = check_layer(layer, input_shape=(3, 2, 12, 12), mode="sampled", time_budget=TINY)
+    x = report["x"]
+    assert not report.passed and x.mode == "sampled" and x.n_checked < x.n_elements
+    assert x.n_checked > MIN_SAMPLE              # several elements per evaluated color
+    assert x.diagnosis.cause == "padding_offset"
+    assert "Judged on the sample" in x.diagnosis.message
+    assert report["w"].passed and report["b"].passed
+    right = check_layer(Conv(4, 3, padding=1), input_shape=(3, 2, 12, 12), mode="sampled",
+                        time_budget=TINY)
+    assert right.passed
+
+
+def test_auto_mode_samples_above_the_budget_and_says_so():
+    x = np.random.default_rng(1).standard_normal((4, 3, 20, 20))
+    report = check_vjp(np.sin, lambda g, x: (g * np.cos(x),), (x,), budget=1000,
+                       time_budget=TINY)
+    assert report.arguments[0].mode == "sampled" and report.passed
+    assert report.notes[0].startswith("arg0: 4800 elements > budget 1000; checked in "
+                                      "sampled mode: sampled ")
+
+
+SPEC = """
+[input]
+shape = [2, 4, 12, 12]
+
+[[layer]]
+type = "python"
+target = "examples.my_layers:{cls}"
+kwargs = {{ padding = 1 }}
+params = {{ w = [4, 4, 3, 3], b = [4] }}
+
+[check]
+budget = 100          # every tensor but the bias is over budget: auto mode samples it
+time_budget = 0.001   # ... with the fewest elements
+"""
+
+
+@pytest.mark.parametrize("cls,status", [("PaddedConvLayer", OK),
+                                        ("PaddingOffByOneConvLayer", MISMATCH)])
+def test_a_user_conv_with_padding_off_by_one_fails_in_auto_mode_through_the_cli(
+        cls, status, tmp_path, monkeypatch, capsys):
+    """The issue's case at a small size: the element, both values and the cause."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    spec = tmp_path / "conv.toml"
+    spec.write_text(SPEC.format(cls=cls), encoding="utf-8")
+    assert main(["check", str(spec)]) == status
+    text = capsys.readouterr().out
+    assert f"input: 1152 elements > budget 100; checked in sampled mode: sampled {MIN_SAMPLE} " \
+           f"of 1152 elements" in text
+    assert main(["check", str(spec), "--json"]) == status
+    data = json.loads(capsys.readouterr().out)
+    x = next(c for c in data["checks"] if c["argument"] == "input")
+    assert x["mode"] == "sampled" and x["n_checked"] < x["n_elements"] == 1152
+    if status == OK:
+        assert data["passed"] and x["diagnosis"] is None
+        return
+    assert not x["passed"] and len(x["worst_index"]) == 4
+    assert x["analytic_at_worst"] != pytest.approx(x["numeric_at_worst"], rel=1e-3)
+    assert x["diagnosis"]["cause"] == "padding_offset"
+    assert f"worst at index ({', '.join(map(str, x['worst_index']))}): analytic " in text
+    assert "likely cause: In layer 0 (examples.my_layers:PaddingOffByOneConvLayer), which " \
+           "computes a correlation with stride (1, 1), padding (1, 1)" in text
