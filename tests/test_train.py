@@ -148,6 +148,13 @@ def test_trains_on_synthetic_data_with_every_scheduled_check_passing():
     assert all(isinstance(c, CheckRecord) and c.passed for c in result.checks)
     assert set(result.checks[0].modes) == {"input", "layer0.conv.w", "layer0.conv.b",
                                            "layer4.dense.w", "layer4.dense.b"}
+    # the default mode samples every tensor (within its time budget), and says how much
+    first = result.checks[0]
+    assert first.mode == "sampled" and set(first.modes.values()) == {"sampled"}
+    assert set(first.sampled) == set(first.modes)
+    for name, (checked, size) in first.sampled.items():
+        assert 0 < checked <= size == first.report[name].n_elements
+        assert f"{name} ({checked} of {size})" in first.summary()
     assert result.test_accuracy >= 0.8
     assert result.epoch_losses[-1] < result.epoch_losses[0] / 4
     assert len(result.losses) == len(result.accuracies) == result.steps

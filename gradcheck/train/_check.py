@@ -54,11 +54,14 @@ class CheckRecord:
     report: object = field(repr=False, compare=False)   # the CheckReport
     #: ``(x, labels, params)`` the check ran at; kept for the last check of a run only
     point: tuple | None = field(default=None, repr=False, compare=False)
+    #: tensor -> (elements checked one by one, elements) for the sampled tensors
+    sampled: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"step": self.step, "epoch": self.epoch, "when": self.when,
                 "passed": self.passed, "mode": self.mode, "modes": dict(self.modes),
                 "n_kinks": self.n_kinks,
+                "sampled": {k: list(v) for k, v in self.sampled.items()},
                 "worst_ratio": self.worst_ratio if self.worst_ratio == self.worst_ratio
                 else None,
                 "elapsed_s": self.elapsed_s, "report": self.report.to_dict()}
@@ -67,6 +70,8 @@ class CheckRecord:
         """One line: the step, the verdict, the mode of every tensor."""
         by_mode: dict = {}
         for name, mode in self.modes.items():
+            if name in self.sampled:
+                name += " ({} of {})".format(*self.sampled[name])
             by_mode.setdefault(mode, []).append(name)
         how = "; ".join(f"{m}: {', '.join(names)}" for m, names in by_mode.items())
         verdict = "gradients ok" if self.passed else "GRADIENT MISMATCH"
@@ -137,6 +142,8 @@ def record(report, *, step, epoch, when, mode, point=None) -> CheckRecord:
     return CheckRecord(
         step=step, epoch=epoch, when=when, passed=bool(report.passed), mode=mode,
         modes={a.name: a.mode for a in report.arguments},
+        sampled={a.name: (int(a.n_checked), int(a.n_elements)) for a in report.arguments
+                 if a.mode == "sampled"},
         n_kinks=sum(int(a.n_nondifferentiable) for a in report.arguments),
         worst_ratio=max(ratios) if ratios else float("nan"),
         elapsed_s=float(report.elapsed_s), report=report, point=point)
