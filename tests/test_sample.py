@@ -29,16 +29,19 @@ def test_the_first_elements_cover_every_batch_item_and_channel_at_a_corner():
     assert all((int(h), int(w)) in corners for h, w in first[:, 2:])
 
 
-def test_every_corner_and_the_borders_of_those_pairs_come_next():
+def test_a_patch_then_every_corner_and_the_borders_of_those_pairs_come_next():
     shape = (3, 5, 7, 6)
     cand = _coords(sample_candidates(shape, INPUT, 0, 0), shape)
+    # a 5 x 5 block at the centre of the 7 x 6 grid (rows 1-5, columns 1-5), first pair
+    patch = {tuple(int(v) for v in c) for c in cand[5:30]}
+    assert patch == {(0, 0, h, w) for h in range(1, 6) for w in range(1, 6)}
     pairs = {(k % 3, k % 5) for k in range(5)}
     corners = {(0, 0), (0, 5), (6, 0), (6, 5)}
-    head = {tuple(int(v) for v in c) for c in cand[:5 * 4]}      # cover + other corners
-    assert head == {(n, c, h, w) for n, c in pairs for h, w in corners}
+    head = {tuple(int(v) for v in c) for c in np.concatenate([cand[:5], cand[30:45]])}
+    assert head == {(n, c, h, w) for n, c in pairs for h, w in corners}   # cover + corners
     # then the borders: rows 0, 1, 5, 6 and columns 0, 1, 4, 5 of each pair (at most 8 per
-    # pair: fewer where one falls on a corner already taken)
-    border = cand[20:20 + 5 * 8]
+    # pair: fewer where one falls on a corner or in the patch, taken before)
+    border = cand[:45 + 5 * 8]
     for n, c in pairs:
         mine = border[(border[:, 0] == n) & (border[:, 1] == c)][:, 2:]
         at = {(int(h), int(w)) for h, w in mine} | corners
@@ -102,7 +105,9 @@ def test_with_colors_the_budget_counts_colors_and_shared_ones_come_free():
 
 @pytest.mark.parametrize("shape,role,first", [
     ((5,), TensorRole.for_array("bias", 1), {(0,), (1,), (2,), (3,), (4,)}),
-    ((7, 9), TensorRole(), {(0, 0), (0, 8), (6, 0), (6, 8)}),
+    # no layout: one corner, a 5 x 5 patch at the centre, the other corners
+    ((7, 9), TensorRole(), {(0, 0)} | {(h, w) for h in range(1, 6) for w in range(2, 7)}
+     | {(0, 8), (6, 0), (6, 8)}),
     ((3, 8), TensorRole.for_array("input", 2), {(k % 3, k) for k in range(8)}),
 ])
 def test_other_layouts_start_from_their_ends_or_their_channels(shape, role, first):

@@ -142,3 +142,51 @@ def test_a_user_conv_with_padding_off_by_one_fails_in_auto_mode_through_the_cli(
     assert f"worst at index ({', '.join(map(str, x['worst_index']))}): analytic " in text
     assert "likely cause: In layer 0 (examples.my_layers:PaddingOffByOneConvLayer), which " \
            "computes a correlation with stride (1, 1), padding (1, 1)" in text
+
+
+# --------------------------------------------------------------------------- the corpus
+
+
+def _corpus():
+    from diagnosis_corpus import BUGS, CORRECT, EXTRAS, HELD_OUT
+
+    return BUGS + HELD_OUT + EXTRAS, CORRECT
+
+
+def test_the_diagnosis_corpus_on_the_smallest_sample():
+    """Every slip of the diagnosis corpus fails on a sample of MIN_SAMPLE elements per
+    tensor, and no cause named on the sample is wrong; every correct layer passes.
+
+    One slip reverses nothing in its backward (``A = R`` where ``A = reverse(R)``
+    belongs): full mode names ``reversed``; on a sample the reversal cannot be seen
+    (an element's mirror is rarely sampled), and the cause named is ``passed_through``
+    -- R returned unchanged, which is what that backward does. Measured at this size:
+    49 of 96 slips get their named cause, the others are described (worst element,
+    both values); at 48 elements or more, 72 of 96 (full mode: the count in
+    docs/diagnosis.md).
+    """
+    from test_diagnosis_corpus import _verdict
+
+    slips, correct = _corpus()
+    right = 0
+    for case in slips:
+        with np.errstate(over="ignore"):
+            report = check_vjp(case.f, case.vjp, case.args, argnames=case.argnames,
+                               mode="sampled", time_budget=TINY)
+        assert not report.passed, case.name
+        found = {a.name: a.diagnosis for a in report.arguments if a.diagnosis is not None}
+        verdict = _verdict(case, found)
+        if case.name == "reverse-not-reversed" and verdict == "wrong":
+            assert found["x"].cause == "passed_through"
+            continue
+        assert verdict in ("right", "described"), (case.name, {
+            k: d.message for k, d in found.items()})
+        for arg in report.arguments:
+            if arg.diagnosis is not None:
+                assert "Judged on the sample" in arg.diagnosis.message
+                json.dumps(arg.diagnosis.to_dict(), allow_nan=False)
+        right += verdict == "right"
+    assert right >= 0.4 * len(slips)
+    for case in correct:
+        assert check_vjp(case.f, case.vjp, case.args, argnames=case.argnames,
+                         mode="sampled", time_budget=TINY).passed, case.name

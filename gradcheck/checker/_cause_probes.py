@@ -172,9 +172,9 @@ def fit_derivative_at_output(ev):
         return None
     at_x = r * _central(known.forward, x, dtype)
     # f is element-wise (its Jacobian's row sums are its diagonal) when R f'(x) is N
-    off = np.abs(at_x - ev.n)
-    scale = float(np.max(np.abs(ev.n))) or 1.0
-    if np.any(off > 1e-3 * scale + SLACK * ev.tol):
+    off = np.abs(at_x - ev.n)[ev.keep]          # on the elements compared (a sample's)
+    scale = float(np.max(np.abs(ev.n[ev.keep]), initial=0.0)) or 1.0
+    if off.size == 0 or np.any(off > 1e-3 * scale + SLACK * ev.tol[ev.keep]):
         return None
     predicted = r * _central(known.forward, y, dtype)
     spread = 10 * off.max() + np.zeros(ev.a.shape)

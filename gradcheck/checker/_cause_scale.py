@@ -136,6 +136,9 @@ def fit_scale_per_slice(ev):
         if size < 2 or ev.keep.sum() < MIN_PER_PARAMETER * size:
             continue
         c, labels = _per_slice_factors(ev, axis)
+        # every factor is fitted on elements of its own (a sample may leave a slice empty)
+        if np.bincount(labels[ev.keep], minlength=size).min() < MIN_PER_PARAMETER:
+            continue
         if np.ptp(c) <= 1e-12 * np.max(np.abs(c)):
             continue                       # one factor: a global scale, not this cause
         fit = fit_claim(ev, c[labels] * ev.n, np.abs(c[labels]) * ev.tol)

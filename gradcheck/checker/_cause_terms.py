@@ -110,6 +110,10 @@ def fit_missing_term(ev, basis: str):
         if count * len(functions) * MIN_PER_PARAMETER > kept or \
                 min(ev.a.shape[g] for g in G) < 2:
             continue
+        # every slice constrains its own parameters (a sample may leave a slice nearly empty)
+        if np.bincount(labels[ev.keep], minlength=count).min() < \
+                len(functions) * MIN_PER_PARAMETER:
+            continue
         theta, fitted = _solve_per_slice(d, functions, labels, count, ev.keep)
         if not np.any(np.abs(theta) > 0):
             continue

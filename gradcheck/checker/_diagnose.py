@@ -183,16 +183,19 @@ def _named(cause, fit: Fit, evidence: Evidence) -> Diagnosis:
                                            "failed_elements": evidence.n_failed, **fit.params})
 
 
-def diagnose_evidence(evidence: Evidence) -> Diagnosis:
+def diagnose_evidence(evidence: Evidence, *, skip=()) -> Diagnosis:
     """The first cause of the catalogue that fits, else a description of the mismatch
     (``no_known_pattern``). Calls of the backward or the forward made on the way (to test
-    a cause) are counted in the diagnosis's evidence, ``calls_made``."""
+    a cause) are counted in the diagnosis's evidence, ``calls_made``. The causes named in
+    ``skip`` are not tried (a sampled check cannot test some, :mod:`._sampled`)."""
     known = evidence.known
     backward = None if known.backward is None else _Counted(known.backward)
     forward = None if known.forward is None else _Counted(known.forward)
     evidence.known = known._replace(backward=backward, forward=forward)
     diagnosis = None
     for cause in CAUSES:
+        if cause.name in skip:
+            continue
         found = cause.test(evidence)
         if isinstance(found, Fit):
             diagnosis = _named(cause, found, evidence)

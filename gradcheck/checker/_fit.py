@@ -9,7 +9,12 @@ a fitted missing term ``D``, …). Measured in units of the check's own toleranc
           \text{after} = \max_j \frac{|A_j - P_j|}{\tau_j + s_j}
 
 where :math:`s_j` is the uncertainty ``N``'s error carries into ``P`` (``|c| τ`` for
-``P = c N``, ``τ`` moved along for a permutation). A claim is named only when
+``P = c N``, ``τ`` moved along for a permutation). In a sampled check ``N`` is known on
+the sampled elements only (NaN elsewhere, and left out); a prediction moved from ``N``
+(a flip, a shift) is then known where the element it comes from was sampled too, and the
+claim is tested on those elements, of which at least ``MIN_EXPLAINED_ON_SAMPLE`` must
+mismatch clearly. A claim
+is named only when
 
 1. it fits: ``after <= SLACK`` on every element the claim constrains (elements at a kink
    are left out; a shift leaves the edge it shifts in unconstrained); and
@@ -38,6 +43,9 @@ __all__ = ["SLACK", "MIN_PER_PARAMETER", "Known", "Fit", "fit_claim", "misfit", 
 SLACK = 4.0
 #: Elements a fitted claim must constrain per free parameter.
 MIN_PER_PARAMETER = 2
+#: Clear mismatches a claim tested on part of a sample (where its prediction is known)
+#: must explain.
+MIN_EXPLAINED_ON_SAMPLE = 3
 
 
 class Known(NamedTuple):
@@ -96,9 +104,19 @@ def fit_claim(ev, predicted, spread=None, where=None, **params) -> Fit | None:
     Returns a :class:`Fit`, or None when the claim does not fit or explains only noise.
     """
     keep = ev.keep if where is None else (ev.keep & where)
+    p = np.asarray(predicted, np.float64)
+    known = np.isfinite(p) if spread is None else \
+        np.isfinite(p) & np.isfinite(np.broadcast_to(np.asarray(spread, np.float64), p.shape))
+    if not known[keep].all():
+        # a sampled check: a prediction moved from N is known only where the element it
+        # comes from was sampled too; the claim is tested there, and must explain a few
+        # clear mismatches there (one or two may agree with a moved value by coincidence:
+        # a max-pool's gradient routed to a neighbour)
+        keep = keep & known
+        if int((clear_mismatch(ev) & keep).sum()) < MIN_EXPLAINED_ON_SAMPLE:
+            return None
     if not keep.any():
         return None
-    p = np.asarray(predicted, np.float64)
     scale = ev.tol[keep]
     if spread is not None:
         scale = scale + np.broadcast_to(np.asarray(spread, np.float64), ev.a.shape)[keep]
@@ -106,10 +124,12 @@ def fit_claim(ev, predicted, spread=None, where=None, **params) -> Fit | None:
     after = misfit(a, p[keep], scale)
     if not after <= SLACK:
         return None
-    # beyond noise: measured on all kept elements, a claim must explain a clear mismatch
-    full_scale = ev.tol[ev.keep] if spread is None else (
-        ev.tol + np.broadcast_to(np.asarray(spread, np.float64), ev.a.shape))[ev.keep]
-    before = misfit(ev.a[ev.keep], ev.n[ev.keep], full_scale)
+    # beyond noise: measured on all kept elements (where the spread is known), a claim
+    # must explain a clear mismatch
+    all_kept = ev.keep & known
+    full_scale = ev.tol[all_kept] if spread is None else (
+        ev.tol + np.broadcast_to(np.asarray(spread, np.float64), ev.a.shape))[all_kept]
+    before = misfit(ev.a[all_kept], ev.n[all_kept], full_scale)
     if not before > 2 * SLACK:
         return None
     return Fit(p, before, after, dict(params))

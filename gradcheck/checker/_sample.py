@@ -13,7 +13,10 @@ cover        every batch item and every channel at least once (the pairs ``(k mo
              k mod C)``, ``k < max(N, C)``), each at a corner of the spatial grid;
              for a weight, every output channel and every input channel with all their
              taps (the pairs ``(k mod C_out, k mod C_in)``)
-corners      the other corners, for each of those pairs
+patch        a block of 5 x 5 positions (3 x 3 x 3 in 3-d) at the centre of the grid,
+             for the first pair: where a shift by one or two can be seen
+corners      the other corners, for each of those pairs (closed under flips and
+             transposes, so a kernel not rotated can be seen)
 borders      the first two and last two positions along each spatial axis (the other
              axes at a random position), for each of those pairs -- where padding and
              stride bugs show; for a weight, the other channel pairs with all their taps
@@ -101,6 +104,18 @@ def _borders(sizes, rng) -> list:
     return list(dict.fromkeys(out))
 
 
+def _patch(sizes) -> list:
+    """A block of positions at the centre: 5 per axis (3 per axis in 3-d and above)."""
+    if not sizes:
+        return []
+    side = 5 if len(sizes) <= 2 else 3
+    ranges = []
+    for s in sizes:
+        lo = max(0, min(s // 2 - side // 2, s - side))
+        ranges.append(range(lo, min(s, lo + side)))
+    return list(itertools.product(*ranges))
+
+
 def _element(shape, cover_axes, group, pos_axes, pos) -> tuple:
     idx = [0] * len(shape)
     for a, v in zip(cover_axes, group):
@@ -152,6 +167,8 @@ def sample_candidates(shape, role, seed: int, index: int) -> np.ndarray:
         corners = _corners(sizes)
         for k, g in enumerate(groups):
             add(g, corners[k % len(corners)])
+        for pos in _patch(sizes):
+            add(groups[0], pos)
         for g in groups:
             for c in corners:
                 add(g, c)

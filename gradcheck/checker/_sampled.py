@@ -5,20 +5,45 @@ its :class:`~gradcheck.checker._judge.Judgement` is over those elements, in the 
 their flat indices. The diagnosis and the report speak of the argument: here the sample
 is merged (:func:`merge_samples`, when bisection adds elements) and embedded into the
 argument's shape (:func:`embed`), and the diagnosis is run on the sampled elements only
-(:func:`diagnose_sample`): every comparison of the catalogue is restricted to them, so
-a cause that needs the numerical gradient where no element was sampled (a flip, a
-shift) does not fit, and what is said of "every other element" is said of the sample.
+(:func:`diagnose_sample`): the numerical gradient is NaN where no element was sampled,
+and every comparison of the catalogue is restricted to the sampled elements.
+
+What that means for each cause:
+
+- tested on the sample as in full mode: the layer's known mistakes (their predicted
+  gradients compared on the sampled elements), sign, scale, a factor per slice, the
+  missing terms, element-wise relations, value and position masks, regions, the probes
+  that call the backward or ``f`` again (linearity, ``R`` passed through, the derivative
+  at the output), a kink's limits;
+- tested only where an element and the one it would come from were both sampled
+  (:data:`PARTLY_TESTED`: flips, transposes, shifts, permuted axes, reversals): the
+  corners of every sampled channel are closed under flips and transposes, the patch of
+  :mod:`._sample` under small shifts, a weight's sampled filters under all of them;
+- not tested (:data:`UNTESTED`): values permuted within a slice and a missing rank-one
+  term need every element; a single wrong element, or a region holding every mismatch,
+  cannot be told from a sample (the other elements are not all known, and a few sampled
+  mismatches fall in one batch item or channel by chance); a position mask, which asks
+  whether the mismatches could fall in its set by chance, is tested instead, and when
+  nothing fits the mismatch is described with its worst element.
+
+Every diagnosis on a sample says so; when no cause fits it also says which causes could
+not be tested there.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from gradcheck.checker._diagnose import Evidence, diagnose_evidence
+from gradcheck.checker._diagnose import Evidence, Known, diagnose_evidence
 from gradcheck.checker._judge import Judgement
 from gradcheck.checker._report import Diagnosis
 
-__all__ = ["merge_samples", "embed", "diagnose_sample"]
+__all__ = ["merge_samples", "embed", "diagnose_sample", "UNTESTED", "PARTLY_TESTED"]
+
+#: Causes a sample cannot test (they need every element).
+UNTESTED = ("permuted_within", "missing_term_rank_one", "single_element", "region")
+#: Causes tested only where an element and the one it would come from were both sampled.
+PARTLY_TESTED = ("kernel_not_rotated", "transposed", "shifted", "axes_permuted", "reversed")
 
 
 def merge_samples(index, judged: Judgement, more, extra: Judgement):
@@ -65,31 +90,30 @@ def _embedded_judgement(judged: Judgement, index, analytic) -> Judgement:
         right=None if judged.right is None else at(judged.right, np.nan))
 
 
-def _on_the_sample(diagnosis: Diagnosis, index, judged: Judgement, size) -> Diagnosis:
-    """A diagnosis found on the sample says so; a claim about one element cannot be made
-    from a sample and is restated as what was seen."""
+def _on_the_sample(diagnosis: Diagnosis, index, shape) -> Diagnosis:
+    """A diagnosis found on the sample says so; when no cause fits, it also names the
+    causes the sample could not test."""
+    size = int(np.prod(shape))
     seen = f"{index.size} of {size} elements were sampled"
-    if diagnosis.cause == "single_element":
-        k = int(np.flatnonzero(judged.failed)[0])
-        return Diagnosis(
-            "single_element",
-            f"Of the sampled elements only one is wrong (flat index {int(index[k])}: "
-            f"analytic {judged.analytic[k]:.9g}, numeric {judged.numeric[k]:.9g}); "
-            f"{seen}, so other unsampled elements may be wrong too: a full check "
-            f"(mode='full') tells.",
-            {**diagnosis.evidence, "sampled": int(index.size), "n_elements": int(size)})
-    return Diagnosis(diagnosis.cause,
-                     f"{diagnosis.message} (Judged on the sample: {seen}.)",
-                     {**diagnosis.evidence, "sampled": int(index.size),
-                      "n_elements": int(size)})
+    evidence = {**diagnosis.evidence, "sampled": int(index.size), "n_elements": size,
+                "untested_on_sample": list(UNTESTED),
+                "partly_tested_on_sample": list(PARTLY_TESTED)}
+    message = f"{diagnosis.message} (Judged on the sample: {seen}.)"
+    if diagnosis.cause == "no_known_pattern":
+        message += (f" A sample cannot test {', '.join(UNTESTED[:-1])} or {UNTESTED[-1]}, "
+                    f"and tests {', '.join(PARTLY_TESTED)} only where an element and the "
+                    f"one it would come from were both sampled; a full check (mode='full') "
+                    f"tests them all.")
+    return Diagnosis(diagnosis.cause, message, evidence)
 
 
-def diagnose_sample(judged: Judgement, index, analytic, *, role, suspects):
+def diagnose_sample(judged: Judgement, index, analytic, *, role, suspects, known=Known()):
     """The cause of the sampled elements' failures (None when none failed).
 
     ``judged`` is over the sampled elements (flat ``index``), ``analytic`` the whole
-    analytic gradient; ``suspects`` as for :func:`._diagnose.diagnose_judgement` (their
-    predictions are compared on the sampled elements).
+    analytic gradient; ``suspects`` and ``known`` as for
+    :func:`._diagnose.diagnose_judgement` (predictions are compared on the sampled
+    elements).
     """
     if not judged.failed.any():
         return None
@@ -99,6 +123,7 @@ def diagnose_sample(judged: Judgement, index, analytic, *, role, suspects):
     left_out.reshape(-1)[index] = judged.nondiff
     evidence = Evidence(embedded.analytic, embed(judged.numeric, index, shape, np.nan),
                         embed(judged.tolerance, index, shape, np.nan), role=role,
-                        suspects=suspects, exclude=left_out, judged=embedded)
-    return _on_the_sample(diagnose_evidence(evidence), np.asarray(index), judged,
-                          analytic.size)
+                        suspects=suspects, exclude=left_out, judged=embedded, known=known)
+    with np.errstate(invalid="ignore"):
+        found = diagnose_evidence(evidence, skip=UNTESTED)
+    return _on_the_sample(found, np.asarray(index), shape)
