@@ -54,7 +54,12 @@ fit, and the diagnosis says it was judged on a sample). The sample is sized so t
 differencing it takes about a quarter of ``time_budget`` (:data:`._sample.SAMPLE_SHARE`;
 elements that share evaluations under a known dependency structure count once): the
 order of the candidates is fixed by the seed, their number by the time one call of ``f``
-takes, so a faster machine checks a longer prefix of the same sequence.
+takes -- and, once the first quarter of the sample is differenced, by the time that took
+(a complex evaluation may cost many real ones; the report says when the sample was cut)
+-- so a faster machine checks a longer prefix of the same sequence. Shared kinks are
+settled among the sampled elements (a kink shared with an element outside the sample is
+judged as the element's own); a direction with a kink along it that fails while no
+element on its bisection path does is reported, not judged.
 
 How the budget chooses: ``"auto"`` (the default) checks an argument in full mode when it
 has at most ``budget`` elements (default :data:`DEFAULT_BUDGET`, 200 000) *and* its

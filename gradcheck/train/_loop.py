@@ -83,8 +83,9 @@ def train(spec=None, *, data=None, epochs=None, check_every=None, seed=None, out
         A directory for ``train.json`` (the log) and ``train.png`` (loss and accuracy
         curves with the checks marked; needs matplotlib, else a note and no PNG).
     mode, time_budget : optional
-        The checker's mode (``"auto"``, ``"full"``, ``"fast"``) and its per-tensor time
-        budget in seconds; default the spec's ``[check]``, else ``"auto"`` and
+        The checker's mode (``"sampled"``, ``"auto"``, ``"full"``, ``"fast"``) and its
+        per-tensor time budget in seconds; default the spec's ``[check]``, else
+        :data:`~gradcheck.train._check.DEFAULT_MODE` (``"sampled"``) and
         :data:`~gradcheck.train._check.DEFAULT_TIME_BUDGET`.
     max_memory : int, optional
         As for ``gradcheck check``.
