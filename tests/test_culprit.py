@@ -343,7 +343,8 @@ def test_quiet_shows_a_passing_specs_notes(tmp_path, capsys):
     code, out, _ = _run(["check", str(spec), "-q"], capsys)
     assert code == OK
     assert out.startswith(f"gradcheck {spec}: PASSED, with notes\n  note: input: 216 "
-                          f"elements > budget 10; checked in fast mode")
+                          f"elements > budget 10; checked in sampled mode: sampled 216 of "
+                          f"216 elements (")
 
 
 # --------------------------------------------------------------------------- point 8: words

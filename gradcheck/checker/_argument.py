@@ -192,7 +192,8 @@ def check_sampled(problem, options, plan, suspects):
     """A sample of single elements of one argument, and directions over the rest.
 
     The directions come first, over every element outside the first part of the sample
-    (so an element planned but cut for time is still covered by them): with
+    (so an element planned but cut for time is still covered by them; when the sample
+    planned is the whole argument, they come after it, over what was cut, if any): with
     ``method="auto"`` their complex-step cross-check, made on the whole argument as full
     mode makes it, also decides the sample's method (a cross-check on a subset of the
     elements is weaker: it once accepted a float32 batch norm's inaccurate complex step
@@ -201,15 +202,20 @@ def check_sampled(problem, options, plan, suspects):
     started = time.perf_counter()
     target = target_of(problem, options, plan)
     analytic = problem.analytic[plan.index]
-    first = np.sort(plan.sample.first(_first_part(plan.sample)))
+    size = target.arg.size
     along, method, nfev = None, None, 0
-    if first.size < target.arg.size:
+    if plan.sample.index.size < size:
+        first = np.sort(plan.sample.first(_first_part(plan.sample)))
         directions, along, nfev, tolerance, used = _directions_over_rest(
             options, plan, target, analytic, first)
         if options.method == "auto":
             method = "complex" if used.startswith("complex") else "richardson"
     index, judged, more, note = _sample_within_time(problem, options, plan, target, method)
     nfev += more
+    if along is None and index.size < size:     # a whole sample, cut for time
+        directions, along, more, tolerance, _ = _directions_over_rest(
+            options, plan, target, analytic, index)
+        nfev += more
     if along is not None and along.failed.any() and not judged.failed.any():
         k = int(np.argmax(excess(along)))
         leaf, used = bisect_direction(target, analytic, directions[k], tolerance)
