@@ -23,8 +23,9 @@ borders      the first two and last two positions along each spatial axis (the o
 random       elements drawn uniformly over the whole tensor
 ===========  =============================================================================
 
-A bias (or any argument without a known layout) gets the first and last element along
-each axis, then random ones.
+A bias gets every element of its channel axis first; an argument without a known layout
+a corner, a patch at its centre and its other corners (every axis taken as spatial); then
+random ones.
 
 How many
 --------
@@ -33,7 +34,10 @@ An element differenced on its own costs about
 sample of one argument is sized to take about ``SAMPLE_SHARE`` of the time budget
 (a quarter: a layer whose input and weight are both over budget is checked within about
 the budget, the rest of which goes to the directions, the second look and the
-diagnosis), at least ``MIN_SAMPLE`` and at most ``MAX_SAMPLE`` elements. Where the
+diagnosis), at least ``MIN_SAMPLE`` and at most ``MAX_SAMPLE`` elements; the first
+quarter of it, once differenced, measures what an element really costs (a complex
+evaluation may cost many real ones), and the rest is cut to what fits, which the report
+says (:func:`gradcheck.checker._argument.check_sampled`). Where the
 dependency structure is known (built-in layers: ``colors``, see
 :mod:`gradcheck.ops._structure`) elements of one color share their evaluations: the
 budget then counts colors, not elements, and a candidate whose color is already in the
