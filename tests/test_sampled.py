@@ -190,3 +190,20 @@ def test_the_diagnosis_corpus_on_the_smallest_sample():
     for case in correct:
         assert check_vjp(case.f, case.vjp, case.args, argnames=case.argnames,
                          mode="sampled", time_budget=TINY).passed, case.name
+
+
+def test_sampled_is_chosen_by_name_in_a_spec_and_on_the_command_line(tmp_path, capsys):
+    spec = tmp_path / "conv.toml"
+    body = ("[input]\nshape = [2, 3, 10, 10]\n[[layer]]\ntype = 'conv'\nout_channels = 4\n"
+            "kernel = 3\n[check]\ntime_budget = 0.001\n")
+    spec.write_text(body + "mode = 'sampled'\n", encoding="utf-8")
+    assert main(["check", str(spec), "--json"]) == OK
+    checks = json.loads(capsys.readouterr().out)["checks"]
+    assert {c["mode"] for c in checks} == {"sampled"}
+    x = next(c for c in checks if c["argument"] == "input")
+    assert x["n_checked"] < x["n_elements"] == 600 and x["n_directions"] == 8
+    spec.write_text(body, encoding="utf-8")          # within budget: full, unless told
+    assert main(["check", str(spec), "--mode", "full", "--json"]) == OK
+    assert {c["mode"] for c in json.loads(capsys.readouterr().out)["checks"]} == {"full"}
+    assert main(["check", str(spec), "--mode", "sampled", "--json"]) == OK
+    assert {c["mode"] for c in json.loads(capsys.readouterr().out)["checks"]} == {"sampled"}
