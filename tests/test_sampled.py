@@ -202,7 +202,7 @@ def test_sampled_is_chosen_by_name_in_a_spec_and_on_the_command_line(tmp_path, c
     assert {c["mode"] for c in checks} == {"sampled"}
     x = next(c for c in checks if c["argument"] == "input")
     assert x["n_checked"] < x["n_elements"] == 600 and x["n_directions"] == 8
-    spec.write_text(body, encoding="utf-8")          # within budget: full, unless told
+    spec.write_text(body, encoding="utf-8")          # the command line names the mode
     assert main(["check", str(spec), "--mode", "full", "--json"]) == OK
     assert {c["mode"] for c in json.loads(capsys.readouterr().out)["checks"]} == {"full"}
     assert main(["check", str(spec), "--mode", "sampled", "--json"]) == OK
