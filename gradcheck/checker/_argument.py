@@ -27,7 +27,6 @@ and one more entry here.
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -45,7 +44,7 @@ from gradcheck.checker._numeric import (
     second_look,
     subset_target,
 )
-from gradcheck.checker._sample import MIN_SAMPLE
+from gradcheck.checker._sample import cut_note, first_part, groups_that_fit
 from gradcheck.checker._sampled import diagnose_sample, merge_samples
 from gradcheck.checker._summarize import (
     summarize_fast,
@@ -118,29 +117,20 @@ def _sampled_elements(problem, options, plan, target, index, method=None):
     return judged, int(num.nfev), note, num.method
 
 
-def _first_part(sample) -> int:
-    """Groups differenced before the time they take is known: a quarter of the plan's,
-    at least ``MIN_SAMPLE``."""
-    return min(sample.groups, max(MIN_SAMPLE, math.ceil(sample.groups / 4)))
-
-
 def _sample_within_time(problem, options, plan, target, method):
     """The plan's sample, differenced in two parts: the first quarter of its groups (at
     least ``MIN_SAMPLE``), then as many more as the time those took says fit in the
-    sample's share of the time budget (never more than planned: the prediction from one
-    call of ``f`` misses what a method costs, e.g. a complex evaluation). ``method``
+    sample's share of the time budget (:func:`._sample.groups_that_fit`). ``method``
     (None: the options') is the differentiation method of both parts.
     ``(index, judged, nfev, note)``."""
     sample = plan.sample
-    first = _first_part(sample)
+    first = first_part(sample)
     started = time.perf_counter()
     index = np.sort(sample.first(first))
     judged, nfev, note, _ = _sampled_elements(problem, options, plan, target, index, method)
     if first >= sample.groups:
         return index, judged, nfev, note
-    per_group = (time.perf_counter() - started) / first
-    more = min(sample.groups - first,
-               max(0, math.floor((sample.seconds - per_group * first) / per_group)))
+    more, per_group = groups_that_fit(sample, first, time.perf_counter() - started)
     if more:
         extra = np.sort(sample.between(first, first + more))
         judged2, nfev2, note2, _ = _sampled_elements(problem, options, plan, target, extra,
@@ -149,11 +139,7 @@ def _sample_within_time(problem, options, plan, target, method):
         nfev += nfev2
         note = "; ".join(n for n in (note, note2) if n)
     if first + more < sample.groups:
-        planned = sample.index.size
-        note = "; ".join(n for n in (note, (
-            f"the sample was cut to {index.size} of the {planned} planned elements: "
-            f"differencing took {per_group:.2g} s per group, more than one call of f "
-            f"predicted")) if n)
+        note = "; ".join(n for n in (note, cut_note(index.size, sample, per_group)) if n)
     return index, judged, nfev, note
 
 
@@ -205,7 +191,7 @@ def check_sampled(problem, options, plan, suspects):
     size = target.arg.size
     along, method, nfev = None, None, 0
     if plan.sample.index.size < size:
-        first = np.sort(plan.sample.first(_first_part(plan.sample)))
+        first = np.sort(plan.sample.first(first_part(plan.sample)))
         directions, along, nfev, tolerance, used = _directions_over_rest(
             options, plan, target, analytic, first)
         if options.method == "auto":

@@ -216,17 +216,18 @@ def diagnose_evidence(evidence: Evidence, *, skip=()) -> Diagnosis:
 
 
 def diagnose_judgement(judged, *, role: TensorRole, suspects: Callable[[], Sequence[Suspect]],
-                       known: Known = Known()):
+                       known: Known = Known(), skip=()):
     """The cause of one argument's failures (None when nothing failed).
 
     ``judged`` is its :class:`~gradcheck.checker._judge.Judgement`; elements at kinks are
-    left out of the generic comparisons (their own cause is ``outside_kink_limits``).
+    left out of the generic comparisons (their own cause is ``outside_kink_limits``);
+    the causes named in ``skip`` are not tried (:func:`diagnose_evidence`).
     """
     if not judged.failed.any():
         return None
     return diagnose_evidence(Evidence(judged.analytic, judged.numeric, judged.tolerance,
                                       role=role, suspects=suspects, exclude=judged.nondiff,
-                                      judged=judged, known=known))
+                                      judged=judged, known=known), skip=skip)
 
 
 def diagnose(

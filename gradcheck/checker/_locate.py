@@ -17,6 +17,11 @@ channels, then rows), so a bug confined to one region is followed into it. When 
 mismatch is spread so that neither half exceeds its tolerance, the larger excess is
 followed anyway: the elements reached are the best guess, and the report says whether
 they fail.
+
+The halving itself (:func:`bisect`) asks only for the excess of each half's difference
+over its tolerance: reverse mode projects on the gradient (:func:`bisect_direction`),
+forward mode compares the two JVPs entry by entry over the output
+(:mod:`gradcheck.checker._forward_sampled`).
 """
 
 from __future__ import annotations
@@ -26,17 +31,18 @@ import numpy as np
 from gradcheck.checker._judge import excess, judge_directions
 from gradcheck.checker._numeric import Target, directional_numeric
 
-__all__ = ["bisect_direction", "LEAF"]
+__all__ = ["bisect", "bisect_direction", "LEAF"]
 
 #: Elements left when the bisection stops (then differenced one by one).
 LEAF = 8
 
 
-def bisect_direction(target: Target, analytic, direction, tolerance, *,
-                     leaf: int = LEAF) -> tuple[np.ndarray, int]:
+def bisect(direction, excesses, *, leaf: int = LEAF) -> tuple[np.ndarray, int]:
     """``(elements, nfev)``: the flat indices (at most ``leaf``) the mismatch along
-    ``direction`` (flat, shaped like the argument's size) was narrowed to, and the
-    evaluations of ``f`` spent."""
+    ``direction`` (flat, one entry per element) was narrowed to, and the evaluations of
+    ``f`` spent. ``excesses(dirs)`` returns, for the two rows of ``dirs`` (the direction
+    restricted to each half), how far each one's difference lies beyond its tolerance,
+    and the evaluations it spent: ``(excess per row, nfev)``."""
     direction = np.asarray(direction, np.float64).reshape(-1)
     members = np.flatnonzero(direction)
     nfev = 0
@@ -46,8 +52,18 @@ def bisect_direction(target: Target, analytic, direction, tolerance, *,
         dirs = np.zeros((2, direction.size))
         for row, part in enumerate(parts):
             dirs[row, part] = direction[part]
-        num = directional_numeric(target, dirs)
-        nfev += int(num.nfev)
-        judged = judge_directions(analytic, dirs, num, tolerance)
-        members = parts[int(np.argmax(excess(judged)))]
+        over, used = excesses(dirs)
+        nfev += int(used)
+        members = parts[int(np.argmax(over))]
     return members, nfev
+
+
+def bisect_direction(target: Target, analytic, direction, tolerance, *,
+                     leaf: int = LEAF) -> tuple[np.ndarray, int]:
+    """:func:`bisect` in reverse mode: each half's projection
+    :math:`\\langle \\nabla C, v|_S\\rangle` against the analytic gradient's."""
+    def excesses(dirs):
+        num = directional_numeric(target, dirs)
+        return excess(judge_directions(analytic, dirs, num, tolerance)), num.nfev
+
+    return bisect(direction, excesses, leaf=leaf)

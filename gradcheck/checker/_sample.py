@@ -52,8 +52,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Sample", "choose_sample", "sample_candidates", "SAMPLE_SHARE", "MIN_SAMPLE",
-           "MAX_SAMPLE"]
+__all__ = ["Sample", "choose_sample", "sample_candidates", "first_part", "groups_that_fit",
+           "cut_note", "SAMPLE_SHARE", "MIN_SAMPLE", "MAX_SAMPLE"]
 
 #: Share of ``time_budget`` the sample of one argument is sized to take.
 SAMPLE_SHARE = 0.25
@@ -214,3 +214,31 @@ def choose_sample(shape, role, *, seed: int, index: int, groups_allowed: int,
         if len(picked) >= MAX_SAMPLE:
             break
     return Sample(np.array(picked, dtype=np.int64), np.array(group, dtype=np.int64))
+
+
+# --------------------------------------------------------------------------- within time
+
+
+def first_part(sample: Sample) -> int:
+    """Groups differenced before the time they take is known: a quarter of the plan's,
+    at least ``MIN_SAMPLE``."""
+    return min(sample.groups, max(MIN_SAMPLE, math.ceil(sample.groups / 4)))
+
+
+def groups_that_fit(sample: Sample, first: int, seconds: float) -> tuple[int, float]:
+    """``(more, per_group)``: how many groups after the first ``first`` fit in the
+    sample's share of the time budget, now that those took ``seconds`` (never more than
+    planned: the prediction from one call of ``f`` misses what a method costs, e.g. a
+    complex evaluation), and the time one group took."""
+    per_group = seconds / first
+    more = min(sample.groups - first,
+               max(0, math.floor((sample.seconds - per_group * first) / per_group))
+               if per_group > 0 else sample.groups - first)
+    return more, per_group
+
+
+def cut_note(kept: int, sample: Sample, per_group: float) -> str:
+    """What the report says when the sample was cut to ``kept`` elements for time."""
+    return (f"the sample was cut to {kept} of the {sample.index.size} planned elements: "
+            f"differencing took {per_group:.2g} s per group, more than one call of f "
+            f"predicted")

@@ -14,7 +14,8 @@ import numpy as np
 from gradcheck.checker._judge import Judgement, cosine_and_ratio, excess, rel_error
 from gradcheck.checker._report import ArgumentReport, Diagnosis
 
-__all__ = ["summarize_full", "summarize_sampled", "summarize_fast", "summarize_skipped"]
+__all__ = ["summarize_full", "summarize_sampled", "summarize_fast", "summarize_skipped",
+           "sampled_said"]
 
 
 def _measures(judged: Judgement, diff, rel) -> dict:
@@ -81,10 +82,8 @@ def summarize_sampled(name, arg, analytic, index, judged: Judgement, along,
     n_dirs = 0 if along is None else int(along.analytic.size)
     dirs_failed = 0 if along is None else int(along.failed.sum())
     elapsed = time.perf_counter() - started
-    said = f"sampled {index.size} of {arg.size} elements ({elapsed:.2g} s)"
-    if along is not None:
-        said += (f"; {n_dirs} random directions over the rest"
-                 + (f", {dirs_failed} of them failed" if dirs_failed else ""))
+    said = sampled_said(index.size, arg.size, elapsed, n_dirs if along is not None else None,
+                        dirs_failed)
     shape = tuple(arg.shape)
     return ArgumentReport(
         name=name, shape=shape, dtype=str(analytic.dtype),
@@ -98,6 +97,16 @@ def summarize_sampled(name, arg, analytic, index, judged: Judgement, along,
         nondifferentiable_mask=embed(judged.nondiff, index, shape, False),
         note=_shared_note(judged, "; ".join(n for n in (said, note) if n)),
         n_directions=n_dirs, n_directions_failed=dirs_failed, **measures)
+
+
+def sampled_said(n_sampled, n_elements, elapsed, n_directions, n_failed) -> str:
+    """The sampled argument's note: how much was sampled, and the directions over the rest
+    (``n_directions`` None: none, the sample was the whole argument)."""
+    said = f"sampled {n_sampled} of {n_elements} elements ({elapsed:.2g} s)"
+    if n_directions is not None:
+        said += (f"; {n_directions} random directions over the rest"
+                 + (f", {n_failed} of them failed" if n_failed else ""))
+    return said
 
 
 def summarize_fast(name, arg, dtype, judged: Judgement, *, nfev, started) -> ArgumentReport:
