@@ -338,9 +338,11 @@ def _linearity_look(ctx: Context, items, tally, first):
                            | np.asarray(num.nondifferentiable[r], bool)
                            | np.asarray(num.nondifferentiable[m + r], bool)).reshape(kinked.shape)
         kinked &= it.judged.failed & ~unusable(it.judged.numeric, it.judged.error)
-        kinked |= _projection_agrees(ctx, it, kinked)
+        agreed = _projection_agrees(ctx, it, kinked)
+        tally.excused += int(kinked.sum())
+        tally.agreed += int(agreed.sum())
+        kinked |= agreed
         if kinked.any():
-            tally.excused += int(kinked.sum())
             items[p] = it._replace(judged=it.judged._replace(
                 failed=it.judged.failed & ~kinked, nondiff=it.judged.nondiff | kinked,
                 diff=np.where(kinked, 0.0, it.judged.diff)))
@@ -388,6 +390,7 @@ class Tally:
         self.nfev = self.rechecked = self.mismatching = self.unowned = self.n_shared = 0
         self.confirmed = self.complex_first = False
         self.excused = 0         # fast mode: mismatches where f is not differentiable
+        self.agreed = 0          # ... and on directions whose projection agrees
         # columns whose outputs do not overlap, side by side: what a diagnosis looks at
         self.pack_owner = np.full(m, -1, np.int64)   # the packed column of each output
         self.packed = np.zeros(n, bool)

@@ -189,6 +189,11 @@ def _notes(ctx: Context, tally: Tally) -> list:
                      f"derivatives are not linear in the direction: several kinks at once), "
                      f"where J v need not be the directional derivative: reported, not "
                      f"judged")
+    if tally.agreed:
+        notes.append(f"{tally.agreed} mismatching output entr(ies) along the random "
+                     f"directions lie on direction(s) whose projection on a seeded cotangent "
+                     f"agrees within its error bars (what reverse fast mode judges): "
+                     f"reported, not judged")
     if tally.unowned:
         notes.append(f"{tally.unowned} failing output entr(ies) lie outside every footprint of "
                      f"their probe according to the dependency pattern (counted against its "
