@@ -148,6 +148,24 @@ def test_a_1e5_error_in_one_jacobian_entry_is_caught_in_forward_mode():
     assert arg.worst_index == (3,) and arg.output_index == (3,)
 
 
+def test_forward_mode_over_a_small_budget_samples_and_locates_a_wrong_column():
+    bad, shape = (1, 0, 8, 17), (2, 3, 10, 20)
+    wrong = jnp.zeros(shape).at[bad].set(1e-5)
+    off = _custom_jvp(jnp.sin, lambda x, t: jnp.cos(x) * t * (1 + wrong))
+    small = dict(modes=("fwd",), budget=100, time_budget=1e-6)
+    with jax.enable_x64(True):
+        x = jnp.linspace(0.5, 2.0, 1200, dtype=jnp.float64).reshape(shape)
+        right = check_function(jnp.sin, (x,), **small)
+        report = check_function(off, (x,), **small)
+    a = right["fwd.x"]
+    assert right.passed and a.mode == "sampled" and a.n_checked < a.n_elements == 1200
+    a = report["fwd.x"]
+    assert not report.passed and a.mode == "sampled" and a.n_failed == 1
+    assert a.worst_index == bad and a.output_index == bad
+    assert a.numeric_at_worst == pytest.approx(float(np.cos(x[bad])), rel=1e-9)
+    assert "bisection narrowed it to" in a.note
+
+
 def test_forward_mode_has_no_false_alarm_in_float32_at_kinks_and_ties():
     x = jnp.linspace(-3.0, 3.0, 9)
     check_grads(jnp.tanh, (x,), order=2)                            # fwd and rev, float32

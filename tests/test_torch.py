@@ -448,6 +448,48 @@ def test_forward_mode_of_a_module_and_its_parameters():
     assert [a.name for a in report.arguments] == ["fwd.input", "fwd.weight", "fwd.bias"]
 
 
+class SineJvpOffAt(torch.autograd.Function):
+    """sin, its backward right, its forward rule off by 1e-5 at flat element ``BAD``."""
+
+    BAD = 777
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.x = x
+        return torch.sin(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * torch.cos(ctx.x)
+
+    @staticmethod
+    def jvp(ctx, t):
+        scale = torch.ones_like(ctx.x)
+        scale.view(-1)[SineJvpOffAt.BAD] += 1e-5
+        return torch.cos(ctx.x) * scale * t
+
+
+def test_forward_mode_over_a_small_budget_samples_and_locates_a_wrong_column():
+    x = torch.linspace(0.5, 2.0, 1200, dtype=torch.float64).reshape(2, 3, 10, 20)
+    small = dict(modes=("fwd",), budget=100, time_budget=1e-6)
+    report = check_function(lambda x: torch.sin(x), (x,), **small)
+    a = report["fwd.x"]
+    assert report.passed and a.mode == "sampled" and a.n_checked < a.n_elements == 1200
+    assert "x: 1200 elements > budget 100; checked in sampled mode: sampled " in \
+        report.notes[0]
+    report = check_function(SineJvpOffAt.apply, (x,), **small)
+    a = report["fwd.x"]
+    bad = tuple(int(i) for i in np.unravel_index(SineJvpOffAt.BAD, x.shape))
+    assert not report.passed and a.mode == "sampled" and a.n_failed == 1
+    assert a.worst_index == bad and a.output_index == bad
+    assert a.numeric_at_worst == pytest.approx(float(torch.cos(x[bad])), rel=1e-9)
+    assert "bisection narrowed it to" in a.note
+    with pytest.raises(GradientCheckFailed, match=r"fwd\.x: FAIL; 1 of \d+ sampled elements "
+                                                  r"\(of 1200\) failed"):
+        gradcheck(SineJvpOffAt.apply, (x.requires_grad_(),), check_forward_ad=True,
+                  budget=100, time_budget=1e-6)
+
+
 def test_a_function_without_a_jvp_rule_is_told_how_to_check_it():
     x = torch.linspace(0.5, 2.0, 5, dtype=torch.float64)
     with pytest.raises(UserCodeError, match=r"forward AD \(torch.autograd.forward_ad\) "

@@ -5,15 +5,18 @@ r"""Forward mode's entry point: :func:`check_jvp`, the reverse pipeline's stages
     validate    options and arguments, once                      _options.validate
     scalarize   f twice at the point (no cotangent)              _forward.scalarize_forward
     for each argument:
-      plan          full / fast / skipped, the same budgets      _forward.plan_forward
-      probes        columns (colored by the pattern) or          _forward
-                    random tangent directions
+      plan          full / sampled / fast / skipped, the same    _forward.plan_forward
+                    budgets (f_jvp's time counted)
+      probes        columns (colored by the pattern), a sample's _forward
+                    columns, or random tangent directions
       differentiate numerical JVPs along the probes, in batches  _forward_probes
       judge         entry by entry over the output (pure)        _judge, _tolerance
       second look   failing probes differenced again             _forward_probes
       settle kinks  entries at a kink along several columns      _forward_probes.Tally
       diagnose      the worst probe's JVP, causes named          _diagnose, _causes
                     against the output's shape
+      locate        sampled: a failing direction bisected to a   _forward_sampled,
+                    column                                       _locate
       report        one ArgumentReport                           _forward_runners
     report      the CheckReport, with what was weakened          _check_jvp
 
@@ -36,9 +39,16 @@ is shown differentiable and the direction's projection on a seeded cotangent (th
 reverse fast mode judges) disagrees too (:mod:`._forward_probes`): fast mode's reach is
 reverse fast mode's (a float64 entry off by 1e-5 is caught, one float32 entry off by 2%
 in a tensor of a few hundred elements is not), and the element behind a wrong entry is
-not located. ``"auto"`` chooses
-per argument with the reverse mode's budgets (``budget``, ``time_budget``; the predicted
-time counts ``f``'s evaluations, and each probe adds one call of ``f_jvp``).
+not located. ``"sampled"`` compares the Jacobian columns of a sample of elements in
+full, as ``"full"`` does, and ``directions`` random tangents over the other elements, as
+``"fast"`` does; a direction that fails while every sampled column passes is bisected to
+a few elements whose columns are then checked in full (:mod:`._forward_sampled`). It
+proves the sampled columns right and the rest as fast mode does; the sample is reverse
+mode's (:mod:`._sample`), sized so that its columns take about a quarter of
+``time_budget``. ``"auto"`` chooses per argument with the reverse mode's budgets
+(``budget``, ``time_budget``; the predicted time counts ``f``'s evaluations and one call
+of ``f_jvp`` per probe, both measured at the point), and above either does what
+``over_budget`` says (``"sampled"`` by default), with a note.
 """
 
 from __future__ import annotations
@@ -69,7 +79,7 @@ def _output_role(value):
 
 
 def check_jvp(f: Callable, f_jvp: Callable, args, *, argnames=None, wrt=None, mode="auto",
-              seed=0, atol=None, rtol=None, budget=DEFAULT_BUDGET, over_budget="fast",
+              seed=0, atol=None, rtol=None, budget=DEFAULT_BUDGET, over_budget="sampled",
               directions=DEFAULT_DIRECTIONS, method="auto", patterns=None, vectorized=None,
               output_role=None, suspects=None, name=None, memory=DEFAULT_MEMORY,
               time_budget=DEFAULT_TIME_BUDGET) -> CheckReport:
@@ -88,8 +98,9 @@ def check_jvp(f: Callable, f_jvp: Callable, args, *, argnames=None, wrt=None, mo
     argnames, wrt, mode, seed, atol, rtol, budget, over_budget, directions, method,
     patterns, vectorized, name, memory, time_budget
         As in :func:`~gradcheck.check_vjp`, validated by the same rules. ``mode="full"``
-        checks every column of each argument's Jacobian, ``"fast"`` ``directions``
-        random tangents; ``seed`` seeds those directions.
+        checks every column of each argument's Jacobian, ``"sampled"`` the columns of a
+        sample of elements plus ``directions`` random tangents over the rest, ``"fast"``
+        ``directions`` random tangents; ``seed`` seeds the sample and the directions.
     output_role : {"input", "weight", "bias", "generic"} or TensorRole, optional
         The layout of ``f``'s output, used to name causes of a mismatch (by default
         ``(N, C, *spatial)`` for an output of three axes or more, else generic).
@@ -100,9 +111,10 @@ def check_jvp(f: Callable, f_jvp: Callable, args, *, argnames=None, wrt=None, mo
     Returns
     -------
     CheckReport
-        With ``ad_mode == "fwd"``. Per argument: ``n_checked`` columns (full) or
-        directions (fast), ``n_failed`` of them wrong, ``worst_index`` the element (or
-        direction) and ``output_index`` the output entry of the worst Jacobian entry.
+        With ``ad_mode == "fwd"``. Per argument: ``n_checked`` columns (full, sampled)
+        or directions (fast), ``n_failed`` of them wrong, ``worst_index`` the element (or
+        direction) and ``output_index`` the output entry of the worst Jacobian entry;
+        sampled: ``n_directions`` over the rest, ``n_directions_failed`` of them wrong.
 
     Raises
     ------
@@ -153,7 +165,9 @@ def _forward_report(options, problem, plans, reports, started) -> CheckReport:
     """The verdict over every argument, as reverse mode's: a check that checked nothing
     does not pass, and what weakened it is said (a JVP in a coarser dtype than its
     argument, the caller's tolerance floor)."""
-    notes = [plan.notice for plan in plans if plan.notice]
+    # a sampled argument's notice ends with what its sample held (known after the run)
+    notes = [f"{plan.notice}: {r.note}" if plan.kind == "sampled" else plan.notice
+             for plan, r in zip(plans, reports) if plan.notice]
     for plan, r in zip(plans, reports):
         arg = problem.args[plan.index]
         if r.mode != "skipped" and real_eps(r.dtype) > real_eps(arg.dtype):

@@ -15,20 +15,24 @@ This module is the forward counterpart of :mod:`._scalarize` and :mod:`._plan`:
   what else it returns is kept for the diagnosis), and returns a :class:`ForwardProblem`,
   whose :meth:`~ForwardProblem.jvp` calls ``f_jvp`` along one argument's tangent (the
   others' tangents zero) and checks what comes back;
-- :func:`plan_forward` plans each argument as reverse mode does (full, fast or
-  skipped, by the same budget);
+- :func:`plan_forward` plans each argument as reverse mode does (full, sampled, fast or
+  skipped, by the same budgets; a probe's call of ``f_jvp`` counted in the predicted
+  time);
 - a *probe* is one tangent of one argument. In full mode (:class:`ColumnProbes`) probe
   ``k`` moves the elements of color ``k`` together: each element alone without a
   dependency pattern (the JVP is then the Jacobian's column :math:`J e_j`), or several
   elements whose output footprints do not overlap when the pattern is known (each output
   entry then belongs to one column, so one evaluation checks all of those columns -- the
-  coloring of :mod:`gradcheck.numdiff._coloring`, read the other way). In fast mode
-  (:class:`DirectionProbes`) probe ``k`` is a random direction of ±1 entries.
+  coloring of :mod:`gradcheck.numdiff._coloring`, read the other way). In sampled mode
+  the column probes are those of the sample's elements only, grouped by the same
+  colors. In fast mode (:class:`DirectionProbes`) probe ``k`` is a random direction of
+  ±1 entries.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -57,6 +61,7 @@ class ForwardProblem:
     y_scale: float           # max |y_i|: sets the smallest derivative an output expresses
     role: TensorRole         # the output's layout, for naming causes
     zero_response: np.ndarray | None = None   # f_jvp with every tangent zero (linear: 0)
+    jvp_seconds: float = 0.0  # the time of that call of f_jvp (each probe makes one more)
 
     #: ``f`` as a function of one argument, the others held (the reverse problem's rule).
     of_argument = Problem.of_argument
@@ -88,7 +93,8 @@ class ForwardProblem:
 def scalarize_forward(f, f_jvp, args, options, output_role=None) -> ForwardProblem:
     """Call ``f`` twice at ``args`` (``options``: the validated options; ``output_role``:
     the output's layout as given, see :func:`._diagnose.role_of`)."""
-    y, f_seconds = _evaluate_twice(f, args, timed=options.mode == "auto")
+    timed = options.mode in ("auto", "sampled")
+    y, f_seconds = _evaluate_twice(f, args, timed=timed)
     if y.dtype.kind == "c":
         raise ConfigurationError(f"check_jvp checks real-valued f; f returned {y.dtype} "
                                  f"values: return the real and imaginary parts as two arrays")
@@ -98,14 +104,25 @@ def scalarize_forward(f, f_jvp, args, options, output_role=None) -> ForwardProbl
                              scale if np.isfinite(scale) else 0.0, role_of(output_role, 0, y))
     # one call with zero tangents: proves f_jvp's contract before any differencing, and
     # a JVP must be linear in the tangents, so what comes back is a term that should not
-    # be there (a diagnosis names it)
-    zero = problem.jvp(0, np.zeros(args[0].size))
-    return dataclasses.replace(problem, zero_response=zero)
+    # be there (a diagnosis names it). Every probe calls f_jvp once more, so when the
+    # budgets need it its time is measured too: the faster of two calls (the first may
+    # pay for warm-up, e.g. a framework's forward AD set up on first use)
+    zero, seconds = _timed(problem.jvp, 0, np.zeros(args[0].size))
+    if timed:
+        seconds = min(seconds, _timed(problem.jvp, 0, np.zeros(args[0].size))[1])
+    return dataclasses.replace(problem, zero_response=zero, jvp_seconds=seconds)
+
+
+def _timed(fn, *args):
+    started = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - started
 
 
 def plan_forward(problem: ForwardProblem, options, index: int) -> Plan:
     """The plan of argument ``index``: skipped when it or the output is empty, else the
-    reverse mode's rule (:func:`._plan.plan_checked`)."""
+    reverse mode's rule (:func:`._plan.plan_checked`), each group of elements costing a
+    call of ``f_jvp`` beside ``f``'s evaluations."""
     name = options.argnames[index]
     arg = problem.args[index]
     if arg.dtype.kind != "f":
@@ -116,33 +133,45 @@ def plan_forward(problem: ForwardProblem, options, index: int) -> Plan:
         return Plan(index, name, "skipped", "empty (0 elements)")
     if problem.y.size == 0:
         return Plan(index, name, "skipped", "f's output is empty: no Jacobian entry to check")
-    return plan_checked(problem, options, index)
+    return plan_checked(problem, options, index, call=("f_jvp", problem.jvp_seconds))
 
 
 # --------------------------------------------------------------------------- probes
 
 
 class ColumnProbes:
-    """Full mode: probe ``k`` moves the elements of color ``k`` (sorted flat indices).
+    """Full and sampled mode: probe ``k`` moves the elements of color ``k`` (sorted flat
+    indices).
 
-    ``colors`` gives one color per element (None: every element its own). ``owner_rows``
-    maps the members of a color to, for every output entry, the position in ``members``
-    of the element it belongs to, or -1 (the ``owners`` contract of
-    :func:`gradcheck.numdiff.numerical_vjp`).
+    ``index`` gives the columns probed (flat, default every element: full mode; a
+    sample's elements in sampled mode) and ``colors`` one color per entry of ``index``
+    (None: every column its own). ``owner_rows`` maps the members of a color to, for
+    every output entry, the position in ``members`` of the element it belongs to, or -1
+    (the ``owners`` contract of :func:`gradcheck.numdiff.numerical_vjp`).
     """
 
-    def __init__(self, size: int, colors=None, owner_rows: Callable | None = None):
+    def __init__(self, size: int, colors=None, owner_rows: Callable | None = None, *,
+                 index=None):
         self.size = size
-        if colors is None:
-            self._order, self._bounds = np.arange(size), np.arange(size + 1)
-        else:
-            c = np.asarray(colors, dtype=np.int64).reshape(-1)
-            self._order = np.argsort(c, kind="stable")
-            _, first = np.unique(c[self._order], return_index=True)
-            self._bounds = np.append(first, size)
+        self.index = (np.arange(size) if index is None
+                      else np.asarray(index, dtype=np.int64).reshape(-1))
+        n = self.index.size
+        self._colors = (np.arange(n) if colors is None
+                        else np.asarray(colors, dtype=np.int64).reshape(-1))
+        perm = np.argsort(self._colors, kind="stable")
+        self._order = self.index[perm]
+        _, first = np.unique(self._colors[perm], return_index=True)
+        self._bounds = np.append(first, n)
         self.count = int(self._bounds.size - 1)
-        self.colored = self.count < size
+        self.colored = self.count < n
         self._owner_rows = owner_rows
+
+    def extended(self, index, colors) -> "ColumnProbes":
+        """These probes and more: the columns ``index`` with ``colors`` above every color
+        used so far, so probes ``0 .. count - 1`` stay what they were."""
+        return ColumnProbes(self.size, np.concatenate([self._colors, colors]),
+                            self._owner_rows,
+                            index=np.concatenate([self.index, np.asarray(index, np.int64)]))
 
     def members(self, k: int) -> np.ndarray:
         return np.sort(self._order[self._bounds[k]:self._bounds[k + 1]])
@@ -207,14 +236,19 @@ def _pattern_rows(P):
     return owner_rows
 
 
-def column_probes(pattern, size: int, out_size: int) -> ColumnProbes:
+def column_probes(pattern, size: int, out_size: int, *, index=None,
+                  groups=None) -> ColumnProbes:
     """The column groups of an argument: one per element, or the colors of its
-    dependency ``pattern`` (a sparse matrix, outputs x elements, or a structure)."""
+    dependency ``pattern`` (a sparse matrix, outputs x elements, or a structure). With
+    ``index`` (flat) only those columns, ``groups`` their colors (a sample's groups:
+    :class:`~._sample.Sample`, made from the same colors)."""
     if pattern is None:
-        return ColumnProbes(size)
+        return ColumnProbes(size, groups, index=index)
     if is_structure(pattern):
-        return ColumnProbes(size, pattern.colors, pattern.owners)
+        return ColumnProbes(size, pattern.colors if index is None else groups, pattern.owners,
+                            index=index)
     from gradcheck.numdiff._coloring import as_pattern, greedy_colors
 
     P = as_pattern(pattern, out_size, size)
-    return ColumnProbes(size, greedy_colors(P), _pattern_rows(P))
+    return ColumnProbes(size, greedy_colors(P) if index is None else groups, _pattern_rows(P),
+                        index=index)

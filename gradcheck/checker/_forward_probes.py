@@ -349,10 +349,11 @@ def _linearity_look(ctx: Context, items, tally, first):
     return items
 
 
-def judge_probes(ctx: Context, ks, tally, method: str, tangents=None):
+def judge_probes(ctx: Context, ks, tally, method: str, tangents=None, *, looks=True):
     """Probes ``ks`` differenced (with ``method``), judged and looked at again: the items,
     and the method the differentiator used. ``tangents`` (flat, one row per probe)
-    replaces the probes' own."""
+    replaces the probes' own; ``looks=False`` leaves out the second look and the
+    linearity look (a bisection's halves, judged only to choose between them)."""
     problem, i = ctx.problem, ctx.plan.index
     if tangents is None:
         tangents = np.stack([ctx.probes.tangent(k) for k in ks])
@@ -361,6 +362,8 @@ def judge_probes(ctx: Context, ks, tally, method: str, tangents=None):
     tally.nfev += int(num.nfev)
     items = [_judge(ctx, k, t, a, _view(num, p, ctx.kink_rule, ctx.rounding))
              for p, (k, t, a) in enumerate(zip(ks, tangents, analytic))]
+    if not looks:
+        return items, num.method
     items = _second_look(ctx, items, tally, num)
     if not ctx.kink_rule:
         first = [_view(num, p, True, ctx.rounding) for p in range(len(items))]
@@ -460,10 +463,19 @@ class Tally:
         packed[column] = True
         return packed.astype(np.float64)
 
+    def grow(self, ctx: Context) -> None:
+        """Go on with ``ctx``, whose probes extend this tally's (sampled mode adds columns
+        as it goes: :meth:`._forward.ColumnProbes.extended`)."""
+        more = ctx.probes.count - self.probes_failed.size
+        self.ctx = ctx
+        self.probes_failed = np.concatenate([self.probes_failed, np.zeros(more, bool)])
+
     def settle(self):
         """Settle the kink entries outside their limits; ``(excess, k)`` of the worst
-        unshared one (``(-inf, None)`` when there is none)."""
+        unshared one (``(-inf, None)`` when there is none). Settling again gives the
+        same (sampled mode asks before it reports)."""
         worst = (-np.inf, None)
+        self.n_shared = 0
         for k, idx, cols, over, diff, rel, own in self.candidates:
             alone = self.kink_count[idx] - own < 1      # no other column's kink here
             self.n_shared += int((~alone).sum())

@@ -11,6 +11,9 @@ mode's signature (problem, options, plan, suspects) -> ArgumentReport:
   JVP judged entry by entry over the output on its error bars, a mismatch standing where
   ``f`` is differentiable and the projection disagrees too (:mod:`._forward_probes`),
   reported (with a diagnosis too: a JVP is an array shaped like the output);
+- ``"sampled"``: the columns of the plan's sample of elements as in ``"full"``, random
+  tangents over the rest as in ``"fast"``, a failing direction bisected to a column
+  (:mod:`._forward_sampled`);
 - ``"skipped"``: as in reverse mode.
 
 Diagnosis
@@ -55,7 +58,7 @@ from gradcheck.checker._numeric import rademacher_directions
 from gradcheck.checker._report import ArgumentReport, Diagnosis
 from gradcheck.checker._summarize import summarize_skipped
 
-__all__ = ["FORWARD_RUNNERS"]
+__all__ = ["FORWARD_RUNNERS", "stream", "argument_report"]
 
 
 def _batch(ctx: Context) -> int:
@@ -70,18 +73,25 @@ def _first_method(ctx: Context) -> str:
     return method
 
 
-def _stream(ctx: Context) -> Tally:
-    """Every probe of the argument, batch by batch, into one :class:`Tally`."""
-    tally = Tally(ctx)
-    method, step = _first_method(ctx), _batch(ctx)
+def stream(ctx: Context, tally: Tally, ks, method: str | None = None) -> str:
+    """Probes ``ks`` of the argument, batch by batch, into ``tally``, differenced with
+    ``method`` (None: the plan's first choice); the method decided, for the next ones."""
+    method, step = method or _first_method(ctx), _batch(ctx)
     out_size = ctx.problem.y.size
-    for start in range(0, ctx.probes.count, step):
-        ks = range(start, min(ctx.probes.count, start + step))
-        items, used = judge_probes(ctx, ks, tally, method)
+    ks = list(ks)
+    for start in range(0, len(ks), step):
+        items, used = judge_probes(ctx, ks[start:start + step], tally, method)
         if method == "auto":    # decided once: later batches skip the complex step's test
             method = "complex" if used == "complex" else "richardson"
         for item in items:
             tally.add(item, ctx.probes.columns(item.k, out_size))
+    return method
+
+
+def _stream(ctx: Context) -> Tally:
+    """Every probe of the argument, batch by batch, into one :class:`Tally`."""
+    tally = Tally(ctx)
+    stream(ctx, tally, range(ctx.probes.count))
     return tally
 
 
@@ -144,7 +154,7 @@ def _not_linear(problem, item) -> Suspect:
         np.asarray(item.judged.numeric, np.float64) + z)
 
 
-def _diagnosis(ctx, item, suspects, what) -> Diagnosis | None:
+def _diagnosis(ctx, item, suspects, what, skip=()) -> Diagnosis | None:
     problem, name = ctx.problem, ctx.plan.name
     arg = problem.args[ctx.plan.index]
 
@@ -157,7 +167,7 @@ def _diagnosis(ctx, item, suspects, what) -> Diagnosis | None:
     shapes = {"the output": problem.y.shape,
               **{n: np.shape(a) for n, a in zip(problem.argnames, problem.args)}}
     found = diagnose_judgement(item.judged, role=problem.role, suspects=claims,
-                               known=Known(sizes=named_sizes(shapes)))
+                               known=Known(sizes=named_sizes(shapes)), skip=skip)
     if found is None:
         return None
     return Diagnosis(found.cause,
@@ -169,7 +179,7 @@ def _diagnosis(ctx, item, suspects, what) -> Diagnosis | None:
 def _notes(ctx: Context, tally: Tally) -> list:
     notes = []
     if ctx.probes.colored:
-        notes.append(f"{ctx.probes.count} probe(s) for {ctx.probes.size} columns: elements "
+        notes.append(f"{ctx.probes.count} probe(s) for {ctx.probes.index.size} columns: elements "
                      f"whose outputs do not overlap (dependency pattern) moved together")
     if tally.rechecked:
         how = "with real steps" if tally.complex_first else "with smaller steps"
@@ -209,7 +219,10 @@ def _cosine(tally: Tally):
     return float(cos), (na / nn if nn else float("inf"))
 
 
-def _report(ctx: Context, tally: Tally, suspects, started, *, full: bool) -> ArgumentReport:
+def argument_report(ctx: Context, tally: Tally, suspects, started, *, full: bool,
+                    skip=()) -> ArgumentReport:
+    """The argument's report: its columns (``full``; the causes named in ``skip`` not
+    tried) or its random directions."""
     problem, plan = ctx.problem, ctx.plan
     arg = problem.args[plan.index]
     item, cols = _worst(ctx, tally)
@@ -232,9 +245,9 @@ def _report(ctx: Context, tally: Tally, suspects, started, *, full: bool) -> Arg
     if not passed and full:
         side = _side_by_side(ctx, tally, item, cols, col)
         if side is not None:
-            diagnosis = _diagnosis(ctx, side[0], suspects, side[1])
+            diagnosis = _diagnosis(ctx, side[0], suspects, side[1], skip)
     if not passed and diagnosis is None:
-        diagnosis = _diagnosis(ctx, item, suspects, what)
+        diagnosis = _diagnosis(ctx, item, suspects, what, skip)
     cos, ratio = _cosine(tally)
     notes = _notes(ctx, tally)
     if not full:
@@ -262,7 +275,7 @@ def check_full_forward(problem, options, plan, suspects):
     arg = problem.args[plan.index]
     probes = column_probes(plan.pattern, arg.size, problem.y.size)
     ctx = Context(problem, options, plan, probes, True, output_rounding(problem, plan.index))
-    return _report(ctx, _stream(ctx), suspects, started, full=True)
+    return argument_report(ctx, _stream(ctx), suspects, started, full=True)
 
 
 def check_fast_forward(problem, options, plan, suspects):
@@ -272,7 +285,15 @@ def check_fast_forward(problem, options, plan, suspects):
     probes = DirectionProbes(rademacher_directions(options.seed, plan.index,
                                                    options.directions, arg.size))
     ctx = Context(problem, options, plan, probes, False, output_rounding(problem, plan.index))
-    return _report(ctx, _stream(ctx), suspects, started, full=False)
+    return argument_report(ctx, _stream(ctx), suspects, started, full=False)
+
+
+def check_sampled_forward(problem, options, plan, suspects):
+    """The sample's columns in full, random directions over the rest
+    (:mod:`._forward_sampled`, which builds on this module)."""
+    from gradcheck.checker._forward_sampled import check_sampled
+
+    return check_sampled(problem, options, plan, suspects)
 
 
 def report_skipped(problem, options, plan, suspects):
@@ -281,5 +302,5 @@ def report_skipped(problem, options, plan, suspects):
 
 
 #: The runner of each plan kind in forward mode.
-FORWARD_RUNNERS = {"full": check_full_forward, "fast": check_fast_forward,
-                   "skipped": report_skipped}
+FORWARD_RUNNERS = {"full": check_full_forward, "sampled": check_sampled_forward,
+                   "fast": check_fast_forward, "skipped": report_skipped}
