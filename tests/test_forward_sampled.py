@@ -10,6 +10,7 @@ A tiny ``time_budget`` keeps each sample at its smallest (:data:`MIN_SAMPLE` ele
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -247,3 +248,21 @@ def test_the_predicted_time_counts_the_calls_of_f_jvp():
     assert report.passed and a.mode == "sampled"
     assert "calls of f_jvp" in report.notes[0] and "> time_budget 0.2 s" in report.notes[0]
     assert check_jvp(np.sin, slow_jvp, (x,), time_budget=1.0)["arg0"].mode == "full"
+
+
+def test_a_sample_that_takes_longer_than_predicted_is_cut_and_says_so():
+    # f's complex evaluations (the complex step) sleep 5 ms, its real ones take
+    # microseconds: the sample planned from a real call is cut after its first part,
+    # and the directions cover what was cut
+    def f(x):
+        if np.iscomplexobj(x):
+            time.sleep(0.005)
+        return np.sin(x)
+
+    x = np.random.default_rng(0).standard_normal((1, 2, 8, 8))
+    report = check_jvp(f, _sin_jvp, (x,), mode="sampled", time_budget=0.2)
+    a = report["arg0"]
+    assert report.passed and a.mode == "sampled" and a.n_directions == 8
+    cut = re.search(rf"the sample was cut to {a.n_checked} of the (\d+) planned elements",
+                    a.note)
+    assert cut and a.n_checked < int(cut.group(1)) <= 128
