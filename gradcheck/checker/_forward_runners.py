@@ -39,7 +39,9 @@ in ``R``, the derivative at the output) and those of a recognized layer
 (:mod:`._suspects`, which predict gradients, not JVPs) are not tried. One cause is
 forward mode's own, tried first: ``jvp_not_linear``, when ``f_jvp`` returns something
 for zero tangents and the analytic JVP is the true one plus that (a JAX ``custom_jvp``
-rule with such a term still transposes to a right VJP).
+rule with such a term still transposes to a right VJP). In sampled mode the same route
+runs on the sampled columns, without ``single_element`` and ``region``, which speak of
+columns a sample did not see (:mod:`._forward_sampled`).
 """
 
 from __future__ import annotations
