@@ -195,7 +195,9 @@ def untimed_junit(path):
 
 
 def test_jobs_output_is_the_serial_output(capsys, specs):
-    argv = ["check", *MIX, "--max-memory", "8GiB"]
+    # a time budget no run reaches: auto mode's full-or-sampled choice must not depend on
+    # how busy the machine is when the serial and the parallel run measure f
+    argv = ["check", *MIX, "--max-memory", "8GiB", "--time-budget", "1e6"]
     serial = run(argv + ["--json", "--junit-xml", "serial.xml"], capsys)
     assert not list(specs.glob("threads-*.json"))       # the serial run has no worker
     parallel = run(argv + ["-j", "2", "--json", "--junit-xml", "parallel.xml"], capsys)
@@ -225,7 +227,7 @@ def test_jobs_output_is_the_serial_output(capsys, specs):
 
 
 def test_jobs_text_and_plots_are_the_serial_ones(capsys, specs):
-    argv = ["check", GOOD, "Raises.toml", BUGGY, "-v"]
+    argv = ["check", GOOD, "Raises.toml", BUGGY, "-v", "--time-budget", "1e6"]
     try:
         import matplotlib  # noqa: F401
         argv_serial = argv + ["--plot", "serial-plots"]
