@@ -33,7 +33,7 @@ def softplus_sum_grad(x):
 
 
 @pytest.mark.parametrize("method, digits", [("auto", 14.5), ("complex", 14.5),
-                                            ("richardson", 11.5), ("central6", 10),
+                                            ("adaptive", 11.5), ("central6", 10),
                                             ("central4", 9.5), ("central", 7)])
 def test_grad_matches_analytic_with_error_bars(method, digits):
     r = numerical_grad(softplus_sum, X, method=method)
@@ -51,16 +51,24 @@ def test_auto_uses_complex_step_when_it_applies():
     assert r.nfev <= 2 * X.size + 25
 
 
-def test_richardson_costs_five_evaluations_per_element_on_smooth_functions():
-    r = numerical_grad(softplus_sum, X, method="richardson")
-    assert r.method == "richardson"
+def test_adaptive_costs_five_evaluations_per_element_on_smooth_functions():
+    r = numerical_grad(softplus_sum, X, method="adaptive")
+    assert r.method == "adaptive"
     assert r.nfev <= 5 * X.size + 1 + 5 * 3    # a few retries at most
+
+
+def test_the_former_name_richardson_still_selects_the_adaptive_stencil():
+    old = numerical_grad(softplus_sum, X, method="richardson")
+    new = numerical_grad(softplus_sum, X, method="adaptive")
+    assert old.method == new.method == "adaptive"
+    np.testing.assert_array_equal(old.grad, new.grad)
+    np.testing.assert_array_equal(old.error, new.error)
 
 
 def test_vjp_matches_analytic_and_differences_per_row():
     # tiny gradient entries next to huge outputs: per-row differencing keeps them
     c = 10.0 ** np.linspace(-6, 6, X.size)
-    r = numerical_vjp(lambda x: c * np.tanh(x), X, R, method="richardson")
+    r = numerical_vjp(lambda x: c * np.tanh(x), X, R, method="adaptive")
     true = R * c / np.cosh(X) ** 2
     assert np.all(np.abs(r.grad - true) <= r.error)
     assert np.max(np.abs(r.grad - true) / np.abs(true)) < 1e-9
@@ -68,7 +76,7 @@ def test_vjp_matches_analytic_and_differences_per_row():
 
 def test_steps_follow_each_inputs_own_scale():
     x = 10.0 ** np.linspace(-6, 6, 13)
-    r = numerical_vjp(np.log, x, np.ones_like(x), method="richardson")
+    r = numerical_vjp(np.log, x, np.ones_like(x), method="adaptive")
     np.testing.assert_allclose(r.grad, 1 / x, rtol=1e-9)
     assert np.all(np.abs(r.grad - 1 / x) <= r.error)
     big = x >= 1                       # the step is proportional to x over six decades
@@ -78,15 +86,15 @@ def test_steps_follow_each_inputs_own_scale():
 
 def test_sqrt_near_zero_shrinks_the_step_instead_of_returning_nan():
     x = np.array([1e-6, 1e-3, 4.0])
-    r = numerical_vjp(np.sqrt, x, np.ones(3), method="richardson")
+    r = numerical_vjp(np.sqrt, x, np.ones(3), method="adaptive")
     np.testing.assert_allclose(r.grad, 0.5 / np.sqrt(x), rtol=1e-8)
     assert r.step[0] < 1e-6 and np.all(np.isfinite(r.error))
 
 
 def test_user_scale_sets_the_step():
     x = np.array([0.0, 1e-4])
-    r1 = numerical_grad(lambda v: np.sum(np.exp(v)), x, method="richardson")
-    r2 = numerical_grad(lambda v: np.sum(np.exp(v)), x, method="richardson", scale=1e-3)
+    r1 = numerical_grad(lambda v: np.sum(np.exp(v)), x, method="adaptive")
+    r2 = numerical_grad(lambda v: np.sum(np.exp(v)), x, method="adaptive", scale=1e-3)
     # 0.5 * eps**(1/6) = 1.23e-3 -> 2**-10 ; times 1e-3 -> 2**-20
     np.testing.assert_array_equal(r1.step, 2.0**-10)
     np.testing.assert_array_equal(r2.step, 2.0**-20)
@@ -106,7 +114,7 @@ def test_jacobian_dense_and_jvp_against_analytic():
     # the reference is rounded too: cos(A @ x) carries eps * |A||x| in its argument
     assert np.all(np.abs(rj.jac - J) <= rj.error + 1e-15 * np.abs(A))
     v = RNG.standard_normal(12)
-    rv = numerical_jvp(f, X, v, method="richardson")
+    rv = numerical_jvp(f, X, v, method="adaptive")
     np.testing.assert_allclose(rv.jvp, J @ v, rtol=1e-10)
     assert np.all(np.abs(rv.jvp - J @ v) <= rv.error)
     u = RNG.standard_normal(5)
@@ -129,13 +137,13 @@ def test_float32_is_evaluated_in_float32_with_float32_error_bars():
 
     x = X.astype(np.float32)
     R6 = RNG.standard_normal(6)
-    for method in ("richardson", "auto"):
+    for method in ("adaptive", "auto"):
         r = numerical_vjp(f, x, R6, method=method)
         z = W.astype(np.float64) @ x.astype(np.float64)
         true = W.astype(np.float64).T @ (R6 / np.cosh(z) ** 2)
         err = np.abs(r.grad.astype(np.float64) - true)
         assert r.grad.dtype == np.float32
-        assert np.median(-np.log10(err / np.abs(true))) > (4.9 if method == "richardson" else 6)
+        assert np.median(-np.log10(err / np.abs(true))) > (4.9 if method == "adaptive" else 6)
         assert np.mean(r.error >= err) >= 0.9
         assert np.median(r.error / np.abs(true)) > 1e-8    # float32 rounding, not float64
     assert seen == {np.dtype(np.float32), np.dtype(np.complex64)}
@@ -173,12 +181,12 @@ def test_vectorized_equals_one_point_per_call_and_memory_bounds_the_batch():
         return np.tanh(X) * 2.0
 
     x = RNG.standard_normal(200)
-    plain = numerical_vjp(lambda v: np.tanh(v) * 2.0, x, np.ones(200), method="richardson")
-    big = numerical_vjp(f, x, np.ones(200), method="richardson", vectorized=True)
+    plain = numerical_vjp(lambda v: np.tanh(v) * 2.0, x, np.ones(200), method="adaptive")
+    big = numerical_vjp(f, x, np.ones(200), method="adaptive", vectorized=True)
     assert max(batches) > 200
     batches.clear()
     budget = 64 * 1024
-    small = numerical_vjp(f, x, np.ones(200), method="richardson", vectorized=True,
+    small = numerical_vjp(f, x, np.ones(200), method="adaptive", vectorized=True,
                           memory=budget)
     point_bytes = x.nbytes + 200 * (8 * 2 + 3 * 8)
     assert max(batches) <= max(5, budget // point_bytes)
@@ -191,7 +199,7 @@ def test_vectorized_equals_one_point_per_call_and_memory_bounds_the_batch():
 def test_to_dict_is_json_ready():
     r = numerical_grad(lambda v: np.sum(np.abs(v)), np.array([0.0, 2.0]))
     d = json.loads(json.dumps(r.to_dict()))
-    assert d["format"] == 1 and d["method"] == "richardson"
+    assert d["format"] == 1 and d["method"] == "adaptive"
     assert d["nondifferentiable"] == [True, False] and d["left"][1] is None
     assert d["grad"][1] == pytest.approx(1.0)
 
@@ -204,7 +212,8 @@ def _scalar(v):
 
 
 BAD = [
-    (dict(method="fancy"), "method must be one of"),
+    (dict(method="fancy"), r"method must be one of \('auto', 'complex', 'adaptive', .*\) \(or "
+                           r"the former name 'richardson' for 'adaptive'\); got 'fancy'"),
     (dict(scale=-1.0), r"scale must be positive and finite .*got -1.0"),
     (dict(scale=np.ones(3)), r"scale must be a positive number or an array broadcastable"),
     (dict(step=0.0), r"step must be positive and finite .*got 0.0"),

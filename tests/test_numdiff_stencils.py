@@ -19,12 +19,12 @@ def test_derivative_weights_match_hand_derivation(nodes, weights):
     np.testing.assert_allclose(fit_matrix(nodes)[1], weights, rtol=1e-12, atol=1e-14)
 
 
-def test_richardson_moments_and_orders():
+def test_adaptive_moments_and_orders():
     # sum w k^6 = 3.2 - 0.5 + 1 - 16 + 24.3 = 12 ; sum w k^7 = -6.4 + 0.5 + 1 - 32 + 72.9 = 36
     mu = moments((-2, -1, 0, 1, 2, 3))
     assert mu[6] == pytest.approx(12.0) and mu[7] == pytest.approx(36.0)
     orders = {name: s.order for name, s in STENCILS.items()}
-    assert orders == {"richardson": 5, "forward": 1, "backward": 1, "central": 2,
+    assert orders == {"adaptive": 5, "forward": 1, "backward": 1, "central": 2,
                       "central4": 4, "central6": 6}
 
 
@@ -42,7 +42,7 @@ def _df(x):
     ("central", 2, 0.02 * 2.0 ** -np.arange(4)),
     ("central4", 4, 0.1 * 2.0 ** -np.arange(4)),
     ("central6", 6, 0.2 * 2.0 ** -np.arange(4)),
-    ("richardson", 5, 0.1 * 2.0 ** -np.arange(4)),
+    ("adaptive", 5, 0.1 * 2.0 ** -np.arange(4)),
     ("complex", 2, 0.2 * 2.0 ** -np.arange(4)),
 ])
 def test_order_of_accuracy(method, order, hs):

@@ -4,13 +4,16 @@ Public: :func:`numerical_grad`, :func:`numerical_vjp`, :func:`numerical_jacobian
 :func:`numerical_jvp`, all returning a :class:`NumericalDerivative`. The pieces, each in
 its own private module:
 
-- ``_stencils`` -- stencils derived from their nodes (weights, moments, error constants);
+- ``_stencils`` -- stencils derived from their nodes (Fornberg weights, moments);
 - ``_steps`` -- the per-element step rule and how retries shrink it;
-- ``_core`` -- adaptive Richardson, single stencils, complex step, and the error model;
+- ``_model`` -- the error model of one pass of real differences, and the result records;
+- ``_core`` -- the methods: adaptive real differences, single stencils, complex step;
+- ``_acceptance`` -- when ``method="auto"`` may use the complex step;
 - ``_targets`` -- which coordinates move together and who gets each output's change;
 - ``_coloring`` -- grouping structurally orthogonal columns of a dependency pattern;
 - ``_evaluate`` -- calling ``f`` one point at a time or in memory-bounded batches;
-- ``_api`` -- the public functions, their options and the complex-step cross-check.
+- ``_problem`` -- one validated call: precision, choice of method, result;
+- ``_api`` -- the public functions and their options.
 """
 
 from gradcheck.numdiff._api import (

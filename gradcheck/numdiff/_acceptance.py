@@ -12,16 +12,16 @@ check is then repeated on directions that move a random eighth, then a 64th, of 
 elements. Code using ``abs``, ``real``, ``conj`` or a cast to float breaks the complex
 step silently; such code fails the cross-check (cost: 2 complex and 5 to 15 real
 evaluations per direction tried). Entries whose complex evaluation is not finite (complex
-``exp`` overflows where the real function saturates) are differenced with ``richardson``
-instead, and ``complex_check`` says how many.
+``exp`` overflows where the real function saturates) are differenced with ``adaptive``
+real differences instead, and ``complex_check`` says how many.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from gradcheck.numdiff._core import run_complex, run_richardson
-from gradcheck.numdiff._stencils import stencil
+from gradcheck.numdiff._core import run_adaptive, run_complex
+from gradcheck.numdiff._stencils import DEFAULT_REAL, stencil
 from gradcheck.numdiff._steps import direction_steps
 from gradcheck.numdiff._targets import DirectionTarget, _RealOutput
 
@@ -41,7 +41,7 @@ def complex_ok(ev, x, contraction, scale, eps, seed):
     r = contraction
     if r is None and ev.f0.size > 1:
         r = rng.standard_normal(ev.f0.size)
-    rich = stencil("richardson")
+    rich = stencil(DEFAULT_REAL)
     verdict = "inconclusive cross-check (real differences too inaccurate along the test directions)"
     for support in CHECK_SUPPORT:
         keep = rng.random(ax.size) < support
@@ -59,8 +59,8 @@ def complex_ok(ev, x, contraction, scale, eps, seed):
         if not np.isfinite(cs.value[0]):      # complex overflow: try a sparser direction
             verdict = "f returned non-finite values for complex input"
             continue
-        real = run_richardson(target, direction_steps(x, V, scale, eps, rich.order), rich,
-                              eps, max_retries=2)
+        real = run_adaptive(target, direction_steps(x, V, scale, eps, rich.order), rich,
+                            eps, max_retries=2)
         d_r, e_r, rho_r = real.value[0], real.error[0], real.rho[0]
         d_c, e_c = cs.value[0], cs.error[0]
         if not np.isfinite(d_r) or e_r > max(CHECK_CONCLUSIVE * abs(d_r), 10 * rho_r):

@@ -4,144 +4,26 @@ Every function takes the same keyword-only options (``method``, ``scale``, ``ste
 ``vectorized``, ``memory``, ``max_retries``, ``seed``), documented on
 :func:`numerical_grad`.
 
-The complex step's acceptance rule is in :mod:`gradcheck.numdiff._acceptance`.
+Each validates its call into a :class:`~gradcheck.numdiff._problem.Problem`, builds the
+target it differentiates (:mod:`gradcheck.numdiff._targets`) and lets the problem run
+the method. The complex step's acceptance rule is in :mod:`gradcheck.numdiff._acceptance`.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
-from gradcheck.numdiff._acceptance import complex_ok
 from gradcheck.numdiff._coloring import as_pattern, check_colors, greedy_colors, n_distinct
-from gradcheck.numdiff._core import Outcome, run_complex, run_fixed, run_richardson
-from gradcheck.numdiff._evaluate import DEFAULT_MEMORY, Evaluator
-from gradcheck.numdiff._options import validate_common, validate_like, validate_x
+from gradcheck.numdiff._evaluate import DEFAULT_MEMORY
+from gradcheck.numdiff._options import validate_like
+from gradcheck.numdiff._problem import Problem
 from gradcheck.numdiff._result import NumericalDerivative
-from gradcheck.numdiff._stencils import stencil
-from gradcheck.numdiff._steps import base_steps, complex_steps, direction_steps
-from gradcheck.numdiff._targets import (
-    DirectionTarget,
-    GradTarget,
-    JacobianTarget,
-    VjpTarget,
-    _RealOutput,
-)
+from gradcheck.numdiff._targets import DirectionTarget, GradTarget, JacobianTarget, VjpTarget
 
 __all__ = ["numerical_grad", "numerical_vjp", "numerical_jacobian", "numerical_jvp"]
-
-
-
-def _eval_eps(x, f0) -> float:
-    """Relative rounding of one evaluation of ``f``: the coarser of x's and f's precision.
-
-    A float64 result can still have been computed in float32 (a layer that casts its
-    input, a float32 kernel behind a float64 interface). Its values then all sit on the
-    float32 grid, which a float64 computation hits by chance with odds about 2**-29 per
-    value; in that case float32's rounding is what the differences must beat.
-    """
-    eps = [float(np.finfo(d).eps) for d in (x.dtype, f0.dtype) if d.kind in "fc"]
-    eps = max(eps) if eps else float(np.finfo(np.float64).eps)
-    single = float(np.finfo(np.float32).eps)
-    if eps < single and _on_float32_grid(f0):
-        eps = single
-    return eps
-
-
-def _on_float32_grid(values) -> bool:
-    """Whether every finite value is a float32 number and some are telling evidence.
-
-    Evidence is a value that is not an integer and not a float16 number: "round" values
-    such as 0.5, 3 or 0.375 lie on every grid and say nothing about the precision used.
-    """
-    v = np.asarray(values)
-    v = np.concatenate([v.real.ravel(), v.imag.ravel()]) if v.dtype.kind == "c" else v.ravel()
-    v = v[np.isfinite(v)].astype(np.float64, copy=False)
-    if v.size == 0:
-        return False
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.any(v.astype(np.float32).astype(np.float64) != v):
-            return False
-        telling = (v != np.round(v)) & (v.astype(np.float16).astype(np.float64) != v)
-    return int(telling.sum()) >= min(4, v.size)
-
-
-def _prepare(f, x, *, scalar, method, scale, step, vectorized, memory, max_retries, seed):
-    x = validate_x(x)
-    scale, step = validate_common(f, x, method=method, scale=scale, step=step,
-                                  vectorized=vectorized, memory=memory,
-                                  max_retries=max_retries, seed=seed)
-    ev = Evaluator(f, x, vectorized=bool(vectorized), memory=memory, scalar=scalar)
-    return x, ev, scale, step
-
-
-def _run(ev, x, target, *, method, scale, step, max_retries, seed, coordinates=True,
-         V=None, smooth=False):
-    """Pick and run the method; returns (outcome, method used, complex_check)."""
-    eps = _eval_eps(x, ev.f0)
-    check = "not tried"
-    if target.n_src == 0 or target.n_q == 0:      # nothing to perturb
-        return Outcome(target.n_q, np.zeros(target.n_src)), method, check
-    use_complex = method == "complex"
-    if method == "auto":
-        use_complex, check = complex_ok(ev, x, target.contraction, scale, eps, seed)
-        check = "accepted" if use_complex else "rejected: " + check
-    if use_complex:
-        if coordinates:
-            hc = complex_steps(x, scale, eps) if step is None else step.reshape(-1).copy()
-        else:
-            hc = direction_steps(x, V, scale, eps, 0, imag=True)
-        try:
-            out = run_complex(target, hc, eps, ties=not smooth)
-        except _RealOutput as exc:
-            raise ConfigurationError(
-                f"method='complex' needs f to return complex values for complex input; {exc}"
-            ) from None
-        check = check if method == "auto" else "forced"
-        bad = ~np.isfinite(out.value)
-        if bad.any():    # complex arithmetic overflowed where real did not: difference those
-            rich = stencil("richardson")
-            srcs = np.unique(target.q_src[bad])
-            h0 = (base_steps(x, scale, eps, rich.order, step) if coordinates
-                  else direction_steps(x, V, scale, eps, rich.order))
-            xs = x.reshape(-1).astype(np.float64) if coordinates else None
-            real = run_richardson(target, h0, rich, eps, max_retries=max_retries, x_src=xs,
-                                  sources=srcs)
-            for name in ("value", "error", "left", "right", "nondiff", "rho"):
-                getattr(out, name)[bad] = getattr(real, name)[bad]
-            out.steps[srcs] = real.steps[srcs]
-            check += f"; {int(bad.sum())} entries by richardson (complex step not finite)"
-        return out, "complex", check
-    name = "richardson" if method in ("auto", "complex") else method
-    st = stencil(name)
-    if coordinates:
-        h0 = base_steps(x, scale, eps, st.order, step)
-    else:
-        h0 = direction_steps(x, V, scale, eps, st.order)
-        if step is not None:
-            h0 = np.full(V.shape[0], float(np.min(step)))
-    if st.adaptive:
-        xs = x.reshape(-1).astype(np.float64) if coordinates else None
-        out = run_richardson(target, h0, st, eps, max_retries=max_retries, x_src=xs)
-    else:
-        out = run_fixed(target, h0, st, eps)
-    return out, name, check
-
-
-def _result(out, shape, ev, method, check, ncolors, step_shape, dtype):
-    def arr(a):
-        return a.reshape(shape).astype(dtype)
-
-    return NumericalDerivative(
-        grad=arr(out.value), error=arr(out.error), nfev=int(ev.nfev),
-        step=out.steps.reshape(step_shape), nondifferentiable=out.nondiff.reshape(shape),
-        left=arr(out.left), right=arr(out.right), method=method, complex_check=check,
-        ncolors=int(ncolors))
-
-
-def _real_dtype(x, f0):
-    dt = np.result_type(x.dtype, f0.dtype)
-    return dt if dt.kind == "f" else np.dtype(np.float64)
 
 
 # ----------------------------------------------------------------------------- public
@@ -158,12 +40,14 @@ def numerical_grad(f, x, *, method="auto", scale=1.0, step=None, vectorized=Fals
     x : array_like
         Point, float32 or float64 (integers become float64); ``f`` is evaluated in that
         dtype (complex64 / complex128 for the complex step), never upcast.
-    method : {"auto", "complex", "richardson", "forward", "backward", "central", "central4", "central6"}
+    method : {"auto", "complex", "adaptive", "forward", "backward", "central", "central4", "central6"}
         ``"auto"``: the complex step if ``f`` accepts complex input and passes the
-        cross-check of :mod:`gradcheck.numdiff._acceptance`, else ``"richardson"``.
-        ``"complex"`` forces it (no cross-check). ``"richardson"``: adaptive real
-        differences, 5 evaluations per element plus retries where needed. The others are
-        single stencils, evaluated at ``h`` and ``2h`` to estimate their truncation.
+        cross-check of :mod:`gradcheck.numdiff._acceptance`, else ``"adaptive"``.
+        ``"complex"`` forces it (no cross-check). ``"adaptive"``: real differences with
+        the order-5 stencil on nodes ``-2h .. 3h``, 5 evaluations per element plus
+        retries at smaller steps where needed (``"richardson"``, its former name, is
+        still accepted). The others are single stencils, evaluated at ``h`` and ``2h``
+        to estimate their truncation (Richardson's estimate).
     scale : float or array_like, default 1
         Typical magnitude of ``x``; the step of ``x_j`` follows ``max(|x_j|, scale_j)``.
     step : float or array_like, optional
@@ -225,17 +109,13 @@ def numerical_grad(f, x, *, method="auto", scale=1.0, step=None, vectorized=Fals
     True
     >>> r = numerical_grad(lambda x: np.sum(np.abs(x)), np.array([-2.0, 0.0, 3.0]))
     >>> r.method, r.grad[[0, 2]].tolist(), r.nondifferentiable.tolist()
-    ('richardson', [-1.0, 1.0], [False, True, False])
+    ('adaptive', [-1.0, 1.0], [False, True, False])
     >>> float(r.left[1]), float(r.right[1])
     (-1.0, 1.0)
     """
-    x, ev, scale, step = _prepare(f, x, scalar=True, method=method, scale=scale, step=step,
-                                  vectorized=vectorized, memory=memory,
-                                  max_retries=max_retries, seed=seed)
-    target = GradTarget(ev, x)
-    out, used, check = _run(ev, x, target, method=method, scale=scale, step=step,
-                            max_retries=max_retries, seed=seed)
-    return _result(out, x.shape, ev, used, check, x.size, x.shape, _real_dtype(x, ev.f0))
+    p = Problem.prepare(f, x, True, method, scale, step, vectorized, memory, max_retries, seed)
+    out, used, check = p.run(GradTarget(p.ev, p.x))
+    return p.result(out, used, check, shape=p.x.shape, ncolors=p.x.size, step_shape=p.x.shape)
 
 
 def _owner_coloring(pattern, colors, owners, n_in):
@@ -317,27 +197,24 @@ def numerical_vjp(f, x, cotangent, *, pattern=None, colors=None, owners=None, me
     >>> import numpy as np
     >>> from gradcheck import numerical_vjp
     >>> x = np.array([0.5, -1.0, 2.0]); R = np.array([1.0, 2.0, -1.0])
-    >>> res = numerical_vjp(np.tanh, x, R, method="richardson")
+    >>> res = numerical_vjp(np.tanh, x, R, method="adaptive")
     >>> bool(np.all(np.abs(res.grad - R / np.cosh(x) ** 2) <= res.error))
     True
     >>> import scipy.sparse as sp
-    >>> res = numerical_vjp(np.tanh, x, R, pattern=sp.eye(3, dtype=bool), method="richardson")
+    >>> res = numerical_vjp(np.tanh, x, R, pattern=sp.eye(3, dtype=bool), method="adaptive")
     >>> res.ncolors, res.nfev
     (1, 6)
     """
-    x, ev, scale, step = _prepare(f, x, scalar=False, method=method, scale=scale, step=step,
-                                  vectorized=vectorized, memory=memory,
-                                  max_retries=max_retries, seed=seed)
-    R = validate_like(cotangent, "cotangent", ev.out_shape)
+    p = Problem.prepare(f, x, False, method, scale, step, vectorized, memory, max_retries, seed)
+    R = validate_like(cotangent, "cotangent", p.ev.out_shape)
     if owners is not None:
         P = None
-        c, ncolors = _owner_coloring(pattern, colors, owners, x.size)
+        c, ncolors = _owner_coloring(pattern, colors, owners, p.x.size)
     else:
-        P, c, ncolors = _coloring(pattern, colors, ev.out_size, x.size)
-    target = VjpTarget(ev, x, R, pattern=P, colors=c, owners=owners)
-    out, used, check = _run(ev, x, target, method=method, scale=scale, step=step,
-                            max_retries=max_retries, seed=seed, smooth=bool(smooth))
-    return _result(out, x.shape, ev, used, check, ncolors, x.shape, _real_dtype(x, ev.f0))
+        P, c, ncolors = _coloring(pattern, colors, p.ev.out_size, p.x.size)
+    target = VjpTarget(p.ev, p.x, R, pattern=P, colors=c, owners=owners)
+    out, used, check = p.run(target, smooth=bool(smooth))
+    return p.result(out, used, check, shape=p.x.shape, ncolors=ncolors, step_shape=p.x.shape)
 
 
 def numerical_jacobian(f, x, *, pattern=None, colors=None, method="auto", scale=1.0,
@@ -370,29 +247,25 @@ def numerical_jacobian(f, x, *, pattern=None, colors=None, method="auto", scale=
     >>> J.grad.shape, bool(np.allclose(J.grad, [[2.0, 1.0], [np.e, 0.0]], rtol=1e-14))
     ((2, 2), True)
     """
-    x, ev, scale, step = _prepare(f, x, scalar=False, method=method, scale=scale, step=step,
-                                  vectorized=vectorized, memory=memory,
-                                  max_retries=max_retries, seed=seed)
-    n_out = ev.out_size
-    P, c, ncolors = _coloring(pattern, colors, n_out, x.size)
-    target = JacobianTarget(ev, x, pattern=P, colors=c)
-    out, used, check = _run(ev, x, target, method=method, scale=scale, step=step,
-                            max_retries=max_retries, seed=seed)
-    shape = ev.out_shape + x.shape
+    p = Problem.prepare(f, x, False, method, scale, step, vectorized, memory, max_retries, seed)
+    n_out, n_in = p.ev.out_size, p.x.size
+    P, c, ncolors = _coloring(pattern, colors, n_out, n_in)
+    out, used, check = p.run(JacobianTarget(p.ev, p.x, pattern=P, colors=c))
     if P is None:
         def to_dense(a, fill):
-            return a.reshape(x.size, n_out).T
+            return a.reshape(n_in, n_out).T
     else:
-        coo_rows, coo_cols = P.indices, np.repeat(np.arange(x.size), np.diff(P.indptr))
+        coo_rows, coo_cols = P.indices, np.repeat(np.arange(n_in), np.diff(P.indptr))
 
         def to_dense(a, fill):
-            d = np.full((n_out, x.size), fill, dtype=a.dtype)
+            d = np.full((n_out, n_in), fill, dtype=a.dtype)
             d[coo_rows, coo_cols] = a
             return d
-    for name, fill in (("value", 0.0), ("error", 0.0), ("left", np.nan), ("right", np.nan),
-                       ("nondiff", False)):
-        setattr(out, name, to_dense(getattr(out, name), fill))
-    return _result(out, shape, ev, used, check, ncolors, x.shape, _real_dtype(x, ev.f0))
+    out = replace(out, **{name: to_dense(getattr(out, name), fill) for name, fill in (
+        ("value", 0.0), ("error", 0.0), ("left", np.nan), ("right", np.nan),
+        ("nondiff", False))})
+    return p.result(out, used, check, shape=p.ev.out_shape + p.x.shape, ncolors=ncolors,
+                    step_shape=p.x.shape)
 
 
 def numerical_jvp(f, x, v, *, cotangent=None, method="auto", scale=1.0, step=None,
@@ -402,10 +275,8 @@ def numerical_jvp(f, x, v, *, cotangent=None, method="auto", scale=1.0, step=Non
 
     Parameters
     ----------
-    f : callable
-        ``f(x) -> array``.
-    x : array_like
-        Point, float32 or float64.
+    f, x
+        As in :func:`numerical_jacobian`.
     v : array_like
         One direction shaped like ``x``, or several stacked: ``(k, *x.shape)``.
     cotangent : array_like, optional
@@ -427,19 +298,15 @@ def numerical_jvp(f, x, v, *, cotangent=None, method="auto", scale=1.0, step=Non
     >>> bool(np.allclose(res.jvp, [2.0, -6.0], rtol=1e-14))
     True
     """
-    x, ev, scale, step = _prepare(f, x, scalar=False, method=method, scale=scale, step=step,
-                                  vectorized=vectorized, memory=memory,
-                                  max_retries=max_retries, seed=seed)
+    p = Problem.prepare(f, x, False, method, scale, step, vectorized, memory, max_retries, seed)
+    xs = p.x.shape
     V = np.asarray(v)
-    single = V.shape == x.shape
+    single = V.shape == xs
     if single:
         V = V[None]
-    V = validate_like(V, "v", (V.shape[0],) + x.shape if V.ndim == x.ndim + 1 else x.shape)
-    R = None if cotangent is None else validate_like(cotangent, "cotangent", ev.out_shape)
-    target = DirectionTarget(ev, x, V, contraction=R)
-    out, used, check = _run(ev, x, target, method=method, scale=scale, step=step,
-                            max_retries=max_retries, seed=seed, coordinates=False, V=V)
-    per = () if R is not None else ev.out_shape
-    shape = per if single else (V.shape[0],) + per
-    return _result(out, shape, ev, used, check, V.shape[0], () if single else (V.shape[0],),
-                   _real_dtype(x, ev.f0))
+    V = validate_like(V, "v", (V.shape[0],) + xs if V.ndim == len(xs) + 1 else xs)
+    R = None if cotangent is None else validate_like(cotangent, "cotangent", p.ev.out_shape)
+    out, used, check = p.run(DirectionTarget(p.ev, p.x, V, contraction=R), V=V)
+    per = () if R is not None else p.ev.out_shape
+    lead = () if single else (V.shape[0],)
+    return p.result(out, used, check, shape=lead + per, ncolors=V.shape[0], step_shape=lead)

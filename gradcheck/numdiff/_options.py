@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
-from gradcheck.numdiff._stencils import METHODS
+from gradcheck.numdiff._stencils import ALIASES, METHODS
 
 __all__ = ["validate_common", "validate_x", "validate_like"]
 
@@ -53,8 +53,10 @@ def _positive_array(value, name, shape, what):
 def validate_common(f, x, *, method, scale, step, vectorized, memory, max_retries, seed):
     if not callable(f):
         raise ConfigurationError(f"f must be callable; got {type(f).__name__}")
-    if method not in METHODS:
-        raise ConfigurationError(f"method must be one of {METHODS}; got {method!r}")
+    if method not in METHODS and method not in ALIASES:
+        former = ", ".join(f"{old!r} for {new!r}" for old, new in ALIASES.items())
+        raise ConfigurationError(f"method must be one of {METHODS} (or the former name "
+                                 f"{former}); got {method!r}")
     scale = _positive_array(scale, "scale", x.shape, "the typical magnitude of x")
     scale = scale.reshape(-1).astype(np.float64)
     if step is not None:

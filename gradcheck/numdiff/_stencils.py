@@ -18,14 +18,18 @@ gives the truncation error
 
 so the stencil's *moments* :math:`\mu_{d+1}, \mu_{d+2}` turn an estimate of the next
 Taylor coefficients into an error estimate. For symmetric nodes the odd moments vanish
-(central differences are even in :math:`h`); for the default ``richardson`` nodes
-``(-2, -1, 0, 1, 2, 3)`` the weights are ``(1/20, -1/2, -1/3, 1, -1/4, 1/30)`` with
-:math:`\mu_6 = 12`, :math:`\mu_7 = 36`.
+(central differences are even in :math:`h`); for the nodes ``(-2, -1, 0, 1, 2, 3)`` of
+the default ``adaptive`` method the weights are ``(1/20, -1/2, -1/3, 1, -1/4, 1/30)``
+with :math:`\mu_6 = 12`, :math:`\mu_7 = 36`.
 
-Polynomial extrapolation of this kind *is* Richardson extrapolation: the central
-differences :math:`D(h)`, :math:`D(2h)` combine to the order-4 value
-:math:`(4D(h) - D(2h))/3`, and the extra node :math:`3h` lifts it to order 5. Each
-level of the sequence is a row of the same :math:`V^{-1}`.
+Weights from the inverse Vandermonde matrix are Fornberg's (1988) weights for these
+nodes, computed directly rather than by his recursion (six nodes: the inverse is exact
+to rounding). How the ``adaptive`` stencil relates to Richardson extrapolation: its
+nodes hold the central differences :math:`D(h)` and :math:`D(2h)`, whose Richardson
+combination :math:`(4D(h) - D(2h))/3` is the order-4 stencil on ``(-2, -1, 1, 2)``;
+the center and the node :math:`3h` lift the fit to degree 5 (order 5). It is one fitted
+stencil, not a sequence of steps: the steps of :mod:`._steps` change only where the
+error model asks for a retry.
 
 Rounding: if each value carries an independent error of standard deviation
 :math:`\sigma`, the derivative carries :math:`\lVert w \rVert_2 \sigma / h` and
@@ -41,7 +45,8 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["Stencil", "STENCILS", "REAL_METHODS", "METHODS", "stencil", "fit_matrix"]
+__all__ = ["Stencil", "STENCILS", "REAL_METHODS", "METHODS", "ALIASES", "DEFAULT_REAL",
+           "stencil", "fit_matrix", "moments"]
 
 
 @dataclass(frozen=True)
@@ -86,15 +91,16 @@ def moments(nodes: tuple) -> np.ndarray:
     return mu
 
 
-#: The stencils by method name. ``richardson`` is the adaptive default for real
-#: differences; the others are single-level stencils (their truncation error is
-#: estimated by repeating them at twice the step, see :mod:`._core`).
+#: The stencils by method name. ``adaptive`` is the default for real differences: one
+#: order-5 stencil on six nodes, with step reduction and kink detection (:mod:`._core`);
+#: the others are single stencils (their truncation error is estimated by repeating them
+#: at twice the step, Richardson's estimate, see :mod:`._core`).
 STENCILS = {
     s.name: s
     for s in (
-        Stencil("richardson", (-2, -1, 0, 1, 2, 3), True,
-                "order-5 polynomial extrapolation on 5 points and the center, step "
-                "reduction and kink detection"),
+        Stencil("adaptive", (-2, -1, 0, 1, 2, 3), True,
+                "order-5 stencil on the center and 5 points (-2h .. 3h), step reduction "
+                "and kink detection"),
         Stencil("forward", (0, 1), False, "one-sided (f(x+h) - f(x)) / h, order 1"),
         Stencil("backward", (-1, 0), False, "one-sided (f(x) - f(x-h)) / h, order 1"),
         Stencil("central", (-1, 1), False, "(f(x+h) - f(x-h)) / 2h, order 2"),
@@ -103,15 +109,19 @@ STENCILS = {
     )
 }
 
+DEFAULT_REAL = "adaptive"
 REAL_METHODS = tuple(STENCILS)
 METHODS = ("auto", "complex") + REAL_METHODS
+#: Former method names, still accepted: ``"richardson"`` was the name of ``"adaptive"``
+#: (a fitted stencil, not a sequence of steps extrapolated, hence the new name).
+ALIASES = {"richardson": "adaptive"}
 
 
 def stencil(name: str) -> Stencil:
-    return STENCILS[name]
+    return STENCILS[ALIASES.get(name, name)]
 
 
-#: One-sided sub-stencils of the ``richardson`` nodes, used for the left and right
+#: One-sided sub-stencils of the ``adaptive`` nodes, used for the left and right
 #: derivative at a suspected kink.
 LEFT_NODES = (-2, -1, 0)
 RIGHT_NODES = (0, 1, 2, 3)

@@ -48,14 +48,17 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BETA", "step_factor", "base_steps", "complex_steps", "direction_steps",
+__all__ = ["BETA", "rel_step", "base_steps", "complex_steps", "direction_steps",
            "retry_steps"]
 
 #: Constant in front of eps**(1/(p+1)) (measured, see the module docstring).
 BETA = 0.5
-#: Per-retry clip of the truncation-driven step reduction.
+#: Bounds of the ratio between a retry's step and the step before it when truncation
+#: dominated: at least halved (a smaller cut would not change the verdict of the error
+#: model), at most cut by 1024 in one retry (the trend that sets the cut is an
+#: extrapolation; a larger cut would trust it too far).
 SHRINK_MIN, SHRINK_MAX = 2.0**-10, 0.5
-#: Step reduction per retry after leaving the domain.
+#: Ratio between a retry's step and the step before it after a point left f's domain.
 DOMAIN_SHRINK = 1 / 16
 
 
@@ -63,7 +66,9 @@ def _pow2(a):
     return 2.0 ** np.round(np.log2(a))
 
 
-def step_factor(eps: float, order: int) -> float:
+def rel_step(eps: float, order: int) -> float:
+    """Step relative to the element's scale, ``BETA * eps**(1/(order+1))`` (the name is
+    scipy.optimize's for a step relative to ``max(|x|, 1)``)."""
     return BETA * eps ** (1.0 / (order + 1))
 
 
@@ -79,7 +84,7 @@ def base_steps(x, scale, eps, order, step=None):
     if step is not None:
         return np.broadcast_to(np.asarray(step, np.float64), x.shape).reshape(-1).copy()
     s = np.maximum(np.abs(xf).astype(np.float64), scale)
-    return _floor(_pow2(step_factor(eps, order) * s), xf)
+    return _floor(_pow2(rel_step(eps, order) * s), xf)
 
 
 def complex_steps(x, scale, eps):
@@ -96,7 +101,7 @@ def direction_steps(x, V, scale, eps, order, imag=False):
     Vs = np.abs(V.reshape(V.shape[0], -1)) / s
     m = Vs.max(axis=1, initial=0.0)
     m = np.where(m > 0, m, 1.0)
-    f = eps if imag else step_factor(eps, order)
+    f = eps if imag else rel_step(eps, order)
     return _pow2(f / m)
 
 
@@ -108,6 +113,6 @@ def retry_steps(h, x_src, rho, tau, nonfinite, eps, order):
     smaller = h * ratio
     dom = h * DOMAIN_SHRINK
     if x_src is not None:
-        own = _pow2(np.maximum(step_factor(eps, order) * np.abs(x_src), np.finfo(float).tiny))
+        own = _pow2(np.maximum(rel_step(eps, order) * np.abs(x_src), np.finfo(float).tiny))
         dom = np.where((np.abs(x_src) > 0) & (own < dom), own, dom)
     return np.where(nonfinite, dom, smaller)

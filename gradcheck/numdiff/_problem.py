@@ -1,0 +1,154 @@
+"""One call of a public function: its validated inputs, the method it runs, its result.
+
+The public functions of :mod:`._api` differ in what they differentiate (the *target* of
+:mod:`._targets`); everything else -- validation, the precision ``f`` works in, the
+choice between the complex step and real differences, the fallback where complex
+arithmetic overflows, the result record -- is here, once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from gradcheck._errors import ConfigurationError
+from gradcheck.numdiff._acceptance import complex_ok
+from gradcheck.numdiff._core import Estimate, run_adaptive, run_complex, run_fixed
+from gradcheck.numdiff._evaluate import Evaluator
+from gradcheck.numdiff._options import validate_common, validate_x
+from gradcheck.numdiff._result import NumericalDerivative
+from gradcheck.numdiff._stencils import ALIASES, DEFAULT_REAL, stencil
+from gradcheck.numdiff._steps import base_steps, complex_steps, direction_steps
+from gradcheck.numdiff._targets import _RealOutput
+
+__all__ = ["Problem"]
+
+
+def _eval_eps(x, f0) -> float:
+    """Relative rounding of one evaluation of ``f``: the coarser of x's and f's precision.
+
+    A float64 result can still have been computed in float32 (a layer that casts its
+    input, a float32 kernel behind a float64 interface). Its values then all sit on the
+    float32 grid, which a float64 computation hits by chance with odds about 2**-29 per
+    value; in that case float32's rounding is what the differences must beat.
+    """
+    eps = [float(np.finfo(d).eps) for d in (x.dtype, f0.dtype) if d.kind in "fc"]
+    eps = max(eps) if eps else float(np.finfo(np.float64).eps)
+    single = float(np.finfo(np.float32).eps)
+    if eps < single and _on_float32_grid(f0):
+        eps = single
+    return eps
+
+
+def _on_float32_grid(values) -> bool:
+    """Whether every finite value is a float32 number and some are telling evidence.
+
+    Evidence is a value that is not an integer and not a float16 number: "round" values
+    such as 0.5, 3 or 0.375 lie on every grid and say nothing about the precision used.
+    """
+    v = np.asarray(values)
+    v = np.concatenate([v.real.ravel(), v.imag.ravel()]) if v.dtype.kind == "c" else v.ravel()
+    v = v[np.isfinite(v)].astype(np.float64, copy=False)
+    if v.size == 0:
+        return False
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.any(v.astype(np.float32).astype(np.float64) != v):
+            return False
+        telling = (v != np.round(v)) & (v.astype(np.float16).astype(np.float64) != v)
+    return int(telling.sum()) >= min(4, v.size)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A validated call: the point ``x``, ``f`` behind an :class:`Evaluator`, the options."""
+
+    x: np.ndarray
+    ev: Evaluator
+    scale: np.ndarray
+    step: np.ndarray | None
+    method: str
+    max_retries: int
+    seed: int | None
+
+    @classmethod
+    def prepare(cls, f, x, scalar, method, scale, step, vectorized, memory, max_retries,
+                seed) -> "Problem":
+        x = validate_x(x)
+        scale, step = validate_common(f, x, method=method, scale=scale, step=step,
+                                      vectorized=vectorized, memory=memory,
+                                      max_retries=max_retries, seed=seed)
+        ev = Evaluator(f, x, vectorized=bool(vectorized), memory=memory, scalar=scalar)
+        return cls(x, ev, scale, step, ALIASES.get(method, method), max_retries, seed)
+
+    @property
+    def eps(self) -> float:
+        return _eval_eps(self.x, self.ev.f0)
+
+    def run(self, target, *, V=None, smooth=False):
+        """Pick and run the method; returns ``(estimate, method used, complex_check)``.
+
+        ``V`` holds the directions of a directional target (None: coordinates).
+        """
+        method, eps, check = self.method, self.eps, "not tried"
+        if target.n_src == 0 or target.n_q == 0:      # nothing to perturb
+            return Estimate.blank(target.n_q, np.zeros(target.n_src)), method, check
+        use_complex = method == "complex"
+        if method == "auto":
+            use_complex, check = complex_ok(self.ev, self.x, target.contraction, self.scale,
+                                            eps, self.seed)
+            check = "accepted" if use_complex else "rejected: " + check
+        if not use_complex:
+            name = DEFAULT_REAL if method == "auto" else method
+            return self._real(target, stencil(name), eps, V), name, check
+        if V is None:
+            hc = (complex_steps(self.x, self.scale, eps) if self.step is None
+                  else self.step.reshape(-1).copy())
+        else:
+            hc = direction_steps(self.x, V, self.scale, eps, 0, imag=True)
+        try:
+            out = run_complex(target, hc, eps, ties=not smooth)
+        except _RealOutput as exc:
+            raise ConfigurationError(
+                f"method='complex' needs f to return complex values for complex input; {exc}"
+            ) from None
+        check = check if method == "auto" else "forced"
+        bad = ~np.isfinite(out.value)
+        if bad.any():    # complex arithmetic overflowed where real did not: difference those
+            srcs = np.unique(target.q_src[bad])
+            real = self._real(target, stencil(DEFAULT_REAL), eps, V, sources=srcs)
+            steps = out.steps.copy()
+            steps[srcs] = real.steps[srcs]
+            out = replace(out.where(bad, real), steps=steps)
+            check += (f"; {int(bad.sum())} entries by {DEFAULT_REAL} differences (complex "
+                      f"step not finite)")
+        return out, "complex", check
+
+    def _real(self, target, st, eps, V, sources=None) -> Estimate:
+        """Real differences with stencil ``st``, steps by the rule of :mod:`._steps`."""
+        x = self.x
+        if V is None:
+            h0 = base_steps(x, self.scale, eps, st.order, self.step)
+        else:
+            h0 = direction_steps(x, V, self.scale, eps, st.order)
+            if self.step is not None:
+                h0 = np.full(V.shape[0], float(np.min(self.step)))
+        if not st.adaptive:
+            return run_fixed(target, h0, st, eps)
+        xs = x.reshape(-1).astype(np.float64) if V is None else None
+        return run_adaptive(target, h0, st, eps, max_retries=self.max_retries, x_src=xs,
+                            sources=sources)
+
+    def result(self, out, used, check, *, shape, ncolors, step_shape) -> NumericalDerivative:
+        """The public record, values in the real dtype of ``x`` and ``f(x)``."""
+        dt = np.result_type(self.x.dtype, self.ev.f0.dtype)
+        dt = dt if dt.kind == "f" else np.dtype(np.float64)
+
+        def arr(a):
+            return a.reshape(shape).astype(dt)
+
+        return NumericalDerivative(
+            grad=arr(out.value), error=arr(out.error), nfev=int(self.ev.nfev),
+            step=out.steps.reshape(step_shape), nondifferentiable=out.nondiff.reshape(shape),
+            left=arr(out.left), right=arr(out.right), method=used, complex_check=check,
+            ncolors=int(ncolors))
