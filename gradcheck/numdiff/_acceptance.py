@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradcheck.numdiff._core import run_adaptive, run_complex
+from gradcheck.numdiff._adaptive import run_adaptive
+from gradcheck.numdiff._core import run_complex
 from gradcheck.numdiff._stencils import DEFAULT_REAL, stencil
 from gradcheck.numdiff._steps import direction_steps
 from gradcheck.numdiff._targets import DirectionTarget, _RealOutput

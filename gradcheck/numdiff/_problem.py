@@ -14,9 +14,11 @@ import numpy as np
 
 from gradcheck._errors import ConfigurationError
 from gradcheck.numdiff._acceptance import complex_ok
-from gradcheck.numdiff._core import Estimate, run_adaptive, run_complex, run_fixed
+from gradcheck.numdiff._adaptive import run_adaptive
+from gradcheck.numdiff._core import run_complex, run_fixed
 from gradcheck.numdiff._evaluate import Evaluator
 from gradcheck.numdiff._options import validate_common, validate_x
+from gradcheck.numdiff._records import Estimate
 from gradcheck.numdiff._result import NumericalDerivative
 from gradcheck.numdiff._stencils import ALIASES, DEFAULT_REAL, stencil
 from gradcheck.numdiff._steps import base_steps, complex_steps, direction_steps
@@ -106,8 +108,13 @@ class Problem:
                   else self.step.reshape(-1).copy())
         else:
             hc = direction_steps(self.x, V, self.scale, eps, 0, imag=True)
+        shift = None
+        if V is None:       # elements exactly at zero: seen from both sides of it
+            at_zero = self.x.reshape(-1) == 0
+            if at_zero.any():
+                shift = np.where(at_zero, complex_steps(self.x, self.scale, eps), 0.0)
         try:
-            out = run_complex(target, hc, eps, ties=not smooth)
+            out = run_complex(target, hc, eps, ties=not smooth, shift=shift)
         except _RealOutput as exc:
             raise ConfigurationError(
                 f"method='complex' needs f to return complex values for complex input; {exc}"
@@ -135,9 +142,10 @@ class Problem:
                 h0 = np.full(V.shape[0], float(np.min(self.step)))
         if not st.adaptive:
             return run_fixed(target, h0, st, eps)
-        xs = x.reshape(-1).astype(np.float64) if V is None else None
+        xs = x.reshape(-1) if V is None else None
+        a = None if V is not None else np.abs(xs).astype(np.float64)
         return run_adaptive(target, h0, st, eps, max_retries=self.max_retries, x_src=xs,
-                            sources=sources)
+                            sources=sources, arg_scale=a)
 
     def result(self, out, used, check, *, shape, ncolors, step_shape) -> NumericalDerivative:
         """The public record, values in the real dtype of ``x`` and ``f(x)``."""

@@ -105,14 +105,26 @@ def direction_steps(x, V, scale, eps, order, imag=False):
     return _pow2(f / m)
 
 
-def retry_steps(h, x_src, rho, tau, nonfinite, eps, order):
-    """Next step for quantities that need one (see the module docstring)."""
+def retry_steps(h, x_src, rho, tau, nonfinite, eps, order, stuck=None, kink_at=None):
+    """Next step for quantities that need one (see the module docstring). ``stuck``
+    marks quantities whose truncation did not fall with the last step as a smooth
+    function's would: they take a quarter of the distance ``kink_at`` of a kink located
+    within the step, else the largest cut."""
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.clip((rho / (5 * tau)) ** (1.0 / (order + 1)), SHRINK_MIN, SHRINK_MAX)
         ratio = np.where(np.isfinite(ratio), ratio, SHRINK_MAX)
+    if stuck is not None:
+        located = np.asarray(kink_at) / (4 * h) if kink_at is not None else np.nan
+        with np.errstate(invalid="ignore"):
+            located = np.where(np.isfinite(located), np.clip(located, SHRINK_MIN, SHRINK_MAX),
+                               SHRINK_MIN)
+        ratio = np.where(stuck, located, ratio)
     smaller = h * ratio
     dom = h * DOMAIN_SHRINK
     if x_src is not None:
-        own = _pow2(np.maximum(rel_step(eps, order) * np.abs(x_src), np.finfo(float).tiny))
-        dom = np.where((np.abs(x_src) > 0) & (own < dom), own, dom)
+        ax = np.abs(x_src).astype(np.float64)
+        own = _pow2(np.maximum(rel_step(eps, order) * ax, np.finfo(float).tiny))
+        dom = np.where((ax > 0) & (own < dom), own, dom)
+        floor = _floor(0.0 * h, x_src)
+        smaller, dom = np.maximum(smaller, floor), np.maximum(dom, floor)
     return np.where(nonfinite, dom, smaller)

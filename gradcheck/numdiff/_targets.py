@@ -50,9 +50,9 @@ __all__ = ["GradTarget", "VjpTarget", "JacobianTarget", "DirectionTarget", "Valu
 class Values:
     """Values of the selected quantities at each node: ``vals[a, q]`` for node ``ks[a]``."""
 
-    __slots__ = ("vals", "q", "sigma", "u", "src_pos", "nonfinite", "position")
+    __slots__ = ("vals", "q", "sigma", "u", "src_pos", "nonfinite", "position", "spread")
 
-    def __init__(self, vals, q, sigma, u, src_pos, position=None):
+    def __init__(self, vals, q, sigma, u, src_pos, position=None, spread=None):
         self.vals = vals            # (nk, nq) float64
         self.q = q                  # (nq,) quantity indices
         self.sigma = sigma          # (nq,) magnitude of the summed terms
@@ -60,6 +60,8 @@ class Values:
         self.src_pos = src_pos      # (nq,) position of each quantity's source in ``src``
         self.nonfinite = ~np.isfinite(vals).all(axis=0)
         self.position = position    # (nq,) relative error of the points' positions, or None
+        self.spread = spread        # (nq,) root-sum-square over the rows of R_i * (change of
+        #                             f_i at the node k = 1), before rows cancel, or None
 
 
 class _Target:
@@ -79,11 +81,12 @@ class _Target:
         return src, np.arange(src.size + 1)
 
     # -- the points -----------------------------------------------------------------
-    def _run(self, src, steps, ks, imag, reduce):
+    def _run(self, src, steps, ks, imag, reduce, shift=None):
         """Evaluate every (group, node) point in chunks and hand each chunk to ``reduce``.
 
         ``reduce(Y, g0, g1, order, bounds)`` receives outputs for groups ``g0:g1`` (node
-        axis second: ``Y[(g - g0) * nk + a]``).
+        axis second: ``Y[(g - g0) * nk + a]``). ``shift`` (complex mode, per source) moves
+        node ``k``'s real part by ``k * shift`` as well.
         """
         order, bounds = self.groups(src)
         sizes = np.diff(bounds)
@@ -91,11 +94,15 @@ class _Target:
         dtype = np.result_type(self.x.dtype, np.complex64) if imag else self.x.dtype
         step_of = np.zeros(self.n_src)
         step_of[src] = steps
+        shift_of = None
+        if shift is not None:
+            shift_of = np.zeros(self.n_src)
+            shift_of[src] = shift
         per_chunk = max(1, self.ev.batch_size(np.dtype(dtype).itemsize) // nk)
         kvec = np.asarray(ks, dtype=np.float64)
         for g0 in range(0, sizes.size, per_chunk):
             g1 = min(sizes.size, g0 + per_chunk)
-            X = self._points(order, bounds, g0, g1, step_of, kvec, dtype, imag)
+            X = self._points(order, bounds, g0, g1, step_of, kvec, dtype, imag, shift_of)
             Y = self.ev(X, quiet_complex=imag)
             Y = Y.reshape(Y.shape[0], -1)
             if imag:
@@ -106,7 +113,7 @@ class _Target:
                 Y = Y.astype(np.float64) - self.f0
             reduce(Y, g0, g1, order, bounds)
 
-    def _points(self, order, bounds, g0, g1, step_of, kvec, dtype, imag):
+    def _points(self, order, bounds, g0, g1, step_of, kvec, dtype, imag, shift_of=None):
         nk = kvec.size
         sizes = np.diff(bounds)[g0:g1]
         B = sizes.size * nk
@@ -120,7 +127,10 @@ class _Target:
         k = np.repeat(np.tile(kvec, sizes.size), counts)
         delta = k * step_of[cols]
         if imag:
-            Xf[rows, cols] = self.xf[cols] + 1j * delta.astype(self.x.dtype)
+            real = self.xf[cols]
+            if shift_of is not None:
+                real = real + (k * shift_of[cols]).astype(self.x.dtype)
+            Xf[rows, cols] = real + 1j * delta.astype(self.x.dtype)
         else:
             Xf[rows, cols] = self.xf[cols] + delta.astype(self.x.dtype)
         return X
@@ -151,18 +161,18 @@ class GradTarget(_Target):
         self.n_src = self.n_q = x.size
         self.q_src = np.arange(x.size)
 
-    def values(self, src, steps, ks, imag):
+    def values(self, src, steps, ks, imag, shift=None):
         nk = len(ks)
         vals = np.empty((nk, src.size))
 
         def reduce(Y, g0, g1, order, bounds):
             vals[:, g0:g1] = Y[:, 0].reshape(g1 - g0, nk).T
 
-        self._run(src, steps, ks, imag, reduce)
+        self._run(src, steps, ks, imag, reduce, shift)
         sigma = (np.abs(vals).max(axis=0) if imag
                  else np.abs(self.f0[0] + vals).max(axis=0, initial=abs(float(self.f0[0]))))
         u = None if imag else self.offsets(src, steps, ks)
-        return Values(vals, src, sigma, u, np.arange(src.size))
+        return Values(vals, src, sigma, u, np.arange(src.size), spread=_unit(vals, ks))
 
 
 class VjpTarget(_Target):
@@ -205,12 +215,14 @@ class VjpTarget(_Target):
         _, first = np.unique(c[perm], return_index=True)
         return order, np.append(first, order.size)
 
-    def values(self, src, steps, ks, imag):
+    def values(self, src, steps, ks, imag, shift=None):
         nk = len(ks)
         pos = np.empty(self.n_src, dtype=np.int64)
         pos[src] = np.arange(src.size)
         vals = np.empty((nk, src.size))
         sig2 = np.zeros(src.size)
+        spread2 = np.zeros(src.size)
+        a1 = _unit_node(ks)
         fallback_owned = np.zeros(src.size)
         Rf2, R, P, f0 = self.Rf2, self.R, self.P, self.f0
 
@@ -230,6 +242,7 @@ class VjpTarget(_Target):
                     sig2[cols] = np.max([np.bincount(who, weights=mag[a], minlength=m)
                                          for a in range(nk)], axis=0)
                     fallback_owned[cols] = np.bincount(who, weights=Rf2[rows], minlength=m)
+                    spread2[cols] = np.bincount(who, weights=block[a1] ** 2, minlength=m)
                 return
             if P is None:               # one element per point
                 v = Y @ R
@@ -237,6 +250,8 @@ class VjpTarget(_Target):
                 cols = pos[order[g0:g1]]
                 vals[:, cols] = v.reshape(g1 - g0, nk).T
                 sig2[cols] = np.maximum(sig2[cols], s2.reshape(g1 - g0, nk).max(axis=1))
+                Y1 = Y.reshape(g1 - g0, nk, -1)[:, a1]
+                spread2[cols] = (Y1 * Y1) @ (R * R)
                 return
             for g in range(g0, g1):
                 members = order[bounds[g]:bounds[g + 1]]
@@ -249,8 +264,9 @@ class VjpTarget(_Target):
                 mag = block * block if imag else (Yb != 0) * np.maximum(
                     Rf2[rows], (R[rows] * (f0[rows] + Yb)) ** 2)
                 sig2[cols] = _segment_sum(mag, ptr).max(axis=0)
+                spread2[cols] = _segment_sum(block[a1:a1 + 1] ** 2, ptr)[0]
 
-        self._run(src, steps, ks, imag, reduce)
+        self._run(src, steps, ks, imag, reduce, shift)
         if not imag:    # no row changed (saturation): the rows it may reach, or the largest
             if self.owners is not None:
                 fallback = fallback_owned
@@ -258,7 +274,19 @@ class VjpTarget(_Target):
                 fallback = self.sig2_pattern[src] if P is not None else Rf2.max(initial=0.0)
             sig2 = np.where(sig2 > 0, sig2, fallback)
         u = None if imag else self.offsets(src, steps, ks)
-        return Values(vals, src, np.sqrt(sig2), u, np.arange(src.size))
+        return Values(vals, src, np.sqrt(sig2), u, np.arange(src.size),
+                      spread=np.sqrt(spread2) / abs(ks[a1]))
+
+
+def _unit_node(ks):
+    """Index of the node nearest the center (the change there is the most local)."""
+    return int(np.argmin(np.abs(np.asarray(ks, dtype=np.float64))))
+
+
+def _unit(vals, ks):
+    """|change at the node nearest the center| per unit of k."""
+    a1 = _unit_node(ks)
+    return np.abs(vals[a1]) / abs(ks[a1])
 
 
 def _changed_rows(Y, R, f0):
@@ -293,7 +321,7 @@ class JacobianTarget(VjpTarget):
             self.n_q = pattern.nnz
             self.q_src = np.repeat(np.arange(self.n_src), np.diff(pattern.indptr))
 
-    def values(self, src, steps, ks, imag):
+    def values(self, src, steps, ks, imag, shift=None):
         nk, n_out, P = len(ks), self.n_out, self.P
         if P is None:
             q = (src[:, None] * n_out + np.arange(n_out)).reshape(-1)
@@ -318,13 +346,13 @@ class JacobianTarget(VjpTarget):
                     dest = ragged_arange(qpos[members], n)
                     vals[:, dest] = block[:, P.indices[ragged_arange(P.indptr[members], n)]]
 
-        self._run(src, steps, ks, imag, reduce)
+        self._run(src, steps, ks, imag, reduce, shift)
         rows = (q % n_out) if P is None else P.indices[q]
         sigma = (np.abs(vals).max(axis=0) if imag
                  else np.maximum(np.abs(self.f0[rows]), np.abs(self.f0[rows] + vals).max(axis=0)))
         u = None if imag else self.offsets(src, steps, ks)
         src_pos = np.repeat(np.arange(src.size), np.diff(np.append(start, q.size)))
-        return Values(vals, q, sigma, u, src_pos)
+        return Values(vals, q, sigma, u, src_pos, spread=_unit(vals, ks))
 
 
 # ----------------------------------------------------------------------- directions
@@ -347,7 +375,7 @@ class DirectionTarget(_Target):
         self.n_q = self.n_src * per
         self.q_src = np.repeat(np.arange(self.n_src), per)
 
-    def _points(self, order, bounds, g0, g1, step_of, kvec, dtype, imag):
+    def _points(self, order, bounds, g0, g1, step_of, kvec, dtype, imag, shift_of=None):
         src = order[g0:g1]
         t = (kvec[None, :] * step_of[src][:, None]).reshape(-1)        # (B,)
         V = np.repeat(self.V[src], kvec.size, axis=0)
@@ -357,7 +385,7 @@ class DirectionTarget(_Target):
             X = self.xf[None, :] + t[:, None] * V
         return X.astype(dtype).reshape((-1,) + self.x.shape)
 
-    def values(self, src, steps, ks, imag):
+    def values(self, src, steps, ks, imag, shift=None):
         nk, r = len(ks), self.contraction
         per = 1 if r is not None else self.n_out
         vals = np.empty((nk, src.size * per))
@@ -374,7 +402,7 @@ class DirectionTarget(_Target):
                 if imag:
                     sig2[g0 * per:g1 * per] = (Yk * Yk).max(axis=1).reshape(-1)
 
-        self._run(src, steps, ks, imag, reduce)
+        self._run(src, steps, ks, imag, reduce, shift)
         if not imag:
             if r is not None:
                 sig2 = np.where(sig2 > 0, sig2, ((r * self.f0) ** 2).max(initial=0.0))
