@@ -63,10 +63,8 @@ def _near_kinks(draw):
 @given(_near_kinks())
 def test_activation_next_to_its_kinks_is_never_flagged(drawn):
     """An activation layer's right derivative passes with every input within 1e-1 (down
-    to 16 ulps) of a kink. Known exception, excluded here and pinned in
-    test_known_issues.py: hard_tanh in float32."""
+    to 16 ulps) of a kink."""
     act, x, seed = drawn
-    assume(not (act.name == "hard_tanh" and x.dtype == np.float32))
     note(f"activation {act.to_dict()!r}, x = {x.tolist()!r} ({x.dtype}), seed {seed}")
     note_spec({"input": {"shape": list(x.shape), "dtype": x.dtype.name, "loc": 0.0},
                "layer": [act.to_dict()], "check": {"mode": "full"}},
@@ -77,8 +75,8 @@ def test_activation_next_to_its_kinks_is_never_flagged(drawn):
 
 
 #: Closest distance of a pre-activation to a kink in test_conv_activation_near_kinks...:
-#: still inside the differentiator's first stencil (3h ~ 4e-3 in float64, 1e-1 in float32,
-#: for values of order one). Closer kinks are pinned in test_known_issues.py.
+#: well inside the differentiator's first stencil (3h ~ 4e-3 in float64, 1e-1 in float32,
+#: for values of order one).
 NEAREST = {np.dtype(np.float64): 1e-3, np.dtype(np.float32): 3e-3}
 
 
@@ -117,9 +115,7 @@ def near_kink_function(case, act, seed: int, all_near: bool):
        st.booleans())
 def test_conv_activation_near_kinks_is_never_flagged(case, act, seed, all_near):
     """act(conv(x, w, b) + c) with pre-activations placed next to kinks (see
-    near_kink_function): the right backward passes. All of them near a kink only in
-    float64; float32 with many kinks inside its stencil is pinned in test_known_issues.py."""
-    all_near = all_near and case.x.dtype == np.float64
+    near_kink_function), one or all of them: the right backward passes."""
     note_case(case, activation=act, extra=f"near_kink_function(case, act, seed={seed}, "
                                           f"all_near={all_near})")
     f, f_vjp = near_kink_function(case, act, seed, all_near)
