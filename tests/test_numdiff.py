@@ -233,7 +233,7 @@ def test_bad_options_are_named(options, message):
 @pytest.mark.parametrize("call, error, message", [
     (lambda: numerical_grad(3, np.ones(2)), ConfigurationError, "f must be callable; got int"),
     (lambda: numerical_grad(_scalar, np.ones(2) + 1j), ConfigurationError,
-     "x must hold float32 or float64 values .* got dtype complex128"),
+     "x must hold float16, bfloat16, float32 or float64 values .* got dtype complex128"),
     (lambda: numerical_grad(_scalar, [1.0, np.nan]), ConfigurationError,
      "x must be finite; got an array containing NaN or inf"),
     (lambda: numerical_grad(lambda v: v, np.ones(2)), UserCodeError,

@@ -16,6 +16,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._precision import is_real_float
 from gradcheck._validate import is_int
 from gradcheck.checker._diagnose import TensorRole
 from gradcheck.checker._numeric import DEFAULT_MEMORY, is_structure
@@ -174,13 +175,14 @@ def _as_arrays(args, argnames) -> tuple:
         except Exception as exc:
             raise ConfigurationError(f"argument {label!r} must be array-like; got "
                                      f"{type(a).__name__}") from exc
-        if arr.dtype.kind not in "fc":
+        if arr.dtype.kind not in "fc" and not is_real_float(arr.dtype):
             if arr.dtype.kind in "iub":
                 arr = arr.astype(np.float64)
             else:
                 raise ConfigurationError(
                     f"argument {label!r} must hold real numbers; got dtype {arr.dtype}")
-        if not np.all(np.isfinite(arr)):
+        if not np.all(np.isfinite(arr.astype(np.complex128 if arr.dtype.kind == "c"
+                                             else np.float64))):
             raise ConfigurationError(
                 f"argument {label!r} contains NaN or infinity; a gradient check needs finite inputs")
         out.append(arr)

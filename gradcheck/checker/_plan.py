@@ -26,6 +26,7 @@ import math
 from typing import NamedTuple
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._precision import is_real_float
 from gradcheck.checker._diagnose import role_of
 from gradcheck.checker._numeric import coloring_of, predicted_groups
 from gradcheck.checker._sample import MAX_SAMPLE, SAMPLE_SHARE, choose_sample
@@ -51,7 +52,7 @@ class Plan(NamedTuple):
 def _skip(index, name, problem):
     """The reason to skip the argument, or None (a complex argument is refused)."""
     arg = problem.args[index]
-    if arg.dtype.kind != "f":
+    if not is_real_float(arg.dtype):
         raise ConfigurationError(
             f"argument {name!r} has dtype {arg.dtype}; gradients are checked for real "
             f"arguments: pass the real and imaginary parts as two real arrays")

@@ -35,6 +35,7 @@ from gradcheck._errors import (
     NondeterministicError,
     UserCodeError,
 )
+from gradcheck._precision import is_real_float
 
 __all__ = ["Problem", "scalarize", "seeded_cotangent", "COTANGENT_SALT"]
 
@@ -103,10 +104,11 @@ def _as_output(y, label):
         y = np.asarray(y)
     except Exception as exc:
         raise UserCodeError(f"{label} must return an array; got {type(y).__name__}") from exc
-    if y.dtype.kind not in "fciub":
+    if y.dtype.kind not in "fciub" and not is_real_float(y.dtype):
         raise UserCodeError(f"{label} must return numbers; got an array of dtype {y.dtype}")
-    if not np.all(np.isfinite(y)):
-        bad = int(np.sum(~np.isfinite(y)))
+    finite = np.isfinite(y if y.dtype.kind in "fciub" else y.astype(np.float64))
+    if not np.all(finite):
+        bad = int(np.sum(~finite))
         raise UserCodeError(f"{label} returned {bad} NaN or infinite value(s) of {y.size}")
     return y
 
@@ -228,7 +230,8 @@ def scalarize(f, f_vjp, args, options) -> Problem:
     validated :class:`~gradcheck.checker._options.Options`)."""
     y, f_seconds = _evaluate_twice(f, args, timed=options.mode in ("auto", "sampled"))
     cotangent = _cotangent(options.cotangent, y, options.seed)
-    cotangent_f = cotangent.astype(y.dtype if y.dtype.kind in "fc" else np.float64)
+    cotangent_f = cotangent.astype(y.dtype if y.dtype.kind in "fc" or is_real_float(y.dtype)
+                                   else np.float64)
     analytic, missing = _analytic(f_vjp, cotangent_f, args, options.argnames)
     return Problem(f, args, options.argnames, y, cotangent, cotangent_f, analytic,
                    _largest_term(cotangent, y), f_seconds, f_vjp, missing=missing)

@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 
 from gradcheck._errors import UserCodeError
+from gradcheck._precision import is_real_float
 
 __all__ = ["Evaluator", "DEFAULT_MEMORY"]
 
@@ -53,12 +54,12 @@ class Evaluator:
         if np.iscomplexobj(y):
             raise UserCodeError(f"f returned complex values ({y.dtype}) for real input x; "
                                 "it must return real floating-point values")
-        if not np.issubdtype(y.dtype, np.floating):
+        if not is_real_float(y.dtype) and not np.issubdtype(y.dtype, np.floating):
             y = y.astype(np.float64)
         if self.scalar and y.size != 1:
             raise UserCodeError(f"f must return a scalar for numerical_grad; it returned "
                                 f"an array of shape {y.shape}")
-        if not np.all(np.isfinite(y)):
+        if not np.all(np.isfinite(y.astype(np.float64))):
             raise UserCodeError("f(x) is not finite at the point given; the derivative is "
                                 "only defined where f is")
         self.out_shape = () if self.scalar else y.shape

@@ -7,6 +7,7 @@ import numbers
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._precision import REAL_FLOATS, is_real_float
 from gradcheck.numdiff._stencils import ALIASES, METHODS
 
 __all__ = ["validate_common", "validate_x", "validate_like"]
@@ -18,11 +19,11 @@ def validate_x(x) -> np.ndarray:
     arr = np.asarray(x)
     if arr.dtype.kind in "biu":
         arr = arr.astype(np.float64)
-    if arr.dtype not in (np.float32, np.float64):
+    if not is_real_float(arr.dtype):
         raise ConfigurationError(
-            f"x must hold float32 or float64 values (integers are converted); got dtype "
-            f"{arr.dtype}")
-    if not np.all(np.isfinite(arr)):
+            f"x must hold {', '.join(REAL_FLOATS[:-1])} or {REAL_FLOATS[-1]} values "
+            f"(integers are converted); got dtype {arr.dtype}")
+    if not np.all(np.isfinite(arr.astype(np.float64))):
         raise ConfigurationError("x must be finite; got an array containing NaN or inf")
     return arr
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._precision import LOW_PRECISION, is_real_float, machine_eps
 from gradcheck.numdiff._acceptance import complex_ok
 from gradcheck.numdiff._adaptive import run_adaptive
 from gradcheck.numdiff._core import run_complex, run_fixed
@@ -35,8 +36,8 @@ def _eval_eps(x, f0) -> float:
     float32 grid, which a float64 computation hits by chance with odds about 2**-29 per
     value; in that case float32's rounding is what the differences must beat.
     """
-    eps = [float(np.finfo(d).eps) for d in (x.dtype, f0.dtype) if d.kind in "fc"]
-    eps = max(eps) if eps else float(np.finfo(np.float64).eps)
+    eps = [machine_eps(d) for d in (x.dtype, f0.dtype) if d.kind in "fc" or is_real_float(d)]
+    eps = max(eps) if eps else machine_eps(np.float64)
     single = float(np.finfo(np.float32).eps)
     if eps < single and _on_float32_grid(f0):
         eps = single
@@ -96,7 +97,14 @@ class Problem:
         if target.n_src == 0 or target.n_q == 0:      # nothing to perturb
             return Estimate.blank(target.n_q, np.zeros(target.n_src)), method, check
         use_complex = method == "complex"
-        if method == "auto":
+        low = self.x.dtype.name in LOW_PRECISION
+        if use_complex and low:
+            raise ConfigurationError(
+                f"method='complex' needs a complex type of x's precision; NumPy has none for "
+                f"{self.x.dtype.name} (use method='auto' or 'adaptive')")
+        if method == "auto" and low:
+            check = f"not tried: no complex type of {self.x.dtype.name}"
+        elif method == "auto":
             use_complex, check = complex_ok(self.ev, self.x, target.contraction, self.scale,
                                             eps, self.seed)
             check = "accepted" if use_complex else "rejected: " + check
@@ -148,9 +156,10 @@ class Problem:
                             sources=sources, arg_scale=a)
 
     def result(self, out, used, check, *, shape, ncolors, step_shape) -> NumericalDerivative:
-        """The public record, values in the real dtype of ``x`` and ``f(x)``."""
-        dt = np.result_type(self.x.dtype, self.ev.f0.dtype)
-        dt = dt if dt.kind == "f" else np.dtype(np.float64)
+        """The public record, values in the real dtype of ``x`` and ``f(x)`` (float32 for
+        float16 and bfloat16, whose grid is coarser than the estimates' accuracy)."""
+        sizes = [d.itemsize for d in (self.x.dtype, self.ev.f0.dtype) if is_real_float(d)]
+        dt = np.dtype(np.float64 if not sizes or max(sizes) >= 8 else np.float32)
 
         def arr(a):
             return a.reshape(shape).astype(dt)

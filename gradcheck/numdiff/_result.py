@@ -51,7 +51,7 @@ class NumericalDerivative:
         their midpoint there and ``error`` half their distance plus rounding, so an
         analytic value between them is within the error bar.
     method : str
-        ``"complex"`` or the real stencil used (``"richardson"`` by default).
+        ``"complex"`` or the real stencil used (``"adaptive"`` by default).
     complex_check : str
         Why the complex step was or was not used: ``"accepted"``, ``"not tried"``,
         ``"forced"`` or ``"rejected: ..."`` with the reason.
