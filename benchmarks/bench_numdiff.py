@@ -170,7 +170,8 @@ def score(problems, run):
     per_problem = {}
     for p in problems:
         p.counter[0] = 0
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")      # complex input to real-only code, on purpose
             out = run(p)
         if out is None:                 # the method does not apply to this problem
             continue

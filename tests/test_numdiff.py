@@ -265,3 +265,35 @@ def test_bad_options_are_named(options, message):
 def test_bad_calls_are_named(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+# --------------------------------------------------------------------- error model
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_rounding_inside_f_that_the_values_do_not_show_is_read_off_the_data(dtype):
+    # the cube (x - 1)^3 written out: near its double root the value and the derivative
+    # are tiny while every intermediate is of size 1, so their rounding is 1e4 times what
+    # the value's own magnitude suggests; the fit's top coefficients show it
+    x = (1 + np.linspace(-0.15, 0.15, 24)).astype(dtype)
+
+    def f(v):
+        return ((v - 3) * v + 3) * v - 1
+
+    r = numerical_vjp(f, x, np.ones(24), method="adaptive")
+    truth = 3 * (x.astype(np.float64) - 1) ** 2
+    err = np.abs(r.grad - truth)
+    assert np.mean(err <= r.error) >= 0.9
+    assert np.all(err <= 10 * r.error)
+
+
+def test_a_retry_is_held_to_the_pass_before_it_for_once_differentiable_functions():
+    # softsign's second derivative jumps at 0: a stencil over it sees a smooth-looking
+    # trend and its error falls like h, not h^5; the bar must still hold
+    x = np.concatenate([np.geomspace(1e-4, 1e-1, 20), -np.geomspace(1e-4, 1e-1, 20)])
+    for dtype in (np.float64, np.float32):
+        xd = x.astype(dtype)
+        r = numerical_vjp(lambda v: v / (1 + np.abs(v)), xd, np.ones(40), method="adaptive")
+        truth = 1 / (1 + np.abs(xd.astype(np.float64))) ** 2
+        assert np.all(np.abs(r.grad - truth) <= 10 * r.error)
+        assert np.mean(np.abs(r.grad - truth) <= r.error) >= 0.9

@@ -142,3 +142,33 @@ def test_elements_where_complex_arithmetic_overflows_fall_back_to_real_differenc
         "1 entries by adaptive differences (complex step not finite)")
     assert np.all(np.isfinite(r.grad)) and within(r, truth).all()
     np.testing.assert_allclose(r.grad[1:], truth[1:], rtol=1e-14)
+
+
+# ------------------------------------------------------------- kinks near the point
+
+
+@pytest.mark.parametrize("dtype, distance, precision", [(np.float64, 3e-7, 1e-8),
+                                                         (np.float32, 2e-3, 1e-3)])
+def test_a_kink_within_the_first_step_is_located_and_stepped_inside(dtype, distance,
+                                                                      precision):
+    # relu(x - c) with the kink at distance d above x: the first stencil straddles it;
+    # the secants of the straddling pass locate it and the retry steps inside, so the
+    # right derivative (0 below the kink) comes out at the dtype's precision
+    x = np.array([0.5], dtype)
+    c = float(x[0]) + distance
+
+    def f(v):
+        return np.maximum(v - c, 0) + 0.25 * v
+
+    r = numerical_grad(lambda v: np.sum(f(v)), x, method="adaptive")
+    assert not r.nondifferentiable[0]
+    assert abs(r.grad[0] - 0.25) <= r.error[0] < precision * 0.25
+    assert r.step[0] < distance / 3 and r.nfev <= 1 + 3 * 5     # two retries at most
+
+
+def test_the_complex_step_sees_a_branch_on_the_real_part_exactly_at_zero():
+    # regression: x + ih and x - 3ih both have real part 0, so where(x.real > 0) took one
+    # branch for both; the two points' real parts now straddle zero
+    r = numerical_grad(lambda v: np.sum(np.where(v.real > 0, v, 0)), np.array([0.0, 1.0]))
+    assert r.method == "complex" and r.nondifferentiable.tolist() == [True, False]
+    assert (r.left[0], r.right[0]) == (0.0, 1.0) and r.grad[1] == 1.0
