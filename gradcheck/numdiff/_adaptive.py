@@ -24,7 +24,10 @@ Combining the passes of an element
   looks clean. So a retry's bar is at least :math:`|v_k - v_{k-1}|\, r/(1 - r)`, what
   remains of the change if the error falls in proportion to the step. (Measured: a
   float32 softsign convolution whose pre-activation sat 3e-4 from zero had a true error
-  16 times its bar without this term, 0.8 times with it.)
+  16 times its bar without this term, 0.8 times with it.) Not where the predecessor
+  straddled a kink the retry stepped inside (below), nor where the change is under
+  ``FIRST_ORDER_SHARE`` of the predecessor's truncation term: a kink straddled then,
+  resolved since.
 
 Kinks
 -----
@@ -34,8 +37,11 @@ still exceeds :math:`4\rho`, (b) it fell by less than :math:`r^{2.5}` (halfway b
 :math:`r^5` and :math:`r^0` on a log scale), (c) the gap between the one-sided
 derivatives -- nodes ``(-2,-1,0)`` and ``(0,1,2,3)`` -- exceeds :math:`z_k = 3` times
 their rounding, and (d) that gap fell by less than :math:`r` (smooth: :math:`r^2` or
-faster). Once truncation has failed to fall, the next step is cut by the largest factor
-(:data:`._steps.SHRINK_MIN`): the smooth model's cut does not apply to a kink. The
+faster). Once truncation has failed to fall, the smooth model's cut does not apply: a
+kink within one step of the point is *located* from the secants of the straddling pass
+(:func:`_kink_distance`) and the next step is a quarter of its distance, so that every
+node lies on one side of it; a kink not located takes the largest cut
+(:data:`._steps.SHRINK_MIN`). The
 kink is reported with the one-sided *secants* of the pair's smaller step,
 :math:`(f(x) - f(x-h))/h` and :math:`(f(x+h) - f(x))/h`: a secant across a kink is a
 weighted mean of the slopes on both sides, so unlike a fitted one-sided stencil it

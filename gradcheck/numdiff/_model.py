@@ -58,7 +58,7 @@ stencil had :math:`b_5` 200 times below :math:`b_4`, and :math:`T` computed from
 function is a low-degree polynomial as far as the data can tell and :math:`T = 0`.
 
 How the passes of one element are combined, and the measurements behind the
-constants, are in :mod:`._core`.
+constants, are in :mod:`._adaptive`.
 """
 
 from __future__ import annotations

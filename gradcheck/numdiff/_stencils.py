@@ -92,7 +92,7 @@ def moments(nodes: tuple) -> np.ndarray:
 
 
 #: The stencils by method name. ``adaptive`` is the default for real differences: one
-#: order-5 stencil on six nodes, with step reduction and kink detection (:mod:`._core`);
+#: order-5 stencil on six nodes, with step reduction and kink detection (:mod:`._adaptive`);
 #: the others are single stencils (their truncation error is estimated by repeating them
 #: at twice the step, Richardson's estimate, see :mod:`._core`).
 STENCILS = {

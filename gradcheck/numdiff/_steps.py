@@ -36,7 +36,10 @@ from the evaluations rather than guessed:
 * **truncation dominating** (the function varies on a scale below :math:`s_j`, or a kink
   lies inside the stencil): the step is cut to where the estimated truncation error
   would be a fifth of the rounding error, :math:`h \cdot (\rho / 5T)^{1/(p+1)}`, clipped
-  to :math:`[2^{-10}, 1/2]` per retry (see :mod:`._core`).
+  to :math:`[2^{-10}, 1/2]` per retry. Where the truncation already failed to fall as a
+  smooth function's would (a kink), the cut is to a quarter of the kink's distance when
+  the straddling pass located it, else :math:`2^{-10}` (see :mod:`._adaptive`).
+  Retries never go below 16 units in the last place of :math:`x_j`.
 
 Complex step: :math:`h_j = 2^{\operatorname{round}\log_2(\varepsilon |x_j|)}`
 (:math:`\varepsilon\tau_j` at zero). No subtraction takes place, so nothing pushes the

@@ -25,10 +25,16 @@ In complex mode the point is :math:`x + i k h` and the value is the imaginary pa
 Each value comes with ``sigma``, the root-sum-square magnitude of the terms summed into
 it (:math:`\sqrt{\sum_i (R_i f_i)^2}` over the rows it depends on, or :math:`|f|`, with
 :math:`f_i` the largest magnitude seen at the center and the perturbed points):
-the scale of the rounding error every evaluation adds (see :mod:`._core`). The rows an
+the scale of the rounding error every evaluation adds (see :mod:`._model`). The rows an
 element depends on are the rows that actually changed when it moved (within its pattern
 rows, if a pattern is given); when none changed (a saturated unit), its pattern rows, or
-without a pattern the largest row, stand in.
+without a pattern the largest row, stand in. With it comes ``spread``, the
+root-sum-square over the rows of :math:`R_i \Delta f_i` at the node nearest the center,
+before the rows are summed and may cancel: the slope through which the rounding of the
+element's own value inside ``f`` reaches the result (:mod:`._model`).
+
+In complex mode an element exactly at zero may also have its points' real parts moved
+(``shift``), so that a branch on the real part is seen from both sides (:mod:`._core`).
 
 Sources perturbed together form *groups*: one element each, or one color of a
 dependency pattern (:mod:`._coloring`). Groups are stored flat (``order`` sorted by
