@@ -106,6 +106,7 @@ class _Target:
             shift_of[src] = shift
         per_chunk = max(1, self.ev.batch_size(np.dtype(dtype).itemsize) // nk)
         kvec = np.asarray(ks, dtype=np.float64)
+        self.real_drift = np.full(self.n_src, np.nan)
         for g0 in range(0, sizes.size, per_chunk):
             g1 = min(sizes.size, g0 + per_chunk)
             X = self._points(order, bounds, g0, g1, step_of, kvec, dtype, imag, shift_of)
@@ -114,10 +115,31 @@ class _Target:
             if imag:
                 if not np.iscomplexobj(Y):
                     raise _RealOutput(Y.dtype)
+                self._drift(Y, g0, g1, order, bounds, nk)
                 Y = Y.imag.astype(np.float64)
             else:
                 Y = Y.astype(np.float64) - self.f0
             reduce(Y, g0, g1, order, bounds)
+
+    def _drift(self, Y, g0, g1, order, bounds, nk):
+        """How far the complex evaluation's real part strays from ``f(x)``, relative: per
+        point, over the rows its imaginary part reached, ``|R (Re f - f(x))| / |R f(x)|``
+        (root-sum-squares), the largest over a group's points, for each member.
+
+        ``Re f(x + ih)`` equals ``f(x)`` up to :math:`h^2`: what remains is rounding of
+        ``f`` -- relative rounding of the value that, where ``f`` forms it from terms
+        that cancel, also scales the derivative's (:mod:`._core`).
+        """
+        w = self.contraction if self.contraction is not None else np.ones(self.f0.size)
+        reached = Y.imag != 0
+        dev = np.where(reached, (Y.real.astype(np.float64) - self.f0) * w, 0.0)
+        mag = np.where(reached, self.f0 * w, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.sqrt((dev * dev).sum(axis=1) / (mag * mag).sum(axis=1))
+        ratio = np.where(np.isfinite(ratio), ratio, 0.0).reshape(g1 - g0, nk).max(axis=1)
+        sizes = np.diff(bounds)[g0:g1]
+        members = order[bounds[g0]:bounds[g1]]
+        self.real_drift[members] = np.repeat(ratio, sizes)
 
     def _points(self, order, bounds, g0, g1, step_of, kvec, dtype, imag, shift_of=None):
         nk = kvec.size
