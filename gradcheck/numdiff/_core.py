@@ -119,10 +119,11 @@ def _scatter(est: Estimate, q, **arrays) -> Estimate:
 def run_complex(target, hc, eps, *, ties=True, shift=None):
     """Complex steps ``+ih`` and ``-3ih``; an exact tie shows as ``d+ != d-``.
 
-    ``shift`` (per source, a unit in the last place or two of the element) moves the two
-    points' real parts by ``+shift`` and ``-3 shift``, so that a branch on the real part
-    exactly at the point (``where(x.real > 0)`` at ``x == 0``) is seen from both sides;
-    ``(3 d+ + d-)/4`` is then the derivative at ``x`` itself.
+    ``shift`` (per source; nonzero for elements exactly at zero, where it is the
+    imaginary step's size) moves the two points' real parts by ``+shift`` and
+    ``-3 shift``, so that a branch on the real part exactly at the point
+    (``where(x.real > 0)`` at ``x == 0``) is seen from both sides; ``(3 d+ + d-)/4`` is
+    then the derivative at ``x`` itself.
     With ``ties=False`` (the caller knows ``f`` is smooth: no kinks, no ties) only ``+ih``
     is evaluated, half the cost; the error bar is then the rounding term alone.
     """
