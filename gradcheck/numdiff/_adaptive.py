@@ -37,8 +37,10 @@ still exceeds :math:`4\rho`, (b) it fell by less than :math:`r^{2.5}` (halfway b
 :math:`r^5` and :math:`r^0` on a log scale), (c) the gap between the one-sided
 derivatives -- nodes ``(-2,-1,0)`` and ``(0,1,2,3)`` -- exceeds :math:`z_k = 3` times
 their rounding, and (d) that gap fell by less than :math:`r` (smooth: :math:`r^2` or
-faster). Once truncation has failed to fall, the smooth model's cut does not apply: a
-kink within one step of the point is *located* from the secants of the straddling pass
+faster). It is reported where the one-sided secants of the smaller step differ by more
+than :math:`z_k` times their rounding too (else the kink lies beyond one step: a kink,
+but not at the point). Once truncation has failed to fall, the smooth model's cut does
+not apply: a kink within one step of the point is *located* from the secants of the straddling pass
 (:func:`_kink_distance`) and the next step is a quarter of its distance, so that every
 node lies on one side of it; a kink not located takes the largest cut
 (:data:`._steps.SHRINK_MIN`). The
@@ -48,8 +50,8 @@ weighted mean of the slopes on both sides, so unlike a fitted one-sided stencil 
 never lands outside them; the element gets their midpoint and half their distance plus
 their rounding, so ``|grad - a| <= error`` accepts exactly the values ``a`` between the
 limits. The sharpest pair showing the kink is kept, and forgotten when a later pair's
-one-sided derivatives move beyond their rounding (structure at a smaller scale: a
-near tie 1e-9 away, resolved by the smaller steps). A kink stands unless a pass
+one-sided derivatives moved beyond their rounding and now agree, truncation resolved
+(a near tie 1e-9 away, resolved by the smaller steps). A kink stands unless a pass
 resolved the element with a smaller error bar.
 
 Tuning record
@@ -122,8 +124,8 @@ def run_adaptive(target, h0, stencil, eps, *, max_retries, x_src=None, sources=N
         last = last.where(here, now)
         stuck = np.zeros(target.n_q, bool)
         if attempt:
-            found, moved, stuck = _kinks(last, prev, seen, h0)
-            kink = kink.where(here & moved & ~found.nondiff, Estimate.blank(target.n_q, h0))
+            found, resolved, stuck = _kinks(last, prev, seen, h0)
+            kink = kink.where(here & resolved, Estimate.blank(target.n_q, h0))
             kink = kink.where(here & found.nondiff & ~(found.error >= kink.error), found)
         rho = _rounding(now, seen)
         need = here & (now.bad | (now.tau > TRUNCATION_DOMINATES * rho))
@@ -254,8 +256,9 @@ def _kink_distance(p: PassEstimate, seen):
 
 def _kinks(last: PassEstimate, prev: PassEstimate, seen, h0):
     """What the last two passes say about kinks (module docstring): the kinks they show
-    as estimates, where the one-sided derivatives moved beyond their rounding, and
-    where the truncation failed to fall as a smooth function's would."""
+    as estimates, where the smaller step resolved a smooth piece that the larger one
+    saw as a kink, and where the truncation failed to fall as a smooth function's
+    would."""
     s = _noise(last, seen, excess=False)
     lrho, rrho = KAPPA_R * last.lunit * s, KAPPA_R * last.runit * s
     srho = KAPPA_R * last.sunit * s
@@ -266,10 +269,14 @@ def _kinks(last: PassEstimate, prev: PassEstimate, seen, h0):
         unresolved = last.tau > TRUNCATION_DOMINATES * (KAPPA_R * last.unit * s + last.pos)
         kinked = (stuck & (gap > r * np.abs(prev.right - prev.left)) & unresolved
                   & (gap > FLAG_Z * (lrho + rrho)))
+        reported = np.abs(last.rsec - last.lsec) > FLAG_Z * 2 * srho
         moved = (np.abs(last.left - prev.left) + np.abs(last.right - prev.right)
                  > FLAG_Z * (lrho + rrho))
     flag = np.isfinite(prev.tau) & kinked & ~last.bad
     lo, hi = last.lsec, last.rsec
     found = Estimate(value=0.5 * (lo + hi), error=0.5 * np.abs(hi - lo) + 2 * srho,
-                     left=lo, right=hi, nondiff=flag, rho=2 * srho, steps=h0)
-    return found, moved, stuck & unresolved
+                     left=lo, right=hi, nondiff=flag & reported, rho=2 * srho, steps=h0)
+    # the pair shows the point inside a smooth piece at its smaller step: the one-sided
+    # derivatives moved there and now agree, truncation resolved
+    smooth = moved & ~unresolved & ~(gap > FLAG_Z * (lrho + rrho)) & ~flag
+    return found, smooth, stuck & unresolved
