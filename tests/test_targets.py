@@ -233,3 +233,48 @@ def test_impossible_orders_and_torch_keys_are_usage_errors(torch_project, capsys
     assert code == USAGE, out + err
     assert re.search(message, err), err
     assert err.count("\n") == 1
+
+
+CUBES = textwrap.dedent("""
+    import torch
+
+    class Cube(torch.autograd.Function):          # no parameters: apply(x) alone
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x ** 3
+        @staticmethod
+        def backward(ctx, g):
+            x, = ctx.saved_tensors
+            return 3 * g * x ** 2
+
+    class HalfCube(Cube):                         # the slip: 1.5 where 3 belongs
+        @staticmethod
+        def backward(ctx, g):
+            x, = ctx.saved_tensors
+            return 1.5 * g * x ** 2
+""")
+
+
+@pytest.mark.parametrize("params", ["", "{}"])
+def test_a_torch_function_without_parameters_is_a_target(torch_project, capsys, params):
+    (torch_project / "lib" / "cubes_t.py").write_text(CUBES)
+    path = torch_project / "specs" / "c.toml"
+    layer = {"target": '"../lib/cubes_t.py:Cube"'}
+    if params:
+        layer["params"] = params
+    path.write_text(_spec(layer, shape=(2, 3, 4, 4)))
+    code, out, err = _run(capsys, path)
+    assert (code, err) == (OK, ""), out + err
+    assert "all 1 checks passed" in out
+    layer["target"] = '"../lib/cubes_t.py:HalfCube"'
+    path.write_text(_spec(layer, shape=(2, 3, 4, 4)))
+    code = main(["check", str(path), "--json"])
+    out, err = capsys.readouterr()
+    import json
+
+    data = json.loads(out)
+    assert code == MISMATCH and err == ""
+    (check,) = data["checks"]
+    assert check["diagnosis"]["cause"] == "scaled"          # 1.5 x² = ½ · 3 x²
+    assert check["diagnosis"]["evidence"]["factor"] == pytest.approx(0.5, rel=1e-6)

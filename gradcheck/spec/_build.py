@@ -62,7 +62,7 @@ def make_layer(layer: LayerSpec, *, obj=None, dtype="float64"):
 
         params = layer.options["params"]
         if not params and hasattr(obj, "param_shapes"):   # an nn.Module: its own parameters
-            params = obj.param_shapes()
+            params = obj.param_shapes() or {}   # a torch Function: None, the spec's (none)
         return UserLayer(layer.options["target"], obj, params,
                          options=layer.options["kwargs"],
                          output_shape=layer.options.get("output_shape"), dtype=dtype)

@@ -68,7 +68,7 @@ class UserLayer(LayerBase):
                  dtype="float64"):
         self.target = target
         self.obj = obj
-        self.params = {k: tuple(v) for k, v in dict(params).items()}
+        self.params = {k: tuple(v) for k, v in dict(params or {}).items()}
         self.options = dict(options or {})
         self.fixed_output_shape = None if output_shape is None else tuple(output_shape)
         self.dtype = np.dtype(dtype)
