@@ -588,8 +588,19 @@ def _extras():
         dx[2, 3] *= np.float32(1.001)                     # one element off by 0.1%
         return dx, dw, db
 
+    def centered(x, b):               # a bias before a centering over the batch: it cancels
+        z = x + b
+        return z - z.mean(axis=0, keepdims=True)
+
+    def centered_vjp(g, x, b):        # db = sum(g): the bias gradient as if nothing followed
+        return g - g.mean(axis=0, keepdims=True), g.sum(axis=0)
+
     relu_x = np.array([[-1.0, 0.0, 2.0], [0.5, 0.0, -0.3]])
     return (
+        _case("bias-before-centering", "batch-norm",
+              "a bias before a centering given the gradient sum(g) (the centering cancels it)",
+              centered, centered_vjp, [_rng(7).standard_normal((6, 4)), np.zeros(4)],
+              ("x", "b"), {"b": ("gradient_where_none",)}),
         _case("dense-f32-one-element", "dense", "one element of dx off by 0.1% (float32)",
               mix.dense_f, nudged_dense, _dense_args(np.float32), ("x", "w", "b"),
               {"x": ("single_element",)}),

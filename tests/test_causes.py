@@ -131,6 +131,36 @@ def test_shift_along_one_axis_leaves_its_edge_uncompared():
     assert "i2 + 1" in d.message
 
 
+def test_a_mismatch_only_in_the_edge_a_shift_leaves_out_is_not_a_shift():
+    # N constant along the axis: moved by one it is N again, and A = shift(N) holds
+    # everywhere but the one element that lies in the edge, the only one that is wrong
+    n = np.ones(5)
+    a = n.copy()
+    a[0] = 5.0
+    d = _name(a, n)
+    assert d.cause == "single_element" and d.evidence["index"] == [0]
+
+
+def test_a_gradient_where_the_numerical_one_is_zero_everywhere():
+    # f = sin(x) + 0*b: b does not change f, but the backward returns sum(g) for b[0]
+    from gradcheck import check_vjp
+
+    x = np.array([0.3, -1.2, 0.7])
+    report = check_vjp(lambda x, b: np.sin(x) + 0 * b,
+                       lambda g, x, b: (g * np.cos(x), np.array([g.sum(), 0.0, 0.0])),
+                       (x, np.zeros(3)), argnames=("x", "b"))
+    assert report["x"].passed and not report["b"].passed
+    d = report["b"].diagnosis
+    assert d.cause == "gradient_where_none" and d.evidence["index"] == [0]
+    assert d.message.startswith("The numerical gradient is zero at every element")
+    assert "nonzero at 1 of 3 element(s)" in d.message
+    # an A that is right where N is nonzero is not this cause
+    n = _n((4, 5))
+    a = n.copy()
+    a[0, 0] += 1.0
+    assert _name(a, n).cause == "single_element"
+
+
 def test_values_permuted_within_rows():
     n = _n((4, 6))
     rng = np.random.default_rng(3)

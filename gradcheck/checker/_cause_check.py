@@ -5,6 +5,10 @@
 - ``no_numerical_derivative``: some elements have no usable numerical value (``f``
   overflowed or was NaN next to the point) -- not a claim about ``A``: nothing can be
   said about those elements;
+- ``gradient_where_none``: the numerical gradient is zero at every element (``f`` does
+  not change with the argument at this point) and the analytic one is not: a gradient
+  where there should be none (a term the forward pass cancels, a parameter it does not
+  use). Layout causes cannot explain it (moving zeros gives zeros);
 - the caller's suspects: ``A`` is what a known mistake of the layer would return
   (:mod:`gradcheck.checker._suspects`), tested most specific first;
 - ``outside_kink_limits``: at a kink, ``A`` lies outside both one-sided derivatives.
@@ -17,11 +21,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from gradcheck.checker._fit import SLACK
 from gradcheck.checker._judge import excess, unusable
 from gradcheck.checker._report import Diagnosis
 
-__all__ = ["no_gradient_returned", "no_numerical_derivative", "caller_suspects",
-           "outside_kink_limits"]
+__all__ = ["no_gradient_returned", "no_numerical_derivative", "gradient_where_none",
+           "caller_suspects", "outside_kink_limits"]
 
 
 def no_gradient_returned(ev):
@@ -58,6 +63,32 @@ def no_numerical_derivative(ev):
         f"near 1e100, where squares overflow) and an f that is finite around them make them "
         f"checkable.",
         {"count": count, "index": list(idx)})
+
+
+def gradient_where_none(ev):
+    """``N`` is zero (within SLACK tolerances) at every element, ``A`` clearly is not."""
+    if not ev.n_failed:
+        return None
+    known = ev.keep & np.isfinite(ev.n)      # a sample: N is known where it was sampled
+    if not known.any() or np.any(np.abs(ev.n[known]) > SLACK * ev.tol[known]):
+        return None
+    clear = known & (np.abs(ev.a) > 2 * SLACK * ev.tol)
+    if not clear.any():
+        return None
+    idx = tuple(int(i) for i in np.unravel_index(
+        int(np.argmax(np.where(clear, np.abs(ev.a), -1.0))), ev.a.shape))
+    count = int(clear.sum())
+    return Diagnosis(
+        "gradient_where_none",
+        f"The numerical gradient is zero at every {'' if known.all() else 'sampled '}"
+        f"element (f does not change with this "
+        f"argument at this point), but the analytic gradient is not: it is nonzero at "
+        f"{count} of {int(known.sum())} element(s) (largest {float(ev.a[idx]):.9g} at "
+        f"{idx}). The backward returns a gradient where there should be none: a term the "
+        f"forward pass cancels (a bias followed by a normalization), a parameter the "
+        f"forward pass does not use, or a term that belongs to another argument.",
+        {"count": count, "index": list(idx), "analytic": float(ev.a[idx]),
+         "failed_elements": ev.n_failed})
 
 
 def caller_suspects(ev):

@@ -8,7 +8,8 @@
   (a gradient computed in NHWC and reshaped to NCHW), or the other way round;
 - an axis (or several) reversed: ``A = flip(N, axes)``;
 - a shift along one axis: ``A[i] = N[i - s]`` along that axis only (a crop off by one in
-  H only), the edge that the shift moves in left uncompared;
+  H only), the edge that the shift moves in left uncompared -- so a clear mismatch must
+  lie outside that edge (else the shift explains nothing);
 - values permuted within slices: every slice along one axis holds ``N``'s values in
   another order (a scatter with the wrong indices).
 
@@ -21,7 +22,7 @@ from itertools import combinations, permutations
 
 import numpy as np
 
-from gradcheck.checker._fit import fit_claim
+from gradcheck.checker._fit import SLACK, fit_claim
 
 __all__ = ["fit_kernel_flip", "fit_spatial_transpose", "fit_axes_permuted", "fit_reversed",
            "fit_shifted", "fit_permuted_within"]
@@ -138,6 +139,13 @@ def _shifted(arr, axis, by):
     return out
 
 
+def _explains(ev, where, spread) -> bool:
+    """A clear mismatch lies where the shift is compared: one whose mismatches all lie in
+    the edge it moves in (where it claims nothing) "fits" and explains none of them."""
+    keep = ev.keep & where & np.isfinite(ev.n) & np.isfinite(spread)
+    return bool(np.any(np.abs(ev.a - ev.n)[keep] > 2 * SLACK * (ev.tol + spread)[keep]))
+
+
 def fit_shifted(ev):
     """``A[i] = N[i - s]`` along one axis, or two (``s`` in ±1, ±2), the others in place."""
     if not ev.n_failed:
@@ -155,7 +163,7 @@ def fit_shifted(ev):
                     where = _shifted(where, a, by)
                     p, t = _shifted(p, a, by), _shifted(t, a, by)
                 fit = fit_claim(ev, p, t, where=where)
-                if fit is not None:
+                if fit is not None and _explains(ev, where, t):
                     sign = "-" if by > 0 else "+"
                     formula = ", ".join(f"i{a} {sign} {abs(by)}" for a in axes)
                     names = " and ".join(f"axis {a}" for a in axes)

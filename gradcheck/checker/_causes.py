@@ -20,6 +20,7 @@ cause                                   claim (``A`` analytic, ``N`` numerical)
 ``no_gradient_returned``                the backward gave None (``A = 0``), ``N ≠ 0``
 ``no_numerical_derivative``             some elements have no usable numerical value
 (the caller's suspects)                 ``A`` is what a known mistake of the layer gives
+``gradient_where_none``                 ``N = 0`` at every element, ``A ≠ 0``
 ``sign_flipped``                        ``A = -N``
 ``scaled``                              ``A = c N`` (``c`` named: a size, √size, 2, ½)
 ``kernel_not_rotated``                  ``A = flip(N)`` over the spatial axes (or one)
@@ -55,6 +56,7 @@ from typing import Callable, NamedTuple
 
 from gradcheck.checker._cause_check import (
     caller_suspects,
+    gradient_where_none,
     no_gradient_returned,
     no_numerical_derivative,
     outside_kink_limits,
@@ -99,6 +101,7 @@ CAUSES = (
     Cause("no_gradient_returned", no_gradient_returned),
     Cause("no_numerical_derivative", no_numerical_derivative),
     Cause("suspects", caller_suspects),
+    Cause("gradient_where_none", gradient_where_none),
     Cause("sign_flipped", fit_sign,
           "The analytic gradient is the numerical one with its sign flipped."),
     Cause("scaled", fit_scale,
