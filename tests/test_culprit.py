@@ -192,6 +192,22 @@ def test_the_console_names_the_culprit(at_root, capsys):
     assert code == MISMATCH and "  " + CULPRIT in quiet
 
 
+def test_the_example_culprit_is_named_with_its_planted_bug(at_root, capsys):
+    # BuggyBatchNorm drops sum(g_hat) from grad_x = inv/m (m g_hat - sum(g_hat) - ...):
+    # its gradient is off by + inv * mean(g_hat), one constant per channel -- constant
+    # along the batch and spatial axes 0, 2, 3. With gamma near 1 and beta near 0 (the
+    # spec's init) no channel is dead behind the relu, and that is the cause named.
+    code, out, _ = _run(["check", BN_SPEC, "--json"], capsys)
+    assert code == MISMATCH
+    layer = json.loads(out)["layers"][1]
+    (x,) = [c for c in layer["checks"] if c["name"].endswith("x")]
+    assert x["n_failed"] == x["n_elements"] == 96                 # every channel
+    assert x["diagnosis"]["cause"] == "missing_term_constant"
+    assert x["diagnosis"]["evidence"]["axes"] == [0, 2, 3]
+    conv_b = next(c for c in json.loads(out)["checks"] if c["name"].endswith("conv.b"))
+    assert conv_b["diagnosis"]["cause"] == "gradient_where_none"  # a bias before a norm
+
+
 def test_json_has_one_layers_entry_per_layer_of_every_spec(at_root, capsys):
     code, out, _ = _run(["check", BN_SPEC, "specs/conv_tanh.toml", "--json"], capsys)
     assert code == MISMATCH

@@ -676,3 +676,65 @@ def test_tolerance_names_are_checked():
                                         r"you mean \"rtol\"\? valid keys for a tolerance: rtol, "
                                         r"atol$"):
         parse_spec(bad, source="t")
+
+
+# --------------------------------------------------------------------------- python init
+
+
+SCALE_SHIFT = """
+    import numpy as np
+    class ScaleShift:
+        def forward(self, x, gamma, beta):
+            return gamma[:, None] * x.T + beta[:, None]
+        def backward(self, g, x, gamma, beta):
+            return (g.T * gamma).T, (g * x.T).sum(1), g.sum(1)
+    class Declared(ScaleShift):
+        param_init = {"gamma": "ones", "beta": {"loc": 2.0, "scale": 0.0}}
+"""
+
+
+def test_python_parameters_drawn_by_their_init(tmp_path, monkeypatch):
+    write_module(tmp_path, "scaleshift_t", SCALE_SHIFT)
+    monkeypatch.chdir(tmp_path)
+    layer = {"type": "python", "target": "scaleshift_t:ScaleShift",
+             "params": {"gamma": [400], "beta": [400]}}
+    spec = parse_spec(doc(layer, shape=(3, 400)), source="s.toml")
+    default = build(spec).params[0]
+    # drawn like a weight: a 1-d parameter is N(0, 1/4), about half of it negative
+    assert 0.3 < np.mean(default["gamma"] < 0) < 0.7
+    assert np.std(default["gamma"]) == pytest.approx(0.5, rel=0.15)
+    layer["init"] = {"gamma": {"loc": 1.0, "scale": 0.1}, "beta": "zeros"}
+    spec = parse_spec(doc(layer, shape=(3, 400)), source="s.toml")
+    drawn = build(spec).params[0]
+    assert np.all(drawn["beta"] == 0.0)
+    # the same normal draw, moved and scaled: 1 + 0.1 z where the default was 0.5 z
+    np.testing.assert_allclose(drawn["gamma"], 1.0 + 0.2 * default["gamma"], rtol=1e-12)
+    assert spec.layers[0].to_dict()["init"] == {"gamma": {"loc": 1.0, "scale": 0.1},
+                                                "beta": "zeros"}
+    assert loads_spec(spec.to_toml()) == spec
+    # the class's own param_init, and the spec's init over it
+    layer = {"type": "python", "target": "scaleshift_t:Declared",
+             "params": {"gamma": [4], "beta": [4]}}
+    params = build(parse_spec(doc(layer, shape=(3, 4)), source="s.toml")).params[0]
+    assert np.all(params["gamma"] == 1.0) and np.all(params["beta"] == 2.0)
+    layer["init"] = {"gamma": "zeros"}
+    params = build(parse_spec(doc(layer, shape=(3, 4)), source="s.toml")).params[0]
+    assert np.all(params["gamma"] == 0.0) and np.all(params["beta"] == 2.0)
+
+
+@pytest.mark.parametrize("init, message", [
+    ({"gama": "ones"}, r"layer\[0\]\.init\.gama: not a parameter of this layer; did you mean "
+                       r"\"gamma\"\? params are: gamma, beta"),
+    ({"gamma": "one"}, r"layer\[0\]\.init\.gamma: expected one of \"default\", \"zeros\", "
+                       r"\"ones\", got \"one\""),
+    ({"gamma": {"scale": -1}}, r"layer\[0\]\.init\.gamma\.scale: expected a finite number "
+                               r">= 0, got -1"),
+    ({"gamma": {"mean": 1}}, r"layer\[0\]\.init\.gamma\.mean: unknown key"),
+    ({"gamma": 1.0}, r"layer\[0\]\.init\.gamma: expected \"default\", \"zeros\", \"ones\" or "
+                     r"a table \{ loc = number, scale = number >= 0 \}"),
+])
+def test_bad_python_init_names_the_key(init, message):
+    layer = {"type": "python", "target": "m:L", "params": {"gamma": [4], "beta": [4]},
+             "init": init}
+    with pytest.raises(SpecError, match=r"^s\.toml: " + message):
+        parse_spec(doc(layer, shape=(3, 4)), source="s.toml")

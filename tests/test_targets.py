@@ -278,3 +278,22 @@ def test_a_torch_function_without_parameters_is_a_target(torch_project, capsys, 
     (check,) = data["checks"]
     assert check["diagnosis"]["cause"] == "scaled"          # 1.5 x² = ½ · 3 x²
     assert check["diagnosis"]["evidence"]["factor"] == pytest.approx(0.5, rel=1e-6)
+
+
+def test_init_reaches_an_nn_module_and_names_are_checked_when_built(torch_project):
+    from gradcheck._errors import SpecError
+    from gradcheck.spec import build, load_spec
+
+    path = torch_project / "specs" / "t.toml"
+    path.write_text(_spec({"target": '"../lib/tlayers_t.py:Block"',
+                           "kwargs": "{ cin = 2, cout = 3 }",
+                           "init": '{ "conv.bias" = "ones" }'}, shape=(2, 2, 5, 5)))
+    params = build(load_spec(path)).params[0]
+    assert (params["conv.bias"] == 1.0).all() and not (params["conv.weight"] == 1.0).all()
+    path.write_text(_spec({"target": '"../lib/tlayers_t.py:Block"',
+                           "kwargs": "{ cin = 2, cout = 3 }",
+                           "init": '{ bias = "ones" }'}, shape=(2, 2, 5, 5)))
+    with pytest.raises(SpecError, match=r"t\.toml: layer\[0\]\.init\.bias: not a parameter of "
+                                        r"\.\./lib/tlayers_t\.py:Block; its parameters are: "
+                                        r"conv\.weight, conv\.bias$"):
+        build(load_spec(path))

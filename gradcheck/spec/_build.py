@@ -65,7 +65,8 @@ def make_layer(layer: LayerSpec, *, obj=None, dtype="float64"):
             params = obj.param_shapes() or {}   # a torch Function: None, the spec's (none)
         return UserLayer(layer.options["target"], obj, params,
                          options=layer.options["kwargs"],
-                         output_shape=layer.options.get("output_shape"), dtype=dtype)
+                         output_shape=layer.options.get("output_shape"), dtype=dtype,
+                         init=layer.options.get("init"))
     return Activation(layer.type, **layer.options)
 
 
@@ -207,6 +208,12 @@ def build(spec: Spec, *, max_memory: int | None = None) -> BuiltSpec:
                                f"nn.Module, whose parameters are its own "
                                f"({', '.join(obj.param_shapes())}); leave params out")
         layers.append(make_layer(ls, obj=obj, dtype=spec.input.dtype))
+        unknown = [p for p in ls.options.get("init", {}) if p not in layers[-1].params] \
+            if ls.type == "python" else []
+        if unknown:   # an nn.Module's parameters are known only now
+            raise ctx.fail(f"layer[{i}].init.{unknown[0]}",
+                           f"not a parameter of {ls.options['target']}; its parameters are: "
+                           f"{', '.join(layers[-1].params) or 'none'}")
     # Shapes past a python layer are known only now: probe it, then check what follows.
     shape = spec.input.shape
     for i, (ls, layer) in enumerate(zip(spec.layers, layers)):

@@ -43,7 +43,7 @@ LAYER_KEYS = {
     "avgpool": ("kernel", "stride", "padding"),
     "flatten": (),
     "dense": ("out_features", "bias"),
-    "python": ("target", "params", "kwargs", "options", "output_shape"),
+    "python": ("target", "params", "init", "kwargs", "options", "output_shape"),
 }
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -353,10 +353,39 @@ def _python_options(ctx, key, t, nd):
     kwargs = ctx.table(f"{key}.{kw_key}", t.get(kw_key, {}),
                        "keyword arguments for the target's constructor")
     o = {"target": target, "params": shapes, "kwargs": dict(kwargs)}
+    if "init" in t:
+        o["init"] = _python_init(ctx, f"{key}.init", t["init"], shapes)
     if "output_shape" in t:
         o["output_shape"] = list(ctx.shape(f"{key}.output_shape", t["output_shape"],
                                            min_ndim=1, what="the layer's output shape"))
     return o
+
+
+def _python_init(ctx, key, value, shapes):
+    """``init``: parameter name -> ``"default"``, ``"zeros"``, ``"ones"`` or ``{ loc, scale }``
+    (``loc + scale * N(0, 1)``). Names are checked against ``params`` when it is given (an
+    nn.Module's own parameters are known only when it is built)."""
+    from gradcheck.spec._user import INIT_WORDS
+
+    table = ctx.table(key, value, "parameter names -> how to draw them")
+    out = {}
+    for pname, rule in table.items():
+        if shapes and pname not in shapes:
+            raise ctx.fail(f"{key}.{pname}", f"not a parameter of this layer; "
+                                             f"{suggest(pname, shapes)}params are: "
+                                             f"{', '.join(shapes)}")
+        if isinstance(rule, str):
+            out[pname] = ctx.choice(f"{key}.{pname}", rule, INIT_WORDS)
+            continue
+        valid = ('"default", "zeros", "ones" or a table { loc = number, scale = number >= 0 } '
+                 '(loc + scale * N(0, 1))')
+        if not isinstance(rule, dict):
+            raise ctx.expected(f"{key}.{pname}", valid, rule)
+        ctx.keys(f"{key}.{pname}.", rule, ("loc", "scale"), "an init table")
+        out[pname] = {"loc": ctx.real(f"{key}.{pname}.loc", rule.get("loc", 0.0)),
+                      "scale": ctx.real(f"{key}.{pname}.scale", rule.get("scale", 1.0),
+                                        minimum=0)}
+    return out
 
 
 def _flatten_options(ctx, key, t, nd):

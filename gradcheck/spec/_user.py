@@ -34,7 +34,32 @@ from gradcheck._errors import UserCodeError
 from gradcheck.ops._patterns import LayerBase
 from gradcheck.spec._target import check_target_syntax, resolve_target
 
-__all__ = ["UserLayer", "resolve_target", "check_target_syntax"]
+__all__ = ["UserLayer", "resolve_target", "check_target_syntax", "INIT_WORDS", "draw_param"]
+
+#: The named ways to draw a parameter (besides a ``{loc, scale}`` table).
+INIT_WORDS = ("default", "zeros", "ones")
+
+
+def draw_param(rule, shape, z) -> np.ndarray:
+    """A parameter of ``shape`` from the standard normal draw ``z`` by ``rule``.
+
+    ``"default"``: ``N(0, 1/fan_in)``, ``fan_in = prod(shape[1:])``, for 2+ dims, else
+    ``N(0, 1/4)`` -- a weight's scale; ``"zeros"`` / ``"ones"``: constant (a shift, a
+    scale such as a batch norm's beta / gamma); ``{"loc": m, "scale": s}``: ``m + s z``.
+
+    >>> draw_param({"loc": 1.0, "scale": 0.1}, (2,), np.array([1.0, -2.0]))
+    array([1.1, 0.8])
+    >>> draw_param("default", (2, 4), np.ones((2, 4)))[0, 0]
+    np.float64(0.5)
+    """
+    if rule == "zeros":
+        return np.zeros(shape)
+    if rule == "ones":
+        return np.ones(shape)
+    if isinstance(rule, dict):
+        return rule.get("loc", 0.0) + rule.get("scale", 1.0) * z
+    scale = 1.0 / math.sqrt(math.prod(shape[1:])) if len(shape) >= 2 else 0.5
+    return z * scale
 
 
 def _first_line(exc) -> str:
@@ -65,10 +90,12 @@ class UserLayer(LayerBase):
     complex_safe = False
 
     def __init__(self, target, obj, params, *, options=None, output_shape=None,
-                 dtype="float64"):
+                 dtype="float64", init=None):
         self.target = target
         self.obj = obj
         self.params = {k: tuple(v) for k, v in dict(params or {}).items()}
+        declared = getattr(obj, "param_init", None)
+        self.init = {**(declared if isinstance(declared, dict) else {}), **dict(init or {})}
         self.options = dict(options or {})
         self.fixed_output_shape = None if output_shape is None else tuple(output_shape)
         self.dtype = np.dtype(dtype)
@@ -84,6 +111,8 @@ class UserLayer(LayerBase):
     def to_dict(self) -> dict:
         d = {"type": "python", "target": self.target,
              "params": {k: list(v) for k, v in self.params.items()}, "kwargs": self.options}
+        if self.init:
+            d["init"] = dict(self.init)
         if self.fixed_output_shape is not None:
             d["output_shape"] = list(self.fixed_output_shape)
         return d
@@ -111,11 +140,15 @@ class UserLayer(LayerBase):
         return self._probed[input_shape]
 
     def init_params(self, input_shape, *, rng, dtype=np.float64) -> dict:
-        """``N(0, 1/fan_in)``, ``fan_in = prod(shape[1:])``, for 2+ dims; else ``N(0, 1/4)``."""
+        """Each parameter by its rule (:func:`draw_param`): the spec's ``init``, else the
+        layer's own ``param_init`` (a dict on the class), else ``"default"`` -- a weight's
+        ``N(0, 1/fan_in)``, ``fan_in = prod(shape[1:])``, for 2+ dims; else ``N(0, 1/4)``.
+        Every parameter takes its normal draw whatever its rule, so changing one rule
+        leaves the others' values as they were."""
         out = {}
         for pname, shape in self.params.items():
-            scale = 1.0 / math.sqrt(math.prod(shape[1:])) if len(shape) >= 2 else 0.5
-            out[pname] = (rng.standard_normal(shape) * scale).astype(dtype)
+            z = rng.standard_normal(shape)
+            out[pname] = draw_param(self.init.get(pname, "default"), shape, z).astype(dtype)
         return out
 
     def pattern(self, input_shape, wrt="x"):
