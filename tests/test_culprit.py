@@ -510,3 +510,26 @@ def test_a_spec_whose_user_code_failed_lists_its_layers_unchecked(tmp_path, caps
     assert (suite.get("tests"), suite.get("errors"), suite.get("skipped")) == ("3", "1", "2")
     assert [c.get("name") for c in suite.iter("testcase")] == \
         ["build", "layer 0 (tanh)", "layer 1 (raises.py:Raises)"]
+
+
+def test_a_culprit_checked_alone_is_named_by_its_own_index(at_root, tmp_path, capsys):
+    # conv -> tanh -> BuggyConvLayer (kernel not rotated): the per-layer check of layer 2
+    # must speak of layer 2, as the network's diagnosis does
+    spec = tmp_path / "three.toml"
+    spec.write_text(
+        '[input]\nshape = [2, 2, 7, 7]\n'
+        '[[layer]]\ntype = "conv"\nout_channels = 2\nkernel = 3\n'
+        '[[layer]]\ntype = "tanh"\n'
+        '[[layer]]\ntype = "python"\ntarget = "examples.my_layers:BuggyConvLayer"\n'
+        'params = { w = [3, 2, 3, 3], b = [3] }\n')
+    code, out, _ = _run(["check", str(spec), "--json"], capsys)
+    assert code == MISMATCH
+    data = json.loads(out)
+    assert [l["passed"] for l in data["layers"]] == [True, True, False]
+    (x,) = [c for c in data["layers"][2]["checks"] if c["name"].endswith("x")]
+    assert x["diagnosis"]["cause"] == "kernel_not_rotated"
+    assert x["diagnosis"]["message"].startswith(
+        "In layer 2 (examples.my_layers:BuggyConvLayer), which computes a correlation")
+    for check in data["checks"]:
+        if check["diagnosis"]:
+            assert check["diagnosis"]["message"].startswith("In layer 2 ("), check["name"]

@@ -99,7 +99,8 @@ def check_layers(layers, inputs, params, deltas, *, backwards=None, seed=0,
         backward = None if backwards is None else backwards[i]
         try:
             report = check_alone(layer, x, dict(params[i]), backward=backward, seed=seed,
-                                 cotangent=cotangent, name=f"layer {i} ({name})", **options)
+                                 cotangent=cotangent, name=f"layer {i} ({name})", index=i,
+                                 **options)
         except UserCodeError as exc:   # the layer misbehaved on its own: it is wrong
             results.append(LayerResult(i, kind, name, target, False, True, None,
                                        f"its own check stopped: {exc}"))

@@ -261,10 +261,11 @@ def check_layer(layer, x=None, params=None, *, input_shape=None, seed=0, dtype=n
                        name=name or getattr(layer, "name", "layer"), **options)
 
 
-def check_alone(layer, x, params: dict, *, backward=None, seed=0, name=None,
+def check_alone(layer, x, params: dict, *, backward=None, seed=0, name=None, index=None,
                 **options) -> CheckReport:
     """``layer`` at ``x`` with ``params`` (name -> array), its backward (or ``backward``)
-    against numerical derivatives of its forward: ``x`` and each parameter."""
+    against numerical derivatives of its forward: ``x`` and each parameter. ``index`` is
+    the layer's number in its network (the per-layer pass), named by its diagnoses."""
     from gradcheck.ops.network import Sequential
 
     x = np.asarray(x)
@@ -284,6 +285,7 @@ def check_alone(layer, x, params: dict, *, backward=None, seed=0, name=None,
     options.setdefault("patterns", {rename[n]: (lambda n=n: net.structure(n) or net.pattern(n))
                                     for n in net.names})
     options.setdefault("roles", _roles(names, [np.shape(a) for a in flat]))
-    options.setdefault("suspects", network_suspects(net, x, [params], rename=rename))
+    options.setdefault("suspects", network_suspects(net, x, [params], rename=rename,
+                                                    layer_number=index))
     return check_vjp(f, f_vjp, flat, argnames=names, seed=seed,
                      name=name or getattr(layer, "name", "layer"), **options)

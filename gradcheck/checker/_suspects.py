@@ -94,7 +94,7 @@ def _output_errors(net, trace, cotangent, backward) -> list:
     return deltas
 
 
-def _builtin_mistakes(net, trace, deltas, backward, li) -> list:
+def _builtin_mistakes(net, trace, deltas, backward, li, number=None) -> list:
     """``[(cause, message, wrong input error)]`` of built-in layer ``li``; a mistake that
     changes nothing at this point (a ReLU's derivative taken at its output is the right
     one) is not offered."""
@@ -108,12 +108,13 @@ def _builtin_mistakes(net, trace, deltas, backward, li) -> list:
     if not variants:
         return []
     right_gx = np.asarray(backward[li](deltas[li], x, *p)[0])
-    where = f"In layer {li} ({layer.name}): " if len(net.layers) > 1 else ""
+    where = (f"In layer {li if number is None else number} ({layer.name}): "
+             if len(net.layers) > 1 or number is not None else "")
     return [(cause, where + message, wrong_gx) for cause, message, wrong_gx in variants
             if not np.array_equal(np.asarray(wrong_gx), right_gx)]
 
 
-def _user_mistakes(net, trace, deltas, backward, li) -> list:
+def _user_mistakes(net, trace, deltas, backward, li, number=None) -> list:
     """``[(cause, message, wrong input error)]`` of user layer ``li``, if it is recognized
     as a convolution or an activation (by reproducing its output)."""
     layer = net.layers[li]
@@ -121,19 +122,22 @@ def _user_mistakes(net, trace, deltas, backward, li) -> list:
     found = recognize(args, np.asarray(trace.outputs[li]), activations=False)
     if found is None:
         return []
-    where = f"In layer {li} ({layer.name}), which computes {found.phrase(of_layer=True)}: "
+    where = (f"In layer {li if number is None else number} ({layer.name}), which computes "
+             f"{found.phrase(of_layer=True)}: ")
     return [(cause, where + message, predicted[0])
             for cause, message, predicted in planted(found, args, deltas[li]) if 0 in predicted]
 
 
-def network_suspects(net, x, params, *, rename=None) -> SuspectSource:
+def network_suspects(net, x, params, *, rename=None, layer_number=None) -> SuspectSource:
     """Suspects for :func:`~gradcheck.check_vjp` on a :class:`Sequential`.
 
     For each layer with known mistakes (built-in layers first, then recognized user
     layers), the network's gradients are recomputed with that layer's backward replaced
     by the mistaken one and every other layer's by the library's correct one
     (:func:`~gradcheck.checker._mistakes.reference_backward`). ``rename`` maps the
-    network's argument names to the check's.
+    network's argument names to the check's. ``layer_number`` is the number a network of
+    one layer has in a larger one (its messages say "In layer 2", not "In layer 0", when
+    the per-layer pass checks layer 2 on its own).
     """
     rename = dict(rename or {})
     backward = [reference_backward(layer) for layer in net.layers]
@@ -144,7 +148,8 @@ def network_suspects(net, x, params, *, rename=None) -> SuspectSource:
         found = []
         for li in sorted(range(len(net.layers)), key=lambda li: _is_user(net.layers[li])):
             mistakes = _user_mistakes if _is_user(net.layers[li]) else _builtin_mistakes
-            for cause, message, wrong_gx in mistakes(net, trace, deltas, backward, li):
+            for cause, message, wrong_gx in mistakes(net, trace, deltas, backward, li,
+                                                     layer_number):
                 # the wrong input error of layer li, carried down to the network's input
                 predicted = carry_down(net, trace, li, wrong_gx, backward)
                 found.append(Planted(cause, message,
