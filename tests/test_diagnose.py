@@ -257,3 +257,22 @@ def test_identify_activation():
     assert identify_activation((x,), np.sin(x)) is None
     assert identify_activation((x, x), np.tanh(x)) is None
     assert identify_activation((x,), x) is None          # the identity has no mistakes
+
+
+def test_a_description_of_values_near_the_largest_float_warns_nothing():
+    # |A|, |N| near 1e300: their squares overflow; the ratio and cosine are scale-free
+    import warnings
+
+    from gradcheck.checker._describe import describe
+    from gradcheck.checker._diagnose import Evidence
+
+    n = np.array([1e300, -2e300, 3e300, 0.5e300])
+    a = n * np.array([1.0, 1.0, -1.0, 3.0])            # no cause fits this
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        text, details = describe(Evidence(a, n, 1e285))
+    # by hand: a·n = (1 + 4 - 9 + 0.75) e600, |a|² = (1 + 4 + 9 + 2.25) e600,
+    # |n|² = (1 + 4 + 9 + 0.25) e600
+    assert details["cosine"] == pytest.approx(-3.25 / np.sqrt(16.25 * 14.25), rel=1e-12)
+    assert details["norm_ratio"] == pytest.approx(np.sqrt(16.25 / 14.25), rel=1e-12)
+    assert "overall |A|/|N| = 1.068" in text

@@ -50,20 +50,40 @@ def _where(ev, failed) -> list[str]:
     return parts
 
 
+def _ratio_and_cosine(a, n) -> tuple[float, float]:
+    """``|a|/|n|`` and the cosine of ``a`` and ``n``, both scale-free: computed on the
+    vectors divided by their largest entry, so values near the dtype's largest number
+    (whose squares overflow) give the right numbers, not an overflow."""
+    a, n = a[np.isfinite(a) & np.isfinite(n)], n[np.isfinite(a) & np.isfinite(n)]
+    big = max(float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(n), initial=0.0)))
+    if big > 0:
+        a, n = a / big, n / big
+    na, nn = float(np.linalg.norm(a)), float(np.linalg.norm(n))
+    ratio = na / nn if nn else float("inf")
+    cosine = float(np.dot(a, n) / (na * nn)) if na and nn else 0.0
+    return ratio, cosine
+
+
 def describe(ev) -> tuple[str, dict]:
-    """``(message, evidence)`` describing the mismatch of ``ev`` (see the module notes)."""
+    """``(message, evidence)`` describing the mismatch of ``ev`` (see the module notes).
+
+    >>> from gradcheck.checker._diagnose import Evidence
+    >>> big = np.array([1e300, -2e300, 3e300])           # their squares overflow
+    >>> text, details = describe(Evidence(big * [1, 1, -1], big, 1e285))
+    >>> details["norm_ratio"], round(details["cosine"], 6)
+    (1.0, -0.285714)
+    """
     failed = ev.failed
     k, total = int(failed.sum()), int(ev.keep.sum())
     a, n = ev.a, ev.n
-    excess = np.where(failed, np.abs(a - n) / np.maximum(ev.tol, np.finfo(float).tiny), -1.0)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        diff = np.abs(a - n)   # may be inf for values near the largest float: said as inf
+        excess = np.where(failed, diff / np.maximum(ev.tol, np.finfo(float).tiny), -1.0)
+        rel = diff[failed] / np.maximum(np.abs(n[failed]), np.finfo(float).tiny)
     worst = np.unravel_index(int(np.argmax(excess)), a.shape) if a.size else ()
     idx = tuple(int(i) for i in worst)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.abs(a - n)[failed] / np.maximum(np.abs(n[failed]), np.finfo(float).tiny)
     typical = float(np.median(rel)) if rel.size else 0.0
-    na, nn = float(np.linalg.norm(a[ev.keep])), float(np.linalg.norm(n[ev.keep]))
-    ratio = na / nn if nn else float("inf")
-    cosine = float(np.dot(a[ev.keep], n[ev.keep]) / (na * nn)) if na and nn else 0.0
+    ratio, cosine = _ratio_and_cosine(a[ev.keep], n[ev.keep])
     where = _where(ev, failed)
     text = f"No known cause fits. The mismatch: {k} of {total} elements"
     if k > 1:
@@ -73,7 +93,7 @@ def describe(ev) -> tuple[str, dict]:
     if k:
         text += (f"{'Largest' if k > 1 else 'It is'} at {idx}: analytic {a[worst]:.6g}, "
                  f"numeric {n[worst]:.6g} "
-                 f"(|diff| {abs(a[worst] - n[worst]):.3g}, {excess[worst]:.3g} × the "
+                 f"(|diff| {diff[worst]:.3g}, {excess[worst]:.3g} × the "
                  f"tolerance); ")
         text += (f"|A − N| is typically {typical:.2g} × |N| at the mismatches; " if
                  k > 1 and np.isfinite(typical) and typical < 1e6 else "")
