@@ -450,3 +450,25 @@ def test_checker_accepts_a_correct_gradient_of_a_cancelling_cross_entropy():
             want = mp.exp(mp.mpf(y[n, k])) / total - (k == 0)
             assert f_vjp(g, y)[0][n, k] == pytest.approx(float(want), rel=1e-14)
     assert check_vjp(f, f_vjp, (y,)).passed
+
+
+def test_worst_ratio_is_what_the_verdict_measured_at_a_kink():
+    # relu at x = 0 exactly: the one-sided derivatives there are 0 and 1, so a backward
+    # returning -1e-13 there (0 with a rounding error) is right within the kink's
+    # tolerance -- the check passes, and that element is its worst -- although
+    # |analytic - numeric| is about 1/2 of a central difference; one returning 2 lies 1
+    # outside [0, 1] and fails
+    from gradcheck.train._check import record
+
+    x = np.array([-1.0, 0.0, 2.0, 0.5])
+    relu = lambda x: np.maximum(x, 0.0)                       # noqa: E731
+    right = check_vjp(relu, lambda g, x: (g * np.where(x == 0, -1e-13, x > 0),), (x,),
+                      mode="full")
+    assert right.passed and right["arg0"].n_nondifferentiable == 1
+    assert right["arg0"].worst_index == (1,)
+    rec = record(right, step=0, epoch=0, when="start", mode="full")
+    assert rec.passed and 0.0 <= rec.worst_ratio <= 1.0
+    wrong = check_vjp(relu, lambda g, x: (g * np.where(x == 0, 2.0, x > 0),), (x,),
+                      mode="full")
+    assert not wrong.passed
+    assert record(wrong, step=0, epoch=0, when="start", mode="full").worst_ratio > 1.0

@@ -117,6 +117,11 @@ class ArgumentReport:
     nondifferentiable_mask: np.ndarray | None = field(default=None, repr=False, compare=False)
     n_directions: int = 0           # sampled: random directions over the unsampled rest
     n_directions_failed: int = 0
+    #: The largest |diff| / allowed the verdict measured: the worst element's (at a kink,
+    #: its distance outside the one-sided limits over what that may be) or a sampled
+    #: tensor's directions'; above 1 is a failure (NaN when not measured, inf where no
+    #: numerical value was usable).
+    worst_excess: float = float("nan")
 
     def to_dict(self) -> dict:
         return {

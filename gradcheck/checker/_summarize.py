@@ -24,6 +24,7 @@ def _measures(judged: Judgement, diff, rel) -> dict:
     worst = np.unravel_index(int(np.argmax(over)), judged.analytic.shape)
     cos, ratio = cosine_and_ratio(judged.analytic, judged.numeric)
     return dict(
+        worst_excess=_worst_excess(over, judged),
         n_checked=int(judged.analytic.size), n_failed=int(judged.failed.sum()),
         max_abs_error=float(diff.max()), max_rel_error=float(rel.max()),
         worst_index=tuple(int(i) for i in worst),
@@ -32,6 +33,17 @@ def _measures(judged: Judgement, diff, rel) -> dict:
         error_estimate_at_worst=float(judged.error[worst]),
         tolerance_at_worst=float(judged.tolerance[worst]),
         max_error_estimate=float(judged.error.max()), cosine_similarity=cos, norm_ratio=ratio)
+
+
+def _worst_excess(over, judged: Judgement) -> float:
+    """The largest excess the verdict saw: inf where an element failed for want of a
+    usable numerical value (its excess is NaN), else the largest finite one."""
+    if over.size == 0:
+        return float("nan")
+    if np.any(judged.failed & ~np.isfinite(over)):
+        return float("inf")
+    finite = over[np.isfinite(over)]
+    return float(finite.max()) if finite.size else float("nan")
 
 
 def _shared_note(judged: Judgement, note: str) -> str:
@@ -79,6 +91,9 @@ def summarize_sampled(name, arg, analytic, index, judged: Judgement, along,
     measures = _measures(judged, diff, rel)
     worst = int(index[measures["worst_index"][0]])
     measures["worst_index"] = tuple(int(i) for i in np.unravel_index(worst, arg.shape))
+    if along is not None and along.analytic.size:   # the directions over the rest, too
+        measures["worst_excess"] = max(measures["worst_excess"],
+                                       _worst_excess(excess(along), along))
     n_dirs = 0 if along is None else int(along.analytic.size)
     dirs_failed = 0 if along is None else int(along.failed.sum())
     elapsed = time.perf_counter() - started

@@ -87,12 +87,13 @@ def plot_training(result, path) -> None:
     ax_check.set_ylim(top=max(4.0, 10 * worst))
     ax_check.set_xlim(-0.02 * max(result.steps, 1) - 0.5, 1.02 * max(result.steps, 1) + 0.5)
     ax_check.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax_check.set_ylabel("worst |a - n|\n/ allowed", fontsize=8)
+    ax_check.set_ylabel("worst |diff|\n/ allowed", fontsize=8)
     ax_check.set_xlabel("step (one batch each)")
     ax_check.set_title("gradient checks (the vertical lines above): \u25cf every element "
                        "checked, \u25c6 some tensors sampled or along random directions;\na "
                        "check fails "
-                       "above the dotted line; kinks: elements found at non-differentiable "
+                       "above the dotted line (|diff|: at a kink, the distance outside the "
+                       "one-sided limits); kinks: elements found at non-differentiable "
                        "points", fontsize=7)
     verdict = ("every check passed" if result.passed
                else f"a check FAILED at step {result.stopped_at}: training stopped")
