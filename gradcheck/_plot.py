@@ -24,10 +24,11 @@ For every failing tensor that was checked element by element, in ``DIR``:
   matches one of them (or lies between). A plainly wrong gradient -- a difference many
   times the error bar -- gets no curve: it would only be a flat line at the bug's size.
 
-``<spec>`` is the spec's path as given on the command line and ``<tensor>`` the tensor's
-name, with every character other than a letter, a digit, ``.``, ``_`` or ``-`` replaced
-by ``_`` (``specs/examples/user_layer_buggy.toml`` gives
-``specs_examples_user_layer_buggy.toml``). matplotlib is imported only here, only when
+``<spec>`` is the spec file's stem (``specs/examples/user_layer_buggy.toml`` gives
+``user_layer_buggy``; specs of one run that share a stem get their paths without the
+suffix, ``a/k.toml`` and ``b/k.toml`` give ``a_k`` and ``b_k``) and ``<tensor>`` the
+tensor's name, with every character other than a letter, a digit, ``.``, ``_`` or ``-``
+replaced by ``_``, and none leading (never a hidden file). matplotlib is imported only here, only when
 plots are asked for.
 """
 
@@ -65,7 +66,27 @@ def require_matplotlib():
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "spec"
+    """``text`` safe as part of a file name: no separators, and never a hidden file (no
+    leading ``.``: ``./spec.toml`` must not give ``._spec``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_.-") or "spec"
+
+
+def file_stems(labels) -> dict:
+    """``label -> <spec>`` for the plot file names: the spec file's stem
+    (``specs/examples/user_layer_buggy.toml`` gives ``user_layer_buggy``); where two
+    specs share a stem, their paths without the suffix (``a/k.toml``, ``b/k.toml`` give
+    ``a_k``, ``b_k``).
+
+    >>> file_stems(["./spec.toml", "a/k.toml", "b/k.toml", "<built-in default>"])
+    {'./spec.toml': 'spec', 'a/k.toml': 'a_k', 'b/k.toml': 'b_k', '<built-in default>': 'built-in_default'}
+    """
+    labels = list(dict.fromkeys(labels))
+    stem = {lab: _slug(os.path.splitext(os.path.basename(lab))[0]) for lab in labels}
+    count = {}
+    for lab in labels:
+        count[stem[lab]] = count.get(stem[lab], 0) + 1
+    return {lab: stem[lab] if count[stem[lab]] == 1 else _slug(os.path.splitext(lab)[0])
+            for lab in labels}
 
 
 # --------------------------------------------------------------------------- when to draw
@@ -375,8 +396,9 @@ def steps_figure(built, a, label: str, *, seed: int, reason: str):
 # --------------------------------------------------------------------------- files
 
 
-def write_plots(results, built_by_label, outdir) -> tuple[list[str], list[str]]:
-    """Write the PNG files for every failing tensor.
+def write_plots(results, built_by_label, outdir, stems=None) -> tuple[list[str], list[str]]:
+    """Write the PNG files for every failing tensor (``stems``: label -> ``<spec>``, for
+    the names across a whole run, :func:`file_stems`; by default, of ``results``).
 
     Returns ``(paths written, notes)``, a note per failing tensor that has no picture
     and why (``"SPEC::TENSOR: fast mode checks random directions, ..."``).
@@ -384,6 +406,7 @@ def write_plots(results, built_by_label, outdir) -> tuple[list[str], list[str]]:
     require_matplotlib()
     os.makedirs(outdir, exist_ok=True)
     written, notes = [], []
+    stems = {**file_stems(r.label for r in results), **dict(stems or {})}
     for r in results:
         if r.report is None:
             continue
@@ -392,7 +415,7 @@ def write_plots(results, built_by_label, outdir) -> tuple[list[str], list[str]]:
             if why:
                 notes.append(f"{r.label}::{a.name}: {why}")
                 continue
-            stem = os.path.join(outdir, f"{_slug(r.label)}__{_slug(a.name)}")
+            stem = os.path.join(outdir, f"{stems[r.label]}__{_slug(a.name)}")
             gradients_figure(a, r.label).savefig(stem + "__gradients.png", dpi=110)
             written.append(stem + "__gradients.png")
             reason = steps_reason(a)

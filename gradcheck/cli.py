@@ -348,7 +348,8 @@ def _check_one(spec, args):
         from gradcheck._plot import write_plots
 
         try:
-            plots = write_plots([result], {result.label: built}, args.plot)
+            plots = write_plots([result], {result.label: built}, args.plot,
+                                stems=getattr(args, "plot_stems", None))
         except OSError as exc:
             plots = f"--plot {args.plot}: cannot write there ({exc.strerror or exc})"
     return result, error, plots
@@ -396,6 +397,10 @@ def _cmd_check(args) -> int:
     specs, errors = _load(args, paths)
     _report_errors(errors)
     results, late, plots = [], [], []
+    if args.plot:   # the file names of the whole run's plots (two specs may share a stem)
+        from gradcheck._plot import file_stems
+
+        args.plot_stems = file_stems(spec.source for spec in specs)
     with Progress() as progress:
         for result, error, plotted in _check_all(specs, args, progress):
             if error is not None:

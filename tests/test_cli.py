@@ -584,7 +584,7 @@ def test_plot_writes_pngs_of_failing_tensors(capsys, at_root, tmp_path):
     # the kernel is not rotated: a difference far above the numerical error bar, so the
     # error-vs-step curve would only be a flat line, and is not drawn
     files = sorted(p.name for p in outdir.iterdir())
-    assert files == ["specs_examples_user_layer_buggy.toml__input__gradients.png"]
+    assert files == ["user_layer_buggy__input__gradients.png"]
     for f in files:
         assert (outdir / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"wrote {outdir / f}" in out

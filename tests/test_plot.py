@@ -269,9 +269,9 @@ def test_write_plots_names_the_files_as_documented(tmp_path, monkeypatch):
     written, notes = write_plots(results, {label: built, "other dir/k.toml": built},
                                  tmp_path / "p")
     assert [Path(p).name for p in written] == [
-        "specs_examples_user_layer_buggy.toml__input__gradients.png",
-        "other_dir_k.toml__input__gradients.png",
-        "other_dir_k.toml__input__steps.png"]
+        "user_layer_buggy__input__gradients.png",
+        "k__input__gradients.png",
+        "k__input__steps.png"]
     assert notes == ["other dir/k.toml::layer0.python.w: fast mode checks random directions, "
                      "not single elements; rerun with --mode full for a picture"]
     for p in written:
@@ -283,3 +283,22 @@ def test_a_generic_tensor_is_labelled_by_axis_and_index():
     m = mosaic(a, tensor_layout("layer0.python.w", a.shape))
     assert m.row_labels[:2] == ["a0=0 a1=0", "a0=0 a1=1"] and m.col_labels == ["a2=0", "a2=1"]
     assert m.ylabel == "axis 0, axis 1  (in a tile: axis 3 ↓)"
+
+
+def test_plot_names_come_from_the_spec_files_stem_and_are_never_hidden(tmp_path,
+                                                                      monkeypatch):
+    pytest.importorskip("matplotlib", reason="plots need matplotlib")
+    from gradcheck.cli import MISMATCH, main
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    body = (ROOT / "specs/examples/user_layer_buggy.toml").read_text()
+    for where in ("spec.toml", "a/k.toml", "b/k.toml"):
+        (tmp_path / where).write_text(body)
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "./spec.toml", "./a/k.toml", "b/k.toml", "-q", "--plot",
+                 "plots"]) == MISMATCH
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "a_k__input__gradients.png", "b_k__input__gradients.png",
+        "spec__input__gradients.png"]
