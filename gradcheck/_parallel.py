@@ -41,6 +41,7 @@ import os
 import posixpath
 import re
 import signal
+import sys
 import threading
 
 from gradcheck._errors import GradcheckError
@@ -126,6 +127,33 @@ def blas_threads(workers: int, cpus: int | None = None) -> int:
     (1, 4, 2)
     """
     return max(1, (cpus if cpus is not None else _cpus()) // workers)
+
+
+def torch_threads(jobs: int, cpus: int | None = None) -> int:
+    """PyTorch's intra-op threads for a run of ``jobs`` processes: 1 beside other jobs,
+    else at most 2 -- the layers a spec checks are small, and more threads than that only
+    contend (with each other and with the machine's other work) for no gain.
+
+    >>> torch_threads(2, cpus=8), torch_threads(1, cpus=8), torch_threads(1, cpus=1)
+    (1, 2, 1)
+    """
+    return 1 if jobs > 1 else max(1, min(2, cpus if cpus is not None else _cpus()))
+
+
+def limit_torch_threads(jobs: int):
+    """Set PyTorch's threads to :func:`torch_threads` -- only if PyTorch is imported
+    already (by a layer's target); never imports it. Returns a callable that restores
+    the number it replaced (a no-op when nothing was changed)."""
+    torch = sys.modules.get("torch")
+    set_threads = getattr(torch, "set_num_threads", None)
+    if set_threads is None:
+        return lambda: None
+    before = torch.get_num_threads()
+    wanted = torch_threads(jobs)
+    if wanted == before:
+        return lambda: None
+    set_threads(wanted)
+    return lambda: set_threads(before)
 
 
 @contextlib.contextmanager

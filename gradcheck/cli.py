@@ -302,6 +302,7 @@ def _run_one(spec, args):
     User code that fails is a failed result (exit 1); bad input that shows only now (the
     memory estimate, a python layer's output shape) is an error record (exit 2).
     """
+    from gradcheck._parallel import limit_torch_threads
     from gradcheck._render import SpecResult
     from gradcheck.spec import build, check_built
 
@@ -309,9 +310,14 @@ def _run_one(spec, args):
     built = None
     try:
         built = build(spec, max_memory=args.max_memory)
-        report = check_built(built, mode=args.mode, rtol=args.rtol, atol=args.atol,
-                             budget=args.budget, time_budget=args.time_budget,
-                             order=args.order)
+        # a PyTorch target's intra-op threads: this job's share (never imports torch)
+        restore = limit_torch_threads(args.jobs)
+        try:
+            report = check_built(built, mode=args.mode, rtol=args.rtol, atol=args.atol,
+                                 budget=args.budget, time_budget=args.time_budget,
+                                 order=args.order)
+        finally:
+            restore()
     except UserCodeError as exc:
         inner = _innermost_user_error(exc)
         return SpecResult(spec.source, spec.name, None, error=str(inner),

@@ -297,3 +297,24 @@ def test_init_reaches_an_nn_module_and_names_are_checked_when_built(torch_projec
                                         r"\.\./lib/tlayers_t\.py:Block; its parameters are: "
                                         r"conv\.weight, conv\.bias$"):
         build(load_spec(path))
+
+
+@pytest.mark.parametrize("jobs, share", [("1", None), ("2", 1)])
+def test_torch_threads_are_the_jobs_share_while_a_torch_target_is_checked(
+        torch_project, capsys, monkeypatch, jobs, share):
+    import torch
+
+    from gradcheck._parallel import _cpus
+
+    share = share or min(_cpus(), 2)
+    torch.set_num_threads(4)
+    calls, seen = [], []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), real(n)))
+    monkeypatch.setattr(torch.autograd, "grad", (lambda grad: lambda *a, **k: (
+        seen.append(torch.get_num_threads()), grad(*a, **k))[1])(torch.autograd.grad))
+    path = torch_project / "specs" / "t.toml"
+    path.write_text(_spec({"target": '"../lib/tlayers_t.py:Scale"', "params": "{ w = [5] }"}))
+    assert main(["check", str(path), "-q", "-j", jobs]) == OK
+    assert seen and set(seen) == {share}               # while the backward ran
+    assert calls == [share, 4] and torch.get_num_threads() == 4    # and put back
