@@ -409,3 +409,38 @@ def test_the_description_says_where_and_how_large():
     assert "only at indices 1, 3 of axis 0" in d.message
     assert "indices 2, 3, 5 of axis 1" in d.message
     assert d.evidence["failed_elements"] == 12
+
+
+def test_a_forgotten_1_over_m_names_the_normalized_axes_when_sizes_coincide():
+    # batch norm over axes 0, 2, 3 of a (4, 3, 3, 3) input, its backward without the / m
+    # (m = 4·3·3 = 36): products of axes 0, 1, 2 and 0, 1, 3 are 36 too
+    from gradcheck import check_vjp
+
+    def bn(x):
+        mu, var = x.mean((0, 2, 3), keepdims=True), x.var((0, 2, 3), keepdims=True)
+        return (x - mu) / np.sqrt(var + 1e-5)
+
+    def bn_vjp_without_1_over_m(g, x):
+        inv = 1 / np.sqrt(x.var((0, 2, 3), keepdims=True) + 1e-5)
+        xh = (x - x.mean((0, 2, 3), keepdims=True)) * inv
+        m = x.size // x.shape[1]
+        s1, s2 = g.sum((0, 2, 3), keepdims=True), (g * xh).sum((0, 2, 3), keepdims=True)
+        return (inv * (m * g - s1 - xh * s2),)              # the slip: no / m
+
+    x = _n((4, 3, 3, 3), 3)
+    d = check_vjp(bn, bn_vjp_without_1_over_m, (x,), argnames=("x",))["x"].diagnosis
+    assert d.cause == "scaled" and d.evidence["factor"] == pytest.approx(36)
+    assert "36 (product of axes 0, 2, 3)" in d.message
+    # with nothing to tell them apart, the coinciding sizes are all said
+    d = _name(36 * x, x)
+    assert ("product of axes 0, 1, 2, product of axes 0, 1, 3 or product of axes 0, 2, 3: "
+            "these sizes coincide") in d.message
+
+
+def test_factors_read_as_people_write_them():
+    n = _n((3, 16))
+    d = _name(n / 4, n)                        # 1/√16 of a head size 16
+    assert "1/4 = 1/√16 (size of axis 1)" in d.message
+    assert "attention scales by 1/√d, here d = 16" in d.message
+    d = _name(463 / 38 * n, n)                 # no fraction people write
+    assert "12.1842 times the numerical one" in d.message and "463/38" not in d.message

@@ -27,21 +27,20 @@ def axis_label(role, axis: int) -> str:
     return f"axis {axis}"
 
 
-def _named_sizes(shape, known) -> list[tuple[str, int]]:
-    """Sizes a factor may be: each axis of this argument, products of several of its
-    axes, and the caller's named sizes (other arguments, the output), single axes before
-    products, and this argument's before the output's before the others'."""
-    own = [(f"size of axis {i}", int(n)) for i, n in enumerate(shape)]
+def _named_sizes(shape, known) -> list[tuple]:
+    """Sizes a factor may be, ``(rank, label, size, axes)``: each axis of this argument,
+    products of several of its axes (``axes`` the argument's own axes), and the caller's
+    named sizes (other arguments, the output; ``axes`` None), single axes before
+    products, and this argument's before the output's before the others' (``rank``)."""
+    own = [((False, 0), f"size of axis {i}", int(n), (i,)) for i, n in enumerate(shape)]
     for r in range(2, len(shape) + 1):
         for axes in combinations(range(len(shape)), r):
-            own.append((f"product of axes {', '.join(map(str, axes))}",
-                        int(np.prod([shape[i] for i in axes]))))
-    given = [(label, int(n)) for label, n in (known.sizes if known else ())]
-    ranked = [((label.startswith("product"), 0), (label, n)) for label, n in own]
-    ranked += [((label.startswith("product"), 1 if label.endswith("the output") else 2),
-                (label, n)) for label, n in given]
-    ranked.sort(key=lambda item: item[0])
-    return [(label, n) for _, (label, n) in ranked if n > 4]
+            own.append(((True, 0), f"product of axes {', '.join(map(str, axes))}",
+                        int(np.prod([shape[i] for i in axes])), axes))
+    given = [((label.startswith("product"), 1 if label.endswith("the output") else 2),
+              label, int(n), None) for label, n in (known.sizes if known else ())]
+    ranked = sorted(own + given, key=lambda item: item[0])
+    return [item for item in ranked if item[2] > 4]
 
 
 def _factor_uncertainty(ev, c) -> float:
@@ -51,19 +50,69 @@ def _factor_uncertainty(ev, c) -> float:
     return SLACK * float(np.sqrt(np.dot(t * t, n * n)) / nn) * (1 + abs(c)) if nn else np.inf
 
 
-def name_factor(c: float, shape, known=None, uncertainty: float = 0.0) -> tuple[str, str]:
+def _size_label(sizes, value, close, role) -> str:
+    """What a size ``value`` is: the first-ranked label of that size; where several of
+    the same rank coincide (axes 0, 2, 3 and 0, 1, 2 of a (4, 3, 3, 3) tensor are all
+    36), the one without a channel axis when the role names one (a mean over the batch
+    and spatial axes), else all of them, said to coincide."""
+    hits = [(rank, label, axes) for rank, label, n, axes in sizes if abs(value - n) <= close * n]
+    first = hits[0][0]
+    same = [(label, axes) for rank, label, axes in hits if rank == first]
+    channels = set(getattr(role, "channel_axes", ()) or ())
+    if len(same) > 1 and channels:
+        without = [(label, axes) for label, axes in same
+                   if axes is not None and not channels & set(axes)]
+        same = without or same
+    if len(same) == 1:
+        return same[0][0]
+    names = [label for label, _ in same]
+    return (", ".join(names[:-1]) + " or " + names[-1] +
+            f": these sizes coincide, so which one is not known")
+
+
+def _simple_fraction(m: float, close: float):
+    """``m`` as a fraction people write (an integer, or p/q with p, q <= 16), or None."""
+    frac = Fraction(m).limit_denominator(16)
+    if frac == 0 or abs(float(frac) - m) > max(close, 1e-6 * m):
+        return None
+    return frac if frac.denominator == 1 or frac.numerator <= 16 else None
+
+
+def _root_text(c: float, n: int, inverse: bool) -> str:
+    """``c`` as ``√n`` or ``1/√n``: ``"1/4 = 1/√16"`` when the root is an integer."""
+    minus = "-" if c < 0 else ""
+    r = int(round(np.sqrt(n)))
+    plain = (f"1/{r}" if inverse else f"{r}") if r * r == n else f"{abs(c):.6g}"
+    return f"{minus}{plain} = {minus}{'1/' if inverse else ''}√{n}"
+
+
+def name_factor(c: float, shape, known=None, uncertainty: float = 0.0,
+                role=None) -> tuple[str, str]:
     """``(text, meaning)`` for a scale factor ``c``: ``("1/8 (size of axis 0)", "too
-    small by ...")``. ``uncertainty`` is how far ``c`` may be off."""
+    small by ...")``. ``uncertainty`` is how far ``c`` may be off; ``role`` (a
+    :class:`~gradcheck.checker._diagnose.TensorRole`) tells coinciding sizes apart.
+
+    >>> name_factor(1 / 36, (4, 3, 3, 3))[0]
+    '1/36 (product of axes 0, 1, 2, product of axes 0, 1, 3 or product of axes 0, 2, 3: these sizes coincide, so which one is not known)'
+    >>> from gradcheck.checker._diagnose import TensorRole
+    >>> name_factor(1 / 36, (4, 3, 3, 3), role=TensorRole.for_array("input", 4))[0]
+    '1/36 (product of axes 0, 2, 3)'
+    >>> name_factor(0.25, (2, 16))
+    ('1/4 = 1/√16 (size of axis 1)', 'a 1/√16 scale applied twice (attention scales by 1/√d, here d = 16)')
+    >>> name_factor(463 / 38, (3, 3))[0]
+    '12.1842'
+    """
     close = max(uncertainty, 1e-9 * abs(c))
     sign = "; its sign is flipped as well" if c < 0 else ""
     m = abs(c)
     sizes = _named_sizes(shape, known)
 
-    def labels(value):        # the first size of that value (single axes first, this one's)
-        return next(label for label, n in sizes if abs(value - n) <= close * n)
+    def labels(value):
+        return _size_label(sizes, value, close, role)
 
     minus = "-" if c < 0 else ""
-    for n in sorted({n for _, n in sizes}):
+    values = sorted({n for _, _, n, _ in sizes})
+    for n in values:
         if abs(m - n) <= close:
             return (f"{minus}{n} ({labels(n)})",
                     f"a division by {n} was forgotten (a mean computed as a sum){sign}")
@@ -71,16 +120,18 @@ def name_factor(c: float, shape, known=None, uncertainty: float = 0.0) -> tuple[
             return (f"{minus}1/{n} ({labels(n)})",
                     f"divided by {n} where it should not be (a mean where a sum belongs, or "
                     f"the 1/{n} applied twice){sign}")
-    for n in sorted({n for _, n in sizes}):
+    for n in values:
         root = float(np.sqrt(n))
         if abs(m - root) <= close:
-            return (f"{c:.6g} = {minus}√{n} ({labels(n)})",
-                    f"a 1/√{n} scale was forgotten (attention's 1/√d){sign}")
+            return (f"{_root_text(c, n, False)} ({labels(n)})",
+                    f"a 1/√{n} scale was forgotten (attention scales by 1/√d, here "
+                    f"d = {n}){sign}")
         if abs(m - 1 / root) <= close:
-            return (f"{c:.6g} = {minus}1/√{n} ({labels(n)})",
-                    f"a 1/√{n} scale applied twice{sign}")
-    frac = Fraction(m).limit_denominator(64)
-    if frac != 0 and abs(float(frac) - m) <= max(close, 1e-6 * m):
+            return (f"{_root_text(c, n, True)} ({labels(n)})",
+                    f"a 1/√{n} scale applied twice (attention scales by 1/√d, here "
+                    f"d = {n}){sign}")
+    frac = _simple_fraction(m, close)
+    if frac is not None:
         text = (f"{'-' if c < 0 else ''}"
                 + (str(frac.numerator) if frac.denominator == 1
                    else f"{frac.numerator}/{frac.denominator}"))
@@ -114,7 +165,8 @@ def fit_scale(ev):
     if fit is None:
         return None
     known = getattr(ev, "known", None)
-    text, meaning = name_factor(c, ev.a.shape, known, _factor_uncertainty(ev, c))
+    text, meaning = name_factor(c, ev.a.shape, known, _factor_uncertainty(ev, c),
+                                role=getattr(ev, "role", None))
     return fit._replace(params={**fit.params, "factor_text": text, "meaning": meaning})
 
 
