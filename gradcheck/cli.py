@@ -49,10 +49,9 @@ def _size(text: str) -> int:
 
     try:
         return parse_bytes(int(text) if text.isdigit() else text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive number of bytes such as 2000000000 or 2GiB, got {text!r}"
-        ) from None
+    except ValueError:   # one line naming the option, as _number's (not argparse's style)
+        raise GradcheckError(f"--max-memory must be a positive number of bytes such as "
+                             f"2000000000 or 2GiB, got {text!r}") from None
 
 
 #: A token argparse must take as an option's value, not as an option: ``-1``, ``-0.5``
@@ -122,12 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", action="store_true",
                      help="print one JSON object on stdout instead of the text report")
     out.add_argument("--junit-xml", metavar="PATH",
-                     help="also write a JUnit XML report (one testcase per tensor)")
+                     help="also write a JUnit XML file for CI: one testcase per checked "
+                          "tensor and per layer, an error testcase per bad spec")
     out.add_argument("--plot", metavar="DIR", help="write PNG heatmaps and error-vs-step "
                      "curves of failing tensors to DIR (needs matplotlib)")
     verbosity = out.add_mutually_exclusive_group()
     verbosity.add_argument("-q", "--quiet", action="store_true",
-                           help="print only failures and the summary line")
+                           help="print only what failed (each failing tensor's line and "
+                                "cause, the culprit layer, notes) and the summary line; "
+                                "no tables")
     verbosity.add_argument("-v", "--verbose", action="store_true",
                            help="print every tensor's worst entry and user tracebacks")
     opts = check.add_argument_group("checker options (override the spec's [check] table)")

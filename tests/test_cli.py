@@ -465,10 +465,6 @@ def test_a_spec_refused_at_build_time_is_an_error_and_the_others_run(capsys, tmp
 
 @pytest.mark.parametrize("argv, message", [
     (["check", "--mode", "slow"], "argument --mode: invalid choice: 'slow'"),
-    (["check", "--max-memory", "lots"], "argument --max-memory: expected a positive number of "
-                                        "bytes such as 2000000000 or 2GiB, got 'lots'"),
-    (["check", "--max-memory", "-2GiB"], "argument --max-memory: expected a positive number "
-                                         "of bytes such as 2000000000 or 2GiB, got '-2GiB'"),
     (["check", "-q", "-v"], "argument -v/--verbose: not allowed with argument -q/--quiet"),
     (["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
 ])
@@ -498,6 +494,14 @@ def test_usage_errors_exit_2(capsys, argv, message):
     (["check", "--time-budget", "0"], "--time-budget must be > 0, got 0.0"),
     (["check", "specs/conv_tanh.toml", "--mode", "full", "--seed", "-3"],
      "--seed must be >= 0, got -3"),
+    (["check", "--max-memory", "lots"], "--max-memory must be a positive number of bytes "
+                                        "such as 2000000000 or 2GiB, got 'lots'"),
+    (["check", "--max-memory", "-1"], "--max-memory must be a positive number of bytes such "
+                                      "as 2000000000 or 2GiB, got '-1'"),
+    (["check", "--max-memory", "-2GiB"], "--max-memory must be a positive number of bytes "
+                                         "such as 2000000000 or 2GiB, got '-2GiB'"),
+    (["train", "--max-memory", "0"], "--max-memory must be a positive number of bytes such "
+                                     "as 2000000000 or 2GiB, got '0'"),
     (["fuzz", "--examples", "-3"], "--examples must be >= 1, got -3"),
     (["fuzz", "--seed", "-2"], "--seed must be >= 0, got -2"),
 ])
