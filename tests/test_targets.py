@@ -318,3 +318,12 @@ def test_torch_threads_are_the_jobs_share_while_a_torch_target_is_checked(
     assert main(["check", str(path), "-q", "-j", jobs]) == OK
     assert seen and set(seen) == {share}               # while the backward ran
     assert calls == [share, 4] and torch.get_num_threads() == 4    # and put back
+
+
+def test_a_missing_object_lists_what_the_module_defines_not_what_it_imports(project, capsys):
+    path = project / "specs" / "s.toml"
+    path.write_text(_spec({"target": '"../lib/scale_t.py:Scal"', "params": "{ w = [5] }"}))
+    code, out, err = _run(capsys, path)
+    assert code == USAGE
+    # scale_t.py imports numpy as np and defines the class Scale
+    assert err.endswith('has no attribute "Scal"; did you mean "Scale"? it defines: Scale\n')

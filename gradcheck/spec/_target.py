@@ -27,9 +27,11 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import os
 import re
 import sys
+import types
 from contextlib import contextmanager
 
 from gradcheck._errors import SpecError
@@ -170,6 +172,17 @@ def _import_file(path, spec_dir, folders, fail):
     return module
 
 
+def _candidates(obj) -> list:
+    """The public names of ``obj`` a layer could be: of a module, the classes and functions
+    it defines itself (not what it imported: ``np``, ``torch``, ``Path``)."""
+    names = [n for n in dir(obj) if not n.startswith("_")]
+    if not isinstance(obj, types.ModuleType):
+        return names
+    return [n for n in names if (inspect.isclass(getattr(obj, n, None))
+                                 or inspect.isfunction(getattr(obj, n, None)))
+            and getattr(getattr(obj, n), "__module__", None) == obj.__name__]
+
+
 def _attribute(module, module_name, attr_path, folders, fail):
     obj, done = module, []
     for part in attr_path.split("."):
@@ -184,7 +197,7 @@ def _attribute(module, module_name, attr_path, folders, fail):
             except ImportError:
                 pass
         if not hasattr(obj, part):
-            names = [n for n in dir(obj) if not n.startswith("_")]
+            names = _candidates(obj)
             raise fail(f"{where} has no attribute {show(part)}; {suggest(part, names)}it "
                        f"defines: {', '.join(names[:12]) or 'nothing public'}")
         obj = getattr(obj, part)
