@@ -207,3 +207,16 @@ def test_sampled_is_chosen_by_name_in_a_spec_and_on_the_command_line(tmp_path, c
     assert {c["mode"] for c in json.loads(capsys.readouterr().out)["checks"]} == {"full"}
     assert main(["check", str(spec), "--mode", "sampled", "--json"]) == OK
     assert {c["mode"] for c in json.loads(capsys.readouterr().out)["checks"]} == {"sampled"}
+
+
+def test_a_sample_in_two_parts_says_its_second_look_once():
+    # 2000 elements sampled in two parts (a quarter, then the rest), every one wrong by a
+    # factor 2: each part takes a second look at its mismatches; the note says it once,
+    # counting the mismatches of both parts (all 2000)
+    x = np.random.default_rng(0).standard_normal((40, 50))
+    report = check_vjp(np.sin, lambda g, x: (2 * g * np.cos(x),), (x,), mode="sampled",
+                       time_budget=30)
+    note = report["arg0"].note
+    assert report["arg0"].n_checked == 2000 and report["arg0"].n_failed == 2000
+    assert note.count("mismatching element(s)") == 1, note
+    assert "of 2000 mismatching element(s)" in note

@@ -47,6 +47,7 @@ from gradcheck.checker._numeric import (
 from gradcheck.checker._sample import cut_note, first_part, groups_that_fit
 from gradcheck.checker._sampled import diagnose_sample, merge_samples
 from gradcheck.checker._summarize import (
+    join_notes,
     summarize_fast,
     summarize_full,
     summarize_sampled,
@@ -137,7 +138,7 @@ def _sample_within_time(problem, options, plan, target, method):
                                                      method)
         index, judged = merge_samples(index, judged, extra, judged2)
         nfev += nfev2
-        note = "; ".join(n for n in (note, note2) if n)
+        note = join_notes(note, note2)     # one second-look note, the counts added
     if first + more < sample.groups:
         note = "; ".join(n for n in (note, cut_note(index.size, sample, per_group)) if n)
     return index, judged, nfev, note

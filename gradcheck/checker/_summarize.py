@@ -7,6 +7,7 @@ cosine and norm ratio of the two gradients, and what was left unjudged and why.
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -15,7 +16,34 @@ from gradcheck.checker._judge import Judgement, cosine_and_ratio, excess, rel_er
 from gradcheck.checker._report import ArgumentReport, Diagnosis
 
 __all__ = ["summarize_full", "summarize_sampled", "summarize_fast", "summarize_skipped",
-           "sampled_said"]
+           "sampled_said", "join_notes"]
+
+_COUNTED = re.compile(r"^(\d+) of (\d+) (mismatching .*)$")
+
+
+def join_notes(*notes: str) -> str:
+    """Notes joined with ``"; "``, the counted ones of the same kind said once with their
+    counts added (a sample differenced in two parts takes two second looks).
+
+    >>> join_notes("3 of 5 mismatching element(s) differenced again", "",
+    ...            "2 of 4 mismatching element(s) differenced again; cut")
+    '5 of 9 mismatching element(s) differenced again; cut'
+    """
+    parts, counts = [], {}
+    for note in notes:
+        for part in filter(None, (note or "").split("; ")):
+            m = _COUNTED.match(part)
+            if m is None:
+                parts.append(part)
+                continue
+            key = m.group(3)
+            if key not in counts:
+                parts.append(key)
+                counts[key] = [0, 0]
+            counts[key][0] += int(m.group(1))
+            counts[key][1] += int(m.group(2))
+    return "; ".join(f"{counts[p][0]} of {counts[p][1]} {p}" if p in counts else p
+                     for p in parts)
 
 
 def _measures(judged: Judgement, diff, rel) -> dict:
