@@ -216,7 +216,7 @@ def test_a_sample_in_two_parts_says_its_second_look_once():
     x = np.random.default_rng(0).standard_normal((40, 50))
     report = check_vjp(np.sin, lambda g, x: (2 * g * np.cos(x),), (x,), mode="sampled",
                        time_budget=30)
-    note = report["arg0"].note
-    assert report["arg0"].n_checked == 2000 and report["arg0"].n_failed == 2000
-    assert note.count("mismatching element(s)") == 1, note
-    assert "of 2000 mismatching element(s)" in note
+    arg = report["arg0"]
+    assert arg.n_failed == arg.n_checked        # (fewer than 2000 if the time cut it)
+    assert arg.note.count("mismatching element(s)") == 1, arg.note
+    assert f"of {arg.n_checked} mismatching element(s)" in arg.note
