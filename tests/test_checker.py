@@ -761,3 +761,16 @@ def test_complex_argument_is_refused_and_nothing_checked_never_passes():
     assert not empty.passed and "no argument was checked" in empty.notes[0]
     none = check_vjp(lambda x: x ** 2, lambda g, x: (None,), (np.ones(3),))
     assert not none.passed
+
+
+def test_cosine_and_norm_ratio_leave_out_the_elements_at_kinks():
+    # relu with two exact kinks: there the numerical value is a difference across the kink
+    # (about R/2), the analytic one 0, both right; elsewhere the two agree -- so as
+    # vectors over the smooth elements the gradients are equal: cosine 1, ratio 1
+    x = np.array([0.0, 1.0, -2.0, 0.0, 0.5])
+    report = check_vjp(lambda x: np.maximum(x, 0.0), lambda g, x: (g * (x > 0),), (x,),
+                       mode="full")
+    arg = report["arg0"]
+    assert report.passed and arg.n_nondifferentiable == 2
+    assert arg.cosine_similarity == pytest.approx(1.0, abs=1e-12)
+    assert arg.norm_ratio == pytest.approx(1.0, abs=1e-12)
