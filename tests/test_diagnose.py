@@ -276,3 +276,26 @@ def test_a_description_of_values_near_the_largest_float_warns_nothing():
     assert details["cosine"] == pytest.approx(-3.25 / np.sqrt(16.25 * 14.25), rel=1e-12)
     assert details["norm_ratio"] == pytest.approx(np.sqrt(16.25 / 14.25), rel=1e-12)
     assert "overall |A|/|N| = 1.068" in text
+
+
+def test_a_described_mismatch_counts_as_the_table_does():
+    # relu with three exact kinks (right there) and three smooth elements made wrong by
+    # unrelated factors: the table says 3/8; the description counts the same, and says
+    # the kinks were left out of it
+    x = np.array([0.0, 1.0, -2.0, 0.0, 0.5, 0.0, 1.5, -0.3])
+
+    def vjp(g, x):
+        d = g * (x > 0) * 1.0
+        d[1] *= 1.3
+        d[4] *= -0.4
+        d[6] *= 3.0
+        return (d,)
+
+    report = check_vjp(lambda x: np.maximum(x, 0.0), vjp, (x,), mode="full")
+    arg = report["arg0"]
+    assert (arg.n_failed, arg.n_checked, arg.n_nondifferentiable) == (3, 8, 3)
+    assert "3/8 FAIL" in str(report)
+    d = arg.diagnosis
+    assert d.cause == "no_known_pattern"
+    assert "The mismatch: 3 of 8 elements (3 at kinks, left out here)" in d.message
+    assert f"cosine {arg.cosine_similarity:.4g}" in d.message     # the table's, too

@@ -74,7 +74,9 @@ def describe(ev) -> tuple[str, dict]:
     (1.0, -0.285714)
     """
     failed = ev.failed
-    k, total = int(failed.sum()), int(ev.keep.sum())
+    # counted as the report's table counts (failed of checked, kinks included), the
+    # kinks said apart: they are left out of the description
+    k, total, kinks = int(failed.sum()), int(ev.a.size), int((~ev.keep).sum())
     a, n = ev.a, ev.n
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         diff = np.abs(a - n)   # may be inf for values near the largest float: said as inf
@@ -85,7 +87,8 @@ def describe(ev) -> tuple[str, dict]:
     typical = float(np.median(rel)) if rel.size else 0.0
     ratio, cosine = _ratio_and_cosine(a[ev.keep], n[ev.keep])
     where = _where(ev, failed)
-    text = f"No known cause fits. The mismatch: {k} of {total} elements"
+    text = (f"No known cause fits. The mismatch: {k} of {total} elements"
+            + (f" ({kinks} at kinks, left out here)" if kinks else ""))
     if k > 1:
         text += ("; " + "; ".join(where) if where else ", spread over every axis") + ". "
     else:
@@ -99,7 +102,7 @@ def describe(ev) -> tuple[str, dict]:
                  k > 1 and np.isfinite(typical) and typical < 1e6 else "")
     text += f"overall |A|/|N| = {ratio:.4g}, cosine {cosine:.4g}."
     evidence = {"misfit_before": float(excess.max()) if k else 0.0, "failed_elements": k,
-                "largest_numeric": float(np.max(np.abs(n[ev.keep]))) if total else 0.0,
+                "largest_numeric": float(np.max(np.abs(n[ev.keep]))) if ev.keep.any() else 0.0,
                 "where": where, "worst_index": list(idx), "typical_relative_error": typical,
                 "norm_ratio": ratio, "cosine": cosine}
     return text, evidence
