@@ -533,3 +533,33 @@ def test_reverse_only_options_are_refused_in_forward_mode():
     x = torch.linspace(0.5, 2.0, 5, dtype=torch.float64)
     with pytest.raises(ConfigurationError, match=r"cotangent applies to reverse mode"):
         check_function(torch.sin, (x,), modes=("fwd",), cotangent=torch.ones(5))
+
+
+def test_the_drop_ins_let_the_users_own_exception_through():
+    # torch.autograd.gradcheck propagates an exception of the function or its backward;
+    # the drop-in too: it is no gradient failure
+    class BadBackward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return 2 * x
+
+        @staticmethod
+        def backward(ctx, g):
+            raise KeyError("no such buffer")
+
+    def boom(t):
+        raise ValueError("nope")
+
+    x = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    for call in (lambda: gradcheck(boom, (x,)), lambda: gradgradcheck(boom, (x,)),
+                 lambda: gradcheck(boom, (x,), raise_exception=False),
+                 lambda: gradcheck(lambda t: t @ torch.ones(2), (x,))):
+        with pytest.raises((ValueError, RuntimeError)) as info:
+            call()
+        assert not isinstance(info.value, GradientCheckFailed), info.value
+    with pytest.raises(ValueError, match=r"^nope$"):
+        gradcheck(boom, (x,))
+    with pytest.raises(KeyError, match=r"no such buffer"):
+        gradcheck(BadBackward.apply, (x,))
+    with pytest.raises(UserCodeError, match=r"^the backward of BadBackward raised KeyError: .no such buffer.$"):
+        check_function(BadBackward.apply, (x,))        # the checker's own: names it

@@ -4,6 +4,8 @@ Switching a test is a one-line import change: the same positional arguments, eve
 keyword argument of torch's signature accepted, ``True`` on success, and on failure
 :class:`GradientCheckFailed` (a ``RuntimeError``, like torch's own ``GradcheckError``)
 whose message is the checker's report -- or ``False`` with ``raise_exception=False``.
+An exception the function (or its backward) raises is no gradient failure: it propagates
+as itself, with its traceback, as it does from torch's.
 
 torch's keyword arguments
 -------------------------
@@ -41,7 +43,7 @@ import torch
 from gradcheck._errors import ConfigurationError, GradcheckError, UserCodeError
 from gradcheck.torch._check import _names, _nondet, run_problem
 from gradcheck.torch._convert import as_tuple, select_inputs
-from gradcheck.torch._problem import TorchProblem, input_names
+from gradcheck.torch._problem import TorchProblem, UserRaised, input_names
 
 __all__ = ["gradcheck", "gradgradcheck", "GradientCheckFailed", "UncheckedWarning"]
 
@@ -141,6 +143,8 @@ def _outcome(problem, orders, modes, options, grad_outputs, undefined, raise_exc
         if undefined is not None:
             call, leaves, label = undefined
             sentence = _undefined_grad_problem(call, leaves(), label)
+    except UserRaised as exc:   # the user's own exception, as itself (as torch's does)
+        raise exc.__cause__ from None
     except UserCodeError as exc:
         sentence = str(exc)
     if report is not None and report.passed and sentence is None:
@@ -165,6 +169,8 @@ def _problem(func, inputs, nondet_tol, check_grad_dtypes, options, noncontiguous
                             nondet_tol=_nondet(nondet_tol),
                             check_grad_dtypes=check_grad_dtypes,
                             noncontiguous_g=noncontiguous_g), None
+    except UserRaised as exc:   # the user's own exception, as itself (as torch's does)
+        raise exc.__cause__ from None
     except UserCodeError as exc:
         return None, str(exc)
 

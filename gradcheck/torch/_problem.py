@@ -33,7 +33,13 @@ from gradcheck._errors import ConfigurationError, UserCodeError
 from gradcheck.torch._convert import (as_tuple, differentiable_outputs, numpy_dtype, to_array,
                                       to_tensor)
 
-__all__ = ["TorchProblem", "input_names", "function_label"]
+__all__ = ["TorchProblem", "input_names", "function_label", "UserRaised"]
+
+
+class UserRaised(UserCodeError):
+    """The user's own function (or its backward) raised: ``__cause__`` is that exception.
+    The drop-ins re-raise it as itself, as ``torch.autograd.gradcheck`` does; the
+    checker's own functions report this error, which names the function."""
 
 
 def function_label(fn) -> str:
@@ -123,8 +129,8 @@ class TorchProblem:
         try:
             return self.fn(*full)
         except Exception as exc:
-            raise UserCodeError(f"{self.label} raised {type(exc).__name__}: "
-                                f"{_first_line(exc)}") from exc
+            raise UserRaised(f"{self.label} raised {type(exc).__name__}: "
+                             f"{_first_line(exc)}") from exc
 
     def _selected(self, outs):
         outs = as_tuple(outs)
@@ -147,7 +153,10 @@ class TorchProblem:
             return torch.autograd.grad(sel, leaves, gs, create_graph=create_graph,
                                        allow_unused=True)
         except Exception as exc:
-            raise UserCodeError(_backward_failure(self.label, exc, create_graph, what)) from exc
+            message = _backward_failure(self.label, exc, create_graph, what)
+            # the backward raised on its own (not a known way of breaking double backward)
+            error = UserRaised if message.startswith(f"{what} of ") else UserCodeError
+            raise error(message) from exc
 
     def _zeros_for_missing(self, grads, likes, names):
         out = []
