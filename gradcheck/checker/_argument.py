@@ -47,6 +47,7 @@ from gradcheck.checker._numeric import (
 from gradcheck.checker._sample import cut_note, first_part, groups_that_fit
 from gradcheck.checker._sampled import diagnose_sample, merge_samples
 from gradcheck.checker._summarize import (
+    SampleJudged,
     join_notes,
     summarize_fast,
     summarize_full,
@@ -222,8 +223,9 @@ def check_sampled(problem, options, plan, suspects):
                                 suspects=lambda: list(suspects(plan.name,
                                                                problem.cotangent_f)),
                                 known=known_of(problem, plan.index))
-    return summarize_sampled(plan.name, target.arg, analytic, index, judged, along,
-                             diagnosis, nfev=nfev, started=started, note=note)
+    return summarize_sampled(plan.name, target.arg, analytic,
+                             SampleJudged(index, judged, along), diagnosis, nfev=nfev,
+                             started=started, note=note)
 
 
 def check_fast(problem, options, plan, suspects):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 import time
+from typing import NamedTuple
 
 import numpy as np
 
 from gradcheck.checker._judge import Judgement, cosine_and_ratio, excess, rel_error
 from gradcheck.checker._report import ArgumentReport, Diagnosis
 
-__all__ = ["summarize_full", "summarize_sampled", "summarize_fast", "summarize_skipped",
+__all__ = ["SampleJudged", "summarize_full", "summarize_sampled", "summarize_fast", "summarize_skipped",
            "sampled_said", "join_notes"]
 
 _COUNTED = re.compile(r"^(\d+) of (\d+) (mismatching .*)$")
@@ -106,16 +107,28 @@ def summarize_full(name, arg, dtype, judged: Judgement, diagnosis: Diagnosis | N
         note=_shared_note(judged, note), **_measures(judged, diff, rel))
 
 
-def summarize_sampled(name, arg, analytic, index, judged: Judgement, along,
+class SampleJudged(NamedTuple):
+    """A sampled argument's verdicts: the sampled elements (flat ``index``, judged as
+    ``judged``) and the random directions over the rest (``along``; None when the sample
+    is the whole argument)."""
+
+    index: np.ndarray
+    judged: Judgement
+    along: Judgement | None = None
+
+
+def summarize_sampled(name, arg, analytic, sample: SampleJudged,
                       diagnosis: Diagnosis | None, *, nfev, started, note="") -> ArgumentReport:
-    """The sampled elements (flat ``index``, judged as ``judged``) of argument ``name``
-    and the directions over the rest (``along``, None when the sample is everything).
+    """The sampled elements and the directions over the rest (``sample``) of argument
+    ``name``.
 
     The worst element is the sample's, named in the argument's shape; the arrays on the
     report have the argument's shape, NaN (numeric, error bar) or False (masks) where no
     element was sampled.
     """
     from gradcheck.checker._sampled import embed
+
+    index, judged, along = sample
 
     diff = np.where(judged.shared, 0.0, judged.diff)
     rel = np.where(judged.nondiff & ~judged.failed, 0.0,
