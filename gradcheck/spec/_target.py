@@ -205,6 +205,16 @@ def _attribute(module, module_name, attr_path, folders, fail):
     return obj
 
 
+def _construct(cls, kwargs, label, fail_kwargs):
+    """``cls(**kwargs)``; a constructor that raises is the spec's ``kwargs`` at fault."""
+    try:
+        return cls(**kwargs)
+    except Exception as exc:
+        raise fail_kwargs(f"{label}(**kwargs) raised {type(exc).__name__}: "
+                          f"{_first_line(exc)}; give the constructor's arguments as "
+                          f"kwargs = {{name = value, ...}}") from None
+
+
 def _framework(obj, kwargs, label, fail_kwargs):
     """A torch Function subclass or Module (class or instance), adapted; else None."""
     torch = sys.modules.get("torch")
@@ -220,12 +230,7 @@ def _framework(obj, kwargs, label, fail_kwargs):
 
         return TorchLayer.from_function(obj, label)
     if is_class and issubclass(obj, torch.nn.Module):
-        try:
-            instance = obj(**kwargs)
-        except Exception as exc:
-            raise fail_kwargs(f"{label}(**kwargs) raised {type(exc).__name__}: "
-                              f"{_first_line(exc)}; give the constructor's arguments as "
-                              f"kwargs = {{name = value, ...}}") from None
+        instance = _construct(obj, kwargs, label, fail_kwargs)
         from gradcheck.torch._layer import TorchLayer
 
         return TorchLayer.from_module(instance, label)
@@ -272,12 +277,7 @@ def resolve_target(target: str, *, kwargs=None, options=None, source="<spec>",
     if adapted is not None:
         return adapted
     if isinstance(obj, type):
-        try:
-            obj = obj(**kwargs)
-        except Exception as exc:
-            raise fail_kwargs(f"{label}(**kwargs) raised {type(exc).__name__}: "
-                              f"{_first_line(exc)}; give the constructor's arguments as "
-                              f"kwargs = {{name = value, ...}}") from None
+        obj = _construct(obj, kwargs, label, fail_kwargs)
     elif kwargs:
         raise fail_kwargs(f"{label} is not a class, so it takes no kwargs; got "
                           f"{show(kwargs)}")
