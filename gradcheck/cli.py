@@ -576,9 +576,10 @@ def main(argv=None) -> int:
         print("gradcheck: interrupted", file=sys.stderr)
         return 130
     except Exception:
+        sys.stdout.flush()      # what was printed comes first, on lines of its own
         traceback.print_exc()
         print("gradcheck: internal error: this is a bug in gradcheck, not in the code under "
-              "test; please report it with the traceback above", file=sys.stderr)
+              "test; please report it with the traceback above", file=sys.stderr, flush=True)
         return INTERNAL
 
 

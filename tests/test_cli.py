@@ -563,6 +563,8 @@ def test_a_bug_in_gradcheck_keeps_its_traceback_and_exit_3(capsys, monkeypatch):
     assert "Traceback (most recent call last)" in err
     assert "RuntimeError: internal failure for the test" in err
     assert "this is a bug in gradcheck" in err
+    assert err.endswith("\ngradcheck: internal error: this is a bug in gradcheck, not in the "
+                        "code under test; please report it with the traceback above\n")
 
 
 # --------------------------------------------------------------------------- plots
