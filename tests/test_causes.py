@@ -444,3 +444,11 @@ def test_factors_read_as_people_write_them():
     assert "attention scales by 1/√d, here d = 16" in d.message
     d = _name(463 / 38 * n, n)                 # no fraction people write
     assert "12.1842 times the numerical one" in d.message and "463/38" not in d.message
+
+
+def test_an_all_zero_gradient_is_no_element_wise_relation():
+    # A = 0 everywhere "fits" A = 0·x·N; that explains nothing: no relation is named
+    x = np.linspace(0.5, 2.0, 6)
+    r = _n(6, 4)
+    d = _name(np.zeros(6), r * x, known=Known(x=x, cotangent=r))
+    assert d.cause != "elementwise_relation" and "0·" not in d.message

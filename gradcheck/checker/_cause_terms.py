@@ -231,6 +231,8 @@ def fit_elementwise_relation(ev):
         if denom == 0:
             continue
         c = float(np.dot(a[keep], nh[keep]) / denom)
+        if abs(c) <= 1e-12:
+            return None      # A = 0: "0·h(x) times N" explains nothing a relation could
         fit = fit_claim(ev, c * nh, np.abs(c * h(x)) * ev.tol)
         if fit is not None:
             text = "" if abs(c - 1) < 1e-6 else ("−" if abs(c + 1) < 1e-6 else f"{c:.6g}·")
