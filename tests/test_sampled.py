@@ -161,8 +161,8 @@ def test_the_diagnosis_corpus_on_the_smallest_sample():
     belongs): full mode names ``reversed``; on a sample the reversal cannot be seen
     (an element's mirror is rarely sampled), and the cause named is ``passed_through``
     -- R returned unchanged, which is what that backward does. Measured at this size:
-    49 of 96 slips get their named cause, the others are described (worst element,
-    both values); at 48 elements or more, 72 of 96 (full mode: the count in
+    51 of 98 slips get their named cause, the others are described (worst element,
+    both values); at 48 elements or more, 72 of the first 96 (full mode: the count in
     docs/diagnosis.md).
     """
     from test_diagnosis_corpus import _verdict
