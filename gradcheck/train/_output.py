@@ -92,9 +92,9 @@ def plot_training(result, path) -> None:
     ax_check.set_title("gradient checks (the vertical lines above): \u25cf every element "
                        "checked, \u25c6 some tensors sampled or along random directions;\na "
                        "check fails "
-                       "above the dotted line (|diff|: at a kink, the distance outside the "
-                       "one-sided limits); kinks: elements found at non-differentiable "
-                       "points", fontsize=7)
+                       "above the dotted line; kinks: elements found at non-differentiable "
+                       "points\n(at a kink, |diff| is the distance outside the one-sided "
+                       "limits)", fontsize=7)
     verdict = ("every check passed" if result.passed
                else f"a check FAILED at step {result.stopped_at}: training stopped")
     test = ("" if result.test_accuracy is None
