@@ -220,3 +220,85 @@ def test_a_sample_in_two_parts_says_its_second_look_once():
     assert arg.n_failed == arg.n_checked        # (fewer than 2000 if the time cut it)
     assert arg.note.count("mismatching element(s)") == 1, arg.note
     assert f"of {arg.n_checked} mismatching element(s)" in arg.note
+
+
+# --------------------------------------------------------------------------- along training
+
+
+def _tied_network(seed):
+    """conv 3x3 -> relu -> maxpool -> dense on half-blank 8x8 images with levels of 1/16
+    (as the digits are): blank patches make max-pool ties whose kinks are shared by
+    several input elements. Returns ``(net, loss, x, params)``."""
+    from gradcheck.ops.layers import Activation, Dense, Flatten, MaxPool
+    from gradcheck.ops.network import Sequential
+    from gradcheck.train._loop import _batch_loss
+
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 17, size=(32, 1, 8, 8)) / 16.0
+    x[rng.random(x.shape) < 0.5] = 0.0
+    labels = rng.integers(0, 10, 32)
+    net = Sequential([Conv(8, 3, padding=1), Activation("relu"), MaxPool(2), Flatten(),
+                      Dense(10)], x.shape, loss="softmax_cross_entropy")
+    return net, _batch_loss(net.loss, labels), x, net.init_params(
+        rng=np.random.default_rng(seed))
+
+
+def test_a_whole_sample_judges_shared_kinks_as_full_mode_does():
+    """Every input element sampled, differenced in two parts: an element whose kink is
+    shared with one in the other part was failed (the parts' kinks were settled apart);
+    the sample's verdict on each element is now full mode's, at the same point."""
+    from gradcheck.train._check import check_gradients
+
+    net, loss, x, params = _tied_network(4)
+    full, sampled = (check_gradients(net, loss, x, params, seed=0, mode=m, time_budget=5.0)
+                     for m in ("full", "sampled"))
+    assert full.passed and full["input"].mode == "full"
+    a = sampled["input"]
+    assert a.mode == "sampled" and a.n_checked == a.n_elements == 2048
+    assert sampled.passed, a.summary()
+    np.testing.assert_array_equal(a.failed_mask, full["input"].failed_mask)
+    assert a.n_nondifferentiable > 0 and "shared with other elements" in a.note
+
+
+def test_a_partial_sample_leaves_a_kink_undecided_rather_than_failing_it():
+    """Most input elements outside the sample: a sampled element outside its limits at
+    a kink whose outputs unsampled elements reach is reported, not failed (full mode,
+    which knows every element's kinks, passes the same point)."""
+    from gradcheck.train._check import check_gradients
+
+    net, loss, x, params = _tied_network(4)
+    assert check_gradients(net, loss, x, params, seed=0, mode="full", time_budget=5.0).passed
+    for seed in range(3):
+        report = check_gradients(net, loss, x, params, seed=seed, mode="sampled",
+                                 time_budget=TINY)
+        a = report["input"]
+        assert a.n_checked < a.n_elements and report.passed, a.summary()
+
+
+def test_a_sample_is_differenced_with_full_modes_method():
+    """Training on the synthetic data failed its check at step 100: the last 54 of conv.w's
+    72 sampled elements, differenced as a part of their own, ran the complex step's
+    cross-check on those elements alone, whose real differences crossed a ReLU kink and
+    rejected it; the real differences that replaced it were wrong beyond their error bars.
+    Full mode at the same point (its cross-check on the whole argument) passes; the sample
+    now uses its method, and agrees with it element by element."""
+    from gradcheck.train import train
+    from gradcheck.train._check import check_gradients
+    from gradcheck.ops.layers import Activation, Dense, Flatten, MaxPool
+    from gradcheck.ops.network import Sequential
+    from gradcheck.train._loop import _batch_loss
+
+    result = train(data="synthetic", epochs=4)
+    assert result.passed and all(c.passed for c in result.checks), [
+        c.summary() for c in result.checks if not c.passed]
+    x, labels, params = result.checks[-1].point
+    net = Sequential([Conv(8, 3, padding=1), Activation("relu"), MaxPool(2), Flatten(),
+                      Dense(10)], x.shape, loss="softmax_cross_entropy")
+    full, sampled = (check_gradients(net, _batch_loss(net.loss, labels), x, params,
+                                     seed=100, mode=m, time_budget=5.0)
+                     for m in ("full", "sampled"))
+    assert full.passed and sampled.passed
+    a, b = sampled["layer0.conv.w"], full["layer0.conv.w"]
+    assert a.n_checked == a.n_elements
+    assert a.max_error_estimate <= 10 * b.max_error_estimate
+    np.testing.assert_allclose(a.numeric, b.numeric, rtol=0, atol=10 * b.max_error_estimate)

@@ -34,7 +34,7 @@ import numpy as np
 from gradcheck.checker._diagnose import diagnose_judgement, role_of
 from gradcheck.checker._fit import Known, named_sizes
 from gradcheck.checker._judge import excess, judge_directions, judge_elements
-from gradcheck.checker._kinks import KinkContext, settle_kinks
+from gradcheck.checker._kinks import KinkContext, settle_kinks, settle_sample
 from gradcheck.checker._locate import bisect_direction
 from gradcheck.checker._numeric import (
     Target,
@@ -176,6 +176,43 @@ def _unconfirmed(along, k, note):
         f"bisection took fails: reported, not judged")) if n)
 
 
+def _method_of_sample(options, plan, target, used):
+    """The method every part of a sample is differenced with, decided once on the whole
+    argument as full mode decides it: None when the caller chose one (or a structure
+    vouches for the complex step: :func:`._numeric.full_numeric` takes it); else the
+    method the directions over the rest used (``used``, their complex-step cross-check
+    being full mode's: same point, cotangent and seed), or, when there are none, the one
+    a single random direction over the whole argument uses. Left to each part, the
+    cross-check would run on that part's elements alone, and a part whose real
+    differences crossed a kink rejected the complex step that full mode accepts (a
+    correct network then failed on real differences wrong beyond their error bars).
+    ``(method, evaluations spent)``."""
+    if options.method != "auto" or getattr(target.pattern, "complex_safe", False):
+        return None, 0
+    nfev = 0
+    if used is None:
+        one = rademacher_directions(options.seed, plan.index, 1, target.arg.size)
+        num = directional_numeric(target, one)
+        used, nfev = num.method, int(num.nfev)
+    return ("complex" if used.startswith("complex") else "richardson"), nfev
+
+
+def _settled_across(problem, target, index, judged, note):
+    """The sample's kinks settled across the whole sample (:func:`._kinks.settle_sample`),
+    and the note on the undecided ones: ``(judged, undecided, note)``."""
+    context = KinkContext(target.pattern, target.g, target.arg, problem.y,
+                          np.full(target.arg.size, np.nan))
+    judged, undecided = settle_sample(judged, index, context)
+    if undecided.any():
+        note = "; ".join(n for n in (note, (
+            f"{int(undecided.sum())} sampled element(s) sit at kinks and lie outside their "
+            f"one-sided limits (by up to {float(judged.diff[undecided].max()):.3g}), and "
+            f"elements outside the sample reach the same outputs: whether the kink is "
+            f"shared (and the limits no bound) is not known from a sample, so they are "
+            f"reported, not judged (mode='full' judges them)")) if n)
+    return judged, undecided, note
+
+
 def check_sampled(problem, options, plan, suspects):
     """A sample of single elements of one argument, and directions over the rest.
 
@@ -191,13 +228,13 @@ def check_sampled(problem, options, plan, suspects):
     target = target_of(problem, options, plan)
     analytic = problem.analytic[plan.index]
     size = target.arg.size
-    along, method, nfev = None, None, 0
+    along, used, nfev = None, None, 0
     if plan.sample.index.size < size:
         first = np.sort(plan.sample.first(first_part(plan.sample)))
         directions, along, nfev, tolerance, used = _directions_over_rest(
             options, plan, target, analytic, first)
-        if options.method == "auto":
-            method = "complex" if used.startswith("complex") else "richardson"
+    method, more = _method_of_sample(options, plan, target, used)
+    nfev += more
     index, judged, more, note = _sample_within_time(problem, options, plan, target, method)
     nfev += more
     if along is None and index.size < size:     # a whole sample, cut for time
@@ -217,6 +254,7 @@ def check_sampled(problem, options, plan, suspects):
             f"narrowed it to {leaf.size} element(s), of which {found} fail")) if n)
         if not found:
             along, note = _unconfirmed(along, k, note)
+    judged, undecided, note = _settled_across(problem, target, index, judged, note)
     diagnosis = diagnose_sample(judged, index, analytic,
                                 role=role_of(options.roles[plan.index], plan.index,
                                              target.arg),
@@ -224,8 +262,8 @@ def check_sampled(problem, options, plan, suspects):
                                                                problem.cotangent_f)),
                                 known=known_of(problem, plan.index))
     return summarize_sampled(plan.name, target.arg, analytic,
-                             SampleJudged(index, judged, along), diagnosis, nfev=nfev,
-                             started=started, note=note)
+                             SampleJudged(index, judged, along, undecided), diagnosis,
+                             nfev=nfev, started=started, note=note)
 
 
 def check_fast(problem, options, plan, suspects):

@@ -22,6 +22,15 @@ two elements share an output comes from the dependency pattern when one is known
 otherwise from one evaluation per non-differentiable element (which outputs move when it
 moves): settling kinks is the one stage after the judge that may call ``f`` again, which
 is why it is a stage of its own (:func:`settle_kinks`).
+
+A sample (sampled mode) is differenced and judged in parts, and only its elements are
+known to sit at kinks or not. Once the parts are merged, its kinks are settled again
+across the whole sample (:func:`settle_sample`), as full mode settles them across the
+argument -- two elements sharing a kink may fall in different parts -- and an element
+outside its limits whose outputs an element *outside* the sample also reaches is
+*undecided*: that element may sit at a kink too (full mode would know), so the bound
+is not known to hold, and it is reported, not judged. With every element sampled, the
+sample's verdict on kinks is full mode's.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ import numpy as np
 from gradcheck.checker._judge import Judgement, unusable
 from gradcheck.checker._numeric import evaluate, is_structure
 
-__all__ = ["KinkContext", "settle_kinks", "shared_kinks"]
+__all__ = ["KinkContext", "settle_kinks", "settle_sample", "shared_kinks"]
 
 
 class KinkContext(NamedTuple):
@@ -115,3 +124,73 @@ def shared_kinks(candidates, nondiff, context: KinkContext) -> np.ndarray:
         count[r] += 1
     where = {int(k): r for k, r in zip(kinks, rows)}
     return np.array([bool(np.any(count[where[int(j)]] >= 2)) for j in candidates])
+
+
+def _reached_by(pattern, elements, n_out):
+    """Boolean mask over the outputs: reached by any of the flat ``elements`` (a
+    boolean mask over the argument), per the dependency pattern (a structure or a
+    sparse pattern); None without a pattern (not known)."""
+    if pattern is None:
+        return None
+    if not elements.any():
+        return np.zeros(n_out, bool)
+    if is_structure(pattern):
+        colors = np.asarray(pattern.colors).reshape(-1)
+        order = np.argsort(colors, kind="stable")
+        cuts = np.flatnonzero(np.diff(colors[order])) + 1
+        reached = np.zeros(n_out, bool)
+        for members in np.split(order, cuts):
+            if not elements[members].any():
+                continue
+            members = np.sort(members)
+            own = np.asarray(pattern.owners(members)).reshape(-1)
+            hit = own >= 0
+            reached[hit] |= elements[members[own[hit]]]
+        return reached
+    import scipy.sparse as sp
+
+    P = sp.csr_matrix(pattern)
+    return np.asarray(P @ elements.astype(np.float64)).reshape(-1) > 0
+
+
+def settle_sample(judged: Judgement, index, context: KinkContext):
+    """The kinks of a sample settled across the whole sample (see the module notes).
+
+    ``judged`` is over the sampled flat ``index`` (sorted) of the argument, each part's
+    kinks already settled within the part (:func:`settle_kinks`); ``context`` is the
+    whole argument's (its ``steps`` may be NaN: a default step is used to probe).
+    Returns ``(judged, undecided)``: the elements outside their limits at a kink shared
+    with another sampled kink element are marked ``shared``, those whose outputs an
+    unsampled element reaches are marked ``shared`` too and flagged in ``undecided``
+    (a mask over the sample); neither is failed (unless it has no usable value).
+    """
+    index = np.asarray(index, np.int64)
+    undecided = np.zeros(index.size, bool)
+    open_ = judged.outside & ~judged.shared
+    if not open_.any():
+        return judged, undecided
+    size = int(np.asarray(context.arg).size)
+    n_out = int(np.asarray(context.y).size)
+    candidates = index[np.flatnonzero(open_)]
+    kinks = index[np.flatnonzero(judged.nondiff)]
+    if context.pattern is not None:
+        rows = _rows_from_pattern(context.pattern, kinks)
+    else:
+        rows = _rows_by_probing(context, kinks)
+    count = np.zeros(n_out, dtype=np.intp)
+    for r in rows:
+        count[r] += 1
+    where = {int(k): r for k, r in zip(kinks, rows)}
+    shared = np.array([bool(np.any(count[where[int(j)]] >= 2)) for j in candidates])
+    outside_sample = np.ones(size, bool)
+    outside_sample[index] = False
+    reached = _reached_by(context.pattern, outside_sample, n_out)
+    if reached is None:           # no pattern: any unsampled element may reach any output
+        unknown = np.full(candidates.size, bool(outside_sample.any()))
+    else:
+        unknown = np.array([bool(np.any(reached[where[int(j)]])) for j in candidates])
+    undecided[np.flatnonzero(open_)] = ~shared & unknown
+    now = judged.shared.copy()
+    now[np.flatnonzero(open_)] = shared | unknown
+    failed = (judged.failed | judged.outside) & (~now | unusable(judged.numeric, judged.error))
+    return judged._replace(failed=failed, shared=now), undecided

@@ -109,12 +109,14 @@ def summarize_full(name, arg, dtype, judged: Judgement, diagnosis: Diagnosis | N
 
 class SampleJudged(NamedTuple):
     """A sampled argument's verdicts: the sampled elements (flat ``index``, judged as
-    ``judged``) and the random directions over the rest (``along``; None when the sample
-    is the whole argument)."""
+    ``judged``), the random directions over the rest (``along``; None when the sample
+    is the whole argument), and the kink elements of the sample left undecided
+    (``undecided``, a mask over the sample, or None: :func:`._kinks.settle_sample`)."""
 
     index: np.ndarray
     judged: Judgement
     along: Judgement | None = None
+    undecided: np.ndarray | None = None
 
 
 def summarize_sampled(name, arg, analytic, sample: SampleJudged,
@@ -122,13 +124,15 @@ def summarize_sampled(name, arg, analytic, sample: SampleJudged,
     """The sampled elements and the directions over the rest (``sample``) of argument
     ``name``.
 
+    The undecided kink elements are not judged for want of the unsampled elements' kinks
+    (their note is the caller's; they are not counted as shared ones).
     The worst element is the sample's, named in the argument's shape; the arrays on the
     report have the argument's shape, NaN (numeric, error bar) or False (masks) where no
     element was sampled.
     """
     from gradcheck.checker._sampled import embed
 
-    index, judged, along = sample
+    index, judged, along, undecided = sample
 
     diff = np.where(judged.shared, 0.0, judged.diff)
     rel = np.where(judged.nondiff & ~judged.failed, 0.0,
@@ -155,7 +159,9 @@ def summarize_sampled(name, arg, analytic, sample: SampleJudged,
         error_estimate=embed(judged.error, index, shape, np.nan),
         failed_mask=embed(judged.failed, index, shape, False),
         nondifferentiable_mask=embed(judged.nondiff, index, shape, False),
-        note=_shared_note(judged, "; ".join(n for n in (said, note) if n)),
+        note=_shared_note(judged if undecided is None else judged._replace(
+            shared=judged.shared & ~np.asarray(undecided, bool)),
+            "; ".join(n for n in (said, note) if n)),
         n_directions=n_dirs, n_directions_failed=dirs_failed, **measures)
 
 
