@@ -16,7 +16,9 @@ carries the argument through the stages that kind has:
   failure always names an element; diagnose on the sample; report
   (:func:`._summarize.summarize_sampled`);
 - ``"fast"``: differentiate along random directions (:func:`._numeric.directional_numeric`),
-  judge the projections (:func:`._judge.judge_directions`), report;
+  judge the projections (:func:`._judge.judge_directions`), report a failing direction
+  along which ``f`` is not differentiable as a kink, not a failure (:func:`kinks_along`,
+  forward mode's test: :mod:`._along`), report;
 - ``"skipped"``: report why.
 
 Every runner takes the same four things -- the scalarized problem, the validated
@@ -28,12 +30,14 @@ and one more entry here.
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 import numpy as np
 
+from gradcheck.checker._along import PARTNERS, not_differentiable, partner_directions
 from gradcheck.checker._diagnose import diagnose_judgement, role_of
 from gradcheck.checker._fit import Known, named_sizes
-from gradcheck.checker._judge import excess, judge_directions, judge_elements
+from gradcheck.checker._judge import excess, judge_directions, judge_elements, unusable
 from gradcheck.checker._kinks import KinkContext, settle_kinks, settle_sample
 from gradcheck.checker._locate import bisect_direction
 from gradcheck.checker._numeric import (
@@ -266,8 +270,62 @@ def check_sampled(problem, options, plan, suspects):
                              nfev=nfev, started=started, note=note)
 
 
+class _Along(NamedTuple):
+    """One direction's numerical derivative (what :func:`._along.not_differentiable`
+    reads)."""
+
+    grad: float
+    error: float
+    nondifferentiable: bool
+    left: float
+    right: float
+
+
+def _along(num, k) -> _Along:
+    flat = lambda name: np.asarray(getattr(num, name)).reshape(-1)[k]  # noqa: E731
+    return _Along(*(flat(name) for name in _Along._fields))
+
+
+def kinks_along(options, plan, target, directions, num, judged, tolerance):
+    """The failing directions along which ``f`` is not differentiable
+    (:func:`._along.not_differentiable`: differenced again beside random partners)
+    marked ``nondiff`` and no longer failed: ``(judged, nfev, note)``.
+
+    The worst first, one at a time, and none after the first along which ``f`` is
+    differentiable: that one fails the argument whatever the rest are, so a wrong
+    gradient costs the test of one direction (``2 * PARTNERS`` directional derivatives).
+    A direction flagged at a kink needs no partners; one without a usable numerical value
+    still fails."""
+    failing = np.flatnonzero(judged.failed & ~unusable(judged.numeric, judged.error))
+    failing = failing[np.argsort(-excess(judged)[failing], kind="stable")]
+    kinked = np.zeros(judged.failed.shape, bool)
+    nfev = 0
+    for k in failing:
+        along = _along(num, k)
+        if not along.nondifferentiable:
+            partners = partner_directions(options.seed, plan.index, [k], target.arg.size)
+            more = directional_numeric(target._replace(method="richardson"), np.concatenate(
+                [partners, np.asarray(directions)[k] + partners]))
+            nfev += int(more.nfev)
+            rs = range(PARTNERS)
+            if not not_differentiable(along, [_along(more, r) for r in rs],
+                                      [_along(more, PARTNERS + r) for r in rs], tolerance):
+                break
+        kinked[k] = True
+    if not kinked.any():
+        return judged, nfev, ""
+    worst = float(np.max(excess(judged)[kinked]))
+    note = (f"{int(kinked.sum())} direction(s) cross kinks (f is not differentiable along "
+            f"them: a tie, several kinks at once; their derivatives are not linear in the "
+            f"direction) and differ by up to {worst:.3g} x their tolerance, where the "
+            f"projection need not be the directional derivative: reported, not judged")
+    return judged._replace(failed=judged.failed & ~kinked, nondiff=judged.nondiff | kinked,
+                           diff=np.where(kinked, 0.0, judged.diff)), nfev, note
+
+
 def check_fast(problem, options, plan, suspects):
-    """Random directional derivatives of one argument."""
+    """Random directional derivatives of one argument; a failing direction along which
+    ``f`` is not differentiable is reported, not judged (:func:`kinks_along`)."""
     started = time.perf_counter()
     target = target_of(problem, options, plan)
     analytic = problem.analytic[plan.index]
@@ -276,8 +334,10 @@ def check_fast(problem, options, plan, suspects):
     num = directional_numeric(target, directions)
     tolerance = Tolerance.for_dtype(analytic.dtype, atol=options.atol, rtol=options.rtol)
     judged = judge_directions(analytic, directions, num, tolerance)
-    return summarize_fast(plan.name, target.arg, analytic.dtype, judged, nfev=num.nfev,
-                          started=started)
+    judged, more, note = kinks_along(options, plan, target, directions, num, judged,
+                                     tolerance)
+    return summarize_fast(plan.name, target.arg, analytic.dtype, judged,
+                          nfev=num.nfev + more, started=started, note=note)
 
 
 def report_skipped(problem, options, plan, suspects):

@@ -76,6 +76,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from gradcheck.checker._along import PARTNERS, not_differentiable, partner_directions
 from gradcheck.checker._judge import excess, judge_elements, rel_error, unusable
 from gradcheck.checker._numeric import _POLICIES, RECHECK_FIRST, RECHECK_RETRIES, evaluate
 from gradcheck.checker._tolerance import Tolerance, real_eps
@@ -257,27 +258,6 @@ class _Policy(NamedTuple):
     max_retries: int
 
 
-#: Random partners each failing fast-mode direction is tested for linearity beside.
-PARTNERS = 3
-
-
-def _partners(ctx: Context, ks) -> np.ndarray:
-    """``PARTNERS`` random directions (entries ±1) beside each of ``ks``, seeded by the
-    probe: shape ``(len(ks) * PARTNERS, size)``."""
-    size = ctx.problem.args[ctx.plan.index].size
-    return np.concatenate([
-        np.random.default_rng([ctx.options.seed, ctx.plan.index, int(k), 7])
-        .choice(np.array([-1.0, 1.0]), size=(PARTNERS, size)) for k in ks])
-
-
-def _rounding_part(view: NumView) -> np.ndarray:
-    """A bar without the half gap a flagged kink adds (its rounding and truncation)."""
-    error = np.asarray(view.error, np.float64)
-    gap = np.abs(np.asarray(view.right, np.float64) - np.asarray(view.left, np.float64))
-    flagged = np.asarray(view.nondifferentiable, bool)
-    return np.where(flagged & np.isfinite(gap), np.maximum(error - 0.5 * gap, 0.0), error)
-
-
 def _projection_agrees(ctx: Context, it: Item, excused) -> np.ndarray:
     """The failing entries of a fast-mode direction left, when the direction's projection
     on a seeded cotangent ``R`` agrees within its summed bars (reverse fast mode's
@@ -309,7 +289,8 @@ def _linearity_look(ctx: Context, items, tally, first):
     partners, or that the differentiator flags at a kink along ``v``, ``w`` or ``v + w``
     (a single kink's one-sided value passes on the error bar, so a failing entry at a
     kink has crossed several), is not differentiable there; its mismatch is reported,
-    not judged. Fast mode judges no kink, as in reverse mode. Where the crossed kinks do
+    not judged (the test is :func:`._along.not_differentiable`, which reverse fast mode
+    shares). Fast mode judges no kink, as in reverse mode. Where the crossed kinks do
     not show (their gaps cancel along every direction tried), the direction's mismatches
     stand only if its projection on a seeded cotangent -- the number reverse fast mode
     judges -- disagrees too (:func:`_projection_agrees`): fast mode then claims no more
@@ -318,7 +299,9 @@ def _linearity_look(ctx: Context, items, tally, first):
     failing = [p for p, it in enumerate(items) if it.judged.failed.any()]
     if not failing:
         return items
-    partners = _partners(ctx, [items[p].k for p in failing])
+    partners = partner_directions(ctx.options.seed, ctx.plan.index,
+                                  [items[p].k for p in failing],
+                                  ctx.problem.args[ctx.plan.index].size)
     sums = np.repeat(np.stack([items[p].tangent for p in failing]), PARTNERS, axis=0) + \
         partners
     num = _differentiate(ctx, np.concatenate([partners, sums]), "richardson")
@@ -326,17 +309,11 @@ def _linearity_look(ctx: Context, items, tally, first):
     m = len(partners)
     for q, p in enumerate(failing):
         it = items[p]
-        kinked = np.asarray(first[p].nondifferentiable, bool).reshape(
-            np.shape(it.analytic)).copy()
-        for r in range(q * PARTNERS, (q + 1) * PARTNERS):
-            w, vw = _view(num, r, True, ctx.rounding), _view(num, m + r, True, ctx.rounding)
-            bars = sum(_rounding_part(e) for e in (first[p], w, vw))
-            off = np.abs(np.asarray(vw.grad, np.float64) - np.asarray(it.num.grad, np.float64)
-                         - np.asarray(w.grad, np.float64))
-            with np.errstate(invalid="ignore"):
-                kinked |= ((off > it.tolerance.numeric(bars))
-                           | np.asarray(num.nondifferentiable[r], bool)
-                           | np.asarray(num.nondifferentiable[m + r], bool)).reshape(kinked.shape)
+        rs = range(q * PARTNERS, (q + 1) * PARTNERS)
+        kinked = not_differentiable(
+            first[p], [_view(num, r, True, ctx.rounding) for r in rs],
+            [_view(num, m + r, True, ctx.rounding) for r in rs],
+            it.tolerance).reshape(np.shape(it.analytic))
         kinked &= it.judged.failed & ~unusable(it.judged.numeric, it.judged.error)
         agreed = _projection_agrees(ctx, it, kinked)
         tally.excused += int(kinked.sum())

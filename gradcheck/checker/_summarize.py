@@ -175,15 +175,18 @@ def sampled_said(n_sampled, n_elements, elapsed, n_directions, n_failed) -> str:
     return said
 
 
-def summarize_fast(name, arg, dtype, judged: Judgement, *, nfev, started) -> ArgumentReport:
-    """The random directions of argument ``name``: no diagnosis, no kinks, no arrays."""
+def summarize_fast(name, arg, dtype, judged: Judgement, *, nfev, started,
+                   note="") -> ArgumentReport:
+    """The random directions of argument ``name``: no diagnosis, no kinks, no arrays
+    (``note``: what was reported, not judged)."""
     return ArgumentReport(
         name=name, shape=tuple(arg.shape), dtype=str(dtype),
         passed=not judged.failed.any(), mode="fast", n_elements=int(arg.size),
         n_nondifferentiable=0, nfev=int(nfev), elapsed_s=time.perf_counter() - started,
         diagnosis=None,
-        note=f"{judged.analytic.size} random directions; one wrong element in a large "
-             f"tensor may go unseen in fast mode",
+        note="; ".join(n for n in (f"{judged.analytic.size} random directions; one wrong "
+                                   f"element in a large tensor may go unseen in fast mode",
+                                   note) if n),
         **_measures(judged, judged.diff, rel_error(judged.analytic, judged.numeric)))
 
 
