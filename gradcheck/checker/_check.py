@@ -93,6 +93,7 @@ import numpy as np
 
 from gradcheck._errors import ConfigurationError, UserCodeError
 from gradcheck.checker._argument import RUNNERS
+from gradcheck.checker._linearity import linearity, with_linearity
 from gradcheck.checker._notes import weakened_notes
 from gradcheck.checker._numeric import DEFAULT_MEMORY
 from gradcheck.checker._options import (
@@ -219,16 +220,18 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
         vectorized=vectorized, roles=roles, suspects=suspects, name=name, cotangent=cotangent,
         memory=memory, time_budget=time_budget))
     problem = scalarize(f, f_vjp, args, options)
+    linear = linearity(problem, options)
     plans = [plan_argument(problem, options, i) for i in options.wrt]
     if options.suspects is None:   # a black box: suspects only if f is recognized
         suspects = function_suspects(problem.args, problem.y, options.argnames)
     else:
         suspects = options.suspects
-    reports = tuple(RUNNERS[plan.kind](problem, options, plan, suspects) for plan in plans)
-    return _check_report(options, problem, plans, reports, started)
+    reports = tuple(with_linearity(RUNNERS[plan.kind](problem, options, plan, suspects),
+                                   plan.index, linear) for plan in plans)
+    return _check_report(options, problem, plans, reports, started, linear.notes)
 
 
-def _check_report(options, problem, plans, reports, started) -> CheckReport:
+def _check_report(options, problem, plans, reports, started, linear_notes=()) -> CheckReport:
     """The verdict over every argument: a check that checked nothing does not pass, and
     what was weakened (a gradient not returned, a coarser dtype, a tolerance floor) is
     said in the notes (:mod:`._notes`)."""
@@ -236,6 +239,7 @@ def _check_report(options, problem, plans, reports, started) -> CheckReport:
     notes = [f"{plan.notice}: {report.note}" if plan.kind == "sampled" else plan.notice
              for plan, report in zip(plans, reports) if plan.notice]
     notes += weakened_notes(problem, options, reports)
+    notes += list(linear_notes)
     reports = tuple(dataclasses.replace(r, note="; ".join(
         n for n in ("no gradient returned (None): checked as zeros", r.note) if n))
         if plan.index in problem.missing else r for plan, r in zip(plans, reports))

@@ -122,6 +122,9 @@ class ArgumentReport:
     #: tensor's directions'; above 1 is a failure (NaN when not measured, inf where no
     #: numerical value was usable).
     worst_excess: float = float("nan")
+    #: The backward tested linear in its cotangent by the linearity stage
+    #: (:mod:`._linearity`); None: not tested (a skipped argument).
+    linear: bool | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -150,6 +153,7 @@ class ArgumentReport:
             "elapsed_s": _json_number(self.elapsed_s),
             "diagnosis": None if self.diagnosis is None else self.diagnosis.to_dict(),
             "note": self.note,
+            "linear": self.linear,
             **({} if self.output_index is None else
                {"output_index": [int(i) for i in self.output_index]}),
         }
@@ -169,6 +173,10 @@ class ArgumentReport:
             if self.n_directions_failed:
                 verdict += (f", {self.n_directions_failed} of {self.n_directions} "
                             f"directions over the rest failed")
+        if self.linear is False:      # the linearity stage failed it, whatever the rest says
+            numerically = ("every comparison with the numerical derivative passed"
+                           if not self.n_failed and not self.n_directions_failed else verdict)
+            verdict = f"FAIL, not linear (see the likely cause); {numerically}"
         # "worst" is the element furthest beyond its own tolerance; its difference is
         # shown, and the largest difference anywhere only when it is another element's
         here = abs(self.analytic_at_worst - self.numeric_at_worst)
@@ -245,7 +253,8 @@ class CheckReport:
             if a.mode == "skipped":
                 rows.append((a.name, "skipped", "-", "-", "-", "-", "-", "-", "-", "-"))
                 continue
-            result = "ok" if a.passed else "MISMATCH"
+            result = "ok" if a.passed else "NOT LINEAR" if a.linear is False and not (
+                a.n_failed or a.n_directions_failed) else "MISMATCH"
             rows.append((
                 a.name, result, _fmt(a.max_abs_error), _fmt(a.max_rel_error),
                 _fmt(a.max_error_estimate), f"{a.n_failed}/{a.n_checked}",
