@@ -811,3 +811,35 @@ def test_cosine_and_norm_ratio_leave_out_the_elements_at_kinks():
     assert report.passed and arg.n_nondifferentiable == 2
     assert arg.cosine_similarity == pytest.approx(1.0, abs=1e-12)
     assert arg.norm_ratio == pytest.approx(1.0, abs=1e-12)
+
+
+# --------------------------------------------------------------------------- huge values
+
+
+HUGE = 1e150     # its square is finite, the sum of a few hundred squares is not
+
+
+@pytest.mark.parametrize("mode", ["full", "sampled", "fast"])
+def test_huge_values_raise_no_warning_and_keep_their_verdict(mode):
+    """With every warning an error, a layer whose values are near the square root of the
+    largest float is judged without a RuntimeWarning from the checker (its arithmetic
+    overflowed in the tolerance, the linearity stage, the judge and the diagnosis), and
+    the verdicts are the closed form's: 1e150 sin(x) has the gradient 1e150 R cos(x); one
+    1.5 times that is scaled by 1.5; an unused argument's gradient is zero (1e160 is
+    wrong beyond what C, of size 1e150, can resolve)."""
+    import warnings
+
+    x = np.linspace(-3, 3, 40).reshape(5, 8)
+    f = lambda x, w: HUGE * np.sin(x) + 0 * w.sum()   # noqa: E731
+    opts = dict(argnames=("x", "w"), mode=mode, time_budget=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        right = check_vjp(f, lambda g, x, w: (HUGE * g * np.cos(x), np.zeros(3)),
+                          (x, np.ones(3)), **opts)
+        wrong = check_vjp(f, lambda g, x, w: (1.5 * HUGE * g * np.cos(x), np.full(3, 1e160)),
+                          (x, np.ones(3)), **opts)
+    assert right.passed, str(right)
+    assert not wrong["x"].passed and not wrong["w"].passed
+    if mode != "fast":                               # fast mode diagnoses nothing
+        assert wrong["x"].diagnosis.cause == "scaled"
+        assert "3/2 times" in wrong["x"].diagnosis.message

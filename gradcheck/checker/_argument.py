@@ -336,6 +336,11 @@ def check_fast(problem, options, plan, suspects):
     judged = judge_directions(analytic, directions, num, tolerance)
     judged, more, note = kinks_along(options, plan, target, directions, num, judged,
                                      tolerance)
+    lost = int(unusable(judged.numeric, judged.error).sum())
+    if lost:
+        note = "; ".join(n for n in (note, (
+            f"{lost} direction(s) have no usable numerical derivative (f overflowed or was "
+            f"NaN along them, or its error bar did): not checked, so failed")) if n)
     return summarize_fast(plan.name, target.arg, analytic.dtype, judged,
                           nfev=num.nfev + more, started=started, note=note)
 

@@ -43,11 +43,24 @@ def _named_sizes(shape, known) -> list[tuple]:
     return [item for item in ranked if item[2] > 4]
 
 
+def _top(v) -> float:
+    """The largest magnitude of ``v`` (a scale that keeps squares and dot products of
+    huge values finite: they are formed of ``v / _top(v)``)."""
+    return float(np.max(np.abs(v), initial=0.0))
+
+
 def _factor_uncertainty(ev, c) -> float:
-    """How far the least-squares factor may be off from the tolerance alone."""
+    """How far the least-squares factor may be off from the tolerance alone:
+    ``SLACK sqrt(sum t² n²) / sum n² (1 + |c|)``, formed of scaled values."""
     n, t = ev.n[ev.keep], ev.tol[ev.keep]
-    nn = float(np.dot(n, n))
-    return SLACK * float(np.sqrt(np.dot(t * t, n * n)) / nn) * (1 + abs(c)) if nn else np.inf
+    s = _top(n)
+    if s == 0 or not np.isfinite(s):
+        return np.inf
+    m = n / s
+    tm = t * m
+    u = _top(tm)
+    spread = u * float(np.linalg.norm(tm / u)) if u and np.isfinite(u) else u
+    return SLACK * spread / (s * float(np.dot(m, m))) * (1 + abs(c))
 
 
 def _size_label(sizes, value, close, role) -> str:
@@ -155,10 +168,10 @@ def fit_sign(ev):
 def fit_scale(ev):
     """``A = c N`` everywhere for one constant ``c`` (not 1, not -1)."""
     n, a = ev.n[ev.keep], ev.a[ev.keep]
-    nn = float(np.dot(n, n))
-    if not ev.n_failed or nn == 0:
+    s = _top(n)
+    if not ev.n_failed or s == 0 or not np.isfinite(s):
         return None
-    c = float(np.dot(a, n) / nn)
+    c = float(np.dot(a / s, n / s) / np.dot(n / s, n / s))   # least squares, scaled
     if abs(c) <= 1e-12 or abs(c - 1) <= 1e-9 or abs(c + 1) <= 1e-9:
         return None
     fit = fit_claim(ev, c * ev.n, abs(c) * ev.tol, factor=c)

@@ -42,8 +42,10 @@ def unusable(numeric, error) -> np.ndarray:
 
 
 def excess(judged: Judgement) -> np.ndarray:
-    """``|a - n|`` in units of the tolerance: above 1 is a failure."""
-    return judged.diff / np.maximum(judged.tolerance, np.finfo(float).tiny)
+    """``|a - n|`` in units of the tolerance: above 1 is a failure (inf when that
+    exceeds the largest float, NaN where the difference is)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return judged.diff / np.maximum(judged.tolerance, np.finfo(float).tiny)
 
 
 def judge_elements(analytic, num, tolerance) -> Judgement:
@@ -91,7 +93,11 @@ def judge_directions(analytic, directions, num, tolerance) -> Judgement:
     tol = tolerance.along_directions(proj_a, proj_n, err, np.abs(directions) @ np.abs(a64))
     diff = np.abs(proj_a - proj_n)
     none = np.zeros(proj_a.shape, bool)
-    return Judgement(proj_a, proj_n, err, tol, diff, diff > tol, none, none, none)
+    # a direction without a usable numerical value (f overflowed along it) was not
+    # checked, and fails as such an element does: a check must not pass on it
+    with np.errstate(invalid="ignore"):
+        failed = (diff > tol) | unusable(proj_n, err)
+    return Judgement(proj_a, proj_n, err, tol, diff, failed, none, none, none)
 
 
 def rel_error(a, n):
@@ -100,10 +106,26 @@ def rel_error(a, n):
         return np.where(denom > 0, np.abs(a - n) / np.where(denom > 0, denom, 1.0), 0.0)
 
 
+def _scaled(v):
+    """``(top, v / top)``: the largest magnitude of ``v`` and ``v`` scaled by it (a norm
+    or a dot product of the scaled vectors does not overflow for huge values)."""
+    v = np.asarray(v, np.float64).ravel()
+    top = float(np.max(np.abs(v), initial=0.0))
+    if top == 0.0 or not np.isfinite(top):
+        return top, v
+    return top, v / top
+
+
 def cosine_and_ratio(a, n):
-    na, nn = float(np.linalg.norm(a)), float(np.linalg.norm(n))
+    """The cosine of the angle between ``a`` and ``n`` and the ratio of their norms."""
+    ta, sa = _scaled(a)
+    tn, sn = _scaled(n)
+    if not (np.isfinite(ta) and np.isfinite(tn)):
+        return float("nan"), float("nan")
+    na, nn = float(np.linalg.norm(sa)), float(np.linalg.norm(sn))
     if na == 0 and nn == 0:
         return 1.0, 1.0
-    cos = float(np.dot(a.ravel(), n.ravel()) / (na * nn)) if na and nn else 0.0
-    ratio = na / nn if nn else float("inf")
-    return cos, ratio
+    cos = float(np.dot(sa, sn) / (na * nn)) if na and nn else 0.0
+    with np.errstate(over="ignore"):      # a ratio beyond the largest float is inf
+        ratio = (ta / tn) * (na / nn) if nn else float("inf")
+    return cos, float(ratio)

@@ -129,7 +129,17 @@ def _wide(a) -> np.ndarray:
 
 def _rms(a) -> float:
     a = np.abs(_wide(a))
-    return float(np.sqrt(np.mean(a * a))) if a.size else 0.0
+    return _norm(a) / np.sqrt(a.size) if a.size else 0.0
+
+
+def _norm(a) -> float:
+    """The 2-norm of ``a``, scaled by its largest entry first (no overflow in the
+    squares of huge values; inf when an entry is)."""
+    a = np.abs(_wide(a))
+    top = float(a.max(initial=0.0))
+    if top == 0.0 or not np.isfinite(top):
+        return top
+    return top * float(np.linalg.norm(a / top))
 
 
 def _second(seed, salt, like, scale) -> np.ndarray:
@@ -158,8 +168,8 @@ def _compare(observed, terms, allowed) -> _Compare:
     if over.size == 0:
         return _Compare(0.0, (), 0.0, 0.0, 0.0)
     j = np.unravel_index(int(np.argmax(over)), over.shape)
-    norm = float(np.linalg.norm(expected))
-    gap = float(np.linalg.norm(np.where(finite, diff, 0.0)))
+    norm = _norm(expected)
+    gap = _norm(np.where(finite, diff, 0.0))
     relative = gap / norm if norm else (0.0 if gap == 0 else float("inf"))
     return _Compare(float(over[j]), tuple(int(i) for i in j), _real(observed[j]),
                     _real(expected[j]), relative if np.all(finite) else float("inf"))
@@ -185,8 +195,12 @@ def _in_units(diff, allowed) -> np.ndarray:
 def _grads(problem, cotangent, what) -> tuple:
     """``f_vjp(cotangent, *args)``, one array per argument (None: zeros), shapes checked;
     non-finite values are kept (the comparison counts them as departures)."""
-    grads = _call(problem.f_vjp, f"f_vjp, called again with {what} to test that it is "
-                  f"linear in its incoming gradient,", cotangent, *problem.args)
+    # NumPy's warnings off, as while f is differenced: a scaled cotangent may overflow
+    # inside the backward where R did not, which the stage handles (non-finite values
+    # are departures, and an overflowing scale is retried at -2)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        grads = _call(problem.f_vjp, f"f_vjp, called again with {what} to test that it "
+                      f"is linear in its incoming gradient,", cotangent, *problem.args)
     if len(problem.args) == 1 and isinstance(grads, np.ndarray):
         grads = (grads,)
     if not isinstance(grads, (tuple, list)) or len(grads) != len(problem.args):

@@ -172,8 +172,16 @@ def real_eps(dtype) -> float:
 
 
 def _rms(magnitude) -> float:
-    """``s``, the root-mean-square of the numerical gradient over the argument."""
-    return float(np.sqrt(np.mean(magnitude * magnitude))) if magnitude.size else 0.0
+    """``s``, the root-mean-square of the numerical gradient over the argument (scaled
+    by its largest finite entry first, so that squaring huge values does not overflow)."""
+    magnitude = np.abs(np.asarray(magnitude, np.float64))
+    finite = magnitude[np.isfinite(magnitude)]
+    top = float(finite.max(initial=0.0))
+    if magnitude.size == 0 or top == 0.0:
+        return 0.0 if finite.size == magnitude.size else float("inf")
+    if finite.size < magnitude.size:
+        return float("inf")
+    return top * float(np.sqrt(np.mean((magnitude / top) ** 2)))
 
 
 @dataclass(frozen=True)
