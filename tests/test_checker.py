@@ -843,3 +843,19 @@ def test_huge_values_raise_no_warning_and_keep_their_verdict(mode):
     if mode != "fast":                               # fast mode diagnoses nothing
         assert wrong["x"].diagnosis.cause == "scaled"
         assert "3/2 times" in wrong["x"].diagnosis.message
+
+
+def test_a_fast_direction_without_a_usable_numerical_value_fails_as_full_mode_does():
+    """exp(200 x) near x = 3 (values near 1e260): the error bars overflow and no element
+    has a usable numerical derivative, so full mode fails it (no_numerical_derivative);
+    fast mode's directions passed unchecked, and now fail the same way, saying why."""
+    import warnings
+
+    x = np.linspace(-3, 3, 40).reshape(5, 8)
+    f, vjp = (lambda x: np.exp(200 * x)), (lambda g, x: (200 * g * np.exp(200 * x),))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        full = check_vjp(f, vjp, (x,), mode="full")
+        fast = check_vjp(f, vjp, (x,), mode="fast")
+    assert not full.passed and full["arg0"].diagnosis.cause == "no_numerical_derivative"
+    assert not fast.passed and "no usable numerical derivative" in fast["arg0"].note
