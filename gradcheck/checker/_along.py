@@ -25,9 +25,8 @@ add up, and none is flagged.
 The test costs ``2 * PARTNERS`` directional derivatives per failing direction, and
 nothing when none fails. Forward mode applies it per output entry
 (:func:`._forward_probes._linearity_look`), reverse fast mode per projection
-(:func:`._argument.check_fast`); sampled mode excuses a failing direction over the
-rest when the differentiator flags a kink along it and bisection finds no failing
-element (:func:`._argument._unconfirmed`).
+(:func:`._argument.check_fast`) and sampled mode per direction over the rest, when
+bisection finds no failing element along it (:func:`._argument._unconfirmed`).
 """
 
 from __future__ import annotations

@@ -151,8 +151,9 @@ def _sample_within_time(problem, options, plan, target, method):
 
 def _directions_over_rest(options, plan, target, analytic, index):
     """Random ±1 directions over the elements not in ``index``: ``(directions,
-    judged, nfev, tolerance, method used)``; the judgement's ``nondiff`` marks the
-    directions along which the differentiator found a kink."""
+    judged, nfev, tolerance, num)``, ``num`` the numerical derivatives along them; the
+    judgement's ``nondiff`` marks the directions along which the differentiator found a
+    kink."""
     directions = rademacher_directions(options.seed, plan.index, options.directions,
                                        target.arg.size)
     directions[:, index] = 0.0
@@ -160,24 +161,24 @@ def _directions_over_rest(options, plan, target, analytic, index):
     tolerance = Tolerance.for_dtype(analytic.dtype, atol=options.atol, rtol=options.rtol)
     judged = judge_directions(analytic, directions, num, tolerance)
     judged = judged._replace(nondiff=np.asarray(num.nondifferentiable, bool).reshape(-1))
-    return directions, judged, int(num.nfev), tolerance, num.method
+    return directions, judged, int(num.nfev), tolerance, num
 
 
-def _unconfirmed(along, k, note):
-    """After bisection of direction ``k`` found no failing element: the failing
-    directions with a kink along them are not judged (a projection across a kink, a
-    max-pool tie, is no derivative), the others still fail. ``(along, note)``."""
-    kinked = along.failed & along.nondiff
-    if not kinked.any():
-        return along, "; ".join(n for n in (note, (
+def _unconfirmed(options, plan, target, directions, num, along, tolerance, note):
+    """After bisection of a failing direction found no failing element: the failing
+    directions along which ``f`` is not differentiable (a projection across a kink, a
+    max-pool tie, is no derivative: :func:`kinks_along`, fast mode's test) are not
+    judged, the others still fail. ``(along, nfev, note)``."""
+    along, nfev, said = kinks_along(options, plan, target, directions, num, along,
+                                    tolerance)
+    if along.failed.any():
+        said = "; ".join(n for n in (said, (
             "no element fails there: the mismatch is spread over elements each within its "
             "tolerance, or lies outside the path bisection took; a full check (mode='full') "
             "tells")) if n)
-    worst = float(np.max(excess(along)[kinked]))
-    return along._replace(failed=along.failed & ~kinked), "; ".join(n for n in (note, (
-        f"{int(kinked.sum())} direction(s) with a kink along them (a tie, several kinks at "
-        f"once) differ by up to {worst:.3g} x their tolerance, and no element on the path "
-        f"bisection took fails: reported, not judged")) if n)
+    else:
+        said += ", and no element on the path bisection took fails"
+    return along, nfev, "; ".join(n for n in (note, said) if n)
 
 
 def _method_of_sample(options, plan, target, used):
@@ -235,14 +236,15 @@ def check_sampled(problem, options, plan, suspects):
     along, used, nfev = None, None, 0
     if plan.sample.index.size < size:
         first = np.sort(plan.sample.first(first_part(plan.sample)))
-        directions, along, nfev, tolerance, used = _directions_over_rest(
+        directions, along, nfev, tolerance, dnum = _directions_over_rest(
             options, plan, target, analytic, first)
+        used = dnum.method
     method, more = _method_of_sample(options, plan, target, used)
     nfev += more
     index, judged, more, note = _sample_within_time(problem, options, plan, target, method)
     nfev += more
     if along is None and index.size < size:     # a whole sample, cut for time
-        directions, along, more, tolerance, _ = _directions_over_rest(
+        directions, along, more, tolerance, dnum = _directions_over_rest(
             options, plan, target, analytic, index)
         nfev += more
     if along is not None and along.failed.any() and not judged.failed.any():
@@ -257,7 +259,9 @@ def check_sampled(problem, options, plan, suspects):
             f"direction {k} failed while every sampled element passed; bisection "
             f"narrowed it to {leaf.size} element(s), of which {found} fail")) if n)
         if not found:
-            along, note = _unconfirmed(along, k, note)
+            along, more, note = _unconfirmed(options, plan, target, directions, dnum, along,
+                                             tolerance, note)
+            nfev += more
     judged, undecided, note = _settled_across(problem, target, index, judged, note)
     diagnosis = diagnose_sample(judged, index, analytic,
                                 role=role_of(options.roles[plan.index], plan.index,
