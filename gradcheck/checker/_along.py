@@ -25,15 +25,22 @@ add up, and none is flagged.
 The test costs ``2 * PARTNERS`` directional derivatives per failing direction, and
 nothing when none fails. Forward mode applies it per output entry
 (:func:`._forward_probes._linearity_look`), reverse fast mode per projection
-(:func:`._argument.check_fast`) and sampled mode per direction over the rest, when
-bisection finds no failing element along it (:func:`._argument._unconfirmed`).
+(:func:`kinks_along`, for :func:`._argument.check_fast`) and sampled mode per direction
+over the rest, when bisection finds no failing element along it
+(:func:`._argument._unconfirmed`).
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-__all__ = ["PARTNERS", "partner_directions", "rounding_part", "not_differentiable"]
+from gradcheck.checker._judge import excess, unusable
+from gradcheck.checker._numeric import directional_numeric
+
+__all__ = ["PARTNERS", "partner_directions", "rounding_part", "not_differentiable",
+           "kinks_along"]
 
 #: Random partners each failing direction is tested for linearity beside.
 PARTNERS = 3
@@ -87,3 +94,59 @@ def not_differentiable(along_v, partners, sums, tolerance) -> np.ndarray:
                     | np.asarray(w.nondifferentiable, bool)
                     | np.asarray(vw.nondifferentiable, bool)).reshape(shape)
     return out
+
+
+# --------------------------------------------------------------------------- reverse
+
+
+class _Along(NamedTuple):
+    """One direction's numerical derivative (what :func:`._along.not_differentiable`
+    reads)."""
+
+    grad: float
+    error: float
+    nondifferentiable: bool
+    left: float
+    right: float
+
+
+def _along(num, k) -> _Along:
+    flat = lambda name: np.asarray(getattr(num, name)).reshape(-1)[k]  # noqa: E731
+    return _Along(*(flat(name) for name in _Along._fields))
+
+
+def kinks_along(options, plan, target, directions, num, judged, tolerance):
+    """The failing directions along which ``f`` is not differentiable
+    (:func:`._along.not_differentiable`: differenced again beside random partners)
+    marked ``nondiff`` and no longer failed: ``(judged, nfev, note)``.
+
+    The worst first, one at a time, and none after the first along which ``f`` is
+    differentiable: that one fails the argument whatever the rest are, so a wrong
+    gradient costs the test of one direction (``2 * PARTNERS`` directional derivatives).
+    A direction flagged at a kink needs no partners; one without a usable numerical value
+    still fails."""
+    failing = np.flatnonzero(judged.failed & ~unusable(judged.numeric, judged.error))
+    failing = failing[np.argsort(-excess(judged)[failing], kind="stable")]
+    kinked = np.zeros(judged.failed.shape, bool)
+    nfev = 0
+    for k in failing:
+        along = _along(num, k)
+        if not along.nondifferentiable:
+            partners = partner_directions(options.seed, plan.index, [k], target.arg.size)
+            more = directional_numeric(target._replace(method="richardson"), np.concatenate(
+                [partners, np.asarray(directions)[k] + partners]))
+            nfev += int(more.nfev)
+            rs = range(PARTNERS)
+            if not not_differentiable(along, [_along(more, r) for r in rs],
+                                      [_along(more, PARTNERS + r) for r in rs], tolerance):
+                break
+        kinked[k] = True
+    if not kinked.any():
+        return judged, nfev, ""
+    worst = float(np.max(excess(judged)[kinked]))
+    note = (f"{int(kinked.sum())} direction(s) cross kinks (f is not differentiable along "
+            f"them: a tie, several kinks at once; their derivatives are not linear in the "
+            f"direction) and differ by up to {worst:.3g} x their tolerance, where the "
+            f"projection need not be the directional derivative: reported, not judged")
+    return judged._replace(failed=judged.failed & ~kinked, nondiff=judged.nondiff | kinked,
+                           diff=np.where(kinked, 0.0, judged.diff)), nfev, note

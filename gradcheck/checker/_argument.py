@@ -17,8 +17,8 @@ carries the argument through the stages that kind has:
   (:func:`._summarize.summarize_sampled`);
 - ``"fast"``: differentiate along random directions (:func:`._numeric.directional_numeric`),
   judge the projections (:func:`._judge.judge_directions`), report a failing direction
-  along which ``f`` is not differentiable as a kink, not a failure (:func:`kinks_along`,
-  forward mode's test: :mod:`._along`), report;
+  along which ``f`` is not differentiable as a kink, not a failure
+  (:func:`._along.kinks_along`, forward mode's test), report;
 - ``"skipped"``: report why.
 
 Every runner takes the same four things -- the scalarized problem, the validated
@@ -30,11 +30,10 @@ and one more entry here.
 from __future__ import annotations
 
 import time
-from typing import NamedTuple
 
 import numpy as np
 
-from gradcheck.checker._along import PARTNERS, not_differentiable, partner_directions
+from gradcheck.checker._along import kinks_along
 from gradcheck.checker._diagnose import diagnose_judgement, role_of
 from gradcheck.checker._fit import Known, named_sizes
 from gradcheck.checker._judge import excess, judge_directions, judge_elements, unusable
@@ -167,7 +166,7 @@ def _directions_over_rest(options, plan, target, analytic, index):
 def _unconfirmed(options, plan, target, directions, num, along, tolerance, note):
     """After bisection of a failing direction found no failing element: the failing
     directions along which ``f`` is not differentiable (a projection across a kink, a
-    max-pool tie, is no derivative: :func:`kinks_along`, fast mode's test) are not
+    max-pool tie, is no derivative: :func:`._along.kinks_along`, fast mode's test) are not
     judged, the others still fail. ``(along, nfev, note)``."""
     along, nfev, said = kinks_along(options, plan, target, directions, num, along,
                                     tolerance)
@@ -274,62 +273,9 @@ def check_sampled(problem, options, plan, suspects):
                              nfev=nfev, started=started, note=note)
 
 
-class _Along(NamedTuple):
-    """One direction's numerical derivative (what :func:`._along.not_differentiable`
-    reads)."""
-
-    grad: float
-    error: float
-    nondifferentiable: bool
-    left: float
-    right: float
-
-
-def _along(num, k) -> _Along:
-    flat = lambda name: np.asarray(getattr(num, name)).reshape(-1)[k]  # noqa: E731
-    return _Along(*(flat(name) for name in _Along._fields))
-
-
-def kinks_along(options, plan, target, directions, num, judged, tolerance):
-    """The failing directions along which ``f`` is not differentiable
-    (:func:`._along.not_differentiable`: differenced again beside random partners)
-    marked ``nondiff`` and no longer failed: ``(judged, nfev, note)``.
-
-    The worst first, one at a time, and none after the first along which ``f`` is
-    differentiable: that one fails the argument whatever the rest are, so a wrong
-    gradient costs the test of one direction (``2 * PARTNERS`` directional derivatives).
-    A direction flagged at a kink needs no partners; one without a usable numerical value
-    still fails."""
-    failing = np.flatnonzero(judged.failed & ~unusable(judged.numeric, judged.error))
-    failing = failing[np.argsort(-excess(judged)[failing], kind="stable")]
-    kinked = np.zeros(judged.failed.shape, bool)
-    nfev = 0
-    for k in failing:
-        along = _along(num, k)
-        if not along.nondifferentiable:
-            partners = partner_directions(options.seed, plan.index, [k], target.arg.size)
-            more = directional_numeric(target._replace(method="richardson"), np.concatenate(
-                [partners, np.asarray(directions)[k] + partners]))
-            nfev += int(more.nfev)
-            rs = range(PARTNERS)
-            if not not_differentiable(along, [_along(more, r) for r in rs],
-                                      [_along(more, PARTNERS + r) for r in rs], tolerance):
-                break
-        kinked[k] = True
-    if not kinked.any():
-        return judged, nfev, ""
-    worst = float(np.max(excess(judged)[kinked]))
-    note = (f"{int(kinked.sum())} direction(s) cross kinks (f is not differentiable along "
-            f"them: a tie, several kinks at once; their derivatives are not linear in the "
-            f"direction) and differ by up to {worst:.3g} x their tolerance, where the "
-            f"projection need not be the directional derivative: reported, not judged")
-    return judged._replace(failed=judged.failed & ~kinked, nondiff=judged.nondiff | kinked,
-                           diff=np.where(kinked, 0.0, judged.diff)), nfev, note
-
-
 def check_fast(problem, options, plan, suspects):
     """Random directional derivatives of one argument; a failing direction along which
-    ``f`` is not differentiable is reported, not judged (:func:`kinks_along`)."""
+    ``f`` is not differentiable is reported, not judged (:func:`._along.kinks_along`)."""
     started = time.perf_counter()
     target = target_of(problem, options, plan)
     analytic = problem.analytic[plan.index]
