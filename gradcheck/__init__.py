@@ -4,25 +4,17 @@ Public names are re-exported here; everything else is private.
 """
 
 from gradcheck._errors import ConfigurationError, GradcheckError, SpecError, UserCodeError
-from gradcheck.checker import (
-    ArgumentReport,
-    CheckReport,
-    Diagnosis,
-    assert_vjp_close,
-    check_grad,
-    check_jvp,
-    check_layer,
-    check_network,
-    check_vjp,
-)
-from gradcheck.ops.conv import conv_backward, conv_forward
-from gradcheck.numdiff import (
-    NumericalDerivative,
-    numerical_grad,
-    numerical_jacobian,
-    numerical_jvp,
-    numerical_vjp,
-)
+from gradcheck._lazy import lazy_exports
+
+# the rest is imported on first use: ``gradcheck --help`` or a spec error need none of it
+__getattr__, __dir__ = lazy_exports(__name__, {
+    **dict.fromkeys(("ArgumentReport", "CheckReport", "Diagnosis", "assert_vjp_close",
+                     "check_grad", "check_jvp", "check_layer", "check_network", "check_vjp"),
+                    "gradcheck.checker"),
+    **dict.fromkeys(("conv_backward", "conv_forward"), "gradcheck.ops.conv"),
+    **dict.fromkeys(("NumericalDerivative", "numerical_grad", "numerical_jacobian",
+                     "numerical_jvp", "numerical_vjp"), "gradcheck.numdiff"),
+})
 
 __version__ = "0.1.0"
 

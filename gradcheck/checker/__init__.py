@@ -5,17 +5,18 @@
 is in :mod:`gradcheck.checker._check_jvp`.
 """
 
-from gradcheck.checker._check import DEFAULT_BUDGET, assert_vjp_close, check_grad, check_vjp
-from gradcheck.checker._check_jvp import check_jvp
-from gradcheck.checker._diagnose import Suspect, TensorRole
-from gradcheck.checker._layers import check_layer, check_network
-from gradcheck.checker._report import (
-    REPORT_FORMAT,
-    ArgumentReport,
-    CheckReport,
-    Diagnosis,
-    LayerResult,
-)
+from gradcheck._lazy import lazy_exports
+
+# each name's module is imported on first use (a passing check never loads the diagnosis)
+__getattr__, __dir__ = lazy_exports(__name__, {
+    **dict.fromkeys(("DEFAULT_BUDGET", "assert_vjp_close", "check_grad", "check_vjp"),
+                    "gradcheck.checker._check"),
+    "check_jvp": "gradcheck.checker._check_jvp",
+    **dict.fromkeys(("Suspect", "TensorRole"), "gradcheck.checker._diagnose"),
+    **dict.fromkeys(("check_layer", "check_network"), "gradcheck.checker._layers"),
+    **dict.fromkeys(("REPORT_FORMAT", "ArgumentReport", "CheckReport", "Diagnosis",
+                     "LayerResult"), "gradcheck.checker._report"),
+})
 
 __all__ = [
     "check_vjp",

@@ -33,13 +33,19 @@ from __future__ import annotations
 
 import os
 
-from gradcheck.spec._build import BuiltSpec, build, estimate_bytes, memory_limit
+from gradcheck._lazy import lazy_exports
 from gradcheck.spec._default import DEFAULT_DOCUMENT, DEFAULT_SOURCE
 from gradcheck.spec._model import CheckSpec, InputSpec, LayerSpec, LossSpec, Spec
 from gradcheck.spec._read import FORMATS, parse_text, read_document
-from gradcheck.spec._second import check_built, check_spec
 from gradcheck.spec._schema import DTYPES, MODES, layer_types, parse_spec
-from gradcheck.spec._user import UserLayer, resolve_target
+
+# building and checking (NumPy, the layers, the checker) are imported on first use
+__getattr__, __dir__ = lazy_exports(__name__, {
+    **dict.fromkeys(("BuiltSpec", "build", "estimate_bytes", "memory_limit"),
+                    "gradcheck.spec._build"),
+    **dict.fromkeys(("check_built", "check_spec"), "gradcheck.spec._second"),
+    **dict.fromkeys(("UserLayer", "resolve_target"), "gradcheck.spec._user"),
+})
 
 __all__ = [
     "Spec",
@@ -100,6 +106,7 @@ def resolve_targets(spec: Spec, *, order: int | None = None) -> None:
     refuse a second-order check (``order``, default ``[check] order``) the spec's layers
     cannot have (:func:`gradcheck.spec._second.refuse_order`), as a spec error."""
     from gradcheck.spec._second import refuse_order
+    from gradcheck.spec._user import resolve_target
 
     objects = []
     for i, layer in enumerate(spec.layers):
