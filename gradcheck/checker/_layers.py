@@ -151,6 +151,10 @@ def check_tensors(net, x, params, *, seed=0, name=None, **options) -> CheckRepor
                                     for n in names})
     options.setdefault("roles", _roles(names, shapes))
     options.setdefault("suspects", network_suspects(net, x, params))
+    from gradcheck.ops._batched import batchable
+
+    # f takes a leading batch of points where the layers carry one (gradcheck.ops._batched)
+    options.setdefault("vectorized", {n: batchable(net, n) for n in names})
     try:
         return check_vjp(f, f_vjp, flat, argnames=names, seed=seed,
                          name=name or "network", **options)

@@ -259,18 +259,26 @@ class VjpTarget(_Target):
                 for g in range(g0, g1):
                     members = order[bounds[g]:bounds[g + 1]]
                     rows, who = self._owned(members)
+                    if rows.size == f0.size:      # every row owned: slices, no gathers
+                        rows = slice(None)
                     m = members.size
                     Yb = Y[(g - g0) * nk:(g - g0 + 1) * nk][:, rows]
                     block = Yb * R[rows]
                     cols = pos[members]
-                    vals[:, cols] = np.stack([np.bincount(who, weights=block[a], minlength=m)
-                                              for a in range(nk)])
-                    mag = block * block if imag else (Yb != 0) * np.maximum(
-                        Rf2[rows], (R[rows] * (f0[rows] + Yb)) ** 2)
-                    sig2[cols] = np.max([np.bincount(who, weights=mag[a], minlength=m)
-                                         for a in range(nk)], axis=0)
-                    fallback_owned[cols] = np.bincount(who, weights=Rf2[rows], minlength=m)
-                    spread2[cols] = np.bincount(who, weights=block[a1] ** 2, minlength=m)
+
+                    def summed(weights):
+                        return np.bincount(who, weights=weights, minlength=m)
+
+                    vals[:, cols] = [summed(block[a]) for a in range(nk)]
+                    if imag:
+                        squares = [summed(block[a] * block[a]) for a in range(nk)]
+                        sig2[cols] = np.max(squares, axis=0)
+                        spread2[cols] = squares[a1]
+                        continue
+                    mag = (Yb != 0) * np.maximum(Rf2[rows], (R[rows] * (f0[rows] + Yb)) ** 2)
+                    sig2[cols] = np.max([summed(mag[a]) for a in range(nk)], axis=0)
+                    fallback_owned[cols] = summed(Rf2[rows])
+                    spread2[cols] = summed(block[a1] ** 2)
                 return
             if P is None:               # one element per point
                 v = Y @ R

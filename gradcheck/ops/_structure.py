@@ -76,8 +76,19 @@ def _window(layer, input_shape):
     return None
 
 
-def _position_of(members, flat):
-    """Position of each ``flat`` index in the sorted ``members``, or -1."""
+def _position_of(members, flat, lookup=None):
+    """Position of each ``flat`` index in the sorted ``members``, or -1.
+
+    With ``lookup`` (an int array over every element, all -1) the positions are read
+    from it, filled for ``members`` and cleared again: O(members + flat) instead of a
+    binary search per index.
+    """
+    if lookup is not None:
+        lookup[members] = np.arange(members.size)
+        try:
+            return lookup[flat]
+        finally:
+            lookup[members] = -1
     pos = np.searchsorted(members, flat)
     pos = np.minimum(pos, members.size - 1)
     hit = members[pos] == flat
@@ -116,6 +127,7 @@ def chain_structure(layers, shapes) -> Structure | None:
     row_n, row_c = rows[0], rows[1]
     starts = [S[d] * rows[2 + d] - P[d] for d in range(nd)]
     sizes_in = (c_in, *sp_in)
+    lookup = np.full(math.prod(in_shape), -1, dtype=np.int64)
 
     def owners(members: np.ndarray) -> np.ndarray:
         members = np.asarray(members, dtype=np.int64)
@@ -129,7 +141,7 @@ def chain_structure(layers, shapes) -> Structure | None:
             idx.append(np.clip(i, 0, sp_in[d] - 1))
         flat = np.ravel_multi_index((row_n, np.broadcast_to(chan, row_n.shape), *idx),
                                     (n, *sizes_in))
-        return np.where(ok, _position_of(members, flat), -1)
+        return np.where(ok, _position_of(members, flat, lookup), -1)
 
     return Structure(colors, owners)
 

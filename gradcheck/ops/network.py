@@ -272,10 +272,17 @@ class Sequential:
         """``(f, f_vjp, names)`` over flat arguments ``(x, *params in names order)``.
 
         ``f`` returns the network output, or the per-sample loss ``(N,)`` when a loss is
-        set; ``f_vjp(cotangent, x, *flat)`` returns ``(grad_x, *grad_params)``.
+        set; ``f_vjp(cotangent, x, *flat)`` returns ``(grad_x, *grad_params)``. Where
+        :func:`~gradcheck.ops._batched.batchable` says so, ``f`` also takes one argument
+        with a leading batch of points, ``(B, *shape)``, and returns ``(B, *output)``.
         """
 
+        from gradcheck.ops._batched import batch_axis, batched_output
+
         def f(x, *flat):
+            k = batch_axis(self, (x,) + flat)
+            if k is not None:    # a leading batch of points of one argument (_batched)
+                return batched_output(self, k, ((x,) + flat)[k], [x, *flat])
             y = self.forward(x, self.unflatten_params(flat)).output
             return y if self.loss is None else self.loss.per_sample(y)
 
