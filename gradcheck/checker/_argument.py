@@ -29,6 +29,7 @@ and one more entry here.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -47,6 +48,7 @@ from gradcheck.checker._numeric import (
     second_look,
     subset_target,
 )
+from gradcheck.checker._probe import confirm_structure, guard
 from gradcheck.checker._sample import cut_note, first_part, groups_that_fit
 from gradcheck.checker._sampled import diagnose_sample, merge_samples
 from gradcheck.checker._summarize import (
@@ -65,8 +67,16 @@ __all__ = ["RUNNERS", "target_of", "known_of"]
 def target_of(problem, options, plan) -> Target:
     """What the differentiator needs for the planned argument."""
     i = plan.index
-    return Target(problem.of_argument(i), problem.args[i], problem.cotangent, plan.pattern,
+    g = problem.of_argument(i)
+    if _probed(plan):                                  # a probed structure, on probation
+        g = guard(g, problem.args[i], problem.y, plan.pattern)
+    return Target(g, problem.args[i], problem.cotangent, plan.pattern,
                   options.vectorized[i], options.method, options.seed, options.memory)
+
+
+def _probed(plan) -> bool:
+    """The plan differences with a structure found by probing (:mod:`._probe`)."""
+    return bool(plan.probe_nfev) and plan.pattern is not None
 
 
 def known_of(problem, index) -> Known:
@@ -82,9 +92,11 @@ def known_of(problem, index) -> Known:
                  forward=problem.of_argument(index), missing=index in problem.missing)
 
 
-def _elements(problem, options, target, analytic, resolution, method=None):
+def _elements(problem, options, target, analytic, resolution, method=None, confirm=None):
     """Differentiate every element of ``target`` (with ``method`` if given, else the
-    target's), judge, settle kinks, take a second look: ``(num, judged, note)``."""
+    target's), judge, settle kinks, take a second look: ``(num, judged, note)``.
+    ``confirm(target, num)``, if given, vets the first numbers before they are judged
+    and returns the evaluations it took."""
     tolerance = Tolerance.for_dtype(analytic.dtype, atol=options.atol, rtol=options.rtol,
                                     resolution=resolution)
 
@@ -94,6 +106,8 @@ def _elements(problem, options, target, analytic, resolution, method=None):
                                                 problem.y, num.step))
 
     num = full_numeric(target if method is None else target._replace(method=method))
+    if confirm is not None:
+        num = dataclasses.replace(num, nfev=int(num.nfev) + confirm(target, num))
     return second_look(target, num, verdict(num), verdict, tolerance)
 
 
@@ -102,8 +116,10 @@ def check_full(problem, options, plan, suspects):
     started = time.perf_counter()
     target = target_of(problem, options, plan)
     analytic = problem.analytic[plan.index]
+    probed = _probed(plan)
     num, judged, note = _elements(problem, options, target, analytic,
-                                  problem.resolution(plan.index))
+                                  problem.resolution(plan.index), plan.method or None,
+                                  confirm_structure if probed else None)
     diagnosis = diagnose_judgement(
         judged, role=role_of(options.roles[plan.index], plan.index, target.arg),
         suspects=lambda: list(suspects(plan.name, problem.cotangent_f)),

@@ -104,7 +104,8 @@ from gradcheck.checker._options import (
     Options,
     validate,
 )
-from gradcheck.checker._plan import plan_argument
+from gradcheck.checker._plan import plan_argument, unprobed
+from gradcheck.checker._probe import StructureBroken
 from gradcheck.checker._report import CheckReport
 from gradcheck.checker._scalarize import scalarize
 from gradcheck.checker._suspects import function_suspects
@@ -226,9 +227,17 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
         suspects = function_suspects(problem.args, problem.y, options.argnames)
     else:
         suspects = options.suspects
-    reports = tuple(with_linearity(RUNNERS[plan.kind](problem, options, plan, suspects),
-                                   plan.index, linear) for plan in plans)
-    return _check_report(options, problem, plans, reports, started, linear.notes)
+    reports = []
+    for k, plan in enumerate(plans):
+        try:
+            report = RUNNERS[plan.kind](problem, options, plan, suspects)
+        except StructureBroken as exc:    # a probed structure failed on probation
+            plans[k] = plan = unprobed(problem, options, plan, exc)
+            report = RUNNERS[plan.kind](problem, options, plan, suspects)
+        if plan.probe_nfev:
+            report = dataclasses.replace(report, nfev=report.nfev + plan.probe_nfev)
+        reports.append(with_linearity(report, plan.index, linear))
+    return _check_report(options, problem, plans, tuple(reports), started, linear.notes)
 
 
 def _check_report(options, problem, plans, reports, started, linear_notes=()) -> CheckReport:

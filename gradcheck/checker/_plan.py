@@ -18,6 +18,13 @@ An argument without elements is skipped, and the report says so. An argument ``f
 returned no gradient for (``None``) is *not* skipped: ``None`` is a zero gradient, as in
 PyTorch, planned and checked like any other (it fails wherever the numerical derivative is
 not zero); only ``wrt`` leaves an argument out.
+
+Where no dependency structure is known (a user's function) and differencing every element
+on its own would be slow, the structure is probed first (:mod:`._probe`): a full plan
+then carries the structure found, the evaluations probing took (``probe_nfev``) and, for
+user code whose complex arithmetic is slow, the cheaper real method (``method``). If the
+structure breaks while the argument is differenced, :func:`unprobed` plans it again as
+without one, and the report says why.
 """
 
 from __future__ import annotations
@@ -29,12 +36,16 @@ from gradcheck._errors import ConfigurationError
 from gradcheck._precision import is_real_float
 from gradcheck.checker._diagnose import role_of
 from gradcheck.checker._numeric import coloring_of, predicted_groups
+from gradcheck.checker._probe import PROBE_MIN_ELEMENTS, cheapest_method, probe_structure
 from gradcheck.checker._sample import MAX_SAMPLE, SAMPLE_SHARE, choose_sample
 
-__all__ = ["Plan", "plan_argument", "plan_checked", "PREDICTED_EVALS_PER_GROUP"]
+__all__ = ["Plan", "plan_argument", "plan_checked", "unprobed", "PREDICTED_EVALS_PER_GROUP"]
 
 #: Evaluations per group of perturbed elements (Richardson's five, plus retries).
 PREDICTED_EVALS_PER_GROUP = 6
+#: A user function's structure is probed only when differencing its elements one by one
+#: is predicted to take longer than this (probing takes a few dozen evaluations).
+PROBE_WORTH_S = 2.0
 
 
 class Plan(NamedTuple):
@@ -47,6 +58,8 @@ class Plan(NamedTuple):
     notice: str = ""        # a line for the report's notes ("" for none)
     pattern: object = None  # the argument's dependency pattern, built for full mode
     sample: object = None   # the Sample of a sampled plan
+    method: str = ""        # the differentiation method chosen here ("": the options')
+    probe_nfev: int = 0     # evaluations spent probing the structure (gradcheck.checker._probe)
 
 
 def _skip(index, name, problem):
@@ -103,20 +116,68 @@ def _sampled(index, name, problem, options, pattern, why="", call=None) -> Plan:
     return Plan(index, name, "sampled", why, notice=notice, pattern=pattern, sample=sample)
 
 
+def _probed(index, problem, options, pattern, call):
+    """A structure found by probing (:mod:`._probe`) where none is known and a full check
+    would gain by one -- reverse mode, within ``budget``, at least ``PROBE_MIN_ELEMENTS``
+    elements, a full check without it predicted to take over ``PROBE_WORTH_S`` seconds
+    -- and the method its cost chooses: ``(pattern, method, probe_nfev, sentence)``."""
+    size = problem.args[index].size
+    if (pattern is not None or call is not None or size > options.budget
+            or size < PROBE_MIN_ELEMENTS
+            or size * _group_seconds(problem.f_seconds, None) <= PROBE_WORTH_S):
+        return pattern, "", 0, ""
+    g, a = problem.of_argument(index), problem.args[index]
+    found = probe_structure(g, a, problem.y, seed=options.seed)
+    if found.structure is None:
+        return None, "", found.nfev, found.note
+    method, why = cheapest_method(g, a, problem.f_seconds, options.method)
+    return found.structure, method, found.nfev, found.note + (f"; {why}" if why else "")
+
+
 def _within_budget(index, name, problem, options, call=None) -> Plan:
     """``mode="auto"``: full if within both budgets, else what ``over_budget`` says."""
     size = problem.args[index].size
     pattern = _build(options.patterns[index]) if size <= options.budget else None
+    pattern, method, probe_nfev, probed = _probed(index, problem, options, pattern, call)
     why = _over_budget(size, pattern, options, problem.f_seconds, call)
     if why is None:
-        return Plan(index, name, "full", pattern=pattern)
+        return Plan(index, name, "full", notice=f"{name}: {probed}" if probed else "",
+                    pattern=pattern, method=method, probe_nfev=probe_nfev)
+    if probe_nfev:
+        # a probed structure is trusted only where a full check confirms it at the end
+        # (._probe.confirm_structure): a sample or directions go without it, as before
+        pattern = None
+        why = f"{probed}; {why}"
     if options.over_budget == "refuse":
         raise ConfigurationError(
             f"argument {name!r} is over budget: {why}; raise budget/time_budget, pass "
             f"mode='sampled' or mode='fast', or over_budget='sampled' or 'fast'")
     if options.over_budget == "sampled":
-        return _sampled(index, name, problem, options, pattern, why, call)
-    return Plan(index, name, "fast", why, notice=f"{name}: {why}; checked in fast mode")
+        return _sampled(index, name, problem, options, pattern, why, call)._replace(
+            probe_nfev=probe_nfev)
+    return Plan(index, name, "fast", why, notice=f"{name}: {why}; checked in fast mode",
+                probe_nfev=probe_nfev)
+
+
+def unprobed(problem, options, plan, why) -> Plan:
+    """``plan`` again without the structure probing found, which broke while the argument
+    was differenced (:class:`~._probe.StructureBroken`): as if none had been found."""
+    index, name = plan.index, plan.name
+    lost = f"the dependency structure found by probing did not hold ({why})"
+    reason = _over_budget(problem.args[index].size, None, options, problem.f_seconds)
+    if reason is None or options.mode == "full":
+        return Plan(index, name, "full", notice=f"{name}: {lost}; every element "
+                    f"differenced on its own", probe_nfev=plan.probe_nfev)
+    why = f"{lost}; {reason}"
+    if options.over_budget == "refuse":
+        raise ConfigurationError(
+            f"argument {name!r} is over budget: {why}; raise budget/time_budget, pass "
+            f"mode='sampled' or mode='fast', or over_budget='sampled' or 'fast'")
+    if options.over_budget == "fast":
+        return Plan(index, name, "fast", why, notice=f"{name}: {why}; checked in fast mode",
+                    probe_nfev=plan.probe_nfev)
+    return _sampled(index, name, problem, options, None, why)._replace(
+        probe_nfev=plan.probe_nfev)
 
 
 def plan_argument(problem, options, index: int) -> Plan:
@@ -140,5 +201,12 @@ def plan_checked(problem, options, index: int, *, call=None) -> Plan:
         size = problem.args[index].size
         pattern = _build(options.patterns[index]) if size <= options.budget else None
         return _sampled(index, name, problem, options, pattern, call=call)
-    pattern = _build(options.patterns[index]) if options.mode == "full" else None
-    return Plan(index, name, options.mode, pattern=pattern)
+    if options.mode == "full":
+        pattern = _build(options.patterns[index])
+        pattern, method, probe_nfev, probed = _probed(index, problem, options, pattern, call)
+        if probe_nfev and pattern is None:      # probed in vain: the probes are counted
+            return Plan(index, name, "full", notice=f"{name}: {probed}",
+                        probe_nfev=probe_nfev)
+        return Plan(index, name, "full", notice=f"{name}: {probed}" if probed else "",
+                    pattern=pattern, method=method, probe_nfev=probe_nfev)
+    return Plan(index, name, options.mode)

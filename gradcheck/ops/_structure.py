@@ -42,7 +42,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-__all__ = ["Structure", "chain_structure", "param_structure", "per_sample_structure"]
+__all__ = ["Structure", "chain_structure", "param_structure", "per_sample_structure",
+           "window_structure", "filter_structure"]
 
 
 class Structure(NamedTuple):
@@ -115,6 +116,15 @@ def chain_structure(layers, shapes) -> Structure | None:
                    tuple(a * b + c for a, b, c in zip(s, P, p)),
                    tuple(a * (b - 1) + c for a, b, c in zip(s, E, e)))
         mixes = mixes or mix
+    return window_structure(in_shape, out_shape, S, P, E, mixes)
+
+
+def window_structure(in_shape, out_shape, S, P, E, mixes) -> Structure:
+    """Structure of a batch-first input whose output ``(n, o, q)`` reads the window
+    ``[S q - P, S q - P + E)`` per spatial dim of item ``n`` -- of every channel when
+    ``mixes``, else of channel ``o`` only (see the module notes)."""
+    in_shape, out_shape = tuple(in_shape), tuple(out_shape)
+    nd = len(in_shape) - 2
     n, c_in, *sp_in = in_shape
     _, c_out, *sp_out = out_shape
     coords = np.indices((c_in, *sp_in)).reshape(1 + nd, -1)
@@ -153,20 +163,28 @@ def param_structure(layer, input_shape, name, downstream, shapes_after) -> Struc
     if any(getattr(l, "kind", None) != "activation" for l in downstream):
         return None
     g = layer._geometry(input_shape)
-    per_filter = (g.in_channels // g.groups) * math.prod(g.kernel) if name == "w" else 1
-    size = g.out_channels * per_filter
-    colors = np.tile(np.arange(per_filter, dtype=np.int64), g.out_channels)
+    shape = (g.out_channels, g.in_channels // g.groups, *g.kernel) if name == "w" \
+        else (g.out_channels,)
+    return filter_structure(shape, (g.batch, g.out_channels, *g.out_shape))
+
+
+def filter_structure(param_shape, out_shape) -> Structure:
+    """Structure of a parameter whose slice ``[o]`` reaches output channel ``o`` only
+    (axis 1 of a batch-first output): entry ``j`` of every filter shares a color, and a
+    row of channel ``o`` belongs to filter ``o``'s member."""
+    per_filter = math.prod(param_shape[1:])
+    n_filters = param_shape[0]
+    colors = np.tile(np.arange(per_filter, dtype=np.int64), n_filters)
     # output channel of every output element, without materializing all the indices
-    per_channel = math.prod(g.out_shape)
-    row_o = (np.arange(g.batch * g.out_channels * per_channel, dtype=np.int64)
-             // per_channel) % g.out_channels
+    per_channel = math.prod(out_shape[2:])
+    row_o = (np.arange(math.prod(out_shape), dtype=np.int64) // per_channel) % out_shape[1]
 
     def owners(members: np.ndarray) -> np.ndarray:
         members = np.asarray(members, dtype=np.int64)
         j = int(members[0]) % per_filter
         return _position_of(members, row_o * per_filter + j)
 
-    return Structure(colors, owners) if colors.size == size else None
+    return Structure(colors, owners)
 
 
 def per_sample_structure(in_shape, out_shape) -> Structure:
