@@ -128,10 +128,16 @@ def _probed(index, problem, options, pattern, call):
         return pattern, "", 0, ""
     g, a = problem.of_argument(index), problem.args[index]
     found = probe_structure(g, a, problem.y, seed=options.seed)
-    if found.structure is None:
-        return None, "", found.nfev, found.note
     method, why = cheapest_method(g, a, problem.f_seconds, options.method)
     return found.structure, method, found.nfev, found.note + (f"; {why}" if why else "")
+
+
+def _full(index, name, pattern, method, probe_nfev, probed) -> Plan:
+    """A full plan, with what probing found (see :func:`_probed`) in its notice."""
+    if probe_nfev and pattern is None:
+        probed = f"{probed}; every element differenced on its own"
+    return Plan(index, name, "full", notice=f"{name}: {probed}" if probed else "",
+                pattern=pattern, method=method, probe_nfev=probe_nfev)
 
 
 def _within_budget(index, name, problem, options, call=None) -> Plan:
@@ -141,8 +147,7 @@ def _within_budget(index, name, problem, options, call=None) -> Plan:
     pattern, method, probe_nfev, probed = _probed(index, problem, options, pattern, call)
     why = _over_budget(size, pattern, options, problem.f_seconds, call)
     if why is None:
-        return Plan(index, name, "full", notice=f"{name}: {probed}" if probed else "",
-                    pattern=pattern, method=method, probe_nfev=probe_nfev)
+        return _full(index, name, pattern, method, probe_nfev, probed)
     if probe_nfev:
         # a probed structure is trusted only where a full check confirms it at the end
         # (._probe.confirm_structure): a sample or directions go without it, as before
@@ -203,10 +208,5 @@ def plan_checked(problem, options, index: int, *, call=None) -> Plan:
         return _sampled(index, name, problem, options, pattern, call=call)
     if options.mode == "full":
         pattern = _build(options.patterns[index])
-        pattern, method, probe_nfev, probed = _probed(index, problem, options, pattern, call)
-        if probe_nfev and pattern is None:      # probed in vain: the probes are counted
-            return Plan(index, name, "full", notice=f"{name}: {probed}",
-                        probe_nfev=probe_nfev)
-        return Plan(index, name, "full", notice=f"{name}: {probed}" if probed else "",
-                    pattern=pattern, method=method, probe_nfev=probe_nfev)
+        return _full(index, name, *_probed(index, problem, options, pattern, call))
     return Plan(index, name, options.mode)

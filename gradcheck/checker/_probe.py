@@ -296,7 +296,7 @@ def probe_structure(g, a, y0, *, seed=0) -> Probed:
         reasons.append(f"per-sample: {why}")
     return Probed(None, "", pr.nfev, (
         "no dependency structure could be shown by probing (" + "; ".join(reasons) +
-        f"; {pr.nfev} evaluations), so every element is differenced on its own"))
+        f"; {pr.nfev} evaluations)"))
 
 
 def guard(g: Callable, a, y0, structure) -> Callable:

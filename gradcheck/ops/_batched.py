@@ -12,7 +12,7 @@ How each layer carries the batch
 - **Built-in layers never mix batch items**, so ``B`` points of a batch of ``N`` items
   are one batch of ``B N`` items: the layer's own forward on ``(B N, ...)``, reshaped back.
 - **A user layer** carries it only when it says its ``forward`` takes a leading batch of
-  inputs (a spec's ``vectorized = true``, :mod:`gradcheck.spec._user`): it receives
+  inputs (a spec's ``batched = true``, :mod:`gradcheck.spec._user`): it receives
   ``(B, N, ...)`` as it is and must return ``(B, *output)``.
 - **A convolution's parameters**: ``B`` kernels of ``C_out`` filters are one kernel of
   ``B C_out`` filters (groups = 1), so the batch is one GEMM over the same windows of the
@@ -41,7 +41,7 @@ def _builtin(layer) -> bool:
 
 def _carries(layer) -> bool:
     """The layer passes a batch of points on (built-in, or a user layer that says so)."""
-    return _builtin(layer) or bool(getattr(layer, "vectorized", False))
+    return _builtin(layer) or bool(getattr(layer, "batched", False))
 
 
 def _param_batchable(layer, name) -> bool:
@@ -64,10 +64,12 @@ def _fold(layer, h, params, out_shape):
     if _builtin(layer):
         y = layer.forward(h.reshape((B * h.shape[1],) + h.shape[2:]), *params)
         return y.reshape((B,) + tuple(out_shape))
+    if hasattr(layer, "forward_batch"):
+        return layer.forward_batch(h, *params, out_shape=out_shape)
     y = np.asarray(layer.forward(h, *params))
     if y.shape != (B,) + tuple(out_shape):
         raise UserCodeError(
-            f"layer {layer.name} says its forward takes a leading batch (vectorized = true), "
+            f"layer {layer.name} says its forward takes a leading batch (batched = true), "
             f"but given inputs of shape {h.shape} it returned shape {y.shape}; expected "
             f"{(B,) + tuple(out_shape)}")
     return y

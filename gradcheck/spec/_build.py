@@ -66,7 +66,8 @@ def make_layer(layer: LayerSpec, *, obj=None, dtype="float64"):
         return UserLayer(layer.options["target"], obj, params,
                          options=layer.options["kwargs"],
                          output_shape=layer.options.get("output_shape"), dtype=dtype,
-                         init=layer.options.get("init"))
+                         init=layer.options.get("init"),
+                         batched=layer.options.get("batched", False))
     return Activation(layer.type, **layer.options)
 
 
@@ -181,6 +182,17 @@ def _check_declared_shape(ctx: Ctx, i: int, layer, in_shape) -> None:
             f"output_shape = {list(actual)} or leave the key out")
 
 
+def _check_batched(ctx: Ctx, i: int, layer, in_shape) -> None:
+    """A python layer with ``batched = true``: its ``forward`` on two seeded points at
+    once must return one output per point, each the output of its point alone."""
+    try:
+        layer.check_batch(in_shape)
+    except ValueError as exc:
+        raise ctx.fail(f"layer[{i}].batched", f"{exc}; return shape (B, *output) for a "
+                                              f"leading batch of B inputs, or leave the "
+                                              f"key out") from None
+
+
 def build(spec: Spec, *, max_memory: int | None = None) -> BuiltSpec:
     """Resolve user targets, build the network and draw ``x`` and the parameters.
 
@@ -220,6 +232,8 @@ def build(spec: Spec, *, max_memory: int | None = None) -> BuiltSpec:
         if ls.type == "python":
             if layer.fixed_output_shape is not None:
                 _check_declared_shape(ctx, i, layer, shape)
+            if layer.batched:
+                _check_batched(ctx, i, layer, shape)
             shape = tuple(layer.output_shape(shape))
         elif shapes[i + 1] is None:
             shape = checked_output_shape(ctx, i, ls, shape)

@@ -5,9 +5,15 @@ about the layers -- built-in or ``type = "python"`` -- and diagnoses a failure t
 way for a spec run as for a network built in Python (see
 :mod:`gradcheck.checker._suspects`). A user layer comes with less: the dependency
 pattern of a tensor is known only when no user layer lies between it and the output
-(:meth:`~gradcheck.ops.network.Sequential.pattern` says None otherwise, and every element
-is perturbed on its own); the network is not ``complex_safe`` (a user layer need not
-accept complex numbers), so complex-step differentiation is not used through it; and its
+(:meth:`~gradcheck.ops.network.Sequential.pattern` says None otherwise), so where
+perturbing its elements one by one would be slow the checker probes for one and
+verifies it (:mod:`gradcheck.checker._probe`), else perturbs every element on its own;
+the network is not ``complex_safe`` (a user layer need not accept complex numbers), so
+under ``method="auto"`` the complex step is used through it only after its cross-check
+against real differences (:mod:`gradcheck.numdiff._acceptance`), and a probed tensor
+whose complex evaluation costs more than a few real ones gets real differences
+(:func:`gradcheck.checker._probe.cheapest_method`); a layer with ``batched = true`` is
+evaluated at many perturbed points per call (:mod:`gradcheck.ops._batched`); and its
 usual mistakes are offered only when it is recognized as a convolution or an activation
 (by reproducing its output).
 

@@ -43,7 +43,8 @@ LAYER_KEYS = {
     "avgpool": ("kernel", "stride", "padding"),
     "flatten": (),
     "dense": ("out_features", "bias"),
-    "python": ("target", "params", "init", "kwargs", "options", "output_shape"),
+    "python": ("target", "params", "init", "kwargs", "options", "output_shape",
+               "batched"),
 }
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -358,6 +359,8 @@ def _python_options(ctx, key, t, nd):
     if "output_shape" in t:
         o["output_shape"] = list(ctx.shape(f"{key}.output_shape", t["output_shape"],
                                            min_ndim=1, what="the layer's output shape"))
+    if "batched" in t:
+        o["batched"] = ctx.boolean(f"{key}.batched", t["batched"])
     return o
 
 

@@ -90,8 +90,9 @@ class UserLayer(LayerBase):
     complex_safe = False
 
     def __init__(self, target, obj, params, *, options=None, output_shape=None,
-                 dtype="float64", init=None):
+                 dtype="float64", init=None, batched=False):
         self.target = target
+        self.batched = bool(batched)
         self.obj = obj
         self.params = {k: tuple(v) for k, v in dict(params or {}).items()}
         declared = getattr(obj, "param_init", None)
@@ -115,6 +116,8 @@ class UserLayer(LayerBase):
             d["init"] = dict(self.init)
         if self.fixed_output_shape is not None:
             d["output_shape"] = list(self.fixed_output_shape)
+        if self.batched:
+            d["batched"] = True
         return d
 
     # ------------------------------------------------------------------ shapes
@@ -193,6 +196,44 @@ class UserLayer(LayerBase):
                                 f"expected {tuple(expected)}")
         self._finite(y, "forward", "y", (x, *params))
         return y
+
+    def forward_batch(self, h, *params, out_shape) -> np.ndarray:
+        """``forward`` on a leading batch of inputs ``h`` ``(B, *input)``, returning
+        ``(B, *out_shape)`` (a layer with ``batched = true``)."""
+        y = self._array(self._call("forward", h, *params), "forward", "y")
+        expected = (np.shape(h)[0],) + tuple(out_shape)
+        if y.shape != expected:
+            raise UserCodeError(
+                f"{self.target}.forward is said to take a leading batch (batched = true), "
+                f"but given inputs of shape {np.shape(h)} it returned shape {y.shape}; "
+                f"expected {expected}")
+        self._finite(y, "forward", "y", (h, *params))
+        return y
+
+    def check_batch(self, input_shape) -> None:
+        """Raise ValueError (one sentence) unless ``forward`` on two seeded inputs at once
+        returns ``(2, *output)`` equal, to rounding, to one call per input."""
+        input_shape = tuple(int(n) for n in input_shape)
+        rng = np.random.default_rng(1)
+        h = rng.standard_normal((2,) + input_shape).astype(self.dtype)
+        params = tuple(self.init_params(input_shape, rng=rng, dtype=self.dtype).values())
+        alone = [self._call_forward(x, params, None) for x in h]
+        try:
+            y = self._array(self._call("forward", h, *params), "forward", "y")
+        except UserCodeError as exc:
+            raise ValueError(f"given a leading batch of 2 inputs of shape {input_shape}, "
+                             f"{exc}") from None
+        expected = (2,) + alone[0].shape
+        if y.shape != expected:
+            raise ValueError(f"{self.target}.forward, given a leading batch of 2 inputs of "
+                             f"shape {input_shape}, returned shape {y.shape}; expected "
+                             f"{expected}")
+        scale = max(1.0, float(np.max(np.abs(alone))))
+        off = max(float(np.max(np.abs(y[k] - alone[k]))) for k in range(2)) / scale
+        if not off <= 1e3 * np.finfo(np.result_type(self.dtype, np.float32)).eps:
+            raise ValueError(f"{self.target}.forward, given a leading batch of 2 inputs, "
+                             f"returned outputs that differ from one call per input by "
+                             f"{off:.2g} of their scale")
 
     def forward(self, x, *params) -> np.ndarray:
         x = np.asarray(x)
