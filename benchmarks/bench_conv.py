@@ -11,6 +11,14 @@ the median over rounds of the per-round ratio ours/torch; below 1 means we are f
 A sample is the mean of a few back-to-back calls (about 30 ms of work) that follow one
 untimed call, so waking a sleeping thread pool is not charged to either side.
 Needs torch (``pip install torch==2.13.0``); exits with a message if it is missing.
+
+A second table gives the peak memory of a full gradient check of a conv + tanh layer
+(``gradcheck.check_network(..., mode="full", memory=BUDGET / 4)``, every element of x, w and b)
+as traced by ``tracemalloc`` (NumPy's arrays included), against a fixed budget
+(``--max-memory`` MiB, default 256): the chunks of perturbed points the differentiator
+evaluates at once are sized from ``memory`` (a quarter of the budget here), and the peak
+must stay under the whole budget. ``--memory-only`` prints that table alone, without
+torch.
 """
 
 from __future__ import annotations
@@ -36,6 +44,51 @@ SHAPES = [
 ]
 TARGET = {"float64": 1.0, "float32": 1.5}
 SETTLE_S = 0.4
+MEMORY_CASES = [
+    # name, input shape, out channels
+    ("2-D 8x3x32x32, 16 filters 3x3, pad 1", (8, 3, 32, 32), 16),
+    ("2-D 8x16x32x32, 16 filters 3x3, pad 1", (8, 16, 32, 32), 16),
+    ("2-D 4x8x64x64, 8 filters 3x3, pad 1", (4, 8, 64, 64), 8),
+]
+
+
+def check_memory(max_mib: float):
+    """Peak traced memory (MiB) and time of a full check of each MEMORY_CASES layer."""
+    import tracemalloc
+
+    from gradcheck import check_network
+    from gradcheck.ops.layers import Activation, Conv
+    from gradcheck.ops.network import Sequential
+
+    rows = []
+    for name, shape, c_out in MEMORY_CASES:
+        net = Sequential([Conv(c_out, 3, padding=1), Activation("tanh")], shape)
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        report = check_network(net, mode="full", memory=max_mib * 2**20 / 4, seed=0)
+        elapsed = time.perf_counter() - t0
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        checked = all(a.n_checked == a.n_elements for a in report.arguments)
+        rows.append((name, peak / 2**20, elapsed, report.passed and checked,
+                     peak / 2**20 <= max_mib))
+        print(f"memory {name:42s} peak {rows[-1][1]:7.1f} MiB  {elapsed:6.1f} s  "
+              f"passed={rows[-1][3]}  {'within' if rows[-1][4] else 'OVER'} {max_mib:g} MiB",
+              flush=True)
+    return rows
+
+
+def memory_table(rows, max_mib):
+    return [
+        "",
+        f"Peak memory of a full check of conv + tanh (every element of x, w and b; "
+        f"`check_network(..., mode=\"full\", memory={max_mib / 4:g} MiB)`), traced by "
+        f"tracemalloc, against a budget of {max_mib:g} MiB:",
+        "",
+        "| layer | peak (MiB) | time (s) | passed, every element | within budget |",
+        "|---|---:|---:|---|---|",
+    ] + [f"| {n} | {p:.1f} | {t:.1f} | {'yes' if ok else 'no'} | {'yes' if w else 'NO'} |"
+         for n, p, t, ok, w in rows]
 
 
 def _hardware() -> str:
@@ -122,7 +175,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "conv.md")
+    parser.add_argument("--max-memory", type=float, default=256.0,
+                        help="the memory budget of a check, MiB (default 256)")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only the peak memory of the checks (no torch)")
     args = parser.parse_args(argv)
+    if args.memory_only:
+        rows = check_memory(args.max_memory)
+        print("\n".join(memory_table(rows, args.max_memory)))
+        return 0 if all(ok and within for *_, ok, within in rows) else 1
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -144,10 +205,13 @@ def main(argv=None) -> int:
     ]
     lines += [f"| {d} | {n} | {a:.2f} | {b:.2f} | {r:.2f} | {'yes' if ok else 'no'} |"
               for d, n, a, b, r, ok in results]
+    rows = check_memory(args.max_memory)
+    lines += memory_table(rows, args.max_memory)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print(f"\n{hw}\nwritten to {args.out}")
-    return 0 if all(r[-1] for r in results) else 1
+    memory_ok = all(ok and within for *_, ok, within in rows)
+    return 0 if all(r[-1] for r in results) and memory_ok else 1
 
 
 if __name__ == "__main__":
