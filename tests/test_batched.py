@@ -65,3 +65,78 @@ def test_first_order_complex_equals_numpy_continuation(name, dtype):
         assert got.dtype == dtype
         np.testing.assert_allclose(got.real, ref.real, rtol=8 * eps, atol=0)
         np.testing.assert_allclose(got.imag, ref.imag, rtol=8 * eps, atol=0)
+
+
+def _complex_step_points(base, rng, count=4, scale=1e-20):
+    """Complex-step points: the same real part, tiny imaginary parts on a few elements."""
+    pts = np.broadcast_to(base, (count,) + base.shape).astype(np.complex128)
+    im = np.zeros(pts.shape)
+    for b in range(count):
+        chosen = rng.random(base.shape) < 0.3
+        im[b][chosen] = scale * rng.choice([-1.0, 3.0], int(chosen.sum()))
+    return pts + 1j * im
+
+
+@pytest.mark.parametrize("layers", [
+    [Conv(3, 3, padding=1), Activation("tanh")],
+    [Conv(3, 3, padding=1, stride=2), Activation("sigmoid"), Conv(2, 2), Activation("tanh")],
+    [Conv(3, 3), Activation("tanh"), Conv(2, 3, padding=1, convention="convolution")],
+], ids=["conv tanh", "conv sigmoid conv tanh", "conv tanh conv"])
+@pytest.mark.parametrize("loss", [None, "weighted_sum"])
+def test_complex_steps_with_one_real_part_equal_points_one_by_one(layers, loss):
+    """The shared-real-part route (one real part, the imaginary parts per point) against
+    each point through the layers' own complex arithmetic, one call per point."""
+    import gradcheck.ops._batched as batched_module
+
+    net = Sequential(layers, (2, 2, 8, 8), loss=loss)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(net.input_shape)
+    flat = [x, *net.flatten_params(net.init_params(rng=rng))]
+    f = net.as_function().f
+    taken = []
+    original = batched_module._shared_real
+
+    def spy(*a):
+        out = original(*a)
+        taken.append(out is not None)
+        return out
+
+    batched_module._shared_real = spy
+    try:
+        for k, name in enumerate(net.names):
+            if not batchable(net, name):
+                continue
+            pts = _complex_step_points(flat[k], rng)
+            args = list(flat)
+            args[k] = pts
+            batched = f(*args)
+            one_by_one = []
+            for p in pts:
+                args[k] = p
+                one_by_one.append(f(*args))
+            one_by_one = np.stack(one_by_one)
+            np.testing.assert_allclose(batched.real, one_by_one.real, rtol=1e-13, atol=1e-13)
+            # the imaginary parts are the derivative's: equal to rounding of their own size
+            scale = np.max(np.abs(one_by_one.imag))
+            assert scale > 0
+            np.testing.assert_allclose(batched.imag, one_by_one.imag, rtol=0,
+                                       atol=1e-13 * scale)
+    finally:
+        batched_module._shared_real = original
+    assert taken and all(taken)
+
+
+def test_real_parts_that_differ_take_the_general_route():
+    import gradcheck.ops._batched as batched_module
+
+    net = Sequential([Conv(3, 3, padding=1), Activation("tanh")], (2, 2, 6, 6))
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(net.input_shape)
+    flat = [x, *net.flatten_params(net.init_params(rng=rng))]
+    pts = _complex_step_points(x, rng)
+    pts[1] += 1e-3                                    # one point moved in its real part
+    assert batched_module._shared_real(net, 0, "x", pts, [pts, *flat[1:]],
+                                       net.unflatten_params(tuple(flat[1:]))) is None
+    big = _complex_step_points(x, rng, scale=1e-3)    # beyond the first-order bound
+    assert batched_module._shared_real(net, 0, "x", big, [big, *flat[1:]],
+                                       net.unflatten_params(tuple(flat[1:]))) is None

@@ -22,6 +22,18 @@ How each layer carries the batch
 
 Anything else (a user layer that does not say so, a dense layer's parameters) is not
 batched: :func:`batchable` says False and the differentiator calls ``f`` per point.
+
+Complex steps: one real part for the whole batch
+-------------------------------------------------
+The complex step's points are ``a + i t_b v_b``: every point has the same real part, the
+argument itself. Through convolutions (linear: the real part maps to one real output,
+the imaginary parts to theirs, by real GEMMs instead of complex ones a quarter of the
+rate) and ``tanh``/``sigmoid`` (evaluated to first order where every ``|Im|`` is at most
+``2^-27``, as :mod:`gradcheck.ops.activations` does it: ``sigma(a) + i b sigma'(a)``,
+the same continuation to rounding), the real part is carried once and the imaginary
+parts per point (:func:`_shared_real`), so the transcendental functions run on one copy
+of the activations instead of ``B``. Any other layer, or a larger imaginary part, takes
+the general route above.
 """
 
 from __future__ import annotations
@@ -94,6 +106,75 @@ def _conv_params(layer, h, params: dict, arg: str, A):
     return y[None] + A.reshape((B, 1, A.shape[1]) + (1,) * (y.ndim - 2))
 
 
+#: Activations evaluated to first order on a shared real part (module notes).
+_FIRST_ORDER = ("tanh", "sigmoid")
+
+
+def _split_layer(layer, params, re, im, arg):
+    """One layer on a shared real part ``re`` and per-point imaginary parts ``im``
+    ``(B, ...)``, or None where the split does not apply. ``arg`` names the parameter
+    whose batch ``im`` is (``"w"``/``"b"``), or None when ``im`` is the input's."""
+    from gradcheck.ops.activations import FIRST_ORDER_IMAG
+    from gradcheck.ops.conv import conv_forward
+
+    kind = getattr(layer, "kind", None)
+    if kind == "activation":
+        spec = layer.spec
+        if arg is not None or spec.name not in _FIRST_ORDER or \
+                not np.max(np.abs(im)) <= FIRST_ORDER_IMAG:
+            return None
+        return spec.value(re), im * spec.derivative(re)
+    if kind != "conv" or getattr(layer, "groups", 1) != 1:
+        return None
+    w, b = params["w"], params.get("b")
+    options = dict(convention=layer.convention, **layer._options())
+    y = conv_forward(re, w, b, **options)
+    if arg is None:                       # B inputs: one batch of B N items, no bias
+        B = im.shape[0]
+        y_im = conv_forward(im.reshape((B * im.shape[1],) + im.shape[2:]), w, None,
+                            **options)
+        return y, y_im.reshape((B, re.shape[0]) + y.shape[1:])
+    if arg == "b":                        # B biases: the imaginary part is the bias's
+        return y, np.broadcast_to(im.reshape((im.shape[0], 1, im.shape[1]) +
+                                             (1,) * (y.ndim - 2)),
+                                  (im.shape[0],) + y.shape)
+    B, c_out = im.shape[0], im.shape[1]  # B kernels of C_out filters: one of B C_out
+    y_im = conv_forward(re, im.reshape((B * c_out,) + im.shape[2:]), None, **options)
+    n, _, *spatial = y_im.shape
+    return y, np.moveaxis(y_im.reshape((n, B, c_out, *spatial)), 1, 0)
+
+
+def _shared_real(net, start, arg, A, flat, params):
+    """The network's output at the complex points ``A`` whose real parts are all the
+    same (a complex step), carried as one real part and ``B`` imaginary parts, or None
+    (module notes)."""
+    if A.dtype.kind != "c" or not np.array_equal(A.real, np.broadcast_to(A[0].real, A.shape)):
+        return None
+    base = np.ascontiguousarray(A[0].real)
+    if arg == "x":
+        re, im, first = base, A.imag, None
+    else:
+        params = list(params)
+        params[start] = {**params[start], arg: base}
+        h = flat[0]
+        for layer, p in zip(net.layers[:start], params[:start]):
+            h = layer.forward(h, *p.values())
+        re, im, first = h, A.imag, arg
+    for i, (layer, p) in enumerate(zip(net.layers[start:], params[start:])):
+        if first is not None and i > 0:
+            first = None
+        if first is not None and not _param_batchable(layer, first):
+            return None
+        out = _split_layer(layer, p, re, im, first)
+        if out is None:
+            return None
+        re, im = out
+    y = np.empty(im.shape, dtype=A.dtype)
+    y.real = re
+    y.imag = im
+    return y
+
+
 def batched_output(net, index: int, A, flat: list):
     """``net``'s function (output, or per-sample loss) at ``B`` points: flat argument
     ``index`` (0: the input, else a parameter in ``names`` order) takes the values
@@ -101,6 +182,11 @@ def batched_output(net, index: int, A, flat: list):
     wrt = net.names[index]
     start, arg = net._locate(wrt)
     params = net.unflatten_params(tuple(flat[1:]))
+    h = _shared_real(net, start, arg, A, flat, params)
+    if h is not None:
+        if net.loss is not None:
+            h = np.stack([net.loss.per_sample(y) for y in h])
+        return h
     h = A if arg == "x" else flat[0]
     batched = arg == "x"
     for i, (layer, p) in enumerate(zip(net.layers, params)):
