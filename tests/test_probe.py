@@ -229,3 +229,19 @@ def test_a_structure_refuted_by_fs_own_derivative_is_dropped(always_probe):
     assert not bad.passed
     worst = bad.to_dict()["checks"][0]["worst_index"]
     assert tuple(worst) == (1, 0, 7, 10)
+
+
+def test_a_layer_that_raises_at_perturbed_points_is_reported_as_before(always_probe):
+    from gradcheck import UserCodeError
+
+    x, w = _point()
+    f, f_vjp = _conv()
+    base = x.copy()
+
+    def fragile(x, w):
+        if not np.array_equal(x, base):
+            raise ValueError("only at the point")
+        return f(x, w)
+
+    with pytest.raises(UserCodeError, match="f raised ValueError"):
+        check_vjp(fragile, f_vjp, (x, w), seed=1, wrt=[0])

@@ -127,7 +127,11 @@ def _probed(index, problem, options, pattern, call):
             or size * _group_seconds(problem.f_seconds, None) <= PROBE_WORTH_S):
         return pattern, "", 0, ""
     g, a = problem.of_argument(index), problem.args[index]
-    found = probe_structure(g, a, problem.y, seed=options.seed)
+    try:
+        found = probe_structure(g, a, problem.y, seed=options.seed)
+    except Exception as exc:     # noqa: BLE001 -- the differentiator reports it as usual
+        return None, "", 0, f"probing for a dependency structure stopped: f raised " \
+                            f"{type(exc).__name__}"
     method, why = cheapest_method(g, a, problem.f_seconds, options.method)
     return found.structure, method, found.nfev, found.note + (f"; {why}" if why else "")
 
