@@ -245,3 +245,43 @@ def test_a_layer_that_raises_at_perturbed_points_is_reported_as_before(always_pr
 
     with pytest.raises(UserCodeError, match="f raised ValueError"):
         check_vjp(fragile, f_vjp, (x, w), seed=1, wrt=[0])
+
+
+def _depthwise(x, w):
+    """Each channel with its own 3x3 filter, stride 1, padding 1: channels never mix."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    win = sliding_window_view(np.pad(x, [(0, 0), (0, 0), (1, 1), (1, 1)]), (3, 3),
+                              axis=(-2, -1))
+    return np.einsum("nchwij,cij->nchw", win, w)
+
+
+def _maxpool(x):
+    n, c, h, w = x.shape
+    return x.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
+
+
+@pytest.mark.parametrize("name", ["depthwise", "maxpool"])
+def test_channel_preserving_layers_are_colored_across_channels(name):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 8, 8))
+    w = rng.standard_normal((3, 3, 3))
+    g = (lambda a: _depthwise(a, w)) if name == "depthwise" else _maxpool
+    found = probe_structure(g, x, g(x))
+    assert found.kind == "window" and "channels mixed" not in found.note
+    assert _holds(found.structure, _footprints(g, x))
+    # one color holds every channel: fewer groups than a channel-mixing window
+    assert np.unique(found.structure.colors).size == (9 if name == "depthwise" else 4)
+
+
+def test_float32_user_conv_is_checked_in_full_with_a_probed_structure(always_probe):
+    x, w = _point()
+    x, w = x.astype(np.float32), w.astype(np.float32)
+    f, f_vjp = _conv()
+    report = check_vjp(f, f_vjp, (x, w), seed=1)
+    assert report.passed, str(report)
+    assert all(a.mode == "full" and a.n_checked == a.n_elements for a in report.arguments)
+    assert any("found by probing" in n for n in report.to_dict()["notes"])
+    scaled = check_vjp(f, lambda g, x, w: tuple(1.02 * v for v in f_vjp(g, x, w)),
+                       (x, w), seed=1)
+    assert not any(a.passed for a in scaled.arguments)
