@@ -37,6 +37,7 @@ element (this covers dense layers and per-sample losses).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, NamedTuple
 
@@ -135,23 +136,32 @@ def window_structure(in_shape, out_shape, S, P, E, mixes) -> Structure:
     # per output row: batch index, channel, window start per dim
     rows = np.indices((n, c_out, *sp_out)).reshape(2 + nd, -1)
     row_n, row_c = rows[0], rows[1]
+    strides = [math.prod(sp_in[d + 1:]) for d in range(nd)]
+    per_item = c_in * math.prod(sp_in)
+    lead = row_n * per_item + (0 if mixes else row_c * math.prod(sp_in))
     starts = [S[d] * rows[2 + d] - P[d] for d in range(nd)]
-    sizes_in = (c_in, *sp_in)
+
+    # per dim and residue r: the flat offset of the one input of each row's window with
+    # i = r (mod E) (-1 where it lies in the padding), kept for the next colors of that
+    # residue up to about 16 MiB
+    @functools.lru_cache(maxsize=max(2, 2**24 // (8 * max(1, row_n.size))))
+    def offsets(d, r):
+        i = starts[d] + (r - starts[d]) % E[d]
+        inside = (i >= 0) & (i < sp_in[d])
+        return np.where(inside, i * strides[d], -1)
+
     lookup = np.full(math.prod(in_shape), -1, dtype=np.int64)
 
     def owners(members: np.ndarray) -> np.ndarray:
         members = np.asarray(members, dtype=np.int64)
         first = np.unravel_index(int(members[0]), in_shape)
-        chan = first[1] if mixes else row_c
-        idx, ok = [], np.ones(row_n.size, dtype=bool)
+        flat = lead + first[1] * math.prod(sp_in) if mixes else lead.copy()
+        ok = np.ones(row_n.size, dtype=bool)
         for d in range(nd):
-            r = first[2 + d] % E[d]
-            i = starts[d] + (r - starts[d]) % E[d]
-            ok &= (i >= 0) & (i < sp_in[d])
-            idx.append(np.clip(i, 0, sp_in[d] - 1))
-        flat = np.ravel_multi_index((row_n, np.broadcast_to(chan, row_n.shape), *idx),
-                                    (n, *sizes_in))
-        return np.where(ok, _position_of(members, flat, lookup), -1)
+            part = offsets(d, first[2 + d] % E[d])
+            ok &= part >= 0
+            flat += part
+        return np.where(ok, _position_of(members, np.where(ok, flat, 0), lookup), -1)
 
     return Structure(colors, owners)
 
