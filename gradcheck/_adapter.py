@@ -33,7 +33,7 @@ from gradcheck._validate import is_int
 __all__ = ["validate_order", "validate_modes", "pack", "unpack", "merge_orders", "with_notes",
            "output_names", "second_order_names", "tangent_names", "check_nondeterminism",
            "SECOND_PREFIX", "FORWARD_PREFIX", "mode_options", "check_in_mode",
-           "merge_reports"]
+           "merge_reports", "CUT_CAUSE", "name_cut_rows", "cut_where"]
 
 #: Prefix of the second-order rows in a report of ``order=2``.
 SECOND_PREFIX = "order2."
@@ -159,6 +159,33 @@ def merge_reports(parts):
         first, passed=all(r.passed for _, _, r in parts), arguments=tuple(arguments),
         elapsed_s=sum(r.elapsed_s for _, _, r in parts), nfev=sum(r.nfev for _, _, r in parts),
         notes=tuple(notes), ad_mode="+".join(sorted(set(modes))))
+
+
+#: The diagnosis of a second-order row whose argument the backward cuts from the
+#: framework's graph (a detach, ``no_grad``, ``once_differentiable``, ``stop_gradient``).
+CUT_CAUSE = "double_backward_cut"
+
+
+def name_cut_rows(report, cut, message, evidence):
+    """``report`` with each failing row whose argument is in ``cut`` diagnosed
+    :data:`CUT_CAUSE`: ``message(row)`` is its sentence, ``evidence`` (a dict) its numbers,
+    with ``"argument"`` added. Passing rows and rows of other arguments are unchanged (a
+    backward that does not depend on an argument is cut from it and right)."""
+    from gradcheck.checker._report import Diagnosis
+
+    rows = []
+    for row in report.arguments:
+        if row.name in cut and not row.passed:
+            row = dataclasses.replace(row, diagnosis=Diagnosis(
+                CUT_CAUSE, message(row), {"argument": row.name, **evidence}))
+        rows.append(row)
+    return dataclasses.replace(report, arguments=tuple(rows))
+
+
+def cut_where(row) -> str:
+    """The numbers of a cut row, for its sentence."""
+    return (f"{row.n_failed} of {row.n_checked} elements fail; at {row.worst_index} the "
+            f"numerical derivative of the backward is {row.numeric_at_worst:.6g}")
 
 
 def merge_orders(first, second):

@@ -39,6 +39,7 @@ from gradcheck._adapter import (FORWARD_PREFIX, SECOND_PREFIX, check_in_mode, me
                                 validate_modes, validate_order)
 from gradcheck._errors import ConfigurationError
 from gradcheck.jax._problem import JaxProblem
+from gradcheck.jax._second import name_stops, stopped_arguments
 
 __all__ = ["check_function", "check_grads"]
 
@@ -78,9 +79,12 @@ def _run(problem, order, modes, options):
         for which, prefix, extra, names in second:
             for mode in modes:
                 label = f"order 2 ({which}{', forward mode' if mode == 'fwd' else ''})"
-                parts.append((_prefix(mode) + prefix, label, _check_map(
-                    problem, which, problem.point + extra, names, mode, modes,
-                    f"{name} (order 2)", opts)))
+                report = _check_map(problem, which, problem.point + extra, names, mode,
+                                    modes, f"{name} (order 2)", opts)
+                if which == "backward" and mode == "rev" and not report.passed:
+                    report = name_stops(report, stopped_arguments(
+                        problem, problem.point + extra, names), problem.label)
+                parts.append((_prefix(mode) + prefix, label, report))
     return merge_reports(parts)
 
 

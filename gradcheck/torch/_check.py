@@ -17,6 +17,7 @@ from gradcheck._adapter import (FORWARD_PREFIX, SECOND_PREFIX, check_in_mode, me
 from gradcheck._errors import ConfigurationError
 from gradcheck.torch._convert import as_tuple, select_inputs, to_array
 from gradcheck.torch._problem import TorchProblem, input_names
+from gradcheck.torch._second import explain_cuts, name_cuts
 
 __all__ = ["check_function", "check_module", "run_problem"]
 
@@ -56,6 +57,7 @@ def run_problem(problem: TorchProblem, *, orders, options, grad_outputs=None, mo
         names = second_order_names(problem.argnames, len(g))
         opts = {k: v for k, v in options.items() if k not in ("wrt", "cotangent")}
         opts.setdefault("roles" if "rev" in modes else "output_role", "generic")
+        cuts = ...      # what cuts the backward from torch's graph: looked at on a failure
         for mode in modes:
             problem.missing.clear()
             problem.disconnected.clear()
@@ -64,6 +66,9 @@ def run_problem(problem: TorchProblem, *, orders, options, grad_outputs=None, mo
             report = check_in_mode(mode, problem.second, derivative, problem.point + g,
                                    argnames=names, name=f"{name} (order 2)",
                                    **mode_options(opts, mode, modes))
+            if not report.passed and mode == "rev":
+                cuts = explain_cuts(problem, g, names) if cuts is ... else cuts
+                report = name_cuts(report, cuts, problem.label)
             both = 1 in orders      # rows of order 2 beside order 1's are marked so
             label = ", ".join(w for w, on in (("order 2", both),
                                              ("forward mode", mode == "fwd")) if on)

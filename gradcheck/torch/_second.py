@@ -1,0 +1,200 @@
+"""Why a second-order row fails: what cuts the backward from torch's graph.
+
+Torch's double backward differentiates the graph that the backward built while it ran
+with ``create_graph=True``. A backward that detaches a tensor (``x.detach()``, as every
+``.numpy()`` round trip must), computes under ``torch.no_grad()``, is marked
+``@once_differentiable`` or uses a tensor its forward computed (a Function's forward runs
+without a graph, so such a value is a constant) is right to first order, but the graph
+does not lead from its results back to the argument: torch's double backward gives
+exactly 0 for that argument, where the numerical derivative of the backward is not 0.
+
+:func:`explain_cuts` runs the backward once more, at the checked point, and finds
+
+* which arguments of the second-order map ``(x, g) -> backward(g, x)`` no backward result
+  reaches in torch's graph (a walk of ``grad_fn`` / ``next_functions``: the proof that
+  torch's value for them is 0, whatever the numbers);
+* how the cut was made: a ``TorchDispatchMode`` (which torch keeps active inside a
+  Function's backward) records a ``detach`` of a tensor that requires grad and any
+  operation on such a tensor while grad mode is off; a node that refuses differentiation
+  in the graph is ``@once_differentiable``'s mark; a tensor saved on a Function's ``ctx``
+  that does not require grad is one its forward computed.
+
+:func:`name_cuts` then gives each failing row of a cut argument the diagnosis
+``double_backward_cut`` with a sentence naming the argument and the mechanism, in place
+of the generic description of a mismatch. A row that passes keeps its verdict (a backward
+that does not depend on an argument at all is cut from it and right).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from gradcheck._adapter import cut_where, name_cut_rows
+
+__all__ = ["explain_cuts", "name_cuts"]
+
+
+class _CutRecorder(TorchDispatchMode):
+    """Records, below autograd, the operations that cut a tensor from the graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.detached = 0
+        self.no_grad = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        needs = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+        if needs:
+            if func is torch.ops.aten.detach.default:
+                self.detached += 1
+            elif not torch.is_grad_enabled():
+                self.no_grad += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _reached(tensors, targets):
+    """Indices of ``targets`` (leaf tensors) that the graphs of ``tensors`` lead back to,
+    and whether a node on the way refuses differentiation (``@once_differentiable``)."""
+    index = {id(t): k for k, t in enumerate(targets)}
+    found, seen, refuses = set(), set(), False
+    stack = [t.grad_fn for t in tensors if t is not None and t.grad_fn is not None]
+    for t in tensors:         # a result that is itself one of the leaves
+        if t is not None and id(t) in index:
+            found.add(index[id(t)])
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if type(node).__name__ in ("Error", "DelayedError", "DelayedErrorBackward"):
+            refuses = True
+        variable = getattr(node, "variable", None)
+        if variable is not None and id(variable) in index:
+            found.add(index[id(variable)])
+        stack.extend(fn for fn, _ in node.next_functions)
+    return found, refuses
+
+
+def _forward_constants(outputs) -> int:
+    """Floating tensors saved on the ``ctx`` of the Functions behind ``outputs`` that do
+    not require grad: values computed in a forward (no graph there), constants to torch's
+    double backward."""
+    count, seen = 0, set()
+    stack = [o.grad_fn for o in outputs if o.grad_fn is not None]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, torch.autograd.function.BackwardCFunction):
+            try:
+                saved = list(node.saved_tensors)
+            except RuntimeError:
+                saved = []
+            saved += [v for v in vars(node).values() if isinstance(v, torch.Tensor)]
+            count += sum(1 for t in saved if t is not None and t.is_floating_point()
+                         and not t.requires_grad and t.numel() > 1)
+        stack.extend(fn for fn, _ in node.next_functions)
+    return count
+
+
+@dataclasses.dataclass(frozen=True)
+class Cuts:
+    """What :func:`explain_cuts` found: the cut arguments and how they were cut."""
+
+    cut: tuple            # names of the second-order map's arguments no result reaches
+    once_differentiable: bool
+    detached: int         # detach() of a tensor that requires grad, during the backward
+    no_grad: int          # operations on such tensors under torch.no_grad()
+    forward_constants: int  # tensors a forward saved that do not require grad
+
+
+def explain_cuts(problem, g_arrays, names):
+    """Run ``problem``'s backward at its point with cotangents ``g_arrays`` building a
+    graph, and say which of ``names`` (the checked inputs, then the cotangents) it cuts.
+    None when the backward cannot be run again (its failure is reported elsewhere)."""
+    k = len(problem.checked)
+    try:
+        leaves = problem._leaves(problem.point, requires_grad=True)
+        recorder = _CutRecorder()
+        with torch.enable_grad():
+            outs = problem._selected(problem._call(leaves))
+            constants = _forward_constants(outs)
+            gs = problem._g_tensors(g_arrays, requires_grad=True)
+            with recorder:
+                grads = torch.autograd.grad(outs, leaves, gs, create_graph=True,
+                                            allow_unused=True)
+    except Exception:       # noqa: BLE001 - the checked run reports the backward's errors
+        return None
+    found, refuses = _reached(grads, [*leaves, *gs])
+    cut = tuple(name for j, name in enumerate(names[:k + len(gs)]) if j not in found)
+    return Cuts(cut, refuses, recorder.detached, recorder.no_grad, constants)
+
+
+def _how(cuts: Cuts) -> str:
+    ways = []
+    if cuts.detached:
+        ways.append("calls .detach() on a tensor that requires grad (as a .numpy() round "
+                    "trip must)")
+    if cuts.no_grad:
+        ways.append("computes under torch.no_grad()")
+    if cuts.forward_constants and not ways:
+        ways.append("uses a tensor its forward computed and saved on ctx (a forward runs "
+                    "without a graph, so that value is a constant to double backward)")
+    if not ways:
+        ways.append("detaches it, leaves torch (.numpy(), .item(), a NumPy computation), "
+                    "computes under torch.no_grad() or uses a value its forward computed")
+    return " and ".join(ways)
+
+
+def _message(cuts: Cuts, label: str, row) -> str:
+    name = row.name
+    if cuts.once_differentiable:
+        return (f"The backward of {label} is marked @once_differentiable: torch cannot "
+                f"differentiate it again, so its derivative with respect to {name!r} is lost "
+                f"(torch's double backward gives 0; {cut_where(row)}). Remove the decorator "
+                f"and write the backward with differentiable torch operations.")
+    return (f"The backward of {label} cuts {name!r} from torch's graph: it {_how(cuts)}, so "
+            f"torch's double backward sees what it computes from {name!r} as a constant and "
+            f"its derivative with respect to {name!r} is lost (torch gives 0; "
+            f"{cut_where(row)}). Compute it from {name!r} with differentiable torch "
+            f"operations.")
+
+
+def name_cuts(report, cuts: Cuts | None, label: str):
+    """``report`` with each failing row of a cut argument diagnosed
+    ``double_backward_cut`` (rows of other arguments and passing rows unchanged)."""
+    if cuts is None:
+        return report
+    report = _hint_partial(report, cuts, label)
+    if not cuts.cut:
+        return report
+    evidence = {"once_differentiable": cuts.once_differentiable,
+                "detach_calls": cuts.detached, "no_grad_operations": cuts.no_grad,
+                "forward_constants": cuts.forward_constants}
+    return name_cut_rows(report, cuts.cut, lambda row: _message(cuts, label, row), evidence)
+
+
+def _hint_partial(report, cuts: Cuts, label: str):
+    """A failing row whose argument the graph still reaches, from a backward that detaches
+    or computes under no_grad: the diagnosis as the checker named it, with a sentence
+    saying so (part of the derivative may flow through the value cut off)."""
+    ways = [w for w, n in (("calls .detach() on a tensor that requires grad", cuts.detached),
+                           ("computes under torch.no_grad()", cuts.no_grad)) if n]
+    if not ways:
+        return report
+    rows = []
+    for row in report.arguments:
+        if not row.passed and row.name not in cuts.cut and row.diagnosis is not None:
+            hint = (f" The backward of {label} also {' and '.join(ways)}: any part of its "
+                    f"derivative with respect to {row.name!r} that flows through the value "
+                    f"so cut off is lost to torch's double backward.")
+            evidence = dict(row.diagnosis.evidence, detach_calls=cuts.detached,
+                            no_grad_operations=cuts.no_grad)
+            row = dataclasses.replace(row, diagnosis=dataclasses.replace(
+                row.diagnosis, message=row.diagnosis.message + hint, evidence=evidence))
+        rows.append(row)
+    return dataclasses.replace(report, arguments=tuple(rows))
