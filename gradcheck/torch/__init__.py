@@ -12,7 +12,11 @@ Needs PyTorch (``pip install -e '.[torch]'`` in the checkout: ``torch==2.13.0``)
 The adapter only translates: arrays from the checker become tensors of the input's dtype
 on the input's device, outputs come back as arrays, and the analytic side is
 ``torch.autograd.grad`` with the checker's seeded cotangent (for ``order=2``, torch's
-double backward). The verdict is :func:`gradcheck.check_vjp`'s.
+double backward). The verdict is :func:`gradcheck.check_vjp`'s. A second-order row that
+fails because the backward cuts its argument from torch's graph (``.detach()``, a
+``.numpy()`` round trip, ``torch.no_grad()``, ``@once_differentiable``, a value the forward
+computed) is diagnosed ``double_backward_cut``, its sentence naming the argument and how
+(``docs/diagnosis.md``).
 """
 
 from __future__ import annotations

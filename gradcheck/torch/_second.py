@@ -78,18 +78,20 @@ def _reached(tensors, targets):
     return found, refuses
 
 
-def _forward_constants(outputs) -> int:
+def _forward_constants(outputs, count_nodes=False) -> int:
     """Floating tensors saved on the ``ctx`` of the Functions behind ``outputs`` that do
     not require grad: values computed in a forward (no graph there), constants to torch's
-    double backward."""
+    double backward. With ``count_nodes``, the number of those Functions instead."""
     count, seen = 0, set()
-    stack = [o.grad_fn for o in outputs if o.grad_fn is not None]
+    stack = [o.grad_fn for o in outputs if o is not None and o.grad_fn is not None]
     while stack:
         node = stack.pop()
         if node is None or id(node) in seen:
             continue
         seen.add(id(node))
-        if isinstance(node, torch.autograd.function.BackwardCFunction):
+        if isinstance(node, torch.autograd.function.BackwardCFunction) and count_nodes:
+            count += 1
+        elif isinstance(node, torch.autograd.function.BackwardCFunction):
             try:
                 saved = list(node.saved_tensors)
             except RuntimeError:
@@ -131,7 +133,10 @@ def explain_cuts(problem, g_arrays, names):
         return None
     found, refuses = _reached(grads, [*leaves, *gs])
     cut = tuple(name for j, name in enumerate(names[:k + len(gs)]) if j not in found)
-    return Cuts(cut, refuses, recorder.detached, recorder.no_grad, constants)
+    # a Function applied inside the backward runs its forward with grad mode off, as
+    # no_grad does: with one in the backward's graph, no_grad is not told apart from it
+    no_grad = 0 if _forward_constants(grads, count_nodes=True) else recorder.no_grad
+    return Cuts(cut, refuses, recorder.detached, no_grad, constants)
 
 
 def _how(cuts: Cuts) -> str:
