@@ -62,19 +62,32 @@ def run_problem(problem: TorchProblem, *, orders, options, grad_outputs=None, mo
             problem.missing.clear()
             problem.disconnected.clear()
             problem.no_tangent.clear()
-            derivative = problem.second_vjp if mode == "rev" else problem.second_jvp
+            probe = []          # the first cotangent and point of the double backward
+            derivative = (_probed(problem.second_vjp, probe) if mode == "rev"
+                          else problem.second_jvp)
             report = check_in_mode(mode, problem.second, derivative, problem.point + g,
                                    argnames=names, name=f"{name} (order 2)",
                                    **mode_options(opts, mode, modes))
             if not report.passed and mode == "rev":
                 cuts = explain_cuts(problem, g, names) if cuts is ... else cuts
-                report = name_cuts(report, cuts, problem.label)
+                report = name_cuts(report, cuts, problem.label, problem,
+                                   probe[0] if probe else None)
             both = 1 in orders      # rows of order 2 beside order 1's are marked so
             label = ", ".join(w for w, on in (("order 2", both),
                                              ("forward mode", mode == "fwd")) if on)
             parts.append((_prefix(mode) + (SECOND_PREFIX if both else ""), label,
                           with_notes(report, *problem.notes(order=2))))
     return merge_reports(parts)
+
+
+def _probed(vjp, probe):
+    """``vjp``, keeping its first call's cotangent and point in ``probe``."""
+    def call(cotangent, *arrays):
+        if not probe:
+            probe.append((np.array(cotangent, copy=True),
+                          tuple(np.array(a, copy=True) for a in arrays)))
+        return vjp(cotangent, *arrays)
+    return call
 
 
 def _prefix(mode):

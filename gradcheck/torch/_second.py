@@ -29,10 +29,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from gradcheck._adapter import cut_where, name_cut_rows
+from gradcheck._adapter import CUT_CAUSE, cut_where, name_cut_rows
+from gradcheck.checker._report import Diagnosis
+from gradcheck.torch._undo import undone_vjp
 
 __all__ = ["explain_cuts", "name_cuts"]
 
@@ -112,6 +115,7 @@ class Cuts:
     detached: int         # detach() of a tensor that requires grad, during the backward
     no_grad: int          # operations on such tensors under torch.no_grad()
     forward_constants: int  # tensors a forward saved that do not require grad
+    names: tuple = ()     # every argument of the second-order map, in order
 
 
 def explain_cuts(problem, g_arrays, names):
@@ -136,7 +140,7 @@ def explain_cuts(problem, g_arrays, names):
     # a Function applied inside the backward runs its forward with grad mode off, as
     # no_grad does: with one in the backward's graph, no_grad is not told apart from it
     no_grad = 0 if _forward_constants(grads, count_nodes=True) else recorder.no_grad
-    return Cuts(cut, refuses, recorder.detached, no_grad, constants)
+    return Cuts(cut, refuses, recorder.detached, no_grad, constants, tuple(names))
 
 
 def _how(cuts: Cuts) -> str:
@@ -169,12 +173,19 @@ def _message(cuts: Cuts, label: str, row) -> str:
             f"operations.")
 
 
-def name_cuts(report, cuts: Cuts | None, label: str):
+def name_cuts(report, cuts: Cuts | None, label: str, problem=None, probe=None):
     """``report`` with each failing row of a cut argument diagnosed
-    ``double_backward_cut`` (rows of other arguments and passing rows unchanged)."""
+    ``double_backward_cut`` (rows of other arguments and passing rows unchanged).
+
+    A failing row whose argument the graph still reaches, from a backward that detaches or
+    computes under no_grad, is a partial cut when :func:`~gradcheck.torch._undo.undone_vjp`
+    -- torch's double backward with those cuts undone, at ``probe`` (the cotangent and
+    point of the checked double backward) -- matches the numerical derivative; without
+    that evidence it keeps its diagnosis, with a sentence saying what the backward did.
+    """
     if cuts is None:
         return report
-    report = _hint_partial(report, cuts, label)
+    report = _partial(report, cuts, label, problem, probe)
     if not cuts.cut:
         return report
     evidence = {"once_differentiable": cuts.once_differentiable,
@@ -183,23 +194,79 @@ def name_cuts(report, cuts: Cuts | None, label: str):
     return name_cut_rows(report, cuts.cut, lambda row: _message(cuts, label, row), evidence)
 
 
-def _hint_partial(report, cuts: Cuts, label: str):
-    """A failing row whose argument the graph still reaches, from a backward that detaches
-    or computes under no_grad: the diagnosis as the checker named it, with a sentence
-    saying so (part of the derivative may flow through the value cut off)."""
-    ways = [w for w, n in (("calls .detach() on a tensor that requires grad", cuts.detached),
+def _ways(cuts: Cuts) -> list:
+    return [w for w, n in (("calls .detach() on a tensor that requires grad", cuts.detached),
                            ("computes under torch.no_grad()", cuts.no_grad)) if n]
-    if not ways:
+
+
+def _residuals(problem, probe, cuts, rows):
+    """``{row name: (max |A - N|, max |U - N|)}`` over the rows' usable elements, ``U``
+    the undone double backward; {} when there is no evidence to be had."""
+    if problem is None or probe is None:
+        return {}
+    cotangent, arrays = probe
+    try:        # the probe must be the cotangent behind the rows' analytic values
+        again = problem.second_vjp(cotangent, *arrays)
+    except Exception:       # noqa: BLE001 - no evidence
+        return {}
+    undone = undone_vjp(problem, cotangent, arrays, detach=bool(cuts.detached),
+                        no_grad=bool(cuts.no_grad))
+    if undone is None:
+        return {}
+    out = {}
+    for row in rows:
+        j = cuts.names.index(row.name)
+        a, n = row.analytic, row.numeric
+        if a is None or n is None or np.shape(a) != np.shape(again[j]) or not np.allclose(
+                again[j], a, rtol=1e-6, atol=1e-300):
+            continue
+        usable = np.isfinite(n)
+        if row.nondifferentiable_mask is not None:
+            usable &= ~np.asarray(row.nondifferentiable_mask, bool)
+        if not usable.any():
+            continue
+        before = float(np.max(np.abs(np.asarray(a, float) - n)[usable]))
+        after = float(np.max(np.abs(np.asarray(undone[j], float) - n)[usable]))
+        out[row.name] = (before, after)
+    return out
+
+
+def _partial(report, cuts: Cuts, label: str, problem, probe):
+    ways = _ways(cuts)
+    rows = [r for r in report.arguments if not r.passed and r.name not in cuts.cut
+            and r.name in cuts.names and r.diagnosis is not None]
+    if not ways or not rows:
         return report
-    rows = []
-    for row in report.arguments:
-        if not row.passed and row.name not in cuts.cut and row.diagnosis is not None:
-            hint = (f" The backward of {label} also {' and '.join(ways)}: any part of its "
-                    f"derivative with respect to {row.name!r} that flows through the value "
-                    f"so cut off is lost to torch's double backward.")
+    residuals = _residuals(problem, probe, cuts, rows)
+    how = " and ".join(ways)
+    undo = " and ".join(w for w, n in ((".detach() made a differentiable view", cuts.detached),
+                                       ("no_grad lifted", cuts.no_grad)) if n)
+    changed = {}
+    for row in rows:
+        if row.name in residuals:
+            before, after = residuals[row.name]
+            if not after <= 1e-3 * before:
+                continue        # undoing the cut does not explain the mismatch: no word
+            message = (
+                f"The backward of {label} cuts part of its derivative with respect to "
+                f"{row.name!r} from torch's graph: it {how}, and torch's double backward "
+                f"misses what flows through the value cut off. With that undone ({undo}) "
+                f"torch's double backward matches "
+                f"the numerical derivative of the backward: the largest |difference| goes "
+                f"from {before:.3g} to {after:.3g}. Compute it with differentiable torch "
+                f"operations.")
+            changed[row.name] = Diagnosis(CUT_CAUSE, message, {
+                "argument": row.name, "partial": True, "detach_calls": cuts.detached,
+                "no_grad_operations": cuts.no_grad, "residual_before": before,
+                "residual_after": after})
+        else:
+            hint = (f" The backward of {label} also {how}: any part of its derivative with "
+                    f"respect to {row.name!r} that flows through the value so cut off is "
+                    f"lost to torch's double backward.")
             evidence = dict(row.diagnosis.evidence, detach_calls=cuts.detached,
                             no_grad_operations=cuts.no_grad)
-            row = dataclasses.replace(row, diagnosis=dataclasses.replace(
-                row.diagnosis, message=row.diagnosis.message + hint, evidence=evidence))
-        rows.append(row)
-    return dataclasses.replace(report, arguments=tuple(rows))
+            changed[row.name] = dataclasses.replace(
+                row.diagnosis, message=row.diagnosis.message + hint, evidence=evidence)
+    return dataclasses.replace(report, arguments=tuple(
+        dataclasses.replace(r, diagnosis=changed[r.name]) if r.name in changed else r
+        for r in report.arguments))
