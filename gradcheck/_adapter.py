@@ -33,7 +33,7 @@ from gradcheck._validate import is_int
 __all__ = ["validate_order", "validate_modes", "pack", "unpack", "merge_orders", "with_notes",
            "output_names", "second_order_names", "tangent_names", "check_nondeterminism",
            "SECOND_PREFIX", "FORWARD_PREFIX", "mode_options", "check_in_mode",
-           "merge_reports", "CUT_CAUSE", "name_cut_rows", "cut_where"]
+           "merge_reports", "CUT_CAUSE", "name_cut_rows", "cut_where", "undo_residuals"]
 
 #: Prefix of the second-order rows in a report of ``order=2``.
 SECOND_PREFIX = "order2."
@@ -186,6 +186,27 @@ def cut_where(row) -> str:
     """The numbers of a cut row, for its sentence."""
     return (f"{row.n_failed} of {row.n_checked} elements fail; at {row.worst_index} the "
             f"numerical derivative of the backward is {row.numeric_at_worst:.6g}")
+
+
+def undo_residuals(row, again, undone):
+    """``(max |A - N|, max |U - N|)`` over ``row``'s usable elements (finite numerical
+    value, not at a kink): ``A`` its analytic values, ``N`` its numerical ones, ``U``
+    ``undone`` (the framework's derivative with the backward's cuts undone). None unless
+    the row holds its arrays and ``again`` (the derivative recomputed with the same
+    cotangent) reproduces ``A`` -- the proof that ``U`` is comparable."""
+    a, n = row.analytic, row.numeric
+    if a is None or n is None or undone is None or np.shape(a) != np.shape(again) or \
+            np.shape(a) != np.shape(undone) or not np.allclose(again, a, rtol=1e-6,
+                                                               atol=1e-300):
+        return None
+    usable = np.isfinite(n)
+    if row.nondifferentiable_mask is not None:
+        usable &= ~np.asarray(row.nondifferentiable_mask, bool)
+    if not usable.any():
+        return None
+    a64, n64, u64 = (np.asarray(v, np.float64) for v in (a, n, undone))
+    return (float(np.max(np.abs(a64 - n64)[usable])),
+            float(np.max(np.abs(u64 - n64)[usable])))
 
 
 def merge_orders(first, second):

@@ -509,3 +509,33 @@ def test_jax_check_grads_carries_the_sentence():
     slips, _ = _jax_cases()
     with pytest.raises(AssertionError, match=r"cuts 'x' with jax\.lax\.stop_gradient"):
         check_grads(slips["stop-x"][0], (jnp.linspace(0.5, 2.0, 5),), order=2, modes=("rev",))
+
+
+def test_jax_a_partial_stop_gradient_is_shown_by_removing_it():
+    jax = _jax()
+    from gradcheck.jax import check_function as jax_check
+
+    stop = jax.lax.stop_gradient
+
+    @jax.custom_vjp
+    def half_square(x):
+        return x * x
+
+    half_square.defvjp(lambda x: (x * x, x), lambda x, g: (g * x,))
+    keep = lambda x: (x ** 3, x)      # noqa: E731
+    x = jax.numpy.linspace(0.5, 2.0, 5)
+    # 3 stop(x) x g: d/dx is 3 x g where 6 x g belongs (by hand), the graph reaches x
+    partial = _custom_cube("partial_stop", keep, lambda x, g: (3 * stop(x) * x * g,))
+    row = jax_check(partial, (x,), order=2)["order2.x"]
+    assert not row.passed and row.norm_ratio == pytest.approx(0.5, rel=1e-4)
+    assert row.diagnosis.cause == CUT and row.diagnosis.evidence["partial"] is True
+    assert row.diagnosis.message.startswith(
+        "The backward of partial_stop cuts part of its derivative with respect to 'x' with "
+        "jax.lax.stop_gradient")
+    # a stop_gradient under a sign (derivative 0 for x > 0) beside a wrong inner rule:
+    # removing it does not explain the mismatch, so it is not named
+    harmless = _custom_cube("harmless_stop", keep, lambda x, g: (
+        3 * half_square(x) * g * jax.numpy.sign(stop(x)),))
+    row = jax_check(harmless, (x,), order=2)["order2.x"]
+    assert not row.passed and row.diagnosis.cause == "scaled"
+    assert "stop_gradient" not in row.diagnosis.message

@@ -38,6 +38,8 @@ except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError("gradcheck.jax needs JAX, which is not installed: pip install jax "
                       "(or pip install -e '.[jax]' in the gradcheck checkout)") from _exc
 
+import numpy as np
+
 from gradcheck._adapter import (FORWARD_PREFIX, SECOND_PREFIX, check_in_mode, merge_reports,
                                 mode_options, second_order_names, tangent_names,
                                 validate_modes, validate_order)
@@ -52,9 +54,15 @@ def _prefix(mode):
     return FORWARD_PREFIX if mode == "fwd" else ""
 
 
-def _check_map(problem, which, point, argnames, mode, modes, name, options):
+def _check_map(problem, which, point, argnames, mode, modes, name, options, probe=None):
     jmap = problem.map(which)
     derivative = jmap.vjp if mode == "rev" else jmap.jvp
+    if probe is not None and mode == "rev":
+        def derivative(cotangent, *arrays, _vjp=jmap.vjp):
+            if not probe:
+                probe.append((np.array(cotangent, copy=True),
+                              tuple(np.array(a, copy=True) for a in arrays)))
+            return _vjp(cotangent, *arrays)
     return check_in_mode(mode, jmap.value, derivative, point, argnames=argnames, name=name,
                          **mode_options(options, mode, modes))
 
@@ -83,11 +91,13 @@ def _run(problem, order, modes, options):
         for which, prefix, extra, names in second:
             for mode in modes:
                 label = f"order 2 ({which}{', forward mode' if mode == 'fwd' else ''})"
+                probe = []      # the first cotangent and point of the checked VJP
                 report = _check_map(problem, which, problem.point + extra, names, mode,
-                                    modes, f"{name} (order 2)", opts)
+                                    modes, f"{name} (order 2)", opts, probe)
                 if which == "backward" and mode == "rev" and not report.passed:
                     report = name_stops(report, stopped_arguments(
-                        problem, problem.point + extra, names), problem.label)
+                        problem, problem.point + extra, names), problem.label, names,
+                        problem, probe[0] if probe else None)
                 parts.append((_prefix(mode) + prefix, label, report))
     return merge_reports(parts)
 

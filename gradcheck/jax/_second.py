@@ -11,13 +11,23 @@ match the equation's, any other equation conservatively passes on all of its inp
 dependence): an argument no output depends on, with a ``stop_gradient`` in the trace,
 is cut. :func:`name_stops` diagnoses the failing rows of those arguments
 ``double_backward_cut``.
+
+When the trace still reaches the argument, a ``stop_gradient`` may have cut part of the
+derivative, or nothing that matters. :func:`name_stops` then evaluates the trace again with
+each top-level ``stop_gradient`` the identity (:func:`_without_stops`) and takes JAX's VJP
+of that with the cotangent of the checked one: when it matches the numerical derivative
+where JAX's did not, the row is a partial cut; otherwise it keeps its diagnosis.
 """
 
 from __future__ import annotations
 
-import jax
+import dataclasses
 
-from gradcheck._adapter import cut_where, name_cut_rows
+import jax
+import numpy as np
+
+from gradcheck._adapter import CUT_CAUSE, cut_where, name_cut_rows, undo_residuals, unpack
+from gradcheck.checker._report import Diagnosis
 
 __all__ = ["stopped_arguments", "name_stops"]
 
@@ -65,13 +75,16 @@ def _depends(jaxpr, deps_in):
     return [read(v) for v in jaxpr.outvars], stopped
 
 
+def _trace(problem, point):
+    return jax.make_jaxpr(problem._backward_map)(*problem.map("backward")._jax(point))
+
+
 def stopped_arguments(problem, point, names) -> tuple:
     """Names (of ``names``: the checked arguments, then the cotangents) that no output of
     the backward map depends on through what JAX differentiates, when a stop_gradient
     is in its trace; () otherwise or when it cannot be traced."""
     try:
-        closed = jax.make_jaxpr(problem._backward_map)(*problem.map("backward")._jax(point))
-        jaxpr = closed.jaxpr
+        jaxpr = _trace(problem, point).jaxpr
         outs, stopped = _depends(jaxpr, [{k} for k in range(len(jaxpr.invars))])
     except Exception:       # noqa: BLE001 - the checked run reports what JAX refused
         return ()
@@ -79,6 +92,45 @@ def stopped_arguments(problem, point, names) -> tuple:
         return ()
     reached = frozenset().union(*outs) if outs else frozenset()
     return tuple(n for k, n in enumerate(names) if k not in reached)
+
+
+def _without_stops(closed):
+    """The traced function with every top-level ``stop_gradient`` the identity."""
+    jaxpr, consts = closed.jaxpr, closed.consts
+
+    def run(*args):
+        env = dict(zip(jaxpr.constvars, consts))
+        env.update(zip(jaxpr.invars, args))
+
+        def read(v):
+            return v.val if type(v).__name__ == "Literal" else env[v]
+
+        for eqn in jaxpr.eqns:
+            ins = [read(v) for v in eqn.invars]
+            if eqn.primitive.name == "stop_gradient":
+                outs = ins
+            else:
+                bound = eqn.primitive.get_bind_params(eqn.params)   # (subfuns, params)
+                subfuns, params = bound if isinstance(bound, tuple) else ((), bound)
+                outs = eqn.primitive.bind(*subfuns, *ins, **params)
+                outs = outs if eqn.primitive.multiple_results else [outs]
+            env.update(zip(eqn.outvars, outs))
+        return [read(v) for v in jaxpr.outvars]
+
+    return run
+
+
+def _undone(problem, probe):
+    """JAX's VJP of the backward map without its stop_gradients, at ``probe``."""
+    cotangent, arrays = probe
+    jmap = problem.map("backward")
+    xs = jmap._jax(arrays)
+    closed = _trace(problem, arrays)
+    outs, vjp_fn = jax.vjp(_without_stops(closed), *xs)
+    shapes = [tuple(o.shape) for o in outs]
+    dtypes = [np.dtype(o.dtype) for o in outs]
+    cts = [jax.numpy.asarray(p) for p in unpack(cotangent, shapes, dtypes)]
+    return [np.asarray(g) for g in vjp_fn(cts)], jmap.vjp(cotangent, *arrays)
 
 
 def _message(label, row) -> str:
@@ -90,8 +142,45 @@ def _message(label, row) -> str:
             f"of what the backward computes from {name!r}.")
 
 
-def name_stops(report, cut, label):
-    """``report`` with the failing rows of ``cut`` arguments diagnosed as cut."""
+def _partial(report, cut, label, names, problem, probe):
+    rows = [r for r in report.arguments if not r.passed and r.name not in cut
+            and r.name in names]
+    if not rows or problem is None or probe is None:
+        return report
+    try:
+        closed = _trace(problem, probe[1])
+        if not any(e.primitive.name == "stop_gradient" for e in closed.jaxpr.eqns):
+            return report
+        undone, again = _undone(problem, probe)
+    except Exception:       # noqa: BLE001 - no evidence, no claim
+        return report
+    changed = {}
+    for row in rows:
+        j = names.index(row.name)
+        found = undo_residuals(row, again[j], undone[j])
+        if found is None or not found[1] <= 1e-3 * found[0]:
+            continue
+        before, after = found
+        changed[row.name] = Diagnosis(CUT_CAUSE, (
+            f"The backward of {label} cuts part of its derivative with respect to "
+            f"{row.name!r} with jax.lax.stop_gradient: JAX's derivative of the backward "
+            f"misses what flows through the stopped value. With the stop_gradient removed it "
+            f"matches the numerical derivative of the backward: the largest |difference| "
+            f"goes from {before:.3g} to {after:.3g}. Leave stop_gradient out of what the "
+            f"backward computes from {row.name!r}."),
+            {"argument": row.name, "partial": True, "stop_gradient": True,
+             "residual_before": before, "residual_after": after})
+    return dataclasses.replace(report, arguments=tuple(
+        dataclasses.replace(r, diagnosis=changed[r.name]) if r.name in changed else r
+        for r in report.arguments))
+
+
+def name_stops(report, cut, label, names=(), problem=None, probe=None):
+    """``report`` with the failing rows of ``cut`` arguments diagnosed as cut, and the
+    failing rows of other arguments as partly cut when removing the top-level
+    stop_gradients, at ``probe`` (the cotangent and point of the checked VJP), explains
+    their mismatch."""
+    report = _partial(report, cut, label, tuple(names), problem, probe)
     if not cut:
         return report
     return name_cut_rows(report, cut, lambda row: _message(label, row),

@@ -29,11 +29,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from gradcheck._adapter import CUT_CAUSE, cut_where, name_cut_rows
+from gradcheck._adapter import CUT_CAUSE, cut_where, name_cut_rows, undo_residuals
 from gradcheck.checker._report import Diagnosis
 from gradcheck.torch._undo import undone_vjp
 
@@ -216,18 +215,9 @@ def _residuals(problem, probe, cuts, rows):
     out = {}
     for row in rows:
         j = cuts.names.index(row.name)
-        a, n = row.analytic, row.numeric
-        if a is None or n is None or np.shape(a) != np.shape(again[j]) or not np.allclose(
-                again[j], a, rtol=1e-6, atol=1e-300):
-            continue
-        usable = np.isfinite(n)
-        if row.nondifferentiable_mask is not None:
-            usable &= ~np.asarray(row.nondifferentiable_mask, bool)
-        if not usable.any():
-            continue
-        before = float(np.max(np.abs(np.asarray(a, float) - n)[usable]))
-        after = float(np.max(np.abs(np.asarray(undone[j], float) - n)[usable]))
-        out[row.name] = (before, after)
+        found = undo_residuals(row, again[j], undone[j])
+        if found is not None:
+            out[row.name] = found
     return out
 
 
