@@ -105,6 +105,25 @@ def _forward_constants(outputs, count_nodes=False) -> int:
     return count
 
 
+def _function_names(outputs) -> tuple:
+    """The autograd.Function classes behind ``outputs`` (their backward nodes' names
+    without ``Backward``), in the order met."""
+    names, seen = [], set()
+    stack = [o.grad_fn for o in outputs if o.grad_fn is not None]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, torch.autograd.function.BackwardCFunction):
+            name = type(node).__name__
+            name = name[:-len("Backward")] if name.endswith("Backward") else name
+            if name not in names:
+                names.append(name)
+        stack.extend(fn for fn, _ in node.next_functions)
+    return tuple(names)
+
+
 @dataclasses.dataclass(frozen=True)
 class Cuts:
     """What :func:`explain_cuts` found: the cut arguments and how they were cut."""
@@ -115,6 +134,7 @@ class Cuts:
     no_grad: int          # operations on such tensors under torch.no_grad()
     forward_constants: int  # tensors a forward saved that do not require grad
     names: tuple = ()     # every argument of the second-order map, in order
+    functions: tuple = ()   # the autograd.Function classes the outputs come from
 
 
 def explain_cuts(problem, g_arrays, names):
@@ -128,6 +148,7 @@ def explain_cuts(problem, g_arrays, names):
         with torch.enable_grad():
             outs = problem._selected(problem._call(leaves))
             constants = _forward_constants(outs)
+            functions = _function_names(outs)
             gs = problem._g_tensors(g_arrays, requires_grad=True)
             with recorder:
                 grads = torch.autograd.grad(outs, leaves, gs, create_graph=True,
@@ -139,7 +160,7 @@ def explain_cuts(problem, g_arrays, names):
     # a Function applied inside the backward runs its forward with grad mode off, as
     # no_grad does: with one in the backward's graph, no_grad is not told apart from it
     no_grad = 0 if _forward_constants(grads, count_nodes=True) else recorder.no_grad
-    return Cuts(cut, refuses, recorder.detached, no_grad, constants, tuple(names))
+    return Cuts(cut, refuses, recorder.detached, no_grad, constants, tuple(names), functions)
 
 
 def _how(cuts: Cuts) -> str:
@@ -184,6 +205,8 @@ def name_cuts(report, cuts: Cuts | None, label: str, problem=None, probe=None):
     """
     if cuts is None:
         return report
+    if len(cuts.functions) == 1 and cuts.functions[0] != label:
+        label = f"{cuts.functions[0]} (in {label})"     # the one Function that has a backward
     report = _partial(report, cuts, label, problem, probe)
     if not cuts.cut:
         return report
