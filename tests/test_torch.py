@@ -326,6 +326,9 @@ def test_gradgradcheck_catches_a_backward_whose_own_derivative_is_wrong():
         gradgradcheck(fn, (x,))
     report = info.value.report
     assert not report["x"].passed and report["grad_output"].passed
+    # named for what it is: the backward's x.detach() cuts d/dx (tests/test_second_order_slips)
+    assert report["x"].diagnosis.cause == "double_backward_cut"
+    assert "cuts 'x' from torch's graph: it calls .detach()" in report["x"].diagnosis.message
 
 
 @pytest.mark.parametrize("backward, message", [
@@ -521,6 +524,11 @@ def test_gradgradcheck_forward_over_reverse():
     assert [a.name for a in report.arguments] == ["x", "grad_output", "fwd.x",
                                                   "fwd.grad_output"]
     assert not report["fwd.x"].passed and report["fwd.grad_output"].passed
+    for row, words in (("x", "torch's double backward sees"),
+                       ("fwd.x", "which carries no tangent, so forward mode through the "
+                                 "backward (check_fwd_over_rev) sees")):
+        assert report[row].diagnosis.cause == "double_backward_cut"
+        assert words in report[row].diagnosis.message
     alone = gradgradcheck(fn, (x,), check_fwd_over_rev=True, check_rev_over_rev=False,
                           raise_exception=False)
     assert alone is False

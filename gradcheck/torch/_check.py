@@ -17,7 +17,7 @@ from gradcheck._adapter import (FORWARD_PREFIX, SECOND_PREFIX, check_in_mode, me
 from gradcheck._errors import ConfigurationError
 from gradcheck.torch._convert import as_tuple, select_inputs, to_array
 from gradcheck.torch._problem import TorchProblem, input_names
-from gradcheck.torch._second import explain_cuts, name_cuts
+from gradcheck.torch._second import explain_cuts, name_cuts, name_forward_cuts
 
 __all__ = ["check_function", "check_module", "run_problem"]
 
@@ -68,10 +68,11 @@ def run_problem(problem: TorchProblem, *, orders, options, grad_outputs=None, mo
             report = check_in_mode(mode, problem.second, derivative, problem.point + g,
                                    argnames=names, name=f"{name} (order 2)",
                                    **mode_options(opts, mode, modes))
-            if not report.passed and mode == "rev":
+            if not report.passed:
                 cuts = explain_cuts(problem, g, names) if cuts is ... else cuts
-                report = name_cuts(report, cuts, problem.label, problem,
-                                   probe[0] if probe else None)
+                report = (name_cuts(report, cuts, problem.label, problem,
+                                    probe[0] if probe else None) if mode == "rev"
+                          else name_forward_cuts(report, cuts, problem.label))
             both = 1 in orders      # rows of order 2 beside order 1's are marked so
             label = ", ".join(w for w, on in (("order 2", both),
                                              ("forward mode", mode == "fwd")) if on)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -36,7 +37,7 @@ from gradcheck._adapter import CUT_CAUSE, cut_where, name_cut_rows, undo_residua
 from gradcheck.checker._report import Diagnosis
 from gradcheck.torch._undo import undone_vjp
 
-__all__ = ["explain_cuts", "name_cuts"]
+__all__ = ["explain_cuts", "name_cuts", "name_forward_cuts"]
 
 
 class _CutRecorder(TorchDispatchMode):
@@ -191,6 +192,35 @@ def _message(cuts: Cuts, label: str, row) -> str:
             f"its derivative with respect to {name!r} is lost (torch gives 0; "
             f"{cut_where(row)}). Compute it from {name!r} with differentiable torch "
             f"operations.")
+
+
+def _forward_message(cuts: Cuts, label: str, row) -> str:
+    name = row.name
+    how = ("calls .detach() on a tensor that requires grad (as a .numpy() round trip must)"
+           if cuts.detached else "uses a tensor its forward computed and saved on ctx")
+    return (f"The backward of {label} cuts {name!r} from torch's graph: it {how}, which "
+            f"carries no tangent, so forward mode through the backward "
+            f"(check_fwd_over_rev) sees what it computes from {name!r} as a constant and its "
+            f"derivative with respect to {name!r} is lost (torch gives 0; {cut_where(row)}). "
+            f"Compute it from {name!r} with differentiable torch operations.")
+
+
+def name_forward_cuts(report, cuts: Cuts | None, label: str):
+    """The forward-mode rows of the backward's map (``check_fwd_over_rev``): a failing row
+    of a cut argument whose analytic values are all 0, from a backward that detaches or
+    uses a tensor its forward saved (neither carries a tangent), is ``double_backward_cut``.
+    A cut made by no_grad alone is not named (forward AD does not heed no_grad), nor by
+    @once_differentiable alone."""
+    if cuts is None or not cuts.cut or not (cuts.detached or cuts.forward_constants):
+        return report
+    if len(cuts.functions) == 1 and cuts.functions[0] != label:
+        label = f"{cuts.functions[0]} (in {label})"
+    zero = tuple(r.name for r in report.arguments if r.name in cuts.cut
+                 and r.analytic is not None and not np.any(r.analytic))
+    evidence = {"forward_mode": True, "detach_calls": cuts.detached,
+                "forward_constants": cuts.forward_constants}
+    return name_cut_rows(report, zero, lambda row: _forward_message(cuts, label, row),
+                         evidence)
 
 
 def name_cuts(report, cuts: Cuts | None, label: str, problem=None, probe=None):
