@@ -169,7 +169,7 @@ def _partial(report, cut, label, names, problem, probe):
             f"goes from {before:.3g} to {after:.3g}. Leave stop_gradient out of what the "
             f"backward computes from {row.name!r}."),
             {"argument": row.name, "partial": True, "stop_gradient": True,
-             "residual_before": before, "residual_after": after})
+             "residual_before": before, "residual_after": after, "calls_made": 3})
     return dataclasses.replace(report, arguments=tuple(
         dataclasses.replace(r, diagnosis=changed[r.name]) if r.name in changed else r
         for r in report.arguments))
@@ -184,4 +184,4 @@ def name_stops(report, cut, label, names=(), problem=None, probe=None):
     if not cut:
         return report
     return name_cut_rows(report, cut, lambda row: _message(label, row),
-                         {"stop_gradient": True})
+                         {"stop_gradient": True, "calls_made": 1})

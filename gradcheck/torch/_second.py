@@ -22,7 +22,16 @@ exactly 0 for that argument, where the numerical derivative of the backward is n
 :func:`name_cuts` then gives each failing row of a cut argument the diagnosis
 ``double_backward_cut`` with a sentence naming the argument and the mechanism, in place
 of the generic description of a mismatch. A row that passes keeps its verdict (a backward
-that does not depend on an argument at all is cut from it and right).
+that does not depend on an argument at all is cut from it and right). A failing row whose
+argument the graph still reaches is a partial cut only when the run shows it
+(:mod:`gradcheck.torch._undo`: the double backward with the cuts undone matches the
+numerical one). :func:`name_forward_cuts` does the same for forward mode through the
+backward, where only a detach or a saved forward value (no tangent) is a cut.
+
+A Function applied inside the backward runs its own forward with grad mode off, which
+looks like ``no_grad`` from below autograd: with such a Function in the backward's graph,
+``no_grad`` is not named. Each explanation calls the user's code again (``f`` and its
+backward once; three times for a partial cut), counted in ``evidence["calls_made"]``.
 """
 
 from __future__ import annotations
@@ -218,7 +227,7 @@ def name_forward_cuts(report, cuts: Cuts | None, label: str):
     zero = tuple(r.name for r in report.arguments if r.name in cuts.cut
                  and r.analytic is not None and not np.any(r.analytic))
     evidence = {"forward_mode": True, "detach_calls": cuts.detached,
-                "forward_constants": cuts.forward_constants}
+                "forward_constants": cuts.forward_constants, "calls_made": 1}
     return name_cut_rows(report, zero, lambda row: _forward_message(cuts, label, row),
                          evidence)
 
@@ -242,7 +251,7 @@ def name_cuts(report, cuts: Cuts | None, label: str, problem=None, probe=None):
         return report
     evidence = {"once_differentiable": cuts.once_differentiable,
                 "detach_calls": cuts.detached, "no_grad_operations": cuts.no_grad,
-                "forward_constants": cuts.forward_constants}
+                "forward_constants": cuts.forward_constants, "calls_made": 1}
     return name_cut_rows(report, cuts.cut, lambda row: _message(cuts, label, row), evidence)
 
 
@@ -301,7 +310,7 @@ def _partial(report, cuts: Cuts, label: str, problem, probe):
             changed[row.name] = Diagnosis(CUT_CAUSE, message, {
                 "argument": row.name, "partial": True, "detach_calls": cuts.detached,
                 "no_grad_operations": cuts.no_grad, "residual_before": before,
-                "residual_after": after})
+                "residual_after": after, "calls_made": 3})
         else:
             hint = (f" The backward of {label} also {how}: any part of its derivative with "
                     f"respect to {row.name!r} that flows through the value so cut off is "
