@@ -362,6 +362,22 @@ LAYERS = textwrap.dedent("""
             x, = ctx.saved_tensors
             return _no_grad(lambda: 3 * x ** 2) * g
 
+    class NumpyCube(Cube):
+        @staticmethod
+        def backward(ctx, g):
+            x, = ctx.saved_tensors
+            return torch.from_numpy(3 * x.detach().numpy() ** 2) * g
+
+    class SavedCube(Cube):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x * x)
+            return x ** 3
+        @staticmethod
+        def backward(ctx, g):
+            square, = ctx.saved_tensors
+            return 3 * square * g
+
     class OnceCube(Cube):
         @staticmethod
         @torch.autograd.function.once_differentiable
@@ -373,9 +389,11 @@ LAYERS = textwrap.dedent("""
 
 @pytest.fixture
 def layers(tmp_path):
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
     (tmp_path / "cubes.py").write_text(LAYERS)
-    return tmp_path
+    yield tmp_path
+    torch.set_num_threads(before)
 
 
 def _spec(folder, target, order_key=False):
@@ -392,6 +410,10 @@ def _spec(folder, target, order_key=False):
     ("NoGradCube", "cuts 'input' from torch's graph: it computes under torch.no_grad()"),
     ("OnceCube", "is marked @once_differentiable: torch cannot differentiate it again, so "
                  "its derivative with respect to 'input' is lost"),
+    ("NumpyCube", "cuts 'input' from torch's graph: it calls .detach() on a tensor that "
+                  "requires grad (as a .numpy() round trip must)"),
+    ("SavedCube", "cuts 'input' from torch's graph: it uses a tensor its forward computed "
+                  "and saved on ctx"),
 ])
 def test_the_cli_fails_a_cut_backward_with_the_sentence(layers, capsys, target, sentence):
     path = _spec(layers, target)
