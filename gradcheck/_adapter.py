@@ -33,7 +33,8 @@ from gradcheck._validate import is_int
 __all__ = ["validate_order", "validate_modes", "pack", "unpack", "merge_orders", "with_notes",
            "output_names", "second_order_names", "tangent_names", "check_nondeterminism",
            "SECOND_PREFIX", "FORWARD_PREFIX", "mode_options", "check_in_mode",
-           "merge_reports", "CUT_CAUSE", "name_cut_rows", "cut_where", "undo_residuals"]
+           "merge_reports", "CUT_CAUSE", "name_cut_rows", "cut_where", "undo_residuals",
+           "reproduces", "recording"]
 
 #: Prefix of the second-order rows in a report of ``order=2``.
 SECOND_PREFIX = "order2."
@@ -188,6 +189,14 @@ def cut_where(row) -> str:
             f"numerical derivative of the backward is {row.numeric_at_worst:.6g}")
 
 
+def reproduces(row, again) -> bool:
+    """Whether ``again`` (a derivative recomputed with a recorded cotangent) is ``row``'s
+    analytic values: the cotangent is the one the row was judged with."""
+    a = row.analytic
+    return a is not None and np.shape(a) == np.shape(again) and bool(
+        np.allclose(again, a, rtol=1e-6, atol=1e-300))
+
+
 def undo_residuals(row, again, undone):
     """``(max |A - N|, max |U - N|)`` over ``row``'s usable elements (finite numerical
     value, not at a kink): ``A`` its analytic values, ``N`` its numerical ones, ``U``
@@ -195,9 +204,8 @@ def undo_residuals(row, again, undone):
     the row holds its arrays and ``again`` (the derivative recomputed with the same
     cotangent) reproduces ``A`` -- the proof that ``U`` is comparable."""
     a, n = row.analytic, row.numeric
-    if a is None or n is None or undone is None or np.shape(a) != np.shape(again) or \
-            np.shape(a) != np.shape(undone) or not np.allclose(again, a, rtol=1e-6,
-                                                               atol=1e-300):
+    if n is None or undone is None or not reproduces(row, again) or \
+            np.shape(a) != np.shape(undone):
         return None
     usable = np.isfinite(n)
     if row.nondifferentiable_mask is not None:
@@ -207,6 +215,17 @@ def undo_residuals(row, again, undone):
     a64, n64, u64 = (np.asarray(v, np.float64) for v in (a, n, undone))
     return (float(np.max(np.abs(a64 - n64)[usable])),
             float(np.max(np.abs(u64 - n64)[usable])))
+
+
+def recording(vjp, calls, keep=4):
+    """``vjp``, keeping the cotangent and point of its first ``keep`` calls in ``calls``
+    (the checker calls it more than once: the judged cotangent, then its own tests)."""
+    def call(cotangent, *arrays):
+        if len(calls) < keep:
+            calls.append((np.array(cotangent, copy=True),
+                          tuple(np.array(a, copy=True) for a in arrays)))
+        return vjp(cotangent, *arrays)
+    return call
 
 
 def merge_orders(first, second):

@@ -131,7 +131,7 @@ SLIPS = {
                                 lambda ctx, g: 3 * ctx.saved_tensors[0] ** 2 * g)),
                             {"order2.x": r"marked @once_differentiable: .*with respect to 'x' "
                                          r"is lost",
-                             "order2.grad_output": r"marked @once_differentiable: .*'grad_output'"},
+                             "order2.grad_output": r"@once_differentiable: .*'grad_output'"},
                             {"x"}),
     "saved-intermediate": (_cube("SavedIntermediate", lambda ctx, g: 3 * ctx.saved_tensors[0]
                                  * g, forward=_saving_square),
@@ -271,6 +271,26 @@ def test_a_partly_cut_backward_is_shown_cut_by_undoing_the_cut(case):
     assert re.search(sentence, row.diagnosis.message), row.diagnosis.message
     ev = row.diagnosis.evidence
     assert ev["residual_after"] <= 1e-3 * ev["residual_before"]
+
+
+def test_the_judged_cotangent_is_found_among_the_recorded_calls(monkeypatch):
+    # the evidence for a partial cut is taken with the cotangent the row was judged with,
+    # whichever call of the double backward recorded it: put another one first
+    import gradcheck.torch._check as check_module_
+
+    real = check_module_.recording
+
+    def recording_after_another(vjp, calls, keep=4):
+        def call(cotangent, *arrays):
+            if not calls:
+                calls.append((np.ones_like(cotangent) * 0.5, tuple(np.array(a) for a in arrays)))
+            return real(vjp, calls, keep)(cotangent, *arrays)
+        return call
+
+    monkeypatch.setattr(check_module_, "recording", recording_after_another)
+    fn, _ = PARTIAL["half-detached"]
+    row = check_function(fn.apply, _inputs(fn), order=2)["order2.x"]
+    assert row.diagnosis.cause == CUT and row.diagnosis.evidence["partial"] is True
 
 
 @pytest.mark.parametrize("case", sorted(WRONG_NOT_CUT))

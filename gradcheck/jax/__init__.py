@@ -38,10 +38,8 @@ except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError("gradcheck.jax needs JAX, which is not installed: pip install jax "
                       "(or pip install -e '.[jax]' in the gradcheck checkout)") from _exc
 
-import numpy as np
-
 from gradcheck._adapter import (FORWARD_PREFIX, SECOND_PREFIX, check_in_mode, merge_reports,
-                                mode_options, second_order_names, tangent_names,
+                                mode_options, recording, second_order_names, tangent_names,
                                 validate_modes, validate_order)
 from gradcheck._errors import ConfigurationError
 from gradcheck.jax._problem import JaxProblem
@@ -54,15 +52,11 @@ def _prefix(mode):
     return FORWARD_PREFIX if mode == "fwd" else ""
 
 
-def _check_map(problem, which, point, argnames, mode, modes, name, options, probe=None):
+def _check_map(problem, which, point, argnames, mode, modes, name, options, calls=None):
     jmap = problem.map(which)
     derivative = jmap.vjp if mode == "rev" else jmap.jvp
-    if probe is not None and mode == "rev":
-        def derivative(cotangent, *arrays, _vjp=jmap.vjp):
-            if not probe:
-                probe.append((np.array(cotangent, copy=True),
-                              tuple(np.array(a, copy=True) for a in arrays)))
-            return _vjp(cotangent, *arrays)
+    if calls is not None and mode == "rev":
+        derivative = recording(jmap.vjp, calls)
     return check_in_mode(mode, jmap.value, derivative, point, argnames=argnames, name=name,
                          **mode_options(options, mode, modes))
 
@@ -91,13 +85,13 @@ def _run(problem, order, modes, options):
         for which, prefix, extra, names in second:
             for mode in modes:
                 label = f"order 2 ({which}{', forward mode' if mode == 'fwd' else ''})"
-                probe = []      # the first cotangent and point of the checked VJP
+                calls = []      # the cotangents and points of the checked VJP
                 report = _check_map(problem, which, problem.point + extra, names, mode,
-                                    modes, f"{name} (order 2)", opts, probe)
+                                    modes, f"{name} (order 2)", opts, calls)
                 if which == "backward" and mode == "rev" and not report.passed:
                     report = name_stops(report, stopped_arguments(
                         problem, problem.point + extra, names), problem.label, names,
-                        problem, probe[0] if probe else None)
+                        problem, calls)
                 parts.append((_prefix(mode) + prefix, label, report))
     return merge_reports(parts)
 

@@ -26,7 +26,8 @@ import dataclasses
 import jax
 import numpy as np
 
-from gradcheck._adapter import CUT_CAUSE, cut_where, name_cut_rows, undo_residuals, unpack
+from gradcheck._adapter import (CUT_CAUSE, cut_where, name_cut_rows, reproduces,
+                                undo_residuals, unpack)
 from gradcheck.checker._report import Diagnosis
 
 __all__ = ["stopped_arguments", "name_stops"]
@@ -120,9 +121,10 @@ def _without_stops(closed):
     return run
 
 
-def _undone(problem, probe):
-    """JAX's VJP of the backward map without its stop_gradients, at ``probe``."""
-    cotangent, arrays = probe
+def _undone(problem, call):
+    """JAX's VJP of the backward map without its stop_gradients, at ``call`` (a
+    recorded cotangent and point)."""
+    cotangent, arrays = call
     jmap = problem.map("backward")
     xs = jmap._jax(arrays)
     closed = _trace(problem, arrays)
@@ -130,7 +132,7 @@ def _undone(problem, probe):
     shapes = [tuple(o.shape) for o in outs]
     dtypes = [np.dtype(o.dtype) for o in outs]
     cts = [jax.numpy.asarray(p) for p in unpack(cotangent, shapes, dtypes)]
-    return [np.asarray(g) for g in vjp_fn(cts)], jmap.vjp(cotangent, *arrays)
+    return [np.asarray(g) for g in vjp_fn(cts)]
 
 
 def _message(label, row) -> str:
@@ -142,16 +144,31 @@ def _message(label, row) -> str:
             f"of what the backward computes from {name!r}.")
 
 
-def _partial(report, cut, label, names, problem, probe):
+def _judged_call(problem, calls, rows, names):
+    """The recorded ``(cotangent, point)`` whose VJP reproduces a row's analytic values,
+    and that VJP; None if none does."""
+    jmap = problem.map("backward")
+    for cotangent, arrays in calls:
+        again = jmap.vjp(cotangent, *arrays)
+        if any(reproduces(r, again[names.index(r.name)]) for r in rows):
+            return (cotangent, arrays), again
+    return None
+
+
+def _partial(report, cut, label, names, problem, calls):
     rows = [r for r in report.arguments if not r.passed and r.name not in cut
             and r.name in names]
-    if not rows or problem is None or probe is None:
+    if not rows or problem is None or not calls:
         return report
     try:
-        closed = _trace(problem, probe[1])
+        closed = _trace(problem, calls[0][1])
         if not any(e.primitive.name == "stop_gradient" for e in closed.jaxpr.eqns):
             return report
-        undone, again = _undone(problem, probe)
+        judged = _judged_call(problem, calls, rows, names)
+        if judged is None:
+            return report
+        undone = _undone(problem, judged[0])
+        again = judged[1]
     except Exception:       # noqa: BLE001 - no evidence, no claim
         return report
     changed = {}
@@ -175,12 +192,12 @@ def _partial(report, cut, label, names, problem, probe):
         for r in report.arguments))
 
 
-def name_stops(report, cut, label, names=(), problem=None, probe=None):
+def name_stops(report, cut, label, names=(), problem=None, calls=None):
     """``report`` with the failing rows of ``cut`` arguments diagnosed as cut, and the
     failing rows of other arguments as partly cut when removing the top-level
-    stop_gradients, at ``probe`` (the cotangent and point of the checked VJP), explains
-    their mismatch."""
-    report = _partial(report, cut, label, tuple(names), problem, probe)
+    stop_gradients explains their mismatch (with the recorded cotangent and point of
+    ``calls``, calls of the checked VJP, that reproduces the row)."""
+    report = _partial(report, cut, label, tuple(names), problem, calls)
     if not cut:
         return report
     return name_cut_rows(report, cut, lambda row: _message(label, row),

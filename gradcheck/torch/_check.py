@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from gradcheck._adapter import (FORWARD_PREFIX, SECOND_PREFIX, check_in_mode, merge_reports,
-                                mode_options, pack, second_order_names, validate_modes,
+                                mode_options, pack, recording, second_order_names, validate_modes,
                                 validate_order, with_notes)
 from gradcheck._errors import ConfigurationError
 from gradcheck.torch._convert import as_tuple, select_inputs, to_array
@@ -62,16 +62,16 @@ def run_problem(problem: TorchProblem, *, orders, options, grad_outputs=None, mo
             problem.missing.clear()
             problem.disconnected.clear()
             problem.no_tangent.clear()
-            probe = []          # the first cotangent and point of the double backward
-            derivative = (_probed(problem.second_vjp, probe) if mode == "rev"
+            calls = []          # the cotangents and points of the double backward
+            derivative = (recording(problem.second_vjp, calls) if mode == "rev"
                           else problem.second_jvp)
             report = check_in_mode(mode, problem.second, derivative, problem.point + g,
                                    argnames=names, name=f"{name} (order 2)",
                                    **mode_options(opts, mode, modes))
             if not report.passed:
                 cuts = explain_cuts(problem, g, names) if cuts is ... else cuts
-                report = (name_cuts(report, cuts, problem.label, problem,
-                                    probe[0] if probe else None) if mode == "rev"
+                report = (name_cuts(report, cuts, problem.label, problem, calls)
+                          if mode == "rev"
                           else name_forward_cuts(report, cuts, problem.label))
             both = 1 in orders      # rows of order 2 beside order 1's are marked so
             label = ", ".join(w for w, on in (("order 2", both),
@@ -79,16 +79,6 @@ def run_problem(problem: TorchProblem, *, orders, options, grad_outputs=None, mo
             parts.append((_prefix(mode) + (SECOND_PREFIX if both else ""), label,
                           with_notes(report, *problem.notes(order=2))))
     return merge_reports(parts)
-
-
-def _probed(vjp, probe):
-    """``vjp``, keeping its first call's cotangent and point in ``probe``."""
-    def call(cotangent, *arrays):
-        if not probe:
-            probe.append((np.array(cotangent, copy=True),
-                          tuple(np.array(a, copy=True) for a in arrays)))
-        return vjp(cotangent, *arrays)
-    return call
 
 
 def _prefix(mode):

@@ -42,7 +42,8 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from gradcheck._adapter import CUT_CAUSE, cut_where, name_cut_rows, undo_residuals
+from gradcheck._adapter import (CUT_CAUSE, cut_where, name_cut_rows, reproduces,
+                                undo_residuals)
 from gradcheck.checker._report import Diagnosis
 from gradcheck.torch._undo import undone_vjp
 
@@ -232,21 +233,22 @@ def name_forward_cuts(report, cuts: Cuts | None, label: str):
                          evidence)
 
 
-def name_cuts(report, cuts: Cuts | None, label: str, problem=None, probe=None):
+def name_cuts(report, cuts: Cuts | None, label: str, problem=None, calls=None):
     """``report`` with each failing row of a cut argument diagnosed
     ``double_backward_cut`` (rows of other arguments and passing rows unchanged).
 
     A failing row whose argument the graph still reaches, from a backward that detaches or
     computes under no_grad, is a partial cut when :func:`~gradcheck.torch._undo.undone_vjp`
-    -- torch's double backward with those cuts undone, at ``probe`` (the cotangent and
-    point of the checked double backward) -- matches the numerical derivative; without
+    -- torch's double backward with those cuts undone, with the cotangent and point of
+    ``calls`` (recorded calls of the checked double backward) that reproduce the row --
+    matches the numerical derivative; without
     that evidence it keeps its diagnosis, with a sentence saying what the backward did.
     """
     if cuts is None:
         return report
     if len(cuts.functions) == 1 and cuts.functions[0] != label:
         label = f"{cuts.functions[0]} (in {label})"     # the one Function that has a backward
-    report = _partial(report, cuts, label, problem, probe)
+    report = _partial(report, cuts, label, problem, calls)
     if not cuts.cut:
         return report
     evidence = {"once_differentiable": cuts.once_differentiable,
@@ -260,36 +262,39 @@ def _ways(cuts: Cuts) -> list:
                            ("computes under torch.no_grad()", cuts.no_grad)) if n]
 
 
-def _residuals(problem, probe, cuts, rows):
+def _residuals(problem, calls, cuts, rows):
     """``{row name: (max |A - N|, max |U - N|)}`` over the rows' usable elements, ``U``
-    the undone double backward; {} when there is no evidence to be had."""
-    if problem is None or probe is None:
-        return {}
-    cotangent, arrays = probe
-    try:        # the probe must be the cotangent behind the rows' analytic values
-        again = problem.second_vjp(cotangent, *arrays)
-    except Exception:       # noqa: BLE001 - no evidence
-        return {}
-    undone = undone_vjp(problem, cotangent, arrays, detach=bool(cuts.detached),
-                        no_grad=bool(cuts.no_grad))
-    if undone is None:
-        return {}
-    out = {}
-    for row in rows:
-        j = cuts.names.index(row.name)
-        found = undo_residuals(row, again[j], undone[j])
-        if found is not None:
-            out[row.name] = found
-    return out
+    the undone double backward with the recorded cotangent (of ``calls``) that reproduces
+    the rows' analytic values; {} when there is no evidence to be had."""
+    for cotangent, arrays in (calls or ()) if problem is not None else ():
+        try:
+            again = problem.second_vjp(cotangent, *arrays)
+        except Exception:       # noqa: BLE001 - no evidence
+            return {}
+        judged = [r for r in rows if reproduces(r, again[cuts.names.index(r.name)])]
+        if not judged:
+            continue            # a cotangent of the checker's own tests, not the judged one
+        undone = undone_vjp(problem, cotangent, arrays, detach=bool(cuts.detached),
+                            no_grad=bool(cuts.no_grad))
+        if undone is None:
+            return {}
+        out = {}
+        for row in judged:
+            j = cuts.names.index(row.name)
+            found = undo_residuals(row, again[j], undone[j])
+            if found is not None:
+                out[row.name] = found
+        return out
+    return {}
 
 
-def _partial(report, cuts: Cuts, label: str, problem, probe):
+def _partial(report, cuts: Cuts, label: str, problem, calls):
     ways = _ways(cuts)
     rows = [r for r in report.arguments if not r.passed and r.name not in cuts.cut
             and r.name in cuts.names and r.diagnosis is not None]
     if not ways or not rows:
         return report
-    residuals = _residuals(problem, probe, cuts, rows)
+    residuals = _residuals(problem, calls, cuts, rows)
     how = " and ".join(ways)
     undo = " and ".join(w for w, n in ((".detach() made a differentiable view", cuts.detached),
                                        ("no_grad lifted", cuts.no_grad)) if n)
