@@ -421,12 +421,12 @@ def test_cli_bad_usage(capsys):
 # --------------------------------------------------------------------------- a false alarm
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the checker's error bars assume f's rounding is of order eps*|f|; a per-sample "
-    "cross-entropy written as log(sum(exp(y - m))) - (y_t - m) rounds at eps*O(1) while "
-    "its value is tiny at confident logits, so a correct gradient is failed (found when "
-    "training reached such logits; gradcheck's own loss no longer cancels)"))
 def test_checker_accepts_a_correct_gradient_of_a_cancelling_cross_entropy():
+    # Used to fail (found when training reached confident logits): the per-sample loss
+    # log(sum(exp(y - m))) - (y_t - m) is tiny while its terms are O(1), and the complex
+    # step's imaginary part is a difference of two values of size h; the error bars
+    # assumed rounding of order eps*|f|. The grid the values lie on (the ulp of the
+    # terms) is now part of the bar.
     mp = pytest.importorskip("mpmath")
     mp.mp.dps = 40
 
@@ -450,6 +450,14 @@ def test_checker_accepts_a_correct_gradient_of_a_cancelling_cross_entropy():
             want = mp.exp(mp.mpf(y[n, k])) / total - (k == 0)
             assert f_vjp(g, y)[0][n, k] == pytest.approx(float(want), rel=1e-14)
     assert check_vjp(f, f_vjp, (y,)).passed
+
+    def f_vjp_wrong(g, y):          # one element 1e-6 off, relative
+        (gy,) = f_vjp(g, y)
+        gy[3, 0] *= 1 + 1e-6
+        return (gy,)
+
+    wrong = check_vjp(f, f_vjp_wrong, (y,))
+    assert not wrong.passed and wrong["arg0"].worst_index == (3, 0)
 
 
 def test_worst_ratio_is_what_the_verdict_measured_at_a_kink():

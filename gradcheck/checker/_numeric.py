@@ -21,7 +21,7 @@ enough) -- and the policy depends on how the first numbers were made:
   not be the branch the real code took (``where(z.real > 0, ...)`` at ``z == 0`` never
   sees the other side, and a sum that is exactly zero in real arithmetic may round to
   ``2e-16`` in complex arithmetic). So before an element is failed on a complex-step
-  derivative, it is differenced again with real Richardson steps, which detect kinks.
+  derivative, it is differenced again with adaptive real differences, which detect kinks.
   Where the real steps contradict the complex step -- they find a kink there, or a value
   outside their own error bar -- their result replaces it; where they agree with it, the
   complex step's far sharper value is kept (the real steps' error bar, ~1e-11 relative
@@ -226,8 +226,8 @@ def coloring_of(pattern, size):
 
 
 def recheck_elements(target: Target, index, *, max_retries=2) -> NumericalDerivative:
-    """The flat elements ``index`` of ``target.arg`` differenced again by real Richardson
-    steps.
+    """The flat elements ``index`` of ``target.arg`` differenced again by adaptive real
+    differences (``method="adaptive"``).
 
     Only those elements move (the rest of ``arg`` stays fixed), colored by the columns of
     the pattern when one is known. The result is over the subset (shape ``(len(index),)``).
@@ -243,7 +243,7 @@ def recheck_elements(target: Target, index, *, max_retries=2) -> NumericalDeriva
 
     options = _subset_options(target.pattern, index)
     return _guard(lambda: numerical_vjp(sub, base[index], target.cotangent,
-                                        method="richardson", seed=target.seed,
+                                        method="adaptive", seed=target.seed,
                                         max_retries=max_retries, **options),
                   "its mismatching elements were differenced again with real steps")
 
@@ -251,7 +251,8 @@ def recheck_elements(target: Target, index, *, max_retries=2) -> NumericalDeriva
 def merge_elements(num, index, second, take=None) -> NumericalDerivative:
     """``num`` with the flat elements ``index[take]`` replaced by ``second`` (over ``index``).
 
-    ``nfev`` is the sum of both passes.
+    ``nfev`` is the sum of both passes; ``method`` names both methods where the second
+    replaced any element (``"complex+adaptive"``).
     """
     index = np.asarray(index, dtype=np.intp)
     take = np.ones(index.size, bool) if take is None else np.asarray(take, bool)
@@ -260,8 +261,9 @@ def merge_elements(num, index, second, take=None) -> NumericalDerivative:
         arr = np.array(getattr(num, name), copy=True)
         arr.reshape(-1)[index[take]] = np.asarray(getattr(second, name)).reshape(-1)[take]
         fields[name] = arr
-    method = num.method if not take.any() or num.method.endswith("+richardson") \
-        else f"{num.method}+richardson"
+    suffix = f"+{second.method}"
+    method = num.method if not take.any() or num.method == second.method \
+        or num.method.endswith(suffix) else num.method + suffix
     return dataclasses.replace(num, nfev=int(num.nfev) + int(second.nfev), method=method,
                                **fields)
 

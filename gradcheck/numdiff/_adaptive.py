@@ -238,7 +238,9 @@ def _kink_distance(p: PassEstimate, seen):
     side, the nodes :math:`h, 3h` lie beyond it (slope :math:`s_r`, their secant) and
     the secant over :math:`[0, h]` mixes the two sides: :math:`(f(h) - f(0))/h = s_r +
     (s_\ell - s_r)\, d/h`, :math:`s_\ell` the left one-sided derivative; the left
-    side alike. A retry at a quarter of that distance sees both nodes on one side.
+    side alike. A retry at a quarter of that distance sees both nodes on one side. A
+    kink beyond the first node (the near secant equals the near side's derivative, the
+    far secant does not) is at least a step away: the retry takes a quarter step.
     """
     s = _noise(p, seen, excess=False)
     jump_r, jump_l = p.left - p.rfar, p.right - p.lfar
@@ -250,7 +252,15 @@ def _kink_distance(p: PassEstimate, seen):
                 & (np.abs(p.rsec - p.rfar) > real))
         ok_l = ((t_l > 0) & (t_l < 1) & (np.abs(jump_l) > real)
                 & (np.abs(p.lsec - p.lfar) > real))
-    t = np.fmin(np.where(ok_r, t_r, np.nan), np.where(ok_l, t_l, np.nan))
+        # beyond the first node (d in [h, 3h) on the right, [h, 2h) on the left): the
+        # near secant is the near side's derivative, the far one is not; the kink is at
+        # least a step away
+        far_r = ((np.abs(p.rsec - p.left) <= real) & (np.abs(p.rfar - p.left) > real)
+                 & ~ok_r)
+        far_l = ((np.abs(p.lsec - p.right) <= real) & (np.abs(p.lfar - p.right) > real)
+                 & ~ok_l)
+    t = np.fmin(np.where(ok_r, t_r, np.where(far_r, 1.0, np.nan)),
+                np.where(ok_l, t_l, np.where(far_l, 1.0, np.nan)))
     return t * p.h
 
 

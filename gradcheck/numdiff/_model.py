@@ -27,6 +27,14 @@ kept, and the largest counts:
   slope, not scatter -- so no fit can see it: it is the term that keeps a ReLU reached
   through a dot product honest when the step has shrunk to :math:`10^{-9}`;
   the two are combined as :math:`\sqrt{a^2 + b^2}`;
+* *the grid the values lie on* (``values.grain``, :func:`._targets._grain`): a row whose
+  values ``f`` formed as a difference of larger terms (``((x - 3) x + 3) x - 1`` near
+  1, a cross-entropy ``log(1 + s) - 0`` at confident logits) takes only multiples of
+  the terms' ulp, however small it is; the values then carry up to one such step of
+  rounding, which their magnitude does not show and a power-of-two step can leave
+  smooth in the node (the rounding of such a cube was an exact cubic in the node,
+  invisible to the fit). Root-sum-square over the rows, weighted as :math:`\sigma`;
+  the larger of it and the two above counts;
 * *noise seen in the data*: rounding that is scatter shows in the top coefficients
   :math:`b_{d-1}, b_d`, which a smooth function makes small (see below). Where the
   Taylor trend of the lower coefficients does not explain them (they exceed
@@ -208,6 +216,8 @@ def estimate_pass(values, ks, nodes, h, eps, arg_scale=None) -> dict:
         if values.spread is not None:
             slope = np.maximum(slope, values.spread / h)
         prior = np.hypot(prior, eps * arg_scale * slope)
+    if values.grain is not None:
+        prior = np.maximum(prior, values.grain)
     excess = excess_noise(b, n, prior)
     s = np.maximum(prior, excess)
     out = {"value": b[1] / h, "unit": n[1] / h, "prior": prior, "excess": excess,

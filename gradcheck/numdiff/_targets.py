@@ -56,9 +56,10 @@ __all__ = ["GradTarget", "VjpTarget", "JacobianTarget", "DirectionTarget", "Valu
 class Values:
     """Values of the selected quantities at each node: ``vals[a, q]`` for node ``ks[a]``."""
 
-    __slots__ = ("vals", "q", "sigma", "u", "src_pos", "nonfinite", "position", "spread")
+    __slots__ = ("vals", "q", "sigma", "u", "src_pos", "nonfinite", "position", "spread",
+                 "grain")
 
-    def __init__(self, vals, q, sigma, u, src_pos, position=None, spread=None):
+    def __init__(self, vals, q, sigma, u, src_pos, position=None, spread=None, grain=None):
         self.vals = vals            # (nk, nq) float64
         self.q = q                  # (nq,) quantity indices
         self.sigma = sigma          # (nq,) magnitude of the summed terms
@@ -68,6 +69,8 @@ class Values:
         self.position = position    # (nq,) relative error of the points' positions, or None
         self.spread = spread        # (nq,) root-sum-square over the rows of R_i * (change of
         #                             f_i at the node k = 1), before rows cancel, or None
+        self.grain = grain          # (nq,) root-sum-square over the rows of R_i * (the grid
+        #                             the row's values lie on, where it tells), or None
 
 
 class _Target:
@@ -80,6 +83,15 @@ class _Target:
         self.x = x
         self.xf = x.reshape(-1)
         self.f0 = ev.f0.reshape(-1).astype(np.float64)
+        #: significand bits of f's values (of the coarser of x's and f's precision)
+        self.digits = min(_digits(x.dtype), _digits(ev.f0.dtype))
+
+    def full_mantissa(self, src):
+        """Whether each source element uses more than half of its dtype's significand:
+        only then does a coarse grid of ``f``'s values tell of rounding (an input such as
+        1.0 or 0.375 can make an exact polynomial's values coarse too)."""
+        digits = _digits(self.x.dtype)
+        return _significant_bits(self.xf[src].astype(np.float64)) > digits / 2
 
     # -- grouping (singletons unless a coloring is attached) ------------------------
     def groups(self, src):
@@ -178,6 +190,80 @@ class _RealOutput(Exception):
         super().__init__(f"f returned {dtype} for complex input")
 
 
+# --------------------------------------------------------------------------- grain
+
+
+#: A row's grid counts as the rounding of larger terms when the values lie on a grid
+#: this many bits coarser than their own precision (at least 8 times their ulp).
+LOST_BITS = 3
+
+
+def _quantum(v):
+    """The largest power of two that divides each float64 value (inf at zero, NaN where
+    not finite)."""
+    v = np.asarray(v, np.float64)
+    finite = np.isfinite(v)
+    m, e = np.frexp(np.where(finite, v, 0.0))
+    M = np.abs(m * 2.0**53).astype(np.int64)            # exact: the 53-bit significand
+    low = (M & -M).astype(np.float64)
+    q = np.where(M != 0, np.ldexp(low, e - 53), np.inf)
+    return np.where(finite, q, np.nan)
+
+
+def _significant_bits(v):
+    """Bits from the leading to the last nonzero bit of each value's significand."""
+    q = _quantum(v)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bits = np.floor(np.log2(np.abs(v))) - np.log2(q) + 1
+    return np.where(np.isfinite(bits), bits, 0.0)
+
+
+def _digits(dtype) -> int:
+    """Significand bits of a real float dtype (bfloat16: 8)."""
+    dt = np.dtype(dtype)
+    if dt.name == "bfloat16":
+        return 8
+    return int(np.finfo(dt if dt.kind in "fc" else np.float64).nmant) + 1
+
+
+def _grain(Yk, ks, imag, digits):
+    r"""The grid each row's values lie on, per group and row: ``Yk`` is ``(G, nk, rows)``.
+
+    A value that ``f`` formed as a difference of larger terms (``A - 1`` with :math:`A
+    \approx 1`, :math:`\operatorname{Im}(a - b)` with both of size :math:`h`) is a
+    multiple of the ulp of those terms, however small the result: every value the row
+    takes is then a multiple of the grid, and carries up to a grid step of rounding
+    that its own magnitude does not show (:mod:`._model`). The grid is the smallest
+    power of two that divides the row's values (0 where none changed). It tells
+    nothing where the values are simple numbers (at most half the ``digits`` of ``f``'s
+    precision) -- for real differences, simple and exactly linear in the node on each
+    side of the center (an exact piecewise-linear ``f``: ReLU, a sum, a scaling, whose
+    values ``k h c`` are coarse because ``h`` is a power of two); for the complex step's
+    imaginary parts, :math:`c h` with a simple :math:`c` on either side of a kink --
+    and is 0 there. Nor where the grid
+    is within ``LOST_BITS`` of the values' own ulp: nothing cancelled there.
+    """
+    Q = _quantum(Yk)
+    q = np.fmin.reduce(Q, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bits = np.log2(np.abs(Yk).max(axis=1) / q)
+    k = np.asarray(ks, dtype=np.float64)
+    exact = np.ones(q.shape, bool)
+    sides = [] if imag else [np.flatnonzero(k < 0), np.flatnonzero(k > 0)]
+    for side in sides:
+        if side.size < 2:
+            continue
+        ref = side[np.argmin(np.abs(k[side]))]
+        for a in side:
+            if a != ref:
+                exact &= Yk[:, a] * k[ref] == Yk[:, ref] * k[a]
+    simple = exact & ~(bits > digits / 2)
+    # a grid within LOST_BITS of the values' own precision is their own rounding (and
+    # the chance trailing zeros of a few values): the value's magnitude already says so
+    full = ~(bits < digits - LOST_BITS)
+    return np.where(simple | full | ~np.isfinite(q), 0.0, q)
+
+
 # ------------------------------------------------------------------------- elements
 
 
@@ -200,7 +286,11 @@ class GradTarget(_Target):
         sigma = (np.abs(vals).max(axis=0) if imag
                  else np.abs(self.f0[0] + vals).max(axis=0, initial=abs(float(self.f0[0]))))
         u = None if imag else self.offsets(src, steps, ks)
-        return Values(vals, src, sigma, u, np.arange(src.size), spread=_unit(vals, ks))
+        grain = _grain(vals.T[:, :, None], ks, imag, self.digits)[:, 0]
+        if not imag:
+            grain = np.where(self.full_mantissa(src), grain, 0.0)
+        return Values(vals, src, sigma, u, np.arange(src.size), spread=_unit(vals, ks),
+                      grain=grain)
 
 
 class VjpTarget(_Target):
@@ -250,6 +340,7 @@ class VjpTarget(_Target):
         vals = np.empty((nk, src.size))
         sig2 = np.zeros(src.size)
         spread2 = np.zeros(src.size)
+        grain2 = np.zeros(src.size)
         a1 = _unit_node(ks)
         fallback_owned = np.zeros(src.size)
         Rf2, R, P, f0 = self.Rf2, self.R, self.P, self.f0
@@ -270,6 +361,8 @@ class VjpTarget(_Target):
                         return np.bincount(who, weights=weights, minlength=m)
 
                     vals[:, cols] = [summed(block[a]) for a in range(nk)]
+                    grain = _grain(Yb[None], ks, imag, self.digits)[0] * R[rows]
+                    grain2[cols] = summed(grain * grain)
                     if imag:
                         squares = [summed(block[a] * block[a]) for a in range(nk)]
                         sig2[cols] = np.max(squares, axis=0)
@@ -286,8 +379,11 @@ class VjpTarget(_Target):
                 cols = pos[order[g0:g1]]
                 vals[:, cols] = v.reshape(g1 - g0, nk).T
                 sig2[cols] = np.maximum(sig2[cols], s2.reshape(g1 - g0, nk).max(axis=1))
-                Y1 = Y.reshape(g1 - g0, nk, -1)[:, a1]
+                Yk = Y.reshape(g1 - g0, nk, -1)
+                Y1 = Yk[:, a1]
                 spread2[cols] = (Y1 * Y1) @ (R * R)
+                grain = _grain(Yk, ks, imag, self.digits)
+                grain2[cols] = (grain * grain) @ (R * R)
                 return
             for g in range(g0, g1):
                 members = order[bounds[g]:bounds[g + 1]]
@@ -301,6 +397,8 @@ class VjpTarget(_Target):
                     Rf2[rows], (R[rows] * (f0[rows] + Yb)) ** 2)
                 sig2[cols] = _segment_sum(mag, ptr).max(axis=0)
                 spread2[cols] = _segment_sum(block[a1:a1 + 1] ** 2, ptr)[0]
+                grain = _grain(Yb[None], ks, imag, self.digits)[0] * R[rows]
+                grain2[cols] = _segment_sum((grain * grain)[None], ptr)[0]
 
         self._run(src, steps, ks, imag, reduce, shift)
         if not imag:    # no row changed (saturation): the rows it may reach, or the largest
@@ -310,8 +408,11 @@ class VjpTarget(_Target):
                 fallback = self.sig2_pattern[src] if P is not None else Rf2.max(initial=0.0)
             sig2 = np.where(sig2 > 0, sig2, fallback)
         u = None if imag else self.offsets(src, steps, ks)
+        grain = np.sqrt(grain2)
+        if not imag:
+            grain = np.where(self.full_mantissa(src), grain, 0.0)
         return Values(vals, src, np.sqrt(sig2), u, np.arange(src.size),
-                      spread=np.sqrt(spread2) / abs(ks[a1]))
+                      spread=np.sqrt(spread2) / abs(ks[a1]), grain=grain)
 
 
 def _unit_node(ks):
@@ -369,6 +470,7 @@ class JacobianTarget(VjpTarget):
         qpos = np.empty(self.n_src, dtype=np.int64)
         qpos[src] = start
         vals = np.empty((nk, q.size))
+        grain = np.zeros(q.size)
 
         def reduce(Y, g0, g1, order, bounds):
             for g in range(g0, g1):
@@ -377,10 +479,13 @@ class JacobianTarget(VjpTarget):
                 if P is None:
                     j = members[0]
                     vals[:, qpos[j]:qpos[j] + n_out] = block
+                    grain[qpos[j]:qpos[j] + n_out] = _grain(block[None], ks, imag, self.digits)[0]
                 else:
                     n = np.diff(P.indptr)[members]
                     dest = ragged_arange(qpos[members], n)
-                    vals[:, dest] = block[:, P.indices[ragged_arange(P.indptr[members], n)]]
+                    picked = block[:, P.indices[ragged_arange(P.indptr[members], n)]]
+                    vals[:, dest] = picked
+                    grain[dest] = _grain(picked[None], ks, imag, self.digits)[0]
 
         self._run(src, steps, ks, imag, reduce, shift)
         rows = (q % n_out) if P is None else P.indices[q]
@@ -388,7 +493,9 @@ class JacobianTarget(VjpTarget):
                  else np.maximum(np.abs(self.f0[rows]), np.abs(self.f0[rows] + vals).max(axis=0)))
         u = None if imag else self.offsets(src, steps, ks)
         src_pos = np.repeat(np.arange(src.size), np.diff(np.append(start, q.size)))
-        return Values(vals, q, sigma, u, src_pos, spread=_unit(vals, ks))
+        if not imag:
+            grain = np.where(self.full_mantissa(src)[src_pos], grain, 0.0)
+        return Values(vals, q, sigma, u, src_pos, spread=_unit(vals, ks), grain=grain)
 
 
 # ----------------------------------------------------------------------- directions
