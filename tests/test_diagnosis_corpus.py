@@ -114,3 +114,25 @@ def test_one_float32_element_off_by_a_small_factor_names_no_cause(case, factor):
     assert factor < 1.001 or not report.passed
     for d in found.values():
         assert d.cause in ("single_element", "no_known_pattern"), d.message
+
+
+@pytest.mark.parametrize("seed", [2, 3, 11])
+def test_the_float32_batch_norm_passes_at_other_seeds(seed):
+    # Used to fail in full mode at seeds 2, 3 and 11: np.var of a complex array is
+    # |z - mean|^2, not analytic, so the complex step loses var's share of the gradient
+    # (5% here); the cross-check's real side, along a direction whose elements moved by
+    # N(0, 1) shares of their size, was 1% inaccurate and accepted it. Its directions
+    # now move every element by its own magnitude.
+    (case,) = [c for c in CORRECT if c.name == "batchnorm-f32-tiny"]
+    report = check_vjp(case.f, case.vjp, case.args, argnames=case.argnames, mode="full",
+                       seed=seed)
+    assert report.passed, str(report)
+    # the numerical side on its own, against the float64 backward of the same inputs
+    from gradcheck import numerical_vjp
+
+    x, gamma, beta = case.args
+    R = np.random.default_rng(seed).standard_normal(x.shape)
+    num = numerical_vjp(lambda v: case.f(v, gamma, beta), x, R, seed=seed)
+    truth = case.vjp(R, *(np.asarray(a, np.float64) for a in case.args))[0]
+    assert num.method == "adaptive" and num.complex_check.startswith("rejected")
+    assert np.all(np.abs(num.grad - truth) <= 10 * num.error)   # the checker allows ten
