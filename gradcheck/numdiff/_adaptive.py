@@ -141,8 +141,9 @@ def run_adaptive(target, h0, stencil, eps, *, max_retries, x_src=None, sources=N
         np.minimum.at(nxt, target.q_src[qn], new)
         src = np.flatnonzero(np.isfinite(nxt))
         steps[src] = nxt[src]
-    best = _settle(passes, seen, target.q_src, h0, np.stack(located[:len(passes)]))
-    return best.where(kink.nondiff & ~(best.error < kink.error), kink)
+    best, sides_agree = _settle(passes, seen, target.q_src, h0,
+                                np.stack(located[:len(passes)]), np.abs(kink.right - kink.left))
+    return best.where(kink.nondiff & ~((best.error < kink.error) & sides_agree), kink)
 
 
 def _pass(values, ks, nodes, h, eps, n_q, arg_scale=None) -> PassEstimate:
@@ -190,10 +191,15 @@ def _confirmed_noise(a: PassEstimate, b: PassEstimate):
 # ------------------------------------------------------------------- the passes, settled
 
 
-def _settle(passes, seen, q_src, h0, located) -> Estimate:
+def _settle(passes, seen, q_src, h0, located, kink_gap):
     """The pass with the smallest error bar, its bar widened to agree with the others
     and with its predecessor (module docstring); ``located[k]`` marks the quantities
-    whose pass ``k`` took a step inside a kink located by the pass before it."""
+    whose pass ``k`` took a step inside a kink located by the pass before it.
+
+    Also returns where the chosen pass shows a smooth point to a kink of one-sided gap
+    ``kink_gap``: its own one-sided derivatives agree within ``FLAG_Z`` times their
+    rounding, and that rounding is fine enough to have seen the gap (a pass whose step
+    is so small that rounding hides a kink's gap shows nothing about it)."""
     V = np.stack([p.value for p in passes])
     R = np.stack([_rounding(p, seen) for p in passes])
     T = np.stack([p.tau for p in passes])
@@ -222,9 +228,15 @@ def _settle(passes, seen, q_src, h0, located) -> Estimate:
     steps = h0.copy()
     steps[q_src[ok]] = H[k, cols][ok]
     nan = np.full(cols.size, np.nan)
+    left, right, lunit, runit = (np.stack([getattr(p, name) for p in passes])[k, cols]
+                                 for name in ("left", "right", "lunit", "runit"))
+    noise = np.stack([_noise(p, seen, excess=False) for p in passes])[k, cols]
+    resolution = FLAG_Z * KAPPA_R * (lunit + runit) * noise
+    with np.errstate(invalid="ignore"):
+        agree = (np.abs(right - left) <= resolution) & (resolution < kink_gap)
     return Estimate(value=np.where(ok, value, nan), error=np.where(ok, error, np.inf),
                     left=nan, right=nan, nondiff=np.zeros(cols.size, bool),
-                    rho=np.where(ok, R[k, cols], np.inf), steps=steps)
+                    rho=np.where(ok, R[k, cols], np.inf), steps=steps), agree
 
 
 # --------------------------------------------------------------------------- kinks
