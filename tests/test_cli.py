@@ -290,8 +290,9 @@ BAD = [
     ("groups", "groups.toml", HEAD + CONV + "kernel = 3\ngroups = 2\n", [],
      r"groups\.toml: layer\[0\]\.groups: 2 does not divide the 3 input channels of shape "
      r"\(2, 3, 8, 8\); valid: 1"),
-    ("dtype", "dtype.toml", "[input]\nshape = [2, 3]\ndtype = 'float16'\n[[layer]]\ntype = 'tanh'\n",
-     [], r"dtype\.toml: input\.dtype: expected \"float32\" or \"float64\", got \"float16\"; did "
+    ("dtype", "dtype.toml", "[input]\nshape = [2, 3]\ndtype = 'float8'\n[[layer]]\ntype = 'tanh'\n",
+     [], r"dtype\.toml: input\.dtype: expected one of \"float16\", \"bfloat16\", \"float32\", "
+         r"\"float64\", got \"float8\"; did "
          r"you mean \"float64\"\?"),
     ("huge loc", "loc.toml", "[input]\nshape = [2, 3]\nloc = 1e308\n[[layer]]\ntype = 'tanh'\n",
      [], r"loc\.toml: input\.loc: 1e\+308 is too large: \|loc\| must be at most 1e77 for "

@@ -23,6 +23,7 @@ from gradcheck import SpecError, UserCodeError
 from gradcheck.spec import (
     Spec,
     build,
+    check_built,
     default_spec,
     estimate_bytes,
     load_spec,
@@ -203,8 +204,14 @@ def test_away_from_kinks_pushes_inputs_off_the_first_activation_kinks():
     assert np.array_equal(np.sign(x[~far]), np.sign(x0[~far]))
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def _low_precision(dtype):
+    if dtype == "bfloat16":
+        pytest.importorskip("ml_dtypes", reason="bfloat16 needs the optional ml_dtypes")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
 def test_dtype_reaches_input_and_parameters(dtype):
+    _low_precision(dtype)
     spec = default_spec()
     spec = parse_spec({**spec.to_dict(), "input": {**spec.to_dict()["input"], "dtype": dtype}})
     b = build(spec)
@@ -264,7 +271,8 @@ def test_memory_limit_from_spec_and_option():
     (doc({"type": "relu"}, input={"distribution": "gauss"}),
      r"^t: input\.distribution: expected one of \"normal\", \"uniform\", got \"gauss\"$"),
     (doc({"type": "relu"}, input={"dtype": "complex128"}),
-     r"^t: input\.dtype: expected \"float32\" or \"float64\", got \"complex128\""),
+     r"^t: input\.dtype: expected one of \"float16\", \"bfloat16\", \"float32\", \"float64\", "
+     r"got \"complex128\""),
     (doc({"type": "relu"}, input={"dtype": 64}), r"got 64; other dtypes are not supported$"),
     (doc({"type": "relu"}, name=3), r"^t: name: expected a string, got 3$"),
     (doc({"type": "relu"}, check={"seed": 1.5}), r"^t: check\.seed: expected an int >= 0, got 1\.5"),
@@ -357,8 +365,10 @@ def test_input_values_too_large_for_a_finite_input(dtype, key, value, limit):
         parse_spec(bad, source="t")
 
 
-@pytest.mark.parametrize("dtype, limit", [("float64", 1e77), ("float32", 1e9)])
+@pytest.mark.parametrize("dtype, limit", [("float64", 1e77), ("float32", 1e9), ("float16", 4.0),
+                                          ("bfloat16", 1e9)])
 def test_input_values_at_the_limit_give_a_finite_input(dtype, limit):
+    _low_precision(dtype)
     spec = parse_spec(doc({"type": "conv", "out_channels": 2, "kernel": 3},
                           input={"dtype": dtype, "loc": -limit, "scale": limit},
                           loss={"type": "mse"}))
@@ -738,3 +748,24 @@ def test_bad_python_init_names_the_key(init, message):
              "init": init}
     with pytest.raises(SpecError, match=r"^s\.toml: " + message):
         parse_spec(doc(layer, shape=(3, 4)), source="s.toml")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_a_low_precision_spec_is_checked_in_its_own_dtype(dtype):
+    _low_precision(dtype)
+    spec = parse_spec(doc({"type": "conv", "out_channels": 3, "kernel": 3}, {"type": "tanh"},
+                          {"type": "flatten"}, {"type": "dense", "out_features": 2},
+                          shape=(2, 2, 5, 5), input={"dtype": dtype, "seed": 0},
+                          loss={"type": "mse"}))
+    built = build(spec)
+    assert built.x.dtype == np.dtype(dtype)
+    report = check_built(built)
+    assert report.passed, str(report)
+
+
+def test_bfloat16_without_ml_dtypes_is_a_clear_spec_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)
+    with pytest.raises(SpecError, match=(
+            r"^t: input\.dtype: \"bfloat16\" needs the optional ml_dtypes package \(pip install "
+            r"-e '\.\[bfloat16\]'\); without it use \"float16\", \"float32\" or \"float64\"$")):
+        parse_spec(doc({"type": "tanh"}, input={"dtype": "bfloat16"}), source="t")

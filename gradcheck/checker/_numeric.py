@@ -40,6 +40,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from gradcheck._errors import GradcheckError, UserCodeError
+from gradcheck._precision import LOW_PRECISION
 from gradcheck.checker._judge import excess
 from gradcheck.numdiff import NumericalDerivative, numerical_jvp, numerical_vjp
 from gradcheck.numdiff._coloring import n_distinct
@@ -123,8 +124,9 @@ def full_numeric(target: Target) -> NumericalDerivative:
     complex step (built-in layers only) turns ``method="auto"`` into the complex step.
     """
     method = target.method
-    if method == "auto" and getattr(target.pattern, "complex_safe", False):
-        method = "complex"
+    if (method == "auto" and getattr(target.pattern, "complex_safe", False)
+            and np.asarray(target.arg).dtype.name not in LOW_PRECISION):
+        method = "complex"      # float16 and bfloat16 have no complex type
     return _guard(lambda: numerical_vjp(target.g, target.arg, target.cotangent,
                                         vectorized=bool(target.vectorized), method=method,
                                         seed=target.seed, memory=target.memory,

@@ -126,7 +126,7 @@ def _normalize_padding(padding, nd, kernel, dilation, stride):
 def as_float_array(value, name: str) -> np.ndarray:
     """Return ``value`` as a floating (or complex) ndarray without changing its precision.
 
-    Integers and booleans are promoted to float64; float16 to float32; extended precision
+    Integers and booleans are promoted to float64; float16 and bfloat16 to float32; extended precision
     (long double) to float64, since BLAS has no such type. Anything that
     cannot become a numeric array is a :class:`ConfigurationError` naming ``name``.
     """
@@ -149,6 +149,8 @@ def as_float_array(value, name: str) -> np.ndarray:
         return arr
     if kind in "iub":
         return arr.astype(np.float64)
+    if arr.dtype.name == "bfloat16":       # ml_dtypes' type, kind "V": computed as float16 is
+        return arr.astype(np.float32)
     raise ConfigurationError(
         f"{name} must hold real or complex numbers; got an array of dtype {arr.dtype}"
     )

@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._precision import is_real_float
 from gradcheck._validate import is_int
 
 __all__ = ["LayerBase", "WeightedLayer", "positive_int", "int_or_tuple", "check_dtype"]
@@ -45,13 +46,13 @@ def int_or_tuple(value, name: str, owner: str, *, minimum: int):
 
 
 def check_dtype(dtype, owner: str) -> np.dtype:
-    """``dtype`` as a floating or complex NumPy dtype."""
+    """``dtype`` as a floating or complex NumPy dtype (bfloat16 included)."""
     try:
         dt = np.dtype(dtype)
     except TypeError as exc:
         raise ConfigurationError(
             f"{owner}: dtype must be a floating or complex dtype; got {dtype!r}") from exc
-    if dt.kind not in "fc":
+    if dt.kind not in "fc" and not is_real_float(dt):     # bfloat16 is kind "V"
         raise ConfigurationError(
             f"{owner}: dtype must be a floating or complex dtype such as float32 or "
             f"float64; got {dt}"

@@ -46,6 +46,7 @@ from typing import Callable, Mapping, NamedTuple
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._precision import is_real_float
 from gradcheck._validate import is_int
 from gradcheck.ops._geometry import as_float_array
 
@@ -235,7 +236,7 @@ def get_loss(name: str, output_shape, *, seed: int = 0, dtype=np.float64) -> Los
         Shape of ``y``, batch first; ``softmax_cross_entropy`` needs ``(N, K, *spatial)``.
     seed : int
         Seed of ``np.random.default_rng`` drawing the weights or targets.
-    dtype : float32 or float64
+    dtype : float16, bfloat16, float32 or float64
         dtype of the stored data (it is cast to ``y``'s dtype on use).
 
     Examples
@@ -274,9 +275,10 @@ def get_loss(name: str, output_shape, *, seed: int = 0, dtype=np.float64) -> Los
         dt = np.dtype(dtype)
     except TypeError:
         dt = None
-    if dt is None or dt not in (np.float32, np.float64):
+    if dt is None or not is_real_float(dt):
         raise ConfigurationError(
-            f"loss {name!r}: dtype must be float32 or float64; got {dtype!r}")
+            f"loss {name!r}: dtype must be float16, bfloat16, float32 or float64; got "
+            f"{dtype!r}")
     raw = definition.make_data(shape, np.random.default_rng(seed))
     data = {k: (v if v.dtype.kind == "i" else v.astype(dt)) for k, v in raw.items()}
     for v in data.values():

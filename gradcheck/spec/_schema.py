@@ -25,15 +25,17 @@ LOSS_KEYS = ("type", "seed")
 CHECK_KEYS = ("seed", "mode", "budget", "time_budget", "rtol", "atol", "wrt", "max_memory", "tolerance",
               "order")
 TOLERANCE_KEYS = ("rtol", "atol")
-DTYPES = ("float32", "float64")
+DTYPES = ("float16", "bfloat16", "float32", "float64")
 DISTRIBUTIONS = ("normal", "uniform")
 MODES = ("full", "sampled", "fast", "auto")
 CONVENTIONS = ("correlation", "convolution")
 PADDING_WORDS = ("valid", "same", "full")
 #: Largest |loc|, scale and away_from_kinks of the drawn input, per dtype: about the fourth
 #: root of the dtype's largest number, so that the input (at most a few times this), a
-#: loss's square of it and the products the checker forms from those stay finite.
-INPUT_VALUE_LIMITS = {"float64": 1e77, "float32": 1e9}
+#: loss's square of it and the products the checker forms from those stay finite
+#: (float16, whose largest number is 65504: 4, so that a 3x3 convolution's output still
+#: squares to a finite number).
+INPUT_VALUE_LIMITS = {"float64": 1e77, "float32": 1e9, "bfloat16": 1e9, "float16": 4.0}
 
 #: Keys of each structural layer type besides ``type`` (activations: their parameters).
 LAYER_KEYS = {
@@ -125,9 +127,16 @@ def _input(ctx: Ctx, raw) -> InputSpec:
     dtype = t.get("dtype", "float64")
     if dtype not in DTYPES:
         hint = "" if not isinstance(dtype, str) else suggest(dtype, DTYPES)
-        raise ctx.fail("input.dtype", f"expected \"float32\" or \"float64\", got {show(dtype)}"
-                                      + (f"; {hint.rstrip()}" if hint else
-                                         "; other dtypes are not supported"))
+        raise ctx.fail("input.dtype", f"expected one of {', '.join(map(show, DTYPES))}, got "
+                                      f"{show(dtype)}" + (f"; {hint.rstrip()}" if hint else
+                                                         "; other dtypes are not supported"))
+    if dtype == "bfloat16":
+        try:
+            import ml_dtypes  # noqa: F401 -- registers bfloat16 with NumPy
+        except ImportError:
+            raise ctx.fail("input.dtype", "\"bfloat16\" needs the optional ml_dtypes package "
+                                          "(pip install -e '.[bfloat16]'); without it use "
+                                          "\"float16\", \"float32\" or \"float64\"") from None
     return InputSpec(
         shape=shape,
         dtype=dtype,
@@ -149,8 +158,10 @@ def _input_value(ctx: Ctx, name: str, value, dtype: str, *, minimum=None, strict
     if abs(value) > limit:
         def short(v):
             return f"{v:g}".replace("e+0", "e").replace("e+", "e")
+        peers = ("float16", "bfloat16") if dtype in ("float16", "bfloat16") else \
+            ("float32", "float64")
         other = ", ".join(f"{short(v)} for {d}" for d, v in INPUT_VALUE_LIMITS.items()
-                          if d != dtype)
+                          if d != dtype and d in peers)
         size = f"|{name}|" if minimum is None else name
         raise ctx.fail(key, f"{show(value)} is too large: {size} must be at most "
                             f"{short(limit)} for {dtype} inputs ({other}), so that the drawn "
