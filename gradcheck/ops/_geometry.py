@@ -126,8 +126,8 @@ def _normalize_padding(padding, nd, kernel, dilation, stride):
 def as_float_array(value, name: str) -> np.ndarray:
     """Return ``value`` as a floating (or complex) ndarray without changing its precision.
 
-    Integers and booleans are promoted to float64; float16 and bfloat16 to float32; extended precision
-    (long double) to float64, since BLAS has no such type. Anything that
+    Integers and booleans are promoted to float64; float16 and bfloat16 to float32;
+    extended precision (long double) to float64, since BLAS has no such type. Anything that
     cannot become a numeric array is a :class:`ConfigurationError` naming ``name``.
     """
     if value is None:
@@ -149,7 +149,7 @@ def as_float_array(value, name: str) -> np.ndarray:
         return arr
     if kind in "iub":
         return arr.astype(np.float64)
-    if arr.dtype.name == "bfloat16":       # ml_dtypes' type, kind "V": computed as float16 is
+    if arr.dtype.name == "bfloat16":       # ml_dtypes' type, of kind "V": as float16 above
         return arr.astype(np.float32)
     raise ConfigurationError(
         f"{name} must hold real or complex numbers; got an array of dtype {arr.dtype}"
