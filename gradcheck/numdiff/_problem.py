@@ -153,7 +153,8 @@ class Problem:
         xs = x.reshape(-1) if V is None else None
         a = None if V is not None else np.abs(xs).astype(np.float64)
         return run_adaptive(target, h0, st, eps, max_retries=self.max_retries, x_src=xs,
-                            sources=sources, arg_scale=a)
+                            sources=sources, arg_scale=a,
+                            confirm=x.dtype.name in LOW_PRECISION)
 
     def result(self, out, used, check, *, shape, ncolors, step_shape) -> NumericalDerivative:
         """The public record, values in the real dtype of ``x`` and ``f(x)`` (float32 for
