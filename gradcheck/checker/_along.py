@@ -133,7 +133,7 @@ def kinks_along(options, plan, target, directions, num, judged, tolerance):
         along = _along(num, k)
         if not along.nondifferentiable:
             partners = partner_directions(options.seed, plan.index, [k], target.arg.size)
-            more = directional_numeric(target._replace(method="richardson"), np.concatenate(
+            more = directional_numeric(target._replace(method="adaptive"), np.concatenate(
                 [partners, np.asarray(directions)[k] + partners]))
             nfev += int(more.nfev)
             rs = range(PARTNERS)

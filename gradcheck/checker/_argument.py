@@ -214,7 +214,7 @@ def _method_of_sample(options, plan, target, used):
         one = rademacher_directions(options.seed, plan.index, 1, target.arg.size)
         num = directional_numeric(target, one)
         used, nfev = num.method, int(num.nfev)
-    return ("complex" if used.startswith("complex") else "richardson"), nfev
+    return ("complex" if used.startswith("complex") else "adaptive"), nfev
 
 
 def _settled_across(problem, target, index, judged, note):

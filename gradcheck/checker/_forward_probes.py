@@ -78,10 +78,10 @@ import numpy as np
 
 from gradcheck.checker._along import PARTNERS, not_differentiable, partner_directions
 from gradcheck.checker._judge import excess, judge_elements, rel_error, unusable
-from gradcheck.checker._numeric import _POLICIES, RECHECK_FIRST, RECHECK_RETRIES, evaluate
+from gradcheck.checker._numeric import (POLICIES, RECHECK_FIRST, RECHECK_RETRIES, Policy,
+                                        evaluate)
 from gradcheck.checker._tolerance import Tolerance, real_eps
-from gradcheck.numdiff import numerical_jvp
-from gradcheck.numdiff._stencils import fit_matrix, stencil
+from gradcheck.numdiff import numerical_jvp, rounding_bar
 
 __all__ = ["Item", "Tally", "Context", "judge_probes", "substantial", "output_rounding",
            "BYTES_PER_ENTRY",
@@ -119,16 +119,11 @@ def output_rounding(problem, index) -> np.ndarray:
 
 def _floor(num, p, rounding) -> np.ndarray | None:
     r"""The error bar's floor of probe ``p`` of a real-difference result:
-    :math:`\lVert w_1\rVert\,\varepsilon (|y_i| + \mathrm{rms}(y)) / h`."""
-    if rounding is None or num.method.startswith("complex"):
+    :math:`\lVert w_1\rVert\,\varepsilon (|y_i| + \mathrm{rms}(y)) / h`
+    (:func:`gradcheck.numdiff.rounding_bar`; None for the complex step)."""
+    if rounding is None:
         return None
-    name = num.method.split("+")[0]
-    try:
-        nodes = stencil(name).nodes
-    except Exception:        # not a stencil name: no floor (the bar as given)
-        return None
-    h = float(np.asarray(num.step, np.float64).reshape(-1)[p])
-    return float(np.linalg.norm(fit_matrix(nodes)[1])) * rounding / h if h > 0 else None
+    return rounding_bar(num.method, np.asarray(num.step, np.float64).reshape(-1)[p], rounding)
 
 
 class NumView(NamedTuple):
@@ -224,8 +219,8 @@ def _second_look(ctx: Context, items, tally, first):
     if not failing or ctx.options.method != "auto" or tally.confirmed:
         return items
     complex_first = first.method == "complex"
-    policy = _POLICIES[True] if complex_first else _Policy(_smaller_step_overrules,
-                                                           RECHECK_RETRIES)
+    policy = POLICIES[True] if complex_first else Policy(_smaller_step_overrules,
+                                                         RECHECK_RETRIES, "")
     tally.mismatching += len(failing)
     tally.complex_first = complex_first
     steps = np.asarray(first.step, np.float64).reshape(-1)
@@ -233,7 +228,7 @@ def _second_look(ctx: Context, items, tally, first):
         if not group:
             break
         step = None if complex_first else float(steps[group].min()) / 4
-        second = _differentiate(ctx, [items[p].tangent for p in group], "richardson",
+        second = _differentiate(ctx, [items[p].tangent for p in group], "adaptive",
                                 max_retries=policy.max_retries, step=step)
         tally.nfev += int(second.nfev)
         for q, p in enumerate(group):
@@ -251,11 +246,6 @@ def _second_look(ctx: Context, items, tally, first):
             tally.confirmed = True
             break
     return items
-
-
-class _Policy(NamedTuple):
-    takes: object
-    max_retries: int
 
 
 def _projection_agrees(ctx: Context, it: Item, excused) -> np.ndarray:
@@ -304,7 +294,7 @@ def _linearity_look(ctx: Context, items, tally, first):
                                   ctx.problem.args[ctx.plan.index].size)
     sums = np.repeat(np.stack([items[p].tangent for p in failing]), PARTNERS, axis=0) + \
         partners
-    num = _differentiate(ctx, np.concatenate([partners, sums]), "richardson")
+    num = _differentiate(ctx, np.concatenate([partners, sums]), "adaptive")
     tally.nfev += int(num.nfev)
     m = len(partners)
     for q, p in enumerate(failing):

@@ -84,7 +84,7 @@ def stream(ctx: Context, tally: Tally, ks, method: str | None = None) -> str:
     for start in range(0, len(ks), step):
         items, used = judge_probes(ctx, ks[start:start + step], tally, method)
         if method == "auto":    # decided once: later batches skip the complex step's test
-            method = "complex" if used == "complex" else "richardson"
+            method = "complex" if used == "complex" else "adaptive"
         for item in items:
             tally.add(item, ctx.probes.columns(item.k, out_size))
     return method

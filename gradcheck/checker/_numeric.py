@@ -48,7 +48,8 @@ from gradcheck.numdiff._evaluate import DEFAULT_MEMORY
 
 __all__ = ["Target", "full_numeric", "directional_numeric", "rademacher_directions",
            "recheck_elements", "merge_elements", "second_look", "evaluate", "is_structure",
-           "predicted_groups", "subset_target", "coloring_of", "DEFAULT_MEMORY"]
+           "predicted_groups", "subset_target", "coloring_of", "DEFAULT_MEMORY", "Policy",
+           "POLICIES"]
 
 #: Mismatching elements differenced again in the first batch of a second look.
 RECHECK_FIRST = 16
@@ -293,18 +294,20 @@ def _smaller_bar(num, batch, second, tolerance) -> np.ndarray:
         (_flat(second.error) < _flat(num.error, batch))
 
 
-class _Policy(NamedTuple):
+class Policy(NamedTuple):
+    """How a second look treats a kind of first pass (forward mode uses it too)."""
+
     takes: Callable     # (num, batch, second, tolerance) -> where the second value replaces
     max_retries: int
     note: str           # formatted with done, total
 
 
 #: The second look after each kind of first pass (keyed by "was it the complex step").
-_POLICIES = {
-    True: _Policy(_contradicts, 2, "{done} of {total} mismatching element(s) of the complex "
-                                   "step differenced again with real steps"),
-    False: _Policy(_smaller_bar, RECHECK_RETRIES, "{done} of {total} mismatching element(s) "
-                                                  "differenced again with smaller steps"),
+POLICIES = {
+    True: Policy(_contradicts, 2, "{done} of {total} mismatching element(s) of the complex "
+                                  "step differenced again with real steps"),
+    False: Policy(_smaller_bar, RECHECK_RETRIES, "{done} of {total} mismatching element(s) "
+                                                 "differenced again with smaller steps"),
 }
 
 
@@ -324,7 +327,7 @@ def second_look(target: Target, num, judged, verdict, tolerance):
     """
     if target.method != "auto" or not judged.failed.any():
         return num, judged, ""
-    policy = _POLICIES[num.method == "complex"]
+    policy = POLICIES[num.method == "complex"]
     order = _worst_first(judged)
     done = 0
     for batch in (order[:RECHECK_FIRST], order[RECHECK_FIRST:]):

@@ -41,7 +41,7 @@ from gradcheck.checker._sample import MAX_SAMPLE, SAMPLE_SHARE, choose_sample
 
 __all__ = ["Plan", "plan_argument", "plan_checked", "unprobed", "PREDICTED_EVALS_PER_GROUP"]
 
-#: Evaluations per group of perturbed elements (Richardson's five, plus retries).
+#: Evaluations per group of perturbed elements (the adaptive stencil's five, plus retries).
 PREDICTED_EVALS_PER_GROUP = 6
 #: A user function's structure is probed only when differencing its elements one by one
 #: is predicted to take longer than this (probing takes a few dozen evaluations).

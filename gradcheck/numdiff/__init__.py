@@ -1,7 +1,8 @@
 """Numerical differentiation with honest error bars.
 
 Public: :func:`numerical_grad`, :func:`numerical_vjp`, :func:`numerical_jacobian`,
-:func:`numerical_jvp`, all returning a :class:`NumericalDerivative`. The pieces, each in
+:func:`numerical_jvp`, all returning a :class:`NumericalDerivative`; and, for callers that
+floor an error bar at a noise level of their own, :func:`rounding_bar`. The pieces, each in
 its own private module:
 
 - ``_stencils`` -- stencils derived from their nodes (Fornberg weights, moments);
@@ -23,6 +24,7 @@ from gradcheck.numdiff._api import (
     numerical_vjp,
 )
 from gradcheck.numdiff._result import NumericalDerivative
+from gradcheck.numdiff._stencils import rounding_bar
 
 __all__ = [
     "numerical_grad",
@@ -30,4 +32,5 @@ __all__ = [
     "numerical_jacobian",
     "numerical_jvp",
     "NumericalDerivative",
+    "rounding_bar",
 ]

@@ -46,7 +46,7 @@ from functools import lru_cache
 import numpy as np
 
 __all__ = ["Stencil", "STENCILS", "REAL_METHODS", "METHODS", "ALIASES", "DEFAULT_REAL",
-           "stencil", "fit_matrix", "moments"]
+           "stencil", "fit_matrix", "moments", "rounding_bar"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,31 @@ ALIASES = {"richardson": "adaptive"}
 
 def stencil(name: str) -> Stencil:
     return STENCILS[ALIASES.get(name, name)]
+
+
+def rounding_bar(method: str, step, noise):
+    r"""The rounding part of a real-difference error bar, :math:`\lVert w\rVert_2 s / h`.
+
+    ``method`` names a real stencil (as :attr:`NumericalDerivative.method
+    <gradcheck.numdiff.NumericalDerivative>` does, possibly as ``"adaptive+..."``), ``step``
+    is :math:`h`, ``noise`` the rounding :math:`s` of one value of ``f``. Returns None for
+    the complex step, an unknown name or a step that is not positive (no such bar).
+
+    Examples
+    --------
+    >>> from gradcheck.numdiff import rounding_bar
+    >>> float(rounding_bar("central", 0.5, 1e-16))   # weights (-1/2, 1/2): norm 1/sqrt(2)
+    1.414213562373095e-16
+    >>> rounding_bar("complex", 1e-20, 1e-16) is None
+    True
+    """
+    name = str(method).split("+")[0]
+    if name not in STENCILS and name not in ALIASES:
+        return None
+    h = float(step)
+    if not h > 0:
+        return None
+    return float(np.linalg.norm(fit_matrix(stencil(name).nodes)[1])) * noise / h
 
 
 #: One-sided sub-stencils of the ``adaptive`` nodes, used for the left and right
