@@ -154,7 +154,7 @@ BAD = [
     (lambda: get_loss("mse", ()), r"output_shape must be a non-empty tuple of positive ints"),
     (lambda: get_loss("softmax_cross_entropy", (5,)), r"loss 'softmax_cross_entropy': output_shape must be \(N, classes, \*spatial\) with classes on axis 1; got \(5,\)"),
     (lambda: get_loss("mse", (2, 3), seed=-1), r"loss 'mse': seed must be an int >= 0; got -1"),
-    (lambda: get_loss("mse", (2, 3), dtype="int8"), r"loss 'mse': dtype must be float32 or float64; got 'int8'"),
+    (lambda: get_loss("mse", (2, 3), dtype="int8"), r"loss 'mse': dtype must be float16, bfloat16, float32 or float64; got 'int8'"),
     (lambda: get_loss("mse", (2, 3)).value(np.zeros((3, 2))), r"loss 'mse': y must have shape \(2, 3\); got shape \(3, 2\)"),
     (lambda: get_loss("mse", (2, 3)).vjp(np.ones(3), np.zeros((2, 3))), r"loss 'mse': cotangent must have shape \(2,\) \(one entry per batch item\); got shape \(3,\)"),
 ]
