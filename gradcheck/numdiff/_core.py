@@ -25,7 +25,7 @@ branch on the real part alone (``where(x.real > 0)``) is seen from both sides. T
 element is marked non-differentiable when :math:`d_\pm` differ by more than
 ``SPLIT_RATIO`` times :math:`\rho_c` and more than :math:`\sqrt{\varepsilon}|f'|`.
 Error: :math:`\rho_c = \kappa_c \varepsilon (\sigma_{\mathrm{Im}}/h + |f'|) +
-\delta\,|f'|` plus the gap (half the gap at a tie), where :math:`\delta` is the
+\varepsilon \max(|x_j| - 1, 0) |f'| + \delta\,|f'|` plus the gap (half the gap at a tie), where :math:`\delta` is the
 *drift* of the real part: :math:`\operatorname{Re} f(x + ih) = f(x) + O(h^2)`, so the
 relative difference between the two, over the outputs the step reached, is rounding of
 ``f``'s value -- large where ``f`` forms it from terms that cancel (a loss
@@ -72,6 +72,14 @@ SPLIT_RATIO = 64.0
 #: Multiples of |d+ - d-| added to the complex step's bar where no tie was seen: the gap
 #: is one sample of the difference of two rounding errors (see the module docstring).
 GAP_WEIGHT = 2.0
+#: Multiples of eps (|x_j| - 1) |f'| (where |x_j| > 1) in the complex step's rounding
+#: term: ``f`` rounds the arguments it forms from x_j (``x - max(x)`` before ``exp``) at
+#: eps |x_j|, which moves the point the derivative is taken at: relative error
+#: eps |x_j| |f''/f'|, beyond the eps |f'| of the term before it where |x_j| > 1. Measured
+#: (``bench_numdiff.py``, complex step, float64): held-out coverage 94.2% -> 95.9% (0.5:
+#: 94.2%), tuning 99.0% -> 99.3%, at a median overestimate of 6.0 / 5.8 (float32: 15.3 /
+#: 12.5, where it was 10.9 / 11.0).
+ARG_WEIGHT = 1.0
 #: Multiples of the real part's relative drift (module docstring) taken as the relative
 #: rounding of the derivative.
 DRIFT_WEIGHT = 1.0
@@ -102,6 +110,14 @@ def run_fixed(target, h0, stencil, eps):
     bad = values.nonfinite | ~np.isfinite(d1)
     return _scatter(Estimate.blank(target.n_q, h0), q,
                     value=np.where(bad, np.nan, d1), error=np.where(bad, np.inf, err), rho=rho)
+
+
+def _arg_scale(target, q):
+    """|x_j| of each quantity's element (0 for directions)."""
+    xf = getattr(target, "xf", None)
+    if xf is None or getattr(target, "V", None) is not None:
+        return np.zeros(q.size)
+    return np.abs(xf[target.q_src[q]]).astype(np.float64)
 
 
 def _scatter(est: Estimate, q, **arrays) -> Estimate:
@@ -142,6 +158,7 @@ def run_complex(target, hc, eps, *, ties=True, shift=None):
         own = eps * (values.sigma / h + np.abs(mid))
         if values.grain is not None:
             own = np.maximum(own, values.grain / h)
+        own = own + eps * ARG_WEIGHT * np.maximum(_arg_scale(target, q) - 1, 0) * np.abs(mid)
         rho = (KAPPA_C * own
                + DRIFT_WEIGHT * np.abs(mid) * np.where(np.isfinite(drift), drift, 0.0))
         gap = np.abs(dp - dm)
