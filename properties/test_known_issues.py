@@ -241,9 +241,9 @@ def test_float16_conv_relu_with_preactivations_within_a_step_of_the_kink():
 @pytest.mark.xfail(strict=True, reason=(
     "open: a convolution whose outputs share a large common part (bias 5, inputs around 2) "
     "before a batch norm: every output's rounding is that of the common part, which the "
-    "norm then divides by a small spread; the real differences' error bar sees the outputs, "
-    "not the terms they were formed from, and is up to 10 times too small (through "
-    "gradcheck.torch, where no complex step applies, 2 to 3 false alarms in 10 seeds)"))
+    "norm then divides by a small spread. The rows' rounding measured at the point (a "
+    "second difference) took the bar from 10 to 2-4 times too small, and the false alarms "
+    "through gradcheck.torch (no complex step there) from 2 in 10 seeds to 1; not all"))
 def test_float64_conv_then_batch_norm_of_offset_outputs_by_real_differences():
     from gradcheck import conv_backward, conv_forward, numerical_vjp
 

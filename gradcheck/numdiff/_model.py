@@ -35,6 +35,13 @@ kept, and the largest counts:
   smooth in the node (the rounding of such a cube was an exact cubic in the node,
   invisible to the fit). Root-sum-square over the rows, weighted as :math:`\sigma`;
   the larger of it and the two above counts;
+* *the rows' rounding measured at the point* (float64 and float32, elements): before the
+  passes, a second difference of ``f`` along a random probe of about a thousand ulps
+  shows each row's rounding -- that of the terms it is formed from, such as a
+  convolution's outputs sharing a large common part before a batch norm subtracts it --
+  and a row whose sample is 16 times its value's own rounding or more takes it as its
+  magnitude in :math:`\sigma` (:meth:`._problem.Problem._row_floor`; two probes, four
+  evaluations);
 * *noise seen in the data*: rounding that is scatter shows in the top coefficients
   :math:`b_{d-1}, b_d`, which a smooth function makes small (see below). Where the
   Taylor trend of the lower coefficients does not explain them (they exceed

@@ -86,6 +86,19 @@ class _Target:
         #: significand bits of f's values (of the coarser of x's and f's precision)
         self.digits = min(_digits(x.dtype), _digits(ev.f0.dtype))
 
+    #: per output row, a magnitude below which no row's rounding is taken (None: the
+    #: rows' own values); set from f's rounding measured at the point (:mod:`._problem`)
+    row_floor = None
+
+    def set_row_floor(self, floor):
+        """Rows round at least as a value of size ``floor`` would (per output row)."""
+        self.row_floor = np.asarray(floor, np.float64).reshape(-1)
+
+    def _mag0(self):
+        """|f(x)| per row, at least the measured floor."""
+        a = np.abs(self.f0)
+        return a if self.row_floor is None else np.maximum(a, self.row_floor)
+
     def full_mantissa(self, src):
         """Whether each source element uses more than half of its dtype's significand:
         only then does a coarse grid of ``f``'s values tell of rounding (an input such as
@@ -284,7 +297,7 @@ class GradTarget(_Target):
 
         self._run(src, steps, ks, imag, reduce, shift)
         sigma = (np.abs(vals).max(axis=0) if imag
-                 else np.abs(self.f0[0] + vals).max(axis=0, initial=abs(float(self.f0[0]))))
+                 else np.abs(self.f0[0] + vals).max(axis=0, initial=float(self._mag0()[0])))
         u = None if imag else self.offsets(src, steps, ks)
         grain = _grain(vals.T[:, :, None], ks, imag, self.digits)[:, 0]
         if not imag:
@@ -302,12 +315,19 @@ class VjpTarget(_Target):
         self.q_src = np.arange(x.size)
         self.R = R.reshape(-1).astype(np.float64)
         self.contraction = self.R
-        self.Rf2 = (self.R * self.f0) ** 2
         self.P = pattern
         self.colors = colors
         self.owners = owners
-        if pattern is not None:
-            self.sig2_pattern = pattern.T.astype(np.float64) @ self.Rf2
+        self._set_magnitudes()
+
+    def set_row_floor(self, floor):
+        super().set_row_floor(floor)
+        self._set_magnitudes()
+
+    def _set_magnitudes(self):
+        self.Rf2 = (self.R * self._mag0()) ** 2
+        if self.P is not None:
+            self.sig2_pattern = self.P.T.astype(np.float64) @ self.Rf2
 
     def _owned(self, members):
         """Rows attributed to ``members`` and, per row, the member's position (owners route)."""
@@ -375,7 +395,7 @@ class VjpTarget(_Target):
                 return
             if P is None:               # one element per point
                 v = Y @ R
-                s2 = (Y * Y) @ (R * R) if imag else _changed_rows(Y, R, f0)
+                s2 = (Y * Y) @ (R * R) if imag else _changed_rows(Y, R, f0, Rf2)
                 cols = pos[order[g0:g1]]
                 vals[:, cols] = v.reshape(g1 - g0, nk).T
                 sig2[cols] = np.maximum(sig2[cols], s2.reshape(g1 - g0, nk).max(axis=1))
@@ -426,9 +446,10 @@ def _unit(vals, ks):
     return np.abs(vals[a1]) / abs(ks[a1])
 
 
-def _changed_rows(Y, R, f0):
-    """Sum over the rows that changed of ``(R_i f_i)^2``, ``f_i`` the larger of the two values."""
-    mag = np.maximum((R * f0) ** 2, (R * (f0 + Y)) ** 2)
+def _changed_rows(Y, R, f0, Rf2=None):
+    """Sum over the rows that changed of ``(R_i f_i)^2``, ``f_i`` the larger of the two values
+    (``Rf2``: ``(R_i f_i(x))^2`` with the rows' floor, when given)."""
+    mag = np.maximum((R * f0) ** 2 if Rf2 is None else Rf2, (R * (f0 + Y)) ** 2)
     return np.where(Y != 0, mag, 0.0).sum(axis=-1)
 
 
@@ -444,6 +465,8 @@ def _segment_sum(block, ptr):
 
 class JacobianTarget(VjpTarget):
     """Every entry ``(i, j)``: quantity ``q = j * n_out + i`` (dense) or the pattern's nonzeros."""
+
+    set_row_floor = _Target.set_row_floor
 
     def __init__(self, ev, x, pattern=None, colors=None):
         _Target.__init__(self, ev, x)
@@ -490,7 +513,7 @@ class JacobianTarget(VjpTarget):
         self._run(src, steps, ks, imag, reduce, shift)
         rows = (q % n_out) if P is None else P.indices[q]
         sigma = (np.abs(vals).max(axis=0) if imag
-                 else np.maximum(np.abs(self.f0[rows]), np.abs(self.f0[rows] + vals).max(axis=0)))
+                 else np.maximum(self._mag0()[rows], np.abs(self.f0[rows] + vals).max(axis=0)))
         u = None if imag else self.offsets(src, steps, ks)
         src_pos = np.repeat(np.arange(src.size), np.diff(np.append(start, q.size)))
         if not imag:
