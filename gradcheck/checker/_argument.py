@@ -59,7 +59,7 @@ from gradcheck.checker._summarize import (
     summarize_sampled,
     summarize_skipped,
 )
-from gradcheck.checker._tolerance import Tolerance
+from gradcheck.checker._tolerance import Tolerance, longest_sum
 
 __all__ = ["RUNNERS", "target_of", "known_of"]
 
@@ -98,7 +98,7 @@ def _elements(problem, options, target, analytic, resolution, method=None, confi
     ``confirm(target, num)``, if given, vets the first numbers before they are judged
     and returns the evaluations it took."""
     tolerance = Tolerance.for_dtype(analytic.dtype, atol=options.atol, rtol=options.rtol,
-                                    resolution=resolution)
+                                    resolution=resolution, length=longest_sum(problem))
 
     def verdict(num):
         judged = judge_elements(analytic, num, tolerance)
@@ -164,7 +164,7 @@ def _sample_within_time(problem, options, plan, target, method):
     return index, judged, nfev, note
 
 
-def _directions_over_rest(options, plan, target, analytic, index):
+def _directions_over_rest(problem, options, plan, target, analytic, index):
     """Random ±1 directions over the elements not in ``index``: ``(directions,
     judged, nfev, tolerance, num)``, ``num`` the numerical derivatives along them; the
     judgement's ``nondiff`` marks the directions along which the differentiator found a
@@ -173,7 +173,8 @@ def _directions_over_rest(options, plan, target, analytic, index):
                                        target.arg.size)
     directions[:, index] = 0.0
     num = directional_numeric(target, directions)
-    tolerance = Tolerance.for_dtype(analytic.dtype, atol=options.atol, rtol=options.rtol)
+    tolerance = Tolerance.for_dtype(analytic.dtype, atol=options.atol, rtol=options.rtol,
+                                    length=longest_sum(problem))
     judged = judge_directions(analytic, directions, num, tolerance)
     judged = judged._replace(nondiff=np.asarray(num.nondifferentiable, bool).reshape(-1))
     return directions, judged, int(num.nfev), tolerance, num
@@ -251,7 +252,7 @@ def check_sampled(problem, options, plan, suspects):
     along, used, nfev = None, None, 0
     if plan.sample.index.size < size:
         first = np.sort(plan.sample.first(first_part(plan.sample)))
-        directions, along, nfev, tolerance, dnum = _directions_over_rest(
+        directions, along, nfev, tolerance, dnum = _directions_over_rest(problem,
             options, plan, target, analytic, first)
         used = dnum.method
     method, more = _method_of_sample(options, plan, target, used)
@@ -259,7 +260,7 @@ def check_sampled(problem, options, plan, suspects):
     index, judged, more, note = _sample_within_time(problem, options, plan, target, method)
     nfev += more
     if along is None and index.size < size:     # a whole sample, cut for time
-        directions, along, more, tolerance, dnum = _directions_over_rest(
+        directions, along, more, tolerance, dnum = _directions_over_rest(problem,
             options, plan, target, analytic, index)
         nfev += more
     if along is not None and along.failed.any() and not judged.failed.any():
@@ -298,7 +299,8 @@ def check_fast(problem, options, plan, suspects):
     directions = rademacher_directions(options.seed, plan.index, options.directions,
                                        target.arg.size)
     num = directional_numeric(target, directions)
-    tolerance = Tolerance.for_dtype(analytic.dtype, atol=options.atol, rtol=options.rtol)
+    tolerance = Tolerance.for_dtype(analytic.dtype, atol=options.atol, rtol=options.rtol,
+                                    length=longest_sum(problem))
     judged = judge_directions(analytic, directions, num, tolerance)
     judged, more, note = kinks_along(options, plan, target, directions, num, judged,
                                      tolerance)

@@ -80,7 +80,7 @@ from gradcheck.checker._along import PARTNERS, not_differentiable, partner_direc
 from gradcheck.checker._judge import excess, judge_elements, rel_error, unusable
 from gradcheck.checker._numeric import (POLICIES, RECHECK_FIRST, RECHECK_RETRIES, Policy,
                                         evaluate)
-from gradcheck.checker._tolerance import Tolerance, real_eps
+from gradcheck.checker._tolerance import Tolerance, longest_sum, real_eps
 from gradcheck.numdiff import numerical_jvp, rounding_bar
 
 __all__ = ["Item", "Tally", "Context", "judge_probes", "substantial", "output_rounding",
@@ -202,7 +202,8 @@ def _smaller_step_overrules(first: NumView, second: NumView, tolerance) -> np.nd
 def _judge(ctx: Context, k, tangent, analytic, num: NumView) -> Item:
     problem, options = ctx.problem, ctx.options
     tolerance = Tolerance.for_dtype(analytic.dtype, atol=options.atol, rtol=options.rtol,
-                                    resolution=problem.resolution(ctx.plan.index, tangent))
+                                    resolution=problem.resolution(ctx.plan.index, tangent),
+                                    length=longest_sum(problem))
     return Item(k, tangent, analytic, num, tolerance, judge_elements(analytic, num, tolerance))
 
 

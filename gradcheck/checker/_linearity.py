@@ -59,7 +59,7 @@ import numpy as np
 from gradcheck._errors import UserCodeError
 from gradcheck.checker._report import ArgumentReport, Diagnosis
 from gradcheck.checker._scalarize import _call, _largest_term
-from gradcheck.checker._tolerance import Tolerance, real_eps
+from gradcheck.checker._tolerance import Tolerance, longest_sum, real_eps
 
 __all__ = ["Linearity", "linearity", "with_linearity", "scale_for", "SCALE", "HEADROOM",
            "SECOND_SALT", "CALLS"]
@@ -259,7 +259,8 @@ def linearity(problem, options) -> Linearity:
     for i in checked:
         a, x = problem.analytic[i], problem.args[i]
         tol = Tolerance.for_dtype(_coarser(dtype, a.dtype, scaled[i].dtype, *precisions),
-                                  atol=options.atol, rtol=options.rtol)
+                                  atol=options.atol, rtol=options.rtol,
+                                  length=longest_sum(problem))
         floor = 1.0 / np.maximum(np.abs(_wide(x)).real, 1.0)
         # vjp(cR) / c against vjp(R): dividing by a power of two is exact, and the
         # allowance (and the caller's floor) stays at the scale of the gradient for R

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradcheck.checker._tolerance import Tolerance, real_eps
+from gradcheck.checker._tolerance import Tolerance, longest_sum, real_eps
 
 __all__ = ["missing_notes", "dtype_notes", "floor_notes", "weakened_notes"]
 
@@ -55,7 +55,8 @@ def _let_through(report, index, problem):
     if report.mode != "full" or report.analytic is None or report.numeric is None:
         return None
     a, n, e = report.analytic, report.numeric, report.error_estimate
-    automatic = Tolerance.for_dtype(report.dtype, resolution=problem.resolution(index))
+    automatic = Tolerance.for_dtype(report.dtype, resolution=problem.resolution(index),
+                                    length=longest_sum(problem))
     tol = automatic.elementwise(a, n, e)
     diff = np.abs(a - n)
     kinks = report.nondifferentiable_mask
