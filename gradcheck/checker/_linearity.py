@@ -33,8 +33,8 @@ mode, and each argument's gradients are compared (:func:`linearity`):
 Two calls of a linear map differ by rounding alone -- of forming ``cR`` (none) and ``R +
 R'`` in the cotangent's dtype, and of each call's own sums, which a threaded BLAS may
 order differently from one call to the next -- and the allowance for that is
-:meth:`._tolerance.Tolerance.linear_map` (``64 eps`` of the terms' magnitudes; no
-numerical derivative is involved). An argument whose gradient departs beyond it fails,
+:meth:`._tolerance.Tolerance.linear_map` (``64 eps`` of the terms' magnitudes, times
+the growth ``G(L)`` of long sums; no numerical derivative is involved). An argument whose gradient departs beyond it fails,
 whatever its numerical comparison says, with the cause ``nonlinear_in_cotangent``
 (its message in the catalogue's words, :mod:`._causes`, saying how it departs: it
 ignores ``R``, uses it through an even function or squared, or otherwise non-linearly,
