@@ -98,6 +98,12 @@ float64 and 8.6e-5 in float32, still far below a 1e-6 error in float64 and a 2% 
 float32. The growth enters every analytic allowance below (at a kink, along directions,
 in linearity), each of which is a sum the user's code took.
 
+What ``L`` cannot see: data ``f`` holds itself. A scalar loss over a batch captured in a
+closure, differentiated with respect to a bias of 8 elements, has ``L = 8`` while its
+backward sums the whole batch; a sequential sum there keeps the fixed 64 ulps and can
+fail (``tests/test_tolerance.py`` pins such a case as a known issue). Passing the batch
+as an argument (``wrt`` leaves it unchecked) lets ``L`` see it.
+
 ``k_num = 10``: the differentiator's estimate bounds the true error for about 95% of
 elements and is rarely more than 10x below it, so ten of it leaves no false alarms
 while staying orders of magnitude below any real bug in float64. ``k_an = 64``: a
