@@ -157,10 +157,17 @@ class _Target:
         """
         w = self.contraction if self.contraction is not None else np.ones(self.f0.size)
         reached = Y.imag != 0
-        dev = np.where(reached, (Y.real.astype(np.float64) - self.f0) * w, 0.0)
-        mag = np.where(reached, self.f0 * w, 0.0)
+        dev2 = np.subtract(Y.real, self.f0)         # in place from here: a chunk is large
+        dev2 *= w
+        dev2 *= dev2
+        mag2 = (self.f0 * w) ** 2
+        if reached.all():       # the usual case: every row moved; nothing to mask
+            mag2 = np.broadcast_to(mag2, dev2.shape)
+        else:
+            dev2 = np.where(reached, dev2, 0.0)
+            mag2 = np.where(reached, mag2, 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.sqrt((dev * dev).sum(axis=1) / (mag * mag).sum(axis=1))
+            ratio = np.sqrt(dev2.sum(axis=1) / mag2.sum(axis=1))
         ratio = np.where(np.isfinite(ratio), ratio, 0.0).reshape(g1 - g0, nk).max(axis=1)
         sizes = np.diff(bounds)[g0:g1]
         members = order[bounds[g0]:bounds[g1]]
@@ -255,7 +262,34 @@ def _grain(Yk, ks, imag, digits):
     imaginary parts, :math:`c h` with a simple :math:`c` on either side of a kink --
     and is 0 there. Nor where the grid
     is within ``LOST_BITS`` of the values' own ulp: nothing cancelled there.
+
+    Most rows are settled by one value's last bits: a normal float64 whose significand
+    ends in a set bit among its last ``53 - T`` (``T = digits - LOST_BITS``) spans at
+    least ``T`` bits, so the row's grid spans as many (the largest value over the
+    smallest grid can only be larger) and is its own rounding: 0. Only the other rows
+    go through the computation below, which gives the same 0 for the settled ones.
     """
+    Yk = np.asarray(Yk, np.float64)
+    n_low = 53 - (digits - LOST_BITS)
+    if n_low < 1:
+        return _grain_of(Yk, ks, imag, digits)
+    bits = Yk.view(np.int64)
+    settled = ((bits & ((1 << n_low) - 1)) != 0) & ((bits & _EXPONENT) != 0)
+    settled = settled.any(axis=1)
+    out = np.zeros(settled.shape)
+    if settled.all():
+        return out
+    rest = ~settled
+    out[rest] = _grain_of(np.moveaxis(Yk, 1, -1)[rest].T[None], ks, imag, digits)[0]
+    return out
+
+
+#: The exponent field of a float64's bits (0 for zero and subnormal values).
+_EXPONENT = 0x7FF << 52
+
+
+def _grain_of(Yk, ks, imag, digits):
+    """:func:`_grain` computed for every row (``Yk`` is ``(G, nk, rows)``)."""
     Q = _quantum(Yk)
     q = np.fmin.reduce(Q, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -1,0 +1,50 @@
+"""numdiff._targets: the grid a row's values lie on (``_grain``), by hand and against the
+row-by-row computation its shortcut skips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gradcheck.numdiff._targets import _grain, _grain_of
+
+
+@pytest.mark.parametrize("value, expected", [
+    ((2.0**40 + 1) * 2.0**-60, 2.0**-60),   # 41 significant bits: a grid of 2^-60
+    (3 * 2.0**-60, 0.0),                    # 2 bits: a simple number, tells nothing
+    ((2.0**52 + 1) * 2.0**-60, 0.0),        # 53 bits: the value's own rounding
+    ((2.0**49 + 1) * 2.0**-60, 2.0**-60),   # 50 bits: 3 below 53, still a coarse grid
+    ((2.0**50 + 1) * 2.0**-60, 0.0),        # 51 bits: within LOST_BITS of its own ulp
+    (0.0, 0.0),
+    (np.nan, 0.0),
+])
+def test_one_complex_step_value_by_hand(value, expected):
+    assert _grain(np.array([[[value]]]), (1,), True, 53)[0, 0] == expected
+
+
+def _hard_rows(rng, kind, shape):
+    Y = rng.standard_normal(shape)
+    if kind == "coarse":          # few significant bits, at every binade
+        Y = np.round(Y * 2.0 ** rng.integers(0, 60, shape)) * 2.0 ** -rng.integers(0, 60, shape)
+    elif kind == "float32":       # float32 values carried in float64
+        Y = Y.astype(np.float32).astype(np.float64)
+    elif kind == "special":       # zeros, NaN, inf, subnormals among them
+        for value, share in ((0.0, .2), (np.nan, .1), (np.inf, .1), (5e-320, .1), (3e-310, .1)):
+            Y[rng.random(shape) < share] = value
+    elif kind == "linear":        # exactly linear in the node: a piecewise-linear f
+        k = np.array([1.0, -1.0, 2.0, -2.0])[:shape[1]]
+        Y = np.round(rng.standard_normal((shape[0], 1, shape[2])) * 2**20) * 2.0**-30 * k[:, None]
+    return Y
+
+
+@pytest.mark.parametrize("kind", ["normal", "coarse", "float32", "special", "linear"])
+@pytest.mark.parametrize("digits", [53, 24, 11, 8])
+def test_the_shortcut_changes_no_row(kind, digits):
+    rng = np.random.default_rng(digits)
+    for nk, ks in ((1, (1,)), (2, (1, -3)), (4, (1, -1, 2, -2))):
+        Y = _hard_rows(rng, kind, (3, nk, 400))
+        for imag in (True, False):
+            with np.errstate(over="ignore"):
+                fast, full = _grain(Y, ks, imag, digits), _grain_of(Y, ks, imag, digits)
+            np.testing.assert_array_equal(fast, full)
+            assert fast.shape == (3, 400)
