@@ -48,3 +48,40 @@ def test_the_shortcut_changes_no_row(kind, digits):
                 fast, full = _grain(Y, ks, imag, digits), _grain_of(Y, ks, imag, digits)
             np.testing.assert_array_equal(fast, full)
             assert fast.shape == (3, 400)
+
+
+@pytest.mark.parametrize("owners, message", [
+    (lambda m: np.zeros(5, int), r"one integer per output element \(6\); got an array of "
+                                 r"shape \(5,\), dtype int64"),
+    (lambda m: np.zeros(6), r"one integer per output element \(6\); got .* dtype float64"),
+    (lambda m: np.full(6, 7), r"positions in members \(< 6\) or -1; got 7"),
+])
+def test_owners_that_do_not_fit_are_named(owners, message):
+    from gradcheck import ConfigurationError, numerical_vjp
+
+    with pytest.raises(ConfigurationError, match=message):
+        numerical_vjp(np.sin, np.linspace(-1, 1, 6), np.ones(6), colors=np.zeros(6, int),
+                      owners=owners)
+
+
+@pytest.mark.parametrize("method", ["complex", "richardson"])
+def test_owners_attribute_rows_group_by_group(method):
+    # f_i = sin(x_i) * x_{5-i}: rows 0-2 owned by the elements 0-2 (one color), rows 3-5
+    # by 3-5 (another); each element also reaches a row it does not own, which the
+    # owners route leaves out: d/dx_j of sum_i sin(x_i) x_{5-i} over its owned row only
+    from gradcheck import numerical_vjp
+
+    x = np.linspace(-1.0, 1.0, 6)
+    R = np.arange(1.0, 7.0)
+
+    def owners(members):
+        own = np.full(6, -1)
+        for p, j in enumerate(members):
+            own[j] = p
+        return own
+
+    r = numerical_vjp(lambda a: np.sin(a) * a[::-1], x, R, colors=np.repeat([0, 1], 3),
+                      owners=owners, method=method)
+    expected = R * np.cos(x) * x[::-1]
+    assert np.all(np.abs(r.grad - expected) <= r.error + 1e-15)
+    assert np.max(r.error) < 1e-8

@@ -266,8 +266,9 @@ def _grain(Yk, ks, imag, digits):
     Most rows are settled by one value's last bits: a normal float64 whose significand
     ends in a set bit among its last ``53 - T`` (``T = digits - LOST_BITS``) spans at
     least ``T`` bits, so the row's grid spans as many (the largest value over the
-    smallest grid can only be larger) and is its own rounding: 0. Only the other rows
-    go through the computation below, which gives the same 0 for the settled ones.
+    smallest grid can only be larger) and is its own rounding: 0. So is a row of zeros
+    (no grid). Only the other rows go through the computation below, which gives the
+    same 0 for the settled ones.
     """
     Yk = np.asarray(Yk, np.float64)
     n_low = 53 - (digits - LOST_BITS)
@@ -275,17 +276,21 @@ def _grain(Yk, ks, imag, digits):
         return _grain_of(Yk, ks, imag, digits)
     bits = Yk.view(np.int64)
     settled = ((bits & ((1 << n_low) - 1)) != 0) & ((bits & _EXPONENT) != 0)
-    settled = settled.any(axis=1)
+    settled = settled.any(axis=1) | ((bits & ~_SIGN) == 0).all(axis=1)   # or all zero
     out = np.zeros(settled.shape)
-    if settled.all():
-        return out
-    rest = ~settled
-    out[rest] = _grain_of(np.moveaxis(Yk, 1, -1)[rest].T[None], ks, imag, digits)[0]
+    rest = np.flatnonzero(~settled)     # (gathered by index: boolean masks are slower)
+    if rest.size:
+        G, nk, R = Yk.shape
+        flat = np.ascontiguousarray(Yk).reshape(-1)
+        at = rest if nk == 1 else (rest // R) * (nk * R) + rest % R
+        Ysub = np.stack([flat.take(at + a * R) for a in range(nk)])[None]
+        out.reshape(-1)[rest] = _grain_of(Ysub, ks, imag, digits)[0]
     return out
 
 
-#: The exponent field of a float64's bits (0 for zero and subnormal values).
+#: The exponent field of a float64's bits (0 for zero and subnormal values), and its sign.
 _EXPONENT = 0x7FF << 52
+_SIGN = -(1 << 63)
 
 
 def _grain_of(Yk, ks, imag, digits):
@@ -364,19 +369,19 @@ class VjpTarget(_Target):
             self.sig2_pattern = self.P.T.astype(np.float64) @ self.Rf2
 
     def _owned(self, members):
-        """Rows attributed to ``members`` and, per row, the member's position (owners route)."""
+        """Per output row, the position in ``members`` of the member it is attributed to,
+        negative where none (owners route), checked."""
         own = np.asarray(self.owners(members))
         if own.shape != (self.ev.out_size,) or own.dtype.kind not in "iu":
             raise ConfigurationError(
                 f"owners(members) must return one integer per output element "
                 f"({self.ev.out_size}); got an array of shape {own.shape}, dtype {own.dtype}")
-        rows = np.flatnonzero(own >= 0)
-        who = own[rows]
-        if who.size and who.max() >= members.size:
+        top = own.max(initial=-1)
+        if top >= members.size:
             raise ConfigurationError(
                 f"owners(members) must return positions in members (< {members.size}) or -1; "
-                f"got {int(who.max())}")
-        return rows, who
+                f"got {int(top)}")
+        return own
 
     def groups(self, src):
         if self.colors is None:
@@ -399,33 +404,48 @@ class VjpTarget(_Target):
         fallback_owned = np.zeros(src.size)
         Rf2, R, P, f0 = self.Rf2, self.R, self.P, self.f0
 
+        n_out = f0.size
+        #: groups attributed together: one bincount per quantity for all of them (a
+        #: member's rows are summed in row order, as group by group), a few MiB at most
+        per_block = max(1, 2**18 // max(1, nk * n_out))
+
+        def owned(Y, g0, b0, b1, order, bounds):
+            """The owners route for groups ``b0:b1`` of the chunk starting at ``g0``."""
+            G, dump = b1 - b0, src.size
+            idx = np.empty((G, n_out), dtype=np.int64)
+            for i, g in enumerate(range(b0, b1)):
+                members = order[bounds[g]:bounds[g + 1]]
+                own = self._owned(members)
+                cols = pos[members]
+                if own.min(initial=0) >= 0:     # every row owned: no masks
+                    idx[i] = cols[own]
+                else:
+                    idx[i] = np.where(own >= 0, cols[np.maximum(own, 0)], dump)
+            idx = idx.reshape(-1)
+            cols = pos[order[bounds[b0]:bounds[b1]]]
+
+            def summed(weights):
+                return np.bincount(idx, weights=weights.reshape(-1), minlength=dump + 1)[cols]
+
+            Yk = Y[(b0 - g0) * nk:(b1 - g0) * nk].reshape(G, nk, n_out)
+            block = Yk * R
+            vals[:, cols] = [summed(block[:, a]) for a in range(nk)]
+            grain = _grain(Yk, ks, imag, self.digits) * R
+            grain2[cols] = summed(grain * grain)
+            if imag:
+                squares = [summed(block[:, a] * block[:, a]) for a in range(nk)]
+                sig2[cols] = np.max(squares, axis=0)
+                spread2[cols] = squares[a1]
+                return
+            mag = (Yk != 0) * np.maximum(Rf2, (R * (f0 + Yk)) ** 2)
+            sig2[cols] = np.max([summed(mag[:, a]) for a in range(nk)], axis=0)
+            fallback_owned[cols] = summed(np.broadcast_to(Rf2, (G, n_out)))
+            spread2[cols] = summed(block[:, a1] ** 2)
+
         def reduce(Y, g0, g1, order, bounds):
             if self.owners is not None:  # attribution by the caller's structure
-                for g in range(g0, g1):
-                    members = order[bounds[g]:bounds[g + 1]]
-                    rows, who = self._owned(members)
-                    if rows.size == f0.size:      # every row owned: slices, no gathers
-                        rows = slice(None)
-                    m = members.size
-                    Yb = Y[(g - g0) * nk:(g - g0 + 1) * nk][:, rows]
-                    block = Yb * R[rows]
-                    cols = pos[members]
-
-                    def summed(weights):
-                        return np.bincount(who, weights=weights, minlength=m)
-
-                    vals[:, cols] = [summed(block[a]) for a in range(nk)]
-                    grain = _grain(Yb[None], ks, imag, self.digits)[0] * R[rows]
-                    grain2[cols] = summed(grain * grain)
-                    if imag:
-                        squares = [summed(block[a] * block[a]) for a in range(nk)]
-                        sig2[cols] = np.max(squares, axis=0)
-                        spread2[cols] = squares[a1]
-                        continue
-                    mag = (Yb != 0) * np.maximum(Rf2[rows], (R[rows] * (f0[rows] + Yb)) ** 2)
-                    sig2[cols] = np.max([summed(mag[a]) for a in range(nk)], axis=0)
-                    fallback_owned[cols] = summed(Rf2[rows])
-                    spread2[cols] = summed(block[a1] ** 2)
+                for b0 in range(g0, g1, per_block):
+                    owned(Y, g0, b0, min(g1, b0 + per_block), order, bounds)
                 return
             if P is None:               # one element per point
                 v = Y @ R
