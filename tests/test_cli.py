@@ -764,6 +764,17 @@ def test_check_starts_lean():
     assert proc.stdout.splitlines()[-1] == "0 []", proc.stdout + proc.stderr
 
 
+def test_a_passing_check_imports_no_diagnosis():
+    """The cause catalogue and the user-layer loader are imported only when needed."""
+    code = ("import sys; from gradcheck.cli import main; "
+            "rc = main(['check', '-q', 'specs/conv_tanh.toml']); "
+            "print(rc, sorted(m for m in sys.modules if m in {'gradcheck.checker._causes', "
+            "'gradcheck.checker._describe', 'gradcheck.spec._user'}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert proc.stdout.splitlines()[-1] == "0 []", proc.stdout + proc.stderr
+
+
 def test_json_and_yaml_specs_check_like_toml(capsys, at_root):
     pytest.importorskip("yaml")
     code, out, _ = run(["check", "specs/examples/conv1d.json", "specs/examples/conv3d.yaml",

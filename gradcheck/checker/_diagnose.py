@@ -34,8 +34,6 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from gradcheck.checker._causes import CAUSES
-from gradcheck.checker._describe import describe
 from gradcheck.checker._fit import SLACK, Fit, Known
 from gradcheck.checker._report import Diagnosis
 
@@ -194,6 +192,11 @@ def diagnose_evidence(evidence: Evidence, *, skip=()) -> Diagnosis:
     backward = None if known.backward is None else _Counted(known.backward)
     forward = None if known.forward is None else _Counted(known.forward)
     evidence.known = known._replace(backward=backward, forward=forward)
+    # the catalogue of causes is imported on the first failure: a passing check (and
+    # the command line's start) needs none of it
+    from gradcheck.checker._causes import CAUSES
+    from gradcheck.checker._describe import describe
+
     diagnosis = None
     # the fits divide by tolerances and square and sum gradients: for huge values that
     # overflows to inf (or gives NaN), which no fit accepts (a misfit of inf or NaN is

@@ -106,10 +106,11 @@ def resolve_targets(spec: Spec, *, order: int | None = None) -> None:
     refuse a second-order check (``order``, default ``[check] order``) the spec's layers
     cannot have (:func:`gradcheck.spec._second.refuse_order`), as a spec error."""
     from gradcheck.spec._second import refuse_order
-    from gradcheck.spec._user import resolve_target
 
     objects = []
     for i, layer in enumerate(spec.layers):
+        if layer.type == "python":     # (imported only when a spec has a user layer)
+            from gradcheck.spec._user import resolve_target
         objects.append(None if layer.type != "python" else resolve_target(
             layer.options["target"], kwargs=layer.options["kwargs"], source=spec.source,
             key=f"layer[{i}].target"))

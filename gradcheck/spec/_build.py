@@ -204,7 +204,6 @@ def build(spec: Spec, *, max_memory: int | None = None) -> BuiltSpec:
     from gradcheck.ops.losses import get_loss
     from gradcheck.ops.network import Sequential
     from gradcheck.spec._shapes import checked_output_shape
-    from gradcheck.spec._user import resolve_target
 
     ctx = Ctx(spec.source)
     shapes = list(spec.shapes) or [spec.input.shape] + [None] * len(spec.layers)
@@ -213,6 +212,8 @@ def build(spec: Spec, *, max_memory: int | None = None) -> BuiltSpec:
     for i, ls in enumerate(spec.layers):
         obj = None
         if ls.type == "python":
+            from gradcheck.spec._user import resolve_target   # (only for a user layer)
+
             obj = resolve_target(ls.options["target"], kwargs=ls.options["kwargs"],
                                  source=spec.source, key=f"layer[{i}].target")
             if ls.options["params"] and getattr(obj, "param_shapes", lambda: None)():
