@@ -123,3 +123,23 @@ def test_smooth_networks_take_one_complex_evaluation_per_color():
     assert np.all(np.abs(one.grad - exact) <= one.error + 1e-15)  # and the bars still hold
     assert np.max(np.abs(one.grad - exact)) < 1e-13 * np.max(np.abs(exact))
 
+
+
+def test_filter_and_per_sample_owners_read_as_a_binary_search_would():
+    # the owners look positions up in a table; a binary search over the sorted members
+    # (``_position_of`` without the table) is the second route
+    from gradcheck.ops._structure import (_position_of, filter_structure,
+                                          per_sample_structure)
+
+    out_shape = (3, 4, 5, 5)
+    cases = [(filter_structure((4, 2, 3, 3), out_shape),
+              lambda m: (np.arange(300) // 25) % 4 * 18 + m[0] % 18),
+             (per_sample_structure((3, 2, 6, 6), out_shape),
+              lambda m: np.repeat(np.arange(3), 100) * 72 + m[0] % 72)]
+    for st, flat_of in cases:
+        for color in np.unique(st.colors):
+            members = np.flatnonzero(st.colors == color)
+            for subset in (members, members[::2], members[1:2]):
+                expected = _position_of(subset, flat_of(subset))
+                np.testing.assert_array_equal(st.owners(subset), expected)
+                assert (expected >= 0).any()

@@ -188,11 +188,12 @@ def filter_structure(param_shape, out_shape) -> Structure:
     # output channel of every output element, without materializing all the indices
     per_channel = math.prod(out_shape[2:])
     row_o = (np.arange(math.prod(out_shape), dtype=np.int64) // per_channel) % out_shape[1]
+    lookup = np.full(math.prod(param_shape), -1, dtype=np.int64)
 
     def owners(members: np.ndarray) -> np.ndarray:
         members = np.asarray(members, dtype=np.int64)
         j = int(members[0]) % per_filter
-        return _position_of(members, row_o * per_filter + j)
+        return _position_of(members, row_o * per_filter + j, lookup)
 
     return Structure(colors, owners)
 
@@ -203,10 +204,11 @@ def per_sample_structure(in_shape, out_shape) -> Structure:
     per = math.prod(in_shape[1:])
     colors = np.tile(np.arange(per, dtype=np.int64), n)
     row_n = np.repeat(np.arange(n), math.prod(out_shape[1:]))
+    lookup = np.full(math.prod(in_shape), -1, dtype=np.int64)
 
     def owners(members: np.ndarray) -> np.ndarray:
         members = np.asarray(members, dtype=np.int64)
         q = int(members[0]) % per
-        return _position_of(members, row_n * per + q)
+        return _position_of(members, row_n * per + q, lookup)
 
     return Structure(colors, owners)
