@@ -178,3 +178,128 @@ def test_the_allowance_is_measured_on_right_backwards(monkeypatch):
             seen.clear()
     assert set(worst) == {"float16", "float32", "float64"}
     assert all(e <= 0.25 for e, _ in worst.values()), worst
+
+
+# ------------------------------------------------- gradients that cancel to zero
+
+
+def _layer_norm(x):
+    """A layer norm over the last axis, with its inverse standard deviation."""
+    xc = x - x.mean(-1, keepdims=True)
+    inv = 1.0 / np.sqrt((xc ** 2).mean(-1, keepdims=True) + 1e-5)
+    return xc * inv, inv
+
+
+def _layer_norm_vjp(gy, x):
+    """The textbook layer-norm backward (``gy`` the gradient of its output)."""
+    xhat, inv = _layer_norm(x)
+    return inv * (gy - gy.mean(-1, keepdims=True)
+                  - xhat * (gy * xhat).mean(-1, keepdims=True))
+
+
+def _ln_mean(x):
+    """Each row's layer norm averaged: zero at every point (its true gradient is zero),
+    but formed from terms of order one."""
+    return _layer_norm(x)[0].mean(1)
+
+
+def _ln_mean_vjp(g, x):
+    return (_layer_norm_vjp(np.broadcast_to(g[:, None] / x.shape[1], x.shape), x),)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_right_backward_whose_gradient_cancels_to_zero_is_linear(seed, monkeypatch):
+    """The gradient is rounding alone (about 1e-17, hand-derived zero); the stage judges
+    its departures against the rounding of the terms it is formed from, not against its
+    own value (which failed every one of these seeds)."""
+    seen = _recorded(monkeypatch)
+    x = np.random.default_rng(seed).standard_normal((4, 8))
+    assert np.max(np.abs(_ln_mean_vjp(np.ones(4), x)[0])) < 1e-14
+    for mode in ("full", "sampled", "fast"):
+        report = check_vjp(_ln_mean, _ln_mean_vjp, (x,), seed=seed, mode=mode)
+        a = report.arguments[0]
+        assert a.linear is True, str(report)
+        assert a.diagnosis is None or a.diagnosis.cause != "nonlinear_in_cotangent"
+    assert max(e for _, e in seen) <= 0.25, seen
+
+
+def test_a_nonlinear_backward_of_a_normalization_still_fails():
+    """Measuring the terms' magnitudes does not hide a real departure: a layer norm
+    whose backward clips its incoming gradient at 1 (every |R| below 1, so its numbers
+    agree), and one that keeps state between calls."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4, 8))
+    small = rng.uniform(-0.9, 0.9, x.shape)
+    f = lambda x: _layer_norm(x)[0]        # noqa: E731
+    clipping = lambda g, x: (_layer_norm_vjp(np.clip(g, -1.0, 1.0), x),)   # noqa: E731
+    report = check_vjp(f, clipping, (x,), cotangent=small, mode="full")
+    a = report.arguments[0]
+    assert a.n_failed == 0 and not report.passed and a.linear is False
+    assert a.diagnosis.cause == "nonlinear_in_cotangent"
+    calls = []
+
+    def stateful(g, x):     # drifts by a little on every call
+        calls.append(1)
+        return (_layer_norm_vjp(g, x) * (1 + 1e-6 * len(calls)),)
+
+    report = check_vjp(f, stateful, (x,), mode="full")
+    d = report.arguments[0].diagnosis
+    assert not report.passed and report.arguments[0].linear is False
+    assert d.cause == "nonlinear_in_cotangent" and "not deterministic" in d.message
+    right = check_vjp(f, lambda g, x: (_layer_norm_vjp(g, x),), (x,), mode="full")
+    assert right.passed and right.arguments[0].linear is True
+
+
+def _arguments(exc_or_none):
+    report = getattr(exc_or_none, "report", None)
+    assert report is not None, exc_or_none
+    return report.arguments
+
+
+def _not_named_nonlinear(run):
+    """Run a drop-in check; every argument it reports (orders and modes) is found
+    linear and none is failed as not linear. The check as a whole may still fail on
+    its numerical comparison (an element whose analytic value is rounding, about 1e-17,
+    where the numerical one is exactly 0 -- the analytic rounding allowance's matter,
+    not this stage's)."""
+    try:
+        run()
+    except (AssertionError, RuntimeError) as exc:
+        arguments = _arguments(exc)
+    else:
+        return
+    for a in arguments:
+        assert a.linear in (True, None), str(a)
+        assert a.diagnosis is None or a.diagnosis.cause != "nonlinear_in_cotangent", str(a)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_torch_normalizations_summed_are_linear(seed):
+    torch = pytest.importorskip("torch", reason="the PyTorch drop-in needs torch")
+    import torch.nn.functional as F
+
+    import gradcheck.torch
+
+    torch.manual_seed(seed)
+    x = torch.randn(4, 8, dtype=torch.float64, requires_grad=True)
+    for fn in (lambda x: F.layer_norm(x, (8,)).sum(),
+               lambda x: F.batch_norm(x, None, None, training=True).sum(),
+               lambda x: F.softmax(x, 1).sum()):
+        _not_named_nonlinear(lambda: gradcheck.torch.gradcheck(fn, (x,)))
+        _not_named_nonlinear(lambda: gradcheck.torch.gradgradcheck(fn, (x,)))
+
+
+def test_jax_standardize_summed_is_linear():
+    jax = pytest.importorskip("jax", reason="the JAX drop-in needs jax")
+    import jax.numpy as jnp
+
+    import gradcheck.jax
+
+    jax.config.update("jax_enable_x64", True)
+    try:
+        x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 8)))
+        f = lambda x: jax.nn.standardize(x, axis=1).sum()     # noqa: E731
+        _not_named_nonlinear(lambda: gradcheck.jax.check_grads(f, (x,), 1))
+        _not_named_nonlinear(lambda: gradcheck.jax.check_grads(f, (x,), 2, modes=("rev",)))
+    finally:
+        jax.config.update("jax_enable_x64", False)

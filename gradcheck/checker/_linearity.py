@@ -16,7 +16,10 @@ stage the code under test is called three more times, for every check and whatev
 mode, and each argument's gradients are compared (:func:`linearity`):
 
 ``vjp(cR)`` against ``c vjp(R)``
-    :math:`c = -2^{10}` for a cotangent of unit size (:func:`scale_for`): a power of
+    :math:`c = -2^k` with :math:`k` the integer nearest :math:`\log_2(1024 / \max|R|)`
+    (:func:`scale_for`): ``-1024`` for a cotangent whose largest entry is 1, ``-512``
+    when it is near 2 (a standard normal ``R`` of a few dozen entries), ``-2048`` near
+    0.5; the report names the ``c`` used. A power of
     two, so that scaling is exact in floating point and a linear backward agrees to its
     rounding; large, so that a clip at any threshold up to about a thousand times the
     cotangent's entries is crossed; negative, so that an even function of ``R`` (its
@@ -34,7 +37,20 @@ Two calls of a linear map differ by rounding alone -- of forming ``cR`` (none) a
 R'`` in the cotangent's dtype, and of each call's own sums, which a threaded BLAS may
 order differently from one call to the next -- and the allowance for that is
 :meth:`._tolerance.Tolerance.linear_map` (``64 eps`` of the terms' magnitudes, times
-the growth ``G(L)`` of long sums; no numerical derivative is involved). An argument whose gradient departs beyond it fails,
+the growth ``G(L)`` of long sums; no numerical derivative is involved). Those magnitudes are the gradients' own and, as a
+floor, the resolution of ``C``: ``max_i |R_i m_i| / max(|x_j|, 1)`` with ``m_i`` the
+magnitude of output ``i``. A gradient that cancels to zero (a layer norm summed, a
+softmax summed, a batch norm's output averaged) is rounding alone, about ``eps`` times
+the terms it is formed from and nothing times its own value; so when a test departs
+beyond the allowance with ``m_i = |y_i|``, ``m_i`` is measured -- the terms ``f``'s
+outputs are formed from, from second differences of ``f`` along random steps far below
+any derivative's scale (:func:`_row_magnitudes`, twelve calls of ``f``, made only then)
+-- and the test judged again. A departure that is the rounding of a cancelling result
+is within that; one that is not (a clip, a kept state) is a share of the gradient
+itself and stays far beyond it. There is no threshold on the departure's share of the
+gradient's norm in this verdict: beyond the rounding allowance, the argument fails
+(that share only decides which diagnosis is named when the numerical comparison failed
+too, :func:`_named_first`). An argument whose gradient departs beyond it fails,
 whatever its numerical comparison says, with the cause ``nonlinear_in_cotangent``
 (its message in the catalogue's words, :mod:`._causes`, saying how it departs: it
 ignores ``R``, uses it through an even function or squared, or otherwise non-linearly,
@@ -73,6 +89,11 @@ HEADROOM = 2.0 ** 10
 SECOND_SALT = 0x11AEA5
 #: Calls of the backward the stage makes on a right backward.
 CALLS = 3
+#: Random probes of :func:`_row_magnitudes` (four calls of ``f`` each), made only when a
+#: departure is seen: one sample of a rounding error may come out small by chance.
+ROW_PROBES = 3
+#: Mixed with the seed for the probes' random signs.
+ROW_SALT = 0x40BE5
 
 
 class Linearity(NamedTuple):
@@ -253,22 +274,25 @@ def linearity(problem, options) -> Linearity:
     paired = _grads(problem, second, "a second cotangent R'")
     summed = _grads(problem, (r + second).astype(dtype), "R + R'")
     calls += 2
-    terms = {"R": _largest_term(r64, problem.y), "R'": _largest_term(second, problem.y)}
+    rows = np.abs(_wide(problem.y))
     found, excess = {}, {}
-    redo = None
+    redo = measured = None
     for i in checked:
         a, x = problem.analytic[i], problem.args[i]
         tol = Tolerance.for_dtype(_coarser(dtype, a.dtype, scaled[i].dtype, *precisions),
                                   atol=options.atol, rtol=options.rtol,
                                   length=longest_sum(problem))
         floor = 1.0 / np.maximum(np.abs(_wide(x)).real, 1.0)
-        # vjp(cR) / c against vjp(R): dividing by a power of two is exact, and the
-        # allowance (and the caller's floor) stays at the scale of the gradient for R
-        by_scale = _compare(_wide(scaled[i]) / c, [a],
-                            tol.linear_map([a], [terms["R"] * floor]))
-        by_sum = _compare(summed[i], [a, paired[i]],
-                          tol.linear_map([a, paired[i]], [terms["R"] * floor,
-                                                          terms["R'"] * floor]))
+        by_scale, by_sum = _both(tol, rows, r64, second, floor, c, a, scaled[i],
+                                 paired[i], summed[i])
+        if max(by_scale.excess, by_sum.excess) > 1:
+            # a departure: judged again against the magnitudes f's outputs are formed
+            # from, measured (a gradient that cancels to zero is the rounding of terms
+            # the size of those, not of its own value)
+            if measured is None:
+                measured = _row_magnitudes(problem, options.seed)
+            by_scale, by_sum = _both(tol, np.maximum(rows, measured), r64, second, floor,
+                                     c, a, scaled[i], paired[i], summed[i])
         excess[i] = max(by_scale.excess, by_sum.excess)
         if excess[i] <= 1:
             found[i] = None
@@ -276,7 +300,8 @@ def linearity(problem, options) -> Linearity:
         if redo is None:
             redo = _grads(problem, r, "R itself")
             calls += 1
-        again = _compare(redo[i], [a], tol.linear_map([a], [terms["R"] * floor]))
+        again = _compare(redo[i], [a], tol.linear_map(
+            [a], [_largest_term(r64, np.maximum(rows, measured)) * floor]))
         found[i] = (again, by_scale, by_sum, c, a, scaled[i])
     out = {i: None if v is None else _reverse_diagnosis(*v, calls=calls)
            for i, v in found.items()}
@@ -287,6 +312,62 @@ def linearity(problem, options) -> Linearity:
                      f"R + R'{' and R again' if redo is not None else ''}): failed "
                      f"whatever the numerical comparison says")
     return Linearity(out, calls, c, tuple(notes), excess)
+
+
+def _both(tol, rows, r, second, floor, c, a, scaled, paired, summed):
+    """The two tests of one argument: ``vjp(cR) / c`` against ``vjp(R)`` (dividing by a
+    power of two is exact, and the allowance stays at the scale of the gradient for
+    ``R``), and ``vjp(R + R')`` against ``vjp(R) + vjp(R')``; ``rows`` the magnitudes of
+    ``f``'s outputs that set the resolution floor (:meth:`.Tolerance.linear_map`)."""
+    res, res2 = _largest_term(r, rows) * floor, _largest_term(second, rows) * floor
+    by_scale = _compare(_wide(scaled) / c, [a], tol.linear_map([a], [res]))
+    by_sum = _compare(summed, [a, paired], tol.linear_map([a, paired], [res, res2]))
+    return by_scale, by_sum
+
+
+def _row_magnitudes(problem, seed) -> np.ndarray:
+    r"""Per output of ``f``, the magnitude of the terms it is formed from, measured:
+    ``1/eps`` times the largest of :data:`ROW_PROBES` second differences
+    :math:`|f(x + \delta) + f(x - \delta) - 2 f(x) - (f(x + 2\delta) + f(x - 2\delta)
+    - 2 f(x)) / 2|` along random :math:`\delta` (each element moved by about
+    ``min(1024, eps**-0.25)`` units of eps times its size: far below any derivative's
+    scale, so that the second difference holds no derivative to second order and its
+    half at twice the step cancels a kink at the point; far above the ulps of the sums
+    ``f`` forms). A layer norm's outputs summed are zero by cancellation, but formed
+    from terms of order one; the rounding of its backward is theirs. Zeros where ``f``
+    raises or returns something unfit (the allowance then stays at the outputs' own
+    values)."""
+    y = problem.y
+    eps = real_eps(y.dtype)
+    rng = np.random.default_rng([int(seed), ROW_SALT])
+    steps = []
+    for x in problem.args:
+        if x.dtype.kind not in "fc" and x.dtype.name != "bfloat16":
+            steps.append(None)
+            continue
+        xe = real_eps(x.dtype)
+        s = np.maximum(np.abs(_wide(x)), 1.0)
+        steps.append(2.0 ** np.round(np.log2(min(1024.0, xe ** -0.25) * xe * s)))
+    worst = np.zeros(y.shape)
+    y0 = _wide(y)
+    with np.errstate(all="ignore"):
+        for _ in range(ROW_PROBES):
+            signs = [None if d is None else d * rng.choice([-1.0, 1.0], np.shape(d))
+                     for d in steps]
+            out = []
+            for k in (1, -1, 2, -2):
+                point = tuple(x if d is None else (_wide(x) + k * d).astype(x.dtype)
+                              for x, d in zip(problem.args, signs))
+                try:
+                    v = _wide(problem.f(*point))
+                except Exception:       # user code failing off the point: no measure
+                    return np.zeros(y.shape)
+                if v.shape != y.shape:
+                    return np.zeros(y.shape)
+                out.append(v)
+            second = np.abs((out[0] + out[1] - 2 * y0) - (out[2] + out[3] - 2 * y0) / 2)
+            worst = np.maximum(worst, np.where(np.isfinite(second), second, 0.0))
+    return worst / eps
 
 
 def _coarser(*dtypes):
