@@ -38,7 +38,8 @@ from gradcheck.checker._along import kinks_along
 from gradcheck.checker._diagnose import diagnose_judgement, role_of
 from gradcheck.checker._fit import Known, named_sizes
 from gradcheck.checker._judge import excess, judge_directions, judge_elements, unusable
-from gradcheck.checker._kinks import KinkContext, settle_kinks, settle_sample
+from gradcheck.checker._kinks import (KinkContext, judge_tie_groups, settle_kinks,
+                                      settle_sample)
 from gradcheck.checker._locate import bisect_direction
 from gradcheck.checker._numeric import (
     Target,
@@ -92,11 +93,14 @@ def known_of(problem, index) -> Known:
                  forward=problem.of_argument(index), missing=index in problem.missing)
 
 
-def _elements(problem, options, target, analytic, resolution, method=None, confirm=None):
+def _elements(problem, options, target, analytic, resolution, method=None, confirm=None,
+              ties=False):
     """Differentiate every element of ``target`` (with ``method`` if given, else the
     target's), judge, settle kinks, take a second look: ``(num, judged, note)``.
     ``confirm(target, num)``, if given, vets the first numbers before they are judged
-    and returns the evaluations it took."""
+    and returns the evaluations it took. With ``ties`` (every element of the argument),
+    groups of shared kinks are judged along their sum directions too
+    (:func:`._kinks.judge_tie_groups`)."""
     tolerance = Tolerance.for_dtype(analytic.dtype, atol=options.atol, rtol=options.rtol,
                                     resolution=resolution, length=longest_sum(problem))
 
@@ -108,7 +112,15 @@ def _elements(problem, options, target, analytic, resolution, method=None, confi
     num = full_numeric(target if method is None else target._replace(method=method))
     if confirm is not None:
         num = dataclasses.replace(num, nfev=int(num.nfev) + confirm(target, num))
-    return second_look(target, num, verdict(num), verdict, tolerance)
+    num, judged, note = second_look(target, num, verdict(num), verdict, tolerance)
+    if not ties:
+        return num, judged, note
+    judged, nfev, ties = judge_tie_groups(
+        judged, KinkContext(target.pattern, target.g, target.arg, problem.y, num.step),
+        lambda v: directional_numeric(target, v), tolerance)
+    if nfev:
+        num = dataclasses.replace(num, nfev=int(num.nfev) + nfev)
+    return num, judged, "; ".join(n for n in (note, ties) if n)
 
 
 def check_full(problem, options, plan, suspects):
@@ -119,7 +131,7 @@ def check_full(problem, options, plan, suspects):
     probed = _probed(plan)
     num, judged, note = _elements(problem, options, target, analytic,
                                   problem.resolution(plan.index), plan.method or None,
-                                  confirm_structure if probed else None)
+                                  confirm_structure if probed else None, ties=True)
     diagnosis = diagnose_judgement(
         judged, role=role_of(options.roles[plan.index], plan.index, target.arg),
         suspects=lambda: list(suspects(plan.name, problem.cotangent_f)),

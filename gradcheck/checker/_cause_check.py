@@ -111,6 +111,15 @@ def outside_kink_limits(ev):
     failed = judged.failed & judged.nondiff
     if not failed.any():
         return None
+    if judged.ties:     # elements failed by their group's sum are not outside alone
+        grouped = np.zeros(failed.size, bool)
+        for members, *_ in judged.ties:
+            grouped[members] = True
+        failed = failed & ~grouped.reshape(failed.shape)
+        if not failed.any():
+            # the groups' sums name the cause only when nothing away from kinks fails
+            # too (a gradient wrong everywhere is wrong over a group as well)
+            return None if (judged.failed & ~judged.nondiff).any() else _tie_sum(judged)
     idx = np.unravel_index(int(np.argmax(np.where(failed, excess(judged), -1.0))), failed.shape)
     lo, hi = sorted((float(judged.left[idx]), float(judged.right[idx])))
     value = float(judged.analytic[idx])
@@ -124,3 +133,24 @@ def outside_kink_limits(ev):
         f"handles ties and the exact kink point.",
         {"index": [int(i) for i in idx], "analytic": value, "left": float(judged.left[idx]),
          "right": float(judged.right[idx]), "failed_elements": count})
+
+
+def _tie_sum(judged):
+    """Groups of tied elements (shared kinks) whose analytic values, each within its
+    one-sided limits, add up to something other than the derivative along the direction
+    that moves them together (:func:`._kinks.judge_tie_groups`)."""
+    members, total, numeric, tol = max(judged.ties, key=lambda t: abs(t[1] - t[2]) / t[3])
+    where = [tuple(int(i) for i in np.unravel_index(j, judged.analytic.shape))
+             for j in members]
+    count = len(judged.ties)
+    return Diagnosis(
+        "outside_kink_limits",
+        f"{count} group(s) of elements tied at a shared kink: each lies within its one-sided "
+        f"derivatives, but moving a group together (which keeps the tie, and along which f "
+        f"is differentiable) changes C by {numeric:.9g}, and the analytic values there add "
+        f"up to {total:.9g} (at {', '.join(map(str, where[:6]))}"
+        f"{' ...' if len(where) > 6 else ''}). The backward sends the incoming gradient to "
+        f"every tied element (a mask such as win == win.max()) where one winner (or shares "
+        f"adding up to one) should take it.",
+        {"index": list(where[0]), "group": [list(w) for w in where], "analytic_sum": total,
+         "numeric": numeric, "tolerance": tol, "failed_groups": count})

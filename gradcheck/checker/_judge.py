@@ -34,6 +34,10 @@ class Judgement(NamedTuple):
     shared: np.ndarray        # of those, the ones whose kink is shared: not judged
     left: np.ndarray | None = None    # one-sided limits (NaN away from kinks)
     right: np.ndarray | None = None
+    #: groups of shared kinks failed along their sum direction (full mode,
+    #: :func:`._kinks.judge_tie_groups`): ``(flat members, sum of A over them, the
+    #: numerical directional derivative, its tolerance)`` each
+    ties: tuple = ()
 
 
 def unusable(numeric, error) -> np.ndarray:

@@ -31,6 +31,19 @@ outside its limits whose outputs an element *outside* the sample also reaches is
 *undecided*: that element may sit at a kink too (full mode would know), so the bound
 is not known to hold, and it is reported, not judged. With every element sampled, the
 sample's verdict on kinks is full mode's.
+
+A shared kink is not left unjudged altogether (full mode, :func:`judge_tie_groups`): the
+elements sharing kinks fall into groups (linked by the outputs they reach together), and
+moving a whole group together by the same amount keeps its ties (a max-pool window's
+tied maxima stay tied). Along that direction -- the group's sum direction -- ``f`` is
+then differentiable, and any right backward's projection on it, the sum of its values
+over the group, is the directional derivative (each window's incoming gradient goes to
+one winner, or is split between them, but adds up to it). A backward that sends the
+gradient to *every* tied maximum (``mask = win == win.max()``) gives twice it for a tie of
+two, while each tied element alone lies within its one-sided limits. Each group is
+differenced along its sum direction (one directional derivative per group); a group
+along whose direction the differentiator sees a kink (ReLUs at zero reached together:
+moving the group does not keep them at zero) is left as before, reported, not judged.
 """
 
 from __future__ import annotations
@@ -42,7 +55,8 @@ import numpy as np
 from gradcheck.checker._judge import Judgement, unusable
 from gradcheck.checker._numeric import evaluate, is_structure
 
-__all__ = ["KinkContext", "settle_kinks", "settle_sample", "shared_kinks"]
+__all__ = ["KinkContext", "settle_kinks", "settle_sample", "shared_kinks", "tie_groups",
+           "judge_tie_groups"]
 
 
 class KinkContext(NamedTuple):
@@ -194,3 +208,82 @@ def settle_sample(judged: Judgement, index, context: KinkContext):
     now[np.flatnonzero(open_)] = shared | unknown
     failed = (judged.failed | judged.outside) & (~now | unusable(judged.numeric, judged.error))
     return judged._replace(failed=failed, shared=now), undecided
+
+
+def tie_groups(nondiff, context: KinkContext) -> list:
+    """The groups (flat index arrays, two elements or more) of the non-differentiable
+    elements in the flat mask ``nondiff`` linked by outputs they both reach."""
+    kinks = np.flatnonzero(nondiff)
+    if kinks.size < 2:
+        return []
+    rows = _rows_from_pattern(context.pattern, kinks) if context.pattern is not None \
+        else _rows_by_probing(context, kinks)
+    parent = list(range(kinks.size))
+
+    def root(k):
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    first = {}
+    for k, r in enumerate(rows):
+        for o in np.asarray(r).reshape(-1):
+            o = int(o)
+            if o in first:
+                parent[root(k)] = root(first[o])
+            else:
+                first[o] = k
+    groups = {}
+    for k in range(kinks.size):
+        groups.setdefault(root(k), []).append(int(kinks[k]))
+    return [np.array(g, np.intp) for g in groups.values() if len(g) > 1]
+
+
+def judge_tie_groups(judged: Judgement, context: KinkContext, differentiate, tolerance):
+    """``(judged, nfev, note)``: each group of shared kinks (:func:`tie_groups`) judged
+    along its sum direction (see the module notes). ``differentiate(directions)`` returns
+    the numerical directional derivatives of ``C`` (a ``NumericalDerivative``, one entry
+    per row); a group whose entry is non-differentiable or unusable is not judged. Its
+    members fail when the sum of their analytic values departs from that derivative by
+    more than :meth:`.Tolerance.along_directions`."""
+    groups = tie_groups(judged.nondiff.reshape(-1), context)
+    if not groups:
+        return judged, 0, ""
+    size = judged.analytic.size
+    v = np.zeros((len(groups), size))
+    for k, g in enumerate(groups):
+        v[k, g] = 1.0
+    num = differentiate(v)
+    a = judged.analytic.reshape(-1)
+    proj_a = v @ a
+    proj_n = np.asarray(num.grad, np.float64).reshape(-1)
+    err = np.asarray(num.error, np.float64).reshape(-1)
+    tol = tolerance.along_directions(proj_a, proj_n, err, v @ np.abs(a))
+    judged_ok = ~np.asarray(num.nondifferentiable, bool).reshape(-1) & ~unusable(proj_n, err)
+    with np.errstate(invalid="ignore"):
+        bad = judged_ok & (np.abs(proj_a - proj_n) > tol)
+    if not bad.any():
+        return judged, int(num.nfev), ""
+    failed = judged.failed.reshape(-1).copy()
+    diff = judged.diff.reshape(-1).copy()
+    limit = judged.tolerance.reshape(-1).copy()
+    for k in np.flatnonzero(bad):
+        g = groups[k]
+        failed[g] = True
+        diff[g], limit[g] = abs(proj_a[k] - proj_n[k]), tol[k]
+    k = int(np.flatnonzero(bad)[np.argmax(np.abs(proj_a - proj_n)[bad] / tol[bad])])
+    shape = judged.analytic.shape
+    where = [tuple(int(i) for i in np.unravel_index(j, shape)) for j in groups[k]]
+    note = (f"{int(bad.sum())} group(s) of elements sharing a kink (a tie) fail along their "
+            f"sum direction, which keeps the tie: e.g. the analytic values at "
+            f"{', '.join(map(str, where[:6]))}{' ...' if len(where) > 6 else ''} add up to "
+            f"{proj_a[k]:.6g} where moving them together changes C by {proj_n[k]:.6g} "
+            f"(allowed {tol[k]:.3g}) -- a backward that sends the gradient to every tied "
+            f"element instead of one")
+    ties = tuple((groups[k], float(proj_a[k]), float(proj_n[k]), float(tol[k]))
+                 for k in np.flatnonzero(bad))
+    return judged._replace(failed=failed.reshape(shape),
+                           diff=diff.reshape(shape), tolerance=limit.reshape(shape),
+                           ties=ties), \
+        int(num.nfev), note

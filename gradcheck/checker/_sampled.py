@@ -55,6 +55,8 @@ def merge_samples(index, judged: Judgement, more, extra: Judgement):
     order = np.argsort(all_index, kind="stable")
 
     def join(a, b):
+        if isinstance(a, tuple):        # Judgement.ties: groups, not elements
+            return a + b
         if a is None or b is None:
             if a is None and b is None:
                 return None
