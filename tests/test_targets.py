@@ -60,6 +60,14 @@ TORCH_LAYERS = textwrap.dedent("""
             self.conv = torch.nn.Conv2d(cin, cout, 3, padding=1)
         def forward(self, x):
             return torch.tanh(self.conv(x))
+
+    class ConvBN(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(2, 3, 3)
+            self.bn = torch.nn.BatchNorm2d(3)     # buffers: running_mean, running_var
+        def forward(self, x):
+            return self.bn(self.conv(x))
 """)
 
 
@@ -181,6 +189,26 @@ def test_a_torch_function_and_a_module_class_are_targets(torch_project, capsys):
     names = [c["name"].split("::")[1] for c in json.loads(out)["checks"]]
     assert code == OK
     assert names == ["input", "layer0.python.conv.weight", "layer0.python.conv.bias"]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_module_with_buffers_runs_in_the_specs_dtype(torch_project, capsys, dtype):
+    # BatchNorm2d's running_mean/var are buffers: they follow the spec's dtype with the
+    # parameters (a float64 spec once failed with "expected scalar type Double")
+    path = torch_project / "specs" / "t.toml"
+    path.write_text(_spec({"target": '"../lib/tlayers_t.py:ConvBN"'}, shape=(2, 2, 6, 6),
+                          check="[check]\nmode = \"full\"\n").replace(
+        "shape = [2, 2, 6, 6]", f"shape = [2, 2, 6, 6]\ndtype = \"{dtype}\""))
+    code = main(["check", str(path), "--json"])
+    out, err = capsys.readouterr()
+    import json
+
+    checks = json.loads(out)["checks"]
+    assert code == OK, out + err
+    assert [c["name"].split("::")[1] for c in checks] == [
+        "input", "layer0.python.conv.weight", "layer0.python.conv.bias",
+        "layer0.python.bn.weight", "layer0.python.bn.bias"]
+    assert {c["dtype"] for c in checks} == {dtype}
 
 
 def test_order_2_checks_the_double_backward(torch_project, capsys):

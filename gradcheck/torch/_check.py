@@ -180,14 +180,14 @@ def _nondet(value) -> float:
 
 def module_function(module, n_inputs, param_names):
     """``fn(*inputs, *params)``: ``module`` called with these parameters (its buffers
-    copied, so that checking never changes the module)."""
+    copied, so that checking never changes the module). The buffers are read at each
+    call, not once: a module cast since (``module.to(dtype)``, as a spec's python layer
+    is) has new buffer tensors, and the old ones would keep the old dtype."""
     from torch.func import functional_call
-
-    buffers = dict(module.named_buffers())
 
     def fn(*args):
         state = dict(zip(param_names, args[n_inputs:]))
-        state.update({k: b.clone() for k, b in buffers.items()})
+        state.update({k: b.clone() for k, b in module.named_buffers()})
         return functional_call(module, state, tuple(args[:n_inputs]))
 
     return fn
