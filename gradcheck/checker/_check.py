@@ -199,7 +199,10 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
     ConfigurationError
         Invalid options or arguments.
     UserCodeError
-        ``f`` or ``f_vjp`` raised, returned NaN/inf, or returned the wrong shape.
+        ``f`` or ``f_vjp`` raised, returned NaN/inf, or returned the wrong shape; or
+        modified an argument in place (``f`` and ``f_vjp`` are given copies, compared after
+        their first calls: the caller's arrays never change, and a function that writes to
+        its input would otherwise be checked at another point than the one given).
 
     Examples
     --------

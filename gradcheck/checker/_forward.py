@@ -94,7 +94,7 @@ def scalarize_forward(f, f_jvp, args, options, output_role=None) -> ForwardProbl
     """Call ``f`` twice at ``args`` (``options``: the validated options; ``output_role``:
     the output's layout as given, see :func:`._diagnose.role_of`)."""
     timed = options.mode in ("auto", "sampled")
-    y, f_seconds = _evaluate_twice(f, args, timed=timed)
+    y, f_seconds = _evaluate_twice(f, args, timed=timed, argnames=options.argnames)
     if y.dtype.kind == "c":
         raise ConfigurationError(f"check_jvp checks real-valued f; f returned {y.dtype} "
                                  f"values: return the real and imaginary parts as two arrays")

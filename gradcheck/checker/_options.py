@@ -171,7 +171,7 @@ def _as_arrays(args, argnames) -> tuple:
     out = []
     for a, label in zip(args, argnames):
         try:
-            arr = np.asarray(a)
+            arr = np.array(a, copy=True)   # the check's own: the caller's never changes
         except Exception as exc:
             raise ConfigurationError(f"argument {label!r} must be array-like; got "
                                      f"{type(a).__name__}") from exc

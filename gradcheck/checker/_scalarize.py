@@ -76,7 +76,7 @@ class Problem:
         cotangent = np.asarray(cotangent, dtype=self.cotangent_f.dtype)
         key = cotangent.tobytes()
         if key not in self._again:
-            grads = self.f_vjp(cotangent, *self.args)
+            grads = self.f_vjp(cotangent.copy(), *self.args)
             grads = (grads,) if len(self.args) == 1 and isinstance(
                 grads, np.ndarray) else tuple(grads)
             # a gradient not returned is a zero gradient, here as in the check
@@ -97,6 +97,33 @@ def _call(fn, label, *call_args):
         raise
     except Exception as exc:  # user code: report, do not crash
         raise UserCodeError(f"{label} raised {type(exc).__name__}: {exc}") from exc
+
+
+def _modified(label, args, copies, argnames) -> None:
+    """Raise :class:`~gradcheck.UserCodeError` naming the first argument ``label`` wrote
+    to: ``copies`` were passed to it, ``args`` are what they were before the call."""
+    for i, (a, c) in enumerate(zip(args, copies)):
+        if c.shape == a.shape and np.array_equal(a, c):
+            continue
+        name = argnames[i] if argnames else f"arg{i}"
+        what = (f"{int(np.count_nonzero(a != c))} of {a.size} element(s) changed by one "
+                f"call" if c.shape == a.shape else f"its shape changed from {a.shape} to "
+                f"{c.shape}")
+        raise UserCodeError(
+            f"{label} modifies its argument {name!r} in place ({what}), so the point would "
+            f"move under the check and a caller's array would change: {label} must leave "
+            f"its arguments as it found them (write to a copy, e.g. x = x.copy(), or use "
+            f"out-of-place operations)")
+
+
+def _call_on_copies(fn, label, args, argnames=None, *, leading=()):
+    """``fn(*leading, *copies of args)``, the copies compared with ``args`` after the
+    call: ``fn`` that modifies an argument in place raises
+    :class:`~gradcheck.UserCodeError` naming it (:func:`_modified`)."""
+    copies = tuple(a.copy() for a in args)
+    out = _call(fn, label, *leading, *copies)
+    _modified(label, args, copies, argnames)
+    return out
 
 
 def _as_output(y, label):
@@ -146,16 +173,24 @@ def _require_deterministic(y, y_again) -> None:
             f"dropout or noise switched on?)")
 
 
-def _evaluate_twice(f, args, timed: bool):
+def _evaluate_twice(f, args, timed: bool, argnames=None):
     """``(y, seconds)``: ``f(*args)``, proven deterministic by a second call. With
-    ``timed``, the faster of the two calls (the first may pay for warm-up)."""
+    ``timed``, the faster of the two calls (the first may pay for warm-up). Each call
+    gets copies of ``args``, compared with them afterwards: an ``f`` that modifies its
+    arguments in place is :class:`~gradcheck.UserCodeError` (:func:`_modified`)."""
+    copies = tuple(a.copy() for a in args)
     t_f = time.perf_counter()
-    y = _as_output(_call(f, "f", *args), "f")
+    y = _as_output(_call(f, "f", *copies), "f")
     t_f = time.perf_counter() - t_f
+    _modified("f", args, copies, argnames)
+    copies = tuple(a.copy() for a in args)
     t_again = time.perf_counter()
-    _require_deterministic(y, _as_output(_call(f, "f", *args), "f"))
+    y_again = _as_output(_call(f, "f", *copies), "f")
+    t_again = time.perf_counter() - t_again
+    _modified("f", args, copies, argnames)
+    _require_deterministic(y, y_again)
     if timed:
-        t_f = min(t_f, time.perf_counter() - t_again)
+        t_f = min(t_f, t_again)
     return y, t_f
 
 
@@ -202,7 +237,8 @@ def _largest_term(cotangent, y) -> float:
 def _analytic(f_vjp, cotangent, args, argnames) -> tuple:
     """``(gradients, missing)``: one gradient per argument, a ``None`` turned into zeros
     of the argument's shape and dtype and its index put in ``missing``."""
-    grads = _call(f_vjp, "f_vjp", cotangent, *args)
+    # the cotangent is the check's too: a backward may write to its copy (g[mask] = 0)
+    grads = _call_on_copies(f_vjp, "f_vjp", args, argnames, leading=(cotangent.copy(),))
     if len(args) == 1 and isinstance(grads, np.ndarray):
         grads = (grads,)
     if not isinstance(grads, (tuple, list)) or len(grads) != len(args):
@@ -228,7 +264,8 @@ def _analytic(f_vjp, cotangent, args, argnames) -> tuple:
 def scalarize(f, f_vjp, args, options) -> Problem:
     """Call ``f`` (twice) and ``f_vjp`` at ``args`` for ``C = <R, f>`` (``options``: the
     validated :class:`~gradcheck.checker._options.Options`)."""
-    y, f_seconds = _evaluate_twice(f, args, timed=options.mode in ("auto", "sampled"))
+    y, f_seconds = _evaluate_twice(f, args, timed=options.mode in ("auto", "sampled"),
+                                   argnames=options.argnames)
     cotangent = _cotangent(options.cotangent, y, options.seed)
     cotangent_f = cotangent.astype(y.dtype if y.dtype.kind in "fc" or is_real_float(y.dtype)
                                    else np.float64)

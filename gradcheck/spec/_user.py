@@ -161,11 +161,29 @@ class UserLayer(LayerBase):
     # ------------------------------------------------------------------ calls
 
     def _call(self, method, *args):
+        """``method`` called with copies of ``args``; an argument it modified in place
+        (other than ``backward``'s ``grad_y``, whose copy is its own) is
+        :class:`~gradcheck.UserCodeError`: the layer would be checked at another point
+        than the one given, and a network's saved activations would change under it."""
+        copies = tuple(np.array(a, copy=True) if isinstance(a, np.ndarray) else a
+                       for a in args)
         try:
-            return getattr(self.obj, method)(*args)
+            out = getattr(self.obj, method)(*copies)
         except Exception as exc:
             raise UserCodeError(f"{self.target}.{method} raised {type(exc).__name__}: "
                                 f"{_first_line(exc)}") from exc
+        names = ("x", *self.params) if method == "forward" else ("grad_y", "x", *self.params)
+        for i, (a, c) in enumerate(zip(args, copies)):
+            if names[i:i + 1] == ("grad_y",) or not isinstance(a, np.ndarray):
+                continue
+            if c.shape != a.shape or not np.array_equal(a, c, equal_nan=a.dtype.kind in "fc"):
+                name = names[i] if i < len(names) else f"argument {i}"
+                raise UserCodeError(
+                    f"{self.target}.{method} modifies its argument {name!r} in place, so the "
+                    f"layer would be checked at another point than the one given: it must "
+                    f"leave its arguments as it found them (write to a copy, e.g. "
+                    f"x = x.copy(), or use out-of-place operations)")
+        return out
 
     def _array(self, value, method, what) -> np.ndarray:
         try:
