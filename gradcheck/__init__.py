@@ -3,7 +3,8 @@
 Public names are re-exported here; everything else is private.
 """
 
-from gradcheck._errors import ConfigurationError, GradcheckError, SpecError, UserCodeError
+from gradcheck._errors import (ConfigurationError, GradcheckError, NonFiniteGradientError,
+                               SpecError, UserCodeError)
 from gradcheck._lazy import lazy_exports
 
 # the rest is imported on first use: ``gradcheck --help`` or a spec error need none of it
@@ -23,6 +24,7 @@ __all__ = [
     "ConfigurationError",
     "SpecError",
     "UserCodeError",
+    "NonFiniteGradientError",
     "conv_forward",
     "conv_backward",
     "check_vjp",

@@ -84,10 +84,20 @@ def mode_options(options, mode: str, modes) -> dict:
     return {k: v for k, v in options.items() if k not in drop}
 
 
-def check_in_mode(ad_mode: str, f, derivative, args, /, **options):
+def check_in_mode(ad_mode: str, f, derivative, args, /, source=None, **options):
     """:func:`~gradcheck.check_vjp` (``"rev"``, ``derivative`` a VJP) or
-    :func:`~gradcheck.check_jvp` (``"fwd"``, ``derivative`` a JVP) of ``f`` at ``args``."""
+    :func:`~gradcheck.check_jvp` (``"fwd"``, ``derivative`` a JVP) of ``f`` at ``args``.
+    ``source`` names the derivative in messages (``"JAX's VJP"``): the user wrote no
+    ``f_vjp``."""
     from gradcheck.checker import check_jvp, check_vjp
+
+    if source is not None:
+        inner = derivative
+
+        def derivative(*a):
+            return inner(*a)
+
+        derivative.gradient_source = source
 
     return (check_vjp if ad_mode == "rev" else check_jvp)(f, derivative, args, **options)
 

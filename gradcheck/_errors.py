@@ -14,6 +14,7 @@ __all__ = [
     "SpecError",
     "UserCodeError",
     "NondeterministicError",
+    "NonFiniteGradientError",
 ]
 
 
@@ -56,6 +57,20 @@ class SpecError(GradcheckError, ValueError):
 
 class UserCodeError(GradcheckError):
     """User code under test raised, returned the wrong shape, or returned NaN/inf."""
+
+
+class NonFiniteGradientError(UserCodeError, AssertionError):
+    """The analytic gradient has NaN or infinite entries at a finite point where ``f`` is
+    finite: a wrong gradient, so also an ``AssertionError`` (what the drop-ins for
+    ``jax.test_util.check_grads`` and ``assert_vjp_close`` raise on a wrong gradient).
+
+    ``argname`` names the argument, ``indices`` the first few non-finite entries (tuples),
+    ``count`` how many there are.
+    """
+
+    def __init__(self, message: str, *, argname: str = "", indices=(), count: int = 0):
+        super().__init__(message)
+        self.argname, self.indices, self.count = argname, tuple(indices), int(count)
 
 
 class NondeterministicError(UserCodeError):

@@ -764,7 +764,8 @@ def test_user_code_failures_become_user_code_errors():
         (np.sin, lambda g, x: "grad",
          r"^f_vjp must return one gradient per argument \(1: arg0\); got str$"),
         (np.sin, lambda g, x: (g * np.nan,),
-         r"^f_vjp's gradient for 'arg0' returned 2 NaN or infinite value\(s\) of 2$"),
+         r"^f_vjp's gradient for 'arg0' returned 2 NaN or infinite value\(s\) of 2, at "
+         r"index \(0,\), \(1,\)$"),
         (np.log, lambda g, x: (g / x,), None),   # fine: the point is inside the domain
         (lambda x: np.where(x < 1, np.inf, x), lambda g, x: (g,),
          r"^f returned 1 NaN or infinite value\(s\) of 2$"),

@@ -33,6 +33,7 @@ from gradcheck._errors import (
     ConfigurationError,
     GradcheckError,
     NondeterministicError,
+    NonFiniteGradientError,
     UserCodeError,
 )
 from gradcheck._precision import is_real_float
@@ -234,6 +235,32 @@ def _largest_term(cotangent, y) -> float:
         return float(terms.max(initial=0.0)) if np.all(np.isfinite(terms)) else 0.0
 
 
+#: How many non-finite entries of a gradient a message names.
+SHOWN = 3
+
+
+def _finite_gradient(g, label, what, source) -> None:
+    """Raise :class:`~gradcheck.NonFiniteGradientError` naming the first entries of the
+    gradient ``g`` that are NaN or infinite (``f`` and the point are finite by now)."""
+    try:
+        arr = np.asarray(g)
+        finite = np.isfinite(arr if arr.dtype.kind in "fc" else arr.astype(np.float64))
+    except (TypeError, ValueError):
+        return                                 # not numbers: _as_output says so
+    if finite.all():
+        return
+    where = [tuple(int(k) for k in np.unravel_index(j, arr.shape))
+             for j in np.flatnonzero(~finite)[:SHOWN]]
+    bad = int(np.sum(~finite))
+    shown = ", ".join(str(w) for w in where) + (", ..." if bad > SHOWN else "")
+    hint = (" (f is finite there, so the backward made it: e.g. a where() whose unselected "
+            "branch has an infinite derivative, such as sqrt at 0, gives 0 * inf = NaN)"
+            if source else "")
+    raise NonFiniteGradientError(
+        f"{what} returned {bad} NaN or infinite value(s) of {arr.size}, at index "
+        f"{shown}{hint}", argname=label, indices=where, count=bad)
+
+
 def _analytic(f_vjp, cotangent, args, argnames) -> tuple:
     """``(gradients, missing)``: one gradient per argument, a ``None`` turned into zeros
     of the argument's shape and dtype and its index put in ``missing``."""
@@ -246,17 +273,20 @@ def _analytic(f_vjp, cotangent, args, argnames) -> tuple:
         raise UserCodeError(
             f"f_vjp must return one gradient per argument ({len(args)}: "
             f"{', '.join(argnames)}); got {got}")
+    source = getattr(f_vjp, "gradient_source", None)   # an adapter's: "JAX's VJP" ...
     out, missing = [], set()
     for i, (g, a, label) in enumerate(zip(grads, args, argnames)):
+        what = (f"the gradient for {label!r} from {source}" if source
+                else f"f_vjp's gradient for {label!r}")
         if g is None:   # no gradient is a zero gradient (checked, and said so)
             missing.add(i)
             g = np.zeros(a.shape, a.dtype)
         else:
-            g = _as_output(g, f"f_vjp's gradient for {label!r}")
+            _finite_gradient(g, label, what, source)
+            g = _as_output(g, what)
             if g.shape != a.shape:
                 raise UserCodeError(
-                    f"f_vjp's gradient for {label!r} has shape {g.shape}, but the argument "
-                    f"has shape {a.shape}")
+                    f"{what} has shape {g.shape}, but the argument has shape {a.shape}")
         out.append(g)
     return tuple(out), frozenset(missing)
 

@@ -58,6 +58,8 @@ def _check_map(problem, which, point, argnames, mode, modes, name, options, call
     if calls is not None and mode == "rev":
         derivative = recording(jmap.vjp, calls)
     return check_in_mode(mode, jmap.value, derivative, point, argnames=argnames, name=name,
+                         source={"f": "JAX's VJP", "backward": "JAX's VJP of the backward",
+                                 "jvp": "JAX's VJP of the JVP"}[which],
                          **mode_options(options, mode, modes))
 
 
@@ -147,6 +149,10 @@ def check_function(f, args, *, order=1, modes=("rev",), **options):
 
 def check_grads(f, args, order, modes=("fwd", "rev"), atol=None, rtol=None, eps=None):
     """Drop-in for ``jax.test_util.check_grads``: ``AssertionError`` carrying the report.
+
+    A gradient from JAX with NaN or infinite entries (where ``f`` is finite) raises
+    :class:`~gradcheck.NonFiniteGradientError`, an ``AssertionError`` too, naming the
+    argument and the first indices.
 
     Checks every order up to ``order`` (1 or 2) in every mode of ``modes``, as JAX's does
     (see the module notes). ``atol``/``rtol`` given are a floor on top of the automatic

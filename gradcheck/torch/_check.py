@@ -49,6 +49,7 @@ def run_problem(problem: TorchProblem, *, orders, options, grad_outputs=None, mo
             derivative = problem.backward if mode == "rev" else problem.tangent
             report = check_in_mode(mode, problem.forward, derivative, problem.point,
                                    argnames=problem.argnames, name=name,
+                                   source="torch's backward (autograd)",
                                    **(_cotangent_option(opts) if mode == "rev" else opts))
             parts.append((_prefix(mode), "forward mode" if mode == "fwd" else "",
                           with_notes(report, *problem.notes(order=1))))
@@ -67,6 +68,7 @@ def run_problem(problem: TorchProblem, *, orders, options, grad_outputs=None, mo
                           else problem.second_jvp)
             report = check_in_mode(mode, problem.second, derivative, problem.point + g,
                                    argnames=names, name=f"{name} (order 2)",
+                                   source="torch's double backward (autograd)",
                                    **mode_options(opts, mode, modes))
             if not report.passed:
                 cuts = explain_cuts(problem, g, names) if cuts is ... else cuts
