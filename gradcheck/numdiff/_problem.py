@@ -27,8 +27,11 @@ from gradcheck.numdiff._targets import _RealOutput
 
 __all__ = ["Problem"]
 
-#: Factor on the measured second difference of each row (:meth:`Problem._row_floor`).
-ROW_NOISE = 1.0
+#: Factor on the measured rounding of each row (:meth:`Problem._row_floor`): a value of
+#: magnitude m rounds by at most half an ulp, ulp <= eps m, uniformly spread, so with a
+#: standard deviation of at most eps m / sqrt(12); the magnitude whose rounding a
+#: measured standard deviation s is, is then at least sqrt(12) s / eps.
+ROW_NOISE = float(np.sqrt(12.0))
 #: The probe of :meth:`Problem._row_floor` moves each element by this many units of
 #: eps times its scale (by eps**-1/4 units where fewer, so that the second difference's
 #: own curvature, eps**1.5 relative, stays far below eps: float32 takes 64): enough to
@@ -40,6 +43,8 @@ ROW_PROBE = 1024.0
 #: and below that the row is formed as its value says (measured: with every row counted,
 #: the tuning set's median overestimate went from 9.1 to 10.4).
 ROW_ORDINARY = 16.0
+#: Independent random probes of :meth:`Problem._row_floor` (four evaluations each).
+ROW_PROBES = 3
 
 
 def _eval_eps(x, f0) -> float:
@@ -190,17 +195,21 @@ class Problem:
         x = self.x
         xf = x.reshape(-1)
         s = np.maximum(np.abs(xf).astype(np.float64), self.scale)
-        d = 2.0 ** np.round(np.log2(min(ROW_PROBE, eps ** -0.25) * eps * s))
+        d0 = 2.0 ** np.round(np.log2(min(ROW_PROBE, eps ** -0.25) * eps * s))
         rng = np.random.default_rng(None if self.seed is None else [self.seed, 0x5EC0])
-        d = d * rng.choice(np.array([-1.0, 1.0]), xf.size)
-        X = np.stack([(xf + k * d).astype(x.dtype) for k in (1, -1, 2, -2)]).reshape(
-            (4,) + x.shape)
+        signs = rng.choice(np.array([-1.0, 1.0]), (ROW_PROBES, xf.size))
+        X = np.stack([(xf + k * d0 * sg).astype(x.dtype) for sg in signs
+                      for k in (1, -1, 2, -2)]).reshape((4 * ROW_PROBES,) + x.shape)
         with np.errstate(all="ignore"):
-            Y = self.ev(X).reshape(4, -1).astype(np.float64)
+            Y = self.ev(X).reshape(ROW_PROBES, 4, -1).astype(np.float64)
             f0 = self.ev.f0.reshape(-1).astype(np.float64)
             # second differences at delta and 2 delta: a kink at the point adds |jump| k
-            # delta to the one at k delta, which d1 - d2 / 2 cancels; rounding does not
-            second = np.abs((Y[0] + Y[1] - 2 * f0) - (Y[2] + Y[3] - 2 * f0) / 2) / np.sqrt(7.5)
+            # delta to the one at k delta, which d1 - d2 / 2 cancels; rounding does not.
+            # Five roundings enter each sample, f(x)'s with weight -1 and so shared by
+            # the probes: their mean square over 3.5 s**2 (+ 1 s**2 for the shared one)
+            # is each row's s**2, far steadier than one sample
+            sample = ((Y[:, 0] + Y[:, 1] - 2 * f0) - (Y[:, 2] + Y[:, 3] - 2 * f0) / 2)
+            second = np.sqrt(np.mean(sample ** 2, axis=0) / 3.5)
         floor = np.where(np.isfinite(second), ROW_NOISE * second / eps, 0.0)
         # a sample within ROW_ORDINARY of the value's own magnitude is its own rounding
         return np.where(floor > ROW_ORDINARY * np.abs(f0), floor, 0.0)
