@@ -19,6 +19,10 @@ from gradcheck._precision import is_real_float
 
 __all__ = ["Evaluator", "DEFAULT_MEMORY"]
 
+#: Outputs of float64 f whose largest magnitude lies outside [2**-FAR, 2**FAR] are
+#: rescaled by a power of two (:func:`_unit`).
+FAR = 256
+
 #: Default bytes a chunk of perturbed points (with their outputs) may take.
 DEFAULT_MEMORY = 64 * 2**20
 
@@ -35,7 +39,12 @@ class Evaluator:
         self.nfev = 0
         self.max_batch = 0
         self.out_shape = None
-        self.f0 = self.center()
+        #: power of two f's values are divided by before the differentiator sees them
+        #: (:func:`_unit`); its results are multiplied back
+        self.unit = 1.0
+        f0 = self.center()
+        self.unit = _unit(f0)
+        self.f0 = f0 if self.unit == 1.0 else f0 / f0.dtype.type(self.unit)
 
     # ------------------------------------------------------------------ center
     def center(self) -> np.ndarray:
@@ -100,7 +109,7 @@ class Evaluator:
                             f"f returned shape {y.shape} at a perturbed point but "
                             f"{self.out_shape} at x; f must return the same shape everywhere")
                 Y = np.stack([y.reshape(self.out_shape) for y in ys])
-        return Y
+        return Y if self.unit == 1.0 else Y / Y.dtype.type(self.unit)
 
     def _one(self, point):
         return np.asarray(self.f(point))
@@ -112,3 +121,22 @@ class Evaluator:
             if Y.shape[1] == 1:
                 Y = Y[:, 0]
         return Y
+
+
+def _unit(f0) -> float:
+    """The power of two that brings the largest ``|f(x)|`` of a float64 ``f`` to [0.5, 1),
+    where it lies outside [2**-FAR, 2**FAR]; 1 otherwise.
+
+    The error model squares and sums values (root-sum-square magnitudes over output rows,
+    products with the cotangent): beyond about 1e150 they overflow, and every error bar
+    is infinite; below about 1e-150 they underflow, and bars are zero. Dividing by a power
+    of two is exact (the binary exponent moves, a subnormal becomes normal), the
+    derivative and its bar scale by the same factor, so the model sees values near 1.
+    Narrower types (float32, float16) cannot reach those ranges.
+    """
+    if f0.dtype.kind != "f" or f0.dtype.itemsize < 8 or f0.size == 0:
+        return 1.0
+    top = float(np.max(np.abs(f0.astype(np.float64))))
+    if top == 0.0 or 2.0 ** -FAR <= top <= 2.0 ** FAR:
+        return 1.0
+    return float(2.0 ** np.frexp(top)[1])

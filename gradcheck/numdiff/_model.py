@@ -39,8 +39,10 @@ kept, and the largest counts:
   passes, a second difference of ``f`` along a random probe of about a thousand ulps
   shows each row's rounding -- that of the terms it is formed from, such as a
   convolution's outputs sharing a large common part before a batch norm subtracts it --
-  and a row whose sample is 16 times its value's own rounding or more takes it as its
-  magnitude in :math:`\sigma` (:meth:`._problem.Problem._row_floor`; two probes, four
+  read as the magnitude that rounds so (:math:`\sqrt{12}` times the measured deviation
+  over :math:`\varepsilon`), and a row whose magnitude so read is 32 times its value or
+  more takes it in :math:`\sigma` (:meth:`._problem.Problem._row_floor`; three random
+  probes of two points each side, twelve
   evaluations);
 * *noise seen in the data*: rounding that is scatter shows in the top coefficients
   :math:`b_{d-1}, b_d`, which a smooth function makes small (see below). Where the
