@@ -124,19 +124,28 @@ class Evaluator:
 
 
 def _unit(f0) -> float:
-    """The power of two that brings the largest ``|f(x)|`` of a float64 ``f`` to [0.5, 1),
-    where it lies outside [2**-FAR, 2**FAR]; 1 otherwise.
+    """A power of two to divide a float64 ``f``'s values by, so that the error model's
+    squares neither overflow nor underflow; 1 where none is needed or none is safe.
 
     The error model squares and sums values (root-sum-square magnitudes over output rows,
     products with the cotangent): beyond about 1e150 they overflow, and every error bar
     is infinite; below about 1e-150 they underflow, and bars are zero. Dividing by a power
     of two is exact (the binary exponent moves, a subnormal becomes normal), the
-    derivative and its bar scale by the same factor, so the model sees values near 1.
+    derivative and its bar scale by the same factor. Values above 2**FAR are brought to
+    2**FAR, and only where every nonzero value stays above 2**-FAR (a row pushed into the
+    subnormal range would lose its digits: exp at 1 and at 709.5 together stay as they
+    are, and say they cannot be differenced); values all below 2**-FAR are brought to 1.
     Narrower types (float32, float16) cannot reach those ranges.
     """
     if f0.dtype.kind != "f" or f0.dtype.itemsize < 8 or f0.size == 0:
         return 1.0
-    top = float(np.max(np.abs(f0.astype(np.float64))))
+    a = np.abs(f0.astype(np.float64)).ravel()
+    top = float(a.max())
     if top == 0.0 or 2.0 ** -FAR <= top <= 2.0 ** FAR:
         return 1.0
-    return float(2.0 ** np.frexp(top)[1])
+    e = int(np.frexp(top)[1])
+    if top < 2.0 ** -FAR:
+        return float(2.0 ** e)
+    unit = 2.0 ** (e - FAR)
+    low = float(a[a > 0].min())
+    return float(unit) if low / unit >= 2.0 ** -FAR else 1.0
