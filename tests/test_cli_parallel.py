@@ -382,13 +382,20 @@ def test_a_worker_that_dies_fails_its_spec_and_the_others_are_checked(capsys, sp
     assert "check Dies.toml without -j" in died[0]["error"]
 
 
+def _sigint_default():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @needs_proc
 @pytest.mark.parametrize("how", ["ctrl-c", "sigint-to-gradcheck", "sigkill-to-gradcheck"])
 def test_an_interrupted_run_stops_at_once_and_leaves_no_process(specs, how):
     proc = subprocess.Popen([sys.executable, "-m", "gradcheck", "check", "-j", "3",
                              "Slow.toml", "Threads.toml", "Slow.toml"],
                             cwd=specs, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            # Ctrl-C as a terminal delivers it, even when this test run was
+                            # started in the background (`cmd &` ignores SIGINT, inherited)
+                            preexec_fn=_sigint_default)
     try:
         # two workers are inside the user's forward, the third is done with the quick
         # spec and waits for work (Ctrl-C must not print a traceback from there either)
