@@ -367,8 +367,19 @@ def _graph_reaches(t, leaves):
     refuses differentiation -- the mark of @once_differentiable)``."""
     if not t.requires_grad or t.grad_fn is None:
         return False, False
-    targets = {id(leaf) for leaf in leaves}
-    seen, stack, refuses = set(), [t.grad_fn], False
+    found, refuses = graph_reached([t], leaves)
+    return bool(found), refuses
+
+
+def graph_reached(tensors, targets):
+    """Indices of ``targets`` (leaf tensors) that the graphs of ``tensors`` lead back to,
+    and whether a node on the way refuses differentiation (``@once_differentiable``)."""
+    index = {id(t): k for k, t in enumerate(targets)}
+    found, seen, refuses = set(), set(), False
+    stack = [t.grad_fn for t in tensors if t is not None and t.grad_fn is not None]
+    for t in tensors:         # a result that is itself one of the leaves
+        if t is not None and id(t) in index:
+            found.add(index[id(t)])
     while stack:
         node = stack.pop()
         if node is None or id(node) in seen:
@@ -377,10 +388,10 @@ def _graph_reaches(t, leaves):
         if type(node).__name__ in ("Error", "DelayedError", "DelayedErrorBackward"):
             refuses = True
         variable = getattr(node, "variable", None)
-        if variable is not None and id(variable) in targets:
-            return True, refuses
+        if variable is not None and id(variable) in index:
+            found.add(index[id(variable)])
         stack.extend(fn for fn, _ in node.next_functions)
-    return False, refuses
+    return found, refuses
 
 
 def _first_line(exc) -> str:

@@ -45,6 +45,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from gradcheck._adapter import (CUT_CAUSE, cut_where, name_cut_rows, reproduces,
                                 undo_residuals)
 from gradcheck.checker._report import Diagnosis
+from gradcheck.torch._problem import graph_reached
 from gradcheck.torch._undo import undone_vjp
 
 __all__ = ["explain_cuts", "name_cuts", "name_forward_cuts"]
@@ -66,29 +67,6 @@ class _CutRecorder(TorchDispatchMode):
             elif not torch.is_grad_enabled():
                 self.no_grad += 1
         return func(*args, **(kwargs or {}))
-
-
-def _reached(tensors, targets):
-    """Indices of ``targets`` (leaf tensors) that the graphs of ``tensors`` lead back to,
-    and whether a node on the way refuses differentiation (``@once_differentiable``)."""
-    index = {id(t): k for k, t in enumerate(targets)}
-    found, seen, refuses = set(), set(), False
-    stack = [t.grad_fn for t in tensors if t is not None and t.grad_fn is not None]
-    for t in tensors:         # a result that is itself one of the leaves
-        if t is not None and id(t) in index:
-            found.add(index[id(t)])
-    while stack:
-        node = stack.pop()
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        if type(node).__name__ in ("Error", "DelayedError", "DelayedErrorBackward"):
-            refuses = True
-        variable = getattr(node, "variable", None)
-        if variable is not None and id(variable) in index:
-            found.add(index[id(variable)])
-        stack.extend(fn for fn, _ in node.next_functions)
-    return found, refuses
 
 
 def _forward_constants(outputs, count_nodes=False) -> int:
@@ -166,7 +144,7 @@ def explain_cuts(problem, g_arrays, names):
                                             allow_unused=True)
     except Exception:       # noqa: BLE001 - the checked run reports the backward's errors
         return None
-    found, refuses = _reached(grads, [*leaves, *gs])
+    found, refuses = graph_reached(grads, [*leaves, *gs])
     cut = tuple(name for j, name in enumerate(names[:k + len(gs)]) if j not in found)
     # a Function applied inside the backward runs its forward with grad mode off, as
     # no_grad does: with one in the backward's graph, no_grad is not told apart from it
