@@ -452,3 +452,49 @@ def test_an_all_zero_gradient_is_no_element_wise_relation():
     r = _n(6, 4)
     d = _name(np.zeros(6), r * x, known=Known(x=x, cotangent=r))
     assert d.cause != "elementwise_relation" and "0·" not in d.message
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("true_slope, used_slope", [(0.2, 0.1), (0.01, 0.02), (0.3, 0.2)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_leaky_slope_slip_with_exact_zeros_in_x_is_named_for_the_slope(
+        dtype, true_slope, used_slope, seed):
+    # a leaky ReLU whose backward uses the wrong negative slope, at an x holding exact
+    # zeros (the kink): the mismatches are every negative element, the analytic gradient
+    # used_slope / true_slope times the numerical one there (by hand: d/dx of slope*x);
+    # the two kink elements are no reason to name the kink instead
+    from gradcheck import check_vjp
+
+    def f(x):
+        return np.where(x > 0, x, np.asarray(true_slope, x.dtype) * x)
+
+    def f_vjp(g, x):
+        return (g * np.where(x > 0, 1.0, used_slope).astype(x.dtype),)
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((4, 8, 6, 6)).astype(dtype)
+    x.flat[rng.choice(x.size, 3, replace=False)] = 0
+    d = check_vjp(f, f_vjp, (x,), argnames=("x",))["x"].diagnosis
+    assert d.cause == "value_mask", d.message
+    assert d.evidence["relation"] == "scaled" and "x < 0" in d.message
+    assert d.evidence["factor"] == pytest.approx(used_slope / true_slope, rel=1e-3)
+
+
+def test_a_slope_slip_is_fitted_with_the_uncertain_elements_next_to_the_kink_weighed_less():
+    # float64, many elements: a few negative elements within a step of the kink carry a
+    # wide numerical error bar; the factor on x < 0 is still 2 (0.2 used, 0.1 true),
+    # not "wrong there"
+    from gradcheck import check_vjp
+
+    def f(x):
+        return np.where(x > 0, x, 0.1 * x)
+
+    def f_vjp(g, x):
+        return (g * np.where(x > 0, 1.0, 0.2),)
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 16, 32, 32))
+    x.flat[rng.choice(x.size, 5, replace=False)] = 0
+    d = check_vjp(f, f_vjp, (x,), argnames=("x",))["x"].diagnosis
+    assert d.cause == "value_mask" and d.evidence["relation"] == "scaled", d.message
+    assert d.evidence["factor"] == pytest.approx(2.0, rel=1e-9)

@@ -6,7 +6,8 @@ Two families of sets:
   outside an interval) a threshold mismatches and no other does -- a clip or a
   saturation not masked, a sign term missing where ``x < 0``. The threshold is read from
   the data (the gap between the mismatching and the agreeing values; 0 when the gap
-  holds it). Such a set must be unlikely by chance: ``k`` mismatches among ``n``
+  holds it; elements off by more than their tolerance but less than ``SLACK`` of them
+  place no threshold). Such a set must be unlikely by chance: ``k`` mismatches among ``n``
   informative elements fall into one of the ``k + 1`` patterns tried with probability
   :math:`(k+1)/\binom{n}{k}`, which must stay below :data:`CHANCE`
   (:data:`STRUCTURED_ODDS` times that when the relation on the set has a structure of
@@ -21,7 +22,8 @@ Two families of sets:
 
 On the set, the analytic gradient is then described by the first of: zero (``dropped``),
 nonzero where the numerical one is zero (``leaks``), the numerical one with its sign
-flipped (``sign``), a constant times it (``scaled``), or anything else (``wrong``); off
+flipped (``sign``), a constant times it (``scaled``; the constant weighted by each
+element's tolerance), or anything else (``wrong``); off
 the set it equals the numerical one.
 """
 
@@ -80,9 +82,15 @@ def _relation(ev, mask):
     fit = fit_claim(ev, np.where(mask, -n, n))
     if fit is not None:
         return fit, "sign", {}
-    nn = float(np.dot(n[inside], n[inside]))
-    if nn > 0:
-        c = float(np.dot(ev.a[inside], n[inside]) / nn)
+    # the factor weighted by each element's tolerance: an element whose numerical value
+    # is uncertain (next to a kink) must not pull the factor off the sharp ones
+    # (a sampled check knows N only where it sampled: the factor comes from those)
+    sel = inside & np.isfinite(n) & np.isfinite(ev.a)
+    t = tol[sel] / max(float(np.max(tol[sel], initial=0.0)), np.finfo(float).tiny)
+    w = n[sel] / np.maximum(t, 1e-150) ** 2
+    nn = float(np.dot(w, n[sel]))
+    if nn > 0 and np.isfinite(nn):
+        c = float(np.dot(ev.a[sel], w) / nn)
         fit = fit_claim(ev, np.where(mask, c * n, n), np.where(mask, abs(c) * tol, 0.0))
         if fit is not None:
             return fit, "scaled", {"factor": c}
@@ -137,7 +145,11 @@ def fit_value_mask(ev):
     if not ev.n_failed or x is None or x.shape != ev.a.shape:
         return None
     fail = clear_mismatch(ev)
-    for text, mask, chance in _value_sets(x, fail, informative(ev)):
+    # an element off by more than its tolerance but less than SLACK of them is neither a
+    # clear mismatch nor an agreement (a slope slip on a small gradient, in float32): it
+    # does not place the threshold, and the relation fitted below must hold there too
+    unclear = ev.keep & ~fail & (np.abs(ev.a - ev.n) > ev.tol)
+    for text, mask, chance in _value_sets(x, fail, informative(ev) & ~unclear):
         found = _relation(ev, mask)
         # a set read off the data must be unlikely by chance; a relation on it with a
         # structure of its own (zero, a sign, one factor, nonzero where f is flat) is
