@@ -861,3 +861,52 @@ def test_a_fast_direction_without_a_usable_numerical_value_fails_as_full_mode_do
         fast = check_vjp(f, vjp, (x,), mode="fast")
     assert not full.passed and full["arg0"].diagnosis.cause == "no_numerical_derivative"
     assert not fast.passed and "no usable numerical derivative" in fast["arg0"].note
+
+
+# --------------------------------------------------------------------------- kinks in the report
+
+
+def _relu(x):
+    return np.maximum(x, 0)
+
+
+def test_a_worst_element_at_a_kink_is_said_to_be_at_a_kink_with_its_one_sided_derivatives():
+    # relu at x = 0 with the all-ones cotangent: the one-sided derivatives are 0 and 1 (by
+    # hand), the central difference 0.5; a backward giving 0.9 there is valid, and every
+    # other element is exact, so the kink element is the one shown, with |0.9 - 0.5| far
+    # above the tolerance of a smooth element: the line must say it sits at a kink
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    x[0, 0] = 0.0
+    report = check_vjp(_relu, lambda g, x: (g * np.where(x == 0, 0.9, x > 0),), (x,),
+                       argnames=("x",), mode="full", cotangent=np.ones((3, 4)))
+    arg = report["x"]
+    assert arg.passed and arg.worst_index == (0, 0) and arg.worst_at_kink
+    assert arg.limits_at_worst == (pytest.approx(0.0), pytest.approx(1.0))
+    line = arg.summary()
+    assert "at a kink" in line and "one-sided derivatives 0 and 1 (between them" in line
+    assert arg.to_dict()["worst_at_kink"] is True
+
+
+def test_a_kink_element_outside_its_limits_reports_the_distance_outside():
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    x[0, 0] = 0.0
+    report = check_vjp(_relu, lambda g, x: (g * np.where(x == 0, 1.5, x > 0),), (x,),
+                       argnames=("x",), mode="full", cotangent=np.ones((3, 4)))
+    line = report["x"].summary()
+    assert not report.passed
+    assert "at a kink" in line and "outside them by 0.5," in line    # 1.5 - 1, by hand
+
+
+def test_fast_mode_counts_the_directions_that_cross_a_kink():
+    # relu with exact zeros: every random ±1 direction moves the zero elements across
+    # the kink, so every direction crosses one; a smooth f has none
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    x.flat[[2, 5]] = 0.0
+    report = check_vjp(_relu, lambda g, x: (g * (x > 0),), (x,), argnames=("x",),
+                       mode="fast", directions=6)
+    assert report.passed and report["x"].n_nondifferentiable == 6, str(report)
+    assert "crosses a kink" in report["x"].summary()
+    smooth = check_vjp(np.sin, lambda g, x: (g * np.cos(x),), (x,), argnames=("x",),
+                       mode="fast", directions=6)
+    assert smooth["x"].n_nondifferentiable == 0
+    assert "kink" not in smooth["x"].summary()

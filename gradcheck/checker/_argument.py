@@ -322,7 +322,8 @@ def check_fast(problem, options, plan, suspects):
             f"{lost} direction(s) have no usable numerical derivative (f overflowed or was "
             f"NaN along them, or its error bar did): not checked, so failed")) if n)
     return summarize_fast(plan.name, target.arg, analytic.dtype, judged,
-                          nfev=num.nfev + more, started=started, note=note)
+                          nfev=num.nfev + more, started=started, note=note,
+                          crossed=num.nondifferentiable)
 
 
 def report_skipped(problem, options, plan, suspects):

@@ -125,6 +125,11 @@ class ArgumentReport:
     #: The backward tested linear in its cotangent by the linearity stage
     #: (:mod:`._linearity`); None: not tested (a skipped argument).
     linear: bool | None = None
+    #: The worst element sits at a kink (judged against its one-sided derivatives,
+    #: ``limits_at_worst``, not against the central difference), or, in fast mode, the
+    #: worst direction crosses one.
+    worst_at_kink: bool = False
+    limits_at_worst: tuple | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -154,6 +159,9 @@ class ArgumentReport:
             "diagnosis": None if self.diagnosis is None else self.diagnosis.to_dict(),
             "note": self.note,
             "linear": self.linear,
+            "worst_at_kink": bool(self.worst_at_kink),
+            "limits_at_worst": None if self.limits_at_worst is None else
+            [_json_number(v) for v in self.limits_at_worst],
             **({} if self.output_index is None else
                {"output_index": [int(i) for i in self.output_index]}),
         }
@@ -180,11 +188,31 @@ class ArgumentReport:
         # "worst" is the element furthest beyond its own tolerance; its difference is
         # shown, and the largest difference anywhere only when it is another element's
         here = abs(self.analytic_at_worst - self.numeric_at_worst)
+        if self.limits_at_worst is not None:
+            return self._summary_at_kink(verdict, idx)
         largest = "" if not here < self.max_abs_error else (
             f"; largest |diff| anywhere {self.max_abs_error:.3g}")
-        return (f"{self.name}: {verdict}; worst{idx}: analytic {self.analytic_at_worst:.9g} vs "
-                f"numeric {self.numeric_at_worst:.9g} (|diff| {here:.3g}, allowed "
-                f"{self.tolerance_at_worst:.3g}{largest})")
+        kink = ""
+        if self.worst_at_kink:       # fast mode: a direction across a kink
+            kink = ", which crosses a kink"
+        return (f"{self.name}: {verdict}; worst{idx}{kink}: analytic "
+                f"{self.analytic_at_worst:.9g} vs numeric {self.numeric_at_worst:.9g} "
+                f"(|diff| {here:.3g}, allowed {self.tolerance_at_worst:.3g}{largest})")
+
+    def _summary_at_kink(self, verdict, idx) -> str:
+        """The summary when the worst element sits at a kink: it is judged against the
+        one-sided derivatives there, and the central difference across the kink (the
+        numerical value) is no measure of it."""
+        a = self.analytic_at_worst
+        lo, hi = sorted(float(v) + 0.0 for v in self.limits_at_worst)   # no "-0"
+        beyond = lo - a if a < lo else a - hi if a > hi else 0.0
+        where = f"outside them by {beyond:.3g}" if beyond > 0 else "between them"
+        largest = "" if not beyond < self.max_abs_error else (
+            f"; largest |diff| anywhere {self.max_abs_error:.3g}")
+        return (f"{self.name}: {verdict}; worst{idx}, at a kink: analytic {a:.9g}, one-sided "
+                f"derivatives {lo:.9g} and {hi:.9g} ({where}, allowed "
+                f"{self.tolerance_at_worst:.3g} outside them; the central difference "
+                f"across the kink, {self.numeric_at_worst:.9g}, is not compared{largest})")
 
 
 _COLUMNS = (

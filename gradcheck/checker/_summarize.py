@@ -56,7 +56,11 @@ def _measures(judged: Judgement, diff, rel) -> dict:
     # difference across the kink, which a right analytic value need not equal
     smooth = ~np.asarray(judged.nondiff, bool)
     cos, ratio = cosine_and_ratio(judged.analytic[smooth], judged.numeric[smooth])
+    at_kink = bool(np.asarray(judged.nondiff, bool)[worst])
+    limits = None if not at_kink or judged.left is None else (
+        float(judged.left[worst]), float(judged.right[worst]))
     return dict(
+        worst_at_kink=at_kink, limits_at_worst=limits,
         worst_excess=_worst_excess(over, judged),
         n_checked=int(judged.analytic.size), n_failed=int(judged.failed.sum()),
         max_abs_error=float(diff.max()), max_rel_error=float(rel.max()),
@@ -176,18 +180,25 @@ def sampled_said(n_sampled, n_elements, elapsed, n_directions, n_failed) -> str:
 
 
 def summarize_fast(name, arg, dtype, judged: Judgement, *, nfev, started,
-                   note="") -> ArgumentReport:
-    """The random directions of argument ``name``: no diagnosis, no kinks, no arrays
-    (``note``: what was reported, not judged)."""
+                   note="", crossed=None) -> ArgumentReport:
+    """The random directions of argument ``name``: no diagnosis, no arrays (``note``:
+    what was reported, not judged). The kinks counted are the directions that cross one:
+    ``crossed`` (flagged by the differentiator) and those found so by
+    :func:`._along.kinks_along` (``judged.nondiff``)."""
+    crossed = np.asarray(judged.nondiff, bool) | (
+        False if crossed is None else np.asarray(crossed, bool).reshape(judged.nondiff.shape))
     return ArgumentReport(
         name=name, shape=tuple(arg.shape), dtype=str(dtype),
         passed=not judged.failed.any(), mode="fast", n_elements=int(arg.size),
-        n_nondifferentiable=0, nfev=int(nfev), elapsed_s=time.perf_counter() - started,
+        n_nondifferentiable=int(crossed.sum()), nfev=int(nfev),
+        elapsed_s=time.perf_counter() - started,
         diagnosis=None,
         note="; ".join(n for n in (f"{judged.analytic.size} random directions; one wrong "
                                    f"element in a large tensor may go unseen in fast mode",
                                    note) if n),
-        **_measures(judged, judged.diff, rel_error(judged.analytic, judged.numeric)))
+        **{**_measures(judged, judged.diff, rel_error(judged.analytic, judged.numeric)),
+           "worst_at_kink": bool(crossed[np.unravel_index(
+               int(np.argmax(excess(judged))), crossed.shape)]) if crossed.size else False})
 
 
 def summarize_skipped(name, arg, why) -> ArgumentReport:
