@@ -774,6 +774,16 @@ def test_user_code_failures_become_user_code_errors():
          r"^f raised ValueError while its gradient was differenced element by element: no "
          r"such thing$"),
         (lambda x: "y", lambda g, x: (g,), r"^f must return numbers; got an array of dtype <U1$"),
+        # a forward returning a tuple is the forward's fault, not the gradients' shape
+        (lambda x: (np.sin(x),), lambda g, x: (g * np.cos(x),),
+         r"^f returned a tuple of 1 item\(s\), not an array: f must return its output as "
+         r"one array \('return y', not 'return y,' nor 'return y, extra'\)$"),
+        (lambda x: (np.sin(x), x), lambda g, x: (g * np.cos(x),),
+         r"^f returned a tuple of 2 item\(s\), not an array"),
+        (lambda x: [np.sin(x)], lambda g, x: (g * np.cos(x),),
+         r"^f returned a list of 1 item\(s\), not an array"),
+        (np.sin, lambda g, x: ((g * np.cos(x),),),
+         r"^f_vjp's gradient for 'arg0' returned a tuple of 1 item\(s\), not an array"),
     ]
     for f, f_vjp, message in cases:
         if message is None:

@@ -355,3 +355,29 @@ def test_a_missing_object_lists_what_the_module_defines_not_what_it_imports(proj
     assert code == USAGE
     # scale_t.py imports numpy as np and defines the class Scale
     assert err.endswith('has no attribute "Scal"; did you mean "Scale"? it defines: Scale\n')
+
+
+TUPLE_FORWARD = """
+import numpy as np
+
+class Layer:
+    def forward(self, x):
+        return (np.sin(x),)          # a tuple where one array belongs
+
+    def backward(self, g, x):
+        return (g * np.cos(x),)
+"""
+
+
+def test_a_python_layer_whose_forward_returns_a_tuple_is_named_as_the_forward(tmp_path, capsys):
+    (tmp_path / "tuple_fwd_t.py").write_text(TUPLE_FORWARD)
+    spec = tmp_path / "s.toml"
+    spec.write_text(_spec({"target": '"tuple_fwd_t.py:Layer"'}, shape=(2, 3)))
+    try:
+        code, out, err = _run(capsys, spec)
+    finally:
+        sys.modules.pop("tuple_fwd_t", None)
+    assert code == 1
+    assert ("tuple_fwd_t.py:Layer.forward returned y as a tuple of 1 item(s); expected one "
+            "NumPy array ('return y', not 'return y,' nor 'return y, extra')") in out + err
+    assert "backward" not in out + err

@@ -127,7 +127,22 @@ def _call_on_copies(fn, label, args, argnames=None, *, leading=()):
     return out
 
 
+#: What each caller of :func:`_as_output` must return, for the message of a tuple.
+_ONE_ARRAY = {
+    "f": "f must return its output as one array ('return y', not 'return y,' nor "
+         "'return y, extra')",
+    "f_jvp": "f_jvp must return the output's tangent as one array shaped like f's output",
+}
+
+
 def _as_output(y, label):
+    if isinstance(y, tuple) or (isinstance(y, list) and any(
+            isinstance(v, (np.ndarray, tuple, list)) for v in y)):
+        # NumPy would stack it into one array with an extra axis, and the mismatch would
+        # surface later, at the gradients' shapes, as the backward's fault
+        raise UserCodeError(
+            f"{label} returned a {type(y).__name__} of {len(y)} item(s), not an array: "
+            + _ONE_ARRAY.get(label, f"{label} must be one array shaped like its argument"))
     try:
         y = np.asarray(y)
     except Exception as exc:

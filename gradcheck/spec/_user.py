@@ -186,6 +186,15 @@ class UserLayer(LayerBase):
         return out
 
     def _array(self, value, method, what) -> np.ndarray:
+        if isinstance(value, tuple) or (isinstance(value, list) and any(
+                isinstance(v, (np.ndarray, tuple, list)) for v in value)):
+            # NumPy would stack it into one array with an extra axis: a forward's tuple
+            # would surface at the gradients' shapes, as the backward's fault
+            raise UserCodeError(f"{self.target}.{method} returned {what} as a "
+                                f"{type(value).__name__} of {len(value)} item(s); expected "
+                                f"one NumPy array" + (" ('return y', not 'return y,' nor "
+                                                      "'return y, extra')" if what == "y"
+                                                      else ""))
         try:
             arr = np.asarray(value)
         except Exception:
