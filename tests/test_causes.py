@@ -411,6 +411,19 @@ def test_the_description_says_where_and_how_large():
     assert d.evidence["failed_elements"] == 12
 
 
+def test_the_description_names_the_one_index_an_axis_is_spared_at():
+    # mismatches at every index of axis 2 but 8 (of 9), at random: the index without a
+    # mismatch is the one to name, not a list of the eight with one
+    rng = np.random.default_rng(5)
+    n = _n((2, 3, 9))
+    a = n + rng.standard_normal(n.shape)
+    a[:, :, 8] = n[:, :, 8]
+    d = _name(a, n)
+    assert d.cause == "no_known_pattern", d.message
+    assert "all but index 8 of axis 2 (of 9)" in d.message
+    assert "of axis 0" not in d.message and "of axis 1" not in d.message
+
+
 def test_a_forgotten_1_over_m_names_the_normalized_axes_when_sizes_coincide():
     # batch norm over axes 0, 2, 3 of a (4, 3, 3, 3) input, its backward without the / m
     # (m = 4·3·3 = 36): products of axes 0, 1, 2 and 0, 1, 3 are 36 too

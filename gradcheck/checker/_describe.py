@@ -23,6 +23,21 @@ def _indices(idx) -> str:
     return ("index " if len(idx) == 1 else "indices ") + ", ".join(map(str, idx))
 
 
+def _along_axis(hit, n) -> str:
+    """The indices of an axis (of ``n``) that hold a mismatch: named, or, when they are
+    most of the axis, the ones that do not.
+
+    >>> _along_axis([0, 1, 2, 3, 4, 5, 6, 7], 9)
+    'all but index 8'
+    >>> _along_axis([2, 5], 9)
+    'only at indices 2, 5'
+    """
+    missing = np.setdiff1d(np.arange(n), hit)
+    if missing.size < len(hit):
+        return f"all but {_indices(missing)}"
+    return f"only at {_indices(hit)}"
+
+
 def _where(ev, failed) -> list[str]:
     parts = []
     if failed.sum() == 1:
@@ -32,7 +47,7 @@ def _where(ev, failed) -> list[str]:
             continue
         hit = np.flatnonzero(np.any(np.moveaxis(failed, axis, 0).reshape(n, -1), axis=1))
         if 0 < hit.size < n:
-            parts.append(f"only at {_indices(hit)} of axis {axis} (of {n})")
+            parts.append(f"{_along_axis(hit, n)} of axis {axis} (of {n})")
     known = getattr(ev, "known", None)
     x = None if known is None or known.x is None else np.asarray(known.x, np.float64)
     if x is not None and x.shape == ev.a.shape and failed.sum() > 1:
