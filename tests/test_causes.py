@@ -511,3 +511,49 @@ def test_a_slope_slip_is_fitted_with_the_uncertain_elements_next_to_the_kink_wei
     d = check_vjp(f, f_vjp, (x,), argnames=("x",))["x"].diagnosis
     assert d.cause == "value_mask" and d.evidence["relation"] == "scaled", d.message
     assert d.evidence["factor"] == pytest.approx(2.0, rel=1e-9)
+
+
+def test_mismatches_only_at_the_corners_are_called_the_corners_not_the_border():
+    # an input gradient (role known: region) and a bare array (position mask), wrong at
+    # the four corners of the spatial axes only
+    n = _n((2, 3, 6, 6))
+    a = n.copy()
+    a[:, :, [0, 0, -1, -1], [0, -1, 0, -1]] = 0.0
+    d = _name(a, n, role=TensorRole.for_array("input", 4))
+    assert d.cause == "region" and "the corners" in d.message and "the border (" not in d.message
+    bare = _n((5, 7, 7))
+    a = bare.copy()
+    a[:, [0, 0, -1, -1], [0, -1, 0, -1]] *= 2
+    d = _name(a, bare)
+    assert d.cause == "position_mask" and "(the corners;" in d.message
+    # a whole border is still a border
+    a = n.copy()
+    a[:, :, [0, -1], :] = 0.0
+    a[:, :, :, [0, -1]] = 0.0
+    d = _name(a, n, role=TensorRole.for_array("input", 4))
+    assert d.cause == "region" and "the border (" in d.message and "corners" not in d.message
+
+
+def test_a_transposed_weight_gradient_is_not_said_to_lack_a_rotation():
+    # dW with its kernel axes swapped: the weight gradient has no rotation in it, so the
+    # message says what differs (its kernel axes' order), not "instead of rotated"
+    from gradcheck import check_vjp, conv_backward, conv_forward
+
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
+
+    def bad(g, x, w):
+        gx, gw, _ = conv_backward(g, x, w, padding=1)
+        return gx, np.swapaxes(gw, -1, -2)
+
+    report = check_vjp(lambda x, w: conv_forward(x, w, padding=1), bad, (x, w),
+                       argnames=("x", "w"))
+    assert report["x"].passed
+    d = report["w"].diagnosis
+    assert d.cause == "transposed"
+    assert "the weight gradient came out transposed" in d.message
+    assert "instead of rotated" not in d.message
+    # an input gradient transposed keeps the rotation wording
+    n = _n((2, 3, 5, 5))
+    d = _name(np.swapaxes(n, 2, 3), n, role=TensorRole.for_array("input", 4))
+    assert d.cause == "transposed" and "instead of rotated" in d.message

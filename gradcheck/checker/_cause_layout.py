@@ -69,9 +69,17 @@ def fit_spatial_transpose(ev):
     sp, shape = ev.role.spatial_axes, ev.a.shape
     if not ev.n_failed or len(sp) < 2 or not shape[sp[-1]] == shape[sp[-2]] > 1:
         return None
+    if ev.role.kind == "weight":
+        # the weight gradient has no rotation in it (a valid correlation of the input with
+        # the error): what differs is the order of its kernel axes
+        why = ("the weight gradient came out transposed (the valid correlation of the "
+               "input with the output error indexed with its last two kernel axes in the "
+               "wrong order, or its result stored transposed); unlike the input gradient's "
+               "kernel, the weight gradient takes no rotation")
+    else:
+        why = "the kernel (or the gradient) was transposed instead of rotated"
     return _moved(ev, [(f"The analytic gradient is the numerical one with spatial axes "
-                        f"{sp[-2]} and {sp[-1]} swapped: the kernel (or the gradient) was "
-                        f"transposed instead of rotated.",
+                        f"{sp[-2]} and {sp[-1]} swapped: {why}.",
                         lambda arr: np.swapaxes(arr, sp[-2], sp[-1]))])
 
 

@@ -183,6 +183,16 @@ def _position_sets(shape, role):
                        "one item or channel is dropped or mangled (a loop bound or an index "
                        "off by one)", _slab(shape, axis, i))
     for width in (1, 2, 3):
+        for r in range(2, nd + 1):      # the corners, before the borders that hold them
+            for axes in combinations([a for a in range(nd) if shape[a] > 2 * width + 1], r):
+                mask = np.ones(shape, bool)
+                for a in axes:
+                    mask &= _slab(shape, a, np.r_[0:width, shape[a] - width:shape[a]])
+                names = " and ".join(axis_label(role, a) for a in axes)
+                yield (f"the {width} position{'s' if width > 1 else ''} nearest either end of "
+                       f"{names} at once (the corners; the rest of the border agrees)",
+                       "the contributions of a padding or an edge are not added back at the "
+                       "corners, where two edges meet", mask)
         for r in range(1, nd + 1):
             for axes in combinations([a for a in range(nd) if shape[a] > 2 * width + 1], r):
                 mask = np.zeros(shape, bool)
@@ -262,6 +272,23 @@ def single_element(ev):
          "failed_elements": 1})
 
 
+def _corners(shape, axes):
+    """``(label, mask)`` of the corners of ``axes`` (two or more of them): the blocks
+    within ``width`` positions of an end along every one of those axes."""
+    if len(axes) < 2:
+        return
+    for width in (1, 2):
+        if any(shape[a] <= 2 * width for a in axes):
+            continue
+        mask = np.ones(shape, bool)
+        for a in axes:
+            mask &= _slab(shape, a, np.r_[0:width, shape[a] - width:shape[a]])
+        names = " and ".join(str(a) for a in axes)
+        size = "×".join([str(width)] * len(axes))
+        yield (f"the corners ({'one element' if width == 1 else f'a {size} block'} at each "
+               f"corner of spatial axes {names}; the rest of the border agrees)", mask)
+
+
 def _region_masks(shape, role):
     """Candidate regions (name, boolean mask) for 'one region is zero or wrong'."""
     if role.batch_axis is not None and shape[role.batch_axis] > 1:
@@ -273,6 +300,9 @@ def _region_masks(shape, role):
                 if role.kind == "weight" else "channel"
             for i in range(shape[axis]):
                 yield f"{what} {i} (axis {axis} = {i})", _slab(shape, axis, i)
+    # the corners: within `width` positions of an end along every spatial axis at once
+    # (tried before the sides and the border, which hold them)
+    yield from _corners(shape, role.spatial_axes)
     # one side of the border: the first or last `width` positions along one spatial axis
     for width in (1, 2):
         for a in role.spatial_axes:
