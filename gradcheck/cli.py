@@ -61,12 +61,28 @@ def _size(text: str) -> int:
 _NEGATIVE_NUMBER = re.compile(r"^-\.?\d|^-(inf|infinity|nan)$", re.IGNORECASE)
 
 
+#: argparse's message for a value outside an option's choices.
+_INVALID_CHOICE = re.compile(r"^argument (?P<option>[^:]+): invalid choice: (?P<got>.+?) "
+                             r"\(choose from (?P<choices>.+)\)$")
+
+
 class _Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` (and its subcommands) that reads ``-1e-3`` as a number."""
+    """An ``ArgumentParser`` (and its subcommands) that reads ``-1e-3`` as a number and
+    reports a bad argument in one line, without the multi-line usage."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._negative_number_matcher = _NEGATIVE_NUMBER
+
+    def error(self, message):
+        """One line on stderr naming the option (and, for a choice, the valid ones), with
+        where to read more; exit status :data:`USAGE`."""
+        m = _INVALID_CHOICE.match(message)
+        if m is not None:
+            option = m["option"].split("/")[-1]
+            choices = ", ".join(c.strip().strip("'") for c in m["choices"].split(","))
+            message = f"{option} must be one of {choices}, got {m['got']}"
+        self.exit(USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _shard(text: str):
