@@ -571,3 +571,32 @@ def test_the_drop_ins_let_the_users_own_exception_through():
         gradcheck(BadBackward.apply, (x,))
     with pytest.raises(UserCodeError, match=r"^the backward of BadBackward raised KeyError: .no such buffer.$"):
         check_function(BadBackward.apply, (x,))        # the checker's own: names it
+
+
+# --------------------------------------------------------------------------- what is left out
+
+
+def test_inputs_and_parameters_without_requires_grad_are_named_in_the_notes():
+    # x marked, w not: only x is checked, and the report says w was not (nothing passes
+    # by omission); a module's frozen bias likewise
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 2, dtype=torch.float64)
+    n = torch.arange(3)                                  # not floating: not a gradient
+    report = check_function(lambda x, w, n: torch.tanh(x @ w) * n[:, None], (x, w, n),
+                            argnames=("x", "w", "n"))
+    assert [a.name for a in report.arguments] == ["x"]
+    assert ("not checked: input 'w' has requires_grad=False (only the tensors marked "
+            "requires_grad=True are checked when any is; mark it to check its gradient)"
+            ) in report.notes
+    assert not any("'n'" in note for note in report.notes)
+    assert "note: not checked: input 'w'" in str(report)
+    # every floating input marked, or none: all are checked, nothing to say
+    both = check_function(lambda x, w: torch.tanh(x @ w), (x.detach(), w))
+    assert not any(note.startswith("not checked") for note in both.notes)
+
+    lin = torch.nn.Linear(4, 2).double()
+    lin.bias.requires_grad_(False)
+    report = check_module(lin, torch.randn(3, 4, dtype=torch.float64))
+    assert [a.name for a in report.arguments] == ["input", "weight"]
+    assert any(note.startswith("not checked: parameter 'bias' has requires_grad=False")
+               for note in report.notes)

@@ -80,7 +80,7 @@ def run_problem(problem: TorchProblem, *, orders, options, grad_outputs=None, mo
                                              ("forward mode", mode == "fwd")) if on)
             parts.append((_prefix(mode) + (SECOND_PREFIX if both else ""), label,
                           with_notes(report, *problem.notes(order=2))))
-    return merge_reports(parts)
+    return with_notes(merge_reports(parts), problem.unchecked_note())
 
 
 def _prefix(mode):
@@ -108,7 +108,8 @@ def check_function(fn, inputs, *, order=1, modes=("rev",), nondet_tol=0.0, **opt
     inputs : tuple
         The point. Checked are the floating tensors with ``requires_grad=True`` (every
         floating tensor when none is marked), in their own dtype and on their own device;
-        everything else is passed through unchanged.
+        everything else is passed through unchanged (a floating tensor left out for want
+        of ``requires_grad`` is named in the report's notes).
     order : {1, 2}
         1: the backward, ``torch.autograd.grad`` with the checker's seeded cotangent,
         against numerical derivatives of ``fn``. 2: also the backward's own derivatives,
@@ -201,7 +202,8 @@ def check_module(module, *inputs, order=1, modes=("rev",), nondet_tol=0.0, **opt
     The floating inputs (those with ``requires_grad`` if any is marked) and every parameter
     with ``requires_grad``, named as in ``named_parameters()``, are checked at their
     current values; the module is called through ``torch.func.functional_call``, its
-    buffers copied, so the check leaves it unchanged. Options as for
+    buffers copied, so the check leaves it unchanged; the inputs and parameters left out
+    for want of ``requires_grad`` are named in the report's notes. Options as for
     :func:`check_function`.
 
     Examples
@@ -242,6 +244,8 @@ def check_module(module, *inputs, order=1, modes=("rev",), nondet_tol=0.0, **opt
     fn = module_function(module, len(inputs), p_names)
     problem = TorchProblem(fn, tuple(inputs) + values, checked, names,
                            label=options.get("name") or type(module).__name__,
-                           nondet_tol=_nondet(nondet_tol))
+                           nondet_tol=_nondet(nondet_tol),
+                           frozen=[n for n, p in module.named_parameters()
+                                   if not p.requires_grad])
     return run_problem(problem, orders=tuple(range(1, order + 1)), options=options,
                        modes=modes)

@@ -86,8 +86,9 @@ class TorchProblem:
     """``fn(*inputs)`` at one point, with ``checked`` input indices (see module doc)."""
 
     def __init__(self, fn, inputs, checked, names, *, label=None, nondet_tol=0.0,
-                 check_grad_dtypes=False, noncontiguous_g=False):
+                 check_grad_dtypes=False, noncontiguous_g=False, frozen=()):
         self.fn = fn
+        self.frozen = tuple(frozen)      # a module's parameters left out: requires_grad=False
         self.inputs = tuple(inputs)
         self.checked = list(checked)
         self.names = tuple(names)
@@ -326,6 +327,26 @@ class TorchProblem:
             raise self._forward_failure(exc, f"the backward of {self.label}") from exc
 
     # ------------------------------------------------------------------ notes
+
+    def unchecked_note(self) -> str:
+        """What was left out for want of ``requires_grad`` (nothing passes by omission):
+        the floating inputs not marked beside marked ones, a module's frozen parameters."""
+        inputs = [self.names[i] for i, t in enumerate(self.inputs)
+                  if i not in self.checked and isinstance(t, torch.Tensor)
+                  and t.is_floating_point() and not t.requires_grad]
+        parts = []
+        for what, names in (("input", inputs), ("parameter", self.frozen)):
+            if names:
+                many = len(names) > 1
+                parts.append(f"{what}{'s' if many else ''} "
+                             f"{', '.join(repr(n) for n in names)} "
+                             f"{'have' if many else 'has'} requires_grad=False")
+        if not parts:
+            return ""
+        return (f"not checked: {'; '.join(parts)} (only the tensors marked "
+                f"requires_grad=True are checked when any is; mark "
+                f"{'them' if len(inputs) + len(self.frozen) > 1 else 'it'} to check "
+                f"{'their gradients' if len(inputs) + len(self.frozen) > 1 else 'its gradient'})")
 
     def notes(self, order=1) -> list:
         notes = []
