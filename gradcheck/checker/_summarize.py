@@ -187,6 +187,8 @@ def summarize_fast(name, arg, dtype, judged: Judgement, *, nfev, started,
     :func:`._along.kinks_along` (``judged.nondiff``)."""
     crossed = np.asarray(judged.nondiff, bool) | (
         False if crossed is None else np.asarray(crossed, bool).reshape(judged.nondiff.shape))
+    measures = _measures(judged, judged.diff, rel_error(judged.analytic, judged.numeric))
+    measures["worst_at_kink"] = bool(crossed[measures["worst_index"]])
     return ArgumentReport(
         name=name, shape=tuple(arg.shape), dtype=str(dtype),
         passed=not judged.failed.any(), mode="fast", n_elements=int(arg.size),
@@ -196,9 +198,7 @@ def summarize_fast(name, arg, dtype, judged: Judgement, *, nfev, started,
         note="; ".join(n for n in (f"{judged.analytic.size} random directions; one wrong "
                                    f"element in a large tensor may go unseen in fast mode",
                                    note) if n),
-        **{**_measures(judged, judged.diff, rel_error(judged.analytic, judged.numeric)),
-           "worst_at_kink": bool(crossed[np.unravel_index(
-               int(np.argmax(excess(judged))), crossed.shape)]) if crossed.size else False})
+        **measures)
 
 
 def summarize_skipped(name, arg, why) -> ArgumentReport:
