@@ -100,24 +100,35 @@ def _elements(problem, options, target, analytic, resolution, method=None, confi
     ``confirm(target, num)``, if given, vets the first numbers before they are judged
     and returns the evaluations it took. With ``ties`` (every element of the argument),
     groups of shared kinks are judged along their sum directions too
-    (:func:`._kinks.judge_tie_groups`)."""
+    (:func:`._kinks.judge_tie_groups`). ``resolution(seed)`` is the resolution
+    :math:`r_j` of the elements: with ``seed`` None, from the outputs' values; else from
+    the terms they are formed from, measured (:meth:`._scalarize.Problem.resolution`),
+    which the verdict takes once an element departs beyond the first: a gradient that
+    cancels to zero is the rounding of those terms (:mod:`._formed`)."""
     tolerance = Tolerance.for_dtype(analytic.dtype, atol=options.atol, rtol=options.rtol,
-                                    resolution=resolution, length=longest_sum(problem))
+                                    resolution=resolution(None), length=longest_sum(problem))
+    raised = []
 
     def verdict(num):
-        judged = judge_elements(analytic, num, tolerance)
+        judged = judge_elements(analytic, num, raised[0] if raised else tolerance)
+        if judged.failed.any() and not raised:
+            raised.append(dataclasses.replace(tolerance,
+                                              resolution=resolution(options.seed)))
+            judged = judge_elements(analytic, num, raised[0])
         return settle_kinks(judged, KinkContext(target.pattern, target.g, target.arg,
                                                 problem.y, num.step))
 
     num = full_numeric(target if method is None else target._replace(method=method))
     if confirm is not None:
         num = dataclasses.replace(num, nfev=int(num.nfev) + confirm(target, num))
-    num, judged, note = second_look(target, num, verdict(num), verdict, tolerance)
+    judged = verdict(num)
+    num, judged, note = second_look(target, num, judged, verdict,
+                                    raised[0] if raised else tolerance)
     if not ties:
         return num, judged, note
     judged, nfev, ties = judge_tie_groups(
         judged, KinkContext(target.pattern, target.g, target.arg, problem.y, num.step),
-        lambda v: directional_numeric(target, v), tolerance)
+        lambda v: directional_numeric(target, v), raised[0] if raised else tolerance)
     if nfev:
         num = dataclasses.replace(num, nfev=int(num.nfev) + nfev)
     return num, judged, "; ".join(n for n in (note, ties) if n)
@@ -130,7 +141,8 @@ def check_full(problem, options, plan, suspects):
     analytic = problem.analytic[plan.index]
     probed = _probed(plan)
     num, judged, note = _elements(problem, options, target, analytic,
-                                  problem.resolution(plan.index), plan.method or None,
+                                  lambda seed: problem.resolution(plan.index, seed),
+                                  plan.method or None,
                                   confirm_structure if probed else None, ties=True)
     diagnosis = diagnose_judgement(
         judged, role=role_of(options.roles[plan.index], plan.index, target.arg),
@@ -144,9 +156,9 @@ def _sampled_elements(problem, options, plan, target, index, method=None):
     """The elements ``index`` (flat, sorted) of the planned argument, as in full mode:
     ``(judged, nfev, note, method used)`` over those elements."""
     analytic = problem.analytic[plan.index].reshape(-1)[index]
-    resolution = problem.resolution(plan.index).reshape(-1)[index]
-    num, judged, note = _elements(problem, options, subset_target(target, index), analytic,
-                                  resolution, method)
+    num, judged, note = _elements(
+        problem, options, subset_target(target, index), analytic,
+        lambda seed: problem.resolution(plan.index, seed).reshape(-1)[index], method)
     return judged, int(num.nfev), note, num.method
 
 

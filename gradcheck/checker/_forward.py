@@ -62,6 +62,7 @@ class ForwardProblem:
     role: TensorRole         # the output's layout, for naming causes
     zero_response: np.ndarray | None = None   # f_jvp with every tangent zero (linear: 0)
     jvp_seconds: float = 0.0  # the time of that call of f_jvp (each probe makes one more)
+    _measured: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     #: ``f`` as a function of one argument, the others held (the reverse problem's rule).
     of_argument = Problem.of_argument
@@ -82,12 +83,22 @@ class ForwardProblem:
                                 "functions of real arguments")
         return out
 
-    def resolution(self, index: int, tangent) -> float:
+    def resolution(self, index: int, tangent, seed=None) -> float:
         """The smallest derivative one output entry can express along ``tangent``
         (:math:`\\max_i |y_i| / \\max(\\max_j |x_j t_j|, 1)`: the reverse rule of
-        :mod:`._tolerance` with the cotangent's weights replaced by the output's)."""
+        :mod:`._tolerance` with the cotangent's weights replaced by the output's); with
+        ``seed``, :math:`|y_i|` raised to the magnitude of the terms output ``i`` is formed
+        from, measured (:func:`._formed.row_magnitudes`, once per check): an output that
+        cancels to zero has derivatives that round at their scale."""
         moved = np.abs(self.args[index].astype(np.float64).reshape(-1) * tangent)
-        return self.y_scale / max(float(moved.max(initial=0.0)), 1.0)
+        scale = self.y_scale
+        if seed is not None:
+            from gradcheck.checker._formed import measured_once
+
+            rows = measured_once(self._measured, self.f, self.args, self.y, seed)
+            top = float(rows.max(initial=0.0))
+            scale = max(scale, top if np.isfinite(top) else 0.0)
+        return scale / max(float(moved.max(initial=0.0)), 1.0)
 
 
 def scalarize_forward(f, f_jvp, args, options, output_role=None) -> ForwardProblem:

@@ -72,6 +72,7 @@ average away.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import numpy as np
@@ -204,7 +205,14 @@ def _judge(ctx: Context, k, tangent, analytic, num: NumView) -> Item:
     tolerance = Tolerance.for_dtype(analytic.dtype, atol=options.atol, rtol=options.rtol,
                                     resolution=problem.resolution(ctx.plan.index, tangent),
                                     length=longest_sum(problem))
-    return Item(k, tangent, analytic, num, tolerance, judge_elements(analytic, num, tolerance))
+    judged = judge_elements(analytic, num, tolerance)
+    if judged.failed.any():
+        # judged again with the resolution of the terms the outputs are formed from,
+        # measured (an output whose derivative cancels to zero rounds at their scale)
+        tolerance = dataclasses.replace(tolerance, resolution=problem.resolution(
+            ctx.plan.index, tangent, options.seed))
+        judged = judge_elements(analytic, num, tolerance)
+    return Item(k, tangent, analytic, num, tolerance, judged)
 
 
 def _worst_excess(judged) -> float:

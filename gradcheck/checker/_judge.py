@@ -94,7 +94,8 @@ def judge_directions(analytic, directions, num, tolerance) -> Judgement:
     proj_a = directions @ a64                                  # <A, v_k>
     proj_n = np.asarray(num.grad, np.float64).reshape(-1)      # d/dt C(arg + t v_k)
     err = np.asarray(num.error, np.float64).reshape(-1)
-    tol = tolerance.along_directions(proj_a, proj_n, err, np.abs(directions) @ np.abs(a64))
+    tol = tolerance.along_directions(proj_a, proj_n, err,
+                                     tolerance.direction_terms(directions, a64))
     diff = np.abs(proj_a - proj_n)
     none = np.zeros(proj_a.shape, bool)
     # a direction without a usable numerical value (f overflowed along it) was not

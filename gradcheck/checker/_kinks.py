@@ -259,7 +259,8 @@ def judge_tie_groups(judged: Judgement, context: KinkContext, differentiate, tol
     proj_a = v @ a
     proj_n = np.asarray(num.grad, np.float64).reshape(-1)
     err = np.asarray(num.error, np.float64).reshape(-1)
-    tol = tolerance.along_directions(proj_a, proj_n, err, v @ np.abs(a))
+    tol = tolerance.along_directions(proj_a, proj_n, err,
+                                     tolerance.direction_terms(v, a))
     judged_ok = ~np.asarray(num.nondifferentiable, bool).reshape(-1) & ~unusable(proj_n, err)
     with np.errstate(invalid="ignore"):
         bad = judged_ok & (np.abs(proj_a - proj_n) > tol)

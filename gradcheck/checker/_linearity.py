@@ -44,8 +44,8 @@ softmax summed, a batch norm's output averaged) is rounding alone, about ``eps``
 the terms it is formed from and nothing times its own value; so when a test departs
 beyond the allowance with ``m_i = |y_i|``, ``m_i`` is measured -- the terms ``f``'s
 outputs are formed from, from second differences of ``f`` along random steps far below
-any derivative's scale (:func:`_row_magnitudes`, twelve calls of ``f``, made only then)
--- and the test judged again. A departure that is the rounding of a cancelling result
+any derivative's scale (:func:`._formed.row_magnitudes`, twelve calls of ``f``, made
+only then and shared with the element-wise allowance) -- and the test judged again. A departure that is the rounding of a cancelling result
 is within that; one that is not (a clip, a kept state) is a share of the gradient
 itself and stays far beyond it. There is no threshold on the departure's share of the
 gradient's norm in this verdict: beyond the rounding allowance, the argument fails
@@ -89,12 +89,6 @@ HEADROOM = 2.0 ** 10
 SECOND_SALT = 0x11AEA5
 #: Calls of the backward the stage makes on a right backward.
 CALLS = 3
-#: Random probes of :func:`_row_magnitudes` (four calls of ``f`` each), made only when a
-#: departure is seen: one sample of a rounding error may come out small by chance.
-ROW_PROBES = 3
-#: Mixed with the seed for the probes' random signs.
-ROW_SALT = 0x40BE5
-
 
 class Linearity(NamedTuple):
     """What the stage found: per argument index, None (linear) or the Diagnosis of a
@@ -289,9 +283,8 @@ def linearity(problem, options) -> Linearity:
             # a departure: judged again against the magnitudes f's outputs are formed
             # from, measured (a gradient that cancels to zero is the rounding of terms
             # the size of those, not of its own value)
-            if measured is None:
-                measured = _row_magnitudes(problem, options.seed)
-            by_scale, by_sum = _both(tol, np.maximum(rows, measured), r64, second, floor,
+            measured = problem.formed_from(options.seed)
+            by_scale, by_sum = _both(tol, measured, r64, second, floor,
                                      c, a, scaled[i], paired[i], summed[i])
         excess[i] = max(by_scale.excess, by_sum.excess)
         if excess[i] <= 1:
@@ -301,7 +294,7 @@ def linearity(problem, options) -> Linearity:
             redo = _grads(problem, r, "R itself")
             calls += 1
         again = _compare(redo[i], [a], tol.linear_map(
-            [a], [_largest_term(r64, np.maximum(rows, measured)) * floor]))
+            [a], [_largest_term(r64, rows if measured is None else measured) * floor]))
         found[i] = (again, by_scale, by_sum, c, a, scaled[i])
     out = {i: None if v is None else _reverse_diagnosis(*v, calls=calls)
            for i, v in found.items()}
@@ -323,51 +316,6 @@ def _both(tol, rows, r, second, floor, c, a, scaled, paired, summed):
     by_scale = _compare(_wide(scaled) / c, [a], tol.linear_map([a], [res]))
     by_sum = _compare(summed, [a, paired], tol.linear_map([a, paired], [res, res2]))
     return by_scale, by_sum
-
-
-def _row_magnitudes(problem, seed) -> np.ndarray:
-    r"""Per output of ``f``, the magnitude of the terms it is formed from, measured:
-    ``1/eps`` times the largest of :data:`ROW_PROBES` second differences
-    :math:`|f(x + \delta) + f(x - \delta) - 2 f(x) - (f(x + 2\delta) + f(x - 2\delta)
-    - 2 f(x)) / 2|` along random :math:`\delta` (each element moved by about
-    ``min(1024, eps**-0.25)`` units of eps times its size: far below any derivative's
-    scale, so that the second difference holds no derivative to second order and its
-    half at twice the step cancels a kink at the point; far above the ulps of the sums
-    ``f`` forms). A layer norm's outputs summed are zero by cancellation, but formed
-    from terms of order one; the rounding of its backward is theirs. Zeros where ``f``
-    raises or returns something unfit (the allowance then stays at the outputs' own
-    values)."""
-    y = problem.y
-    eps = real_eps(y.dtype)
-    rng = np.random.default_rng([int(seed), ROW_SALT])
-    steps = []
-    for x in problem.args:
-        if x.dtype.kind not in "fc" and x.dtype.name != "bfloat16":
-            steps.append(None)
-            continue
-        xe = real_eps(x.dtype)
-        s = np.maximum(np.abs(_wide(x)), 1.0)
-        steps.append(2.0 ** np.round(np.log2(min(1024.0, xe ** -0.25) * xe * s)))
-    worst = np.zeros(y.shape)
-    y0 = _wide(y)
-    with np.errstate(all="ignore"):
-        for _ in range(ROW_PROBES):
-            signs = [None if d is None else d * rng.choice([-1.0, 1.0], np.shape(d))
-                     for d in steps]
-            out = []
-            for k in (1, -1, 2, -2):
-                point = tuple(x if d is None else (_wide(x) + k * d).astype(x.dtype)
-                              for x, d in zip(problem.args, signs))
-                try:
-                    v = _wide(problem.f(*point))
-                except Exception:       # user code failing off the point: no measure
-                    return np.zeros(y.shape)
-                if v.shape != y.shape:
-                    return np.zeros(y.shape)
-                out.append(v)
-            second = np.abs((out[0] + out[1] - 2 * y0) - (out[2] + out[3] - 2 * y0) / 2)
-            worst = np.maximum(worst, np.where(np.isfinite(second), second, 0.0))
-    return worst / eps
 
 
 def _coarser(*dtypes):

@@ -61,6 +61,7 @@ class Problem:
     f_vjp: Callable | None = None   # the backward under test, for the diagnosis to call again
     _again: dict = field(default_factory=dict, compare=False, repr=False)
     missing: frozenset = frozenset()   # indices of the arguments f_vjp returned None for
+    _measured: dict = field(default_factory=dict, compare=False, repr=False)
 
     def of_argument(self, index: int) -> Callable:
         """``f`` as a function of argument ``index`` alone, the others held at the point."""
@@ -85,10 +86,24 @@ class Problem:
                                      for g, a in zip(grads, self.args))
         return self._again[key]
 
-    def resolution(self, index: int) -> np.ndarray:
+    def formed_from(self, seed) -> np.ndarray:
+        """Per output, the magnitude of the terms it is formed from: the larger of its
+        value and the measured one (:func:`._formed.row_magnitudes`, twelve calls of
+        ``f`` made once per check, only when an allowance needs it)."""
+        from gradcheck.checker._formed import measured_once
+
+        measured = measured_once(self._measured, self.f, self.args, self.y, seed)
+        return np.maximum(np.abs(self.y.astype(np.complex128 if self.y.dtype.kind == "c"
+                                               else np.float64)), measured)
+
+    def resolution(self, index: int, seed=None) -> np.ndarray:
         """:math:`r_j`: the smallest derivative one term of ``C`` can express for each
-        element of argument ``index`` (see :mod:`gradcheck.checker._tolerance`)."""
-        return self.term_size / np.maximum(np.abs(self.args[index].astype(np.float64)), 1.0)
+        element of argument ``index`` (see :mod:`gradcheck.checker._tolerance`); with
+        ``seed``, of the terms the outputs are formed from, measured
+        (:meth:`formed_from`: a gradient that cancels to zero rounds at their scale)."""
+        term = self.term_size if seed is None else \
+            _largest_term(self.cotangent, self.formed_from(seed))
+        return term / np.maximum(np.abs(self.args[index].astype(np.float64)), 1.0)
 
 
 def _call(fn, label, *call_args):

@@ -152,7 +152,11 @@ gradient against the numerical :math:`\frac{d}{dt} C(x + t v_k)` with its error 
 :math:`E_k`. The analytic projection is a sum of the terms :math:`A_j v_{kj}`, so its
 rounding is that of the sum of their magnitudes:
 
-.. math:: \tau_k = k_{num} E_k + k_{an}\,G(L)\,\varepsilon \sum_j |A_j v_{kj}|
+.. math:: \tau_k = k_{num} E_k + k_{an}\,G(L)\,\varepsilon \sum_j |v_{kj}|\,(|A_j| + r_j)
+
+(:math:`r_j` the resolution above where it is known: each element of a gradient that
+cancels to zero is rounding of at least that size, and so is their sum; fast mode's
+directions take :math:`r_j = 0`).
 
 Linearity in the cotangent
 --------------------------
@@ -318,8 +322,17 @@ class Tolerance:
             self.rounding(larger + _rms(np.abs(numeric)) + self.resolution)
         return self.floor(kappa, larger)
 
+    def direction_terms(self, directions, analytic) -> np.ndarray:
+        r"""``sum_j |v_kj| (|A_j| + r_j)`` of each direction ``v_k`` (the rows of
+        ``directions``): the magnitudes the projection :math:`\langle A, v_k\rangle` sums,
+        each element at least its resolution, as element-wise."""
+        a = np.abs(np.asarray(analytic, np.float64)).reshape(-1)
+        r = np.asarray(self.resolution, np.float64).reshape(-1)     # one, or one each
+        return np.abs(directions) @ (a + (r if r.size == a.size else r.max(initial=0.0)))
+
     def along_directions(self, proj_analytic, proj_numeric, error, terms) -> np.ndarray:
-        """``tau_k`` of each direction; ``terms[k]`` is ``sum_j |A_j v_kj|``."""
+        """``tau_k`` of each direction; ``terms[k]`` is ``sum_j |v_kj| (|A_j| + r_j)``
+        (:meth:`direction_terms`)."""
         tol = self.numeric(error) + self.rounding(terms)
         return self.floor(tol, np.maximum(np.abs(proj_analytic), np.abs(proj_numeric)))
 

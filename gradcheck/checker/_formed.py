@@ -1,0 +1,120 @@
+r"""The magnitudes ``f``'s outputs are formed from, measured: the rounding a derivative of
+a cancelling result carries.
+
+A derivative computed in floating point carries rounding at the scale of the terms it is
+summed from, not of its own value. Where those terms cancel -- a layer norm's or a
+softmax's outputs summed, a bias followed by a batch norm, the derivative of a function
+that is constant along some direction -- the true derivative is zero or nearly so, and
+a right backward returns rounding of order ``eps`` times the terms, which the output's
+own value (about zero too) does not show. Two allowances need that scale: the
+linearity stage's (:mod:`._linearity`: two calls of a linear backward differ by that
+rounding) and the element-wise one (:meth:`._tolerance.Tolerance.elementwise` through
+the resolution :math:`r_j`: an analytic value of ``1e-17`` where the numerical one is
+exactly 0). One measurement serves both, :func:`row_magnitudes`, made only when a
+comparison departs beyond the allowance set by the outputs' own values (twelve calls of
+``f``), and kept on the check's problem so that no check makes it twice
+(:func:`measured_once`).
+
+The measurement: per output of ``f``, ``1/eps`` times the largest of :data:`PROBES`
+second differences
+
+.. math:: |f(x + \delta) + f(x - \delta) - 2 f(x)
+          - (f(x + 2\delta) + f(x - 2\delta) - 2 f(x)) / 2|
+
+along random :math:`\delta` (each element moved by about ``min(1024, eps**-0.25)``
+units of eps times its size: far below any derivative's scale, so that the second
+difference holds no derivative to second order, and its half at twice the step cancels
+a kink at the point; far above the ulps of the sums ``f`` forms, so that their rounding
+changes). What is left is the rounding of ``f`` at five points, of the terms each output
+is formed from. :mod:`gradcheck.numdiff._problem` measures the same quantity per
+argument (a root mean square, for the numerical side's error bars: a steadier estimate
+for a bar, where the analytic allowance here wants the largest sample).
+
+A right derivative rounds at that scale; a wrong one is off by a share of the terms
+themselves (a term left out, a sign, a factor), far beyond ``eps`` of them, so an
+allowance of 64 ulps of the measured magnitude keeps a wrong gradient of 1e-6 relative
+failing in float64 (``tests/test_cancellation.py`` pins both).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gradcheck.checker._tolerance import real_eps
+
+__all__ = ["row_magnitudes", "measured_once", "PROBES", "SALT"]
+
+#: Random probes (four calls of ``f`` each): one sample of a rounding error may come out
+#: small by chance.
+PROBES = 3
+#: Mixed with the seed for the probes' random signs.
+SALT = 0x40BE5
+
+
+def _wide(a) -> np.ndarray:
+    a = np.asarray(a)
+    return a.astype(np.complex128 if a.dtype.kind == "c" else np.float64)
+
+
+def _is_float(a) -> bool:
+    return a.dtype.kind in "fc" or a.dtype.name == "bfloat16"
+
+
+def row_magnitudes(f, args, y, seed) -> np.ndarray:
+    """Per output of ``f(*args)`` (``y``, its value at the point), the magnitude of the
+    terms it is formed from, measured (see the module notes): an array shaped like ``y``,
+    float64. Zeros where ``f`` raises or returns something unfit off the point (an
+    allowance then stays at the outputs' own values).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gradcheck.checker._formed import row_magnitudes
+    >>> x = np.random.default_rng(0).standard_normal((2, 64))
+    >>> f = lambda x: (x - x.mean(1, keepdims=True)).sum(1)   # zero by cancellation
+    >>> y = f(x)
+    >>> bool(np.all(np.abs(y) < 1e-13))
+    True
+    >>> bool(np.all(row_magnitudes(f, (x,), y, seed=0) > 1e3 * np.abs(y)))
+    True
+    """
+    y = np.asarray(y)
+    eps = real_eps(y.dtype) if _is_float(y) else real_eps(np.float64)
+    rng = np.random.default_rng([int(seed), SALT])
+    steps = []
+    for x in args:
+        if not _is_float(x):
+            steps.append(None)
+            continue
+        xe = real_eps(x.dtype)
+        s = np.maximum(np.abs(_wide(x)), 1.0)
+        steps.append(2.0 ** np.round(np.log2(min(1024.0, xe ** -0.25) * xe * s)))
+    worst = np.zeros(y.shape)
+    y0 = _wide(y)
+    with np.errstate(all="ignore"):
+        for _ in range(PROBES):
+            signs = [None if d is None else d * rng.choice([-1.0, 1.0], np.shape(d))
+                     for d in steps]
+            out = []
+            for k in (1, -1, 2, -2):
+                point = tuple(x if d is None else (_wide(x) + k * d).astype(x.dtype)
+                              for x, d in zip(args, signs))
+                try:
+                    v = _wide(f(*point))
+                except Exception:       # user code failing off the point: no measure
+                    return np.zeros(y.shape)
+                if v.shape != y.shape:
+                    return np.zeros(y.shape)
+                out.append(v)
+            second = np.abs((out[0] + out[1] - 2 * y0) - (out[2] + out[3] - 2 * y0) / 2)
+            worst = np.maximum(worst, np.where(np.isfinite(second), second, 0.0))
+    return worst / eps
+
+
+def measured_once(cache: dict, f, args, y, seed) -> np.ndarray:
+    """:func:`row_magnitudes`, made once per ``cache`` (a check's problem keeps one) and
+    seed."""
+    key = ("rows", int(seed))
+    if key not in cache:
+        cache[key] = row_magnitudes(f, args, y, seed)
+    return cache[key]

@@ -1,0 +1,160 @@
+"""Gradients that cancel to zero: a right backward returns rounding of the terms that
+cancel, which the element-wise allowance takes from the magnitudes ``f``'s outputs are
+formed from (:mod:`gradcheck.checker._formed`), not from the outputs' own values --
+while a wrong gradient there still fails."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gradcheck import check_jvp, check_vjp
+from gradcheck.checker._formed import row_magnitudes
+
+EPS = 1e-5
+
+
+def _normalized(x):
+    m = x.mean(1, keepdims=True)
+    s = np.sqrt(((x - m) ** 2).mean(1, keepdims=True) + EPS)
+    return (x - m) / s, s
+
+
+def layer_norm_mean(x):
+    """A layer norm's rows averaged: zero by cancellation, whatever ``x``."""
+    return _normalized(x)[0].mean(1)
+
+
+def layer_norm_mean_vjp(g, x, slip=None):
+    """The right backward (the textbook layer-norm backward of the averaged rows); with
+    ``slip = (index, share)``, element ``index`` moved by ``share`` of the size of the
+    terms it is summed from."""
+    xh, s = _normalized(x)
+    n = x.shape[1]
+    gy = np.repeat(g[:, None], n, 1) / n
+    gx = (gy - gy.mean(1, keepdims=True) - xh * (gy * xh).mean(1, keepdims=True)) / s
+    if slip is not None:
+        index, share = slip
+        gx[index] += share * np.abs(gy / s)[index]
+    return (gx,)
+
+
+def layer_norm_mean_jvp(t, x):
+    (t,) = t
+    xh, s = _normalized(x)
+    tm = t - t.mean(1, keepdims=True)
+    return (tm - xh * (xh * tm).mean(1, keepdims=True)).mean(1) / s[:, 0]
+
+
+def test_the_terms_of_a_cancelling_output_are_measured():
+    x = np.random.default_rng(0).standard_normal((4, 16))
+    y = layer_norm_mean(x)
+    rows = row_magnitudes(layer_norm_mean, (x,), y, seed=0)
+    # the outputs are rounding (about 1e-17); the terms averaged are of order one, and
+    # their rounding after the mean is about eps / 16 of that: measured between
+    assert np.all(np.abs(y) < 1e-15)
+    assert np.all((rows > 1e-3) & (rows < 1e2)), rows
+
+
+def test_a_layer_norm_averaged_has_no_false_alarm():
+    failed = [seed for seed in range(36) if not check_vjp(
+        layer_norm_mean, layer_norm_mean_vjp,
+        (np.random.default_rng(seed).standard_normal((4, 16)),), seed=seed).passed]
+    assert failed == []
+
+
+@pytest.mark.parametrize("dtype, share", [("float64", 1e-6), ("float32", 2e-3)])
+def test_a_slip_in_a_cancelling_gradient_still_fails(dtype, share):
+    x = np.random.default_rng(1).standard_normal((4, 16)).astype(dtype)
+    report = check_vjp(layer_norm_mean,
+                       lambda g, x: layer_norm_mean_vjp(g, x, ((2, 5), share)), (x,))
+    assert not report.passed, str(report)
+    assert report.arguments[0].n_failed == 1 and report.arguments[0].worst_index == (2, 5)
+
+
+def test_a_layer_norm_averaged_without_its_mean_term_fails():
+    x = np.random.default_rng(2).standard_normal((4, 16))
+
+    def forgot(g, x):           # the backward of x / s - xh * mean(...): no mean term
+        xh, s = _normalized(x)
+        gy = np.repeat(g[:, None], x.shape[1], 1) / x.shape[1]
+        return ((gy - xh * (gy * xh).mean(1, keepdims=True)) / s,)
+
+    report = check_vjp(layer_norm_mean, forgot, (x,))
+    assert not report.passed and report.arguments[0].n_failed > x.size // 2, str(report)
+
+
+def test_forward_mode_of_a_layer_norm_averaged_has_no_false_alarm():
+    failed = [seed for seed in range(12) if not check_jvp(
+        layer_norm_mean, layer_norm_mean_jvp,
+        (np.random.default_rng(seed).standard_normal((4, 16)),), seed=seed).passed]
+    assert failed == []
+
+
+def _conv_bn(x, w, b):
+    """A 1-D convolution (valid, one input channel) and a batch norm over (N, L) per
+    channel: the bias is removed by the norm, its true gradient is zero."""
+    z = np.stack([np.stack([np.convolve(xi, wc[::-1], "valid") for wc in w]) for xi in x])
+    z = z + b[None, :, None]
+    m = z.mean((0, 2), keepdims=True)
+    s = np.sqrt(((z - m) ** 2).mean((0, 2), keepdims=True) + EPS)
+    return z, (z - m) / s, s
+
+
+def _conv_bn_vjp(g, x, w, b):
+    _, zh, s = _conv_bn(x, w, b)
+    gz = (g - g.mean((0, 2), keepdims=True)
+          - zh * (g * zh).mean((0, 2), keepdims=True)) / s
+    k = w.shape[1]
+    gw = np.stack([[sum(np.dot(gz[n, c], x[n, i:i + gz.shape[2]]) for n in range(len(x)))
+                    for i in range(k)] for c in range(len(w))])
+    gx = np.stack([sum(np.convolve(gz[n, c], w[c], "full") for c in range(len(w)))
+                   for n in range(len(x))])
+    return gx, gw, gz.sum((0, 2))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_bias_removed_by_a_batch_norm_has_no_false_alarm(seed):
+    rng = np.random.default_rng(seed)
+    args = (rng.standard_normal((3, 12)), rng.standard_normal((4, 3)),
+            rng.standard_normal(4))
+    report = check_vjp(lambda x, w, b: _conv_bn(x, w, b)[1], _conv_bn_vjp, args,
+                       argnames=("x", "w", "b"), seed=seed)
+    assert report.passed, str(report)
+
+
+@pytest.mark.parametrize("case", ["layer_norm_mean", "batch_norm_sum"])
+def test_torch_second_order_of_a_cancelling_function_has_no_false_alarm(case):
+    torch = pytest.importorskip("torch", reason="the PyTorch drop-in needs torch")
+    import torch.nn.functional as F
+
+    from gradcheck.torch import check_function
+
+    # the cases on which the analytic allowance was about 1e-19 (1e-28) where the
+    # analytic value, rounding of the terms that cancel, was 5e-18 (3e-17)
+    if case == "layer_norm_mean":
+        fn, shape = (lambda x: F.layer_norm(x, (8,)).mean(1)), (4, 8)
+    else:
+        fn, shape = (lambda x: F.batch_norm(x, None, None, training=True).sum()), (2, 16)
+    torch.manual_seed(2)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    report = check_function(fn, (x,), order=2, seed=2)
+    assert report.passed, str(report)
+
+
+def test_jax_forward_second_order_of_a_cancelling_function_has_no_false_alarm():
+    jax = pytest.importorskip("jax", reason="the JAX drop-in needs jax")
+    import jax.numpy as jnp
+
+    from gradcheck.jax import check_function
+
+    jax.config.update("jax_enable_x64", True)
+    try:
+        # the derivative of a standardized vector's sum is zero; its own derivative
+        # along a tangent was judged with an allowance of exactly 0
+        x = jnp.asarray(np.random.default_rng(0).standard_normal(8))
+        report = check_function(lambda x: jax.nn.standardize(x, axis=-1).sum(), (x,),
+                                order=2, modes=("fwd",))
+        assert report.passed, str(report)
+    finally:
+        jax.config.update("jax_enable_x64", False)
