@@ -29,6 +29,7 @@ import numpy as np
 
 from gradcheck._errors import ConfigurationError
 from gradcheck._validate import is_int
+from gradcheck.checker._tolerance import reduction_growth
 
 __all__ = ["validate_order", "validate_modes", "pack", "unpack", "merge_orders", "with_notes",
            "output_names", "second_order_names", "tangent_names", "check_nondeterminism",
@@ -243,12 +244,13 @@ def merge_orders(first, second):
     return merge_reports([("", "", first), (SECOND_PREFIX, "order 2", second)])
 
 
-def check_nondeterminism(first, second, names, nondet_tol: float):
+def check_nondeterminism(first, second, names, nondet_tol: float, length: int = 0):
     """Largest difference between two backward passes at the same point, judged.
 
     Two runs may differ by rounding (a reordered reduction: 64 ulps of the larger value
-    and of the gradient's typical size, the rule the checker applies to ``f``) plus
-    ``nondet_tol``. Returns ``(largest difference, None)`` when they agree, else
+    and of the gradient's typical size, grown for sums of up to ``length`` terms as
+    :func:`gradcheck.checker._tolerance.reduction_growth` says -- the rule the checker
+    applies to ``f``) plus ``nondet_tol``. Returns ``(largest difference, None)`` when they agree, else
     ``(largest difference, sentence)``.
     """
     worst, message = 0.0, None
@@ -261,7 +263,7 @@ def check_nondeterminism(first, second, names, nondet_tol: float):
             np.finfo(np.float64).eps
         mag = np.maximum(np.abs(a64), np.abs(b64))
         typical = float(np.sqrt(np.mean(mag ** 2)))
-        allowed = nondet_tol + 64 * eps * (mag + typical)
+        allowed = nondet_tol + 64 * reduction_growth(length) * eps * (mag + typical)
         j = int(np.argmax(diff - allowed))
         worst = max(worst, float(diff.max()))
         if message is None and diff.reshape(-1)[j] > allowed.reshape(-1)[j]:

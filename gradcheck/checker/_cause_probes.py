@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from gradcheck.checker._fit import SLACK, Fit, fit_claim, misfit
+from gradcheck.checker._tolerance import reduction_growth
 
 __all__ = ["fit_nonlinear", "fit_derivative_at_output", "fit_passed_through"]
 
@@ -95,7 +96,8 @@ def _linearity(ev, r, run, calls):
                 and _departure(observed, expected) > MIN_DEPARTURE)
 
     raw2 = run(2 * r)
-    eps = _eps(raw2)
+    # the checker's long-sum growth, L the largest array the check sees (_tolerance)
+    eps = _eps(raw2) * reduction_growth(max((n for _, n in ev.known.sizes), default=0))
     a2 = np.asarray(raw2, np.float64)
     if departs(a2, 2 * a1):
         again = np.asarray(run(r), np.float64)

@@ -37,6 +37,7 @@ from gradcheck._errors import (
     UserCodeError,
 )
 from gradcheck._precision import is_real_float
+from gradcheck.checker._tolerance import reduction_growth
 
 __all__ = ["Problem", "scalarize", "seeded_cotangent", "COTANGENT_SALT"]
 
@@ -171,8 +172,10 @@ def _as_output(y, label):
     return y
 
 
-def _require_deterministic(y, y_again) -> None:
-    """Two calls of ``f`` at the same arguments must agree (to a few roundings).
+def _require_deterministic(y, y_again, length=0) -> None:
+    """Two calls of ``f`` at the same arguments must agree (to a few roundings: 64 ulps,
+    grown for sums of up to ``length`` terms as the analytic allowance grows,
+    :func:`._tolerance.reduction_growth`).
 
     A numerical derivative differences outputs at nearby points; if ``f`` itself varies
     (dropout, noise, a seed drawn inside), every difference is dominated by that variation,
@@ -190,7 +193,7 @@ def _require_deterministic(y, y_again) -> None:
         mag = np.maximum(np.abs(a), np.abs(b))
         typical = (float(np.sqrt(np.mean(np.where(np.isfinite(mag), mag, 0.0) ** 2)))
                    if mag.size else 0.0)
-        allowed = 64 * eps * (mag + typical)
+        allowed = 64 * reduction_growth(length) * eps * (mag + typical)
         bad = (diff > allowed) | (np.isnan(a) != np.isnan(b))
     bad &= ~(np.isnan(a) & np.isnan(b))
     if bad.any():
@@ -219,7 +222,7 @@ def _evaluate_twice(f, args, timed: bool, argnames=None):
     y_again = _as_output(_call(f, "f", *copies), "f")
     t_again = time.perf_counter() - t_again
     _modified("f", args, copies, argnames)
-    _require_deterministic(y, y_again)
+    _require_deterministic(y, y_again, max(np.size(a) for a in (y, *args)))
     if timed:
         t_f = min(t_f, t_again)
     return y, t_f

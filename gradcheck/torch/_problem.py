@@ -194,7 +194,8 @@ class TorchProblem:
     def backward(self, cotangent, *arrays):
         first = self._backward_once(cotangent, arrays)
         again = self._backward_once(cotangent, arrays)
-        worst, problem = check_nondeterminism(first, again, self.argnames, self.nondet_tol)
+        worst, problem = check_nondeterminism(first, again, self.argnames, self.nondet_tol,
+                                              max(np.size(a) for a in (cotangent, *arrays)))
         self.nondeterminism = max(self.nondeterminism, worst)
         if problem:
             raise UserCodeError(f"{self.label}: {problem}")
