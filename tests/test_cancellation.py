@@ -84,6 +84,14 @@ def test_a_layer_norm_averaged_without_its_mean_term_fails():
     assert not report.passed and report.arguments[0].n_failed > x.size // 2, str(report)
 
 
+def test_a_floor_is_not_said_to_let_through_what_the_automatic_tolerance_passes():
+    x = np.random.default_rng(0).standard_normal((4, 16))
+    report = check_vjp(layer_norm_mean, layer_norm_mean_vjp, (x,), atol=1e-12)
+    assert report.passed
+    assert any("atol=1e-12 given" in n for n in report.notes), report.notes
+    assert not any("automatic tolerance allows" in n for n in report.notes), report.notes
+
+
 def test_forward_mode_of_a_layer_norm_averaged_has_no_false_alarm():
     failed = [seed for seed in range(12) if not check_jvp(
         layer_norm_mean, layer_norm_mean_jvp,

@@ -49,20 +49,26 @@ def dtype_notes(problem, options) -> list:
     return notes
 
 
-def _let_through(report, index, problem):
+def _let_through(report, index, problem, seed=None):
     """Elements of a full-mode ``report`` that pass only under the floor: ``(count, where,
-    analytic, numeric, automatic tolerance)`` of the one furthest outside, or None."""
+    analytic, numeric, automatic tolerance)`` of the one furthest outside, or None. The
+    automatic tolerance is the verdict's: with the resolution of the terms ``f``'s
+    outputs are formed from, measured, once an element departs (given ``seed``)."""
     if report.mode != "full" or report.analytic is None or report.numeric is None:
         return None
     a, n, e = report.analytic, report.numeric, report.error_estimate
-    automatic = Tolerance.for_dtype(report.dtype, resolution=problem.resolution(index),
-                                    length=longest_sum(problem))
-    tol = automatic.elementwise(a, n, e)
     diff = np.abs(a - n)
     kinks = report.nondifferentiable_mask
-    through = (diff > tol) & ~report.failed_mask
-    if kinks is not None:
-        through &= ~kinks   # a kink's allowance is another rule; not judged again here
+    for measured in (None, seed):
+        automatic = Tolerance.for_dtype(report.dtype,
+                                        resolution=problem.resolution(index, measured),
+                                        length=longest_sum(problem))
+        tol = automatic.elementwise(a, n, e)
+        through = (diff > tol) & ~report.failed_mask
+        if kinks is not None:
+            through &= ~kinks   # a kink's allowance is another rule; not judged again here
+        if not through.any() or seed is None:
+            break
     if not through.any():
         return None
     over = np.where(through, diff / np.maximum(tol, np.finfo(float).tiny), -1.0)
@@ -81,7 +87,7 @@ def floor_notes(problem, options, reports) -> list:
     through, rejudged = [], False
     for i, report in zip(options.wrt, reports):
         rejudged |= report.mode == "full" and report.analytic is not None
-        found = _let_through(report, i, problem)
+        found = _let_through(report, i, problem, options.seed)
         if found is not None:
             count, idx, a, n, tol = found
             through.append(f"{report.name}: {count} of {report.n_checked} element(s), e.g. "
