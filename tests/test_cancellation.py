@@ -56,6 +56,32 @@ def test_the_terms_of_a_cancelling_output_are_measured():
     assert np.all((rows > 1e-3) & (rows < 1e2)), rows
 
 
+def _standardized_mean(x):
+    return (x - x.mean(1, keepdims=True)).mean(1) / x.std(1)
+
+
+def _standardized_mean_vjp(g, x):
+    """Right: the mean of a centred row is zero whatever x, so is its gradient; what is
+    computed is the rounding of the terms that cancel."""
+    n = x.shape[1]
+    c, s = x - x.mean(1, keepdims=True), x.std(1, keepdims=True)
+    gc = np.repeat(g[:, None] / s, n, 1) / n
+    gc = gc - gc.mean(1, keepdims=True)
+    return (gc - (g * c.mean(1))[:, None] / s ** 2 * c / (n * s),)
+
+
+def test_the_probe_changes_the_low_bits():
+    # steps of a power of two leave the low bits of x, and with them the rounding of a
+    # mean subtracted: the second differences of this f were exactly 0
+    x = np.random.default_rng(0).standard_normal((2, 64))
+    rows = row_magnitudes(_standardized_mean, (x,), _standardized_mean(x), seed=0)
+    assert np.all(rows > 1e-2), rows
+    failed = [seed for seed in range(12) if not check_vjp(
+        _standardized_mean, _standardized_mean_vjp,
+        (np.random.default_rng(seed).standard_normal((2, 64)),), seed=seed).passed]
+    assert failed == []
+
+
 def test_a_layer_norm_averaged_has_no_false_alarm():
     failed = [seed for seed in range(36) if not check_vjp(
         layer_norm_mean, layer_norm_mean_vjp,

@@ -21,12 +21,15 @@ second differences
 .. math:: |f(x + \delta) + f(x - \delta) - 2 f(x)
           - (f(x + 2\delta) + f(x - 2\delta) - 2 f(x)) / 2|
 
-along random :math:`\delta` (each element moved by about ``min(1024, eps**-0.25)``
-units of eps times its size: far below any derivative's scale, so that the second
-difference holds no derivative to second order, and its half at twice the step cancels
-a kink at the point; far above the ulps of the sums ``f`` forms, so that their rounding
-changes). What is left is the rounding of ``f`` at five points, of the terms each output
-is formed from. :mod:`gradcheck.numdiff._problem` measures the same quantity per
+along random :math:`\delta` (each element moved by an odd multiple, about
+``min(1024, eps**-0.25)``, of the ulp of its size: far below any derivative's scale, so
+that the second difference holds no derivative to second order, and its half at twice
+the step cancels a kink at the point; far above the ulps of the sums ``f`` forms, so
+that their rounding changes; exact in floating point, so that no rounding of the points
+enters; odd, so that the low bits of every element change -- a step of a power of two
+leaves them, and with them the rounding of a mean subtracted, as they were: a
+standardized row's mean measured 0). What is left is the rounding of ``f`` at five
+points, of the terms each output is formed from. :mod:`gradcheck.numdiff._problem` measures the same quantity per
 argument (a root mean square, for the numerical side's error bars: a steadier estimate
 for a bar, where the analytic allowance here wants the largest sample).
 
@@ -60,6 +63,12 @@ def _is_float(a) -> bool:
     return a.dtype.kind in "fc" or a.dtype.name == "bfloat16"
 
 
+def _odd(rng, count, shape) -> np.ndarray:
+    """Odd integers between about ``count / 2`` and ``3 count / 2``."""
+    half = max(int(count) // 2, 1)
+    return (2 * rng.integers(half // 2, half // 2 + half, shape) + 1).astype(np.float64)
+
+
 def row_magnitudes(f, args, y, seed) -> np.ndarray:
     """Per output of ``f(*args)`` (``y``, its value at the point), the magnitude of the
     terms it is formed from, measured (see the module notes): an array shaped like ``y``,
@@ -71,30 +80,34 @@ def row_magnitudes(f, args, y, seed) -> np.ndarray:
     >>> import numpy as np
     >>> from gradcheck.checker._formed import row_magnitudes
     >>> x = np.random.default_rng(0).standard_normal((2, 64))
-    >>> f = lambda x: (x - x.mean(1, keepdims=True)).sum(1)   # zero by cancellation
+    >>> f = lambda x: (x - x.mean(1, keepdims=True)).mean(1) / x.std(1)   # zero
     >>> y = f(x)
-    >>> bool(np.all(np.abs(y) < 1e-13))
+    >>> bool(np.all(np.abs(y) < 1e-16))
     True
-    >>> bool(np.all(row_magnitudes(f, (x,), y, seed=0) > 1e3 * np.abs(y)))
+    >>> bool(np.all(row_magnitudes(f, (x,), y, seed=0) > 1e-2))
     True
     """
     y = np.asarray(y)
     eps = real_eps(y.dtype) if _is_float(y) else real_eps(np.float64)
     rng = np.random.default_rng([int(seed), SALT])
-    steps = []
+    units = []
     for x in args:
         if not _is_float(x):
-            steps.append(None)
+            units.append(None)
             continue
         xe = real_eps(x.dtype)
         s = np.maximum(np.abs(_wide(x)), 1.0)
-        steps.append(2.0 ** np.round(np.log2(min(1024.0, xe ** -0.25) * xe * s)))
+        # the ulp of max(|x|, 1): x lies on its grid, so x + k d is exact for d a
+        # multiple of it (an odd one, so that the low bits of x change too)
+        units.append((xe * 2.0 ** np.floor(np.log2(s)), min(1024.0, xe ** -0.25)))
     worst = np.zeros(y.shape)
     y0 = _wide(y)
     with np.errstate(all="ignore"):
         for _ in range(PROBES):
-            signs = [None if d is None else d * rng.choice([-1.0, 1.0], np.shape(d))
-                     for d in steps]
+            signs = [None if u is None else
+                     u[0] * _odd(rng, u[1], np.shape(u[0])) * rng.choice([-1.0, 1.0],
+                                                                      np.shape(u[0]))
+                     for u in units]
             out = []
             for k in (1, -1, 2, -2):
                 point = tuple(x if d is None else (_wide(x) + k * d).astype(x.dtype)
