@@ -250,8 +250,8 @@ def check_nondeterminism(first, second, names, nondet_tol: float, length: int = 
     Two runs may differ by rounding (a reordered reduction: 64 ulps of the larger value
     and of the gradient's typical size, grown for sums of up to ``length`` terms as
     :func:`gradcheck.checker._tolerance.reduction_growth` says -- the rule the checker
-    applies to ``f``) plus ``nondet_tol``. Returns ``(largest difference, None)`` when they agree, else
-    ``(largest difference, sentence)``.
+    applies to ``f``) plus ``nondet_tol``. Returns ``(largest difference, None)`` when
+    they agree, else ``(largest difference, sentence)``.
     """
     worst, message = 0.0, None
     for name, a, b in zip(names, first, second):

@@ -106,7 +106,8 @@ def _elements(problem, options, target, analytic, resolution, method=None, confi
     which the verdict takes once an element departs beyond the first: a gradient that
     cancels to zero is the rounding of those terms (:mod:`._formed`)."""
     tolerance = Tolerance.for_dtype(analytic.dtype, atol=options.atol, rtol=options.rtol,
-                                    resolution=resolution(None), length=longest_sum(problem))
+                                    resolution=resolution(None),
+                                    length=longest_sum(problem))
     raised = []
 
     def verdict(num):

@@ -29,9 +29,10 @@ that their rounding changes; exact in floating point, so that no rounding of the
 enters; odd, so that the low bits of every element change -- a step of a power of two
 leaves them, and with them the rounding of a mean subtracted, as they were: a
 standardized row's mean measured 0). What is left is the rounding of ``f`` at five
-points, of the terms each output is formed from. :mod:`gradcheck.numdiff._problem` measures the same quantity per
-argument (a root mean square, for the numerical side's error bars: a steadier estimate
-for a bar, where the analytic allowance here wants the largest sample).
+points, of the terms each output is formed from. :mod:`gradcheck.numdiff._problem`
+measures the same quantity per argument for the numerical side's error bars (a root
+mean square, a steadier estimate for a bar, where an allowance wants the largest
+sample), with power-of-two steps.
 
 A right derivative rounds at that scale; a wrong one is off by a share of the terms
 themselves (a term left out, a sign, a factor), far beyond ``eps`` of them, so an
