@@ -180,7 +180,7 @@ def test_a_batch_held_by_f_is_seen_through_the_rounding_f_shows():
     # L sees only the arrays given to the check, not a batch f holds itself (its
     # sequential sum of 2**19 terms rounds beyond the fixed 64 ulps: 1.06 of the
     # allowance); the resolution from the measured magnitude of f's output covers it
-    # (0.62 of the allowance; see _tolerance's "Long reductions")
+    # (0.23 of the allowance; see _tolerance's "Long reductions")
     f, f_vjp, b, _, rc = _captured_batch()
     report = check_vjp(f, f_vjp, (b,), mode="full")
     assert report.passed, str(report)
