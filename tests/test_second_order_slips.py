@@ -317,6 +317,43 @@ def test_a_right_double_backward_passes(case):
     assert gradgradcheck(fn.apply, tuple(t.requires_grad_() for t in _inputs(fn, dtype)))
 
 
+@pytest.fixture
+def no_dispatch_mode(monkeypatch):
+    """A torch without ``torch.utils._python_dispatch`` (a private module of torch): its
+    import fails as it would there."""
+    import sys
+
+    from gradcheck.torch import _second
+
+    monkeypatch.setitem(sys.modules, "torch.utils._python_dispatch", None)
+    _second._recorder_class.cache_clear()
+    yield
+    _second._recorder_class.cache_clear()
+
+
+def test_without_dispatch_mode_a_cut_is_still_found_and_the_gap_is_said(no_dispatch_mode):
+    # the graph walk still proves d/dx cut (torch gives exactly 0, the numerical value is
+    # 6 x g c); how it was cut cannot be recorded, and the message says so
+    fn, _, _ = SLIPS["detach-input"]
+    row = check_function(fn.apply, _inputs(fn), order=2)["order2.x"]
+    assert not row.passed and row.diagnosis.cause == CUT
+    assert row.analytic_at_worst == 0.0 and row.numeric_at_worst != 0.0
+    assert "has no TorchDispatchMode" in row.diagnosis.message
+    assert "were not recorded" in row.diagnosis.message
+    assert row.diagnosis.evidence["operations_recorded"] is False
+
+
+def test_without_dispatch_mode_a_partial_cut_is_said_unexamined(no_dispatch_mode):
+    # half of 6 g x is cut by a detach the record would have shown: the row still fails,
+    # is not called a partial cut without that record, and says what was not looked at
+    fn, _ = PARTIAL["half-detached"]
+    row = check_function(fn.apply, _inputs(fn), order=2)["order2.x"]
+    assert not row.passed and row.norm_ratio == pytest.approx(0.5, rel=1e-6)
+    assert "partial" not in row.diagnosis.evidence
+    assert "was not examined" in row.diagnosis.message
+    assert row.diagnosis.evidence["operations_recorded"] is False
+
+
 def test_the_drop_in_raises_with_the_sentence():
     fn, _, _ = SLIPS["detach-input"]
     x = _inputs(fn)[0].requires_grad_()

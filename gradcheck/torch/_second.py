@@ -32,15 +32,24 @@ A Function applied inside the backward runs its own forward with grad mode off, 
 looks like ``no_grad`` from below autograd: with such a Function in the backward's graph,
 ``no_grad`` is not named. Each explanation calls the user's code again (``f`` and its
 backward once; three times for a partial cut), counted in ``evidence["calls_made"]``.
+
+``TorchDispatchMode`` lives in a private module of torch (``torch.utils._python_dispatch``)
+and is imported when a cut is first explained. A torch without it still gets the graph
+walk (which arguments are cut, ``@once_differentiable``, values saved by a forward), but
+not the record of ``detach`` and ``no_grad``: the message then says the operations were
+not recorded and why, the evidence carries ``"operations_recorded": False``, and a failing
+row of an argument the graph still reaches is not examined for a partial cut (its message
+says so).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 
 import numpy as np
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from gradcheck._adapter import (CUT_CAUSE, cut_where, name_cut_rows, reproduces,
                                 undo_residuals)
@@ -51,22 +60,36 @@ from gradcheck.torch._undo import undone_vjp
 __all__ = ["explain_cuts", "name_cuts", "name_forward_cuts"]
 
 
-class _CutRecorder(TorchDispatchMode):
-    """Records, below autograd, the operations that cut a tensor from the graph."""
+#: Said where the operations of a backward could not be recorded (module notes).
+UNRECORDED = ("this torch has no TorchDispatchMode (torch.utils._python_dispatch), so its "
+              "operations (.detach(), no_grad) were not recorded")
 
-    def __init__(self):
-        super().__init__()
-        self.detached = 0
-        self.no_grad = 0
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        needs = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
-        if needs:
-            if func is torch.ops.aten.detach.default:
-                self.detached += 1
-            elif not torch.is_grad_enabled():
-                self.no_grad += 1
-        return func(*args, **(kwargs or {}))
+@functools.lru_cache(maxsize=None)
+def _recorder_class():
+    """The class recording, below autograd, the operations that cut a tensor from the
+    graph; None where this torch has no ``TorchDispatchMode`` (module notes)."""
+    try:
+        from torch.utils._python_dispatch import TorchDispatchMode
+    except ImportError:
+        return None
+
+    class _CutRecorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.detached = 0
+            self.no_grad = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            needs = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+            if needs:
+                if func is torch.ops.aten.detach.default:
+                    self.detached += 1
+                elif not torch.is_grad_enabled():
+                    self.no_grad += 1
+            return func(*args, **(kwargs or {}))
+
+    return _CutRecorder
 
 
 def _forward_constants(outputs, count_nodes=False) -> int:
@@ -124,6 +147,7 @@ class Cuts:
     forward_constants: int  # tensors a forward saved that do not require grad
     names: tuple = ()     # every argument of the second-order map, in order
     functions: tuple = ()   # the autograd.Function classes the outputs come from
+    recorded: bool = True   # detach / no_grad recorded (False: this torch cannot)
 
 
 def explain_cuts(problem, g_arrays, names):
@@ -133,19 +157,22 @@ def explain_cuts(problem, g_arrays, names):
     k = len(problem.checked)
     try:
         leaves = problem._leaves(problem.point, requires_grad=True)
-        recorder = _CutRecorder()
+        recorder_class = _recorder_class()
+        recorder = recorder_class() if recorder_class is not None else None
         with torch.enable_grad():
             outs = problem._selected(problem._call(leaves))
             constants = _forward_constants(outs)
             functions = _function_names(outs)
             gs = problem._g_tensors(g_arrays, requires_grad=True)
-            with recorder:
+            with recorder if recorder is not None else contextlib.nullcontext():
                 grads = torch.autograd.grad(outs, leaves, gs, create_graph=True,
                                             allow_unused=True)
     except Exception:       # noqa: BLE001 - the checked run reports the backward's errors
         return None
     found, refuses = graph_reached(grads, [*leaves, *gs])
     cut = tuple(name for j, name in enumerate(names[:k + len(gs)]) if j not in found)
+    if recorder is None:
+        return Cuts(cut, refuses, 0, 0, constants, tuple(names), functions, recorded=False)
     # a Function applied inside the backward runs its forward with grad mode off, as
     # no_grad does: with one in the backward's graph, no_grad is not told apart from it
     no_grad = 0 if _forward_constants(grads, count_nodes=True) else recorder.no_grad
@@ -165,7 +192,8 @@ def _how(cuts: Cuts) -> str:
     if not ways:
         ways.append("detaches it, leaves torch (.numpy(), .item(), a NumPy computation), "
                     "computes under torch.no_grad() or uses a value its forward computed")
-    return " and ".join(ways)
+    how = " and ".join(ways)
+    return how if cuts.recorded else f"{how} ({UNRECORDED})"
 
 
 def _message(cuts: Cuts, label: str, row) -> str:
@@ -199,12 +227,16 @@ def name_forward_cuts(report, cuts: Cuts | None, label: str):
     uses a tensor its forward saved (neither carries a tangent), is ``double_backward_cut``.
     A cut made by no_grad alone is not named (forward AD does not heed no_grad), nor by
     @once_differentiable alone."""
-    if cuts is None or not cuts.cut or not (cuts.detached or cuts.forward_constants):
+    if cuts is None or not cuts.cut:
         return report
-    if len(cuts.functions) == 1 and cuts.functions[0] != label:
-        label = f"{cuts.functions[0]} (in {label})"
     zero = tuple(r.name for r in report.arguments if r.name in cuts.cut
                  and r.analytic is not None and not np.any(r.analytic))
+    if not (cuts.detached or cuts.forward_constants):
+        return report if cuts.recorded else _unexamined(
+            report, zero, f"Whether the backward cuts it with a .detach() (which carries no "
+                          f"tangent) was not examined: {UNRECORDED}.")
+    if len(cuts.functions) == 1 and cuts.functions[0] != label:
+        label = f"{cuts.functions[0]} (in {label})"
     evidence = {"forward_mode": True, "detach_calls": cuts.detached,
                 "forward_constants": cuts.forward_constants, "calls_made": 1}
     return name_cut_rows(report, zero, lambda row: _forward_message(cuts, label, row),
@@ -226,13 +258,37 @@ def name_cuts(report, cuts: Cuts | None, label: str, problem=None, calls=None):
         return report
     if len(cuts.functions) == 1 and cuts.functions[0] != label:
         label = f"{cuts.functions[0]} (in {label})"     # the one Function that has a backward
-    report = _partial(report, cuts, label, problem, calls)
+    if cuts.recorded:
+        report = _partial(report, cuts, label, problem, calls)
+    else:
+        report = _unexamined(report, [
+            r.name for r in report.arguments if r.name not in cuts.cut and r.name in cuts.names],
+            f"Whether the backward cuts part of this derivative from torch's graph (a "
+            f".detach() or no_grad on the way) was not examined: {UNRECORDED}.")
     if not cuts.cut:
         return report
     evidence = {"once_differentiable": cuts.once_differentiable,
                 "detach_calls": cuts.detached, "no_grad_operations": cuts.no_grad,
                 "forward_constants": cuts.forward_constants, "calls_made": 1}
+    if not cuts.recorded:
+        evidence["operations_recorded"] = False
     return name_cut_rows(report, cuts.cut, lambda row: _message(cuts, label, row), evidence)
+
+
+def _unexamined(report, names, sentence: str):
+    """``report`` with ``sentence`` added to the diagnosis of each failing row among
+    ``names`` (and ``"operations_recorded": False`` to its evidence): what could not be
+    looked for is said, not passed over."""
+    changed = {r.name: dataclasses.replace(r.diagnosis, message=f"{r.diagnosis.message} "
+                                           f"{sentence}", evidence=dict(
+                                               r.diagnosis.evidence, operations_recorded=False))
+               for r in report.arguments
+               if r.name in names and not r.passed and r.diagnosis is not None}
+    if not changed:
+        return report
+    return dataclasses.replace(report, arguments=tuple(
+        dataclasses.replace(r, diagnosis=changed[r.name]) if r.name in changed else r
+        for r in report.arguments))
 
 
 def _ways(cuts: Cuts) -> list:
