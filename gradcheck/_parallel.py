@@ -40,7 +40,6 @@ import hashlib
 import os
 import posixpath
 import re
-import signal
 import sys
 import threading
 
@@ -183,6 +182,8 @@ def _sigint_ignored():
     Only the main thread can change a signal handler; elsewhere this does nothing and the
     worker's initializer ignores SIGINT once it runs.
     """
+    import signal       # here, not at import: a serial run never needs it
+
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -204,6 +205,7 @@ def _exit_with_parent(sentinel) -> None:
 def _init_worker() -> None:
     """In each worker: ignore Ctrl-C (the parent handles it) and exit with the parent."""
     import multiprocessing
+    import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = multiprocessing.parent_process()
@@ -222,6 +224,8 @@ class Died(Exception):
     def __init__(self, exitcode):
         self.exitcode = exitcode
         if exitcode is not None and exitcode < 0:
+            import signal
+
             try:
                 how = f"killed by signal {-exitcode} ({signal.Signals(-exitcode).name})"
             except ValueError:

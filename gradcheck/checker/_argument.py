@@ -34,13 +34,11 @@ import time
 
 import numpy as np
 
-from gradcheck.checker._along import kinks_along
 from gradcheck.checker._diagnose import diagnose_judgement, role_of
 from gradcheck.checker._fit import Known, named_sizes
 from gradcheck.checker._judge import excess, judge_directions, judge_elements, unusable
 from gradcheck.checker._kinks import (KinkContext, judge_tie_groups, settle_kinks,
                                       settle_sample)
-from gradcheck.checker._locate import bisect_direction
 from gradcheck.checker._numeric import (
     Target,
     directional_numeric,
@@ -49,9 +47,6 @@ from gradcheck.checker._numeric import (
     second_look,
     subset_target,
 )
-from gradcheck.checker._probe import confirm_structure, guard
-from gradcheck.checker._sample import cut_note, first_part, groups_that_fit
-from gradcheck.checker._sampled import diagnose_sample, merge_samples
 from gradcheck.checker._summarize import (
     SampleJudged,
     join_notes,
@@ -70,6 +65,8 @@ def target_of(problem, options, plan) -> Target:
     i = plan.index
     g = problem.of_argument(i)
     if _probed(plan):                                  # a probed structure, on probation
+        from gradcheck.checker._probe import guard
+
         g = guard(g, problem.args[i], problem.y, plan.pattern)
     return Target(g, problem.args[i], problem.cotangent, plan.pattern,
                   options.vectorized[i], options.method, options.seed, options.memory)
@@ -140,11 +137,12 @@ def check_full(problem, options, plan, suspects):
     started = time.perf_counter()
     target = target_of(problem, options, plan)
     analytic = problem.analytic[plan.index]
-    probed = _probed(plan)
+    confirm = None
+    if _probed(plan):
+        from gradcheck.checker._probe import confirm_structure as confirm
     num, judged, note = _elements(problem, options, target, analytic,
                                   lambda seed: problem.resolution(plan.index, seed),
-                                  plan.method or None,
-                                  confirm_structure if probed else None, ties=True)
+                                  plan.method or None, confirm, ties=True)
     diagnosis = diagnose_judgement(
         judged, role=role_of(options.roles[plan.index], plan.index, target.arg),
         suspects=lambda: list(suspects(plan.name, problem.cotangent_f)),
@@ -169,6 +167,9 @@ def _sample_within_time(problem, options, plan, target, method):
     sample's share of the time budget (:func:`._sample.groups_that_fit`). ``method``
     (None: the options') is the differentiation method of both parts.
     ``(index, judged, nfev, note)``."""
+    from gradcheck.checker._sample import cut_note, first_part, groups_that_fit
+    from gradcheck.checker._sampled import merge_samples
+
     sample = plan.sample
     first = first_part(sample)
     started = time.perf_counter()
@@ -210,6 +211,8 @@ def _unconfirmed(options, plan, target, directions, num, along, tolerance, note)
     directions along which ``f`` is not differentiable (a projection across a kink, a
     max-pool tie, is no derivative: :func:`._along.kinks_along`, fast mode's test) are not
     judged, the others still fail. ``(along, nfev, note)``."""
+    from gradcheck.checker._along import kinks_along
+
     along, nfev, said = kinks_along(options, plan, target, directions, num, along,
                                     tolerance)
     if along.failed.any():
@@ -270,6 +273,10 @@ def check_sampled(problem, options, plan, suspects):
     elements is weaker: it once accepted a float32 batch norm's inaccurate complex step
     that the whole argument's rejects).
     """
+    from gradcheck.checker._locate import bisect_direction
+    from gradcheck.checker._sample import first_part
+    from gradcheck.checker._sampled import diagnose_sample, merge_samples
+
     started = time.perf_counter()
     target = target_of(problem, options, plan)
     analytic = problem.analytic[plan.index]
@@ -318,6 +325,8 @@ def check_sampled(problem, options, plan, suspects):
 def check_fast(problem, options, plan, suspects):
     """Random directional derivatives of one argument; a failing direction along which
     ``f`` is not differentiable is reported, not judged (:func:`._along.kinks_along`)."""
+    from gradcheck.checker._along import kinks_along
+
     started = time.perf_counter()
     target = target_of(problem, options, plan)
     analytic = problem.analytic[plan.index]

@@ -14,7 +14,6 @@ import re
 from gradcheck._validate import is_int
 from gradcheck.spec._model import CheckSpec, InputSpec, LayerSpec, LossSpec, Spec
 from gradcheck.spec._shapes import checked_output_shape, divisors
-from gradcheck.spec._train import read_train
 from gradcheck.spec._values import Ctx, show, suggest
 
 __all__ = ["parse_spec", "TOP_KEYS", "LAYER_KEYS", "DTYPES", "MODES", "layer_types"]
@@ -101,7 +100,11 @@ def parse_spec(document, *, source: str = "<spec>", name: str = "") -> Spec:
     inp = _input(ctx, doc["input"])
     layers, shapes = _layers(ctx, doc.get("layer"), inp.shape)
     loss = _loss(ctx, doc["loss"], shapes[-1]) if "loss" in doc else None
-    train = read_train(ctx, doc["train"]) if "train" in doc else None
+    train = None
+    if "train" in doc:
+        from gradcheck.spec._train import read_train
+
+        train = read_train(ctx, doc["train"])
     spec = Spec(input=inp, layers=tuple(layers), loss=loss, check=check, name=spec_name,
                 description=description, source=source, shapes=tuple(shapes), train=train)
     names = spec.argument_names

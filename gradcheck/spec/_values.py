@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import re
@@ -38,6 +37,8 @@ def show(value) -> str:
 
 def suggest(word, choices) -> str:
     """``'did you mean "x"? '`` for the closest of ``choices``, or ``''``."""
+    import difflib       # only for a misspelt word
+
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f"did you mean {json.dumps(close[0])}? " if close else ""
 
