@@ -162,12 +162,12 @@ class _Target:
         dev2 *= dev2
         mag2 = (self.f0 * w) ** 2
         if reached.all():       # the usual case: every row moved; nothing to mask
-            mag2 = np.broadcast_to(mag2, dev2.shape)
+            total = np.full(dev2.shape[0], mag2.sum())    # the same sum for every point
         else:
             dev2 = np.where(reached, dev2, 0.0)
-            mag2 = np.where(reached, mag2, 0.0)
+            total = np.where(reached, mag2, 0.0).sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.sqrt(dev2.sum(axis=1) / mag2.sum(axis=1))
+            ratio = np.sqrt(dev2.sum(axis=1) / total)
         ratio = np.where(np.isfinite(ratio), ratio, 0.0).reshape(g1 - g0, nk).max(axis=1)
         sizes = np.diff(bounds)[g0:g1]
         members = order[bounds[g0]:bounds[g1]]
@@ -428,19 +428,22 @@ class VjpTarget(_Target):
                 return np.bincount(idx, weights=weights.reshape(-1), minlength=dump + 1)[cols]
 
             Yk = Y[(b0 - g0) * nk:(b1 - g0) * nk].reshape(G, nk, n_out)
-            block = Yk * R
-            vals[:, cols] = [summed(block[:, a]) for a in range(nk)]
-            grain = _grain(Yk, ks, imag, self.digits) * R
-            grain2[cols] = summed(grain * grain)
+            # per node, (G, n_out) and contiguous: bincount takes it without a copy
+            block = [Yk[:, a] * R for a in range(nk)]
+            vals[:, cols] = [summed(b) for b in block]
+            grain = _grain(Yk, ks, imag, self.digits)
+            if grain.any():     # else every sum is 0, as grain2 holds already
+                grain *= R
+                grain2[cols] = summed(grain * grain)
             if imag:
-                squares = [summed(block[:, a] * block[:, a]) for a in range(nk)]
+                squares = [summed(b * b) for b in block]
                 sig2[cols] = np.max(squares, axis=0)
                 spread2[cols] = squares[a1]
                 return
             mag = (Yk != 0) * np.maximum(Rf2, (R * (f0 + Yk)) ** 2)
             sig2[cols] = np.max([summed(mag[:, a]) for a in range(nk)], axis=0)
             fallback_owned[cols] = summed(np.broadcast_to(Rf2, (G, n_out)))
-            spread2[cols] = summed(block[:, a1] ** 2)
+            spread2[cols] = summed(block[a1] ** 2)
 
         def reduce(Y, g0, g1, order, bounds):
             if self.owners is not None:  # attribution by the caller's structure
