@@ -408,8 +408,10 @@ def _check_all(specs, args, progress):
 
 
 def _cmd_check(args) -> int:
+    from gradcheck._alloc import tune_allocator
     from gradcheck._progress import Progress
 
+    tune_allocator()        # freed arrays reused, not mapped afresh (see gradcheck._alloc)
     t0 = time.perf_counter()
     if args.plot:
         from gradcheck._plot import require_matplotlib
