@@ -421,11 +421,17 @@ class VjpTarget(_Target):
                     idx[i] = cols[own]
                 else:
                     idx[i] = np.where(own >= 0, cols[np.maximum(own, 0)], dump)
-            idx = idx.reshape(-1)
+            # a member owning long runs of rows (a filter: its whole output channel) has
+            # bincount add to one bin again and again, each addition waiting on the last;
+            # taken row by row across the groups instead, each bin still sums its rows in
+            # row order (a member is in one group), so the sums are the same to the bit
+            across = G > 1 and n_out >= 8 * (1 + np.count_nonzero(idx[0, 1:] != idx[0, :-1]))
+            idx = idx.T.reshape(-1) if across else idx.reshape(-1)
             cols = pos[order[bounds[b0]:bounds[b1]]]
 
             def summed(weights):
-                return np.bincount(idx, weights=weights.reshape(-1), minlength=dump + 1)[cols]
+                flat = weights.T.reshape(-1) if across else weights.reshape(-1)
+                return np.bincount(idx, weights=flat, minlength=dump + 1)[cols]
 
             Yk = Y[(b0 - g0) * nk:(b1 - g0) * nk].reshape(G, nk, n_out)
             # per node, (G, n_out) and contiguous: bincount takes it without a copy
