@@ -265,3 +265,55 @@ def test_the_determinism_rules_grow_with_the_longest_sum():
     with pytest.raises(NondeterministicError):
         _require_deterministic(y, again, 2 ** 20)
     assert check_nondeterminism([y], [again], ["x"], 0.0, 2 ** 20)[1] is not None
+
+
+# --------------------------------------------------------------------------- mixed precision
+
+
+def _float16_conv_tanh(seed):
+    """tanh(conv(x, w, b)) with float16 arguments; ``conv_forward`` computes float16 in
+    float32, so f's values and the gradients returned are float32."""
+    from gradcheck import conv_backward, conv_forward
+
+    r = np.random.default_rng(seed)
+    x = r.standard_normal((2, 4, 5, 6)).astype(np.float16)
+    w = (r.standard_normal((4, 2, 3, 3)) / np.sqrt(18)).astype(np.float16)
+    b = (0.2 * r.standard_normal(4)).astype(np.float16)
+    opts = dict(padding=1, groups=2)
+
+    def f(x, w, b):
+        return np.tanh(conv_forward(x, w, b, **opts))
+
+    def f_vjp(g, x, w, b):
+        z = conv_forward(x, w, b, **opts)
+        return conv_backward((g * (1 - np.tanh(z) ** 2)).astype(z.dtype), x, w, **opts)
+
+    return f, f_vjp, (x, w, b)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_float32_gradient_of_a_float16_argument_is_judged_by_float16s_row(seed):
+    # The differentiator's error bar follows the argument's precision (float16 steps and
+    # rounding, a bar of ~0.5% here); read with float32's ten error bars it let a 5% error
+    # in the largest weight-gradient element pass on 13 of 20 random grouped convolutions
+    # + tanh. The row is now that of the coarser of the two dtypes.
+    from gradcheck.checker._scalarize import seeded_cotangent
+
+    f, f_vjp, args = _float16_conv_tanh(seed)
+    R = seeded_cotangent(seed, f(*args).shape)
+    gw = f_vjp(R, *args)[1]
+    assert f(*args).dtype == gw.dtype == np.float32
+    exact = f_vjp(R, *(a.astype(np.float64) for a in args))[1]     # float64 backward
+    np.testing.assert_allclose(gw, exact, rtol=1e-3, atol=1e-3 * np.abs(exact).max())
+    report = check_vjp(f, f_vjp, args, argnames=("x", "w", "b"), seed=seed)
+    assert report.passed, str(report)
+    j = np.unravel_index(int(np.argmax(np.abs(gw))), gw.shape)
+
+    def f_vjp_wrong(g, x, w, b):
+        gx, gw, gb = f_vjp(g, x, w, b)
+        gw = gw.copy()
+        gw[j] *= 1.05
+        return gx, gw, gb
+
+    wrong = check_vjp(f, f_vjp_wrong, args, argnames=("x", "w", "b"), seed=seed)
+    assert not wrong.passed and wrong["w"].worst_index == j, str(wrong)

@@ -103,6 +103,7 @@ def _elements(problem, options, target, analytic, resolution, method=None, confi
     which the verdict takes once an element departs beyond the first: a gradient that
     cancels to zero is the rounding of those terms (:mod:`._formed`)."""
     tolerance = Tolerance.for_dtype(analytic.dtype, atol=options.atol, rtol=options.rtol,
+                                    argument=np.asarray(target.arg).dtype,
                                     resolution=resolution(None),
                                     length=longest_sum(problem))
     raised = []
@@ -200,6 +201,7 @@ def _directions_over_rest(problem, options, plan, target, analytic, index):
     directions[:, index] = 0.0
     num = directional_numeric(target, directions)
     tolerance = Tolerance.for_dtype(analytic.dtype, atol=options.atol, rtol=options.rtol,
+                                    argument=np.asarray(target.arg).dtype,
                                     length=longest_sum(problem))
     judged = judge_directions(analytic, directions, num, tolerance)
     judged = judged._replace(nondiff=np.asarray(num.nondifferentiable, bool).reshape(-1))
@@ -334,6 +336,7 @@ def check_fast(problem, options, plan, suspects):
                                        target.arg.size)
     num = directional_numeric(target, directions)
     tolerance = Tolerance.for_dtype(analytic.dtype, atol=options.atol, rtol=options.rtol,
+                                    argument=np.asarray(target.arg).dtype,
                                     length=longest_sum(problem))
     judged = judge_directions(analytic, directions, num, tolerance)
     judged, more, note = kinks_along(options, plan, target, directions, num, judged,

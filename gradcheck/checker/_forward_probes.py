@@ -204,7 +204,8 @@ def _judge(ctx: Context, k, tangent, analytic, num: NumView) -> Item:
     problem, options = ctx.problem, ctx.options
     tolerance = Tolerance.for_dtype(analytic.dtype, atol=options.atol, rtol=options.rtol,
                                     resolution=problem.resolution(ctx.plan.index, tangent),
-                                    length=longest_sum(problem))
+                                    length=longest_sum(problem),
+                                    argument=np.asarray(problem.args[ctx.plan.index]).dtype)
     judged = judge_elements(analytic, num, tolerance)
     if judged.failed.any():
         # judged again with the resolution of the terms the outputs are formed from,

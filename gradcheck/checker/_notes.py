@@ -62,7 +62,8 @@ def _let_through(report, index, problem, seed=None):
     for measured in (None, seed):
         automatic = Tolerance.for_dtype(report.dtype,
                                         resolution=problem.resolution(index, measured),
-                                        length=longest_sum(problem))
+                                        length=longest_sum(problem),
+                                        argument=np.asarray(problem.args[index]).dtype)
         tol = automatic.elementwise(a, n, e)
         through = (diff > tol) & ~report.failed_mask
         if kinks is not None:
