@@ -332,7 +332,8 @@ def test_float32_weights_of_size_1e_6_feeding_inputs_of_size_2e5():
 
 
 def _batch_norm_in_own_dtype(eps):
-    """Training-mode batch norm over (N, H, W) and its backward, each computed in the dtype of its arguments."""
+    """Training-mode batch norm over (N, H, W) and its backward, each computed in the
+    dtype of its arguments."""
     ax = (0, 2, 3)
 
     def f(x, g, b):
