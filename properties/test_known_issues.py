@@ -559,3 +559,41 @@ def test_float64_conv_of_tiny_inputs_then_a_batch_norm_using_np_var():
     np.testing.assert_allclose(f_vjp(R, w)[0], tw.grad.numpy(), rtol=1e-12, atol=0)
     report = check_vjp(f, f_vjp, (w,), argnames=("w",), seed=4)
     assert report.passed, str(report)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "several error models at an offset input (x = 100 + 1e-3 z, float64, smooth f): the "
+    "complex step's bar (numdiff) and the analytic allowance (checker/_tolerance.py) "
+    "both ignore the rounding of x - mean, 2e-12 of the gradient here; the elements "
+    "redone with real steps take steps of max(|x_j|, 1) * 1.2e-3 = 0.12, a hundred "
+    "spreads (numdiff/_steps.py), which reads as kinks on a smooth function, and the "
+    "false kinks are judged as a tie group along a direction whose bar is as wrong"))
+def test_float64_tanh_of_a_batch_norm_of_inputs_at_100_with_a_spread_of_1e_3():
+    # 3 of 5 seeds fail (0, 3, 4); the others pass with 43 and 50 of 64 elements of a
+    # smooth function reported as kinks (judged only between one-sided limits). Seed 3:
+    # x[0, 0, 3, 1] analytic 113.357883634034 (exact: 113.357883634019, the backward in
+    # long double), numeric 113.2049 +- 2.2 marked a kink; 61 of 64 numerical bars miss
+    # the exact value. The backward agrees with torch autograd (float64) to 7e-14.
+    from gradcheck.checker._scalarize import seeded_cotangent
+
+    ax = (0, 2, 3)
+    x = 100 + 1e-3 * np.random.default_rng(3).standard_normal((2, 2, 4, 4))
+
+    def f(x):
+        d = x - x.mean(ax, keepdims=True)
+        return np.tanh(d / np.sqrt((d * d).mean(ax, keepdims=True) + 1e-5))
+
+    def f_vjp(g, x):
+        m = x.size // x.shape[1]
+        d = x - x.mean(ax, keepdims=True)
+        inv = 1 / np.sqrt((d * d).mean(ax, keepdims=True) + 1e-5)
+        xh = d * inv
+        gh = g * (1 - np.tanh(xh) ** 2)
+        return (inv / m * (m * gh - gh.sum(ax, keepdims=True)
+                           - xh * (gh * xh).sum(ax, keepdims=True)),)
+
+    R = seeded_cotangent(3, x.shape)
+    exact = f_vjp(R.astype(np.longdouble), x.astype(np.longdouble))[0]
+    assert np.abs(f_vjp(R, x)[0] - exact).max() < 1e-11 * np.abs(exact).max()
+    report = check_vjp(f, f_vjp, (x,), seed=3)
+    assert report.passed, str(report)
