@@ -250,6 +250,24 @@ def test_a_nonlinear_backward_of_a_normalization_still_fails():
     assert right.passed and right.arguments[0].linear is True
 
 
+@pytest.mark.parametrize("size", [1e-4, 1e-30, 1e-300])
+def test_a_check_whose_cotangent_and_gradients_are_all_small_runs(size):
+    """Used to raise OverflowError (found by the thorough profile with fresh randomness:
+    the culprit pass checked a 1x1 sigmoid layer with an incoming gradient of 2.8e-4):
+    choosing ``c`` divided the largest float64 by the largest entry, which overflows
+    below 2**-10. A right backward passes, a clip of the cotangent and a wrong factor
+    still fail."""
+    x = np.array([0.3, -0.2, 1.1])
+    g = np.full(3, size)
+    right = check_vjp(np.sin, lambda g, x: (g * np.cos(x),), (x,), cotangent=g)
+    assert right.passed and right.arguments[0].linear is True, str(right)
+    wrong = check_vjp(np.sin, lambda g, x: (2 * g * np.cos(x),), (x,), cotangent=g)
+    assert not wrong.passed and wrong.arguments[0].n_failed == 3
+    clip = check_vjp(np.sin, lambda g, x: (np.clip(g, -size, size) * np.cos(x),), (x,),
+                     cotangent=g)
+    assert not clip.passed and clip.arguments[0].linear is False
+
+
 def _arguments(exc_or_none):
     report = getattr(exc_or_none, "report", None)
     assert report is not None, exc_or_none

@@ -116,14 +116,16 @@ def scale_for(*arrays, dtype) -> float:
     -1024.0
     >>> scale_for(np.array([0.5, -1.0]), np.array([300.0]), dtype=np.float16)
     -2.0
+    >>> scale_for(np.array([2.8e-4]), dtype=np.float64)    # k capped at 20
+    -1048576.0
     """
     sizes = [float(np.max(np.abs(_wide(a)), initial=0.0)) for a in arrays]
     first = sizes[0] if sizes and np.isfinite(sizes[0]) else 0.0
     k = 10 if first == 0.0 else int(np.clip(np.round(np.log2(SCALE / first)), 1, 20))
     largest = float(_finfo_max(dtype)) / HEADROOM
     top = max([s for s in sizes if np.isfinite(s)] + [0.0])
-    if top > 0:
-        k = min(k, int(np.floor(np.log2(largest / top))))
+    if top > 0:     # a difference of logarithms: largest / top overflows for top < 2**-10
+        k = min(k, int(np.floor(np.log2(largest) - np.log2(top))))
     return -float(2.0 ** max(k, 1))
 
 
