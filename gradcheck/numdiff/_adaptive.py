@@ -104,6 +104,17 @@ CONFIRM_SHRINK = 0.25
 #: (15 entries of 52 626 of numerical_jvp without a cotangent); a kink within reach moves
 #: a derivative by a share of one term, far more than sqrt(eps) of it.
 KINK_RELATIVE = 1.0
+#: Noise is confirmed only where the smaller step's top coefficients lie this many
+#: times below its first one (:func:`_confirmed_noise`): a function differenced far
+#: beyond the scale it varies on (``tanh(1e6 x)`` at ``x = 1e-7`` with ``h = 1e-3``, a
+#: softmax of logits offset by ``1e6`` with ``h = 1e3``) shows top coefficients as
+#: large as the signal at every such step, which was taken for noise of the size of
+#: the values and stopped the retries with a wrong value.
+NOISE_SIGNAL = 16.0
+#: A noise level confirmed by two passes is refuted by a later pass whose top two
+#: coefficients both lie this many times below it (their samples of the noise; for
+#: normal noise each is below a 16th of its scale 5% of the time, both 0.25%).
+NOISE_REFUTED = 16.0
 #: z_k: a kink needs one-sided derivatives this many times their rounding apart; a
 #: one-sided derivative that moved by more than this many roundings between two passes
 #: moved for a reason.
@@ -136,15 +147,22 @@ def run_adaptive(target, h0, stencil, eps, *, max_retries, x_src=None, sources=N
         passes.append(now)
         if attempt:
             prev = prev.where(here, last)
+            seen = np.where(here & _refuted(seen, now), 0.0, seen)
             seen = np.where(here, np.fmax(seen, _confirmed_noise(last, now)), seen)
         last = last.where(here, now)
         stuck = np.zeros(target.n_q, bool)
         if attempt:
             found, resolved, stuck = _kinks(last, prev, seen, h0, eps)
-            kink = kink.where(here & resolved, Estimate.blank(target.n_q, h0))
+            kink = kink.where(here & (resolved | _contradicts(now, seen, kink)),
+                              Estimate.blank(target.n_q, h0))
             kink = kink.where(here & found.nondiff & ~(found.error >= kink.error), found)
         rho = _rounding(now, seen)
-        need = here & (now.bad | (now.tau > TRUNCATION_DOMINATES * rho))
+        # no digit with no truncation to set the cut (saturated values look flat or
+        # noisy), or still none after a retry (beyond the scale f varies on, where the
+        # smooth model's cut does not hold): the largest cut (_steps.retry_steps)
+        blind = here & _no_digit(now)
+        truncated = now.tau > TRUNCATION_DOMINATES * rho
+        need = here & (now.bad | truncated | blind)
         confirming = here & ~need if confirm and attempt == 0 else np.zeros(target.n_q, bool)
         need = need | confirming
         if attempt == max_retries or not need.any():
@@ -154,7 +172,8 @@ def run_adaptive(target, h0, stencil, eps, *, max_retries, x_src=None, sources=N
         kink_at = np.where(stuck, _kink_distance(now, seen), np.nan)
         located.append(np.isfinite(kink_at))
         new = retry_steps(now.h[qn], xs, rho[qn], now.tau[qn], now.bad[qn], eps,
-                          stencil.order, stuck=stuck[qn], kink_at=kink_at[qn])
+                          stencil.order, stuck=stuck[qn], kink_at=kink_at[qn],
+                          blind=(blind & (~truncated | (attempt > 0)))[qn])
         new = np.where(confirming[qn], now.h[qn] * CONFIRM_SHRINK, new)
         nxt = np.full(target.n_src, np.inf)
         np.minimum.at(nxt, target.q_src[qn], new)
@@ -199,13 +218,41 @@ def _rounding(p: PassEstimate, seen, excess=True):
 
 def _confirmed_noise(a: PassEstimate, b: PassEstimate):
     """Noise both passes show: a top coefficient of the smaller-step pass ``b`` still
-    above ``sqrt(r)`` times the other's, for the step ratio ``r`` (module docstring)."""
+    above ``sqrt(r)`` times the other's, for the step ratio ``r`` (module docstring),
+    and ``NOISE_SIGNAL`` times below its first coefficient: top coefficients as large
+    as the signal at two steps are a function varying on a scale below both steps
+    (its values saturate), not noise."""
     with np.errstate(invalid="ignore", divide="ignore"):
         r = b.h / a.h
         out = np.zeros(r.shape)
+        signal = np.abs(b.value) / b.unit     # |b_1| in the same units
         for t_a, t_b in ((a.below, b.below), (a.top, b.top)):
-            out = np.fmax(out, np.where(t_b > np.sqrt(r) * t_a, t_b, 0.0))
+            out = np.fmax(out, np.where((t_b > np.sqrt(r) * t_a)
+                                        & (NOISE_SIGNAL * t_b < signal), t_b, 0.0))
     return KAPPA_E * np.where(np.isfinite(out), out, 0.0)
+
+
+def _no_digit(p: PassEstimate):
+    """Where pass ``p`` has no significant digit for a reason a smaller step can
+    remove: its truncation is at least its value, or its rounding is while its top
+    coefficients are within ``NOISE_SIGNAL`` of its first (a function constant near the
+    point has none). Values that saturate across a stencil far wider than the scale
+    ``f`` varies on (a softmax of logits offset by ``1e5`` in float32, ``h = 4096``)
+    look like noise or like a flat polynomial to one pass."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        signal = np.abs(p.value) / p.unit
+        top = np.fmax(p.top, p.below)
+        noisy = ((p.unit * np.fmax(p.prior, p.excess) >= np.abs(p.value))
+                 & (NOISE_SIGNAL * top > signal) & (top > 0))
+        return ~p.bad & ((p.tau >= np.abs(p.value)) | noisy)
+
+
+def _refuted(seen, p: PassEstimate):
+    """Where pass ``p``'s top coefficients both lie ``NOISE_REFUTED`` times below the
+    noise two earlier passes confirmed: noise would show again at any step, so what
+    they saw was the function varying on a scale between their steps."""
+    with np.errstate(invalid="ignore"):
+        return NOISE_REFUTED * KAPPA_E * np.fmax(p.top, p.below) < seen
 
 
 # ------------------------------------------------------------------- the passes, settled
@@ -232,13 +279,23 @@ def _settle(passes, seen, q_src, h0, located, kink_gap, confirm=False):
         with np.errstate(invalid="ignore"):
             missed = np.abs(V[1] - V[0]) > E[0]
         E[0] = np.where(missed & np.isfinite(E[1]), np.inf, E[0])
-    k = np.argmin(E, axis=0)
+    # a pass with no digit (_no_digit) wins only where every pass has none
+    blind = np.stack([_no_digit(p) for p in passes]) & np.isfinite(E)
+    seeing = np.isfinite(E) & ~blind
+    k = np.argmin(np.where(blind & seeing.any(axis=0), np.inf, E), axis=0)
     cols = np.arange(V.shape[1])
     value, error = V[k, cols], E[k, cols]
     resolved = np.isfinite(E) & ~(T > TRUNCATION_DOMINATES * R)
     with np.errstate(invalid="ignore", divide="ignore"):
         apart = np.where(resolved, np.abs(V - value) - E, 0.0)
         error = np.fmax(error, np.nanmax(apart, axis=0))
+        # a chosen pass whose truncation dominates, or that has no digit (_no_digit),
+        # has no trustworthy bar of its own:
+        # it covers the value of every finite pass at a smaller step (the sequence's
+        # disagreement; those steps were nearer to resolving it)
+        spread = np.where(np.isfinite(E) & (H < H[k, cols]), np.abs(V - value) + E, 0.0)
+        trusted = resolved & ~blind
+        error = np.where(trusted[k, cols], error, np.fmax(error, np.nanmax(spread, axis=0)))
         kp = np.maximum(k - 1, 0)
         r = H[k, cols] / H[kp, cols]
         change = np.abs(value - V[kp, cols])
@@ -300,6 +357,18 @@ def _kink_distance(p: PassEstimate, seen):
     t = np.fmin(np.where(ok_r, t_r, np.where(far_r, 1.0, np.nan)),
                 np.where(ok_l, t_l, np.where(far_l, 1.0, np.nan)))
     return t * p.h
+
+
+def _contradicts(p: PassEstimate, seen, kink: Estimate):
+    """Where pass ``p`` (a smaller step than the pair that showed ``kink``) found a
+    value beyond the kink's secants by more than its own error bar: a stencil inside a
+    kink's reach sees a slope between the two sides, so the pair saw something else --
+    values saturating across steps far wider than the scale ``f`` varies on (logits
+    offset by ``1e5`` in float32, ``h = 4096`` then ``512``)."""
+    lo, hi = np.fmin(kink.left, kink.right), np.fmax(kink.left, kink.right)
+    with np.errstate(invalid="ignore"):
+        beyond = np.fmax(lo - p.value, p.value - hi)
+        return kink.nondiff & ~p.bad & (beyond > _rounding(p, seen) + p.tau)
 
 
 def _kinks(last: PassEstimate, prev: PassEstimate, seen, h0, eps):

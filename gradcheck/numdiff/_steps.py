@@ -39,6 +39,12 @@ from the evaluations rather than guessed:
   to :math:`[2^{-10}, 1/2]` per retry. Where the truncation already failed to fall as a
   smooth function's would (a kink), the cut is to a quarter of the kink's distance when
   the straddling pass located it, else :math:`2^{-10}` (see :mod:`._adaptive`).
+  A pass with no significant digit -- truncation at least its value, or saturated
+  values that look flat or noisy to the fit -- is beyond the scale ``f`` varies on,
+  where the smooth model's cut does not hold (``tanh(1e6 x)`` at ``x = 1e-7``, whose
+  base step is ``1e-3``; logits offset by ``1e5``): it takes the largest cut, at once
+  where no truncation sets one, after one retry otherwise (the first cut of a kink
+  within the stencil stays the smooth model's, so the kink can still be located).
   Retries never go below 16 units in the last place of :math:`x_j`, and are powers of
   two too (rounded down): a step that is not leaves the sums ``f`` forms from
   :math:`x_j` with a rounding that changes from node to node as a slow sawtooth, which
@@ -113,14 +119,18 @@ def direction_steps(x, V, scale, eps, order, imag=False):
     return _pow2(f / m)
 
 
-def retry_steps(h, x_src, rho, tau, nonfinite, eps, order, stuck=None, kink_at=None):
+def retry_steps(h, x_src, rho, tau, nonfinite, eps, order, stuck=None, kink_at=None,
+                blind=None):
     """Next step for quantities that need one (see the module docstring). ``stuck``
     marks quantities whose truncation did not fall with the last step as a smooth
     function's would: they take a quarter of the distance ``kink_at`` of a kink located
-    within the step, else the largest cut."""
+    within the step, else the largest cut; so do quantities ``blind`` (no significant
+    digit: the step is beyond the scale ``f`` varies on)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.clip((rho / (5 * tau)) ** (1.0 / (order + 1)), SHRINK_MIN, SHRINK_MAX)
         ratio = np.where(np.isfinite(ratio), ratio, SHRINK_MAX)
+        if blind is not None:
+            ratio = np.where(blind, SHRINK_MIN, ratio)
     if stuck is not None:
         located = np.asarray(kink_at) / (4 * h) if kink_at is not None else np.nan
         with np.errstate(invalid="ignore"):
