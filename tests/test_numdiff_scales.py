@@ -1,0 +1,102 @@
+"""Inputs far from the scale f varies on: tiny inputs of a steep function, logits with a
+large common offset. The base step follows max(|x|, 1), so these start with a stencil
+many times wider than f's variation; retries must reach a step that resolves f or the
+error bar must say it did not. References are closed-form derivatives."""
+
+import numpy as np
+import pytest
+
+from gradcheck import check_vjp, numerical_vjp
+
+X_TINY = 1e-7 * np.random.default_rng(0).standard_normal(6)
+
+
+def steep_tanh(x):
+    return np.tanh(1e6 * x)
+
+
+def steep_tanh_vjp(g, x):
+    return (g * 1e6 * (1 - np.tanh(1e6 * x) ** 2),)
+
+
+def soft_sign(x):
+    return x / np.sqrt(x * x + 1e-12)
+
+
+def soft_sign_vjp(g, x):
+    return (g * 1e-12 / (x * x + 1e-12) ** 1.5,)
+
+
+def softmax(x):
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def softmax_vjp(g, x):
+    y = softmax(x)
+    return (y * (g - np.sum(g * y)),)
+
+
+def one_wrong(vjp, index, rel):
+    def wrong(g, x):
+        (d,) = vjp(g, x)
+        d = np.array(d, copy=True)
+        d[index] *= 1 + rel
+        return (d,)
+    return wrong
+
+
+STEEP = [(steep_tanh, steep_tanh_vjp), (soft_sign, soft_sign_vjp)]
+
+
+@pytest.mark.parametrize("f, vjp", STEEP, ids=["tanh_1e6x", "x_over_sqrt"])
+def test_right_steep_functions_pass_at_tiny_inputs(f, vjp):
+    assert check_vjp(f, vjp, (X_TINY,)).passed
+
+
+@pytest.mark.parametrize("f, vjp", STEEP, ids=["tanh_1e6x", "x_over_sqrt"])
+@pytest.mark.parametrize("method", ["auto", "adaptive"])
+def test_error_bars_cover_the_closed_form_at_tiny_inputs(f, vjp, method):
+    R = np.random.default_rng(1).standard_normal(6)
+    r = numerical_vjp(f, X_TINY, R, method=method)
+    truth = vjp(R, X_TINY)[0]
+    assert np.all(np.abs(r.grad - truth) <= r.error)
+    if method == "auto":
+        # the complex step is exact here; the cross-check must not throw it out
+        assert r.method == "complex" and r.complex_check == "accepted"
+        np.testing.assert_allclose(r.grad, truth, rtol=1e-12)
+
+
+@pytest.mark.parametrize("f, vjp", STEEP, ids=["tanh_1e6x", "x_over_sqrt"])
+def test_a_wrong_element_still_fails_at_tiny_inputs(f, vjp):
+    assert not check_vjp(f, one_wrong(vjp, 2, 1e-3), (X_TINY,)).passed
+
+
+SOFTMAX_OFFSETS = [(np.float32, 1e4), (np.float32, 1e5), (np.float64, 1e5),
+                   (np.float64, 1e6)]
+
+
+def _logits(dtype, offset, seed):
+    rng = np.random.default_rng(seed)
+    return (offset + rng.standard_normal(40)).astype(dtype), rng.standard_normal(40)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("dtype, offset", SOFTMAX_OFFSETS)
+def test_a_right_softmax_passes_at_offset_logits(dtype, offset, seed):
+    x, R = _logits(dtype, offset, seed)
+    assert check_vjp(softmax, softmax_vjp, (x,)).passed
+    r = numerical_vjp(softmax, x, R.astype(dtype))
+    truth = softmax_vjp(R.astype(dtype).astype(np.float64), x.astype(np.float64))[0]
+    assert np.all(np.abs(r.grad - truth) <= r.error)
+
+
+@pytest.mark.parametrize("dtype, offset", SOFTMAX_OFFSETS)
+def test_a_wrong_softmax_element_fails_at_offset_logits_where_resolvable(dtype, offset):
+    x, R = _logits(dtype, offset, 0)
+    truth = softmax_vjp(R.astype(np.float64), x.astype(np.float64))[0]
+    j = int(np.argmax(np.abs(truth)))
+    r = numerical_vjp(softmax, x, R.astype(dtype))
+    if not r.error[j] < 1e-3 * abs(truth[j]) / 3:
+        pytest.skip(f"a 1e-3 error is not resolvable here (bar {r.error[j]:.2g})")
+    assert not check_vjp(softmax, one_wrong(softmax_vjp, j, 1e-3), (x,)).passed
