@@ -84,9 +84,16 @@ def _logits(dtype, offset, seed):
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("dtype, offset", SOFTMAX_OFFSETS)
 def test_a_right_softmax_passes_at_offset_logits(dtype, offset, seed):
-    x, R = _logits(dtype, offset, seed)
+    x, _ = _logits(dtype, offset, seed)
     assert check_vjp(softmax, softmax_vjp, (x,)).passed
-    r = numerical_vjp(softmax, x, R.astype(dtype))
+
+
+@pytest.mark.parametrize("method", ["auto", "adaptive"])
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("dtype, offset", SOFTMAX_OFFSETS)
+def test_error_bars_cover_the_closed_form_at_offset_logits(dtype, offset, seed, method):
+    x, R = _logits(dtype, offset, seed)
+    r = numerical_vjp(softmax, x, R.astype(dtype), method=method)
     truth = softmax_vjp(R.astype(dtype).astype(np.float64), x.astype(np.float64))[0]
     assert np.all(np.abs(r.grad - truth) <= r.error)
 
