@@ -35,9 +35,13 @@ The base step follows :math:`\max(|x_j|, \tau_j)`, not ``f``: ``tanh(1e6 x)`` at
 :math:`x \approx 10^{-7}` starts at :math:`h = 2^{-10}`, a softmax of logits offset by
 :math:`10^5` at :math:`h = 128` (float64) or 4096 (float32). There the values saturate
 across the stencil, and one pass cannot tell them from a flat polynomial or from noise.
-Four rules keep such a pass from carrying a small bar (:func:`_no_digit`):
+Four rules keep such a pass from carrying a small bar (:func:`_no_digit`: its
+truncation is at least its value):
 
-* it is retried, with the largest cut once the smooth model's cut has failed once;
+* it is retried, with the largest cut once the smooth model's cut has failed once, or
+  at once where its pair's one-sided gap grew like :math:`1/h` (a stencil over
+  saturated values locates no kink; float32 logits offset by 1e5 were cut by 4 per
+  retry and read -8e-4 for -0.0116 after three);
 * top coefficients as large as the signal at two steps are not confirmed as noise
   (``NOISE_SIGNAL``), and noise two passes confirmed is dropped when a later pass's top
   coefficients lie far below it (``NOISE_REFUTED``): noise would show at every step;
@@ -47,6 +51,13 @@ Four rules keep such a pass from carrying a small bar (:func:`_no_digit`):
   of saturated values; a kink's gap stays), and a kink a pair seemed to show is
   forgotten when a later pass's value lies beyond the kink's secants by more than its
   bar, or a later pair shows a smooth point (truncation fell, gap fell with the step).
+
+Not blind: a pass whose values are all equal (``f`` does not move with the element;
+its zero is exact), and a pass whose rounding, not its truncation, is as large as its
+value (noise about a derivative near zero, a loss that cancels: a smaller step only
+magnifies it). Retrying these took the bar of an exact zero from 0 to 0.16 (float32)
+and let a wrong gradient of a (1, 1, 1) input pass, and cost softmax-sum rows two
+passes each with bars a million times main's (float64).
 
 Measured (``tests/test_numdiff_scales.py``): both steep functions of 1e-7 inputs
 covered element by element (they were 34 bars off), and a right softmax at offsets
@@ -174,16 +185,16 @@ def run_adaptive(target, h0, stencil, eps, *, max_retries, x_src=None, sources=N
             seen = np.where(here & _refuted(seen, now), 0.0, seen)
             seen = np.where(here, np.fmax(seen, _confirmed_noise(last, now)), seen)
         last = last.where(here, now)
-        stuck = np.zeros(target.n_q, bool)
+        stuck = grew = np.zeros(target.n_q, bool)
         if attempt:
-            found, resolved, stuck = _kinks(last, prev, seen, h0, eps)
+            found, resolved, stuck, grew = _kinks(last, prev, seen, h0, eps)
             kink = kink.where(here & (resolved | _contradicts(now, seen, kink)),
                               Estimate.blank(target.n_q, h0))
             kink = kink.where(here & found.nondiff & ~(found.error >= kink.error), found)
         rho = _rounding(now, seen)
-        # no digit with no truncation to set the cut (saturated values look flat or
-        # noisy), or still none after a retry (beyond the scale f varies on, where the
-        # smooth model's cut does not hold): the largest cut (_steps.retry_steps)
+        # no digit while truncation does not dominate (it sets no cut), or still none
+        # after a retry (beyond the scale f varies on, where the smooth model's cut
+        # does not hold): the largest cut (_steps.retry_steps)
         blind = here & _no_digit(now)
         truncated = now.tau > TRUNCATION_DOMINATES * rho
         need = here & (now.bad | truncated | blind)
@@ -193,7 +204,9 @@ def run_adaptive(target, h0, stencil, eps, *, max_retries, x_src=None, sources=N
             break
         qn = np.flatnonzero(need)
         xs = None if x_src is None else x_src[target.q_src[qn]]
-        kink_at = np.where(stuck, _kink_distance(now, seen), np.nan)
+        # a gap that grew like 1/h is no kink to locate (saturated values): the
+        # largest cut
+        kink_at = np.where(stuck & ~grew, _kink_distance(now, seen), np.nan)
         located.append(np.isfinite(kink_at))
         new = retry_steps(now.h[qn], xs, rho[qn], now.tau[qn], now.bad[qn], eps,
                           stencil.order, stuck=stuck[qn], kink_at=kink_at[qn],
@@ -258,17 +271,15 @@ def _confirmed_noise(a: PassEstimate, b: PassEstimate):
 
 def _no_digit(p: PassEstimate):
     """Where pass ``p`` has no significant digit for a reason a smaller step can
-    remove: its truncation is at least its value, or its rounding is while its top
-    coefficients are within ``NOISE_SIGNAL`` of its first (a function constant near the
-    point has none). Values that saturate across a stencil far wider than the scale
-    ``f`` varies on (a softmax of logits offset by ``1e5`` in float32, ``h = 4096``)
-    look like noise or like a flat polynomial to one pass."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        signal = np.abs(p.value) / p.unit
-        top = np.fmax(p.top, p.below)
-        noisy = ((p.unit * np.fmax(p.prior, p.excess) >= np.abs(p.value))
-                 & (NOISE_SIGNAL * top > signal) & (top > 0))
-        return ~p.bad & ((p.tau >= np.abs(p.value)) | noisy)
+    remove: its truncation is at least its value (values that saturate across a
+    stencil far wider than the scale ``f`` varies on look like a flat polynomial with a
+    large trend to one pass: ``tanh(1e6 x)`` at ``x = 1e-7``, ``h = 2**-10``). A pass
+    whose values are all equal (``T = 0`` and a value of 0: ``f`` does not move with
+    the element) has every digit of its exact zero; a pass whose rounding is at least
+    its value has its bar, which a smaller step would only widen (noise about a
+    derivative near zero, a sum that cancels)."""
+    with np.errstate(invalid="ignore"):
+        return ~p.bad & (p.tau > 0) & (p.tau >= np.abs(p.value))
 
 
 def _refuted(seen, p: PassEstimate):
@@ -411,7 +422,8 @@ def _kinks(last: PassEstimate, prev: PassEstimate, seen, h0, eps):
         prev_gap = np.abs(prev.right - prev.left)
         # (e) nor grew like 1/h: fixed differences of saturated values over a stencil
         # far wider than the scale f varies on (a kink's gap stays)
-        kinked = (stuck & (gap > r * prev_gap) & (gap < prev_gap / np.sqrt(r)) & unresolved
+        grew = gap >= prev_gap / np.sqrt(r)
+        kinked = (stuck & (gap > r * prev_gap) & ~grew & unresolved
                   & (gap > FLAG_Z * (lrho + rrho))
                   & (gap > KINK_RELATIVE * np.sqrt(eps)
                      * np.fmax(np.abs(last.left), np.abs(last.right))))
@@ -433,4 +445,4 @@ def _kinks(last: PassEstimate, prev: PassEstimate, seen, h0, eps):
     with np.errstate(invalid="ignore"):
         smooth = smooth | (~stuck & ~flag & np.isfinite(prev.tau)
                            & (gap <= r * np.abs(prev.right - prev.left)))
-    return found, smooth, stuck & unresolved
+    return found, smooth, stuck & unresolved, grew

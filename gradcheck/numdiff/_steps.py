@@ -39,8 +39,8 @@ from the evaluations rather than guessed:
   to :math:`[2^{-10}, 1/2]` per retry. Where the truncation already failed to fall as a
   smooth function's would (a kink), the cut is to a quarter of the kink's distance when
   the straddling pass located it, else :math:`2^{-10}` (see :mod:`._adaptive`).
-  A pass with no significant digit -- truncation at least its value, or saturated
-  values that look flat or noisy to the fit -- is beyond the scale ``f`` varies on,
+  A pass with no significant digit -- truncation at least its value, saturated
+  values that look like a flat polynomial with a large trend -- is beyond the scale ``f`` varies on,
   where the smooth model's cut does not hold (``tanh(1e6 x)`` at ``x = 1e-7``, whose
   base step is ``1e-3``; logits offset by ``1e5``): it takes the largest cut, at once
   where no truncation sets one, after one retry otherwise (the first cut of a kink
