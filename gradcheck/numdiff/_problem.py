@@ -45,6 +45,13 @@ ROW_PROBE = 1024.0
 ROW_ORDINARY = 32.0
 #: Independent random probes of :meth:`Problem._row_floor` (four evaluations each).
 ROW_PROBES = 3
+#: A row's probes show ``f`` varying on the probe's own scale, not rounding, where in
+#: every probe the second differences at ``2 delta`` and ``delta`` keep one ratio within
+#: this share (above 1; 4 for curvature, random for rounding) and the kink-cancelling
+#: sample is this share of them: a softmax of float32 logits offset by 1e4 read
+#: curvature as rounding 1e4 times its own (the probe, ``64 eps |x|``, is 0.06 there
+#: and the function varies on a scale of 1).
+SYSTEMATIC = 0.25
 
 
 def _eval_eps(x, f0) -> float:
@@ -202,7 +209,9 @@ class Problem:
         whose rounding that is (``ROW_NOISE / eps`` times the root mean square of
         ``ROW_PROBES`` samples over :math:`\sqrt{3.5}`), where it exceeds ``ROW_ORDINARY``
         times the row's value; the rows' error bars take at least it (:mod:`._targets`,
-        :mod:`._model`).
+        :mod:`._model`). Not where the probes show ``f`` itself varying at their scale
+        (``SYSTEMATIC``: an input far from the scale ``f`` varies on, such as logits
+        offset by 1e4 in float32, where :math:`\delta` is 0.06).
         """
         x = self.x
         xf = x.reshape(-1)
@@ -222,9 +231,16 @@ class Problem:
             # Five roundings enter each sample, f(x)'s with weight -1 and so shared by
             # the probes: their mean square over 3.5 s**2 (+ 1 s**2 for the shared one)
             # is each row's s**2, far steadier than one sample
-            sample = ((Y[:, 0] + Y[:, 1] - 2 * f0) - (Y[:, 2] + Y[:, 3] - 2 * f0) / 2)
+            d1, d2 = Y[:, 0] + Y[:, 1] - 2 * f0, Y[:, 2] + Y[:, 3] - 2 * f0
+            sample = d1 - d2 / 2
             second = np.sqrt(np.mean(sample ** 2, axis=0) / 3.5)
-        floor = np.where(np.isfinite(second), ROW_NOISE * second / eps, 0.0)
+            # f's own variation at the probe's scale, not rounding: every probe's
+            # second differences in the same proportion (4 for curvature; rounding's
+            # are independent), the sample a share of them
+            ratio = d2 / d1
+            varies = (np.all((ratio > 1.0) & (np.abs(sample) > SYSTEMATIC * np.abs(d1)), axis=0)
+                      & (ratio.max(axis=0) < (1 + SYSTEMATIC) * ratio.min(axis=0)))
+        floor = np.where(np.isfinite(second) & ~varies, ROW_NOISE * second / eps, 0.0)
         # a sample within ROW_ORDINARY of the value's own magnitude is its own rounding
         return np.where(floor > ROW_ORDINARY * np.abs(f0), floor, 0.0)
 
