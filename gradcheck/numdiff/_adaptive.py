@@ -44,8 +44,10 @@ truncation is at least its value):
   retry and read -8e-4 for -0.0116 after three);
 * noise two passes confirmed is dropped when a later pass's top coefficients lie far
   below it (``NOISE_REFUTED``): noise would show at every step;
-* it wins the settle only where every pass is as blind, and a chosen pass that is blind
-  or truncation-dominated covers the values and bars of the passes at smaller steps;
+* a chosen pass that is truncation-dominated covers the values and bars of the passes
+  at smaller steps (it is not kept from winning: a derivative that cancels to about
+  zero has no digit at any step, and a forward-mode layer norm averaged then took a
+  pass below x's resolution, whose equal values showed its noise as a kink);
 * a pair shows no kink where the one-sided gap grew like :math:`1/h` (fixed differences
   of saturated values; a kink's gap stays), and a kink a pair seemed to show is
   forgotten when a later pass's value lies beyond the kink's secants by more than its
@@ -315,23 +317,18 @@ def _settle(passes, seen, q_src, h0, located, kink_gap, checks):
     with np.errstate(invalid="ignore"):
         missed = checks[1:] & (np.abs(V[1:] - V[:-1]) > E[:-1]) & np.isfinite(E[1:])
     E[:-1] = np.where(missed, np.inf, E[:-1])
-    # a pass with no digit (_no_digit) wins only where every pass has none
-    blind = np.stack([_no_digit(p) for p in passes]) & np.isfinite(E)
-    seeing = np.isfinite(E) & ~blind
-    k = np.argmin(np.where(blind & seeing.any(axis=0), np.inf, E), axis=0)
+    k = np.argmin(E, axis=0)
     cols = np.arange(V.shape[1])
     value, error = V[k, cols], E[k, cols]
     resolved = np.isfinite(E) & ~(T > TRUNCATION_DOMINATES * R)
     with np.errstate(invalid="ignore", divide="ignore"):
         apart = np.where(resolved, np.abs(V - value) - E, 0.0)
         error = np.fmax(error, np.nanmax(apart, axis=0))
-        # a chosen pass whose truncation dominates, or that has no digit (_no_digit),
-        # has no trustworthy bar of its own:
+        # a chosen pass whose truncation dominates has no trustworthy bar of its own:
         # it covers the value of every finite pass at a smaller step (the sequence's
         # disagreement; those steps were nearer to resolving it)
         spread = np.where(np.isfinite(E) & (H < H[k, cols]), np.abs(V - value) + E, 0.0)
-        trusted = resolved & ~blind
-        error = np.where(trusted[k, cols], error, np.fmax(error, np.nanmax(spread, axis=0)))
+        error = np.where(resolved[k, cols], error, np.fmax(error, np.nanmax(spread, axis=0)))
         kp = np.maximum(k - 1, 0)
         r = H[k, cols] / H[kp, cols]
         change = np.abs(value - V[kp, cols])
