@@ -332,6 +332,34 @@ def test_float64_batch_norm_of_a_narrow_offset_input_with_eps_1e_12():
     assert report.passed, str(report)
 
 
+def test_float32_batch_norm_of_inputs_at_100_with_a_spread_of_6e_4():
+    # Used to fail: the step followed max(|x_j|, 1) = 100, 2**2 in float32, where f varies
+    # on the inputs' spread of 5.7e-4, and the retries stopped with bars up to 113 times
+    # too small; steps beyond the scale f varies on are now detected and cut.
+    # seed 12 of the corpus loop: x = 100 + 5.66e-4 * N(0, 1), eps 1e-5. The float32
+    # backward is within 4.5e-6 (of the largest element) of the exact derivative at the
+    # point (the backward in long double); the numerical derivative is 97% off there and
+    # its bar misses the truth on 64 of 72 elements: 37 of 72 elements of the right
+    # gradient fail. 6 of 20 such seeds fail (every one with loc 100); loc 0 and 1 pass.
+    from gradcheck.checker._scalarize import seeded_cotangent
+
+    r = np.random.default_rng(12)
+    tiny = 10.0 ** r.uniform(-4, -1)
+    loc = r.choice([0.0, 1.0, 100.0])
+    x = (loc + tiny * r.standard_normal((4, 2, 3, 3))).astype(np.float32)
+    g = (1 + 0.3 * r.standard_normal(2)).astype(np.float32)
+    b = (0.3 * r.standard_normal(2)).astype(np.float32)
+    f, f_vjp = _batch_norm_in_own_dtype(np.float32(1e-5))       # computes in x's dtype
+    R = seeded_cotangent(12, x.shape)
+    ld = np.longdouble
+    exact = f_vjp(R.astype(ld), x.astype(ld), g.astype(ld), b.astype(ld))[0]
+    got = f_vjp(R.astype(np.float32), x, g, b)[0]
+    assert got.dtype == np.float32
+    assert np.abs(got - exact).max() < 1e-5 * np.abs(exact).max()
+    report = check_vjp(f, f_vjp, (x, g, b), argnames=("x", "gamma", "beta"), seed=12)
+    assert report.passed, str(report)
+
+
 # --------------------------------------------------------------------------- open issues
 # Strict expected failures: wrong verdicts on right gradients, found by a corpus of
 # correct-but-hard layers run over seeds 0-19 (float32 and float64, scales 1e-6 to 1e6).
@@ -404,36 +432,6 @@ def _batch_norm_in_own_dtype(eps):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "numdiff/_steps.py base_steps: the step follows max(|x_j|, 1) = 100, 2**2 in "
-    "float32, where f varies on the inputs' spread of 5.7e-4; the truncation retries "
-    "(cut at most 1024 per retry) stop with error bars up to 113 times below the "
-    "numerical derivative's true error"))
-def test_float32_batch_norm_of_inputs_at_100_with_a_spread_of_6e_4():
-    # seed 12 of the corpus loop: x = 100 + 5.66e-4 * N(0, 1), eps 1e-5. The float32
-    # backward is within 4.5e-6 (of the largest element) of the exact derivative at the
-    # point (the backward in long double); the numerical derivative is 97% off there and
-    # its bar misses the truth on 64 of 72 elements: 37 of 72 elements of the right
-    # gradient fail. 6 of 20 such seeds fail (every one with loc 100); loc 0 and 1 pass.
-    from gradcheck.checker._scalarize import seeded_cotangent
-
-    r = np.random.default_rng(12)
-    tiny = 10.0 ** r.uniform(-4, -1)
-    loc = r.choice([0.0, 1.0, 100.0])
-    x = (loc + tiny * r.standard_normal((4, 2, 3, 3))).astype(np.float32)
-    g = (1 + 0.3 * r.standard_normal(2)).astype(np.float32)
-    b = (0.3 * r.standard_normal(2)).astype(np.float32)
-    f, f_vjp = _batch_norm_in_own_dtype(np.float32(1e-5))       # computes in x's dtype
-    R = seeded_cotangent(12, x.shape)
-    ld = np.longdouble
-    exact = f_vjp(R.astype(ld), x.astype(ld), g.astype(ld), b.astype(ld))[0]
-    got = f_vjp(R.astype(np.float32), x, g, b)[0]
-    assert got.dtype == np.float32
-    assert np.abs(got - exact).max() < 1e-5 * np.abs(exact).max()
-    report = check_vjp(f, f_vjp, (x, g, b), argnames=("x", "gamma", "beta"), seed=12)
-    assert report.passed, str(report)
-
-
-@pytest.mark.xfail(strict=True, reason=(
     "numdiff one-sided derivatives at a kink (_adaptive.py): the right-hand stencil of "
     "b[2] spans further kinks (pre-activations at -6.6e-5 and -1.9e-2 turn on within "
     "it) and reads 3.766 for the exact right-hand derivative 2.0358; its bar does not "
@@ -444,11 +442,14 @@ def test_float32_relu_bias_with_ten_preactivations_exactly_at_zero():
     # right-hand derivative, a valid choice at the kink) fails on b[2]: analytic 2.0358,
     # limits given as 3.766 and 4.153; by the definition in float64 (t = 1e-6, 1e-8)
     # they are 2.035780 (right) and 4.152583 (left). The mask z > 0 (the left-hand
-    # derivative) passes. 2 of 20 seeds fail in float32, none in float64.
+    # derivative) passes. 2 of 20 seeds failed in float32 (5 and 9), none in float64; seed
+    # 5 passes since steps beyond the scale f varies on are cut. Seed 9 still fails: b[2]
+    # analytic 3.87847 (the right-hand derivative by the definition, t = 1e-7, in float64:
+    # 3.87847), limits given as 2.29382 (left, right by the definition) and 3.63647.
     from gradcheck import conv_backward, conv_forward
     from gradcheck.checker._scalarize import seeded_cotangent
 
-    r = np.random.default_rng(5)
+    r = np.random.default_rng(9)
     x = r.standard_normal((2, 2, 6, 6)).astype(np.float32)
     x[:, :, ::2, :] = 0
     x[:, :, :, :2] = 0
@@ -462,7 +463,7 @@ def test_float32_relu_bias_with_ten_preactivations_exactly_at_zero():
         z = conv_forward(x, w, b)
         return conv_backward((g * (z >= 0)).astype(np.float32), x, w)
 
-    R = seeded_cotangent(5, f(x, w, b).shape)
+    R = seeded_cotangent(9, f(x, w, b).shape)
     z = conv_forward(x, w, b)[:, 2].astype(np.float64)
     assert np.isclose(f_vjp(R, x, w, b)[2][2], R[:, 2][z >= 0].sum(), rtol=1e-6)
     X, W = x.astype(np.float64), w.astype(np.float64)
@@ -471,7 +472,7 @@ def test_float32_relu_bias_with_ten_preactivations_exactly_at_zero():
         return float((R * np.maximum(conv_forward(X, W, np.array([0.0, 0.0, t])), 0)).sum())
 
     assert np.isclose((C(1e-7) - C(0)) / 1e-7, R[:, 2][z >= 0].sum(), rtol=1e-6)
-    report = check_vjp(f, f_vjp, (x, w, b), argnames=("x", "w", "b"), seed=5)
+    report = check_vjp(f, f_vjp, (x, w, b), argnames=("x", "w", "b"), seed=9)
     assert report.passed, str(report)
 
 
