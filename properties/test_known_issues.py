@@ -476,66 +476,6 @@ def test_float32_relu_bias_with_ten_preactivations_exactly_at_zero():
     assert report.passed, str(report)
 
 
-def _max_pool_2x2_stride_1(x):
-    """``(y, first)``: a 2x2 stride-1 max-pool of (N, C, H, W) and, per window, the flat
-    (H*W) index of its first maximum in row-major window order (PyTorch's choice)."""
-    n, c, h, w = x.shape
-    win = np.lib.stride_tricks.sliding_window_view(x, (2, 2), axis=(2, 3))
-    win = win.reshape(n, c, h - 1, w - 1, 4)
-    a = win.argmax(-1)
-    rows = np.arange(h - 1)[:, None] + a // 2
-    cols = np.arange(w - 1)[None, :] + a % 2
-    return np.take_along_axis(win, a[..., None], -1)[..., 0], rows * w + cols
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "an undetected kink breaks a tie group (checker/_kinks.py tie_groups takes only "
-    "elements numdiff marked non-differentiable): x[1, 2, 2, 2] is a tied maximum of "
-    "overlapping windows whose one-sided derivatives differ by 4.9e-4 (0.03%), which "
-    "float32 differencing does not resolve; judged as smooth, its right value (the "
-    "gradient of a piece moving it alone never enters) fails, and the group of its tie "
-    "partners, summed without it, fails along its sum direction"))
-def test_float32_max_pool_with_exact_ties_in_overlapping_windows():
-    # 2x2 stride-1 max-pool of values in {-0.74, -0.37, 0, 0.37}, times a weight per
-    # channel; each window's gradient goes to its first maximum. 10 of 216 elements fail,
-    # e.g. x[1, 2, 2, 2]: analytic 1.7732 vs numeric 1.7222 (allowed 0.0059), where the
-    # one-sided derivatives by the definition (float64, t = 1e-7) are 1.722039 and
-    # 1.722524. 1 of 20 seeds fails (float32); float64 passed 20 of 20.
-    from gradcheck.checker._scalarize import seeded_cotangent
-
-    r = np.random.default_rng(6)
-    x = (r.integers(-2, 2, (2, 3, 6, 6)) * 0.37).astype(np.float32)
-    w = r.uniform(0.5, 1.5, 3).astype(np.float32)
-
-    def f(x, w):
-        return _max_pool_2x2_stride_1(x)[0] * w[None, :, None, None]
-
-    def f_vjp(g, x, w):
-        y, first = _max_pool_2x2_stride_1(x)
-        gy = g * w[None, :, None, None]
-        gx = np.zeros(x.shape[:2] + (x.shape[2] * x.shape[3],))
-        for i in np.ndindex(*x.shape[:2]):
-            np.add.at(gx[i], first[i].ravel(), gy[i].ravel())
-        return gx.reshape(x.shape).astype(x.dtype), (g * y).sum((0, 2, 3)).astype(w.dtype)
-
-    R = seeded_cotangent(6, f(x, w).shape)
-    X, W = x.astype(np.float64), w.astype(np.float64)
-    e = np.zeros_like(X)
-    e[1, 2, 2, 2] = 1e-7
-    C = lambda v: float((R * f(v, W)).sum())           # noqa: E731
-    right, left = (C(X + e) - C(X)) / 1e-7, (C(X) - C(X - e)) / 1e-7
-    assert abs(right - 1.722039) < 1e-5 and abs(left - 1.722524) < 1e-5
-    # the backward is right: along the sum of every element tied at 0.37 in channel
-    # (1, 2), the directional derivative equals the sum of the analytic values
-    tied = np.zeros_like(X)
-    tied[1, 2] = X[1, 2] == np.float64(np.float32(0.37))
-    t = 1e-7
-    along = (C(X + t * tied) - C(X - t * tied)) / (2 * t)
-    assert abs(along - float((f_vjp(R, x, w)[0] * tied).sum())) < 1e-4 * abs(along)
-    report = check_vjp(f, f_vjp, (x, w), argnames=("x", "w"), seed=6)
-    assert report.passed, str(report)
-
-
 @pytest.mark.xfail(strict=True, reason=(
     "numdiff/_acceptance.py complex_ok: the complex step is accepted when it agrees with "
     "real differences within their bar, which may be 1e-6 relative; f uses np.var, "

@@ -37,8 +37,7 @@ import numpy as np
 from gradcheck.checker._diagnose import diagnose_judgement, role_of
 from gradcheck.checker._fit import Known, named_sizes
 from gradcheck.checker._judge import excess, judge_directions, judge_elements, unusable
-from gradcheck.checker._kinks import (KinkContext, judge_tie_groups, settle_kinks,
-                                      settle_sample)
+from gradcheck.checker._kinks import KinkContext, settle_sample
 from gradcheck.checker._numeric import (
     Target,
     directional_numeric,
@@ -55,6 +54,8 @@ from gradcheck.checker._summarize import (
     summarize_sampled,
     summarize_skipped,
 )
+from gradcheck.checker._ties import (TieFinder, joined_note, judge_groups_with_ties,
+                                     settle_with_ties)
 from gradcheck.checker._tolerance import Tolerance, longest_sum
 
 __all__ = ["RUNNERS", "target_of", "known_of"]
@@ -108,14 +109,18 @@ def _elements(problem, options, target, analytic, resolution, method=None, confi
                                     length=longest_sum(problem))
     raised = []
 
+    finder = TieFinder(KinkContext(target.pattern, target.g, target.arg, problem.y, None))
+
+    def context(num):
+        return KinkContext(target.pattern, target.g, target.arg, problem.y, num.step)
+
     def verdict(num):
         judged = judge_elements(analytic, num, raised[0] if raised else tolerance)
         if judged.failed.any() and not raised:
             raised.append(dataclasses.replace(tolerance,
                                               resolution=resolution(options.seed)))
             judged = judge_elements(analytic, num, raised[0])
-        return settle_kinks(judged, KinkContext(target.pattern, target.g, target.arg,
-                                                problem.y, num.step))
+        return settle_with_ties(judged, context(num), finder)
 
     num = full_numeric(target if method is None else target._replace(method=method))
     if confirm is not None:
@@ -123,14 +128,14 @@ def _elements(problem, options, target, analytic, resolution, method=None, confi
     judged = verdict(num)
     num, judged, note = second_look(target, num, judged, verdict,
                                     raised[0] if raised else tolerance)
-    if not ties:
-        return num, judged, note
-    judged, nfev, ties = judge_tie_groups(
-        judged, KinkContext(target.pattern, target.g, target.arg, problem.y, num.step),
-        lambda v: directional_numeric(target, v), raised[0] if raised else tolerance)
-    if nfev:
-        num = dataclasses.replace(num, nfev=int(num.nfev) + nfev)
-    return num, judged, "; ".join(n for n in (note, ties) if n)
+    nfev, groups = 0, ""
+    if ties:
+        judged, nfev, groups = judge_groups_with_ties(
+            judged, context(num), finder, lambda v: directional_numeric(target, v),
+            raised[0] if raised else tolerance)
+    if nfev + finder.nfev:
+        num = dataclasses.replace(num, nfev=int(num.nfev) + nfev + finder.nfev)
+    return num, judged, "; ".join(n for n in (note, joined_note(judged, num), groups) if n)
 
 
 def check_full(problem, options, plan, suspects):

@@ -1,0 +1,233 @@
+r"""Exact ties the differentiator could not resolve as kinks.
+
+The differentiator marks element :math:`j` non-differentiable when the one-sided
+derivatives of the scalar :math:`C = \langle R, f\rangle` along :math:`x_j` stay apart.
+An element tied in *several* outputs (a max-pool entry tied for the maximum of two
+overlapping windows) has one-sided derivatives that differ by the sum of those outputs'
+jumps weighted by the cotangent, and that sum can nearly cancel: one such float32 entry
+had one-sided derivatives 1.722039 and 1.722524 (0.03% apart, below float32's
+differencing noise), so it was judged as a smooth element, and its right analytic value
+(1.7732: the gradient of a piece that moving :math:`x_j` alone never enters) failed,
+while its tie partners' group (:func:`._kinks.judge_tie_groups`), summed without it,
+failed along a direction that did not keep the tie.
+
+Cancellation is in :math:`C`, not in the outputs: output by output, the tie is plain
+(moving a tied maximum up moves its window's output, moving it down does not). So an
+element joins the kinks when
+
+1. its value is *exactly* equal to that of a kink element it shares an output with (the
+   ties of a max, a max-pool, a sort are between equal values), and
+2. output by output it is at a kink there: some output the two share changes at a rate
+   on one side of :math:`x_j` that differs from the other side's by more than half the
+   larger, and by more than rounding (``ONE_SIDED_ULPS`` units of the output's last
+   place) -- two evaluations of ``f``, with :math:`x_j` moved up and down.
+
+Joined elements grow the set step by step (a partner of a joined element may join too).
+An element equal in value but not at a kink of a shared output (a non-maximum of the
+window) does not join, so a backward that sends a window's gradient to it still fails
+there. A joined element is then a kink element like the others: outside its limits (its
+unresolved one-sided derivatives, equal to its numerical value within its tolerance) it
+is not failed when its kink is shared (:func:`._kinks.settle_kinks`), and it belongs to
+its tie group, judged along the group's sum (:func:`._kinks.judge_tie_groups`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gradcheck.checker._judge import Judgement
+from gradcheck.checker._kinks import _rows_from_pattern, judge_tie_groups, settle_kinks
+from gradcheck.checker._numeric import evaluate
+
+__all__ = ["TieFinder", "ONE_SIDED_ULPS", "settle_with_ties", "judge_groups_with_ties",
+           "joined_note"]
+
+#: An output's change on one side of ``x_j`` must exceed this many units in the last place
+#: of the output (its float resolution) before a one-sided change counts as a kink.
+ONE_SIDED_ULPS = 64
+
+
+class TieFinder:
+    """Finds, for one argument (a :class:`._kinks.KinkContext`), the elements tied
+    exactly with its kink elements (see the module notes); probes of ``f`` are cached
+    across calls, and counted in ``nfev``."""
+
+    def __init__(self, context):
+        self.context = context
+        self.flat = np.asarray(context.arg).reshape(-1)
+        self.base = np.asarray(context.y).reshape(-1)
+        self.nfev = 0
+        self._rows = {}
+        self._onesided = {}
+        magnitude = np.abs(self.flat).astype(np.float64)
+        self._scale = float(np.sqrt(np.mean(magnitude ** 2))) if magnitude.size else 1.0
+        kind = self.flat.dtype if self.flat.dtype.kind in "fc" else np.float64
+        self._eps = float(np.finfo(kind).eps)
+
+    def _step(self, j):
+        return np.sqrt(self._eps) * max(abs(float(self.flat[j].real)), self._scale or 1.0)
+
+    def _moved(self, members, sign):
+        """``f`` with the flat elements ``members`` each moved by ``sign`` times its
+        step: ``(outputs, how far each member moved)``."""
+        moved = self.flat.copy()
+        for j in members:
+            moved[j] = moved[j] + sign * self._step(j)
+        by = np.abs(moved[members].real.astype(np.float64) -
+                    self.flat[members].real.astype(np.float64))
+        value = np.asarray(evaluate(self.context.g, moved.reshape(self.context.arg.shape),
+                                    "ties were probed output by output"))
+        self.nfev += 1
+        value = value.reshape(-1)
+        return value.astype(np.complex128 if np.iscomplexobj(value) else np.float64), by
+
+    def _onesided_of(self, rows, up, hu, down, hd):
+        """The outputs among ``rows`` whose rates of change on the two sides differ (by
+        more than half the larger, and by more than rounding)."""
+        y = self.base[rows].astype(up.dtype)
+        u, d = up[rows], down[rows]
+        du, dd = u - y, y - d
+        if not (hu > 0 and hd > 0):
+            return np.zeros(0, np.intp)
+        with np.errstate(invalid="ignore", over="ignore"):
+            su, sd = du / hu, dd / hd
+            ulp = self._eps * np.maximum.reduce([np.abs(y), np.abs(u), np.abs(d)])
+            big = np.maximum(np.abs(du), np.abs(dd)) > ONE_SIDED_ULPS * ulp
+            apart = np.abs(su - sd) > 0.5 * np.maximum(np.abs(su), np.abs(sd))
+        return np.asarray(rows)[big & apart & np.isfinite(su) & np.isfinite(sd)]
+
+    def _probe(self, j):
+        """Move ``x_j`` alone up and down: the outputs it reaches, those at a kink."""
+        if j in self._onesided:
+            return
+        (up, hu), (down, hd) = self._moved([j], 1.0), self._moved([j], -1.0)
+        if j not in self._rows:
+            y = self.base.astype(up.dtype)
+            self._rows[j] = np.flatnonzero((up != y) | (down != y))
+        self._onesided[j] = self._onesided_of(self._rows[j], up, float(hu[0]), down,
+                                              float(hd[0]))
+
+    def _probe_together(self, elements):
+        """With a dependency pattern: the ``elements`` probed in batches whose members
+        reach disjoint outputs (an output's change then has one owner), two evaluations
+        of ``f`` per batch instead of two per element."""
+        batches = []          # (members, outputs they reach)
+        for j in elements:
+            if j in self._onesided:
+                continue
+            rows = self._reached(j)
+            for members, taken in batches:
+                if not taken[rows].any():
+                    members.append(j)
+                    taken[rows] = True
+                    break
+            else:
+                taken = np.zeros(self.base.size, bool)
+                taken[rows] = True
+                batches.append(([j], taken))
+        for members, _ in batches:
+            (up, hu), (down, hd) = self._moved(members, 1.0), self._moved(members, -1.0)
+            for k, j in enumerate(members):
+                self._onesided[j] = self._onesided_of(self._rows[j], up, float(hu[k]),
+                                                      down, float(hd[k]))
+
+    def _reached(self, j):
+        if j not in self._rows:
+            if self.context.pattern is not None:
+                self._rows[j] = np.asarray(_rows_from_pattern(self.context.pattern, [j])[0])
+            else:
+                self._probe(j)
+        return self._rows[j]
+
+    # -- the closure ---------------------------------------------------------------------
+    def joined(self, nondiff) -> np.ndarray:
+        """Flat indices of the elements not in the flat mask ``nondiff`` that join it."""
+        nondiff = np.asarray(nondiff, bool).reshape(-1)
+        kinks = np.flatnonzero(nondiff)
+        if kinks.size == 0:
+            return np.zeros(0, np.intp)
+        values = self.flat
+        open_ = {}                 # value -> the elements of that value not yet joined
+        for c in np.flatnonzero(~nondiff & np.isin(values, values[kinks])).tolist():
+            open_.setdefault(values[c], set()).add(c)
+        if self.context.pattern is not None:      # the first ring, probed in batches
+            ring = []
+            for value, same in open_.items():
+                hit = np.zeros(self.base.size, bool)
+                for m in kinks[values[kinks] == value]:
+                    hit[self._reached(int(m))] = True
+                ring.extend(c for c in same if hit[self._reached(c)].any())
+            self._probe_together(sorted(ring))
+        frontier, found = list(kinks.tolist()), []
+        while frontier:
+            m = frontier.pop()
+            same = open_.get(values[m])
+            if not same:
+                continue
+            mine = self._reached(m)
+            for c in sorted(same):
+                shared = np.intersect1d(mine, self._reached(c), assume_unique=False)
+                if shared.size == 0:
+                    continue
+                self._probe(c)
+                if np.intersect1d(shared, self._onesided[c]).size:
+                    same.discard(c)
+                    found.append(c)
+                    frontier.append(c)
+        return np.array(sorted(found), np.intp)
+
+    def join(self, judged: Judgement) -> Judgement:
+        """``judged`` with the joined elements marked non-differentiable; those failing
+        as smooth elements are marked ``outside`` (outside their unresolved one-sided
+        limits), for :func:`._kinks.settle_kinks` to settle."""
+        if judged.left is None or not judged.nondiff.any():
+            return judged
+        shape = judged.analytic.shape
+        new = self.joined(judged.nondiff.reshape(-1))
+        if new.size == 0:
+            return judged
+        at = np.zeros(judged.analytic.size, bool)
+        at[new] = True
+        at = at.reshape(shape)
+        numeric = judged.numeric
+        return judged._replace(nondiff=judged.nondiff | at,
+                               outside=judged.outside | (at & judged.failed),
+                               left=np.where(at, numeric, judged.left),
+                               right=np.where(at, numeric, judged.right))
+
+
+def settle_with_ties(judged: Judgement, context, finder: TieFinder) -> Judgement:
+    """Kinks settled (:func:`._kinks.settle_kinks`); if an element still fails, the exact
+    ties ``finder`` finds join the kinks and they are settled again. Ties are looked for
+    only then: they can only excuse a failure, so a passing judgement spends nothing."""
+    settled = settle_kinks(judged, context)
+    if not settled.failed.any():
+        return settled
+    joined = finder.join(settled)
+    return settled if joined is settled else settle_kinks(joined, context)
+
+
+def judge_groups_with_ties(judged: Judgement, context, finder: TieFinder, differentiate,
+                           tolerance):
+    """:func:`._kinks.judge_tie_groups`; if a group fails, again with the exact ties
+    ``finder`` finds joined to the kinks (a group missing a tied member is moved along a
+    direction that does not keep the tie). ``(judged, nfev, note)``."""
+    out, nfev, note = judge_tie_groups(judged, context, differentiate, tolerance)
+    if not out.ties:
+        return out, nfev, note
+    joined = finder.join(judged)
+    if joined is judged:
+        return out, nfev, note
+    out, more, note = judge_tie_groups(settle_kinks(joined, context), context,
+                                       differentiate, tolerance)
+    return out, nfev + more, note
+
+
+def joined_note(judged: Judgement, num) -> str:
+    """The report's note on the elements that joined the kinks (none: empty)."""
+    flagged = np.asarray(num.nondifferentiable, bool).reshape(judged.nondiff.shape)
+    n = int((judged.nondiff & ~flagged).sum())
+    return "" if not n else (
+        f"{n} element(s) tied exactly with kink elements (equal values, at a kink of an "
+        f"output they share) whose own one-sided derivatives the differentiator could not "
+        f"tell apart: counted as kinks, judged with their ties")
