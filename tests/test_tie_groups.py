@@ -273,3 +273,62 @@ def test_a_right_max_pool_of_few_levels_passes(seed, dtype, with_pattern):
     options = {"patterns": {"x": _pool_pattern(args[0].shape)}} if with_pattern else {}
     report = check_vjp(f, f_vjp, args, argnames=("x", "w"), seed=seed, **options)
     assert report.passed, str(report)
+
+
+def _every_tie_pool_vjp(g, x, w):
+    """The 2x2 stride-1 pool's backward with ``mask = win == win.max()``."""
+    win = np.lib.stride_tricks.sliding_window_view(x, (2, 2), axis=(2, 3))
+    gy = g * w[None, :, None, None]
+    gx = np.zeros(x.shape)
+    for i, j in np.ndindex(x.shape[2] - 1, x.shape[3] - 1):
+        v = win[:, :, i, j]
+        top = v == v.max(axis=(-2, -1), keepdims=True)
+        gx[:, :, i:i + 2, j:j + 2] += top * gy[:, :, i, j][..., None, None]
+    y = _max_pool_2x2_stride_1(x)[0]
+    return gx.astype(x.dtype), (g * y).sum((0, 2, 3)).astype(w.dtype)
+
+
+@pytest.mark.parametrize("with_pattern", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sampled_mode_judges_the_tie_groups_of_a_whole_sample(dtype, with_pattern):
+    """Every element sampled: every group is whole, judged along its sum as in full mode
+    (before, a sample reported shared kinks without judging them, and the pool sending
+    the gradient to every tie passed)."""
+    f, right, args = _pool_case(6, dtype)
+    options = {"patterns": {"x": _pool_pattern(args[0].shape)}} if with_pattern else {}
+    wrong = check_vjp(f, _every_tie_pool_vjp, args, argnames=("x", "w"), seed=6,
+                      mode="sampled", **options)
+    a = wrong.arguments[0]
+    assert not wrong.passed and "sum direction" in a.note, str(wrong)
+    assert a.diagnosis.cause == "outside_kink_limits" and "tied" in a.diagnosis.message
+    # the group named is the argument's, in its shape, and its sums are the backward's
+    group = [tuple(i) for i in a.diagnosis.evidence["group"]]
+    assert all(len(i) == 4 for i in group)
+    x, w = args
+    cot = seeded_cotangent(6, f(x, w).shape)
+    assert a.diagnosis.evidence["analytic_sum"] == pytest.approx(
+        sum(float(_every_tie_pool_vjp(cot, x, w)[0][i]) for i in group), rel=1e-5)
+    assert a.diagnosis.evidence["numeric"] == pytest.approx(
+        sum(float(right(cot, x, w)[0][i]) for i in group), rel=1e-3, abs=1e-4)
+    report = check_vjp(f, right, args, argnames=("x", "w"), seed=6, mode="sampled",
+                       **options)
+    assert report.passed, str(report)
+
+
+def test_a_sample_knows_a_tie_group_whole_only_where_no_unsampled_element_reaches_it():
+    from gradcheck.checker._kinks import whole_in_sample
+
+    shape = (1, 1, 6, 6)
+    P = _pool_pattern(shape)
+    flat = lambda *ij: np.ravel_multi_index((0, 0) + ij, shape)     # noqa: E731
+    # sampled: the 5 x 5 block at rows/cols 0..4. An element reaches the windows whose
+    # top-left corner is itself or one up/left of it; (1, 1), (1, 2), (2, 2) reach windows
+    # within rows/cols 0..3 (all sampled); (3, 4) reaches windows spanning column 5.
+    block = np.sort([flat(i, j) for i in range(0, 5) for j in range(0, 5)])
+    whole = whole_in_sample(block, P, 36, P.shape[0])
+    pos = {int(k): n for n, k in enumerate(block)}
+    inner = [pos[flat(1, 1)], pos[flat(1, 2)], pos[flat(2, 2)]]   # windows within 0..3
+    edge = [pos[flat(3, 3)], pos[flat(3, 4)]]                      # (3, 4) reaches col 5
+    assert whole(inner) and not whole(edge)
+    assert whole_in_sample(block, None, 36, P.shape[0]) is None
+    assert whole_in_sample(np.arange(36), None, 36, P.shape[0])(edge)

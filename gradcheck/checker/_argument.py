@@ -37,7 +37,7 @@ import numpy as np
 from gradcheck.checker._diagnose import diagnose_judgement, role_of
 from gradcheck.checker._fit import Known, named_sizes
 from gradcheck.checker._judge import excess, judge_directions, judge_elements, unusable
-from gradcheck.checker._kinks import KinkContext, settle_sample
+from gradcheck.checker._kinks import KinkContext, settle_sample, whole_in_sample
 from gradcheck.checker._numeric import (
     Target,
     directional_numeric,
@@ -269,6 +269,25 @@ def _settled_across(problem, target, index, judged, note):
     return judged, undecided, note
 
 
+def _sample_ties(problem, options, target, analytic, index, judged, note):
+    """The sample's tie groups that are whole (:func:`._kinks.whole_in_sample`) judged
+    along their sums, as full mode judges every group: ``(judged, nfev, note)``. The
+    others stay reported, not judged."""
+    whole = whole_in_sample(index, target.pattern, target.arg.size, problem.y.size)
+    if whole is None or not judged.nondiff.any():
+        return judged, 0, note
+    sub = subset_target(target, index)
+    context = KinkContext(sub.pattern, sub.g, sub.arg, problem.y,
+                          np.full(index.size, np.nan))
+    finder = TieFinder(context)
+    tolerance = Tolerance.for_dtype(analytic.dtype, atol=options.atol, rtol=options.rtol,
+                                    length=longest_sum(problem))
+    judged, nfev, said = judge_groups_with_ties(
+        judged, context, finder, lambda v: directional_numeric(sub, v), tolerance, whole,
+        lambda j: tuple(int(i) for i in np.unravel_index(index[j], target.arg.shape)))
+    return judged, nfev + finder.nfev, "; ".join(n for n in (note, said) if n)
+
+
 def check_sampled(problem, options, plan, suspects):
     """A sample of single elements of one argument, and directions over the rest.
 
@@ -318,6 +337,9 @@ def check_sampled(problem, options, plan, suspects):
                                              tolerance, note)
             nfev += more
     judged, undecided, note = _settled_across(problem, target, index, judged, note)
+    judged, more, note = _sample_ties(problem, options, target, analytic, index, judged,
+                                      note)
+    nfev += more
     diagnosis = diagnose_sample(judged, index, analytic,
                                 role=role_of(options.roles[plan.index], plan.index,
                                              target.arg),

@@ -56,7 +56,7 @@ from gradcheck.checker._judge import Judgement, unusable
 from gradcheck.checker._numeric import evaluate, is_structure
 
 __all__ = ["KinkContext", "settle_kinks", "settle_sample", "shared_kinks", "tie_groups",
-           "judge_tie_groups"]
+           "judge_tie_groups", "whole_in_sample"]
 
 
 class KinkContext(NamedTuple):
@@ -210,6 +210,29 @@ def settle_sample(judged: Judgement, index, context: KinkContext):
     return judged._replace(failed=failed, shared=now), undecided
 
 
+def whole_in_sample(index, pattern, size, n_out):
+    """For a sample (flat ``index`` of an argument of ``size`` elements, sorted): a test
+    ``whole(group)`` of a tie group (positions in the sample) -- no element outside the
+    sample reaches an output its members reach, so none could be tied with them and
+    missing from it -- or None when no group can be known whole (without a dependency
+    pattern, any unsampled element may reach any output; with every element sampled,
+    every group is whole)."""
+    index = np.asarray(index, np.int64)
+    outside_sample = np.ones(size, bool)
+    outside_sample[index] = False
+    if not outside_sample.any():
+        return lambda group: True
+    reached = _reached_by(pattern, outside_sample, n_out)
+    if reached is None:
+        return None
+
+    def whole(group):
+        rows = _rows_from_pattern(pattern, index[np.asarray(group)])
+        return not any(bool(reached[np.asarray(r, np.intp)].any()) for r in rows)
+
+    return whole
+
+
 def tie_groups(nondiff, context: KinkContext) -> list:
     """The groups (flat index arrays, two elements or more) of the non-differentiable
     elements in the flat mask ``nondiff`` linked by outputs they both reach."""
@@ -240,14 +263,20 @@ def tie_groups(nondiff, context: KinkContext) -> list:
     return [np.array(g, np.intp) for g in groups.values() if len(g) > 1]
 
 
-def judge_tie_groups(judged: Judgement, context: KinkContext, differentiate, tolerance):
+def judge_tie_groups(judged: Judgement, context: KinkContext, differentiate, tolerance,
+                     whole=None, place=None):
     """``(judged, nfev, note)``: each group of shared kinks (:func:`tie_groups`) judged
     along its sum direction (see the module notes). ``differentiate(directions)`` returns
     the numerical directional derivatives of ``C`` (a ``NumericalDerivative``, one entry
     per row); a group whose entry is non-differentiable or unusable is not judged. Its
     members fail when the sum of their analytic values departs from that derivative by
-    more than :meth:`.Tolerance.along_directions`."""
+    more than :meth:`.Tolerance.along_directions`. ``whole(group)``, if given, says
+    whether a group is known whole (a sample's: no element left out of it could be tied
+    with its members); only those are judged. ``place(j)`` names flat element ``j`` in
+    the note (default: its index in ``judged``'s shape)."""
     groups = tie_groups(judged.nondiff.reshape(-1), context)
+    if whole is not None:
+        groups = [g for g in groups if whole(g)]
     if not groups:
         return judged, 0, ""
     size = judged.analytic.size
@@ -275,7 +304,8 @@ def judge_tie_groups(judged: Judgement, context: KinkContext, differentiate, tol
         diff[g], limit[g] = abs(proj_a[k] - proj_n[k]), tol[k]
     k = int(np.flatnonzero(bad)[np.argmax(np.abs(proj_a - proj_n)[bad] / tol[bad])])
     shape = judged.analytic.shape
-    where = [tuple(int(i) for i in np.unravel_index(j, shape)) for j in groups[k]]
+    place = place or (lambda j: tuple(int(i) for i in np.unravel_index(j, shape)))
+    where = [place(j) for j in groups[k]]
     note = (f"{int(bad.sum())} group(s) of elements sharing a kink (a tie) fail along their "
             f"sum direction, which keeps the tie: e.g. the analytic values at "
             f"{', '.join(map(str, where[:6]))}{' ...' if len(where) > 6 else ''} add up to "

@@ -89,7 +89,9 @@ def _embedded_judgement(judged: Judgement, index, analytic) -> Judgement:
         failed=at(judged.failed, False), nondiff=at(judged.nondiff, False),
         outside=at(judged.outside, False), shared=at(judged.shared, False),
         left=None if judged.left is None else at(judged.left, np.nan),
-        right=None if judged.right is None else at(judged.right, np.nan))
+        right=None if judged.right is None else at(judged.right, np.nan),
+        ties=tuple((np.asarray(index)[np.asarray(members)], *rest)
+                   for members, *rest in judged.ties))
 
 
 def _on_the_sample(diagnosis: Diagnosis, index, shape) -> Diagnosis:

@@ -115,7 +115,7 @@ class TieFinder:
         for j in elements:
             if j in self._onesided:
                 continue
-            rows = self._reached(j)
+            rows = self._rows[j]
             for members, taken in batches:
                 if not taken[rows].any():
                     members.append(j)
@@ -131,49 +131,53 @@ class TieFinder:
                 self._onesided[j] = self._onesided_of(self._rows[j], up, float(hu[k]),
                                                       down, float(hd[k]))
 
-    def _reached(self, j):
-        if j not in self._rows:
-            if self.context.pattern is not None:
-                self._rows[j] = np.asarray(_rows_from_pattern(self.context.pattern, [j])[0])
-            else:
+    def _reach(self, elements):
+        """Know the outputs each of the flat ``elements`` reaches: from the dependency
+        pattern (one pass for all), else by probing each (up and down)."""
+        todo = [j for j in elements if j not in self._rows]
+        if not todo:
+            return
+        if self.context.pattern is not None:
+            for j, r in zip(todo, _rows_from_pattern(self.context.pattern, todo)):
+                self._rows[j] = np.asarray(r, np.intp)
+        else:
+            for j in todo:
                 self._probe(j)
-        return self._rows[j]
 
     # -- the closure ---------------------------------------------------------------------
     def joined(self, nondiff) -> np.ndarray:
-        """Flat indices of the elements not in the flat mask ``nondiff`` that join it."""
+        """Flat indices of the elements not in the flat mask ``nondiff`` that join it:
+        ring by ring, the elements of a member's value that reach an output a member of
+        that value reaches, and are at a kink of such an output."""
         nondiff = np.asarray(nondiff, bool).reshape(-1)
         kinks = np.flatnonzero(nondiff)
         if kinks.size == 0:
             return np.zeros(0, np.intp)
         values = self.flat
-        open_ = {}                 # value -> the elements of that value not yet joined
-        for c in np.flatnonzero(~nondiff & np.isin(values, values[kinks])).tolist():
-            open_.setdefault(values[c], set()).add(c)
-        if self.context.pattern is not None:      # the first ring, probed in batches
-            ring = []
-            for value, same in open_.items():
+        open_ = set(np.flatnonzero(~nondiff & np.isin(values, values[kinks])).tolist())
+        members = set(kinks.tolist())
+        self._reach(sorted(members | open_))
+        found = []
+        while open_:
+            new = []
+            for value in np.unique(values[sorted(open_)]):
                 hit = np.zeros(self.base.size, bool)
-                for m in kinks[values[kinks] == value]:
-                    hit[self._reached(int(m))] = True
-                ring.extend(c for c in same if hit[self._reached(c)].any())
-            self._probe_together(sorted(ring))
-        frontier, found = list(kinks.tolist()), []
-        while frontier:
-            m = frontier.pop()
-            same = open_.get(values[m])
-            if not same:
-                continue
-            mine = self._reached(m)
-            for c in sorted(same):
-                shared = np.intersect1d(mine, self._reached(c), assume_unique=False)
-                if shared.size == 0:
-                    continue
-                self._probe(c)
-                if np.intersect1d(shared, self._onesided[c]).size:
-                    same.discard(c)
-                    found.append(c)
-                    frontier.append(c)
+                for m in members:
+                    if values[m] == value:
+                        hit[self._rows[m]] = True
+                ring = [c for c in sorted(open_)
+                        if values[c] == value and hit[self._rows[c]].any()]
+                if self.context.pattern is not None:
+                    self._probe_together(ring)
+                for c in ring:
+                    self._probe(c)                  # known already unless alone
+                    if hit[self._onesided[c]].any():
+                        new.append(c)
+            if not new:
+                break
+            members.update(new)
+            open_.difference_update(new)
+            found.extend(new)
         return np.array(sorted(found), np.intp)
 
     def join(self, judged: Judgement) -> Judgement:
@@ -208,18 +212,19 @@ def settle_with_ties(judged: Judgement, context, finder: TieFinder) -> Judgement
 
 
 def judge_groups_with_ties(judged: Judgement, context, finder: TieFinder, differentiate,
-                           tolerance):
+                           tolerance, whole=None, place=None):
     """:func:`._kinks.judge_tie_groups`; if a group fails, again with the exact ties
     ``finder`` finds joined to the kinks (a group missing a tied member is moved along a
     direction that does not keep the tie). ``(judged, nfev, note)``."""
-    out, nfev, note = judge_tie_groups(judged, context, differentiate, tolerance)
+    out, nfev, note = judge_tie_groups(judged, context, differentiate, tolerance, whole,
+                                       place)
     if not out.ties:
         return out, nfev, note
     joined = finder.join(judged)
     if joined is judged:
         return out, nfev, note
     out, more, note = judge_tie_groups(settle_kinks(joined, context), context,
-                                       differentiate, tolerance)
+                                       differentiate, tolerance, whole, place)
     return out, nfev + more, note
 
 
