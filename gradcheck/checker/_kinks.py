@@ -44,6 +44,15 @@ two, while each tied element alone lies within its one-sided limits. Each group 
 differenced along its sum direction (one directional derivative per group); a group
 along whose direction the differentiator sees a kink (ReLUs at zero reached together:
 moving the group does not keep them at zero) is left as before, reported, not judged.
+
+A sample (sampled mode) judges the groups it holds *whole* the same way
+(:func:`whole_in_sample`): no element outside the sample reaches an output its members
+reach, so none could be tied with them and missing from the group (whose direction would
+then not keep the tie). That is known from a dependency pattern, or when every element is
+sampled; with a pattern, the sample is first extended around its kinks
+(:func:`reaching` names the elements to add). A tied element the differentiator did not
+see as a kink (its jumps cancel in ``C``) joins the kinks before groups are formed
+(:mod:`._ties`).
 """
 
 from __future__ import annotations
@@ -56,7 +65,7 @@ from gradcheck.checker._judge import Judgement, unusable
 from gradcheck.checker._numeric import evaluate, is_structure
 
 __all__ = ["KinkContext", "settle_kinks", "settle_sample", "shared_kinks", "tie_groups",
-           "judge_tie_groups", "whole_in_sample"]
+           "judge_tie_groups", "whole_in_sample", "reaching"]
 
 
 class KinkContext(NamedTuple):
@@ -165,6 +174,29 @@ def _reached_by(pattern, elements, n_out):
 
     P = sp.csr_matrix(pattern)
     return np.asarray(P @ elements.astype(np.float64)).reshape(-1) > 0
+
+
+def reaching(pattern, outputs, size):
+    """Boolean mask over the ``size`` elements: those reaching any output in the boolean
+    mask ``outputs``, per the dependency pattern (a structure or a sparse pattern)."""
+    out = np.zeros(size, bool)
+    if not outputs.any():
+        return out
+    if is_structure(pattern):
+        colors = np.asarray(pattern.colors).reshape(-1)
+        order = np.argsort(colors, kind="stable")
+        cuts = np.flatnonzero(np.diff(colors[order])) + 1
+        for members in np.split(order, cuts):
+            members = np.sort(members)
+            own = np.asarray(pattern.owners(members)).reshape(-1)
+            hit = (own >= 0) & outputs
+            out[members[own[hit]]] = True
+        return out
+    import scipy.sparse as sp
+
+    P = sp.csr_matrix(pattern)
+    out[np.unique(P[np.flatnonzero(outputs)].indices)] = True
+    return out
 
 
 def settle_sample(judged: Judgement, index, context: KinkContext):
