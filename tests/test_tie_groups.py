@@ -371,3 +371,22 @@ def test_a_partial_sample_extended_around_its_kinks_judges_whole_tie_groups(leve
     cot = seeded_cotangent(0, f(x, w).shape)
     assert a.diagnosis.evidence["numeric"] == pytest.approx(
         sum(float(right(cot, x, w)[0][i]) for i in group), rel=1e-6, abs=1e-9)
+
+
+def test_the_elements_reaching_some_outputs_agree_from_a_structure_and_a_pattern():
+    from gradcheck.checker._kinks import reaching, whole_in_sample
+    from gradcheck.ops._structure import window_structure
+
+    shape = (2, 2, 6, 6)
+    structure = window_structure(shape, (2, 2, 5, 5), (1, 1), (0, 0), (2, 2), False)
+    P = _pool_pattern(shape)
+    r = np.random.default_rng(0)
+    for _ in range(5):
+        outputs = r.random(P.shape[0]) < 0.1
+        expect = np.asarray(P[np.flatnonzero(outputs)].sum(0)).ravel() > 0   # by hand
+        assert np.array_equal(reaching(P, outputs, P.shape[1]), expect)
+        assert np.array_equal(reaching(structure, outputs, P.shape[1]), expect)
+        index = np.sort(r.choice(P.shape[1], 100, replace=False))
+        group = r.choice(100, 3, replace=False)
+        assert whole_in_sample(index, P, P.shape[1], P.shape[0])(group) == \
+            whole_in_sample(index, structure, P.shape[1], P.shape[0])(group)

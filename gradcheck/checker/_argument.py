@@ -37,8 +37,7 @@ import numpy as np
 from gradcheck.checker._diagnose import diagnose_judgement, role_of
 from gradcheck.checker._fit import Known, named_sizes
 from gradcheck.checker._judge import excess, judge_directions, judge_elements, unusable
-from gradcheck.checker._kinks import (KinkContext, _reached_by, reaching, settle_sample,
-                                      whole_in_sample)
+from gradcheck.checker._kinks import KinkContext
 from gradcheck.checker._numeric import (
     Target,
     directional_numeric,
@@ -254,72 +253,6 @@ def _method_of_sample(options, plan, target, used):
     return ("complex" if used.startswith("complex") else "adaptive"), nfev
 
 
-def _settled_across(problem, target, index, judged):
-    """The sample's kinks settled across the whole sample (:func:`._kinks.settle_sample`),
-    and the note on the undecided ones: ``(judged, undecided, note)``."""
-    context = KinkContext(target.pattern, target.g, target.arg, problem.y,
-                          np.full(target.arg.size, np.nan))
-    judged, undecided = settle_sample(judged, index, context)
-    if not undecided.any():
-        return judged, undecided, ""
-    return judged, undecided, (
-        f"{int(undecided.sum())} sampled element(s) sit at kinks and lie outside their "
-        f"one-sided limits (by up to {float(judged.diff[undecided].max()):.3g}), and "
-        f"elements outside the sample reach the same outputs: whether the kink is shared "
-        f"(and the limits no bound) is not known from a sample, so they are reported, not "
-        f"judged (mode='full' judges them)")
-
-
-def _sample_ties(problem, options, target, analytic, index, judged, note):
-    """The sample's tie groups that are whole (:func:`._kinks.whole_in_sample`) judged
-    along their sums, as full mode judges every group: ``(judged, nfev, note)``. The
-    others stay reported, not judged."""
-    whole = whole_in_sample(index, target.pattern, target.arg.size, problem.y.size)
-    if whole is None or not judged.nondiff.any():
-        return judged, 0, note
-    sub = subset_target(target, index)
-    context = KinkContext(sub.pattern, sub.g, sub.arg, problem.y,
-                          np.full(index.size, np.nan))
-    finder = TieFinder(context)
-    tolerance = Tolerance.for_dtype(analytic.dtype, atol=options.atol, rtol=options.rtol,
-                                    length=longest_sum(problem))
-    judged, nfev, said = judge_groups_with_ties(
-        judged, context, finder, lambda v: directional_numeric(sub, v), tolerance, whole,
-        lambda j: tuple(int(i) for i in np.unravel_index(index[j], target.arg.shape)))
-    return judged, nfev + finder.nfev, "; ".join(n for n in (note, said) if n)
-
-
-#: Rounds of extending a sample by the elements around its kinks (:func:`_around_kinks`).
-AROUND_KINKS_ROUNDS = 3
-
-
-def _around_kinks(problem, options, plan, target, index, judged, method):
-    """The sample extended, round by round, by the unsampled elements reaching an output
-    that a sampled kink element reaches (from the dependency pattern), so that the tie
-    groups it holds can be whole (:func:`_sample_ties`); at most half as many elements as
-    the sample held are added, the first by flat index when more would be (the groups of
-    that region are whole, the others are not judged). ``(index, judged, nfev, note)``."""
-    pattern, size = target.pattern, target.arg.size
-    if pattern is None or index.size == size:
-        return index, judged, 0, ""
-    budget, nfev, added = index.size // 2, 0, 0
-    for _ in range(AROUND_KINKS_ROUNDS):
-        kinks = np.zeros(size, bool)
-        kinks[index[judged.nondiff]] = True
-        near = reaching(pattern, _reached_by(pattern, kinks, problem.y.size), size)
-        near[index] = False
-        more = np.flatnonzero(near)
-        more = more[:budget - added]      # the first ones: a region of whole groups
-        if more.size == 0:
-            break
-        extra, used, _, _ = _sampled_elements(problem, options, plan, target, more, method)
-        index, judged = merge_samples(index, judged, more, extra)
-        nfev, added = nfev + used, added + more.size
-    return index, judged, nfev, "" if not added else (
-        f"{added} element(s) around the sample's kinks added to it, so that its tie groups "
-        f"can be judged whole")
-
-
 def check_sampled(problem, options, plan, suspects):
     """A sample of single elements of one argument, and directions over the rest.
 
@@ -333,6 +266,7 @@ def check_sampled(problem, options, plan, suspects):
     """
     from gradcheck.checker._locate import bisect_direction
     from gradcheck.checker._sample import first_part
+    from gradcheck.checker._sample_kinks import around_kinks, sample_ties, settled_across
     from gradcheck.checker._sampled import diagnose_sample, merge_samples
 
     started = time.perf_counter()
@@ -356,7 +290,7 @@ def check_sampled(problem, options, plan, suspects):
     # a sampled element outside its limits at a kink shared (or maybe shared) with another
     # is no failure once the sample's kinks are settled: settle before asking whether any
     # sampled element fails (else a failing direction across ties is never looked at)
-    settled, undecided, said = _settled_across(problem, target, index, judged)
+    settled, undecided, said = settled_across(problem, target, index, judged)
     if along is not None and along.failed.any() and not settled.failed.any():
         k = int(np.argmax(excess(along)))
         leaf, used = bisect_direction(target, analytic, directions[k], tolerance)
@@ -364,7 +298,7 @@ def check_sampled(problem, options, plan, suspects):
         extra, more, _, _ = _sampled_elements(problem, options, plan, target, leaf, method)
         nfev += used + more
         index, judged = merge_samples(index, judged, leaf, extra)
-        settled, undecided, said = _settled_across(problem, target, index, judged)
+        settled, undecided, said = settled_across(problem, target, index, judged)
         found = int(settled.failed[np.isin(index, leaf)].sum())
         note = "; ".join(n for n in (note, (
             f"direction {k} failed while every sampled element passed; bisection "
@@ -374,14 +308,15 @@ def check_sampled(problem, options, plan, suspects):
                                              tolerance, note)
             nfev += more
     if not settled.failed.any():
-        index, extended, more, grew = _around_kinks(problem, options, plan, target, index,
-                                                    judged, method)
+        index, extended, more, grew = around_kinks(
+            problem, target, index, judged,
+            lambda more: _sampled_elements(problem, options, plan, target, more, method)[:2])
         if more:
-            settled, undecided, said = _settled_across(problem, target, index, extended)
+            settled, undecided, said = settled_across(problem, target, index, extended)
             nfev, note = nfev + more, "; ".join(n for n in (note, grew) if n)
     judged, note = settled, "; ".join(n for n in (note, said) if n)
-    judged, more, note = _sample_ties(problem, options, target, analytic, index, judged,
-                                      note)
+    judged, more, note = sample_ties(problem, options, target, analytic, index, judged,
+                                     note)
     nfev += more
     diagnosis = diagnose_sample(judged, index, analytic,
                                 role=role_of(options.roles[plan.index], plan.index,
