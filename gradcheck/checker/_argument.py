@@ -315,8 +315,9 @@ def check_sampled(problem, options, plan, suspects):
             settled, undecided, said = settled_across(problem, target, index, extended)
             nfev, note = nfev + more, "; ".join(n for n in (note, grew) if n)
     judged, note = settled, "; ".join(n for n in (note, said) if n)
-    judged, more, note = sample_ties(problem, options, target, analytic, index, judged,
-                                     note)
+    judged, more, note = sample_ties(
+        problem, options, target, analytic, index, judged, note,
+        problem.resolution(plan.index).reshape(-1)[index])
     nfev += more
     diagnosis = diagnose_sample(judged, index, analytic,
                                 role=role_of(options.roles[plan.index], plan.index,

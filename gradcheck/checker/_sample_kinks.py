@@ -38,10 +38,11 @@ def settled_across(problem, target, index, judged):
         f"judged (mode='full' judges them)")
 
 
-def sample_ties(problem, options, target, analytic, index, judged, note):
+def sample_ties(problem, options, target, analytic, index, judged, note, resolution=0.0):
     """The sample's tie groups that are whole (:func:`._kinks.whole_in_sample`) judged
     along their sums, as full mode judges every group: ``(judged, nfev, note)``. The
-    others stay reported, not judged."""
+    others stay reported, not judged. ``resolution`` is the sampled elements'
+    (:meth:`._scalarize.Problem.resolution`)."""
     whole = whole_in_sample(index, target.pattern, target.arg.size, problem.y.size)
     if whole is None or not judged.nondiff.any():
         return judged, 0, note
@@ -50,7 +51,7 @@ def sample_ties(problem, options, target, analytic, index, judged, note):
                           np.full(index.size, np.nan))
     finder = TieFinder(context)
     tolerance = Tolerance.for_dtype(analytic.dtype, atol=options.atol, rtol=options.rtol,
-                                    length=longest_sum(problem))
+                                    resolution=resolution, length=longest_sum(problem))
     judged, nfev, said = judge_groups_with_ties(
         judged, context, finder, lambda v: directional_numeric(sub, v), tolerance, whole,
         lambda j: tuple(int(i) for i in np.unravel_index(index[j], target.arg.shape)))
