@@ -20,7 +20,14 @@ element joins the kinks when
 2. output by output it is at a kink there: some output the two share changes at a rate
    on one side of :math:`x_j` that differs from the other side's by more than half the
    larger, and by more than rounding (``ONE_SIDED_ULPS`` units of the output's last
-   place) -- two evaluations of ``f``, with :math:`x_j` moved up and down.
+   place) -- two evaluations of ``f``, with :math:`x_j` moved up and down by
+   :math:`\sqrt{\epsilon}` times its magnitude (at least the argument's root mean
+   square); with a dependency pattern, elements reaching disjoint outputs are moved
+   together, two evaluations per batch.
+
+Ties are looked for only when an element or a tie group would otherwise fail
+(:func:`settle_with_ties`, :func:`judge_groups_with_ties`): joining can only excuse a
+failure, so a passing check spends nothing on them.
 
 Joined elements grow the set step by step (a partner of a joined element may join too).
 An element equal in value but not at a kink of a shared output (a non-maximum of the
