@@ -26,8 +26,8 @@ element joins the kinks when
    together, two evaluations per batch.
 
 Ties are looked for only when an element or a tie group would otherwise fail
-(:func:`settle_with_ties`, :func:`judge_groups_with_ties`): joining can only excuse a
-failure, so a passing check spends nothing on them.
+(:func:`settle_with_ties`, :func:`judge_groups_with_ties`): a joined element only moves a
+failure from the element to its group's sum, so a passing check spends nothing on them.
 
 Joined elements grow the set step by step (a partner of a joined element may join too).
 An element equal in value but not at a kink of a shared output (a non-maximum of the
