@@ -189,7 +189,7 @@ def test_a_tied_maximum_left_out_of_the_kinks_joins_them_and_nothing_else_does(
     kinks = _tied_maxima(x)
     assert kinks[1, 2, 2, 2]
     kinks[1, 2, 2, 2] = False        # as the float32 differentiator left it
-    # equal-valued elements that are no tied maximum sit beside the kinks: they must stay out
+    # equal-valued elements that are no tied maximum sit beside the kinks: they stay out
     assert (~_tied_maxima(x) & np.isin(x, x[kinks])).sum() > 20
     g = lambda v: f(v, w)                               # noqa: E731
     pattern = _pool_pattern(x.shape) if with_pattern else None
@@ -222,8 +222,8 @@ def _to_non_maximum_of_tied_value(x, first):
             r, s = i + di, j + dj
             if win[di, dj] == win.max() or tied[b, ch, r, s]:
                 continue
-            near = tied[b, ch, max(r - 1, 0):r + 2, max(s - 1, 0):s + 2]
-            if np.any(x[b, ch, max(r - 1, 0):r + 2, max(s - 1, 0):s + 2][near] == x[b, ch, r, s]):
+            around = (b, ch, slice(max(r - 1, 0), r + 2), slice(max(s - 1, 0), s + 2))
+            if np.any(x[around][tied[around]] == x[b, ch, r, s]):
                 to = first.copy()
                 to[b, ch, i, j] = r * w + s
                 return to, (b, ch, r, s)

@@ -310,7 +310,8 @@ def check_sampled(problem, options, plan, suspects):
     if not settled.failed.any():
         index, extended, more, grew = around_kinks(
             problem, target, index, judged,
-            lambda more: _sampled_elements(problem, options, plan, target, more, method)[:2])
+            lambda more: _sampled_elements(problem, options, plan, target, more,
+                                           method)[:2])
         if more:
             settled, undecided, said = settled_across(problem, target, index, extended)
             nfev, note = nfev + more, "; ".join(n for n in (note, grew) if n)
