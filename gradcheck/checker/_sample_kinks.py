@@ -51,6 +51,7 @@ def sample_ties(problem, options, target, analytic, index, judged, note, resolut
                           np.full(index.size, np.nan))
     finder = TieFinder(context)
     tolerance = Tolerance.for_dtype(analytic.dtype, atol=options.atol, rtol=options.rtol,
+                                    argument=np.asarray(target.arg).dtype,
                                     resolution=resolution, length=longest_sum(problem))
     judged, nfev, said = judge_groups_with_ties(
         judged, context, finder, lambda v: directional_numeric(sub, v), tolerance, whole,
