@@ -22,7 +22,8 @@ second differences
           - (f(x + 2\delta) + f(x - 2\delta) - 2 f(x)) / 2|
 
 along random :math:`\delta` (each element moved by an odd multiple, about
-``min(1024, eps**-0.25)``, of the ulp of its size: far below any derivative's scale, so
+``min(1024, eps**-0.25)``, of the ulp of its size or of its argument's root mean
+square, the larger: far below any derivative's scale, so
 that the second difference holds no derivative to second order, and its half at twice
 the step cancels a kink at the point; far above the ulps of the sums ``f`` forms, so
 that their rounding changes; exact in floating point, so that no rounding of the points
@@ -64,6 +65,17 @@ def _is_float(a) -> bool:
     return a.dtype.kind in "fc" or a.dtype.name == "bfloat16"
 
 
+def _typical(x) -> float:
+    """The root mean square of ``x``'s finite elements, or 1 where that is 0: the scale
+    the probe moves ``x``'s elements at, at least (a fixed 1 moved inputs of size 1e-5 by
+    a fifth of themselves in float32, so that a tanh they feed through weights of 1e5
+    showed its curvature, read as rounding 1e6 times too large)."""
+    a = np.abs(_wide(x))
+    a = a[np.isfinite(a)]
+    rms = float(np.sqrt(np.mean(a * a))) if a.size else 0.0
+    return rms if rms > 0 and np.isfinite(rms) else 1.0
+
+
 def _odd(rng, count, shape) -> np.ndarray:
     """Odd integers between about ``count / 2`` and ``3 count / 2``."""
     half = max(int(count) // 2, 1)
@@ -97,9 +109,10 @@ def row_magnitudes(f, args, y, seed) -> np.ndarray:
             units.append(None)
             continue
         xe = real_eps(x.dtype)
-        s = np.maximum(np.abs(_wide(x)), 1.0)
-        # the ulp of max(|x|, 1): x lies on its grid, so x + k d is exact for d a
-        # multiple of it (an odd one, so that the low bits of x change too)
+        s = np.maximum(np.abs(_wide(x)), _typical(x))
+        # the ulp of max(|x_j|, the argument's typical size): x lies on its grid, so
+        # x + k d is exact for d a multiple of it (an odd one, so that the low bits of x
+        # change too)
         units.append((xe * 2.0 ** np.floor(np.log2(s)), min(1024.0, xe ** -0.25)))
     worst = np.zeros(y.shape)
     y0 = _wide(y)
