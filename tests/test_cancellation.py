@@ -192,3 +192,45 @@ def test_jax_forward_second_order_of_a_cancelling_function_has_no_false_alarm():
         assert report.passed, str(report)
     finally:
         jax.config.update("jax_enable_x64", False)
+
+
+def _tiny_inputs_huge_weights(seed=3):
+    """float32 tanh(x @ w.T + b) with x at a scale 1e-5 and w at 1e5: pre-activations of
+    order one, each formed from terms |x_nk w_jk| of order one."""
+    r = np.random.default_rng(seed)
+    s = 1.07e-5
+    x = (s * r.standard_normal((3, 4))).astype(np.float32)
+    w = (r.standard_normal((3, 4)) / (2 * s)).astype(np.float32)
+    b = (0.3 * r.standard_normal(3)).astype(np.float32)
+    return x, w, b
+
+
+def test_the_probe_follows_an_argument_of_a_small_scale():
+    x, w, b = _tiny_inputs_huge_weights()
+
+    def f(x, w, b):
+        return np.tanh(x @ w.T + b)
+
+    y = f(x, w, b)
+    # the largest terms each output is formed from, by hand
+    terms = np.maximum((np.abs(x)[:, None, :] * np.abs(w)[None]).max(-1), np.abs(b))
+    assert np.all(row_magnitudes(f, (x, w, b), y, seed=3) <= 8 * terms.max())
+
+
+def test_a_slip_in_the_weights_of_inputs_of_a_small_scale_fails():
+    # one element of dC/dw 5% off: the allowance, once an element departs, comes from
+    # the measured terms (of order one here), so it must stay far below 5% of dC/dw
+    x, w, b = _tiny_inputs_huge_weights()
+
+    def f(x, w, b):
+        return np.tanh(x @ w.T + b)
+
+    def f_vjp(g, x, w, b):
+        d = (g * (1 - np.tanh(x @ w.T + b) ** 2)).astype(np.float32)
+        gw = d.T @ x
+        k = np.unravel_index(np.argmax(np.abs(gw)), gw.shape)
+        gw[k] *= np.float32(1.05)
+        return d @ w, gw, d.sum(0)
+
+    report = check_vjp(f, f_vjp, (x, w, b), argnames=("x", "w", "b"), seed=3)
+    assert not report["w"].passed, str(report)
