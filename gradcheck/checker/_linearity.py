@@ -44,7 +44,7 @@ softmax summed, a batch norm's output averaged) is rounding alone, about ``eps``
 the terms it is formed from and nothing times its own value; so when a test departs
 beyond the allowance with ``m_i = |y_i|``, ``m_i`` is measured -- the terms ``f``'s
 outputs are formed from, from second differences of ``f`` along random steps far below
-any derivative's scale (:func:`._formed.row_magnitudes`, twelve calls of ``f``, made
+any derivative's scale (:func:`._formed.row_magnitudes`, eighteen calls of ``f``, made
 only then and shared with the element-wise allowance) -- and the test judged again. A
 departure that is the rounding of a cancelling result is within that; one that is not
 (a clip, a kept state) is a share of the gradient itself and stays far beyond it. There is no threshold on the departure's share of the

@@ -89,7 +89,7 @@ class Problem:
 
     def formed_from(self, seed) -> np.ndarray:
         """Per output, the magnitude of the terms it is formed from: the larger of its
-        value and the measured one (:func:`._formed.row_magnitudes`, twelve calls of
+        value and the measured one (:func:`._formed.row_magnitudes`, eighteen calls of
         ``f`` made once per check, only when an allowance needs it)."""
         from gradcheck.checker._formed import measured_once
 

@@ -28,7 +28,7 @@ largest term, not their sum, so the floor does not grow with the size of ``f``).
 The term's size is first :math:`|R_i f_i|`; once an element departs beyond
 :math:`\tau_j`, every element is judged again with :math:`|R_i m_i|`, :math:`m_i` the
 magnitude of the terms output :math:`i` is formed from, measured
-(:mod:`gradcheck.checker._formed`, twelve calls of ``f``, shared with the linearity
+(:mod:`gradcheck.checker._formed`, eighteen calls of ``f``, shared with the linearity
 stage): a layer norm averaged, a softmax summed or a bias before a batch norm has
 outputs or derivatives that cancel to about zero, and a right backward returns the
 rounding of the terms that cancel -- 1e-17 where the outputs' own values set an
