@@ -31,9 +31,10 @@ smallest move that changes ``x``'s low bits can be a noticeable share of the sca
 varies on (float32 ``x = 100 + 0.0075 N(0, 1)`` under a batch norm: 54 ulps of 100 are 5%
 of the spread), and the former :math:`A_1 - A_2/2`, which cancels only a kink, read the
 batch norm's curvature as rounding -- an allowance of 1.0 on a gamma gradient of 6, so
-that a 5% error in it passed. What is left of ``f``'s variation is :math:`36 c \delta^4`. The weights of the
-combination on the seven values of ``f`` sum to 16 in size, four times those of
-:math:`A_1 - A_2/2`: the quarter keeps the rounding measured at the scale it was.
+that a 5% error in it passed. What is left of ``f``'s variation is
+:math:`36 c \delta^4`. The weights of the combination on the seven values of ``f`` sum
+to 16 in size, four times those of :math:`A_1 - A_2/2`: the quarter keeps the rounding
+measured at the scale it was.
 The moves are far above the ulps of the sums ``f`` forms, so that their rounding changes;
 exact in floating point, so that no rounding of the points enters; odd, so that the low
 bits of every element change -- a step of a power of two leaves them, and with them the
