@@ -93,12 +93,31 @@ def test_sqrt_near_zero_shrinks_the_step_instead_of_returning_nan():
 
 def test_user_scale_sets_the_step():
     x = np.array([0.0, 1e-4])
-    r1 = numerical_grad(lambda v: np.sum(np.exp(v)), x, method="adaptive")
+    r1 = numerical_grad(lambda v: np.sum(np.exp(v)), x, method="adaptive", scale=1.0)
     r2 = numerical_grad(lambda v: np.sum(np.exp(v)), x, method="adaptive", scale=1e-3)
     # 0.5 * eps**(1/6) = 1.23e-3 -> 2**-10 ; times 1e-3 -> 2**-20
     np.testing.assert_array_equal(r1.step, 2.0**-10)
     np.testing.assert_array_equal(r2.step, 2.0**-20)
     np.testing.assert_allclose(r2.grad, np.exp(x), rtol=1e-9)
+
+
+def test_default_scale_caps_the_step_at_twice_the_arguments_root_mean_square():
+    exp_sum = lambda v: np.sum(np.exp(v))    # noqa: E731
+    # [0, 1e-4]: root mean square 7.07e-5, below half of 1.23e-3 (the step a scale of 1
+    # gives): the step is 2 * 7.07e-5 = 1.41e-4 -> 2**-13 (log2 = -12.79)
+    r = numerical_grad(exp_sum, np.array([0.0, 1e-4]), method="adaptive")
+    np.testing.assert_array_equal(r.step, 2.0**-13)
+    np.testing.assert_allclose(r.grad, np.exp([0.0, 1e-4]), rtol=1e-9)
+    # [0, 0.01]: root mean square 7.1e-3, above 6.2e-4: the floor stays 1 (2**-10)
+    r = numerical_grad(exp_sum, np.array([0.0, 0.01]), method="adaptive")
+    np.testing.assert_array_equal(r.step, 2.0**-10)
+    # all zeros: the floor is 1
+    r = numerical_grad(exp_sum, np.zeros(2), method="adaptive")
+    np.testing.assert_array_equal(r.step, 2.0**-10)
+    # float32 [0, 1e-3]: 7.07e-4, below half of 0.035 (0.5 * eps32**(1/6)):
+    # 1.41e-3 -> 2**-9 (log2 = -9.47)
+    r = numerical_grad(exp_sum, np.array([0.0, 1e-3], np.float32), method="adaptive")
+    np.testing.assert_array_equal(r.step, 2.0**-9)
 
 
 def test_jacobian_dense_and_jvp_against_analytic():

@@ -40,8 +40,9 @@ CHECK_CONCLUSIVE = 1e-6
 CHECK_SUPPORT = (1.0, 1 / 8, 1 / 64, 1 / 64)
 
 
-def complex_ok(ev, x, contraction, scale, eps, seed):
-    """Cross-check of the complex step along random directions (see module doc)."""
+def complex_ok(ev, x, contraction, scale, eps, seed, typical=None):
+    """Cross-check of the complex step along random directions (see module doc);
+    ``typical`` caps the real differences' steps as in :func:`._steps.base_steps`."""
     rng = np.random.default_rng(seed)
     ax = np.abs(x).astype(np.float64).reshape(-1)
     r = contraction
@@ -65,7 +66,8 @@ def complex_ok(ev, x, contraction, scale, eps, seed):
         if not np.isfinite(cs.value[0]):      # complex overflow: try a sparser direction
             verdict = "f returned non-finite values for complex input"
             continue
-        real = run_adaptive(target, direction_steps(x, V, scale, eps, rich.order), rich,
+        real = run_adaptive(target, direction_steps(x, V, scale, eps, rich.order,
+                                                    typical=typical), rich,
                             eps, max_retries=2)
         d_r, e_r, rho_r = real.value[0], real.error[0], real.rho[0]
         d_c, e_c = cs.value[0], cs.error[0]

@@ -29,7 +29,7 @@ __all__ = ["numerical_grad", "numerical_vjp", "numerical_jacobian", "numerical_j
 # ----------------------------------------------------------------------------- public
 
 
-def numerical_grad(f, x, *, method="auto", scale=1.0, step=None, vectorized=False,
+def numerical_grad(f, x, *, method="auto", scale=None, step=None, vectorized=False,
                    memory=DEFAULT_MEMORY, max_retries=2, seed=0) -> NumericalDerivative:
     r"""Gradient of a scalar function of one array, with an error bar per element.
 
@@ -49,8 +49,11 @@ def numerical_grad(f, x, *, method="auto", scale=1.0, step=None, vectorized=Fals
         retries at smaller steps where needed (``"richardson"``, its former name, is
         still accepted). The others are single stencils, evaluated at ``h`` and ``2h``
         to estimate their truncation (Richardson's estimate).
-    scale : float or array_like, default 1
+    scale : float or array_like, optional
         Typical magnitude of ``x``; the step of ``x_j`` follows ``max(|x_j|, scale_j)``.
+        Default 1, or less where ``x``'s root mean square ``r`` is below half the step 1
+        gives (``r < 6e-4`` in float64): then the base step of small elements is ``2 r``
+        or so.
     step : float or array_like, optional
         Base step per element (the imaginary step for the complex step), replacing the
         rule below.
@@ -159,7 +162,7 @@ def _coloring(pattern, colors, n_out, n_in):
 
 
 def numerical_vjp(f, x, cotangent, *, pattern=None, colors=None, owners=None, method="auto",
-                  scale=1.0, step=None, vectorized=False, memory=DEFAULT_MEMORY, max_retries=2,
+                  scale=None, step=None, vectorized=False, memory=DEFAULT_MEMORY, max_retries=2,
                   seed=0, smooth=False) -> NumericalDerivative:
     r"""Gradient of :math:`C(x) = \langle R, f(x)\rangle` for an array-valued ``f``.
 
@@ -229,7 +232,7 @@ def numerical_vjp(f, x, cotangent, *, pattern=None, colors=None, owners=None, me
     return p.result(out, used, check, shape=p.x.shape, ncolors=ncolors, step_shape=p.x.shape)
 
 
-def numerical_jacobian(f, x, *, pattern=None, colors=None, method="auto", scale=1.0,
+def numerical_jacobian(f, x, *, pattern=None, colors=None, method="auto", scale=None,
                        step=None, vectorized=False, memory=DEFAULT_MEMORY, max_retries=2,
                        seed=0) -> NumericalDerivative:
     r"""Jacobian of an array-valued ``f``, shape ``(*f(x).shape, *x.shape)``.
@@ -280,7 +283,7 @@ def numerical_jacobian(f, x, *, pattern=None, colors=None, method="auto", scale=
                     step_shape=p.x.shape)
 
 
-def numerical_jvp(f, x, v, *, cotangent=None, method="auto", scale=1.0, step=None,
+def numerical_jvp(f, x, v, *, cotangent=None, method="auto", scale=None, step=None,
                   vectorized=False, memory=DEFAULT_MEMORY, max_retries=2,
                   seed=0) -> NumericalDerivative:
     r"""Directional derivative :math:`J v` of ``f`` at ``x`` along ``v``, with error bars.

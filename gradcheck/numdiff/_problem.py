@@ -22,7 +22,8 @@ from gradcheck.numdiff._options import validate_common, validate_x
 from gradcheck.numdiff._records import Estimate
 from gradcheck.numdiff._result import NumericalDerivative
 from gradcheck.numdiff._stencils import ALIASES, DEFAULT_REAL, stencil
-from gradcheck.numdiff._steps import base_steps, complex_steps, direction_steps
+from gradcheck.numdiff._steps import (base_steps, complex_steps, direction_steps,
+                                      typical_size)
 from gradcheck.numdiff._targets import _RealOutput
 
 __all__ = ["Problem"]
@@ -99,16 +100,20 @@ class Problem:
     method: str
     max_retries: int
     seed: int | None
+    typical: float | None = None
 
     @classmethod
     def prepare(cls, f, x, scalar, method, scale, step, vectorized, memory, max_retries,
                 seed) -> "Problem":
         x = validate_x(x)
-        scale, step = validate_common(f, x, method=method, scale=scale, step=step,
+        typical = typical_size(x) if scale is None else None   # the default: see _steps
+        scale, step = validate_common(f, x, method=method,
+                                      scale=1.0 if scale is None else scale, step=step,
                                       vectorized=vectorized, memory=memory,
                                       max_retries=max_retries, seed=seed)
         ev = Evaluator(f, x, vectorized=bool(vectorized), memory=memory, scalar=scalar)
-        return cls(x, ev, scale, step, ALIASES.get(method, method), max_retries, seed)
+        return cls(x, ev, scale, step, ALIASES.get(method, method), max_retries, seed,
+                   typical)
 
     @property
     def eps(self) -> float:
@@ -135,7 +140,7 @@ class Problem:
                      "subnormal and keep only part of their digits")
         elif method == "auto":
             use_complex, check = complex_ok(self.ev, self.x, target.contraction, self.scale,
-                                            eps, self.seed)
+                                            eps, self.seed, self.typical)
             check = "accepted" if use_complex else "rejected: " + check
         if not use_complex:
             name = DEFAULT_REAL if method == "auto" else method
@@ -180,9 +185,9 @@ class Problem:
         """Real differences with stencil ``st``, steps by the rule of :mod:`._steps`."""
         x = self.x
         if V is None:
-            h0 = base_steps(x, self.scale, eps, st.order, self.step)
+            h0 = base_steps(x, self.scale, eps, st.order, self.step, self.typical)
         else:
-            h0 = direction_steps(x, V, self.scale, eps, st.order)
+            h0 = direction_steps(x, V, self.scale, eps, st.order, typical=self.typical)
             if self.step is not None:
                 h0 = np.full(V.shape[0], float(np.min(self.step)))
         if V is None and sources is None and x.dtype.name not in LOW_PRECISION:
