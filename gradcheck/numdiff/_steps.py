@@ -97,7 +97,7 @@ def typical_size(x) -> float:
     Examples
     --------
     >>> import numpy as np
-    >>> typical_size(np.array([3e-6, -4e-6], np.float32)) == float(np.sqrt(12.5e-12))
+    >>> typical_size(np.array([1e-6, -7e-6]) * 2**20) == 5e-6 * 2**20   # sqrt(50/2)
     True
     >>> typical_size(np.zeros(3)), typical_size(np.array([np.nan, 2.0]))
     (1.0, 2.0)
