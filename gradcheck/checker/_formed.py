@@ -57,6 +57,7 @@ from __future__ import annotations
 import numpy as np
 
 from gradcheck.checker._tolerance import real_eps
+from gradcheck.numdiff._steps import typical_size
 
 __all__ = ["row_magnitudes", "measured_once", "PROBES", "SALT"]
 
@@ -81,10 +82,7 @@ def _typical(x) -> float:
     the probe moves ``x``'s elements at, at least (a fixed 1 moved inputs of size 1e-5 by
     a fifth of themselves in float32, so that a tanh they feed through weights of 1e5
     showed its curvature, read as rounding 1e6 times too large)."""
-    a = np.abs(_wide(x))
-    a = a[np.isfinite(a)]
-    rms = float(np.sqrt(np.mean(a * a))) if a.size else 0.0
-    return rms if rms > 0 and np.isfinite(rms) else 1.0
+    return typical_size(x)      # shared with the steps of gradcheck.numdiff
 
 
 def _odd(rng, count, shape) -> np.ndarray:
