@@ -106,9 +106,6 @@ def test_a_wrong_softmax_element_fails_at_offset_logits_where_resolvable(dtype, 
     x, R = _logits(dtype, offset, 0)
     truth = softmax_vjp(R.astype(np.float64), x.astype(np.float64))[0]
     j = int(np.argmax(np.abs(truth)))
-    r = numerical_vjp(softmax, x, R.astype(dtype))
-    if not r.error[j] < rel * abs(truth[j]) / 3:
-        pytest.skip(f"a {rel:.2g} error is not resolvable here (bar {r.error[j]:.2g})")
     assert not check_vjp(softmax, one_wrong(softmax_vjp, j, rel), (x,)).passed
 
 
