@@ -202,9 +202,18 @@ def score(problems, run):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    seed = int(argv[argv.index("--seed") + 1]) if "--seed" in argv else 0
-    quick = "--quick" in argv           # gradcheck's rows only, nothing written
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0,
+                        help="draw other problems of the same families (printed only, "
+                             "not written)")
+    parser.add_argument("--quick", action="store_true",
+                        help="gradcheck's rows only, nothing written")
+    parser.add_argument("--details", action="store_true",
+                        help="with --seed or --quick: a table per problem too")
+    args = parser.parse_args(argv)
+    seed, quick = args.seed, args.quick
     t0 = time.perf_counter()
     results = {}
     for set_name, make in SETS.items():
@@ -228,7 +237,7 @@ def main(argv=None):
     print("\n".join(lines))
     print(f"({time.perf_counter() - t0:.0f} s)")
     if seed != 0 or quick:       # other draws are printed, the results file keeps seed 0
-        if "--details" in argv:
+        if args.details:
             for set_name in results:
                 for dt in ("float64", "float32"):
                     print("\n".join([""] + per_problem_table(results[set_name], dt, set_name)))
