@@ -77,14 +77,6 @@ def _is_float(a) -> bool:
     return a.dtype.kind in "fc" or a.dtype.name == "bfloat16"
 
 
-def _typical(x) -> float:
-    """The root mean square of ``x``'s finite elements, or 1 where that is 0: the scale
-    the probe moves ``x``'s elements at, at least (a fixed 1 moved inputs of size 1e-5 by
-    a fifth of themselves in float32, so that a tanh they feed through weights of 1e5
-    showed its curvature, read as rounding 1e6 times too large)."""
-    return typical_size(x)      # shared with the steps of gradcheck.numdiff
-
-
 def _odd(rng, count, shape) -> np.ndarray:
     """Odd integers between about ``count / 2`` and ``3 count / 2``."""
     half = max(int(count) // 2, 1)
@@ -118,7 +110,10 @@ def row_magnitudes(f, args, y, seed) -> np.ndarray:
             units.append(None)
             continue
         xe = real_eps(x.dtype)
-        s = np.maximum(np.abs(_wide(x)), _typical(x))
+        # at least the argument's root mean square, as numdiff's steps (a fixed 1 moved
+        # float32 inputs of size 1e-5 by a fifth of themselves: a tanh fed through
+        # weights of 1e5 showed its curvature, read as rounding 1e6 times too large)
+        s = np.maximum(np.abs(_wide(x)), typical_size(x))
         # the ulp of max(|x_j|, the argument's typical size): x lies on its grid, so
         # x + k d is exact for d a multiple of it (an odd one, so that the low bits of x
         # change too)
