@@ -155,6 +155,39 @@ HARDTANH = (lambda xp, x: xp.clip(x, -1.0, 1.0),
             lambda xp, g, x: (g * ((x > -1) & (x < 1)),))
 
 
+def _rowmean(xp, x):
+    if getattr(xp, "__name__", "") == "torch":
+        return x.mean(-1, keepdim=True)
+    return x.mean(-1, keepdims=True)
+
+
+def _layer_norm_rows_summed(xp, x):
+    d = x - _rowmean(xp, x)
+    return (d / xp.sqrt(_rowmean(xp, d * d) + 1e-5)).sum(-1)
+
+
+def _layer_norm_rows_summed_vjp(xp, g, x, slip=0.0):
+    # The true gradient is zero up to rounding: the terms of size 1/std cancel.
+    d = x - _rowmean(xp, x)
+    inv = 1 / xp.sqrt(_rowmean(xp, d * d) + 1e-5)
+    xh = d * inv
+    gg = g[..., None] * xp.ones_like(x)
+    gx = inv * (gg - _rowmean(xp, gg) - xh * _rowmean(xp, gg * xh))
+    return (gx + slip * inv * gg * (_onehot(xp, x, 5, 1.0) - 1),)
+
+
+def _softmax(xp, x):
+    e = xp.exp(x)
+    return e / e.sum(-1)[..., None]
+
+
+LAYER_NORM_SUMMED = (_layer_norm_rows_summed,
+                     lambda xp, g, x: _layer_norm_rows_summed_vjp(xp, g, x))
+SOFTMAX_SUMMED = (lambda xp, x: _softmax(xp, x).sum(-1),
+                  lambda xp, g, x: (_softmax(xp, x) * (g[..., None] - (
+                      g[..., None] * _softmax(xp, x)).sum(-1)[..., None]),))
+
+
 def _off(rule, k, eps, which=0):
     fwd, bwd = rule
 
@@ -201,6 +234,16 @@ def corpus() -> list:
         _off(CONV, 7, 1e-5, which=1), _convin)
     add("conv: one input-gradient element off by 1e-5", "small errors", True, "float64",
         _off(CONV, 13, 1e-5), _convin)
+    for dt in ("float64", "float32"):
+        add(f"layer norm, rows summed ({dt})", "cancelling", False, dt, LAYER_NORM_SUMMED,
+            _vec())
+        add(f"softmax, rows summed ({dt})", "cancelling", False, dt, SOFTMAX_SUMMED, _vec())
+    add("layer norm, rows summed: one element off by 1e-6 of its terms", "cancelling",
+        True, "float64", (LAYER_NORM_SUMMED[0],
+                          lambda xp, g, x: _layer_norm_rows_summed_vjp(xp, g, x, 1e-6)),
+        _vec())
+    add("softmax, rows summed: the (g . s) term missing", "cancelling", True, "float64",
+        (SOFTMAX_SUMMED[0], lambda xp, g, x: (_softmax(xp, x) * g[..., None],)), _vec())
     add("tanh: sign flipped", "bugs", True, "float64",
         (TANH[0], lambda xp, g, x: (-g * (1 - xp.tanh(x) ** 2),)), _vec())
     add("sigmoid: factor 2", "bugs", True, "float64",
