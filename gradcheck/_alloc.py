@@ -12,7 +12,8 @@ further check in the same process; with both thresholds fixed (32 MiB, 64 MiB) t
 check takes about 9 000 and each later one a few dozen, and freed memory is reused.
 
 Only the command line sets them (:func:`tune_allocator`, called before its first check),
-for its own process: a library call leaves its caller's allocator as it is. Where the C
+for its own process and the worker processes of ``-j N``: a library call leaves its
+caller's allocator as it is. Where the C
 library has no ``mallopt`` (not glibc) nothing changes; the thresholds only move time, never
 a result.
 """

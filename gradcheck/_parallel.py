@@ -203,11 +203,15 @@ def _exit_with_parent(sentinel) -> None:
 
 
 def _init_worker() -> None:
-    """In each worker: ignore Ctrl-C (the parent handles it) and exit with the parent."""
+    """In each worker: ignore Ctrl-C (the parent handles it), exit with the parent, and
+    reuse freed arrays as the command line's own process does (:mod:`gradcheck._alloc`)."""
     import multiprocessing
     import signal
 
+    from gradcheck._alloc import tune_allocator
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tune_allocator()
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_exit_with_parent, args=(parent.sentinel,), daemon=True,

@@ -60,3 +60,31 @@ def test_the_check_command_sets_them(monkeypatch, tmp_path):
     monkeypatch.setattr(alloc, "tune_allocator", lambda: called.append(True) or True)
     assert main(["check", "--json"]) == 0
     assert called == [True]
+
+
+def _faults_of_cycles() -> int:
+    """Page faults of five allocation cycles in this process (run in a worker)."""
+    import resource
+
+    import numpy as np
+
+    def cycle():
+        for mib in (9, 3, 6, 1, 12, 2):
+            a = np.ones(mib * 2**17)
+            b = a * 2.0
+            del a, b
+
+    cycle()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        cycle()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def test_the_workers_of_j_set_them(monkeypatch):
+    # -j N checks specs in spawned interpreters: each sets the thresholds as it starts.
+    from gradcheck._parallel import run_in_processes
+
+    for key in [k for k in os.environ if k.startswith("MALLOC_")]:
+        monkeypatch.delenv(key)
+    assert run_in_processes(_faults_of_cycles, [()] * 2, 2) == [pytest.approx(0, abs=200)] * 2
