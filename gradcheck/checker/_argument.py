@@ -69,6 +69,10 @@ def target_of(problem, options, plan) -> Target:
         from gradcheck.checker._probe import guard
 
         g = guard(g, problem.args[i], problem.y, plan.pattern)
+    if plan.kind == "full" and plan.watch is not None:    # mode="auto" chose it: on time
+        from gradcheck.checker._timing import watched
+
+        g = watched(g, problem.args[i], plan.watch)
     return Target(g, problem.args[i], problem.cotangent, plan.pattern,
                   options.vectorized[i], options.method, options.seed, options.memory)
 
@@ -234,7 +238,9 @@ def _unconfirmed(options, plan, target, directions, num, along, tolerance, note)
 
 def _method_of_sample(options, plan, target, used):
     """The method every part of a sample is differenced with, decided once on the whole
-    argument as full mode decides it: None when the caller chose one (or a structure
+    argument as full mode decides it: the plan's, when planning chose one (real
+    differences where a complex evaluation costs too much, :func:`._probe.cheapest_method`);
+    None when the caller chose one (or a structure
     vouches for the complex step: :func:`._numeric.full_numeric` takes it); else the
     method the directions over the rest used (``used``, their complex-step cross-check
     being full mode's: same point, cotangent and seed), or, when there are none, the one
@@ -243,6 +249,8 @@ def _method_of_sample(options, plan, target, used):
     differences crossed a kink rejected the complex step that full mode accepts (a
     correct network then failed on real differences wrong beyond their error bars).
     ``(method, evaluations spent)``."""
+    if plan.method:             # chosen when planning, by what a complex evaluation costs
+        return plan.method, 0
     if options.method != "auto" or getattr(target.pattern, "complex_safe", False):
         return None, 0
     nfev = 0
@@ -271,6 +279,8 @@ def check_sampled(problem, options, plan, suspects):
 
     started = time.perf_counter()
     target = target_of(problem, options, plan)
+    if plan.method:                 # the plan's method for the directions too
+        target = target._replace(method=plan.method)
     analytic = problem.analytic[plan.index]
     size = target.arg.size
     along, used, nfev = None, None, 0

@@ -66,9 +66,11 @@ has at most ``budget`` elements (default :data:`DEFAULT_BUDGET`, 200 000) *and* 
 full check is predicted to take at most ``time_budget`` seconds (default 60), and above
 either budget as ``over_budget`` says, per argument, with a note in the report:
 ``"sampled"`` (the default), ``"fast"`` (directions only; cheaper, no element named),
-or ``"refuse"`` (:class:`~gradcheck.ConfigurationError`). ``mode="full"``, ``"sampled"``
-or ``"fast"`` is taken as given (:mod:`._plan`); ``"sampled"`` still sizes its sample from
-``time_budget``.
+or ``"refuse"`` (:class:`~gradcheck.ConfigurationError`). A full check ``"auto"`` chose
+that runs on past 1.25 times ``time_budget`` (at least a second) is stopped and the
+argument planned again as over budget, with a note (:mod:`._timing`). ``mode="full"``,
+``"sampled"`` or ``"fast"`` is taken as given (:mod:`._plan`); ``"sampled"`` still sizes
+its sample from ``time_budget``.
 
 Verdict
 -------
@@ -104,11 +106,12 @@ from gradcheck.checker._options import (
     Options,
     validate,
 )
-from gradcheck.checker._plan import plan_argument, unprobed
+from gradcheck.checker._plan import over_time, plan_argument, unprobed
 from gradcheck.checker._probe import StructureBroken
 from gradcheck.checker._report import CheckReport
 from gradcheck.checker._scalarize import scalarize
 from gradcheck.checker._suspects import function_suspects
+from gradcheck.checker._timing import OverTime
 
 __all__ = ["check_vjp", "check_grad", "assert_vjp_close", "DEFAULT_BUDGET", "MODES"]
 
@@ -178,8 +181,9 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
     time_budget : float
         Seconds a full check of one argument may be predicted to take under
         ``mode="auto"`` (groups of elements perturbed together x about six evaluations x
-        the time of one call of ``f``); above it the argument is handled as
-        ``over_budget`` says, with a note. A sampled argument's sample is sized to about
+        the time of one call of ``f`` and of forming one perturbed point); above it the
+        argument is handled as ``over_budget`` says, with a note, as is a full check
+        that runs on past 1.25 times it. A sampled argument's sample is sized to about
         a quarter of it.
     memory : int
         Bytes the perturbed points of one batch of evaluations may take (with
@@ -233,14 +237,26 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
     reports = []
     for k, plan in enumerate(plans):
         try:
-            report = RUNNERS[plan.kind](problem, options, plan, suspects)
+            report = _run(problem, options, plan, suspects)
         except StructureBroken as exc:    # a probed structure failed on probation
             plans[k] = plan = unprobed(problem, options, plan, exc)
-            report = RUNNERS[plan.kind](problem, options, plan, suspects)
+            try:
+                report = _run(problem, options, plan, suspects)
+            except OverTime as late:
+                plans[k] = plan = over_time(problem, options, plan, late)
+                report = _run(problem, options, plan, suspects)
+        except OverTime as exc:         # a full check chosen by mode="auto", running late
+            plans[k] = plan = over_time(problem, options, plan, exc)
+            report = _run(problem, options, plan, suspects)
         if plan.probe_nfev:
             report = dataclasses.replace(report, nfev=report.nfev + plan.probe_nfev)
         reports.append(with_linearity(report, plan.index, linear))
     return _check_report(options, problem, plans, tuple(reports), started, linear.notes)
+
+
+def _run(problem, options, plan, suspects):
+    """The runner of the plan's kind (:data:`._argument.RUNNERS`)."""
+    return RUNNERS[plan.kind](problem, options, plan, suspects)
 
 
 def _check_report(options, problem, plans, reports, started, linear_notes=()) -> CheckReport:

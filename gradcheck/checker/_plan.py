@@ -8,11 +8,16 @@ A :class:`Plan` names its ``kind`` -- a key of the runners in
 checked in full when it has at most ``budget`` elements *and* its full check is
 predicted to take at most ``time_budget`` seconds (the groups of elements perturbed
 together, about ``PREDICTED_EVALS_PER_GROUP`` evaluations each, times the measured time
-of one call of ``f``; in forward mode plus one call of ``f_jvp`` per group, its time
+of one call of ``f`` plus what forming each perturbed point and reducing its output takes,
+measured too (:func:`._timing.point_seconds`: for a cheap ``f`` of a large argument,
+most of the time); in forward mode plus one call of ``f_jvp`` per group, its time
 measured too); otherwise it gets the plan ``over_budget`` names -- ``"sampled"`` (the
 default: a sample of single elements plus random directions over the rest) or
 ``"fast"`` (random directions only) -- with a note in the report, or the check is
-refused (``over_budget="refuse"``). A sampled plan carries its
+refused (``over_budget="refuse"``). A full plan ``mode="auto"`` chose carries its
+prediction (:class:`~._timing.Watch`): a check that runs on past ``OVERRUN`` times
+``time_budget`` is stopped and planned again as over budget (:func:`over_time`), which
+the report says. A sampled plan carries its
 :class:`~._sample.Sample`, sized from the time budget (:mod:`gradcheck.checker._sample`).
 An argument without elements is skipped, and the report says so. An argument ``f_vjp``
 returned no gradient for (``None``) is *not* skipped: ``None`` is a zero gradient, as in
@@ -32,17 +37,21 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
+
 from gradcheck._errors import ConfigurationError
 from gradcheck._precision import is_real_float
 from gradcheck.checker._diagnose import role_of
 from gradcheck.checker._numeric import coloring_of, predicted_groups
 from gradcheck.checker._probe import PROBE_MIN_ELEMENTS, cheapest_method, probe_structure
 from gradcheck.checker._sample import MAX_SAMPLE, SAMPLE_SHARE, choose_sample
+from gradcheck.checker._timing import REAL_EVALS_PER_GROUP, Watch, point_seconds
 
-__all__ = ["Plan", "plan_argument", "plan_checked", "unprobed", "PREDICTED_EVALS_PER_GROUP"]
+__all__ = ["Plan", "plan_argument", "plan_checked", "unprobed", "over_time",
+           "PREDICTED_EVALS_PER_GROUP"]
 
 #: Evaluations per group of perturbed elements (the adaptive stencil's five, plus retries).
-PREDICTED_EVALS_PER_GROUP = 6
+PREDICTED_EVALS_PER_GROUP = REAL_EVALS_PER_GROUP
 #: A user function's structure is probed only when differencing its elements one by one
 #: is predicted to take longer than this (probing takes a few dozen evaluations).
 PROBE_WORTH_S = 2.0
@@ -60,6 +69,7 @@ class Plan(NamedTuple):
     sample: object = None   # the Sample of a sampled plan
     method: str = ""        # the differentiation method chosen here ("": the options')
     probe_nfev: int = 0     # evaluations spent probing the structure (gradcheck.checker._probe)
+    watch: object = None    # a full plan mode="auto" chose: its prediction (._timing.Watch)
 
 
 def _skip(index, name, problem):
@@ -79,32 +89,67 @@ def _build(pattern):
     return pattern() if callable(pattern) else pattern
 
 
-def _group_seconds(f_seconds, call) -> float:
-    """Predicted seconds per group of elements: ``f``'s evaluations, plus one call of
-    ``call`` (``(name, seconds)``, forward mode's ``f_jvp``) when given."""
-    return PREDICTED_EVALS_PER_GROUP * f_seconds + (call[1] if call else 0.0)
+class _Cost(NamedTuple):
+    """Measured seconds of one evaluation while differencing an argument: ``f``'s call and
+    forming the point and reducing its output (:func:`._timing.point_seconds`)."""
+
+    f: float
+    point: float = 0.0
+
+    @property
+    def each(self) -> float:
+        return self.f + self.point
+
+    def __str__(self) -> str:
+        return (f"{1e3 * self.each:.2g} ms: f {1e3 * self.f:.2g} ms, forming and reducing "
+                f"the point {1e3 * self.point:.2g} ms") if self.point else \
+            f"{1e3 * self.f:.2g} ms"
 
 
-def _over_budget(size, pattern, options, f_seconds, call=None):
-    """Why a full check of an argument is over budget, or None (``call``: a function
-    called once per group besides ``f``, see :func:`_group_seconds`)."""
+def _cost(problem, index) -> _Cost:
+    """The cost of one evaluation of argument ``index`` (forward mode has no cotangent:
+    its outputs are weighed alike)."""
+    cotangent = getattr(problem, "cotangent", None)
+    return _Cost(problem.f_seconds, point_seconds(
+        problem.args[index], problem.y,
+        np.ones(np.shape(problem.y)) if cotangent is None else cotangent))
+
+
+def _group_seconds(cost, call) -> float:
+    """Predicted seconds per group of elements: its evaluations (``cost``, a
+    :class:`_Cost` or seconds), plus one call of ``call`` (``(name, seconds)``, forward
+    mode's ``f_jvp``) when given."""
+    each = cost.each if isinstance(cost, _Cost) else cost
+    return PREDICTED_EVALS_PER_GROUP * each + (call[1] if call else 0.0)
+
+
+def _over_budget(size, pattern, options, cost, call=None):
+    """Why a full check of an argument is over budget, or None (``cost``: a
+    :class:`_Cost`; ``call``: a function called once per group besides ``f``, see
+    :func:`_group_seconds`)."""
     if size > options.budget:
         return f"{size} elements > budget {options.budget}"
     groups = predicted_groups(pattern, size)
     evals = PREDICTED_EVALS_PER_GROUP * groups
-    took = groups * _group_seconds(f_seconds, call)
+    took = groups * _group_seconds(cost, call)
     if took > options.time_budget:
         about = f"{took:.0f}" if took >= 10 else f"{took:.2g}"
         calls = f" and {groups} calls of {call[0]} of {1e3 * call[1]:.2g} ms" if call else ""
         return (f"a full check would take about {about} s ({evals} evaluations of "
-                f"{1e3 * f_seconds:.2g} ms{calls}) > time_budget {options.time_budget:g} s")
+                f"{cost}{calls}) > time_budget {options.time_budget:g} s")
     return None
 
 
-def _sampled(index, name, problem, options, pattern, why="", call=None) -> Plan:
-    """A sample of single elements sized from the time budget (see :mod:`._sample`)."""
+def _watch(size, pattern, options, cost) -> Watch:
+    """The prediction a full plan chosen by ``mode="auto"`` is held to."""
+    return Watch(options.time_budget, predicted_groups(pattern, size), cost.each)
+
+
+def _sampled(index, name, problem, options, pattern, why="", call=None, cost=None) -> Plan:
+    """A sample of single elements sized from the time budget (see :mod:`._sample`) and
+    ``cost`` (seconds per evaluation: measured, or :func:`_cost`)."""
     arg = problem.args[index]
-    per_group = _group_seconds(problem.f_seconds, call)
+    per_group = _group_seconds(_cost(problem, index) if cost is None else cost, call)
     allowed = (math.floor(SAMPLE_SHARE * options.time_budget / per_group) if per_group > 0
                else MAX_SAMPLE)
     sample = choose_sample(arg.shape, role_of(options.roles[index], index, arg),
@@ -116,7 +161,7 @@ def _sampled(index, name, problem, options, pattern, why="", call=None) -> Plan:
     return Plan(index, name, "sampled", why, notice=notice, pattern=pattern, sample=sample)
 
 
-def _probed(index, problem, options, pattern, call):
+def _probed(index, problem, options, pattern, call, cost):
     """A structure found by probing (:mod:`._probe`) where none is known and a full check
     would gain by one -- reverse mode, within ``budget``, at least ``PROBE_MIN_ELEMENTS``
     elements, a full check without it predicted to take over ``PROBE_WORTH_S`` seconds
@@ -124,7 +169,7 @@ def _probed(index, problem, options, pattern, call):
     size = problem.args[index].size
     if (pattern is not None or call is not None or size > options.budget
             or size < PROBE_MIN_ELEMENTS
-            or size * _group_seconds(problem.f_seconds, None) <= PROBE_WORTH_S):
+            or size * _group_seconds(cost, None) <= PROBE_WORTH_S):
         return pattern, "", 0, ""
     g, a = problem.of_argument(index), problem.args[index]
     try:
@@ -136,22 +181,45 @@ def _probed(index, problem, options, pattern, call):
     return found.structure, method, found.nfev, found.note + (f"; {why}" if why else "")
 
 
-def _full(index, name, pattern, method, probe_nfev, probed) -> Plan:
+def _real_if_cheaper(index, problem, options, pattern, cost):
+    """``(method, sentence)``: real differences where the complex step would cost more
+    (:func:`._probe.cheapest_method`), asked of a full check the prediction counted in
+    real evaluations (``PREDICTED_EVALS_PER_GROUP`` a group: the complex step's two are
+    within it only while one complex evaluation costs at most three real ones) when it
+    is predicted to take a while (``PROBE_WORTH_S``, or ``SAMPLE_SHARE`` of the
+    budget); ``("", "")`` otherwise. A structure that vouches for the complex step
+    (built-in layers) keeps it."""
+    size = problem.args[index].size
+    took = predicted_groups(pattern, size) * _group_seconds(cost, None)
+    if (options.method != "auto" or getattr(pattern, "complex_safe", False)
+            or took < min(PROBE_WORTH_S, SAMPLE_SHARE * options.time_budget)):
+        return "", ""
+    return cheapest_method(problem.of_argument(index), problem.args[index],
+                           problem.f_seconds, options.method)
+
+
+def _full(index, name, pattern, method, probe_nfev, probed, watch=None) -> Plan:
     """A full plan, with what probing found (see :func:`_probed`) in its notice."""
     if probe_nfev and pattern is None:
         probed = f"{probed}; every element differenced on its own"
     return Plan(index, name, "full", notice=f"{name}: {probed}" if probed else "",
-                pattern=pattern, method=method, probe_nfev=probe_nfev)
+                pattern=pattern, method=method, probe_nfev=probe_nfev, watch=watch)
 
 
 def _within_budget(index, name, problem, options, call=None) -> Plan:
     """``mode="auto"``: full if within both budgets, else what ``over_budget`` says."""
     size = problem.args[index].size
     pattern = _build(options.patterns[index]) if size <= options.budget else None
-    pattern, method, probe_nfev, probed = _probed(index, problem, options, pattern, call)
-    why = _over_budget(size, pattern, options, problem.f_seconds, call)
+    cost = _cost(problem, index)
+    pattern, method, probe_nfev, probed = _probed(index, problem, options, pattern, call,
+                                                  cost)
+    why = _over_budget(size, pattern, options, cost, call)
     if why is None:
-        return _full(index, name, pattern, method, probe_nfev, probed)
+        if not method and call is None:
+            method, cheaper = _real_if_cheaper(index, problem, options, pattern, cost)
+            probed = "; ".join(n for n in (probed, cheaper) if n)
+        return _full(index, name, pattern, method, probe_nfev, probed,
+                     None if call else _watch(size, pattern, options, cost))
     if probe_nfev:
         # a probed structure is trusted only where a full check confirms it at the end
         # (._probe.confirm_structure): a sample or directions go without it, as before
@@ -162,8 +230,8 @@ def _within_budget(index, name, problem, options, call=None) -> Plan:
             f"argument {name!r} is over budget: {why}; raise budget/time_budget, pass "
             f"mode='sampled' or mode='fast', or over_budget='sampled' or 'fast'")
     if options.over_budget == "sampled":
-        return _sampled(index, name, problem, options, pattern, why, call)._replace(
-            probe_nfev=probe_nfev)
+        return _sampled(index, name, problem, options, pattern, why, call, cost)._replace(
+            probe_nfev=probe_nfev, method=method)
     return Plan(index, name, "fast", why, notice=f"{name}: {why}; checked in fast mode",
                 probe_nfev=probe_nfev)
 
@@ -173,10 +241,14 @@ def unprobed(problem, options, plan, why) -> Plan:
     was differenced (:class:`~._probe.StructureBroken`): as if none had been found."""
     index, name = plan.index, plan.name
     lost = f"the dependency structure found by probing did not hold ({why})"
-    reason = _over_budget(problem.args[index].size, None, options, problem.f_seconds)
+    size = problem.args[index].size
+    cost = _cost(problem, index)
+    reason = _over_budget(size, None, options, cost)
     if reason is None or options.mode == "full":
         return Plan(index, name, "full", notice=f"{name}: {lost}; every element "
-                    f"differenced on its own", probe_nfev=plan.probe_nfev)
+                    f"differenced on its own", probe_nfev=plan.probe_nfev,
+                    watch=_watch(size, None, options, cost) if options.mode == "auto"
+                    else None)
     why = f"{lost}; {reason}"
     if options.over_budget == "refuse":
         raise ConfigurationError(
@@ -185,8 +257,28 @@ def unprobed(problem, options, plan, why) -> Plan:
     if options.over_budget == "fast":
         return Plan(index, name, "fast", why, notice=f"{name}: {why}; checked in fast mode",
                     probe_nfev=plan.probe_nfev)
-    return _sampled(index, name, problem, options, None, why)._replace(
+    return _sampled(index, name, problem, options, None, why, cost=cost)._replace(
         probe_nfev=plan.probe_nfev)
+
+
+def over_time(problem, options, plan, stopped) -> Plan:
+    """``plan`` again after its full check was stopped for time (``stopped``, an
+    :class:`~._timing.OverTime`): as over budget, a sample sized from the time each
+    evaluation really took (or fast mode, or a refusal, as ``over_budget`` says)."""
+    index, name = plan.index, plan.name
+    why = str(stopped)
+    if options.over_budget == "refuse":
+        raise ConfigurationError(
+            f"argument {name!r} is over budget: {why}; raise budget/time_budget, pass "
+            f"mode='sampled' or mode='fast', or over_budget='sampled' or 'fast'")
+    if options.over_budget == "fast":
+        return Plan(index, name, "fast", why, notice=f"{name}: {why}; checked in fast mode",
+                    probe_nfev=plan.probe_nfev)
+    # a probed structure goes only with a full check that confirms it (see _within_budget)
+    pattern = None if plan.probe_nfev else plan.pattern
+    return _sampled(index, name, problem, options, pattern, why,
+                    cost=stopped.elapsed / max(stopped.evals, 1))._replace(
+        probe_nfev=plan.probe_nfev, method=plan.method)
 
 
 def plan_argument(problem, options, index: int) -> Plan:
@@ -212,5 +304,6 @@ def plan_checked(problem, options, index: int, *, call=None) -> Plan:
         return _sampled(index, name, problem, options, pattern, call=call)
     if options.mode == "full":
         pattern = _build(options.patterns[index])
-        return _full(index, name, *_probed(index, problem, options, pattern, call))
+        return _full(index, name, *_probed(index, problem, options, pattern, call,
+                                           _cost(problem, index)))
     return Plan(index, name, options.mode)
