@@ -235,8 +235,10 @@ def test_many_isolated_kinks_are_each_judged(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
-def test_shared_kinks_are_reported_not_judged(dtype):
-    """An entry tied in two overlapping windows may get a value outside its own limits."""
+def test_shared_kinks_are_not_judged_one_by_one(dtype):
+    """An entry tied in two overlapping windows may get a value outside its own limits:
+    it is judged with its tie group, along the group's sum, and the note says so (it
+    said "reported, not judged", untrue of full mode, which judges the groups)."""
     rng = np.random.default_rng(0)
     x = np.repeat(np.repeat(rng.standard_normal((2, 2, 3, 3)), 2, 2), 2, 3) + \
         rng.uniform(-1e-9, 1e-9, (2, 2, 6, 6))
@@ -244,7 +246,9 @@ def test_shared_kinks_are_reported_not_judged(dtype):
     a = report["x"]
     assert report.passed, str(report)
     assert a.n_nondifferentiable > 0
-    assert "reported, not judged" in a.note
+    assert "which do not bound the valid values there: judged with their tie groups, " \
+           "along each group's sum (which keeps the tie), not one by one" in a.note
+    assert "reported, not judged" not in a.note
     assert a.to_dict()["note"] == a.note
     # the counterfactual: held to its own one-sided limits, the correct backward would fail
     n_shared = int(a.note.split(" element(s) sit at kinks shared")[0].rsplit(" ", 1)[-1])

@@ -38,6 +38,9 @@ class Judgement(NamedTuple):
     #: :func:`._kinks.judge_tie_groups`): ``(flat members, sum of A over them, the
     #: numerical directional derivative, its tolerance)`` each
     ties: tuple = ()
+    #: kink elements judged with their tie group along the group's sum, passed or failed
+    #: (:func:`._kinks.judge_tie_groups`; None where no group was judged)
+    grouped: np.ndarray | None = None
 
 
 def unusable(numeric, error) -> np.ndarray:

@@ -323,6 +323,10 @@ def judge_tie_groups(judged: Judgement, context: KinkContext, differentiate, tol
     tol = tolerance.along_directions(proj_a, proj_n, err,
                                      tolerance.direction_terms(v, a))
     judged_ok = ~np.asarray(num.nondifferentiable, bool).reshape(-1) & ~unusable(proj_n, err)
+    grouped = np.zeros(size, bool)
+    for k in np.flatnonzero(judged_ok):
+        grouped[groups[k]] = True
+    judged = judged._replace(grouped=grouped.reshape(judged.analytic.shape))
     with np.errstate(invalid="ignore"):
         bad = judged_ok & (np.abs(proj_a - proj_n) > tol)
     if not bad.any():

@@ -83,15 +83,38 @@ def _worst_excess(over, judged: Judgement) -> float:
     return float(finite.max()) if finite.size else float("nan")
 
 
-def _shared_note(judged: Judgement, note: str) -> str:
-    n_shared = int(judged.shared.sum())
-    if not n_shared:
+#: Why shared kink elements outside a judged group are not judged, per mode.
+_UNGROUPED_WHY = {
+    "full": "moving their group together crosses a kink too, so there is no derivative "
+            "along it to hold their sum to",
+    "sampled": "their tie groups are not whole in the sample, or moving a group together "
+               "crosses a kink too; mode='full' judges every group it can",
+}
+
+
+def _shared_note(judged: Judgement, note: str, mode: str = "full") -> str:
+    """The note on the elements at shared kinks outside their one-sided limits: those
+    judged with their tie group along its sum (:func:`._kinks.judge_tie_groups`) told
+    apart from those reported, not judged (why depends on ``mode``: ``"sampled"`` for a
+    sample short of the whole argument)."""
+    shared = np.asarray(judged.shared, bool)
+    if not shared.any():
         return note
-    return (note + "; " if note else "") + (
-        f"{n_shared} element(s) sit at kinks shared with other elements (ties, several "
-        f"kinks at once) and lie outside their one-sided limits along their own axis "
-        f"(by up to {float(judged.diff[judged.shared].max()):.3g}), which do not bound the "
-        f"valid values there: reported, not judged")
+    grouped = shared & (False if judged.grouped is None
+                        else np.asarray(judged.grouped, bool).reshape(shared.shape))
+    n_grouped, n_left = int(grouped.sum()), int((shared & ~grouped).sum())
+    with_groups = ("judged with their tie groups, along each group's sum (which keeps the "
+                   "tie), not one by one")
+    left = f"reported, not judged ({_UNGROUPED_WHY[mode]})"
+    if n_grouped and n_left:
+        verdict = f"{n_grouped} of them {with_groups}; {n_left} {left}"
+    else:
+        verdict = with_groups if n_grouped else left
+    said = (f"{int(shared.sum())} element(s) sit at kinks shared with other elements (ties, "
+            f"several kinks at once) and lie outside their one-sided limits along their own "
+            f"axis (by up to {float(judged.diff[shared].max()):.3g}), which do not bound the "
+            f"valid values there: {verdict}")
+    return (note + "; " if note else "") + said
 
 
 def summarize_full(name, arg, dtype, judged: Judgement, diagnosis: Diagnosis | None, *,
@@ -165,7 +188,8 @@ def summarize_sampled(name, arg, analytic, sample: SampleJudged,
         nondifferentiable_mask=embed(judged.nondiff, index, shape, False),
         note=_shared_note(judged if undecided is None else judged._replace(
             shared=judged.shared & ~np.asarray(undecided, bool)),
-            "; ".join(n for n in (said, note) if n)),
+            "; ".join(n for n in (said, note) if n),
+            mode="sampled" if index.size < arg.size else "full"),
         n_directions=n_dirs, n_directions_failed=dirs_failed, **measures)
 
 
