@@ -361,6 +361,44 @@ def test_a_partial_sample_extended_around_its_kinks_judges_whole_tie_groups(leve
         sum(float(right(cot, x, w)[0][i]) for i in group), rel=1e-6, abs=1e-9)
 
 
+def test_the_extension_around_a_samples_kinks_counts_against_its_time_share():
+    """On a pool of ties the extension takes as many evaluations again as the sample
+    (measured: 226 against 192): it gets what the sample left of its share of
+    time_budget, and the report says when it was cut. With a budget of a microsecond
+    nothing is left: no element is added, and the partial groups are reported."""
+    f, right, args = _large_pool_case(0, 4)
+    options = {"patterns": {"x": _pool_pattern(args[0].shape)}}
+    tiny = check_vjp(f, right, args, argnames=("x", "w"), seed=0, mode="sampled",
+                     time_budget=1e-6, **options)
+    a = tiny.arguments[0]
+    assert tiny.passed and a.n_checked < a.n_elements, str(tiny)
+    assert "the extension of the sample around its kinks was cut for time at 0 of " in a.note
+    assert "tie groups it leaves partial are reported, not judged" in a.note
+    assert "around the sample's kinks added" not in a.note
+    # and the shared kinks' note says why they are not judged, in sampled mode's words
+    assert "which do not bound the valid values there: reported, not judged (their tie " \
+           "groups are not whole in the sample" in a.note
+
+
+def test_a_sample_of_every_element_says_its_shared_kinks_as_full_mode_does():
+    """A sample holding every element judges every tie group full mode judges: its note
+    is full mode's, not the partial sample's."""
+    from gradcheck import check_layer
+    from gradcheck.ops.layers import MaxPool
+
+    rng = np.random.default_rng(0)
+    x = np.repeat(np.repeat(rng.standard_normal((2, 2, 3, 3)), 2, 2), 2, 3) + \
+        rng.uniform(-1e-9, 1e-9, (2, 2, 6, 6))
+    notes = {}
+    for mode in ("full", "sampled"):
+        a = check_layer(MaxPool(2, stride=1), x, mode=mode, time_budget=1e-6)["x"]
+        assert a.passed and a.n_checked == a.n_elements
+        notes[mode] = a.note[a.note.index("element(s) sit at kinks shared"):]
+    assert notes["sampled"] == notes["full"]
+    assert "judged with their tie groups, along each group's sum" in notes["full"]
+    assert "not whole in the sample" not in notes["full"]
+
+
 def test_the_elements_reaching_some_outputs_agree_from_a_structure_and_a_pattern():
     from gradcheck.checker._kinks import reaching, whole_in_sample
     from gradcheck.ops._structure import window_structure

@@ -291,7 +291,9 @@ def check_sampled(problem, options, plan, suspects):
         used = dnum.method
     method, more = _method_of_sample(options, plan, target, used)
     nfev += more
+    took = time.perf_counter()
     index, judged, more, note = _sample_within_time(problem, options, plan, target, method)
+    took = time.perf_counter() - took
     nfev += more
     if along is None and index.size < size:     # a whole sample, cut for time
         directions, along, more, tolerance, dnum = _directions_over_rest(problem,
@@ -321,10 +323,12 @@ def check_sampled(problem, options, plan, suspects):
         index, extended, more, grew = around_kinks(
             problem, target, index, judged,
             lambda more: _sampled_elements(problem, options, plan, target, more,
-                                           method)[:2])
+                                           method)[:2],
+            seconds=plan.sample.seconds - took, per_element=took / max(index.size, 1))
         if more:
             settled, undecided, said = settled_across(problem, target, index, extended)
-            nfev, note = nfev + more, "; ".join(n for n in (note, grew) if n)
+            nfev = nfev + more
+        note = "; ".join(n for n in (note, grew) if n)
     judged, note = settled, "; ".join(n for n in (note, said) if n)
     judged, more, note = sample_ties(
         problem, options, target, analytic, index, judged, note,
