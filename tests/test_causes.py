@@ -557,3 +557,24 @@ def test_a_transposed_weight_gradient_is_not_said_to_lack_a_rotation():
     n = _n((2, 3, 5, 5))
     d = _name(np.swapaxes(n, 2, 3), n, role=TensorRole.for_array("input", 4))
     assert d.cause == "transposed" and "instead of rotated" in d.message
+
+
+def test_a_masks_count_is_the_checks_and_names_the_failures_outside_it():
+    """A cause's "All N mismatches" counts what the report's header counts: every failed
+    element, kink elements included; those outside the fitted set are said apart."""
+    from gradcheck.checker._diagnose import Evidence
+    from gradcheck.checker._fit import mismatches_in
+    from gradcheck.checker._judge import Judgement
+
+    a = np.array([1.0, 2.0, 3.0, 0.5])
+    n = np.array([1.0, 0.2, 0.3, 0.0])
+    failed = np.array([False, True, True, True])       # element 3 fails at a kink
+    kink = np.array([False, False, False, True])
+    z = np.zeros(4, bool)
+    judged = Judgement(a, n, np.zeros(4), np.full(4, 0.01), np.abs(a - n), failed, kink,
+                       kink, z)
+    ev = Evidence(a, n, 0.01, exclude=kink, judged=judged)
+    assert ev.n_failed == 2                              # the fit's own count leaves it out
+    assert mismatches_in(ev, np.array([False, True, True, True])) == "All 3 mismatches"
+    assert mismatches_in(ev, np.array([False, True, True, False])) == (
+        "2 of the 3 mismatches (the other 1: at kinks, or off by less than 4 tolerances)")

@@ -35,7 +35,8 @@ from itertools import combinations
 import numpy as np
 
 from gradcheck.checker._cause_scale import axis_label
-from gradcheck.checker._fit import SLACK, clear_mismatch, fit_claim, informative
+from gradcheck.checker._fit import (SLACK, clear_mismatch, fit_claim, informative,
+                                   mismatches_in)
 from gradcheck.checker._report import Diagnosis
 
 __all__ = ["single_element", "region", "fit_value_mask", "fit_position_mask", "CHANCE",
@@ -161,7 +162,8 @@ def fit_value_mask(ev):
             return fit._replace(params={"where": text, "relation": relation, **extra,
                                         "relation_text": RELATION_TEXT[relation].format(**extra),
                                         "meaning": VALUE_MEANING[relation],
-                                        "count": int(fail.sum())})
+                                        "count": int(fail.sum()),
+                                        "mismatches": mismatches_in(ev, mask)})
     return None
 
 
@@ -248,7 +250,7 @@ def fit_position_mask(ev):
             return fit._replace(params={"where": text, "meaning": meaning,
                                         "relation": relation, **extra,
                                         "relation_text": RELATION_TEXT[relation].format(**extra),
-                                        "count": k})
+                                        "count": k, "mismatches": mismatches_in(ev, mask)})
     return None
 
 
@@ -337,7 +339,7 @@ def region(ev):
         share = ev.failed.sum() / max(1, inside.sum())
         return Diagnosis(
             "region",
-            f"All {ev.n_failed} mismatches lie in {label}, where the analytic gradient is "
+            f"{mismatches_in(ev, mask)} lie in {label}, where the analytic gradient is "
             f"{'zero' if zero else 'wrong'}; everywhere else it agrees. Look for a boundary "
             f"or indexing bug that drops or mangles that part.",
             {"region": label, "analytic_zero_there": zero, "failed_elements": ev.n_failed,

@@ -130,7 +130,7 @@ CAUSES = (
           "Every vector-Jacobian product is linear in R ({calls} more call(s) of the "
           "backward were made to test this)."),
     Cause("value_mask", fit_value_mask,
-          "All {count} mismatches lie exactly where {where}, and {relation_text}; elsewhere "
+          "{mismatches} lie exactly where {where}, and {relation_text}; elsewhere "
           "it agrees: {meaning}."),
     Cause("passed_through", fit_passed_through,
           "The analytic gradient is the incoming gradient R itself: the backward passes R "
@@ -143,7 +143,7 @@ CAUSES = (
           "evaluated at the output y = f(x) instead of at x ({calls} more calls of f were "
           "made to test this)."),
     Cause("position_mask", fit_position_mask,
-          "All {count} mismatches lie in {where}, and {relation_text}; everywhere else it "
+          "{mismatches} lie in {where}, and {relation_text}; everywhere else it "
           "agrees: {meaning}."),
     Cause("scaled_per_slice", fit_scale_per_slice,
           "The analytic gradient is the numerical one scaled by {how}."),

@@ -37,7 +37,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 __all__ = ["SLACK", "MIN_PER_PARAMETER", "Known", "Fit", "fit_claim", "misfit", "clear_mismatch",
-           "slices_along", "informative", "named_sizes"]
+           "slices_along", "informative", "named_sizes", "mismatches_in"]
 
 #: A claim fits when every element agrees within SLACK x the check's tolerance.
 SLACK = 4.0
@@ -138,6 +138,33 @@ def fit_claim(ev, predicted, spread=None, where=None, **params) -> Fit | None:
 def clear_mismatch(ev) -> np.ndarray:
     """Elements (kept) wrong by more than SLACK x their tolerance: the ones to explain."""
     return ev.keep & (np.abs(ev.a - ev.n) > SLACK * ev.tol)
+
+
+def mismatches_in(ev, mask) -> str:
+    """How many of the check's failed elements lie in ``mask``, in the words of a cause's
+    message: ``"All N mismatches"`` when every one does, N the count the report's header
+    gives (the judgement's, kink elements included), else ``"K of the N mismatches"``
+    with what the others are (elements at kinks and elements off by less than ``SLACK``
+    tolerances are left out of a fit, so they need not lie in its set).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gradcheck.checker._diagnose import Evidence
+    >>> ev = Evidence(np.array([1.0, 2.0, 3.0]), np.zeros(3), 0.1)
+    >>> mismatches_in(ev, np.array([True, True, True]))
+    'All 3 mismatches'
+    >>> print(mismatches_in(ev, np.array([True, True, False])))
+    2 of the 3 mismatches (the other 1: at kinks, or off by less than 4 tolerances)
+    """
+    judged = getattr(ev, "judged", None)
+    failed = ev.failed if judged is None else np.asarray(judged.failed, bool).reshape(
+        ev.a.shape)
+    total, inside = int(failed.sum()), int((failed & np.asarray(mask, bool)).sum())
+    if inside == total:
+        return f"All {total} mismatches"
+    return (f"{inside} of the {total} mismatches (the other {total - inside}: at kinks, or "
+            f"off by less than {SLACK:g} tolerances)")
 
 
 def informative(ev) -> np.ndarray:
