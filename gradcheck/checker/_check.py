@@ -236,27 +236,31 @@ def check_vjp(f: Callable, f_vjp: Callable, args, *, argnames=None, wrt=None, mo
         suspects = options.suspects
     reports = []
     for k, plan in enumerate(plans):
-        try:
-            report = _run(problem, options, plan, suspects)
-        except StructureBroken as exc:    # a probed structure failed on probation
-            plans[k] = plan = unprobed(problem, options, plan, exc)
-            try:
-                report = _run(problem, options, plan, suspects)
-            except OverTime as late:
-                plans[k] = plan = over_time(problem, options, plan, late)
-                report = _run(problem, options, plan, suspects)
-        except OverTime as exc:         # a full check chosen by mode="auto", running late
-            plans[k] = plan = over_time(problem, options, plan, exc)
-            report = _run(problem, options, plan, suspects)
-        if plan.probe_nfev:
-            report = dataclasses.replace(report, nfev=report.nfev + plan.probe_nfev)
-        reports.append(with_linearity(report, plan.index, linear))
+        plans[k], report = _run(problem, options, plan, suspects)
+        reports.append(with_linearity(report, plans[k].index, linear))
     return _check_report(options, problem, plans, tuple(reports), started, linear.notes)
 
 
 def _run(problem, options, plan, suspects):
-    """The runner of the plan's kind (:data:`._argument.RUNNERS`)."""
-    return RUNNERS[plan.kind](problem, options, plan, suspects)
+    """``(plan, report)``: the runner of the plan's kind (:data:`._argument.RUNNERS`), the
+    plan made again when a probed structure fails on probation (:func:`._plan.unprobed`)
+    or a full check chosen by ``mode="auto"`` runs late (:func:`._plan.over_time`, the
+    evaluations it spent counted in the report)."""
+    spent = 0
+    for _ in range(3):      # at most: structure broken, then late, then the last plan
+        try:
+            report = RUNNERS[plan.kind](problem, options, plan, suspects)
+            break
+        except StructureBroken as exc:
+            plan = unprobed(problem, options, plan, exc)
+        except OverTime as exc:
+            spent += exc.evals
+            plan = over_time(problem, options, plan, exc)
+    else:       # not reached: a sampled or fast plan raises neither
+        report = RUNNERS[plan.kind](problem, options, plan, suspects)
+    if plan.probe_nfev or spent:
+        report = dataclasses.replace(report, nfev=report.nfev + plan.probe_nfev + spent)
+    return plan, report
 
 
 def _check_report(options, problem, plans, reports, started, linear_notes=()) -> CheckReport:

@@ -304,6 +304,9 @@ def plan_checked(problem, options, index: int, *, call=None) -> Plan:
         return _sampled(index, name, problem, options, pattern, call=call)
     if options.mode == "full":
         pattern = _build(options.patterns[index])
-        return _full(index, name, *_probed(index, problem, options, pattern, call,
-                                           _cost(problem, index)))
+        # the cost decides only whether to probe (_probed): measured only where it may
+        cost = (_cost(problem, index) if pattern is None and call is None
+                and problem.args[index].size >= PROBE_MIN_ELEMENTS
+                else _Cost(problem.f_seconds))
+        return _full(index, name, *_probed(index, problem, options, pattern, call, cost))
     return Plan(index, name, options.mode)
