@@ -42,10 +42,14 @@ def clock(monkeypatch):
 
 def _sin_costing(clock, x0, at_point, elsewhere):
     """``sin``, costing ``at_point`` seconds at ``x0`` and ``elsewhere`` at other points
-    (a layer that is slower on the perturbed points than on the one it was timed at)."""
+    (a layer that is slower on the perturbed points than on the one it was timed at);
+    ``f.calls`` counts the calls at other points."""
     def f(x):
-        clock.now += at_point if np.array_equal(x, x0) else elsewhere
+        at = np.array_equal(x, x0)
+        clock.now += at_point if at else elsewhere
+        f.calls += not at
         return np.sin(x)
+    f.calls = 0
     return f
 
 
@@ -98,6 +102,8 @@ def test_a_full_check_running_late_is_stopped_and_sampled_within_the_budget(cloc
     assert "> 1.25 x time_budget 2 s; checked in sampled mode: sampled " in note
     # the seconds spent are f's evaluations, counted: the whole check keeps its budget
     assert report.elapsed_s <= 1.5 * budget
+    # and the evaluations the stopped full check spent are counted in the report
+    assert report.nfev >= f.calls
 
 
 def test_a_full_check_that_runs_as_predicted_is_not_stopped(clock):
