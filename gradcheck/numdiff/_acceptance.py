@@ -145,13 +145,16 @@ def _circle(ev, x, v, rs, rho, tiny=None):
     zeta = rho * np.exp(2j * np.pi * np.arange(n // 2 + 1) / n)
     if tiny is not None:
         zeta = np.append(zeta, 1j * tiny)
-    X = x.reshape(1, -1).astype(np.complex128) + zeta[:, None] * v.reshape(1, -1)
-    try:
-        Y = ev(X.astype(np.result_type(x.dtype, np.complex64)).reshape((-1,) + x.shape),
-               quiet_complex=True)
-    except Exception:  # noqa: BLE001 -- far from x the probe may leave f's domain
-        return None
-    phi = np.asarray(Y).reshape(zeta.size, -1).astype(np.complex128) @ rs
+    dtype = np.result_type(x.dtype, np.complex64)
+    per = ev.batch_size(np.dtype(dtype).itemsize)           # the memory budget's chunks
+    phi = np.empty((zeta.size, rs.shape[1]), dtype=np.complex128)
+    for i in range(0, zeta.size, per):
+        X = (x.reshape(1, -1) + zeta[i:i + per, None] * v.reshape(1, -1)).astype(dtype)
+        try:
+            Y = ev(X.reshape((-1,) + x.shape), quiet_complex=True)
+        except Exception:  # noqa: BLE001 -- far from x the probe may leave f's domain
+            return None
+        phi[i:i + per] = np.asarray(Y).reshape(X.shape[0], -1).astype(np.complex128) @ rs
     if not np.all(np.isfinite(phi)):
         return None
     half = phi[:n // 2 + 1]
