@@ -143,3 +143,36 @@ def test_filter_and_per_sample_owners_read_as_a_binary_search_would():
                 expected = _position_of(subset, flat_of(subset))
                 np.testing.assert_array_equal(st.owners(subset), expected)
                 assert (expected >= 0).any()
+
+
+@pytest.mark.parametrize(("layers", "shape"), [
+    ([Conv(8, 3, padding=1), Activation("tanh")], (4, 3, 24, 24)),
+    ([Conv(4, (2, 3), stride=2, dilation=(2, 1), padding=1, groups=2), Activation("sigmoid"),
+      MaxPool(2), Conv(2, 2)], (2, 2, 11, 10)),
+    ([AvgPool(2), Activation("tanh"), Conv(2, 3, padding=2, stride=3)], (2, 3, 9, 9)),
+    ([MaxPool(2, stride=1), AvgPool(3, padding=1)], (2, 3, 7, 6)),      # channels never mix
+    ([Conv(2, 3, padding=((2, 0),))], (2, 2, 5)),
+    ([Conv(2, 2, padding=1), Activation("tanh")], (1, 2, 4, 4, 4)),
+], ids=["bench", "strided chain", "pool first", "pools only", "1-D", "3-D"])
+def test_window_owners_of_a_whole_color_match_its_parts(layers, shape):
+    # a whole color's owners come in closed form, a part of one through a lookup table:
+    # the whole must read as its two halves do (even and odd members), and every row that
+    # depends on a member (per the exact dependency pattern) must be attributed to it
+    net = Sequential(layers, shape)
+    st, P = net.structure("input"), net.pattern("input").tocsr()
+    for color in np.unique(st.colors):
+        members = np.flatnonzero(st.colors == color)
+        whole = st.owners(members)
+        halves = np.full(P.shape[0], -1)
+        for k in (0, 1):
+            own = st.owners(members[k::2])
+            halves[own >= 0] = 2 * own[own >= 0] + k
+        np.testing.assert_array_equal(whole, halves)
+        for subset in (members, members[::2], members[-1:]):
+            at = np.full(st.colors.size, -1)
+            at[subset] = np.arange(subset.size)
+            own = st.owners(subset)
+            for row in range(P.shape[0]):
+                hit = at[P.indices[P.indptr[row]:P.indptr[row + 1]]]
+                hit = hit[hit >= 0]
+                assert hit.size <= 1 and (hit.size == 0 or own[row] == hit[0])

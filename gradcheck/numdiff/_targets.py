@@ -370,7 +370,7 @@ class VjpTarget(_Target):
 
     def _owned(self, members):
         """Per output row, the position in ``members`` of the member it is attributed to,
-        negative where none (owners route), checked."""
+        negative where none (owners route), checked; and the smallest of them."""
         own = np.asarray(self.owners(members))
         if own.shape != (self.ev.out_size,) or own.dtype.kind not in "iu":
             raise ConfigurationError(
@@ -381,7 +381,7 @@ class VjpTarget(_Target):
             raise ConfigurationError(
                 f"owners(members) must return positions in members (< {members.size}) or -1; "
                 f"got {int(top)}")
-        return own
+        return own, own.min(initial=0)
 
     def groups(self, src):
         if self.colors is None:
@@ -415,10 +415,13 @@ class VjpTarget(_Target):
             idx = np.empty((G, n_out), dtype=np.int64)
             for i, g in enumerate(range(b0, b1)):
                 members = order[bounds[g]:bounds[g + 1]]
-                own = self._owned(members)
-                cols = pos[members]
-                if own.min(initial=0) >= 0:     # every row owned: no masks
-                    idx[i] = cols[own]
+                own, lowest = self._owned(members)
+                # each member's column, then the dump bin: -1 (owned by none) picks the
+                # dump, so one gather places every row, without masks (the positions are
+                # checked to lie in [-1, members.size): "wrap" only skips a second check)
+                cols = np.append(pos[members], dump)
+                if lowest >= -1:
+                    np.take(cols, own, out=idx[i], mode="wrap")
                 else:
                     idx[i] = np.where(own >= 0, cols[np.maximum(own, 0)], dump)
             # a member owning long runs of rows (a filter: its whole output channel) has

@@ -152,9 +152,43 @@ def window_structure(in_shape, out_shape, S, P, E, mixes) -> Structure:
 
     lookup = np.full(math.prod(in_shape), -1, dtype=np.int64)
 
+    def whole_color(members, first):
+        """Every row's owner when ``members`` is a whole color (as full mode perturbs
+        them), in closed form, or None. The members of color ``(c, r)`` sorted are item
+        by item (and channel by channel when no layer mixes them), then position by
+        position: element ``(n, c, i)`` is at ``n M + sum_d (i_d // E_d) prod_{d' > d}
+        m_{d'}`` (plus ``c M`` when channels stay apart, where ``n`` counts ``C`` blocks),
+        with ``m_d`` the positions ``i_d = r_d (mod E_d)`` and ``M`` their product."""
+        r = [first[2 + d] % E[d] for d in range(nd)]
+        m = [len(range(r[d], sp_in[d], E[d])) for d in range(nd)]
+        M = math.prod(m)
+        per = M if mixes else c_in * M
+        if members.size != n * per or M == 0:
+            return None
+        if not (colors[members] == colors[members[0]]).all() or \
+                not (members[1:] > members[:-1]).all():
+            return None
+        none = -(n * per + 1)             # below -1 after any item's offset: clamped to -1
+        table = np.zeros((), dtype=np.int64)
+        for d in range(nd):
+            start = S[d] * np.arange(sp_out[d], dtype=np.int64) - P[d]
+            i = start + (r[d] - start) % E[d]
+            k = np.where((i >= 0) & (i < sp_in[d]), (i // E[d]) * math.prod(m[d + 1:]), none)
+            table = table[..., None] + k
+        lead_n = (np.arange(n, dtype=np.int64) * per).reshape((n, 1) + (1,) * nd)
+        if not mixes:       # the row's channel is the owner's
+            lead_n = lead_n + (np.arange(c_out, dtype=np.int64) * M).reshape(
+                (1, c_out) + (1,) * nd)
+        out = np.empty((n, c_out, *sp_out), dtype=np.int64)
+        np.add(lead_n, table, out=out)
+        return np.maximum(out, -1, out=out).reshape(-1)
+
     def owners(members: np.ndarray) -> np.ndarray:
         members = np.asarray(members, dtype=np.int64)
         first = np.unravel_index(int(members[0]), in_shape)
+        whole = whole_color(members, first)
+        if whole is not None:
+            return whole
         flat = lead + first[1] * math.prod(sp_in) if mixes else lead.copy()
         ok = np.ones(row_n.size, dtype=bool)
         for d in range(nd):
@@ -190,9 +224,15 @@ def filter_structure(param_shape, out_shape) -> Structure:
     row_o = (np.arange(math.prod(out_shape), dtype=np.int64) // per_channel) % out_shape[1]
     lookup = np.full(math.prod(param_shape), -1, dtype=np.int64)
 
+    whole = row_o.view()            # the owners of a whole color: filter o owns channel o
+    whole.flags.writeable = False
+
     def owners(members: np.ndarray) -> np.ndarray:
         members = np.asarray(members, dtype=np.int64)
         j = int(members[0]) % per_filter
+        if members.size == n_filters and np.array_equal(
+                members, np.arange(n_filters, dtype=np.int64) * per_filter + j):
+            return whole
         return _position_of(members, row_o * per_filter + j, lookup)
 
     return Structure(colors, owners)
