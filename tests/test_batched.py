@@ -140,3 +140,79 @@ def test_real_parts_that_differ_take_the_general_route():
     big = _complex_step_points(x, rng, scale=1e-3)    # beyond the first-order bound
     assert batched_module._shared_real(net, 0, "x", big, [big, *flat[1:]],
                                        net.unflatten_params(tuple(flat[1:]))) is None
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("layers", [
+    [Conv(3, 3, padding=1), Activation("tanh")],
+    [Conv(3, 3, padding=1, stride=2), Activation("sigmoid"), Conv(2, 2), Activation("tanh")],
+    [Conv(3, 3), Activation("tanh"), Conv(2, 3, padding=1, convention="convolution")],
+], ids=["conv tanh", "conv sigmoid conv tanh", "conv tanh conv"])
+def test_complex_parts_are_the_complex_outputs_parts(layers, dtype):
+    """``f.complex_parts`` hands the differentiator the real and imaginary parts of the
+    complex batch ``f`` returns: the same numbers to the bit, the real part once."""
+    net = Sequential(layers, (2, 2, 8, 8))
+    rng = np.random.default_rng(4)
+    flat = [rng.standard_normal(net.input_shape).astype(dtype),
+            *(p.astype(dtype) for p in net.flatten_params(net.init_params(rng=rng)))]
+    f = net.as_function().f
+    for k, name in enumerate(net.names):
+        if not batchable(net, name):
+            continue
+        args = list(flat)
+        args[k] = _complex_step_points(flat[k], rng).astype(np.result_type(dtype, np.complex64))
+        y = f(*args)
+        re, im = f.complex_parts(*args)
+        assert re.shape == y.shape[1:] and im.shape == y.shape, name
+        assert re.dtype == im.dtype == y.real.dtype and im.flags.c_contiguous, name
+        np.testing.assert_array_equal(np.broadcast_to(re, y.shape), y.real, err_msg=name)
+        np.testing.assert_array_equal(im, y.imag, err_msg=name)
+    moved = list(flat)
+    moved[0] = _complex_step_points(flat[0], rng)
+    moved[0][1] += 1e-3                    # real parts that differ: no split
+    assert f.complex_parts(*moved) is None
+    assert f.complex_parts(*flat) is None  # no batch of points at all
+    lossy = Sequential(layers, (2, 2, 8, 8), loss="weighted_sum").as_function().f
+    assert lossy.complex_parts(*args) is None    # per-sample losses are not split
+
+
+def test_differencing_through_the_parts_equals_through_the_complex_outputs():
+    """The differentiator reads the parts when ``f`` offers them, the complex batch
+    otherwise: the same gradient, error bars and evaluation count to the bit."""
+    from gradcheck import numerical_vjp
+
+    net = Sequential([Conv(4, 3, padding=1), Activation("tanh")], (2, 3, 7, 7))
+    rng = np.random.default_rng(5)
+    flat = [rng.standard_normal(net.input_shape),
+            *net.flatten_params(net.init_params(rng=rng))]
+    f = net.as_function().f
+    R = rng.standard_normal(net.output_shape)
+    for k, name in enumerate(net.names):
+        st = net.structure(name)
+
+        def split(a, k=k):
+            return f(*flat[:k], a, *flat[k + 1:])
+
+        split_used = []
+
+        def parts(a, k=k):
+            got = f.complex_parts(*flat[:k], a, *flat[k + 1:])
+            split_used.append(got is not None)
+            return got
+
+        split.complex_parts = parts
+        calls = []
+
+        def whole(a, k=k):
+            calls.append(np.iscomplexobj(a) and np.ndim(a) == flat[k].ndim + 1)
+            return f(*flat[:k], a, *flat[k + 1:])
+
+        for smooth in (True, False):
+            runs = [numerical_vjp(g, flat[k], R, colors=st.colors, owners=st.owners,
+                                  method="complex", vectorized=True, smooth=smooth)
+                    for g in (split, whole)]
+            for field in ("grad", "error", "nfev"):
+                np.testing.assert_array_equal(getattr(runs[0], field),
+                                              getattr(runs[1], field), err_msg=name)
+        assert split_used and all(split_used), name   # the first route took the parts
+        assert any(calls), name       # the second route did evaluate complex batches

@@ -71,6 +71,9 @@ class Problem:
         def g(a):
             return self.f(*before, a, *after)
 
+        parts = getattr(self.f, "complex_parts", None)
+        if parts is not None:    # a built-in network's complex steps, split (numdiff)
+            g.complex_parts = lambda a: parts(*before, a, *after)
         return g
 
     def vjp_again(self, cotangent) -> tuple:

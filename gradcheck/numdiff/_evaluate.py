@@ -111,6 +111,33 @@ class Evaluator:
                 Y = np.stack([y.reshape(self.out_shape) for y in ys])
         return Y if self.unit == 1.0 else Y / Y.dtype.type(self.unit)
 
+    def parts(self, X: np.ndarray):
+        """``(re, im)`` of ``f`` at the complex points ``X`` when ``f`` offers them apart
+        (``f.complex_parts``, a built-in network's complex steps: one real part shared by
+        every point, the imaginary parts ``(B, *out)``), else None and nothing counted.
+
+        The same values as ``self(X).real`` and ``.imag``, without the complex array
+        between (f's values unscaled only: where :func:`_unit` rescales them, None).
+        """
+        split = getattr(self.f, "complex_parts", None)
+        if split is None or not self.vectorized or self.scalar or self.unit != 1.0:
+            return None
+        with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore",
+                                                     over="ignore"):
+            warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
+            got = split(X)
+        if got is None:
+            return None
+        re, im = got
+        B = X.shape[0]
+        if re.shape != self.out_shape or im.shape != (B,) + self.out_shape:
+            raise UserCodeError(
+                f"f.complex_parts returned parts of shapes {re.shape} and {im.shape} for a "
+                f"batch of {B} points; expected {self.out_shape} and {(B,) + self.out_shape}")
+        self.max_batch = max(self.max_batch, B)
+        self.nfev += B
+        return re, im
+
     def _one(self, point):
         return np.asarray(self.f(point))
 

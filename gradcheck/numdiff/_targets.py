@@ -135,39 +135,52 @@ class _Target:
         for g0 in range(0, sizes.size, per_chunk):
             g1 = min(sizes.size, g0 + per_chunk)
             X = self._points(order, bounds, g0, g1, step_of, kvec, dtype, imag, shift_of)
-            Y = self.ev(X, quiet_complex=imag)
-            Y = Y.reshape(Y.shape[0], -1)
-            if imag:
+            parts = self.ev.parts(X) if imag else None
+            if parts is not None:   # one real part for every point: no complex array
+                re, im = parts
+                Y = im.reshape(im.shape[0], -1).astype(np.float64, copy=False)
+                self._drift(re.reshape(-1), Y, g0, g1, order, bounds, nk)
+            elif imag:
+                Y = self.ev(X, quiet_complex=imag)
+                Y = Y.reshape(Y.shape[0], -1)
                 if not np.iscomplexobj(Y):
                     raise _RealOutput(Y.dtype)
-                self._drift(Y, g0, g1, order, bounds, nk)
+                self._drift(Y.real, Y.imag, g0, g1, order, bounds, nk)
                 Y = Y.imag.astype(np.float64)
             else:
+                Y = self.ev(X, quiet_complex=imag)
+                Y = Y.reshape(Y.shape[0], -1)
                 Y = Y.astype(np.float64) - self.f0
             reduce(Y, g0, g1, order, bounds)
 
-    def _drift(self, Y, g0, g1, order, bounds, nk):
+    def _drift(self, real, imag, g0, g1, order, bounds, nk):
         """How far the complex evaluation's real part strays from ``f(x)``, relative: per
         point, over the rows its imaginary part reached, ``|R (Re f - f(x))| / |R f(x)|``
         (root-sum-squares), the largest over a group's points, for each member.
+
+        ``real`` and ``imag`` are the chunk's parts ``(B, rows)``; ``real`` may be one
+        row that every point shares (``(rows,)``), and is then taken once.
 
         ``Re f(x + ih)`` equals ``f(x)`` up to :math:`h^2`: what remains is rounding of
         ``f`` -- relative rounding of the value that, where ``f`` forms it from terms
         that cancel, also scales the derivative's (:mod:`._core`).
         """
         w = self.contraction if self.contraction is not None else np.ones(self.f0.size)
-        reached = Y.imag != 0
-        dev2 = np.subtract(Y.real, self.f0)         # in place from here: a chunk is large
+        B = imag.shape[0]
+        reached = imag != 0
+        dev2 = np.subtract(real, self.f0)           # in place from here: a chunk is large
         dev2 *= w
         dev2 *= dev2
         mag2 = (self.f0 * w) ** 2
         if reached.all():       # the usual case: every row moved; nothing to mask
-            total = np.full(dev2.shape[0], mag2.sum())    # the same sum for every point
+            total = np.full(B, mag2.sum())                # the same sum for every point
+            # a shared real part has one sum for every point
+            dev = dev2.sum(axis=-1) if dev2.ndim == 2 else np.full(B, dev2.sum())
         else:
-            dev2 = np.where(reached, dev2, 0.0)
+            dev = np.where(reached, dev2, 0.0).sum(axis=1)
             total = np.where(reached, mag2, 0.0).sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.sqrt(dev2.sum(axis=1) / total)
+            ratio = np.sqrt(dev / total)
         ratio = np.where(np.isfinite(ratio), ratio, 0.0).reshape(g1 - g0, nk).max(axis=1)
         sizes = np.diff(bounds)[g0:g1]
         members = order[bounds[g0]:bounds[g1]]

@@ -33,7 +33,9 @@ rate) and ``tanh``/``sigmoid`` (evaluated to first order where every ``|Im|`` is
 the same continuation to rounding), the real part is carried once and the imaginary
 parts per point (:func:`_shared_real`), so the transcendental functions run on one copy
 of the activations instead of ``B``. Any other layer, or a larger imaginary part, takes
-the general route above.
+the general route above. The differentiator needs the parts apart (the imaginary parts
+summed, the real part compared with ``f(x)``): :func:`complex_parts` hands them over as
+they are, without building the complex array and splitting it again.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import numpy as np
 
 from gradcheck._errors import UserCodeError
 
-__all__ = ["batchable", "batched_output"]
+__all__ = ["batchable", "batched_output", "complex_parts"]
 
 
 def _builtin(layer) -> bool:
@@ -149,6 +151,19 @@ def _shared_real(net, start, arg, A, flat, params):
     """The network's output at the complex points ``A`` whose real parts are all the
     same (a complex step), carried as one real part and ``B`` imaginary parts, or None
     (module notes)."""
+    parts = _shared_parts(net, start, arg, A, flat, params)
+    if parts is None:
+        return None
+    re, im = parts
+    y = np.empty(im.shape, dtype=A.dtype)
+    y.real = re
+    y.imag = im
+    return y
+
+
+def _shared_parts(net, start, arg, A, flat, params):
+    """:func:`_shared_real`'s output as ``(re, im)``: the one real part (the output's
+    shape) and the ``B`` imaginary parts, or None."""
     if A.dtype.kind != "c" or not np.array_equal(A.real, np.broadcast_to(A[0].real, A.shape)):
         return None
     base = np.ascontiguousarray(A[0].real)
@@ -170,10 +185,7 @@ def _shared_real(net, start, arg, A, flat, params):
         if out is None:
             return None
         re, im = out
-    y = np.empty(im.shape, dtype=A.dtype)
-    y.real = re
-    y.imag = im
-    return y
+    return re, im
 
 
 def batched_output(net, index: int, A, flat: list):
@@ -201,6 +213,25 @@ def batched_output(net, index: int, A, flat: list):
     if net.loss is not None:
         h = np.stack([net.loss.per_sample(y) for y in h])
     return h
+
+
+def complex_parts(net, index: int, A, flat: list):
+    """:func:`batched_output` at complex points ``A`` whose real parts are all the same,
+    as ``(re, im)``: the output's one real part and the ``B`` points' imaginary parts
+    (float64 for a complex128 ``A``), each in ``A``'s precision -- what
+    ``batched_output(...).real`` and ``.imag`` hold, without the complex array between.
+    None where the route of :func:`_shared_real` does not apply, or a loss follows (its
+    per-sample values are not split)."""
+    if net.loss is not None:
+        return None
+    start, arg = net._locate(net.names[index])
+    parts = _shared_parts(net, start, arg, A, flat, net.unflatten_params(tuple(flat[1:])))
+    if parts is None:
+        return None
+    real = A.real.dtype
+    re, im = parts
+    return (np.asarray(re, dtype=real),
+            np.ascontiguousarray(im, dtype=real))
 
 
 def batch_axis(net, args) -> int | None:

@@ -274,10 +274,12 @@ class Sequential:
         ``f`` returns the network output, or the per-sample loss ``(N,)`` when a loss is
         set; ``f_vjp(cotangent, x, *flat)`` returns ``(grad_x, *grad_params)``. Where
         :func:`~gradcheck.ops._batched.batchable` says so, ``f`` also takes one argument
-        with a leading batch of points, ``(B, *shape)``, and returns ``(B, *output)``.
+        with a leading batch of points, ``(B, *shape)``, and returns ``(B, *output)``;
+        ``f.complex_parts`` (same arguments) gives such a batch of complex steps as its
+        real and imaginary parts, or None (:func:`~gradcheck.ops._batched.complex_parts`).
         """
 
-        from gradcheck.ops._batched import batch_axis, batched_output
+        from gradcheck.ops._batched import batch_axis, batched_output, complex_parts
 
         def f(x, *flat):
             k = batch_axis(self, (x,) + flat)
@@ -285,6 +287,12 @@ class Sequential:
                 return batched_output(self, k, ((x,) + flat)[k], [x, *flat])
             y = self.forward(x, self.unflatten_params(flat)).output
             return y if self.loss is None else self.loss.per_sample(y)
+
+        def parts(x, *flat):
+            k = batch_axis(self, (x,) + flat)
+            return None if k is None else complex_parts(self, k, ((x,) + flat)[k], [x, *flat])
+
+        f.complex_parts = parts
 
         def f_vjp(cotangent, x, *flat):
             trace = self.forward(x, self.unflatten_params(flat))
