@@ -85,3 +85,41 @@ def test_owners_attribute_rows_group_by_group(method):
     expected = R * np.cos(x) * x[::-1]
     assert np.all(np.abs(r.grad - expected) <= r.error + 1e-15)
     assert np.max(r.error) < 1e-8
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e-13, 1e-9])
+def test_a_shared_real_part_drifts_as_the_complex_outputs_do(offset):
+    # f offers its complex steps' parts apart (f.complex_parts: one real part for every
+    # point); the real part strays from f(x) by ``offset`` relative, or not at all, and
+    # every point reaches only its color's rows: the error bars (which carry the drift)
+    # must be those of the same values handed over as one complex array
+    from gradcheck import numerical_vjp
+
+    x = np.linspace(-1.0, 1.0, 12)
+    R = np.linspace(0.5, 2.0, 12)
+
+    def real_part(a):
+        return np.sin(a) * (1 + offset * np.cos(3 * a))
+
+    def whole(X):
+        X = np.asarray(X)
+        if not np.iscomplexobj(X):
+            return np.sin(X)
+        return real_part(X.real) + 1j * (X.imag * np.cos(X.real))
+
+    def split(X):
+        return whole(X)
+
+    split.complex_parts = lambda X: (real_part(X[0].real), X.imag * np.cos(X.real))
+
+    def owners(members):
+        own = np.full(12, -1)
+        own[members] = np.arange(members.size)
+        return own
+
+    options = dict(colors=np.arange(12) % 3, owners=owners, method="complex",
+                   vectorized=True, smooth=True)
+    a, b = numerical_vjp(split, x, R, **options), numerical_vjp(whole, x, R, **options)
+    np.testing.assert_array_equal(a.grad, b.grad)
+    np.testing.assert_array_equal(a.error, b.error)
+    assert np.all(np.abs(a.grad - R * np.cos(x)) <= a.error)

@@ -167,18 +167,23 @@ class _Target:
         """
         w = self.contraction if self.contraction is not None else np.ones(self.f0.size)
         B = imag.shape[0]
-        reached = imag != 0
         dev2 = np.subtract(real, self.f0)           # in place from here: a chunk is large
         dev2 *= w
         dev2 *= dev2
-        mag2 = (self.f0 * w) ** 2
-        if reached.all():       # the usual case: every row moved; nothing to mask
-            total = np.full(B, mag2.sum())                # the same sum for every point
-            # a shared real part has one sum for every point
-            dev = dev2.sum(axis=-1) if dev2.ndim == 2 else np.full(B, dev2.sum())
+        if dev2.ndim == 1 and not dev2.any():
+            # one real part, equal to f(x): every point's ratio is 0 (0 over its rows'
+            # sum, or 0/0, taken as 0 below), whichever rows it reached
+            dev, total = np.zeros(B), np.ones(B)
         else:
-            dev = np.where(reached, dev2, 0.0).sum(axis=1)
-            total = np.where(reached, mag2, 0.0).sum(axis=1)
+            mag2 = (self.f0 * w) ** 2
+            reached = imag != 0
+            if reached.all():   # the usual case: every row moved; nothing to mask
+                total = np.full(B, mag2.sum())            # the same sum for every point
+                # a shared real part has one sum for every point
+                dev = dev2.sum(axis=-1) if dev2.ndim == 2 else np.full(B, dev2.sum())
+            else:
+                dev = np.where(reached, dev2, 0.0).sum(axis=1)
+                total = np.where(reached, mag2, 0.0).sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.sqrt(dev / total)
         ratio = np.where(np.isfinite(ratio), ratio, 0.0).reshape(g1 - g0, nk).max(axis=1)
