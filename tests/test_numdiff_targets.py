@@ -31,13 +31,25 @@ def _hard_rows(rng, kind, shape):
     elif kind == "special":       # zeros, NaN, inf, subnormals among them
         for value, share in ((0.0, .2), (np.nan, .1), (np.inf, .1), (5e-320, .1), (3e-310, .1)):
             Y[rng.random(shape) < share] = value
+    elif kind == "trailing":      # every count of trailing zeros of the significand, at
+        # every binade, and spans near digits / 2 (the boundary that the span decides)
+        t = rng.integers(0, 53, shape)
+        top = 2.0 ** (52 - t)
+        odd = np.floor(top * (1 + rng.random(shape)) / 2) * 2 + 1   # odd, 53 - t bits
+        odd = np.where(t == 52, 1.0, np.minimum(odd, 2 * top - 1))
+        near = rng.random(shape) < 0.2                           # 2^26.5 +- a few
+        odd = np.where(near & (t == 26), 94906265.0 + 2 * rng.integers(-3, 4, shape), odd)
+        Y = np.where(rng.random(shape) < 0.5, -1, 1) * odd * 2.0 ** (
+            t + rng.integers(-1070, 970, shape) - 52.0)
+        assert np.all(np.isfinite(Y))
     elif kind == "linear":        # exactly linear in the node: a piecewise-linear f
         k = np.array([1.0, -1.0, 2.0, -2.0])[:shape[1]]
         Y = np.round(rng.standard_normal((shape[0], 1, shape[2])) * 2**20) * 2.0**-30 * k[:, None]
     return Y
 
 
-@pytest.mark.parametrize("kind", ["normal", "coarse", "float32", "special", "linear"])
+@pytest.mark.parametrize("kind", ["normal", "coarse", "float32", "special", "linear",
+                                  "trailing"])
 @pytest.mark.parametrize("digits", [53, 24, 11, 8])
 def test_the_shortcut_changes_no_row(kind, digits):
     rng = np.random.default_rng(digits)

@@ -300,6 +300,8 @@ def _grain(Yk, ks, imag, digits):
     n_low = 53 - (digits - LOST_BITS)
     if n_low < 1:
         return _grain_of(Yk, ks, imag, digits)
+    if Yk.shape[1] == 1:
+        return _grain_single(Yk[:, 0], ks, imag, digits, n_low)
     bits = Yk.view(np.int64)
     settled = ((bits & ((1 << n_low) - 1)) != 0) & ((bits & _EXPONENT) != 0)
     settled = settled.any(axis=1) | ((bits & ~_SIGN) == 0).all(axis=1)   # or all zero
@@ -317,6 +319,41 @@ def _grain(Yk, ks, imag, digits):
 #: The exponent field of a float64's bits (0 for zero and subnormal values), and its sign.
 _EXPONENT = 0x7FF << 52
 _SIGN = -(1 << 63)
+
+
+def _grain_single(Y, ks, imag, digits, n_low):
+    r""":func:`_grain_of` of rows of one value each (one node: ``Y`` is ``(G, rows)``),
+    read off the bits of each value.
+
+    A normal value is :math:`M 2^{e}` with a 53-bit significand :math:`M`; with ``t``
+    trailing zero bits in it, its grid is :math:`2^{e + t}` and the value spans
+    :math:`\log_2(M / 2^t) \in [52 - t, 53 - t)` bits above the grid. So the grid is its
+    own rounding (``t < n_low``: at least ``digits - LOST_BITS`` bits), the value simple
+    (``t >= 53 - digits/2``: at most ``digits/2`` bits), or, for ``t`` from ``n_low`` to
+    ``K = ceil(52 - digits/2) - 1``, neither: the grain is the grid, :math:`|v|` less
+    :math:`|v|` with its last set bit cleared. The one ``t`` in between (``K + 1``:
+    the span decides) and the values that are not normal numbers (subnormal, infinite,
+    NaN) go through :func:`_grain_of`; a zero has no grid (0).
+    """
+    Y = np.ascontiguousarray(Y, dtype=np.float64)
+    bits = Y.view(np.int64)
+    top = -(-(104 - digits) // 2) - 1                # K = ceil(52 - digits / 2) - 1
+    low = bits & ((1 << (top + 1)) - 1)             # the significand's last K + 1 bits
+    grid = low != 0
+    grid &= (low & ((1 << n_low) - 1)) == 0         # t >= n_low (and t <= K)
+    magnitude = bits & ~_SIGN
+    q = magnitude.view(np.float64) - (magnitude & (magnitude - 1)).view(np.float64)
+    out = np.where(grid, q, 0.0)
+    exponent = bits & _EXPONENT
+    other = (exponent == 0) | (exponent == _EXPONENT)
+    other &= Y != 0
+    if top + 1 >= n_low:                            # t = K + 1 is not its own rounding
+        other |= (bits & ((1 << (top + 2)) - 1)) == 1 << (top + 1)
+    rest = np.flatnonzero(other)
+    if rest.size:
+        flat = Y.reshape(-1)
+        out.reshape(-1)[rest] = _grain_of(flat[rest][None, None], ks, imag, digits)[0]
+    return out
 
 
 def _grain_of(Yk, ks, imag, digits):
