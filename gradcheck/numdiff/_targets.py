@@ -493,29 +493,40 @@ class VjpTarget(_Target):
             # taken row by row across the groups instead, each bin still sums its rows in
             # row order (a member is in one group), so the sums are the same to the bit
             across = G > 1 and n_out >= 8 * (1 + np.count_nonzero(idx[0, 1:] != idx[0, :-1]))
-            idx = idx.T.reshape(-1) if across else idx.reshape(-1)
+
+            def flat_of(a):
+                """``a`` ``(G, n_out)`` in the order the bincounts take it: row by row
+                across the groups when ``across``, by one strided copy per group (a
+                transposed copy of so few columns runs an inner loop per row)."""
+                if not across:
+                    return a.reshape(-1)
+                out = np.empty((n_out, G), dtype=a.dtype)
+                for i in range(G):
+                    out[:, i] = a[i]
+                return out.reshape(-1)
+
+            idx = flat_of(idx)
             cols = pos[order[bounds[b0]:bounds[b1]]]
 
-            def summed(weights):
-                flat = weights.T.reshape(-1) if across else weights.reshape(-1)
+            def summed(flat):
                 return np.bincount(idx, weights=flat, minlength=dump + 1)[cols]
 
             Yk = Y[(b0 - g0) * nk:(b1 - g0) * nk].reshape(G, nk, n_out)
-            # per node, (G, n_out) and contiguous: bincount takes it without a copy
-            block = [Yk[:, a] * R for a in range(nk)]
+            # per node, in the bincounts' order (contiguous: bincount takes it as it is)
+            block = [flat_of(Yk[:, a] * R) for a in range(nk)]
             vals[:, cols] = [summed(b) for b in block]
             grain = _grain(Yk, ks, imag, self.digits)
             if grain.any():     # else every sum is 0, as grain2 holds already
                 grain *= R
-                grain2[cols] = summed(grain * grain)
+                grain2[cols] = summed(flat_of(grain * grain))
             if imag:
                 squares = [summed(b * b) for b in block]
                 sig2[cols] = np.max(squares, axis=0)
                 spread2[cols] = squares[a1]
                 return
             mag = (Yk != 0) * np.maximum(Rf2, (R * (f0 + Yk)) ** 2)
-            sig2[cols] = np.max([summed(mag[:, a]) for a in range(nk)], axis=0)
-            fallback_owned[cols] = summed(np.broadcast_to(Rf2, (G, n_out)))
+            sig2[cols] = np.max([summed(flat_of(mag[:, a])) for a in range(nk)], axis=0)
+            fallback_owned[cols] = summed(flat_of(np.broadcast_to(Rf2, (G, n_out))))
             spread2[cols] = summed(block[a1] ** 2)
 
         def reduce(Y, g0, g1, order, bounds):
