@@ -338,17 +338,24 @@ def _grain_single(Y, ks, imag, digits, n_low):
     Y = np.ascontiguousarray(Y, dtype=np.float64)
     bits = Y.view(np.int64)
     top = -(-(104 - digits) // 2) - 1                # K = ceil(52 - digits / 2) - 1
-    low = bits & ((1 << (top + 1)) - 1)             # the significand's last K + 1 bits
-    grid = low != 0
-    grid &= (low & ((1 << n_low) - 1)) == 0         # t >= n_low (and t <= K)
-    magnitude = bits & ~_SIGN
-    q = magnitude.view(np.float64) - (magnitude & (magnitude - 1)).view(np.float64)
+    # two integer work arrays, reused in place (a block is a few hundred KiB)
+    work = np.bitwise_and(bits, (1 << (top + 1)) - 1)   # the significand's last K + 1 bits
+    grid = work != 0
+    work &= (1 << n_low) - 1
+    grid &= work == 0                               # t >= n_low (and t <= K)
+    magnitude = np.bitwise_and(bits, ~_SIGN)
+    np.subtract(magnitude, 1, out=work)
+    work &= magnitude                               # |v| with its last set bit cleared
+    q = magnitude.view(np.float64)
+    q -= work.view(np.float64)                      # exact: the two share their leading bits
     out = np.where(grid, q, 0.0)
-    exponent = bits & _EXPONENT
-    other = (exponent == 0) | (exponent == _EXPONENT)
+    np.bitwise_and(bits, _EXPONENT, out=work)
+    other = work == 0
+    other |= work == _EXPONENT
     other &= Y != 0
     if top + 1 >= n_low:                            # t = K + 1 is not its own rounding
-        other |= (bits & ((1 << (top + 2)) - 1)) == 1 << (top + 1)
+        np.bitwise_and(bits, (1 << (top + 2)) - 1, out=work)
+        other |= work == 1 << (top + 1)
     rest = np.flatnonzero(other)
     if rest.size:
         flat = Y.reshape(-1)
