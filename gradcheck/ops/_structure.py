@@ -168,6 +168,15 @@ def window_structure(in_shape, out_shape, S, P, E, mixes) -> Structure:
         if not (colors[members] == colors[members[0]]).all() or \
                 not (members[1:] > members[:-1]).all():
             return None
+        return whole_of(tuple(r))
+
+    # one array per residue, read-only, kept like the offsets (the channels of a color
+    # share it: a member's position does not depend on its channel)
+    @functools.lru_cache(maxsize=max(2, 2**24 // (8 * max(1, math.prod(out_shape)))))
+    def whole_of(r):
+        m = [len(range(r[d], sp_in[d], E[d])) for d in range(nd)]
+        M = math.prod(m)
+        per = M if mixes else c_in * M
         none = -(n * per + 1)             # below -1 after any item's offset: clamped to -1
         table = np.zeros((), dtype=np.int64)
         for d in range(nd):
@@ -181,7 +190,9 @@ def window_structure(in_shape, out_shape, S, P, E, mixes) -> Structure:
                 (1, c_out) + (1,) * nd)
         out = np.empty((n, c_out, *sp_out), dtype=np.int64)
         np.add(lead_n, table, out=out)
-        return np.maximum(out, -1, out=out).reshape(-1)
+        out = np.maximum(out, -1, out=out).reshape(-1)
+        out.flags.writeable = False
+        return out
 
     def owners(members: np.ndarray) -> np.ndarray:
         members = np.asarray(members, dtype=np.int64)
