@@ -10,6 +10,7 @@ point per call, in the same chunks.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -76,7 +77,7 @@ class Evaluator:
 
     @property
     def out_size(self) -> int:
-        return int(np.prod(self.out_shape, dtype=np.int64))
+        return math.prod(self.out_shape)    # a tuple of ints (asked once per group)
 
     # ------------------------------------------------------------------ batches
     def batch_size(self, itemsize_x: int) -> int:

@@ -490,7 +490,9 @@ class VjpTarget(_Target):
                 # each member's column, then the dump bin: -1 (owned by none) picks the
                 # dump, so one gather places every row, without masks (the positions are
                 # checked to lie in [-1, members.size): "wrap" only skips a second check)
-                cols = np.append(pos[members], dump)
+                cols = np.empty(members.size + 1, dtype=np.int64)
+                np.take(pos, members, out=cols[:-1])
+                cols[-1] = dump
                 if lowest >= -1:
                     np.take(cols, own, out=idx[i], mode="wrap")
                 else:
