@@ -126,7 +126,11 @@ def _split_layer(layer, params, re, im, arg):
         if arg is not None or spec.name not in _FIRST_ORDER or \
                 not np.maximum(im.max(), -im.min()) <= FIRST_ORDER_IMAG:
             return None
-        return spec.value(re), im * spec.derivative(re)
+        d = spec.derivative(re)
+        # written in C order whatever im's layout (a batch of kernels gives its points
+        # axis second in memory): the differentiator reads the parts as they come
+        out = np.empty(im.shape, dtype=np.result_type(im, d))
+        return spec.value(re), np.multiply(im, d, out=out)
     if kind != "conv" or getattr(layer, "groups", 1) != 1:
         return None
     w, b = params["w"], params.get("b")
