@@ -182,3 +182,15 @@ def test_same_padding_split_matches_torch(k, d):
     explicit = functional.conv1d(functional.pad(x, (geom.pad_lo[0], geom.pad_hi[0])), w,
                                  dilation=d)
     np.testing.assert_array_equal(same.numpy(), explicit.numpy())
+
+
+def test_a_geometry_seen_before_is_no_pass_for_arguments_that_only_compare_equal():
+    # geometries are kept between calls: True == 1 and 1.0 == 1, but neither is an int
+    from gradcheck import ConfigurationError
+
+    first = conv_geometry((1, 2, 5, 5), (2, 2, 3, 3), stride=1, groups=1)
+    assert conv_geometry((1, 2, 5, 5), (2, 2, 3, 3), stride=1, groups=1) == first
+    with pytest.raises(ConfigurationError, match="groups must be a positive int; got True"):
+        conv_geometry((1, 2, 5, 5), (2, 2, 3, 3), stride=1, groups=True)
+    with pytest.raises(ConfigurationError, match="stride must be an int"):
+        conv_geometry((1, 2, 5, 5), (2, 2, 3, 3), stride=1.0, groups=1)

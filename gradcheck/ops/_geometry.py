@@ -169,7 +169,28 @@ def conv_geometry(
 
     ``x_shape`` is ``(N, C_in, *spatial)`` and ``w_shape`` ``(C_out, C_in/groups, *kernel)``
     with 1 to 3 spatial dimensions.
+
+    A check asks it dozens of times for the same few layers: the geometry of arguments
+    seen before is reused (keyed by their ``repr``, so ``True`` and ``1`` or ``2.0`` and
+    ``2`` stay apart and each is judged on its own; arguments that fail are not kept).
     """
+    key = repr((tuple(x_shape), tuple(w_shape), stride, padding, dilation, groups))
+    found = _GEOMETRIES.get(key)
+    if found is None:
+        found = _conv_geometry(x_shape, w_shape, stride, padding, dilation, groups)
+        if len(_GEOMETRIES) >= _GEOMETRIES_KEPT:
+            _GEOMETRIES.clear()
+        _GEOMETRIES[key] = found
+    return found
+
+
+#: Geometries computed (``repr`` of the arguments -> ConvGeometry, an immutable record).
+_GEOMETRIES: dict = {}
+_GEOMETRIES_KEPT = 256
+
+
+def _conv_geometry(x_shape, w_shape, stride, padding, dilation, groups) -> ConvGeometry:
+    """:func:`conv_geometry` computed."""
     x_shape, w_shape = tuple(x_shape), tuple(w_shape)
     if not 3 <= len(x_shape) <= 5:
         raise ConfigurationError(
