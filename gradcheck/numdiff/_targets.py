@@ -319,6 +319,8 @@ def _grain(Yk, ks, imag, digits):
 #: The exponent field of a float64's bits (0 for zero and subnormal values), and its sign.
 _EXPONENT = 0x7FF << 52
 _SIGN = -(1 << 63)
+#: The smallest and largest normal float64.
+_TINY, _HUGE = float(np.finfo(np.float64).tiny), float(np.finfo(np.float64).max)
 
 
 def _grain_single(Y, ks, imag, digits, n_low):
@@ -338,24 +340,26 @@ def _grain_single(Y, ks, imag, digits, n_low):
     Y = np.ascontiguousarray(Y, dtype=np.float64)
     bits = Y.view(np.int64)
     top = -(-(104 - digits) // 2) - 1                # K = ceil(52 - digits / 2) - 1
-    # two integer work arrays, reused in place (a block is a few hundred KiB)
-    work = np.bitwise_and(bits, (1 << (top + 1)) - 1)   # the significand's last K + 1 bits
+    # one integer work array, reused in place (a block is a few hundred KiB)
+    work = np.bitwise_and(bits, (1 << (top + 2)) - 1)   # the significand's last K + 2 bits
+    # t = K + 1, which the span decides, unless the grid is its own rounding anyway
+    other = work == 1 << (top + 1) if top + 1 >= n_low else np.zeros(Y.shape, bool)
+    work &= (1 << (top + 1)) - 1
     grid = work != 0
     work &= (1 << n_low) - 1
-    grid &= work == 0                               # t >= n_low (and t <= K)
-    magnitude = np.bitwise_and(bits, ~_SIGN)
-    np.subtract(magnitude, 1, out=work)
-    work &= magnitude                               # |v| with its last set bit cleared
-    q = magnitude.view(np.float64)
-    q -= work.view(np.float64)                      # exact: the two share their leading bits
-    out = np.where(grid, q, 0.0)
-    np.bitwise_and(bits, _EXPONENT, out=work)
-    other = work == 0
-    other |= work == _EXPONENT
-    other &= Y != 0
-    if top + 1 >= n_low:                            # t = K + 1 is not its own rounding
-        np.bitwise_and(bits, (1 << (top + 2)) - 1, out=work)
-        other |= work == 1 << (top + 1)
+    grid &= work == 0                               # n_low <= t <= K
+    magnitude = np.abs(Y)
+    # not a normal number (subnormal, infinite, NaN), zeros apart
+    other |= ~((magnitude >= _TINY) & (magnitude <= _HUGE)) & (Y != 0)
+    mbits = magnitude.view(np.int64)
+    np.subtract(mbits, 1, out=work)
+    work &= mbits                                   # |v| with its last set bit cleared
+    magnitude -= work.view(np.float64)              # exact: the two share their leading bits
+    # the grid where there is one, else 0 (finite and >= 0 for every normal number or
+    # zero; the others, inf * 0 among them, are taken again below)
+    with np.errstate(invalid="ignore"):
+        magnitude *= grid
+    out = magnitude
     rest = np.flatnonzero(other)
     if rest.size:
         flat = Y.reshape(-1)
