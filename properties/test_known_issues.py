@@ -449,6 +449,60 @@ def test_float64_conv_of_tiny_inputs_then_a_batch_norm_using_np_var():
     assert num.method == "adaptive" and "not analytic" in num.complex_check
 
 
+def test_float32_relu_bias_with_ten_preactivations_exactly_at_zero():
+    # Used to fail: relu(conv(x, w) + b), b = 0, x zero on the windows of the first
+    # column: ten pre-activations of each channel are exactly 0, and one of channel 2 at
+    # -1.37e-3 turns on within the right-hand secant of b[2]'s step 2**-9 (3.636 for the
+    # right-hand derivative 3.87847, the definition's value in float64 at t = 1e-7). The
+    # kink, not located, took the largest cut (2**-19), whose secants had a rounding as
+    # large as their gap, and the pair at 2**-9 was kept for its sharper bar: a backward
+    # with the mask z >= 0 (the right-hand derivative, a valid choice at the kink) failed.
+    # An unlocated kink at the point is now retried no lower than where its secants keep
+    # 1/1024 of their gap (2**-11 here), and a kink whose secants moved at the smaller
+    # step replaces the one kept.
+    from gradcheck import conv_backward, conv_forward
+    from gradcheck.checker._scalarize import seeded_cotangent
+
+    r = np.random.default_rng(9)
+    x = r.standard_normal((2, 2, 6, 6)).astype(np.float32)
+    x[:, :, ::2, :] = 0
+    x[:, :, :, :2] = 0
+    w = (r.standard_normal((3, 2, 2, 2)) / 3).astype(np.float32)
+    b = np.zeros(3, np.float32)
+
+    def f(x, w, b):
+        return np.maximum(conv_forward(x, w, b), 0)
+
+    def backward(strict, factor=1.0):
+        def f_vjp(g, x, w, b):
+            z = conv_forward(x, w, b)
+            gx, gw, gb = conv_backward((g * ((z > 0) if strict else (z >= 0))).astype(np.float32),
+                                       x, w)
+            gb = gb.copy()
+            gb[2] *= np.float32(factor)
+            return gx, gw, gb
+        return f_vjp
+
+    R = seeded_cotangent(9, f(x, w, b).shape)
+    z = conv_forward(x, w, b)[:, 2].astype(np.float64)
+    assert np.isclose(backward(False)(R, x, w, b)[2][2], R[:, 2][z >= 0].sum(), rtol=1e-6)
+    X, W = x.astype(np.float64), w.astype(np.float64)
+
+    def C(t):
+        return float((R * np.maximum(conv_forward(X, W, np.array([0.0, 0.0, t])), 0)).sum())
+
+    right, left = (C(1e-7) - C(0)) / 1e-7, (C(0) - C(-1e-7)) / 1e-7
+    assert np.isclose(right, R[:, 2][z >= 0].sum(), rtol=1e-6)
+    assert np.isclose(left, R[:, 2][z > 0].sum(), rtol=1e-6)
+    for strict in (False, True):                # either one-sided derivative passes
+        report = check_vjp(f, backward(strict), (x, w, b), argnames=("x", "w", "b"), seed=9)
+        assert report.passed, (strict, str(report))
+    # 5% beyond the right-hand derivative (away from the left-hand one, 2.2938) fails
+    assert right > left
+    wrong = check_vjp(f, backward(False, 1.05), (x, w, b), argnames=("x", "w", "b"), seed=9)
+    assert not wrong.passed and wrong["b"].worst_index == (2,), str(wrong)
+
+
 # --------------------------------------------------------------------------- open issues
 # Strict expected failures: wrong verdicts on right gradients, found by a corpus of
 # correct-but-hard layers run over seeds 0-19 (float32 and float64, scales 1e-6 to 1e6).
@@ -475,51 +529,6 @@ def _batch_norm_in_own_dtype(eps):
         return gx, (gy * xh).sum(ax), gy.sum(ax)
 
     return f, f_vjp
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "numdiff one-sided derivatives at a kink (_adaptive.py): the right-hand stencil of "
-    "b[2] spans further kinks (pre-activations at -6.6e-5 and -1.9e-2 turn on within "
-    "it) and reads 3.766 for the exact right-hand derivative 2.0358; its bar does not "
-    "hold that"))
-def test_float32_relu_bias_with_ten_preactivations_exactly_at_zero():
-    # relu(conv(x, w) + b), b = 0, x zero on the windows of the first column: ten
-    # pre-activations of each channel are exactly 0. A backward with the mask z >= 0 (the
-    # right-hand derivative, a valid choice at the kink) fails on b[2]: analytic 2.0358,
-    # limits given as 3.766 and 4.153; by the definition in float64 (t = 1e-6, 1e-8)
-    # they are 2.035780 (right) and 4.152583 (left). The mask z > 0 (the left-hand
-    # derivative) passes. 2 of 20 seeds failed in float32 (5 and 9), none in float64; seed
-    # 5 passes since steps beyond the scale f varies on are cut. Seed 9 still fails: b[2]
-    # analytic 3.87847 (the right-hand derivative by the definition, t = 1e-7, in float64:
-    # 3.87847), limits given as 2.29382 (left, right by the definition) and 3.63647.
-    from gradcheck import conv_backward, conv_forward
-    from gradcheck.checker._scalarize import seeded_cotangent
-
-    r = np.random.default_rng(9)
-    x = r.standard_normal((2, 2, 6, 6)).astype(np.float32)
-    x[:, :, ::2, :] = 0
-    x[:, :, :, :2] = 0
-    w = (r.standard_normal((3, 2, 2, 2)) / 3).astype(np.float32)
-    b = np.zeros(3, np.float32)
-
-    def f(x, w, b):
-        return np.maximum(conv_forward(x, w, b), 0)
-
-    def f_vjp(g, x, w, b):
-        z = conv_forward(x, w, b)
-        return conv_backward((g * (z >= 0)).astype(np.float32), x, w)
-
-    R = seeded_cotangent(9, f(x, w, b).shape)
-    z = conv_forward(x, w, b)[:, 2].astype(np.float64)
-    assert np.isclose(f_vjp(R, x, w, b)[2][2], R[:, 2][z >= 0].sum(), rtol=1e-6)
-    X, W = x.astype(np.float64), w.astype(np.float64)
-
-    def C(t):
-        return float((R * np.maximum(conv_forward(X, W, np.array([0.0, 0.0, t])), 0)).sum())
-
-    assert np.isclose((C(1e-7) - C(0)) / 1e-7, R[:, 2][z >= 0].sum(), rtol=1e-6)
-    report = check_vjp(f, f_vjp, (x, w, b), argnames=("x", "w", "b"), seed=9)
-    assert report.passed, str(report)
 
 
 @pytest.mark.xfail(strict=True, reason=(

@@ -80,13 +80,18 @@ but not at the point). Once truncation has failed to fall, the smooth model's cu
 not apply: a kink within one step of the point is *located* from the secants of the straddling pass
 (:func:`_kink_distance`) and the next step is a quarter of its distance, so that every
 node lies on one side of it; a kink not located takes the largest cut
-(:data:`._steps.SHRINK_MIN`). The
+(:data:`._steps.SHRINK_MIN`), except one the pair shows at the point: it is cut by at
+least 4 but not below the step where its secants keep ``1/KINK_RESOLVE`` of their gap
+(:func:`_kink_floor`; other kinks may lie within the step, and secants drowned in
+rounding say nothing about them). The
 kink is reported with the one-sided *secants* of the pair's smaller step,
 :math:`(f(x) - f(x-h))/h` and :math:`(f(x+h) - f(x))/h`: a secant across a kink is a
 weighted mean of the slopes on both sides, so unlike a fitted one-sided stencil it
 never lands outside them; the element gets their midpoint and half their distance plus
 their rounding, so ``|grad - a| <= error`` accepts exactly the values ``a`` between the
-limits. The sharpest pair showing the kink is kept, and forgotten when a later pair's
+limits. The sharpest pair showing the kink is kept -- unless a later pair's secants
+moved beyond their rounding from it (:func:`_moved`: the larger step's secants spanned a
+second kink, their bar sharp about the wrong slopes) -- and forgotten when a later pair's
 one-sided derivatives moved beyond their rounding and now agree, truncation resolved
 (a near tie 1e-9 away, resolved by the smaller steps). A kink stands unless a pass
 resolved the element with a smaller error bar.
@@ -150,6 +155,9 @@ KINK_RELATIVE = 1.0
 #: coefficients both lie this many times below it (their samples of the noise; for
 #: normal noise each is below a 16th of its scale 5% of the time, both 0.25%).
 NOISE_REFUTED = 16.0
+#: An unlocated kink at the point is retried at no step where the rounding of its
+#: one-sided secants exceeds this share of their gap (:func:`_kink_floor`).
+KINK_RESOLVE = 1024.0
 #: z_k: a kink needs one-sided derivatives this many times their rounding apart; a
 #: one-sided derivative that moved by more than this many roundings between two passes
 #: moved for a reason.
@@ -188,12 +196,14 @@ def run_adaptive(target, h0, stencil, eps, *, max_retries, x_src=None, sources=N
             seen = np.where(here & _refuted(seen, now), 0.0, seen)
             seen = np.where(here, np.fmax(seen, _confirmed_noise(last, now)), seen)
         last = last.where(here, now)
-        stuck = grew = np.zeros(target.n_q, bool)
+        stuck = grew = shown = np.zeros(target.n_q, bool)
         if attempt:
             found, resolved, stuck, grew = _kinks(last, prev, seen, h0, eps)
+            shown = here & found.nondiff & stuck & ~grew
             kink = kink.where(here & (resolved | _contradicts(now, seen, kink)),
                               Estimate.blank(target.n_q, h0))
-            kink = kink.where(here & found.nondiff & ~(found.error >= kink.error), found)
+            kink = kink.where(here & found.nondiff
+                              & (~(found.error >= kink.error) | _moved(found, kink)), found)
         rho = _rounding(now, seen)
         # no digit while truncation does not dominate (it sets no cut), or still none
         # after a retry (beyond the scale f varies on, where the smooth model's cut
@@ -212,10 +222,12 @@ def run_adaptive(target, h0, stencil, eps, *, max_retries, x_src=None, sources=N
         # largest cut
         kink_at = np.where(stuck & ~grew, _kink_distance(now, seen), np.nan)
         located.append(np.isfinite(kink_at))
+        floor = np.where(shown & ~np.isfinite(kink_at), _kink_floor(now, seen), np.nan)
         checks.append(confirming)
         new = retry_steps(now.h[qn], xs, rho[qn], now.tau[qn], now.bad[qn], eps,
                           stencil.order, stuck=stuck[qn], kink_at=kink_at[qn],
-                          blind=(blind & (~truncated | (attempt > 0)))[qn])
+                          blind=(blind & (~truncated | (attempt > 0)))[qn],
+                          kink_floor=floor[qn])
         new = np.where(confirming[qn], now.h[qn] * CONFIRM_SHRINK, new)
         nxt = np.full(target.n_src, np.inf)
         np.minimum.at(nxt, target.q_src[qn], new)
@@ -399,6 +411,31 @@ def _kink_distance(p: PassEstimate, seen):
     t = np.fmin(np.where(ok_r, t_r, np.where(far_r, 1.0, np.nan)),
                 np.where(ok_l, t_l, np.where(far_l, 1.0, np.nan)))
     return t * p.h
+
+
+def _kink_floor(p: PassEstimate, seen):
+    """The smallest step at which the one-sided secants of pass ``p`` still resolve
+    their gap to ``1/KINK_RESOLVE`` of it (NaN where they show none): an unlocated kink
+    at the point is retried no further down, since other kinks can lie within its
+    step, and the secants must remain sharp to show where the one-sided derivatives
+    stand (a float32 ReLU bias with ten pre-activations exactly at 0 and one at
+    -1.4e-3: the largest cut, from 2**-9 to 2**-19, gave secants with a rounding as
+    large as their gap, and the kink kept those of 2**-9, which spanned the second
+    kink)."""
+    s = _noise(p, seen, excess=False)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gap = np.abs(p.rsec - p.lsec)
+        out = KINK_RESOLVE * KAPPA_R * p.sunit * p.h * s / gap
+    return np.where(gap > 0, out, np.nan)
+
+
+def _moved(found: Estimate, kink: Estimate):
+    """Where the one-sided secants of a kink ``found`` at a smaller step moved beyond
+    their rounding from those of the ``kink`` kept so far: the larger step's secants
+    spanned another kink, and the sharper bar they drew is not the point's."""
+    with np.errstate(invalid="ignore"):
+        shift = np.fmax(np.abs(found.left - kink.left), np.abs(found.right - kink.right))
+        return kink.nondiff & (shift > FLAG_Z * 0.5 * (found.rho + kink.rho))
 
 
 def _contradicts(p: PassEstimate, seen, kink: Estimate):

@@ -47,7 +47,9 @@ and both are detected from the evaluations rather than guessed:
   would be a fifth of the rounding error, :math:`h \cdot (\rho / 5T)^{1/(p+1)}`, clipped
   to :math:`[2^{-10}, 1/2]` per retry. Where the truncation already failed to fall as a
   smooth function's would (a kink), the cut is to a quarter of the kink's distance when
-  the straddling pass located it, else :math:`2^{-10}` (see :mod:`._adaptive`).
+  the straddling pass located it, else :math:`2^{-10}` -- but for a kink at the point,
+  no lower than where its one-sided secants still resolve their gap, and at least a
+  quarter (see :mod:`._adaptive`).
   A pass with no significant digit -- truncation at least its value, saturated
   values that look like a flat polynomial with a large trend -- is beyond the scale ``f`` varies on,
   where the smooth model's cut does not hold (``tanh(1e6 x)`` at ``x = 1e-7``, whose
@@ -85,6 +87,9 @@ SHRINK_MIN, SHRINK_MAX = 2.0**-10, 0.5
 #: square (see the module docstring; 1 cost one of 40 float16 slips: weights of 0.05
 #: differenced with 2**-4 instead of 2**-3 drew bars 7.5x wider for the same value).
 OWN_SIZE = 2.0
+#: Largest ratio between a retry's step and the step before it where a kink sits at the
+#: point and was not located (``kink_floor`` of :func:`retry_steps`).
+KINK_SHRINK = 0.25
 #: Ratio between a retry's step and the step before it after a point left f's domain.
 DOMAIN_SHRINK = 1 / 16
 
@@ -168,12 +173,14 @@ def direction_steps(x, V, scale, eps, order, imag=False, typical=None):
 
 
 def retry_steps(h, x_src, rho, tau, nonfinite, eps, order, stuck=None, kink_at=None,
-                blind=None):
+                blind=None, kink_floor=None):
     """Next step for quantities that need one (see the module docstring). ``stuck``
     marks quantities whose truncation did not fall with the last step as a smooth
     function's would: they take a quarter of the distance ``kink_at`` of a kink located
-    within the step, else the largest cut; so do quantities ``blind`` (no significant
-    digit: the step is beyond the scale ``f`` varies on)."""
+    within the step, else the largest cut, but not below ``kink_floor`` (the smallest
+    step at which the one-sided secants of a kink at the point still resolve its gap)
+    and at least a quarter; quantities ``blind`` (no significant digit: the step is
+    beyond the scale ``f`` varies on) take the largest cut."""
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.clip((rho / (5 * tau)) ** (1.0 / (order + 1)), SHRINK_MIN, SHRINK_MAX)
         ratio = np.where(np.isfinite(ratio), ratio, SHRINK_MAX)
@@ -182,8 +189,14 @@ def retry_steps(h, x_src, rho, tau, nonfinite, eps, order, stuck=None, kink_at=N
     if stuck is not None:
         located = np.asarray(kink_at) / (4 * h) if kink_at is not None else np.nan
         with np.errstate(invalid="ignore"):
+            cut = SHRINK_MIN
+            if kink_floor is not None:
+                with np.errstate(divide="ignore"):
+                    cut = np.clip(2.0 ** np.ceil(np.log2(np.asarray(kink_floor) / h)),
+                                  SHRINK_MIN, KINK_SHRINK)
+                cut = np.where(np.isfinite(cut), cut, SHRINK_MIN)
             located = np.where(np.isfinite(located), np.clip(located, SHRINK_MIN, SHRINK_MAX),
-                               SHRINK_MIN)
+                               cut)
         ratio = np.where(stuck, located, ratio)
     smaller = 2.0 ** np.floor(np.log2(h * ratio))
     dom = h * DOMAIN_SHRINK
