@@ -291,6 +291,10 @@ def test_float16_conv_relu_with_a_kink_within_float16s_resolution():
         wrong = off(seed, which, index, 1.05)
         name = "xwb"[which]
         assert not wrong.passed and wrong[name].worst_index == index, (seed, str(wrong))
+    # where the bar does not resolve 5% the error passes, and the notes say so
+    wrong = off(1122, 1, (0, 0, 0, 0), 1.05)
+    assert wrong.passed and any(n.startswith("w: ") and "allow more than 5%" in n
+                                for n in wrong.notes), str(wrong)
     # the kink is shared (the pre-activation near 0 is reached by other inputs, flagged
     # too): a value outside its limits is not judged, and the report says so
     wrong = off(1149, 0, (1, 1, 4, 0), 0.6)

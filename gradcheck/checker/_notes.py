@@ -1,6 +1,6 @@
 """What a check weakened or assumed, said in the report's notes: nothing passes by omission.
 
-The verdict of :func:`~gradcheck.check_vjp` is only as strong as what was compared. Three
+The verdict of :func:`~gradcheck.check_vjp` is only as strong as what was compared. Four
 things weaken it without changing what the caller sees in the table, so each is a note:
 
 - **a gradient not returned**: ``f_vjp`` gave ``None`` for an argument; it is checked as a
@@ -13,16 +13,20 @@ things weaken it without changing what the caller sees in the table, so each is 
   ``atol + rtol * |value|``; ``rtol=1`` lets a factor-2 bug pass. The note names the
   floor and, for every argument checked element by element, how many elements pass only
   because of it -- judged again under the automatic tolerance alone
-  (:func:`floor_notes`).
+  (:func:`floor_notes`);
+- **a coarse precision**: float16 and bfloat16 differences carry wide bars where kinks
+  crowd an element's step; elements that allow more than 5% of their value are counted
+  (:func:`coarse_notes`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from gradcheck.checker._summarize import COARSE_TAIL
 from gradcheck.checker._tolerance import Tolerance, longest_sum, real_eps
 
-__all__ = ["missing_notes", "dtype_notes", "floor_notes", "weakened_notes"]
+__all__ = ["missing_notes", "dtype_notes", "floor_notes", "coarse_notes", "weakened_notes"]
 
 
 def missing_notes(problem, options) -> list:
@@ -106,7 +110,15 @@ def floor_notes(problem, options, reports) -> list:
             + "; ".join(through)]
 
 
+def coarse_notes(reports) -> list:
+    """The elements of a float16 or bfloat16 argument whose allowance is wider than the
+    error such a check is meant to catch (:func:`._summarize._coarse_note`), said in the
+    check's notes."""
+    return [f"{r.name}: {part}" for r in reports for part in (r.note or "").split("; ")
+            if part.endswith(COARSE_TAIL)]
+
+
 def weakened_notes(problem, options, reports) -> list:
     """Every note of this module, in the order above."""
     return (missing_notes(problem, options) + dtype_notes(problem, options)
-            + floor_notes(problem, options, reports))
+            + floor_notes(problem, options, reports) + coarse_notes(reports))

@@ -16,6 +16,7 @@ import numpy as np
 
 from gradcheck.checker._judge import Judgement, cosine_and_ratio, excess, rel_error
 from gradcheck.checker._report import ArgumentReport, Diagnosis
+from gradcheck.checker._tolerance import real_eps
 
 __all__ = ["SampleJudged", "summarize_full", "summarize_sampled", "summarize_fast", "summarize_skipped",
            "sampled_said", "join_notes"]
@@ -117,6 +118,46 @@ def _shared_note(judged: Judgement, note: str, mode: str = "full") -> str:
     return (note + "; " if note else "") + said
 
 
+#: The error a float16 or bfloat16 check is meant to catch in one element (a share of its
+#: value); elements whose allowance is wider are named in a note.
+LOW_PRECISION_SLIP = 0.05
+#: How that note ends (:func:`gradcheck.checker._notes.coarse_notes` lifts it into the
+#: check's notes, which the report prints).
+COARSE_TAIL = "an error that size is not seen there"
+
+
+def _coarse_note(judged: Judgement, dtypes, note: str) -> str:
+    """Where the precision is float16's or coarser: how many judged elements allow more
+    than ``LOW_PRECISION_SLIP`` of their value (of the gradient's root mean square where
+    that is more), so that such an error is not seen there -- nothing passes by omission:
+    float16 differences of an element near several kinks carry bars of 20% and more.
+    Elements at shared kinks have their own note.
+
+    >>> import numpy as np
+    >>> from gradcheck.checker._judge import Judgement
+    >>> a, z = np.array([1.0, 2.0, 4.0]), np.zeros(3, bool)
+    >>> j = Judgement(a, a, 0 * a, np.array([0.01, 0.3, 0.1]), 0 * a, z, z, z, z)
+    >>> _coarse_note(j, [np.float16], "")
+    '1 of 3 element(s) allow more than 5% of their value (12% at (1,)): an error that size is not seen there'
+    >>> _coarse_note(j, [np.float32], "")
+    ''
+    """
+    if max(real_eps(d) for d in dtypes) < 2.0**-10:
+        return note
+    a = np.abs(np.asarray(judged.analytic, np.float64))
+    scale = np.fmax(a, np.sqrt(np.mean(a[np.isfinite(a)] ** 2)) if a.size else 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.asarray(judged.tolerance, np.float64) / scale
+    wide = (share > LOW_PRECISION_SLIP) & (scale > 0) & ~judged.shared
+    if not wide.any():
+        return note
+    at = np.unravel_index(int(np.argmax(np.where(wide, share, -1.0))), share.shape)
+    return (note + "; " if note else "") + (
+        f"{int(wide.sum())} of {wide.size} element(s) allow more than "
+        f"{LOW_PRECISION_SLIP:.0%} of their value ({share[at]:.0%} at "
+        f"{tuple(int(i) for i in at)}): {COARSE_TAIL}")
+
+
 def summarize_full(name, arg, dtype, judged: Judgement, diagnosis: Diagnosis | None, *,
                    nfev, started, note="") -> ArgumentReport:
     """Every element of argument ``name`` (``dtype``: the analytic gradient's)."""
@@ -131,7 +172,8 @@ def summarize_full(name, arg, dtype, judged: Judgement, diagnosis: Diagnosis | N
         elapsed_s=time.perf_counter() - started, diagnosis=diagnosis,
         analytic=judged.analytic, numeric=judged.numeric, error_estimate=judged.error,
         failed_mask=judged.failed, nondifferentiable_mask=judged.nondiff,
-        note=_shared_note(judged, note), **_measures(judged, diff, rel))
+        note=_coarse_note(judged, (dtype, arg.dtype), _shared_note(judged, note)),
+        **_measures(judged, diff, rel))
 
 
 class SampleJudged(NamedTuple):
