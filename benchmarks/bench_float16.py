@@ -28,7 +28,11 @@ import sys
 import numpy as np
 
 from gradcheck import check_vjp, conv_backward, conv_forward
-from gradcheck.checker._summarize import COARSE_TAIL
+
+try:
+    from gradcheck.checker._summarize import COARSE_TAIL
+except ImportError:     # a version without the note (to measure it before/after)
+    COARSE_TAIL = "an error that size is not seen there"
 
 F16 = np.float16
 
