@@ -138,7 +138,7 @@ def _coarse_note(judged: Judgement, dtypes, note: str) -> str:
     >>> a, z = np.array([1.0, 2.0, 4.0]), np.zeros(3, bool)
     >>> j = Judgement(a, a, 0 * a, np.array([0.01, 0.3, 0.1]), 0 * a, z, z, z, z)
     >>> _coarse_note(j, [np.float16], "")
-    '1 of 3 element(s) allow more than 5% of their value (12% at (1,)): an error that size is not seen there'
+    '1 of 3 element(s) allow more than 5% of their value (11% at (1,)): an error that size is not seen there'
     >>> _coarse_note(j, [np.float32], "")
     ''
     """
