@@ -123,22 +123,24 @@ def _shared_note(judged: Judgement, note: str, mode: str = "full") -> str:
 LOW_PRECISION_SLIP = 0.05
 #: How that note ends (:func:`gradcheck.checker._notes.coarse_notes` lifts it into the
 #: check's notes, which the report prints).
-COARSE_TAIL = "an error that size is not seen there"
+COARSE_TAIL = "an error that size may go unseen there"
 
 
 def _coarse_note(judged: Judgement, dtypes, note: str) -> str:
     """Where the precision is float16's or coarser: how many judged elements allow more
     than ``LOW_PRECISION_SLIP`` of their value (of the gradient's root mean square where
-    that is more), so that such an error is not seen there -- nothing passes by omission:
+    that is more), counting the numerical value's own error bar with the allowance (a
+    numerical value off by its bar toward the error hides that much of it), so that such
+    an error is not seen there for sure -- nothing passes by omission:
     float16 differences of an element near several kinks carry bars of 20% and more.
     Elements at shared kinks have their own note.
 
     >>> import numpy as np
     >>> from gradcheck.checker._judge import Judgement
     >>> a, z = np.array([1.0, 2.0, 4.0]), np.zeros(3, bool)
-    >>> j = Judgement(a, a, 0 * a, np.array([0.01, 0.3, 0.1]), 0 * a, z, z, z, z)
+    >>> j = Judgement(a, a, 0.01 * a, np.array([0.01, 0.3, 0.1]), 0 * a, z, z, z, z)
     >>> _coarse_note(j, [np.float16], "")
-    '1 of 3 element(s) allow more than 5% of their value (11% at (1,)): an error that size is not seen there'
+    '1 of 3 element(s) allow more than 5% of their value (12% at (1,)): an error that size may go unseen there'
     >>> _coarse_note(j, [np.float32], "")
     ''
     """
@@ -146,8 +148,14 @@ def _coarse_note(judged: Judgement, dtypes, note: str) -> str:
         return note
     a = np.abs(np.asarray(judged.analytic, np.float64))
     scale = np.fmax(a, np.sqrt(np.mean(a[np.isfinite(a)] ** 2)) if a.size else 0.0)
+    # an error that size is caught for sure only where the allowance and the numerical
+    # value's own error together stay under it (at a kink: the limits' rounding)
+    err = np.asarray(judged.error, np.float64)
+    if judged.left is not None and judged.right is not None:
+        gap = np.abs(np.asarray(judged.right, np.float64) - np.asarray(judged.left, np.float64))
+        err = np.where(judged.nondiff & np.isfinite(gap), np.fmax(err - 0.5 * gap, 0.0), err)
     with np.errstate(invalid="ignore", divide="ignore"):
-        share = np.asarray(judged.tolerance, np.float64) / scale
+        share = (np.asarray(judged.tolerance, np.float64) + err) / scale
     wide = (share > LOW_PRECISION_SLIP) & (scale > 0) & ~judged.shared
     if not wide.any():
         return note
