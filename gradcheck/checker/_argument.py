@@ -95,8 +95,25 @@ def known_of(problem, index) -> Known:
                  forward=problem.of_argument(index), missing=index in problem.missing)
 
 
+def _backward_of(problem, index):
+    """Argument ``index``'s value -> its analytic gradient with the check's cotangent and
+    the other arguments at the point (None without a backward)."""
+    if problem.f_vjp is None:
+        return None
+
+    def backward(value):
+        args = list(problem.args)
+        args[index] = value
+        grads = problem.f_vjp(problem.cotangent_f.copy(), *args)
+        grads = (grads,) if len(args) == 1 and isinstance(grads, np.ndarray) else tuple(grads)
+        g = grads[index]
+        return np.zeros(value.shape) if g is None else g
+
+    return backward
+
+
 def _elements(problem, options, target, analytic, resolution, method=None, confirm=None,
-              ties=False):
+              ties=False, backward=None):
     """Differentiate every element of ``target`` (with ``method`` if given, else the
     target's), judge, settle kinks, take a second look: ``(num, judged, note)``.
     ``confirm(target, num)``, if given, vets the first numbers before they are judged
@@ -131,7 +148,7 @@ def _elements(problem, options, target, analytic, resolution, method=None, confi
         num = dataclasses.replace(num, nfev=int(num.nfev) + confirm(target, num))
     judged = verdict(num)
     num, judged, note = second_look(target, num, judged, verdict,
-                                    raised[0] if raised else tolerance)
+                                    raised[0] if raised else tolerance, backward)
     nfev, groups = 0, ""
     if ties:
         judged, nfev, groups = judge_groups_with_ties(
@@ -152,7 +169,8 @@ def check_full(problem, options, plan, suspects):
         from gradcheck.checker._probe import confirm_structure as confirm
     num, judged, note = _elements(problem, options, target, analytic,
                                   lambda seed: problem.resolution(plan.index, seed),
-                                  plan.method or None, confirm, ties=True)
+                                  plan.method or None, confirm, ties=True,
+                                  backward=_backward_of(problem, plan.index))
     diagnosis = diagnose_judgement(
         judged, role=role_of(options.roles[plan.index], plan.index, target.arg),
         suspects=lambda: list(suspects(plan.name, problem.cotangent_f)),

@@ -59,8 +59,26 @@ with ``R`` itself: when that differs from the first call beyond the same allowan
 backward is not deterministic (a random draw, state kept between calls), and that is
 what the message says (under the same cause, as the catalogue's own test of it does).
 
-The cost is three calls of the backward per check (four when one fails), not per
-argument: one call returns every argument's gradient. A cotangent given by the caller
+The backward's own rounding
+---------------------------
+The resolution floor divides the terms' rounding by ``max(|x_j|, 1)``, the distance
+over which ``f`` is taken to change them; ``f`` may change them faster (a batch norm
+over a batch of two varies on each feature's spread, and at order 2, the backward of
+``batch_norm(x).sum()`` -- zero by cancellation -- departed by 111% of its norm, 2e-15,
+beyond that floor on seeds 3-5). A departure still beyond the allowance with the
+measured magnitudes is judged once more with the backward's own rounding, measured:
+where a further call with ``R`` itself returns what the first did (deterministic), one
+more with ``q (R + R')``, ``q = 1 + 3/1024``, whose products all round differently,
+and ``JITTER_BARS`` times ``|vjp(q(R + R'))/q - vjp(R + R')|`` (at least its root mean
+square) is added to both allowances (the sum's own rounding: one with ``q R`` measured
+4.7e-17 where ``vjp(R + R')`` departed by 9.9e-16, on a batch of two at order 2). A linear backward's two calls differ by rounding alone. A clip of
+``R`` at a threshold moves by 0.3% of what it clips there, eight times which is 2.4%, far
+below the whole clipped amount the ``-512 R`` test departs by; an even function of
+``R`` or a threshold at zero does not move at all; a backward that ignores ``R`` moves by
+0.3% of itself.
+
+The cost is three calls of the backward per check (four or five when one fails), not
+per argument: one call returns every argument's gradient. A cotangent given by the caller
 (``cotangent=``) is tested the same way, around it.
 
 """
@@ -89,6 +107,12 @@ HEADROOM = 2.0 ** 10
 SECOND_SALT = 0x11AEA5
 #: Calls of the backward the stage makes on a right backward.
 CALLS = 3
+#: The cotangent's factor for measuring the backward's own rounding: not a power of two,
+#: so that every product with ``R`` rounds differently; near 1, so that a clip of ``R``
+#: moves by 0.3% of what it clips (see the module notes).
+JITTER = 1 + 3 * 2.0**-10
+#: Multiples of that measured rounding allowed (two calls' roundings, three in a sum).
+JITTER_BARS = 8.0
 
 class Linearity(NamedTuple):
     """What the stage found: per argument index, None (linear) or the Diagnosis of a
@@ -272,7 +296,7 @@ def linearity(problem, options) -> Linearity:
     calls += 2
     rows = np.abs(_wide(problem.y))
     found, excess = {}, {}
-    redo = measured = None
+    redo = measured = jitter = None
     for i in checked:
         a, x = problem.analytic[i], problem.args[i]
         tol = Tolerance.for_dtype(_coarser(dtype, a.dtype, scaled[i].dtype, *precisions),
@@ -288,6 +312,23 @@ def linearity(problem, options) -> Linearity:
             measured = problem.formed_from(options.seed)
             by_scale, by_sum = _both(tol, measured, r64, second, floor,
                                      c, a, scaled[i], paired[i], summed[i])
+        if max(by_scale.excess, by_sum.excess) > 1:
+            # still beyond: the backward's own rounding, measured, where it is
+            # deterministic (see the module notes, "The backward's own rounding")
+            if redo is None:
+                redo = _grads(problem, r, "R itself")
+                calls += 1
+            same = _compare(redo[i], [a], tol.linear_map(
+                [a], [_largest_term(r64, measured) * floor])).excess <= 1
+            if same:
+                if jitter is None:
+                    both = _wide((r + second).astype(dtype))
+                    jitter = _grads(problem, (JITTER * both).astype(dtype),
+                                    f"{JITTER:g}·(R + R')")
+                    calls += 1
+                extra = _own_rounding(jitter[i], summed[i])
+                by_scale, by_sum = _both(tol, measured, r64, second, floor, c, a,
+                                         scaled[i], paired[i], summed[i], extra)
         excess[i] = max(by_scale.excess, by_sum.excess)
         if excess[i] <= 1:
             found[i] = None
@@ -309,15 +350,25 @@ def linearity(problem, options) -> Linearity:
     return Linearity(out, calls, c, tuple(notes), excess)
 
 
-def _both(tol, rows, r, second, floor, c, a, scaled, paired, summed):
+def _both(tol, rows, r, second, floor, c, a, scaled, paired, summed, extra=0.0):
     """The two tests of one argument: ``vjp(cR) / c`` against ``vjp(R)`` (dividing by a
     power of two is exact, and the allowance stays at the scale of the gradient for
     ``R``), and ``vjp(R + R')`` against ``vjp(R) + vjp(R')``; ``rows`` the magnitudes of
-    ``f``'s outputs that set the resolution floor (:meth:`.Tolerance.linear_map`)."""
+    ``f``'s outputs that set the resolution floor (:meth:`.Tolerance.linear_map`);
+    ``extra`` added to both allowances (the backward's own rounding, measured)."""
     res, res2 = _largest_term(r, rows) * floor, _largest_term(second, rows) * floor
-    by_scale = _compare(_wide(scaled) / c, [a], tol.linear_map([a], [res]))
-    by_sum = _compare(summed, [a, paired], tol.linear_map([a, paired], [res, res2]))
+    by_scale = _compare(_wide(scaled) / c, [a], tol.linear_map([a], [res]) + extra)
+    by_sum = _compare(summed, [a, paired], tol.linear_map([a, paired], [res, res2]) + extra)
     return by_scale, by_sum
+
+
+def _own_rounding(jittered, a) -> np.ndarray:
+    """``JITTER_BARS`` times ``|vjp(q S) / q - vjp(S)|`` (``q = JITTER``, ``a`` the
+    gradient for ``S``), at least its root mean square over the argument: the rounding
+    of the backward's own sums."""
+    d = np.abs(_wide(jittered) / JITTER - _wide(a))
+    d = np.where(np.isfinite(d), d, 0.0)
+    return JITTER_BARS * np.maximum(d, _rms(d))
 
 
 def _coarser(*dtypes):

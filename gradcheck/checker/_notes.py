@@ -17,6 +17,16 @@ things weaken it without changing what the caller sees in the table, so each is 
 - **a coarse precision**: float16 and bfloat16 differences carry wide bars where kinks
   crowd an element's step; elements that allow more than 5% of their value are counted
   (:func:`coarse_notes`).
+- **a coarse resolution** (float32 and float64): where the numerical derivative's error bar or the rounding a
+  right gradient carries is a large share of an element, an error below that share
+  passes there -- float32 inputs of ``100 + 3e-4 z`` under a batch norm, whose real
+  differences have no digit and whose ``gamma`` gradient rounds at several percent.
+  Elements of at least the argument's root mean square whose allowance exceeds
+  ``COARSE`` of their value are named, with the finest error that would fail there
+  (:func:`resolution_notes`; float16's and bfloat16's are counted above).
+  Only where the two gradients agree as vectors (cosine above 0.9, norms within a factor
+  of two): a gradient that is zero by cancellation (the sum of a batch norm's outputs)
+  is rounding on both sides, resolved to no share of its value, and says nothing new.
 """
 
 from __future__ import annotations
@@ -26,7 +36,12 @@ import numpy as np
 from gradcheck.checker._summarize import COARSE_TAIL
 from gradcheck.checker._tolerance import Tolerance, longest_sum, real_eps
 
-__all__ = ["missing_notes", "dtype_notes", "floor_notes", "coarse_notes", "weakened_notes"]
+__all__ = ["missing_notes", "dtype_notes", "floor_notes", "coarse_notes", "weakened_notes",
+           "resolution_notes", "COARSE"]
+
+#: Share of an element's value above which its allowance is noted as a coarse resolution
+#: (a 5% error in one element is what a float32 check is expected to catch).
+COARSE = 0.05
 
 
 def missing_notes(problem, options) -> list:
@@ -121,4 +136,34 @@ def coarse_notes(reports) -> list:
 def weakened_notes(problem, options, reports) -> list:
     """Every note of this module, in the order above."""
     return (missing_notes(problem, options) + dtype_notes(problem, options)
-            + floor_notes(problem, options, reports) + coarse_notes(reports))
+            + floor_notes(problem, options, reports) + coarse_notes(reports)
+            + resolution_notes(reports))
+
+
+def resolution_notes(reports) -> list:
+    """A note per argument checked element by element with elements of at least its root
+    mean square that an error of ``COARSE`` of their value would not fail."""
+    notes = []
+    for report in reports:
+        allowed, a, n = report.allowed, report.analytic, report.numeric
+        if report.mode != "full" or allowed is None or a is None or n is None or \
+                report.dtype not in ("float32", "float64") or \
+                not (report.cosine_similarity > 0.9 and 0.5 < report.norm_ratio < 2.0):
+            continue
+        size = np.fmax(np.abs(a), np.abs(n))
+        with np.errstate(invalid="ignore", over="ignore"):
+            big = np.isfinite(size) & (size >= np.sqrt(np.nanmean(np.abs(n) ** 2)))
+            share = np.where(big, allowed / np.where(size > 0, size, 1.0), 0.0)
+        if report.nondifferentiable_mask is not None:
+            share = np.where(report.nondifferentiable_mask, 0.0, share)
+        coarse = np.nan_to_num(share) > COARSE
+        if not coarse.any():
+            continue
+        idx = np.unravel_index(int(np.argmax(np.nan_to_num(share))), share.shape)
+        notes.append(f"{report.name}: {int(coarse.sum())} of {report.n_checked} element(s) "
+                     f"resolved only to more than {COARSE:.0%} of their value (an error "
+                     f"below that passes there), e.g. {tuple(int(i) for i in idx)}: "
+                     f"value {float(a[idx]):.6g}, allowed |diff| {float(allowed[idx]):.3g} "
+                     f"({float(share[idx]):.0%}); the numerical error bar there is "
+                     f"{float(report.error_estimate[idx]):.3g}")
+    return notes

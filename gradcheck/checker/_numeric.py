@@ -45,6 +45,8 @@ from gradcheck.checker._judge import excess
 from gradcheck.numdiff import NumericalDerivative, numerical_jvp, numerical_vjp
 from gradcheck.numdiff._coloring import n_distinct
 from gradcheck.numdiff._evaluate import DEFAULT_MEMORY
+from gradcheck.numdiff._stencils import DEFAULT_REAL, stencil
+from gradcheck.numdiff._steps import base_steps, offset_spread, typical_size
 
 __all__ = ["Target", "full_numeric", "directional_numeric", "rademacher_directions",
            "recheck_elements", "merge_elements", "second_look", "evaluate", "is_structure",
@@ -55,6 +57,9 @@ __all__ = ["Target", "full_numeric", "directional_numeric", "rademacher_directio
 RECHECK_FIRST = 16
 #: Step reductions allowed when real-difference mismatches are differenced again.
 RECHECK_RETRIES = 6
+#: How many times one move's change of the worst element (:mod:`._point`) the full
+#: measure of the rounding of the point is taken to reach at most, before it is made.
+POINT_GENEROUS = 16.0
 
 
 class Target(NamedTuple):
@@ -228,16 +233,36 @@ def coloring_of(pattern, size):
     return greedy_colors(P)
 
 
+def offset_steps(arg, index):
+    """The default base steps of the flat elements ``index`` of an offset argument (one
+    whose elements share a common part far above their spread,
+    :func:`gradcheck.numdiff._steps.offset_spread`), or None for any other argument.
+
+    A recheck differences a subset of the elements, whose own spread says nothing of the
+    argument's: without these steps, a batch norm of ``100 + 1e-3 z`` had its rechecked
+    elements differenced with steps of 0.12, a hundred spreads, which read as kinks on a
+    smooth function (seed 3 of ``properties/test_known_issues.py``'s tanh of such a batch
+    norm: an element marked a kink whose limits hid a 1e-6 error in it).
+    """
+    a = np.asarray(arg)
+    if a.dtype.name in LOW_PRECISION or offset_spread(a) is None:
+        return None
+    eps, order = float(np.finfo(a.dtype).eps), stencil(DEFAULT_REAL).order
+    return base_steps(a, 1.0, eps, order, typical=typical_size(a))[np.asarray(index)]
+
+
 def recheck_elements(target: Target, index, *, max_retries=2) -> NumericalDerivative:
     """The flat elements ``index`` of ``target.arg`` differenced again by adaptive real
     differences (``method="adaptive"``).
 
     Only those elements move (the rest of ``arg`` stays fixed), colored by the columns of
     the pattern when one is known. The result is over the subset (shape ``(len(index),)``).
+    An argument offset far above its spread starts from :func:`offset_steps`.
     """
     index = np.asarray(index, dtype=np.intp)
     arg = target.arg
     base = arg.reshape(-1)
+    step = offset_steps(arg, index)
 
     def sub(v):
         x = base.copy()
@@ -246,7 +271,7 @@ def recheck_elements(target: Target, index, *, max_retries=2) -> NumericalDeriva
 
     options = _subset_options(target.pattern, index)
     return _guard(lambda: numerical_vjp(sub, base[index], target.cotangent,
-                                        method="adaptive", seed=target.seed,
+                                        method="adaptive", seed=target.seed, step=step,
                                         max_retries=max_retries, **options),
                   "its mismatching elements were differenced again with real steps")
 
@@ -318,25 +343,73 @@ def _worst_first(judged) -> np.ndarray:
     return order[np.argsort(-over[order], kind="stable")]
 
 
-def second_look(target: Target, num, judged, verdict, tolerance):
+def second_look(target: Target, num, judged, verdict, tolerance, backward=None):
     """Difference the mismatching elements of ``judged`` again (see the module notes).
 
     ``verdict(num)`` judges a numerical result (judge and settle kinks); ``tolerance``
-    is the argument's :class:`~gradcheck.checker._tolerance.Tolerance`. Only when the
-    differentiator chose the method (``method="auto"``). Returns ``(num, judged, note)``.
+    is the argument's :class:`~gradcheck.checker._tolerance.Tolerance`; ``backward``
+    (the argument's value -> its analytic gradient) lets the rounding of the point be
+    measured on the analytic side too (:mod:`._point`). Only when the differentiator
+    chose the method (``method="auto"``). Returns ``(num, judged, note)``.
     """
     if target.method != "auto" or not judged.failed.any():
         return num, judged, ""
     policy = POLICIES[num.method == "complex"]
     order = _worst_first(judged)
-    done = 0
+    done = widened = 0
     for batch in (order[:RECHECK_FIRST], order[RECHECK_FIRST:]):
         if batch.size == 0:
             break
         second = recheck_elements(target, batch, max_retries=policy.max_retries)
-        num = merge_elements(num, batch, second, policy.takes(num, batch, second, tolerance))
+        takes = policy.takes(num, batch, second, tolerance)
+        num = merge_elements(num, batch, second, takes)
         judged = verdict(num)
+        if num.method.startswith("complex"):
+            num, judged, count = _widen_by_point(target, num, judged, verdict,
+                                                 batch[~takes], backward)
+            widened += count
         done += batch.size
         if judged.failed.reshape(-1)[batch].any():
             break
-    return num, judged, policy.note.format(done=done, total=order.size)
+    note = policy.note.format(done=done, total=order.size)
+    if widened:
+        note += (f"; the complex step's error bar of {widened} of them widened by the "
+                 f"measured rounding of the point")
+    return num, judged, note
+
+
+def _widen_by_point(target, num, judged, verdict, kept, backward=None):
+    """The complex step's bar of the elements ``kept`` (flat; their complex value the real
+    steps confirmed) that still fail, widened by the rounding of the point
+    (:mod:`._point`). Returns ``(num, judged, how many were widened)``."""
+    from gradcheck.checker._point import point_rounding
+
+    kept = np.asarray(kept, dtype=np.intp)
+    kept = kept[judged.failed.reshape(-1)[kept]]
+    if kept.size == 0:
+        return num, judged, 0
+    # the worst first, with one move: an element off by more than eps**(1/4) of the
+    # gradient's size and beyond even POINT_GENEROUS times that is a mistake, not
+    # rounding (a wrong gradient costs three passes, not nine; one move alone can leave
+    # the rounding of a sum unchanged, hence the first condition)
+    worst = kept[np.argmax(excess(judged).reshape(-1)[kept])]
+    n = np.abs(np.asarray(num.grad, np.float64)).reshape(-1)
+    size = n[worst] + np.sqrt(np.mean(n[np.isfinite(n)] ** 2))
+    eps = float(np.finfo(np.asarray(target.arg).dtype).eps)
+    spent = 0
+    if judged.diff.reshape(-1)[worst] > eps ** 0.25 * size:
+        one, spent = point_rounding(target, [worst], backward, probes=1)
+        trial = _widened(num, [worst], POINT_GENEROUS * one, spent)
+        if verdict(trial).failed.reshape(-1)[worst]:
+            return dataclasses.replace(num, nfev=trial.nfev), judged, 0
+    nu, nfev = point_rounding(target, kept, backward)
+    num = _widened(num, kept, nu, spent + nfev)
+    return num, verdict(num), int(np.count_nonzero(nu))
+
+
+def _widened(num, index, extra, nfev):
+    """``num`` with ``extra`` added to the error bars of the flat elements ``index``."""
+    error = np.array(num.error, dtype=np.float64, copy=True)
+    error.reshape(-1)[np.asarray(index, dtype=np.intp)] += extra
+    return dataclasses.replace(num, error=error.astype(np.asarray(num.error).dtype),
+                               nfev=int(num.nfev) + int(nfev))

@@ -180,6 +180,7 @@ def summarize_full(name, arg, dtype, judged: Judgement, diagnosis: Diagnosis | N
         elapsed_s=time.perf_counter() - started, diagnosis=diagnosis,
         analytic=judged.analytic, numeric=judged.numeric, error_estimate=judged.error,
         failed_mask=judged.failed, nondifferentiable_mask=judged.nondiff,
+        allowed=judged.tolerance,
         note=_coarse_note(judged, (dtype, arg.dtype), _shared_note(judged, note)),
         **_measures(judged, diff, rel))
 

@@ -22,8 +22,8 @@ from gradcheck.numdiff._options import validate_common, validate_x
 from gradcheck.numdiff._records import Estimate
 from gradcheck.numdiff._result import NumericalDerivative
 from gradcheck.numdiff._stencils import ALIASES, DEFAULT_REAL, stencil
-from gradcheck.numdiff._steps import (base_steps, complex_steps, direction_steps,
-                                      typical_size)
+from gradcheck.numdiff._steps import (base_steps, complex_steps, direction_floor,
+                                      direction_steps, typical_size)
 from gradcheck.numdiff._targets import _RealOutput
 
 __all__ = ["Problem"]
@@ -190,14 +190,19 @@ class Problem:
             h0 = direction_steps(x, V, self.scale, eps, st.order, typical=self.typical)
             if self.step is not None:
                 h0 = np.full(V.shape[0], float(np.min(self.step)))
-        if V is None and sources is None and x.dtype.name not in LOW_PRECISION:
+        columns = V is None or bool(np.all(np.count_nonzero(V.reshape(V.shape[0], -1), axis=1)
+                                           <= 1))
+        if sources is None and columns and x.dtype.name not in LOW_PRECISION:
+            # coordinates, or directions that are columns (forward mode's): fast mode's
+            # random directions keep their few evaluations
             target.set_row_floor(self._row_floor(eps))
         if not st.adaptive:
             return run_fixed(target, h0, st, eps)
         xs = x.reshape(-1) if V is None else None
         a = None if V is not None else np.abs(xs).astype(np.float64)
+        floor = None if V is None else direction_floor(x, V)
         return run_adaptive(target, h0, st, eps, max_retries=self.max_retries, x_src=xs,
-                            sources=sources, arg_scale=a,
+                            sources=sources, arg_scale=a, floor=floor,
                             confirm=x.dtype.name in LOW_PRECISION)
 
     def _row_floor(self, eps):
@@ -214,7 +219,9 @@ class Problem:
         whose rounding that is (``ROW_NOISE / eps`` times the root mean square of
         ``ROW_PROBES`` samples over :math:`\sqrt{3.5}`), where it exceeds ``ROW_ORDINARY``
         times the row's value; the rows' error bars take at least it (:mod:`._targets`,
-        :mod:`._model`). Not where the probes show ``f`` itself varying at their scale
+        :mod:`._model`), along directions too (forward mode's columns: float32
+        ``standardize(x).sum()``, zero by cancellation, had one column read as a kink
+        from rounding its bar put at the value's size, about 0). Not where the probes show ``f`` itself varying at their scale
         (``SYSTEMATIC``: an input far from the scale ``f`` varies on, such as logits
         offset by 1e4 in float32, where :math:`\delta` is 0.06).
         """

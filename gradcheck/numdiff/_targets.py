@@ -715,7 +715,8 @@ class DirectionTarget(_Target):
             Yk = Y.reshape(g1 - g0, nk, -1)
             if r is not None:
                 vals[:, g0:g1] = (Yk @ r).T
-                s2 = (Yk * Yk) @ (r * r) if imag else _changed_rows(Yk, r, self.f0)
+                s2 = (Yk * Yk) @ (r * r) if imag else _changed_rows(
+                    Yk, r, self.f0, None if self.row_floor is None else (r * self._mag0()) ** 2)
                 sig2[g0:g1] = s2.max(axis=1)
             else:
                 vals[:, g0 * per:g1 * per] = Yk.transpose(1, 0, 2).reshape(nk, -1)
@@ -725,9 +726,10 @@ class DirectionTarget(_Target):
         self._run(src, steps, ks, imag, reduce, shift)
         if not imag:
             if r is not None:
-                sig2 = np.where(sig2 > 0, sig2, ((r * self.f0) ** 2).max(initial=0.0))
+                sig2 = np.where(sig2 > 0, sig2, ((r * self._mag0()) ** 2).max(initial=0.0))
             else:
-                sig2 = np.maximum(np.tile(self.f0**2, src.size), ((vals + np.tile(self.f0, src.size)) ** 2).max(axis=0))
+                sig2 = np.maximum(np.tile(self._mag0() ** 2, src.size),
+                                  ((vals + np.tile(self.f0, src.size)) ** 2).max(axis=0))
         q = (src[:, None] * per + np.arange(per)).reshape(-1)
         position = None
         if not imag:     # x + t v is rounded per element; the derivative inherits it
