@@ -131,7 +131,7 @@ def complex_ok(ev, x, contraction, scale, eps, seed, typical=None):
             continue
         real = run_adaptive(target, direction_steps(x, V, scale, eps, rich.order,
                                                     typical=typical), rich,
-                            eps, max_retries=2, floor=direction_floor(x, V))
+                            eps, max_retries=2, step_floor=direction_floor(x, V))
         d_r, e_r, rho_r = real.value[0], real.error[0], real.rho[0]
         d_c, e_c = cs.value[0], cs.error[0]
         if not np.isfinite(d_r) or e_r > max(CHECK_CONCLUSIVE * abs(d_r), 10 * rho_r):

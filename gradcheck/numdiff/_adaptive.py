@@ -175,7 +175,7 @@ FLAG_Z = 3.0
 
 
 def run_adaptive(target, h0, stencil, eps, *, max_retries, x_src=None, sources=None,
-                 arg_scale=None, confirm=False, floor=None):
+                 arg_scale=None, confirm=False, step_floor=None):
     """Adaptive real differences with retries and kink detection (module docstring).
 
     ``x_src`` holds the elements (in x's dtype) for the step rules, ``arg_scale``
@@ -183,7 +183,7 @@ def run_adaptive(target, h0, stencil, eps, *, max_retries, x_src=None, sources=N
     restricts the work to those sources (quantities of others stay NaN). ``confirm``
     differences every element once more, at a quarter of the step of the pass that first
     looked resolved -- the first, or the retry after it (:data:`CONFIRM_SHRINK`;
-    float16 and bfloat16). ``floor`` (per source) bounds the retries' steps from below
+    float16 and bfloat16). ``step_floor`` (per source) bounds the retries' steps from below
     where ``x_src`` cannot (directions: :func:`._steps.direction_floor`).
     """
     nodes, ks = stencil.nodes, stencil.perturbed
@@ -245,8 +245,8 @@ def run_adaptive(target, h0, stencil, eps, *, max_retries, x_src=None, sources=N
                           blind=(blind & (~truncated | (attempt > 0)))[qn],
                           kink_floor=floor[qn])
         new = np.where(confirming[qn], now.h[qn] * CONFIRM_SHRINK, new)
-        if floor is not None:
-            new = np.maximum(new, floor[target.q_src[qn]])
+        if step_floor is not None:
+            new = np.maximum(new, step_floor[target.q_src[qn]])
         nxt = np.full(target.n_src, np.inf)
         np.minimum.at(nxt, target.q_src[qn], new)
         src = np.flatnonzero(np.isfinite(nxt))

@@ -202,7 +202,7 @@ class Problem:
         a = None if V is not None else np.abs(xs).astype(np.float64)
         floor = None if V is None else direction_floor(x, V)
         return run_adaptive(target, h0, st, eps, max_retries=self.max_retries, x_src=xs,
-                            sources=sources, arg_scale=a, floor=floor,
+                            sources=sources, arg_scale=a, step_floor=floor,
                             confirm=x.dtype.name in LOW_PRECISION)
 
     def _row_floor(self, eps):
