@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradcheck.numdiff._targets import _grain, _grain_of
+from gradcheck.numdiff._grain import _grain, _grain_of
 
 
 @pytest.mark.parametrize("value, expected", [

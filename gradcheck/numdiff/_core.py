@@ -48,7 +48,7 @@ cross-entropy at confident logits, whose imaginary part is
 :math:`\operatorname{fl}(h/(1 + s)) - h`) carries the rounding of those terms, which
 both points share: :math:`|d_+ - d_-|` does not see it, and the bar was 30 to 160 times
 too small. The imaginary parts then lie on the grid of the terms' ulp, and that grid
-(``values.grain``, per row, :func:`._targets._grain`) over :math:`h` is a floor of the
+(``values.grain``, per row, :func:`._grain._grain`) over :math:`h` is a floor of the
 rounding term: held-out coverage 89.5% -> 94.2% (float64), no element beyond ten bars.
 """
 

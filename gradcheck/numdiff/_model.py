@@ -27,7 +27,7 @@ kept, and the largest counts:
   slope, not scatter -- so no fit can see it: it is the term that keeps a ReLU reached
   through a dot product honest when the step has shrunk to :math:`10^{-9}`;
   the two are combined as :math:`\sqrt{a^2 + b^2}`;
-* *the grid the values lie on* (``values.grain``, :func:`._targets._grain`): a row whose
+* *the grid the values lie on* (``values.grain``, :func:`._grain._grain`): a row whose
   values ``f`` formed as a difference of larger terms (``((x - 3) x + 3) x - 1`` near
   1, a cross-entropy ``log(1 + s) - 0`` at confident logits) takes only multiples of
   the terms' ulp, however small it is; the values then carry up to one such step of
