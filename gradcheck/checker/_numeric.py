@@ -394,7 +394,8 @@ def _widen_by_point(target, num, judged, verdict, kept, backward=None):
     # the rounding of a sum unchanged, hence the first condition)
     worst = kept[np.argmax(excess(judged).reshape(-1)[kept])]
     n = np.abs(np.asarray(num.grad, np.float64)).reshape(-1)
-    size = n[worst] + np.sqrt(np.mean(n[np.isfinite(n)] ** 2))
+    finite = n[np.isfinite(n)]
+    size = n[worst] + (typical_size(finite) if finite.any() else 0.0)
     eps = float(np.finfo(np.asarray(target.arg).dtype).eps)
     spent = 0
     if judged.diff.reshape(-1)[worst] > eps ** 0.25 * size:

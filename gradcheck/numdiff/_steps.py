@@ -122,12 +122,14 @@ def typical_size(x) -> float:
     True
     >>> typical_size(np.zeros(3)), typical_size(np.array([np.nan, 2.0]))
     (1.0, 2.0)
+    >>> typical_size(np.array([3e300, -4e300])) == 5e300 / 2**0.5   # no overflow
+    True
     """
     a = np.asarray(x)
     a = np.abs(a.astype(np.complex128 if a.dtype.kind == "c" else np.float64))
     a = a[np.isfinite(a)]
-    with np.errstate(over="ignore"):
-        rms = float(np.sqrt(np.mean(a * a))) if a.size else 0.0
+    top = float(a.max()) if a.size else 0.0
+    rms = top * float(np.sqrt(np.mean((a / top) ** 2))) if top > 0 else 0.0
     return rms if rms > 0 and np.isfinite(rms) else 1.0
 
 
