@@ -578,3 +578,33 @@ def test_a_masks_count_is_the_checks_and_names_the_failures_outside_it():
     assert mismatches_in(ev, np.array([False, True, True, True])) == "All 3 mismatches"
     assert mismatches_in(ev, np.array([False, True, True, False])) == (
         "2 of the 3 mismatches (the other 1: at kinks, or off by less than 4 tolerances)")
+
+
+def test_a_mismatch_of_two_like_directions_is_not_named_an_outer_product():
+    # A float32 layer norm whose backward takes eps = 1e-3 where the forward takes 1e-5:
+    # the difference of the two backward passes (float64, by hand) has a second singular
+    # value over half its first -- no outer product. Named missing_term_rank_one once, the
+    # rank-one fit being within float32's wide tolerance (3.6 tolerances).
+    from gradcheck import check_vjp
+
+    def ln(x, eps=1e-5):
+        d = x - x.mean(-1, keepdims=True)
+        return d / np.sqrt((d * d).mean(-1, keepdims=True) + eps)
+
+    def ln_vjp(eps):
+        def vjp(g, x):
+            d = x - x.mean(-1, keepdims=True)
+            s = np.sqrt((d * d).mean(-1, keepdims=True) + eps)
+            xh = d / s
+            return ((g - g.mean(-1, keepdims=True) - xh * (g * xh).mean(-1, keepdims=True)) / s,)
+        return vjp
+
+    from gradcheck.checker._scalarize import seeded_cotangent
+
+    x = np.random.default_rng(0).standard_normal((4, 16))
+    g = seeded_cotangent(0, x.shape)                 # the check's cotangent at seed 0
+    s = np.linalg.svd(ln_vjp(1e-3)(g, x)[0] - ln_vjp(1e-5)(g, x)[0], compute_uv=False)
+    assert s[1] > s[0] / 2, s
+    report = check_vjp(ln, ln_vjp(1e-3), (x.astype(np.float32),), seed=0)
+    assert not report.passed
+    assert report["arg0"].diagnosis.cause != "missing_term_rank_one", str(report)

@@ -174,6 +174,10 @@ def fit_rank_one(ev):
     ``u`` and ``v`` must each spread over two entries or more (a difference confined to
     one row is a mask, not an outer product), and the ``m + k`` numbers of ``u vᵀ`` may be
     at most half the ``m k`` elements they explain.
+    The second singular value of ``A - N`` must be at most a third of the first: a
+    mismatch with two directions of like size fits a rank-one term only where the
+    tolerance is wide (a float32 layer norm whose backward takes another eps fitted within
+    3.6 tolerances, singular values 0.0070, 0.0038, 0.0028).
     """
     if not ev.n_failed or not ev.keep.all() or ev.a.ndim < 2:
         return None
@@ -187,6 +191,8 @@ def fit_rank_one(ev):
                 hit.any(1).sum() < 2 or hit.any(0).sum() < 2:
             continue
         s, one = _leading_outer_product(m)
+        if s.size > 1 and s[1] > s[0] / 3:
+            continue    # a second direction a third of the first: not an outer product
         fitted = np.moveaxis(one.reshape((rows,) + tuple(
             n for i, n in enumerate(ev.a.shape) if i != axis)), 0, axis)
         fit = fit_claim(ev, ev.n + fitted, ev.tol)
