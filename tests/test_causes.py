@@ -588,14 +588,12 @@ def test_a_mismatch_of_two_like_directions_is_not_named_an_outer_product():
     from gradcheck import check_vjp
 
     def ln(x, eps=1e-5):
-        d = x - x.mean(-1, keepdims=True)
-        return d / np.sqrt((d * d).mean(-1, keepdims=True) + eps)
+        return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps)
 
     def ln_vjp(eps):
         def vjp(g, x):
-            d = x - x.mean(-1, keepdims=True)
-            s = np.sqrt((d * d).mean(-1, keepdims=True) + eps)
-            xh = d / s
+            s = np.sqrt(x.var(-1, keepdims=True) + eps)
+            xh = (x - x.mean(-1, keepdims=True)) / s
             return ((g - g.mean(-1, keepdims=True) - xh * (g * xh).mean(-1, keepdims=True)) / s,)
         return vjp
 
@@ -605,6 +603,6 @@ def test_a_mismatch_of_two_like_directions_is_not_named_an_outer_product():
     g = seeded_cotangent(0, x.shape)                 # the check's cotangent at seed 0
     s = np.linalg.svd(ln_vjp(1e-3)(g, x)[0] - ln_vjp(1e-5)(g, x)[0], compute_uv=False)
     assert s[1] > s[0] / 2, s
-    report = check_vjp(ln, ln_vjp(1e-3), (x.astype(np.float32),), seed=0)
+    report = check_vjp(ln, ln_vjp(1e-3), (x.astype(np.float32),))
     assert not report.passed
     assert report["arg0"].diagnosis.cause != "missing_term_rank_one", str(report)
