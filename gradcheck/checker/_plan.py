@@ -250,15 +250,25 @@ def unprobed(problem, options, plan, why) -> Plan:
                     watch=_watch(size, None, options, cost) if options.mode == "auto"
                     else None)
     why = f"{lost}; {reason}"
-    if options.over_budget == "refuse":
-        raise ConfigurationError(
-            f"argument {name!r} is over budget: {why}; raise budget/time_budget, pass "
-            f"mode='sampled' or mode='fast', or over_budget='sampled' or 'fast'")
-    if options.over_budget == "fast":
-        return Plan(index, name, "fast", why, notice=f"{name}: {why}; checked in fast mode",
-                    probe_nfev=plan.probe_nfev)
+    fast = _refused_or_fast(plan, why, options)
+    if fast is not None:
+        return fast
     return _sampled(index, name, problem, options, None, why, cost=cost)._replace(
         probe_nfev=plan.probe_nfev)
+
+
+def _refused_or_fast(plan, why, options) -> Plan | None:
+    """An argument over budget (``why``) as ``over_budget`` says: refused (raises), or
+    planned in fast mode; None where it is to be sampled."""
+    if options.over_budget == "refuse":
+        raise ConfigurationError(
+            f"argument {plan.name!r} is over budget: {why}; raise budget/time_budget, pass "
+            f"mode='sampled' or mode='fast', or over_budget='sampled' or 'fast'")
+    if options.over_budget == "fast":
+        return Plan(plan.index, plan.name, "fast", why,
+                    notice=f"{plan.name}: {why}; checked in fast mode",
+                    probe_nfev=plan.probe_nfev)
+    return None
 
 
 def over_time(problem, options, plan, stopped) -> Plan:
@@ -267,13 +277,9 @@ def over_time(problem, options, plan, stopped) -> Plan:
     evaluation really took (or fast mode, or a refusal, as ``over_budget`` says)."""
     index, name = plan.index, plan.name
     why = str(stopped)
-    if options.over_budget == "refuse":
-        raise ConfigurationError(
-            f"argument {name!r} is over budget: {why}; raise budget/time_budget, pass "
-            f"mode='sampled' or mode='fast', or over_budget='sampled' or 'fast'")
-    if options.over_budget == "fast":
-        return Plan(index, name, "fast", why, notice=f"{name}: {why}; checked in fast mode",
-                    probe_nfev=plan.probe_nfev)
+    fast = _refused_or_fast(plan, why, options)
+    if fast is not None:
+        return fast
     # a probed structure goes only with a full check that confirms it (see _within_budget)
     pattern = None if plan.probe_nfev else plan.pattern
     return _sampled(index, name, problem, options, pattern, why,
