@@ -303,3 +303,28 @@ def test_a_sample_is_differenced_with_full_modes_method():
     assert a.n_checked == a.n_elements
     assert a.max_error_estimate <= 10 * b.max_error_estimate
     np.testing.assert_allclose(a.numeric, b.numeric, rtol=0, atol=10 * b.max_error_estimate)
+
+
+def test_a_sample_of_every_element_is_diagnosed_as_a_full_check():
+    # 27 weights, every one sampled: a single wrong element is named as full mode names
+    # it (the sample's diagnosis used to leave single_element untried, as for a partial
+    # sample, and said no known cause fits).
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((3, 3, 3))
+
+    def f(w):
+        return np.tanh(np.einsum("bchw,ckl->bchwkl", x, w))
+
+    def f_vjp(g, w):
+        t = np.tanh(np.einsum("bchw,ckl->bchwkl", x, w))
+        gw = np.einsum("bchwkl,bchw->ckl", g * (1 - t * t), x)
+        gw[1, 2, 0] *= 1 + 1e-3
+        return (gw,)
+
+    full = check_vjp(f, f_vjp, (w,), mode="full")
+    sampled = check_vjp(f, f_vjp, (w,), mode="sampled", time_budget=600.0)
+    a = sampled["arg0"]
+    assert a.mode == "sampled" and a.n_checked == a.n_elements == 27
+    assert full["arg0"].diagnosis.cause == "single_element"
+    assert a.diagnosis.cause == "single_element", a.diagnosis.message
+    assert a.worst_index == full["arg0"].worst_index == (1, 2, 0)

@@ -117,7 +117,8 @@ def diagnose_sample(judged: Judgement, index, analytic, *, role, suspects, known
     ``judged`` is over the sampled elements (flat ``index``), ``analytic`` the whole
     analytic gradient; ``suspects`` and ``known`` as for
     :func:`._diagnose.diagnose_judgement` (predictions are compared on the sampled
-    elements).
+    elements). A sample that holds every element is diagnosed as a full check is, every
+    cause tried.
     """
     if not judged.failed.any():
         return None
@@ -128,6 +129,12 @@ def diagnose_sample(judged: Judgement, index, analytic, *, role, suspects, known
     evidence = Evidence(embedded.analytic, embed(judged.numeric, index, shape, np.nan),
                         embed(judged.tolerance, index, shape, np.nan), role=role,
                         suspects=suspects, exclude=left_out, judged=embedded, known=known)
-    with np.errstate(invalid="ignore"):
-        found = diagnose_evidence(evidence, skip=UNTESTED)
+    whole = np.unique(np.asarray(index)).size == analytic.size
+    with np.errstate(invalid="ignore"):     # a sample of every element tests every cause
+        found = diagnose_evidence(evidence, skip=() if whole else UNTESTED)
+    if whole:
+        return Diagnosis(found.cause, f"{found.message} (Judged on the sample, which holds "
+                         f"all {analytic.size} elements.)",
+                         {**found.evidence, "sampled": int(analytic.size),
+                          "n_elements": int(analytic.size)})
     return _on_the_sample(found, np.asarray(index), shape)
