@@ -674,6 +674,20 @@ def test_float32_batch_norm_slips_below_the_resolution_are_said():
                          seed=seed).passed
 
 
+def _torch_batch_norm_sum_at_order_2(seed):
+    """check_function of torch's batch_norm(x, training=True).sum() at order 2, x (2, 3)
+    float64 drawn with torch's seed ``seed``, checked with the same seed: ``(report, x)``."""
+    import torch
+    import torch.nn.functional as F
+
+    from gradcheck.torch import check_function
+
+    torch.manual_seed(seed)
+    x = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    return check_function(lambda x: F.batch_norm(x, None, None, training=True).sum(),
+                          (x,), order=2, seed=seed), x
+
+
 def test_torch_order_2_of_the_sum_of_a_batch_norm_over_a_batch_of_two():
     # Used to fail (2 of 48: shapes (2, 3), (2, 3, 4, 4), (2, 5, 3), (3, 4), seeds 0-11;
     # seed 4 here): the backward of batch_norm(x).sum() is zero by cancellation, and the
@@ -683,14 +697,9 @@ def test_torch_order_2_of_the_sum_of_a_batch_norm_over_a_batch_of_two():
     # own rounding, measured (checker/_linearity.py). A double backward that drops the
     # dependence of x-hat on x still fails (9 of 9).
     torch = pytest.importorskip("torch", reason="the batch norm is torch's own")
-    import torch.nn.functional as F
-
     from gradcheck.torch import check_function
 
-    torch.manual_seed(4)
-    x = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
-    report = check_function(lambda x: F.batch_norm(x, None, None, training=True).sum(),
-                            (x,), order=2, seed=4)
+    report, x = _torch_batch_norm_sum_at_order_2(4)
     assert report.passed, str(report)
 
     class DetachedBatchNorm(torch.autograd.Function):
@@ -833,13 +842,6 @@ def test_float16_conv_relu_with_a_kink_a_few_ulps_from_the_point(seed, which, in
 def test_torch_order_2_of_the_sum_of_a_batch_norm_over_a_batch_of_two_seed_11():
     # 1 of 48 (shapes (2, 3), (2, 3, 4, 4), (2, 5, 3), (3, 4), seeds 0-11) still fails:
     # shape (2, 3), seed 11, order2.x NOT LINEAR; every numerical comparison passes.
-    torch = pytest.importorskip("torch", reason="the batch norm is torch's own")
-    import torch.nn.functional as F
-
-    from gradcheck.torch import check_function
-
-    torch.manual_seed(11)
-    x = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
-    report = check_function(lambda x: F.batch_norm(x, None, None, training=True).sum(),
-                            (x,), order=2, seed=11)
+    pytest.importorskip("torch", reason="the batch norm is torch's own")
+    report, _ = _torch_batch_norm_sum_at_order_2(11)
     assert report.passed, str(report)

@@ -33,15 +33,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradcheck.checker._summarize import COARSE_TAIL
+from gradcheck.checker._summarize import COARSE_TAIL, LOW_PRECISION_SLIP
 from gradcheck.checker._tolerance import Tolerance, longest_sum, real_eps
 
 __all__ = ["missing_notes", "dtype_notes", "floor_notes", "coarse_notes", "weakened_notes",
            "resolution_notes", "COARSE"]
 
 #: Share of an element's value above which its allowance is noted as a coarse resolution
-#: (a 5% error in one element is what a float32 check is expected to catch).
-COARSE = 0.05
+#: (a 5% error in one element is what a check is expected to catch): the same share as
+#: float16's and bfloat16's note (:data:`._summarize.LOW_PRECISION_SLIP`).
+COARSE = LOW_PRECISION_SLIP
 
 
 def missing_notes(problem, options) -> list:
