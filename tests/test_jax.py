@@ -101,7 +101,8 @@ def test_a_backward_that_leaves_jax_fails_at_order_2_with_a_sentence():
 @pytest.mark.parametrize("args, message", [
     ([jnp.arange(3)], r"no floating-point array among args"),
     ((jnp.array([1.0, jnp.nan]),), r"contains NaN or infinity"),
-    ((jnp.ones(2, dtype=jnp.float16),), r"checked in float32 or float64"),
+    ((jnp.ones(2, dtype=jnp.float8_e5m2),), r"checked in float16, bfloat16, float32 or "
+                                            r"float64"),
     (jnp.ones(3), r"args must be a tuple of arguments"),
 ])
 def test_bad_args_are_configuration_errors(args, message):

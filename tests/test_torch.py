@@ -187,8 +187,9 @@ def test_user_code_failures_are_user_code_errors():
 
 @pytest.mark.parametrize("inputs, message", [
     ((torch.randn(3, dtype=torch.complex128),), r"complex tensor"),
-    ((torch.randn(3).to(torch.bfloat16),), r"has dtype torch\.bfloat16; gradients are "
-                                           r"checked in float32 or float64"),
+    ((torch.randn(3).to(torch.float8_e5m2),), r"has dtype torch\.float8_e5m2; gradients "
+                                              r"are checked in float16, bfloat16, float32 "
+                                              r"or float64"),
     ((torch.arange(3),), r"no floating-point tensor among the inputs"),
     ((torch.tensor([1.0, float("nan")]),), r"contains NaN or infinity"),
 ])

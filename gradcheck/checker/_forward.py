@@ -39,6 +39,7 @@ from typing import Callable
 import numpy as np
 
 from gradcheck._errors import ConfigurationError, UserCodeError
+from gradcheck._precision import is_real_float
 from gradcheck.checker._diagnose import TensorRole, role_of
 from gradcheck.checker._numeric import is_structure
 from gradcheck.checker._plan import Plan, plan_checked
@@ -136,7 +137,7 @@ def plan_forward(problem: ForwardProblem, options, index: int) -> Plan:
     call of ``f_jvp`` beside ``f``'s evaluations."""
     name = options.argnames[index]
     arg = problem.args[index]
-    if arg.dtype.kind != "f":
+    if not is_real_float(arg.dtype):       # bfloat16 (ml_dtypes) is of kind "V"
         raise ConfigurationError(
             f"argument {name!r} has dtype {arg.dtype}; derivatives are checked for real "
             f"arguments: pass the real and imaginary parts as two real arrays")

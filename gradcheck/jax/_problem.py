@@ -25,7 +25,12 @@ from gradcheck._errors import ConfigurationError, UserCodeError
 
 __all__ = ["JaxProblem"]
 
-SUPPORTED = (np.dtype(np.float32), np.dtype(np.float64))
+#: The dtypes whose gradients the checker judges: float16 and bfloat16 (JAX's bfloat16 is
+#: ml_dtypes' type, a JAX dependency, which NumPy arrays of the checker carry) computed in
+#: their own precision, with steps and tolerances from their own resolution, as float32
+#: and float64 are.
+SUPPORTED = (np.dtype(np.float16), np.dtype(jnp.bfloat16), np.dtype(np.float32),
+             np.dtype(np.float64))
 
 
 def _label(f) -> str:
@@ -75,7 +80,7 @@ class JaxProblem:
                                          f"parts as two arrays")
             if np.dtype(arr.dtype) not in SUPPORTED:
                 raise ConfigurationError(f"argument {name} has dtype {arr.dtype}; gradients "
-                                         f"are checked in float32 or float64")
+                                         f"are checked in float16, bfloat16, float32 or float64")
             if not bool(jnp.all(jnp.isfinite(arr))):
                 raise ConfigurationError(f"argument {name} contains NaN or infinity; a "
                                          f"gradient check needs finite inputs")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from gradcheck.torch._check import module_function
-from gradcheck.torch._convert import to_array
+from gradcheck.torch._convert import from_array, to_array
 
 __all__ = ["TorchLayer"]
 
@@ -26,7 +26,7 @@ def _tensor(array, *, requires_grad=False):
     if array.dtype.kind == "c":   # the layer runs in its own real dtype (see _convert)
         raise TypeError("a PyTorch layer is evaluated in its own real dtype; complex input "
                         "is not passed through")
-    t = torch.as_tensor(np.array(array, copy=True, order="C"))
+    t = from_array(array)
     return t.requires_grad_(requires_grad) if t.is_floating_point() else t
 
 
@@ -81,7 +81,7 @@ class TorchLayer:
                                                     for p in params)]
         with torch.enable_grad():
             y = self.torch_call(*leaves)
-            g = torch.as_tensor(np.asarray(grad_y, dtype=to_array(y.detach()).dtype))
+            g = from_array(np.asarray(grad_y).astype(to_array(y.detach()).dtype))
             grads = torch.autograd.grad(y, leaves, g, allow_unused=True)
         return tuple(np.zeros(np.shape(a), dtype=np.asarray(a).dtype) if gr is None
                      else to_array(gr) for gr, a in zip(grads, (x, *params)))

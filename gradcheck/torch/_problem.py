@@ -131,7 +131,7 @@ class TorchProblem:
             return self.fn(*full)
         except Exception as exc:
             raise UserRaised(f"{self.label} raised {type(exc).__name__}: "
-                             f"{_first_line(exc)}") from exc
+                             f"{_first_line(exc)}{_low_precision_hint(exc, leaves)}") from exc
 
     def _selected(self, outs):
         outs = as_tuple(outs)
@@ -154,7 +154,8 @@ class TorchProblem:
             return torch.autograd.grad(sel, leaves, gs, create_graph=create_graph,
                                        allow_unused=True)
         except Exception as exc:
-            message = _backward_failure(self.label, exc, create_graph, what)
+            message = _backward_failure(self.label, exc, create_graph, what) + \
+                _low_precision_hint(exc, leaves)
             # the backward raised on its own (not a known way of breaking double backward)
             error = UserRaised if message.startswith(f"{what} of ") else UserCodeError
             raise error(message) from exc
@@ -414,6 +415,28 @@ def graph_reached(tensors, targets):
             found.add(index[id(variable)])
         stack.extend(fn for fn, _ in node.next_functions)
     return found, refuses
+
+
+#: How torch says that an operation has no kernel for a dtype on a device.
+_NO_KERNEL = ("not implemented for 'Half'", "not implemented for 'BFloat16'",
+              "Low precision dtypes not supported", "Unsupported dtype Half",
+              "Unsupported dtype BFloat16")
+
+
+def _low_precision_hint(exc, leaves) -> str:
+    """A sentence for an operation torch cannot run in float16 / bfloat16 where the
+    checked tensors are of that dtype: gradcheck evaluates the function in its own dtype
+    and does not cast it (a cast would check another computation)."""
+    msg = str(exc)
+    low = sorted({str(t.dtype).removeprefix("torch.") for t in leaves
+                  if isinstance(t, torch.Tensor) and t.dtype in (torch.float16, torch.bfloat16)})
+    if not low or not any(k in msg for k in _NO_KERNEL):
+        return ""
+    devices = sorted({t.device.type for t in leaves if isinstance(t, torch.Tensor)})
+    return (f" (torch has no {' / '.join(low)} kernel for an operation of it on "
+            f"{' / '.join(devices)}; gradcheck runs the function in its inputs' own dtype and "
+            f"does not cast them: check it in float32, x.float(), or on a device that has "
+            f"that kernel)")
 
 
 def _first_line(exc) -> str:
