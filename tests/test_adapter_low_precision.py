@@ -32,15 +32,6 @@ def _name(dt) -> str:
     return str(dt).removeprefix("torch.")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: torch's intra-op threads only spin (see gradcheck.torch's threads)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --------------------------------------------------------------------------- torch layers
 
 

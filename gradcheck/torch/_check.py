@@ -18,8 +18,9 @@ from gradcheck._errors import ConfigurationError
 from gradcheck.torch._convert import as_tuple, select_inputs, to_array
 from gradcheck.torch._problem import TorchProblem, input_names
 from gradcheck.torch._second import explain_cuts, name_cuts, name_forward_cuts
+from gradcheck.torch._threads import check_threads, threads_for
 
-__all__ = ["check_function", "check_module", "run_problem"]
+__all__ = ["check_function", "check_module", "run_problem", "problem_threads"]
 
 
 def _cotangent_option(options):
@@ -34,8 +35,21 @@ def _cotangent_option(options):
 
 def run_problem(problem: TorchProblem, *, orders, options, grad_outputs=None, modes=("rev",)):
     """Check ``problem`` at each order in ``orders`` (1, 2 or both) in each mode of
-    ``modes`` (``"rev"``, ``"fwd"``); one report."""
+    ``modes`` (``"rev"``, ``"fwd"``); one report. ``options["threads"]`` (default
+    ``"auto"``) sets PyTorch's threads while it runs (:mod:`gradcheck.torch._threads`)."""
     options = dict(options)
+    with problem_threads(problem, options.pop("threads", "auto")):
+        return _run_problem(problem, orders, options, grad_outputs, modes)
+
+
+def problem_threads(problem: TorchProblem, threads):
+    """PyTorch's threads for checking ``problem`` (:func:`.threads_for` of its inputs'
+    and outputs' shapes)."""
+    shapes = [tuple(t.shape) for t in problem.inputs if isinstance(t, torch.Tensor)]
+    return threads_for(check_threads(threads), shapes + list(problem.out_shapes))
+
+
+def _run_problem(problem, orders, options, grad_outputs, modes):
     name = options.pop("name", None) or problem.label
     options.pop("argnames", None)
     if problem.nondet_tol > 0:
@@ -128,6 +142,12 @@ def check_function(fn, inputs, *, order=1, modes=("rev",), nondet_tol=0.0, **opt
         Two backward passes at the same point may differ by this much (atomics on a GPU),
         added to ``atol``; above it the check stops with a
         :class:`~gradcheck.UserCodeError` saying so.
+    threads : "auto", None or int, optional
+        PyTorch's intra-op threads while the check runs, put back afterwards: ``"auto"``
+        (the default) one thread when every input, parameter and output has fewer than
+        32768 elements (many tiny calls, where a second thread only spin-waits: many
+        times slower on a busy machine), else torch's setting; an integer that many;
+        None torch's setting.
     **options
         Those of :func:`gradcheck.check_vjp` / :func:`gradcheck.check_jvp` (``mode``,
         ``seed``, ``atol``, ``rtol``, ``wrt``, ``argnames`` -- one name per input --
@@ -160,6 +180,7 @@ def check_function(fn, inputs, *, order=1, modes=("rev",), nondet_tol=0.0, **opt
     """
     order = validate_order(order)
     modes = validate_modes(modes)
+    check_threads(options.get("threads", "auto"))
     inputs = as_tuple(inputs)
     if not inputs:
         raise ConfigurationError("inputs must hold at least one tensor; got an empty tuple")
@@ -218,6 +239,7 @@ def check_module(module, *inputs, order=1, modes=("rev",), nondet_tol=0.0, **opt
     """
     order = validate_order(order)
     modes = validate_modes(modes)
+    check_threads(options.get("threads", "auto"))
     if not isinstance(module, torch.nn.Module):
         raise ConfigurationError(f"module must be a torch.nn.Module; got "
                                  f"{type(module).__name__}")

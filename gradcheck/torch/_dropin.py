@@ -31,7 +31,8 @@ not checked                    ``check_batched_grad``, ``check_batched_forward_g
 =============================  ===========================================================
 
 Any other keyword argument is one of :func:`gradcheck.check_vjp`'s options (``seed``,
-``mode``, ``wrt``, ...).
+``mode``, ``wrt``, ...), or ``threads``: PyTorch's threads during the check, as for
+:func:`~gradcheck.torch.check_function` (one thread for small tensors by default).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import warnings
 import torch
 
 from gradcheck._errors import ConfigurationError, GradcheckError, UserCodeError
-from gradcheck.torch._check import _names, _nondet, run_problem
+from gradcheck.torch._check import _names, _nondet, problem_threads, run_problem
 from gradcheck.torch._convert import as_tuple, select_inputs
 from gradcheck.torch._problem import TorchProblem, UserRaised, input_names
 
@@ -138,11 +139,12 @@ def _outcome(problem, orders, modes, options, grad_outputs, undefined, raise_exc
     ``(call, leaves, label)`` or None); True, False or :class:`GradientCheckFailed`."""
     report, sentence = None, None
     try:
-        report = run_problem(problem, orders=orders, options=options,
-                             grad_outputs=grad_outputs, modes=modes)
-        if undefined is not None:
-            call, leaves, label = undefined
-            sentence = _undefined_grad_problem(call, leaves(), label)
+        with problem_threads(problem, options.get("threads", "auto")):
+            report = run_problem(problem, orders=orders, options=options,
+                                 grad_outputs=grad_outputs, modes=modes)
+            if undefined is not None:
+                call, leaves, label = undefined
+                sentence = _undefined_grad_problem(call, leaves(), label)
     except UserRaised as exc:   # the user's own exception, as itself (as torch's does)
         raise exc.__cause__ from None
     except UserCodeError as exc:
