@@ -849,3 +849,17 @@ def test_float16_conv_relu_with_a_kink_a_few_ulps_from_the_point(seed, which, in
     assert abs((C(t) - C(-t)) / (2 * t) - a) < 1e-2 * abs(a)
     report = check_vjp(f, f_vjp, args, argnames=("x", "w", "b"), seed=seed)
     assert report.passed, str(report)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "element-wise allowance of a gradient zero by cancellation (checker/_tolerance.py, "
+    "the resolution from _formed.row_magnitudes): torch's batch_norm(x).sum() at order 2 "
+    "over a batch of two, seed 13: order2.x[0, 1] analytic -3.46e-16 (rounding: the true "
+    "value is 0) against a numerical 0, allowed 3.7e-28; order2.grad_output the same"))
+def test_torch_order_2_of_the_sum_of_a_batch_norm_over_a_batch_of_two_seed_13():
+    # Fresh seeds 12-59 of shape (2, 3): 12 of 48 fail so, every one found linear by the
+    # linearity stage (its numerical comparison fails, not the stage); seeds 0-11 pass.
+    # The catalogue's own linearity probe names the row "not linear" all the same.
+    pytest.importorskip("torch", reason="the batch norm is torch's own")
+    report, _ = _torch_batch_norm_sum_at_order_2(13)
+    assert report.passed, str(report)
