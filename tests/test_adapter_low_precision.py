@@ -106,6 +106,47 @@ def test_a_wrong_element_of_a_functions_backward_fails(dt, seed):
     assert bad["w"].worst_index == j and bad["w"].n_failed == 1
 
 
+def _conv(scale=1.0, index=None):
+    """conv2d as an autograd.Function, its backward by torch.nn.grad; its weight
+    gradient's ``index`` times ``scale``."""
+    F = torch.nn.functional
+
+    class Conv(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, w):
+            ctx.save_for_backward(x, w)
+            return F.conv2d(x, w)
+
+        @staticmethod
+        def backward(ctx, g):
+            x, w = ctx.saved_tensors
+            gw = torch.nn.grad.conv2d_weight(x, w.shape, g)
+            if index is not None:
+                gw = gw.clone()
+                gw[index] = gw[index] * scale
+            return torch.nn.grad.conv2d_input(x.shape, w, g), gw
+
+    return Conv
+
+
+@pytest.mark.parametrize("seed", [0, 4])
+@pytest.mark.parametrize("dt", LOW, ids=_name)
+def test_a_wrong_element_of_a_conv_functions_weight_gradient_fails(dt, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, 2, 5, 5, generator=gen).to(dt)
+    w = (torch.randn(3, 2, 3, 3, generator=gen) / 4).to(dt)
+    R = torch.randn(1, 3, 3, 3, generator=gen).to(dt)
+    x64, w64 = x.double().requires_grad_(), w.double().requires_grad_()
+    torch.nn.functional.conv2d(x64, w64).backward(R.double())     # float64: the exact one
+    j = tuple(int(k) for k in np.unravel_index(int(torch.argmax(w64.grad.abs())),
+                                                 tuple(w.shape)))
+    right = check_function(_conv().apply, (x, w), cotangent=R)
+    assert right.passed, str(right)
+    bad = check_function(_conv(ERROR[dt], j).apply, (x, w), cotangent=R)
+    assert not bad.passed and bad["x"].passed, str(bad)
+    assert bad["w"].worst_index == j and bad["w"].n_failed == 1
+
+
 def test_the_torch_drop_in_takes_float16_inputs():
     x, w, _, j = _case(0, torch.float16)
     x.requires_grad_()
