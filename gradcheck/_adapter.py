@@ -28,8 +28,9 @@ import math
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._precision import is_real_float, machine_eps
 from gradcheck._validate import is_int
-from gradcheck.checker._tolerance import reduction_growth
+from gradcheck.checker._tolerance import Tolerance, reduction_growth
 
 __all__ = ["validate_order", "validate_modes", "pack", "unpack", "merge_orders", "with_notes",
            "output_names", "second_order_names", "tangent_names", "check_nondeterminism",
@@ -247,8 +248,10 @@ def merge_orders(first, second):
 def check_nondeterminism(first, second, names, nondet_tol: float, length: int = 0):
     """Largest difference between two backward passes at the same point, judged.
 
-    Two runs may differ by rounding (a reordered reduction: 64 ulps of the larger value
-    and of the gradient's typical size, grown for sums of up to ``length`` terms as
+    Two runs may differ by rounding (a reordered reduction: the ulps two calls of a
+    linear map may differ by -- ``linear_ulps`` of the dtype's tolerance rule, 64 in
+    float32 and float64, 16 in float16 and bfloat16 -- of the larger value and of the
+    gradient's typical size, grown for sums of up to ``length`` terms as
     :func:`gradcheck.checker._tolerance.reduction_growth` says -- the rule the checker
     applies to ``f``) plus ``nondet_tol``. Returns ``(largest difference, None)`` when
     they agree, else ``(largest difference, sentence)``.
@@ -259,11 +262,12 @@ def check_nondeterminism(first, second, names, nondet_tol: float, length: int = 
         if a64.size == 0:
             continue
         diff = np.abs(a64 - b64)
-        eps = np.finfo(np.asarray(a).dtype).eps if np.asarray(a).dtype.kind == "f" else \
-            np.finfo(np.float64).eps
+        dt = np.asarray(a).dtype
+        eps = machine_eps(dt)                           # bfloat16's too (ml_dtypes)
+        ulps = Tolerance.for_dtype(dt if is_real_float(dt) else np.float64).rule.linear_ulps
         mag = np.maximum(np.abs(a64), np.abs(b64))
         typical = float(np.sqrt(np.mean(mag ** 2)))
-        allowed = nondet_tol + 64 * reduction_growth(length) * eps * (mag + typical)
+        allowed = nondet_tol + ulps * reduction_growth(length) * eps * (mag + typical)
         j = int(np.argmax(diff - allowed))
         worst = max(worst, float(diff.max()))
         if message is None and diff.reshape(-1)[j] > allowed.reshape(-1)[j]:

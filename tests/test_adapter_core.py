@@ -63,6 +63,23 @@ def test_nondeterminism_rule():
     assert check_nondeterminism(a, [a[0] + 1e-9], ["x"], 1e-8)[1] is None
 
 
+@pytest.mark.parametrize("name", ["float16", "bfloat16"])
+def test_nondeterminism_rule_in_low_precision_uses_the_dtypes_rounding(name):
+    # two passes one ulp of the dtype apart are rounding (bfloat16 used to be judged by
+    # float64's epsilon: its dtype is of kind "V"); half as much again is not
+    if name == "bfloat16":
+        dt = np.dtype(pytest.importorskip("ml_dtypes", reason="bfloat16").bfloat16)
+        ulp = 2.0 ** -7
+    else:
+        dt, ulp = np.dtype(np.float16), 2.0 ** -10
+    a = np.array([1.0, 1.5, 1.75]).astype(dt)
+    b = (a.astype(np.float64) + ulp).astype(dt)
+    assert b.astype(np.float64)[0] == 1.0 + ulp
+    assert check_nondeterminism([a], [b], ["x"], 0.0)[1] is None
+    far = (a.astype(np.float64) * 1.5).astype(dt)
+    assert "not deterministic" in check_nondeterminism([a], [far], ["x"], 0.0)[1]
+
+
 def test_merge_orders_renames_and_combines():
     from gradcheck import check_vjp
 
