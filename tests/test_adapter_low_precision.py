@@ -298,3 +298,11 @@ def test_a_torch_module_as_a_spec_layer_takes_bfloat16_arrays():
     np.testing.assert_array_equal(y.astype(np.float32), want.float().numpy())
     report = check_vjp(layer.forward, layer.backward, (x, *params))
     assert report.passed and report.dtype == "bfloat16", str(report)
+
+
+def test_a_float16_input_to_a_float32_module_is_said_with_the_cast():
+    with pytest.raises(UserCodeError, match=r"^Linear raised RuntimeError: .* \(the input "
+                                            r"is float16 and the module's parameters are "
+                                            r"float32: cast one to the other's dtype, e\.g\. "
+                                            r"module\.to\(x\.dtype\);"):
+        check_module(torch.nn.Linear(3, 2), torch.randn(2, 3).half())

@@ -16,7 +16,7 @@ from gradcheck._adapter import (FORWARD_PREFIX, SECOND_PREFIX, check_in_mode, me
                                 validate_order, with_notes)
 from gradcheck._errors import ConfigurationError
 from gradcheck.torch._convert import as_tuple, select_inputs, to_array
-from gradcheck.torch._problem import TorchProblem, input_names
+from gradcheck.torch._problem import TorchProblem, UserRaised, input_names
 from gradcheck.torch._second import explain_cuts, name_cuts, name_forward_cuts
 from gradcheck.torch._threads import check_threads, threads_for
 
@@ -217,6 +217,21 @@ def module_function(module, n_inputs, param_names):
     return fn
 
 
+def _dtype_hint(module, inputs) -> str:
+    """Where the floating inputs and the module's floating parameters and buffers differ
+    in dtype (a float16 input to a float32 module): a sentence saying so, for the error
+    of a module that failed on its first call; else ''."""
+    held = {str(t.dtype).removeprefix("torch.")
+            for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()}
+    given = {str(t.dtype).removeprefix("torch.") for t in inputs
+             if isinstance(t, torch.Tensor) and t.is_floating_point()}
+    if not held or not given or held == given:
+        return ""
+    return (f" (the input is {' / '.join(sorted(given))} and the module's parameters are "
+            f"{' / '.join(sorted(held))}: cast one to the other's dtype, e.g. "
+            f"module.to(x.dtype); gradcheck checks the module as given, in its own dtype)")
+
+
 def check_module(module, *inputs, order=1, modes=("rev",), nondet_tol=0.0, **options):
     """Check an ``nn.Module``'s gradients for its inputs and every trainable parameter.
 
@@ -264,10 +279,16 @@ def check_module(module, *inputs, order=1, modes=("rev",), nondet_tol=0.0, **opt
         raise ConfigurationError(f"{type(module).__name__} has no trainable parameter and no "
                                  f"floating-point input: nothing to check")
     fn = module_function(module, len(inputs), p_names)
-    problem = TorchProblem(fn, tuple(inputs) + values, checked, names,
-                           label=options.get("name") or type(module).__name__,
-                           nondet_tol=_nondet(nondet_tol),
-                           frozen=[n for n, p in module.named_parameters()
-                                   if not p.requires_grad])
+    try:
+        problem = TorchProblem(fn, tuple(inputs) + values, checked, names,
+                               label=options.get("name") or type(module).__name__,
+                               nondet_tol=_nondet(nondet_tol),
+                               frozen=[n for n, p in module.named_parameters()
+                                       if not p.requires_grad])
+    except UserRaised as exc:
+        hint = _dtype_hint(module, inputs)
+        if not hint:
+            raise
+        raise UserRaised(f"{exc}{hint}") from exc.__cause__
     return run_problem(problem, orders=tuple(range(1, order + 1)), options=options,
                        modes=modes)
