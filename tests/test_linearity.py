@@ -396,3 +396,24 @@ def test_a_nonlinear_double_backward_of_a_cancelling_gradient_still_fails(blemis
     assert row.diagnosis.cause == "nonlinear_in_cotangent"
     right = check_vjp(f, f_vjp, point, argnames=names, roles="generic", seed=11)
     assert right[names[0]].linear is True
+
+
+def test_a_float16_gradient_whose_scaled_value_overflows_is_not_called_nonlinear():
+    """Used to fail as not linear with every numerical comparison passing: 20000 x in
+    float16 has gradients of 2e4 R, so -2 R (the smallest factor) gives 4e4 to 6.5e4,
+    beyond float16's largest value 65504, where a right backward returns infinity. Those
+    entries are left out of the test, and the report says so; a clip still fails."""
+    x = np.linspace(-1, 1, 8).astype(np.float16)
+    R = np.array([0.5, 1.0, 2.0, 3.0, -0.5, -2.5, 1.2, 0.1])
+    k = np.float16(20000)
+
+    def f(x):
+        return x * k
+
+    right = check_vjp(f, lambda g, x: (g.astype(np.float16) * k,), (x,), cotangent=R)
+    assert right.passed and right.arguments[0].linear is True, str(right)
+    said = [n for n in right.notes if "exceeds the largest float16 value" in n]
+    assert len(said) == 2 and "at 3 element(s)" in said[0], right.notes     # |R| >= 1.64
+    clip = check_vjp(f, lambda g, x: (np.clip(g, -1.5, 1.5).astype(np.float16) * k,), (x,),
+                     cotangent=np.clip(R, -1.4, 1.4))
+    assert not clip.passed and clip.arguments[0].linear is False, str(clip)

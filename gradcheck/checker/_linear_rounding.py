@@ -84,7 +84,8 @@ def own_rounding(jittered, a) -> np.ndarray:
     """``JITTER_BARS`` times ``|vjp(q S) / q - vjp(S)|`` (``q = JITTER``, ``a`` the
     gradient for ``S``), at least its root mean square over the argument: the rounding
     of the backward's own sums."""
-    d = np.abs(_wide(jittered) / JITTER - _wide(a))
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = np.abs(_wide(jittered) / JITTER - _wide(a))
     d = np.where(np.isfinite(d), d, 0.0)
     return JITTER_BARS * np.maximum(d, _rms(d))
 
@@ -113,7 +114,8 @@ def split_rounding(call, cotangents, seed) -> tuple:
             up = call((s + d).astype(dtype), "a cotangent plus a small share D")
             down = call((s - d).astype(dtype), "a cotangent minus D")
             for j, (u, v, t) in enumerate(zip(up, down, at)):
-                gap = np.abs(_wide(u) + _wide(v) - 2 * _wide(t))
+                with np.errstate(invalid="ignore", over="ignore"):
+                    gap = np.abs(_wide(u) + _wide(v) - 2 * _wide(t))
                 worst[j] = np.maximum(worst[j], np.where(np.isfinite(gap), gap, 0.0))
         total = worst if total is None else [t + w for t, w in zip(total, worst)]
     return tuple(total)

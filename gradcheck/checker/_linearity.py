@@ -260,6 +260,20 @@ def linearity(problem, options) -> Linearity:
     paired = _grads(problem, second, "a second cotangent R'")
     summed = _grads(problem, (r + second).astype(dtype), "R + R'")
     calls += 2
+    # a result whose exact value exceeds the dtype's largest (float16: a gradient of
+    # 4e4 for -2·R) is infinite in a right backward too: not tested there, and said
+    scaled, summed = list(scaled), list(summed)
+    for i in checked:
+        a = problem.analytic[i]
+        scaled[i], lost = _representable(scaled[i], c * _wide(a))
+        summed[i], lost_sum = _representable(summed[i], _wide(a) + _wide(paired[i]))
+        for count, what in ((lost, f"{c:g}·R"), (lost_sum, "R + R'")):
+            if count:
+                notes.append(
+                    f"{problem.argnames[i]}: the gradient for {what} exceeds the largest "
+                    f"{np.asarray(a).dtype} value at {count} element(s) (its exact value "
+                    f"does, so f_vjp returns infinity there): linearity was not tested "
+                    f"there with {what}")
     rows = np.abs(_wide(problem.y))
     found, excess = {}, {}
     redo = measured = jitter = split = None
@@ -326,6 +340,22 @@ def linearity(problem, options) -> Linearity:
                      f"R + R'{' and R again' if redo is not None else ''}): failed "
                      f"whatever the numerical comparison says")
     return Linearity(out, calls, c, tuple(notes), excess)
+
+
+def _representable(observed, exact):
+    """``(observed, count)``: ``observed`` (a gradient) with the non-finite entries whose
+    ``exact`` value is beyond its dtype's largest finite one replaced by that exact value
+    (nothing to compare there: a right backward overflows too), and how many."""
+    observed = np.asarray(observed)
+    if observed.dtype.kind not in "fc" and observed.dtype.name != "bfloat16":
+        return observed, 0
+    with np.errstate(invalid="ignore", over="ignore"):
+        beyond = ~np.isfinite(_wide(observed)) & np.isfinite(exact) & \
+            (np.abs(exact) >= _finfo_max(observed.real.dtype if observed.dtype.kind == "c"
+                                         else observed.dtype))
+    if not beyond.any():
+        return observed, 0
+    return np.where(beyond, exact, _wide(observed)), int(beyond.sum())
 
 
 def _both(tol, rows, r, second, floor, c, a, scaled, paired, summed, extra=0.0):
