@@ -306,3 +306,29 @@ def test_a_float16_input_to_a_float32_module_is_said_with_the_cast():
                                             r"float32: cast one to the other's dtype, e\.g\. "
                                             r"module\.to\(x\.dtype\);"):
         check_module(torch.nn.Linear(3, 2), torch.randn(2, 3).half())
+
+
+@pytest.mark.parametrize("name", ["float16", "bfloat16"])
+def test_a_spec_with_a_torch_module_in_low_precision_is_checked(name):
+    # a network computes float16 / bfloat16 in float32 (docs/spec-format.md): the torch
+    # layer gets its input and parameters so, its parameters' gradients judged by their
+    # own dtype's row; a bfloat16 output of the layer's first probe is an array too
+    from gradcheck.spec import check_spec, loads_spec
+
+    spec = loads_spec(f"""
+name = "linear_{name}"
+[input]
+shape = [2, 4]
+dtype = "{name}"
+[[layer]]
+type = "python"
+target = "torch.nn:Linear"
+kwargs = {{ in_features = 4, out_features = 3 }}
+[check]
+mode = "full"
+""", format="toml")
+    report = check_spec(spec)
+    assert report.passed, str(report)
+    assert [a.name for a in report.arguments] == [
+        "input", "layer0.python.weight", "layer0.python.bias"]
+    assert all(a.n_checked == a.n_elements for a in report.arguments)

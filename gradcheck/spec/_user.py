@@ -199,7 +199,7 @@ class UserLayer(LayerBase):
             arr = np.asarray(value)
         except Exception:
             arr = None
-        if arr is None or arr.dtype.kind not in "biufc":
+        if arr is None or arr.dtype.kind not in "biufc" and arr.dtype.name != "bfloat16":
             raise UserCodeError(f"{self.target}.{method} returned {what} that is not an array "
                                 f"of numbers (got {type(value).__name__}); expected a NumPy "
                                 f"array")

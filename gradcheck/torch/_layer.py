@@ -60,13 +60,18 @@ class TorchLayer:
         return {n: tuple(shapes[n].shape) for n in self._names}
 
     def torch_call(self, x, *params):
-        """The layer on tensors (a Module is cast to ``x``'s dtype first)."""
+        """The layer on tensors, in ``x``'s dtype: a Module is cast to it first, and its
+        parameters are given in it (a network computes a float16 or bfloat16 spec in
+        float32, as its built-in layers do, and hands each layer its input so; the
+        parameters' gradients come back in that dtype, judged by the parameters' own)."""
         if self.module is None:
             return self._call(x, *params)
         dtype = x.dtype
         if any(t.is_floating_point() and t.dtype != dtype
                for t in (*self.module.parameters(), *self.module.buffers())):
             self.module.to(dtype)
+        params = [p.to(dtype) if p.is_floating_point() and p.dtype != dtype else p
+                  for p in params]
         return self._fn(x, *params)
 
     def forward(self, x, *params):
