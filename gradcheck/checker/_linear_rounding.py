@@ -29,8 +29,9 @@ with the additivity test's own rounding, measured at each of its three cotangent
 (``R``, ``R'``, ``R + R'``), where each call's rounding is made: the largest of
 ``|vjp(S + D) + vjp(S - D) - 2 vjp(S)|`` over :data:`SPLITS` small splits ``D = S
 delta`` (``delta`` odd multiples of ``2**-10``, up to ``3 * 2**-10``, random signs),
-summed over the three, ``JITTER_BARS`` times which is added to the allowances (24 more
-calls, made only then). A linear backward gives its rounding there: the entries of ``S
+summed over the three, ``JITTER_BARS`` times which is added to the additivity test's
+allowance (24 more calls, made only then, and only when the scaling test passes: its
+power of two is exact, so that its departures are not this rounding). A linear backward gives its rounding there: the entries of ``S
 +- D`` differ from ``S``'s in every bit below the tenth, so their products and sums round
 afresh. A constant or an offset in the backward cancels in it; a backward that keeps
 the largest entry of ``R`` (positively homogeneous, so the scaling test passes it) keeps

@@ -307,9 +307,11 @@ def linearity(problem, options) -> Linearity:
                                     f"{JITTER:g}·(R + R')")
                     calls += 1
                 extra = own_rounding(jitter[i], summed[i])
-                if max(_both(tol, measured, r64, second, floor, c, a, scaled[i], paired[i],
-                             summed[i], extra)).excess > 1:
-                    # the rounding of a sum of cotangents, measured on a small split
+                by_scale, by_sum = _both(tol, measured, r64, second, floor, c, a,
+                                         scaled[i], paired[i], summed[i], extra)
+                if by_scale.excess <= 1 < by_sum.excess:
+                    # the additivity test's own rounding, measured on small splits of
+                    # its cotangents (the scaling test passed: a power of two is exact)
                     if split is None:
                         split = split_rounding(
                             lambda cot, what: _grads(problem, cot, what),
@@ -317,10 +319,10 @@ def linearity(problem, options) -> Linearity:
                              ((r + second).astype(dtype), summed)],
                             [options.seed, SECOND_SALT])
                         calls += 6 * SPLITS
-                    extra = np.maximum(extra, JITTER_BARS * np.maximum(split[i],
-                                                                       _rms(split[i])))
-                by_scale, by_sum = _both(tol, measured, r64, second, floor, c, a,
-                                         scaled[i], paired[i], summed[i], extra)
+                    by_scale, by_sum = _both(
+                        tol, measured, r64, second, floor, c, a, scaled[i], paired[i],
+                        summed[i], extra, np.maximum(extra, JITTER_BARS * np.maximum(
+                            split[i], _rms(split[i]))))
         excess[i] = max(by_scale.excess, by_sum.excess)
         if excess[i] <= 1:
             found[i] = None
@@ -358,15 +360,19 @@ def _representable(observed, exact):
     return np.where(beyond, exact, _wide(observed)), int(beyond.sum())
 
 
-def _both(tol, rows, r, second, floor, c, a, scaled, paired, summed, extra=0.0):
+def _both(tol, rows, r, second, floor, c, a, scaled, paired, summed, extra=0.0,
+          extra_sum=None):
     """The two tests of one argument: ``vjp(cR) / c`` against ``vjp(R)`` (dividing by a
     power of two is exact, and the allowance stays at the scale of the gradient for
     ``R``), and ``vjp(R + R')`` against ``vjp(R) + vjp(R')``; ``rows`` the magnitudes of
     ``f``'s outputs that set the resolution floor (:meth:`.Tolerance.linear_map`);
-    ``extra`` added to both allowances (the backward's own rounding, measured)."""
+    ``extra`` added to both allowances (the backward's own rounding, measured), or to the
+    first only where ``extra_sum`` is given for the second."""
     res, res2 = _largest_term(r, rows) * floor, _largest_term(second, rows) * floor
+    extra_sum = extra if extra_sum is None else extra_sum
     by_scale = _compare(_wide(scaled) / c, [a], tol.linear_map([a], [res]) + extra)
-    by_sum = _compare(summed, [a, paired], tol.linear_map([a, paired], [res, res2]) + extra)
+    by_sum = _compare(summed, [a, paired],
+                      tol.linear_map([a, paired], [res, res2]) + extra_sum)
     return by_scale, by_sum
 
 
