@@ -1,24 +1,24 @@
 r"""The rounding of a linear backward, measured: the linearity stage's last allowance.
 
-:mod:`._linearity` tests ``vjp(cR) = c vjp(R)`` and ``vjp(R + R') = vjp(R) +
-vjp(R')`` within an allowance for rounding; a departure beyond it that may still be
-rounding is judged once more with the rounding measured here.
+:mod:`._linearity` tests ``vjp(cR) = c vjp(R)`` and ``vjp(R + R') = vjp(R) + vjp(R')``
+within an allowance for rounding; a departure beyond it that may still be rounding is
+judged once more with the rounding measured here.
 
-The resolution floor divides the terms' rounding by ``max(|x_j|, 1)``, the distance
-over which ``f`` is taken to change them; ``f`` may change them faster (a batch norm
-over a batch of two varies on each feature's spread, and at order 2, the backward of
+The resolution floor divides the terms' rounding by ``max(|x_j|, 1)``, the distance over
+which ``f`` is taken to change them; ``f`` may change them faster (a batch norm over a
+batch of two varies on each feature's spread, and at order 2, the backward of
 ``batch_norm(x).sum()`` -- zero by cancellation -- departed by 111% of its norm, 2e-15,
 beyond that floor on seeds 3-5). A departure still beyond the allowance with the
 measured magnitudes is judged once more with the backward's own rounding, measured:
 where a further call with ``R`` itself returns what the first did (deterministic), one
-more with ``q (R + R')``, ``q = 1 + 3/1024``, whose products all round differently,
-and ``JITTER_BARS`` times ``|vjp(q(R + R'))/q - vjp(R + R')|`` (at least its root mean
+more with ``q (R + R')``, ``q = 1 + 3/1024``, whose products all round differently, and
+``JITTER_BARS`` times ``|vjp(q(R + R'))/q - vjp(R + R')|`` (at least its root mean
 square) is added to both allowances (the sum's own rounding: one with ``q R`` measured
-4.7e-17 where ``vjp(R + R')`` departed by 9.9e-16, on a batch of two at order 2). A linear backward's two calls differ by rounding alone. A clip of
-``R`` at a threshold moves by 0.3% of what it clips there, eight times which is 2.4%, far
-below the whole clipped amount the ``-512 R`` test departs by; an even function of
-``R`` or a threshold at zero does not move at all; a backward that ignores ``R`` moves by
-0.3% of itself.
+4.7e-17 where ``vjp(R + R')`` departed by 9.9e-16, on a batch of two at order 2). A
+linear backward's two calls differ by rounding alone. A clip of ``R`` at a threshold
+moves by 0.3% of what it clips there, eight times which is 2.4%, far below the whole
+clipped amount the ``-512 R`` test departs by; an even function of ``R`` or a threshold
+at zero does not move at all; a backward that ignores ``R`` moves by 0.3% of itself.
 
 That rounding need not move with a common factor of the cotangent: at order 2 over a
 batch of two (torch's ``batch_norm(x).sum()``, shape (2, 3), seed 11) ``q (R + R')``
@@ -27,19 +27,20 @@ measured 9e-18 at ``order2.x[0, 2]`` where the additivity test departed by 9.9e-
 seeds failed a right double backward so. A departure still beyond is judged once more
 with the additivity test's own rounding, measured at each of its three cotangents ``S``
 (``R``, ``R'``, ``R + R'``), where each call's rounding is made: the largest of
-``|vjp(S + D) + vjp(S - D) - 2 vjp(S)|`` over :data:`SPLITS` small splits ``D = S
-delta`` (``delta`` odd multiples of ``2**-10``, up to ``3 * 2**-10``, random signs),
-summed over the three, ``JITTER_BARS`` times which is added to the additivity test's
-allowance (24 more calls, made only then, and only when the scaling test passes: its
-power of two is exact, so that its departures are not this rounding). A linear backward gives its rounding there: the entries of ``S
-+- D`` differ from ``S``'s in every bit below the tenth, so their products and sums round
-afresh. A constant or an offset in the backward cancels in it; a backward that keeps
-the largest entry of ``R`` (positively homogeneous, so the scaling test passes it) keeps
-the same entry at ``S +- D`` and departs by nothing; a clip moves by ``delta`` of what it
-clips, as under ``q``; ``R`` squared by ``2 D**2``, a millionth of itself. Over seeds 0-99
-of that batch norm (9 reach this measure) the largest departure is 0.16 of the
-allowance, and a double backward with a non-additive term of 1e-9 of the largest entry of
-``R`` still fails (``tests/test_linearity.py``).
+``|vjp(S + D) + vjp(S - D) - 2 vjp(S)|`` over :data:`SPLITS` small splits ``D = S delta``
+(``delta`` odd multiples of ``2**-10``, up to ``3 * 2**-10``, random signs), summed over
+the three, ``JITTER_BARS`` times which is added to the additivity test's allowance (24
+more calls, made only then, and only when the scaling test passes: its power of two is
+exact, so that its departures are not this rounding). A linear backward gives its
+rounding there: the entries of ``S +- D`` differ from ``S``'s in every bit below the
+tenth, so their products and sums round afresh. A constant or an offset in the backward
+cancels in it; a backward that keeps the largest entry of ``R`` (positively homogeneous,
+so the scaling test passes it) keeps the same entry at ``S +- D`` and departs by
+nothing; a clip moves by ``delta`` of what it clips, as under ``q``; ``R`` squared by
+``2 D**2``, a millionth of itself. Over seeds 0-99 of that batch norm (9 reach this
+measure) the largest departure is 0.16 of the allowance, and a double backward with a
+non-additive term of 1e-9 of the largest entry of ``R`` still fails
+(``tests/test_linearity.py``).
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ requested mode -- forward over forward, reverse over forward, forward over rever
 reverse over reverse. The numerical side evaluates ``f`` on arrays of each argument's
 own dtype (float32 stays float32: JAX's default; float16 and ``jnp.bfloat16`` stay
 float16 and bfloat16, with steps and tolerances from their own resolution -- not a fixed
-step such as ``check_grads``'s 1e-4, below float16's resolution). A failing ``order2.<argument>`` row of
-the backward's map in reverse mode whose argument the backward cuts with
+step such as ``check_grads``'s 1e-4, below float16's resolution). A failing
+``order2.<argument>`` row of the backward's map in reverse mode whose argument the backward cuts with
 ``jax.lax.stop_gradient`` (in a ``custom_vjp``'s ``bwd``, or on a residual of its ``fwd``)
 is diagnosed ``double_backward_cut``, its sentence naming the argument
 (``docs/diagnosis.md``).

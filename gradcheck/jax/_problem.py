@@ -80,7 +80,8 @@ class JaxProblem:
                                          f"parts as two arrays")
             if np.dtype(arr.dtype) not in SUPPORTED:
                 raise ConfigurationError(f"argument {name} has dtype {arr.dtype}; gradients "
-                                         f"are checked in float16, bfloat16, float32 or float64")
+                                         f"are checked in float16, bfloat16, float32 or "
+                                         f"float64")
             if not bool(jnp.all(jnp.isfinite(arr))):
                 raise ConfigurationError(f"argument {name} contains NaN or infinity; a "
                                          f"gradient check needs finite inputs")

@@ -17,8 +17,8 @@ import torch
 
 from gradcheck._errors import ConfigurationError, UserCodeError
 
-__all__ = ["SUPPORTED", "to_array", "to_tensor", "from_array", "select_inputs", "differentiable_outputs",
-           "as_tuple", "numpy_dtype"]
+__all__ = ["SUPPORTED", "to_array", "to_tensor", "from_array", "select_inputs",
+           "differentiable_outputs", "as_tuple", "numpy_dtype"]
 
 #: Floating dtypes whose gradients the checker can judge (its tolerance table).
 SUPPORTED = (torch.float16, torch.bfloat16, torch.float32, torch.float64)

@@ -4,13 +4,15 @@ A check calls the user's function hundreds of times on the same small tensors (e
 numerical derivative is a handful of forwards, each backward one more call). PyTorch
 splits an operation over its intra-op threads (OpenMP) and its threads spin-wait between
 operations; on small tensors there is no work to split, and on a machine whose cores are
-busy the waiting threads take turns with the work. Measured on two shared cores at a load
-of about 6 (``benchmarks/bench_torch_threads.py``: medians of 5 interleaved rounds; to be
-measured again on a quiet machine): a small conv -> batch norm -> max-pool -> linear network took 0.66 ms per
-forward and backward with 1 thread and 9.4 ms with 2; a convolution of
-``[2, 8, 16, 16]`` 0.25 ms per forward with 1 thread and 2.4 ms with 2; at ``[8, 16, 32,
-32]`` the forward took 2.7 ms with 1 thread and 2.8 ms with 2 (its fastest round 2.4 ms
-and 1.3 ms: on a quiet machine the second thread helps there).
+busy the waiting threads take turns with the work. Measured on two shared cores at a
+load of about 6 (``benchmarks/bench_torch_threads.py``: medians of 5 interleaved rounds;
+to be measured again on a quiet machine): a small conv -> batch norm -> max-pool ->
+linear network took 0.66 ms per forward and backward with 1 thread and 9.4 ms with 2; a
+convolution of ``[2, 8, 16, 16]`` 0.25 ms per forward with 1 thread and 2.4 ms with 2;
+at ``[8, 16, 32, 32]`` the forward took 2.7 ms with 1 thread and 2.8 ms with 2 (its
+fastest round 2.4 ms and 1.3 ms: on a quiet machine the second thread helps there). The
+whole ``check_module`` of that small network took 1.2 s with 1 thread and 33 s with 2
+(load 6.5), 0.72 s and 6.6 s in a second run (load 7).
 
 So ``threads="auto"`` (the default) sets one thread for the duration of the check when
 every tensor it evaluates -- the inputs, a module's parameters, the outputs -- has fewer
