@@ -228,7 +228,7 @@ def _bugs():
               {"q": ("scaled",), "k": ("scaled",)}),
         _case("attention-dv-not-transposed", "attention", "dV = P g where Pᵀ g belongs",
               mix.attention_f, _with(mix.attention_vjp, "dv_not_transposed"),
-              _qkv(d=5, seed=2), ("q", "k", "v"), {"v": ()}),
+              _qkv(d=5, seed=2), ("q", "k", "v"), {"v": ("operand_transposed",)}),
         _case("attention-softmax-rank-one", "attention", "the softmax's p (p·dP) missing",
               mix.attention_f, _with(mix.attention_vjp, "softmax_rank_one_missing"), _qkv(seed=3),
               ("q", "k", "v"), {"q": (), "k": ()}),
@@ -503,7 +503,7 @@ def _held_out():
     out = [
         _case("dense-dx-no-transpose", "dense", "dx = g W where g Wᵀ belongs",
               mix.dense_f, lambda g, x, w, b: (g @ w, x.T @ g, g.sum(0)), _dense_args(seed=2),
-              ("x", "w", "b"), {"x": ()}),
+              ("x", "w", "b"), {"x": ("operand_transposed",)}),
         _case("dense-residual-skip", "dense", "the residual's identity forgotten in dx",
               residual_dense_f, residual_dense_vjp, _dense_args(seed=3)[:2], ("x", "w"),
               {"x": ("missing_term_cotangent",)}),

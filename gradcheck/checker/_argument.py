@@ -92,7 +92,9 @@ def known_of(problem, index) -> Known:
         lambda cotangent: problem.vjp_again(cotangent)[index])
     return Known(x=problem.args[index], sizes=named_sizes(shapes),
                  cotangent=problem.cotangent_f, backward=backward,
-                 forward=problem.of_argument(index), missing=index in problem.missing)
+                 forward=problem.of_argument(index), missing=index in problem.missing,
+                 name=problem.argnames[index],
+                 others=tuple(zip(problem.argnames, problem.args)))
 
 
 def _backward_of(problem, index):

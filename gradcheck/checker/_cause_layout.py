@@ -36,10 +36,19 @@ def _flips(shape, role):
     sp = role.spatial_axes
     if not sp or not any(shape[a] > 1 for a in sp):
         return
-    name = "kernel gradient" if role.kind == "weight" else "gradient"
+    if role.kind == "weight":
+        # the weight gradient is a valid correlation of the input with the error: no
+        # rotation belongs in it, so "the kernel was not rotated" would mislead
+        why = ("the weight gradient was formed as a convolution of the input with the "
+               "error where their correlation belongs (it takes no rotation), or the "
+               "forward convolves where the backward assumes a correlation")
+        name = "kernel gradient"
+    else:
+        why = ("the kernel was not rotated — a convolution was used where a correlation "
+               "belongs, or the other way round")
+        name = "gradient"
     yield (f"The analytic {name} is the numerical one rotated 180° (flipped along every "
-           f"spatial axis): the kernel was not rotated — a convolution was used where a "
-           f"correlation belongs, or the other way round.", lambda arr: np.flip(arr, axis=sp))
+           f"spatial axis): {why}.", lambda arr: np.flip(arr, axis=sp))
     if len(sp) > 1:
         for axis in sp:
             if shape[axis] > 1:
@@ -114,6 +123,10 @@ def fit_axes_permuted(ev):
     for how, move in _layouts(ev.a.shape):
         fit = fit_claim(ev, move(ev.n), move(ev.tol))
         if fit is not None:
+            if ev.a.ndim == 2 and how.endswith("(transposed)"):
+                from gradcheck.checker._cause_matmul import swap_text
+
+                how = how[:-1] + ", A = Nᵀ)" + swap_text(ev)
             return fit._replace(params={"how": how})
     return None
 

@@ -29,6 +29,7 @@ cause                                   claim (``A`` analytic, ``N`` numerical)
 ``axes_permuted``                       ``N``'s axes permuted, or reshaped in another order
 ``reversed``                            ``N`` reversed along some axes
 ``permuted_within``                     each slice holds ``N``'s values, reordered
+``operand_transposed``                  ``A = R Mᵀ`` where ``N = R M`` (or ``Mᵀ R``, ``M R``)
 ``single_element``                      only one element is wrong
 ``region``                              wrong in one batch item, channel or border
 ``nonlinear_in_cotangent``              ``f_vjp`` is not linear in its cotangent ``R``
@@ -69,6 +70,7 @@ from gradcheck.checker._cause_layout import (
     fit_shifted,
     fit_spatial_transpose,
 )
+from gradcheck.checker._cause_matmul import fit_operand_transposed
 from gradcheck.checker._cause_masks import (
     fit_position_mask,
     fit_value_mask,
@@ -123,6 +125,7 @@ CAUSES = (
           "The analytic gradient holds the numerical values in the wrong places: {where} "
           "has the same values, reordered ({moved} elements moved): a scatter with the "
           "wrong indices (a permutation used where its inverse belongs?)."),
+    Cause("operand_transposed", fit_operand_transposed, "{text}"),
     Cause("single_element", single_element),
     Cause("region", region),
     Cause("nonlinear_in_cotangent", fit_nonlinear,

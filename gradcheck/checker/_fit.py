@@ -70,6 +70,10 @@ class Known(NamedTuple):
     missing : bool
         The backward returned no gradient (None) for the argument: ``A`` is the zeros put
         in its place.
+    name : str
+        The argument's name (a message may say which product to change).
+    others : tuple of (str, ndarray)
+        Every argument of ``f`` by name, this one included (an operand a cause may name).
     """
 
     x: np.ndarray | None = None
@@ -78,6 +82,8 @@ class Known(NamedTuple):
     backward: Callable | None = None
     forward: Callable | None = None
     missing: bool = False
+    name: str | None = None
+    others: tuple = ()
 
 
 class Fit(NamedTuple):
