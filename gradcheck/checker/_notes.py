@@ -138,7 +138,17 @@ def weakened_notes(problem, options, reports) -> list:
     """Every note of this module, in the order above."""
     return (missing_notes(problem, options) + dtype_notes(problem, options)
             + floor_notes(problem, options, reports) + coarse_notes(reports)
-            + resolution_notes(reports))
+            + resolution_notes(reports) + _zero_notes(problem, options, reports))
+
+
+def _zero_notes(problem, options, reports) -> list:
+    """The passing arguments whose gradient is zero up to rounding
+    (:mod:`._zero_gradient`)."""
+    if options.atol is not None or options.rtol is not None:
+        return []       # a floor widens every allowance: within it is not rounding
+    from gradcheck.checker._zero_gradient import zero_notes
+
+    return zero_notes(reports, {options.argnames[i] for i in problem.missing})
 
 
 def resolution_notes(reports) -> list:
