@@ -13,7 +13,7 @@ from itertools import combinations
 
 import numpy as np
 
-from gradcheck.checker._fit import MIN_PER_PARAMETER, SLACK, fit_claim, slices_along
+from gradcheck.checker._fit import MIN_PER_PARAMETER, SLACK, Fit, fit_claim, slices_along
 
 __all__ = ["fit_sign", "fit_scale", "fit_scale_per_slice", "name_factor", "axis_label"]
 
@@ -175,12 +175,54 @@ def fit_scale(ev):
     if abs(c) <= 1e-12 or abs(c - 1) <= 1e-9 or abs(c + 1) <= 1e-9:
         return None
     fit = fit_claim(ev, c * ev.n, abs(c) * ev.tol, factor=c)
+    said = ""
+    if fit is None:
+        fit, said = _consistent_scale(ev, c)
     if fit is None:
         return None
     known = getattr(ev, "known", None)
     text, meaning = name_factor(c, ev.a.shape, known, _factor_uncertainty(ev, c),
                                 role=getattr(ev, "role", None))
-    return fit._replace(params={**fit.params, "factor_text": text, "meaning": meaning})
+    return fit._replace(params={**fit.params, "factor_text": text, "meaning": meaning + said})
+
+
+#: Failed elements a scale must explain when no one of them is beyond noise alone.
+MIN_CONSISTENT = 3
+
+
+def _consistent_scale(ev, c):
+    r"""``A = c N`` named on the agreement of many elements, when none alone is off by more
+    than ``2 SLACK`` tolerances (a 10% slip in float16 is about 6): ``(Fit, said)`` or
+    ``(None, "")``. The claim must fit as usual (every element within ``SLACK``); besides,
+
+    - at least :data:`MIN_CONSISTENT` elements failed, and the fit takes the largest
+      mismatch down at least ``2 SLACK``-fold (``before >= 2 SLACK after``): the
+      mismatch is the factor, not noise around it (one element off, or errors of mixed
+      sign, leave as much as they had);
+    - ``c`` differs from 1 by at least ``SLACK`` times its uncertainty from the
+      tolerances, :math:`\sigma_c = \sqrt{\sum \tau^2 N^2} / \sum N^2` (each
+      tolerance taken as a standard deviation, which it bounds).
+    """
+    known = ev.keep & np.isfinite(ev.n)
+    n, a, t = ev.n[known], ev.a[known], ev.tol[known]
+    failed = int((ev.failed & known).sum())
+    if failed < MIN_CONSISTENT or n.size < MIN_PER_PARAMETER * MIN_CONSISTENT:
+        return None, ""
+    scale = t * (1 + abs(c))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        after = float(np.max(np.abs(a - c * n) / scale))
+        before = float(np.max(np.abs(a - n) / scale))
+    if not (after <= SLACK and before >= 2 * SLACK * after and before > 0):
+        return None, ""
+    s = _top(n)
+    m = n / s
+    sigma = float(np.sqrt(np.sum((t / s) ** 2 * m ** 2)) / np.sum(m ** 2))
+    if not abs(c - 1) >= SLACK * sigma:
+        return None, ""
+    said = (f" (no element alone is off by more than {2 * SLACK:g} tolerances, but all "
+            f"{n.size} agree on the factor, which differs from 1 by "
+            f"{abs(c - 1) / sigma:.3g} times its uncertainty ±{sigma:.2g})")
+    return Fit(c * ev.n, before, after, {"factor": c, "consistent_elements": int(n.size)}), said
 
 
 def _per_slice_factors(ev, axis):

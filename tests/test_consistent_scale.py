@@ -1,0 +1,93 @@
+"""``scaled`` named on the agreement of many elements (:func:`gradcheck.checker.
+_cause_scale._consistent_scale`): a uniform 10% slip in float16 puts no element beyond
+``2 SLACK`` tolerances, yet every element agrees on the factor. One element off, and
+right layers, must not be named so."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gradcheck import check_vjp
+from gradcheck.checker._diagnose import Evidence, diagnose_evidence
+
+F16 = np.float16
+SEEDS = range(3000, 3006)
+
+
+def _dense(seed):
+    """tanh(x @ W.T + b) in float16, its backward written by hand."""
+    r = np.random.default_rng(seed)
+    x = r.standard_normal((6, 8)).astype(F16)
+    W = (r.standard_normal((5, 8)) / 3).astype(F16)
+    b = (r.standard_normal(5) / 4).astype(F16)
+
+    def f(x, W, b):
+        return np.tanh(x @ W.T + b)
+
+    def f_vjp(g, x, W, b, dw_factor=1.0, one=None):
+        d = g.astype(F16) * (1 - np.tanh(x @ W.T + b) ** 2)
+        dW = (d.T @ x).astype(F16)
+        if one is not None:
+            dW = dW.copy()
+            dW[one] = dW[one] * F16(dw_factor)
+        else:
+            dW = (dW * F16(dw_factor)).astype(F16)
+        return d @ W, dW, d.sum(axis=0)
+
+    return f, f_vjp, (x, W, b)
+
+
+def _check(seed, **slip):
+    f, f_vjp, args = _dense(seed)
+    return check_vjp(f, lambda g, *a: f_vjp(g, *a, **slip), args, argnames=("x", "W", "b"),
+                     seed=seed)
+
+
+def test_a_uniform_float16_slip_of_ten_percent_is_scaled():
+    named = []
+    for seed in SEEDS:
+        report = _check(seed, dw_factor=1.1)
+        assert not report["W"].passed
+        d = report["W"].diagnosis
+        named.append(d.cause)
+        if d.cause == "scaled":
+            assert abs(d.evidence["factor"] - 1.1) < 0.01, d.message
+            assert "agree on the factor" in d.message or d.evidence["misfit_before"] > 8
+    assert named.count("scaled") >= 5, named
+
+
+@pytest.mark.parametrize("factor", [1.05, 1.2, 1.5])
+def test_one_float16_element_off_is_never_scaled(factor):
+    for seed in SEEDS:
+        f, f_vjp, args = _dense(seed)
+        g = np.abs(f_vjp(np.ones((6, 5), F16), *args)[1].astype(float))
+        one = np.unravel_index(int(np.argmax(g)), g.shape)
+        report = _check(seed, dw_factor=factor, one=one)
+        d = report["W"].diagnosis
+        assert d is None or d.cause != "scaled", d.message
+
+
+def test_right_float16_layers_pass_without_a_cause():
+    for seed in SEEDS:
+        report = _check(seed)
+        assert report.passed and all(a.diagnosis is None for a in report.arguments)
+
+
+def test_on_bare_arrays_the_rule_needs_agreement_and_significance():
+    r = np.random.default_rng(0)
+    n = r.standard_normal(64)
+    tol = 0.02 * np.abs(n) + 1e-3                  # float16-like: 2% of each value
+    noise = r.uniform(-0.1, 0.1, n.size) * tol
+    # every element 1.1 x: at most ~5 tolerances each, all agreeing on the factor
+    d = diagnose_evidence(Evidence(1.1 * n + noise, n, tol))
+    assert d.cause == "scaled" and d.evidence["misfit_before"] < 8
+    assert abs(d.evidence["factor"] - 1.1) < 0.005
+    # errors of random sign, each as large: no factor explains them
+    d = diagnose_evidence(Evidence(n + 0.1 * n * r.choice([-1, 1], n.size), n, tol))
+    assert d.cause != "scaled"
+    # two elements only off: fewer than MIN_CONSISTENT failures, not a scale
+    a = n.copy()
+    a[:2] *= 1.1
+    d = diagnose_evidence(Evidence(a, n, tol))
+    assert d.cause != "scaled"
