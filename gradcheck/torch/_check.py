@@ -290,5 +290,9 @@ def check_module(module, *inputs, order=1, modes=("rev",), nondet_tol=0.0, **opt
         if not hint:
             raise
         raise UserRaised(f"{exc}{hint}") from exc.__cause__
-    return run_problem(problem, orders=tuple(range(1, order + 1)), options=options,
-                       modes=modes)
+    report = run_problem(problem, orders=tuple(range(1, order + 1)), options=options,
+                         modes=modes)
+    from gradcheck.torch._culprit import locate_culprit     # a failing stack: where
+
+    return locate_culprit(check_module, module, inputs, report, order=order, modes=modes,
+                          options=options)
