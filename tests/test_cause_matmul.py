@@ -98,13 +98,19 @@ def test_correct_products_and_other_slips_do_not_get_the_cause():
     assert d.cause != "operand_transposed", d.message
 
 
-def test_not_tried_when_one_cotangent_cannot_tell_m():
-    # a batch of 2 rows for a 4 x 4 w: N = R M does not determine M; the mismatch is
-    # described, not named (a limit of the claim, said in its module)
+def test_a_batch_smaller_than_w_is_named_from_the_argument_and_else_not_tried():
+    # a batch of 2 rows for a 4 x 4 w: N = R M does not determine M, but the argument
+    # w gives it outright
     r = _rng(6)
     x, w = r.standard_normal((2, 4)), r.standard_normal((4, 4))
     d = check_vjp(lambda x, w: x @ w, lambda g, x, w: (g @ w, x.T @ g), (x, w),
                   argnames=("x", "w"))["x"].diagnosis
+    assert d.cause == "operand_transposed" and "g @ w where g @ w.T belongs" in d.message
+    # the matrix computed inside f (not an argument): one cotangent cannot tell it, the
+    # mismatch is described, not named (a limit of the claim, said in its module)
+    m = np.tanh(w)
+    d = check_vjp(lambda x: x @ m, lambda g, x: (g @ m,), (x,),
+                  argnames=("x",))["x"].diagnosis
     assert d.cause == "no_known_pattern"
 
 

@@ -10,11 +10,13 @@ the gradient is wrong everywhere, and no layout of ``N`` gives it: ``A = g w`` i
 - on the left, ``N = M R`` per leading index (attention's ``dV = Pᵀ g``: every axis but
   the last two is a batch), :math:`M = N R^{+}`; the claim is ``A = Mᵀ R``.
 
-``M`` is fitted to ``N``, never to ``A``: the claim about ``A`` has no free parameter.
-It needs ``R``'s rows (columns, on the left) to span ``M``'s side -- as many rows as
-``M`` has, of full rank -- else ``M`` is not known from one cotangent and the claim is
-not tried; and ``N = R M`` must itself hold within the tolerance (a backward that is not
-one product with ``R`` has no operand to transpose). ``N``'s uncertainty is carried into
+``M`` is first sought among ``f``'s arguments: a square 2-D argument ``V`` with
+``N = R V`` or ``N = R Vᵀ`` within the tolerance gives ``M`` outright, whatever the
+batch. Else ``M`` is fitted to ``N``, never to ``A``: the claim about ``A`` has no free
+parameter. That needs ``R``'s rows (columns, on the left) to span ``M``'s side -- as
+many rows as ``M`` has, of full rank -- else ``M`` is not known from one cotangent and
+the claim is not tried. Either way ``N = R M`` must itself hold within the tolerance (a
+backward that is not one product with ``R`` has no operand to transpose). ``N``'s uncertainty is carried into
 the prediction, :math:`|R|\,(|R^{+}|\,\tau)^\mathsf{T}` (on the left, the mirror image).
 
 When another argument of ``f`` equals ``M`` or ``Mᵀ`` the message names it and writes
@@ -23,6 +25,8 @@ its shape (a matrix the forward computes, such as attention's ``P``).
 """
 
 from __future__ import annotations
+
+from itertools import chain
 
 import numpy as np
 
@@ -147,6 +151,30 @@ def _text(where, operand, arg, n):
             f"Transpose that operand.")
 
 
+def _with_arguments(ev, r):
+    """``(M, P, spread, premise, premise_spread, side)`` for each square 2-D argument
+    ``V`` of ``f`` (not this one) that gives ``N`` as a product with ``R`` -- ``M`` is
+    ``V`` or ``Vᵀ`` -- whatever the rank of ``R`` (a batch smaller than ``V``)."""
+    own = getattr(ev.known, "name", None)
+    a_shape = ev.a.shape
+    for name, value in getattr(ev.known, "others", ()):
+        v = np.asarray(value)
+        if name == own or v.ndim != 2 or v.shape[0] != v.shape[1] or v.shape[0] < 2 or \
+                not np.issubdtype(v.dtype, np.floating):
+            continue
+        v = v.astype(np.float64)
+        side = v.shape[0]
+        zero = np.zeros(a_shape)
+        if len(a_shape) >= 2 and a_shape == r.shape and a_shape[-1] == side:
+            r2 = r.reshape(-1, side)
+            for m in (v, v.T):            # N = R M, A = R Mᵀ
+                yield (m, (r2 @ m.T).reshape(a_shape), zero, (r2 @ m).reshape(a_shape),
+                       zero, "right")
+        if len(a_shape) == 2 and a_shape == r.shape and a_shape[0] == side:
+            for m in (v, v.T):            # N = M R, A = Mᵀ R
+                yield m, m.T @ r, zero, m @ r, zero, "left"
+
+
 def fit_operand_transposed(ev):
     """``A = R Mᵀ`` where ``N = R M`` (or ``A = Mᵀ R`` where ``N = M R``), ``M`` square."""
     known = ev.known
@@ -156,10 +184,8 @@ def fit_operand_transposed(ev):
     r = np.asarray(r, np.float64)
     if not np.isfinite(r).all():
         return None
-    for solve in (_right, _left):
-        got = solve(ev, r)
-        if got is None:
-            continue
+    fitted = (got for solve in (_right, _left) for got in [solve(ev, r)] if got is not None)
+    for got in chain(_with_arguments(ev, r), fitted):
         m, predicted, spread, premise, premise_spread = got[:5]
         where = got[5]
         if not np.all(np.abs(premise - ev.n) <= SLACK * (ev.tol + premise_spread)):
