@@ -145,3 +145,27 @@ def test_a_rotated_weight_gradient_is_not_said_to_lack_a_rotation():
     assert report["x"].passed and d.cause == "kernel_not_rotated", d.message
     assert "the kernel was not rotated" not in d.message
     assert "takes no rotation" in d.message
+
+
+def test_a_torch_function_gets_the_names_of_its_arguments():
+    torch = pytest.importorskip("torch", reason="the torch adapter needs torch")
+    from gradcheck.torch import check_function
+
+    class Linear(torch.autograd.Function):       # y = x @ w.T, both grads transposed
+        @staticmethod
+        def forward(ctx, x, w):
+            ctx.save_for_backward(x, w)
+            return x @ w.T
+
+        @staticmethod
+        def backward(ctx, g):
+            x, w = ctx.saved_tensors
+            return g @ w.T, x.T @ g
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 4, dtype=torch.float64, generator=gen)
+    w = torch.randn(4, 4, dtype=torch.float64, generator=gen)
+    report = check_function(Linear.apply, (x, w))
+    dx, dw = report["x"].diagnosis, report["w"].diagnosis
+    assert dx.cause == "operand_transposed" and "g @ w.T where g @ w belongs" in dx.message
+    assert dw.cause == "axes_permuted" and "x.T @ g where g.T @ x belongs" in dw.message
