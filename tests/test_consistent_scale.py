@@ -91,3 +91,23 @@ def test_on_bare_arrays_the_rule_needs_agreement_and_significance():
     a[:2] *= 1.1
     d = diagnose_evidence(Evidence(a, n, tol))
     assert d.cause != "scaled"
+
+
+def test_one_element_beyond_its_tolerance_says_when_the_others_lean_the_same_way():
+    r = np.random.default_rng(1)
+    n = r.uniform(1.0, 2.0, 12) * r.choice([-1, 1], 12)
+    tol = 0.12 * np.abs(n)                      # wide allowances ...
+    tol[0] = 0.01 * abs(n[0])                   # ... but one tight one
+    noise = r.uniform(-0.002, 0.002, n.size) * np.abs(n)
+    # the whole gradient 1.1 x: only element 0 is beyond its tolerance
+    d = diagnose_evidence(Evidence(1.1 * n + noise, n, tol))
+    assert d.cause == "single_element" and d.evidence["index"] == [0], d.message
+    assert "the others lean the same way" in d.message and "scaled by about 1.1" in d.message
+    # element 0 alone 1.1 x, the others right up to noise: no such words
+    a = n + noise
+    a[0] = 1.1 * n[0]
+    d = diagnose_evidence(Evidence(a, n, tol))
+    assert d.cause == "single_element" and "lean" not in d.message, d.message
+    # a one-element argument: a wrong value and a wrong factor look the same
+    d = diagnose_evidence(Evidence(np.array([1.1]), np.array([1.0]), np.array([1e-3])))
+    assert d.cause == "single_element" and "only element is wrong" in d.message

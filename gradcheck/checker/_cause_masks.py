@@ -266,12 +266,40 @@ def single_element(ev):
     a, n = ev.a, ev.n
     idx = tuple(int(i) for i in np.argwhere(ev.failed)[0])
     rel = abs(a[idx] - n[idx]) / max(abs(a[idx]), abs(n[idx]), np.finfo(float).tiny)
+    values = f"(analytic {a[idx]:.9g}, numeric {n[idx]:.9g}, relative error {rel:.2g})"
+    if a.size == 1:
+        message = (f"The argument's only element is wrong {values}: with one element, a "
+                   f"wrong value and a wrong factor look the same.")
+    else:
+        message = f"Only element {idx} is wrong {values}; every other element agrees"
+        message += _leaning(ev, idx) + "."
     return Diagnosis(
-        "single_element",
-        f"Only element {idx} is wrong (analytic {a[idx]:.9g}, numeric {n[idx]:.9g}, "
-        f"relative error {rel:.2g}); every other element agrees.",
+        "single_element", message,
         {"index": list(idx), "analytic": a[idx], "numeric": n[idx], "relative_error": rel,
          "failed_elements": 1})
+
+
+def _leaning(ev, idx) -> str:
+    """``", though ..."`` when the other elements, each within its tolerance, lean the
+    way the wrong one is off: their least-squares ratio ``A/N`` is off 1 on the same
+    side, by at least half as much and by at least twice its uncertainty from the
+    tolerances (a whole gradient scaled by 1.1 in float16 puts one element beyond its
+    tolerance and the others just inside); else ``""``."""
+    others = ev.keep & ~ev.failed & np.isfinite(ev.n)
+    n, a, t = ev.n[others], ev.a[others], ev.tol[others]
+    if n.size == 0 or not np.any(n) or ev.n[idx] == 0:
+        return ""
+    s = float(np.max(np.abs(n)))
+    m = n / s
+    c = float(np.dot(a / s, m) / np.dot(m, m))
+    sigma = float(np.sqrt(np.sum((t / s) ** 2 * m ** 2)) / np.dot(m, m))
+    r = float(ev.a[idx] / ev.n[idx])
+    if not (np.sign(c - 1) == np.sign(r - 1) and abs(c - 1) >= 0.5 * abs(r - 1)
+            and abs(c - 1) >= 2 * sigma):
+        return ""
+    return (f" within its tolerance, though the others lean the same way (A/N is {r:.4g} "
+            f"there and {c:.4g} over the other {n.size}): the whole gradient may be scaled "
+            f"by about {r:.3g}, beyond the tolerance at this element only")
 
 
 def _corners(shape, axes):

@@ -169,8 +169,8 @@ def fit_scale(ev):
     """``A = c N`` everywhere for one constant ``c`` (not 1, not -1)."""
     n, a = ev.n[ev.keep], ev.a[ev.keep]
     s = _top(n)
-    if not ev.n_failed or s == 0 or not np.isfinite(s):
-        return None
+    if not ev.n_failed or s == 0 or not np.isfinite(s) or n.size < MIN_PER_PARAMETER:
+        return None                # one element: any factor fits it (a value, not a scale)
     c = float(np.dot(a / s, n / s) / np.dot(n / s, n / s))   # least squares, scaled
     if abs(c) <= 1e-12 or abs(c - 1) <= 1e-9 or abs(c + 1) <= 1e-9:
         return None
