@@ -111,3 +111,26 @@ def test_one_element_beyond_its_tolerance_says_when_the_others_lean_the_same_way
     # a one-element argument: a wrong value and a wrong factor look the same
     d = diagnose_evidence(Evidence(np.array([1.1]), np.array([1.0]), np.array([1e-3])))
     assert d.cause == "single_element" and "only element is wrong" in d.message
+
+
+def test_a_layer_suspect_that_explains_little_of_a_scale_is_not_named():
+    # float16-wide allowances (3% of each value): a whole gradient 1.1 x is within SLACK
+    # of a suspect's prediction that is N changed at two elements; the suspect "fits"
+    # but leaves most of the mismatch, and is not named (it was, as derivative_missing,
+    # on a float16 conv + ReLU whose mask was nearly all ones)
+    from gradcheck.checker._diagnose import Suspect
+
+    r = np.random.default_rng(2)
+    n = r.uniform(1.0, 2.0, 10)
+    tol = 0.03 * n
+    tol[0] = 0.02 * n[0]
+    predicted = n.copy()
+    predicted[0] *= 1.05
+    predicted[1] *= 1.15
+    d = diagnose_evidence(Evidence(1.1 * n, n, tol, suspects=lambda: [
+        Suspect("derivative_missing", "the derivative never multiplied in", predicted)]))
+    assert d.cause != "derivative_missing", d.message
+    # a suspect that explains the mismatch is named as before
+    d = diagnose_evidence(Evidence(predicted, n, tol, suspects=lambda: [
+        Suspect("derivative_missing", "the derivative never multiplied in", predicted)]))
+    assert d.cause == "derivative_missing"
