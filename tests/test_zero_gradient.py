@@ -92,3 +92,14 @@ def test_a_tolerance_floor_is_not_read_as_rounding():
     f, f_vjp, args = _bias_before_norm(np.float64)
     report = check_vjp(f, f_vjp, args, argnames=("x", "w", "b"), atol=1e-3)
     assert not _zero_notes(report)
+
+
+def test_a_torch_conv_bias_before_batch_norm_is_said_to_have_no_gradient():
+    torch = pytest.importorskip("torch", reason="the torch adapter needs torch")
+    from gradcheck.torch import check_module
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3))
+    report = check_module(net, torch.randn(2, 2, 5, 5))         # float32, as people do
+    assert report.passed
+    assert [n[:len("0.bias: ")] for n in _zero_notes(report)] == ["0.bias: "]
