@@ -608,6 +608,12 @@ def _extras():
               lambda x: np.maximum(x, 0),
               lambda g, x: (g * np.where(x > 0, 1.0, np.where(x == 0, 2.0, 0.0)),),
               [relu_x], ("x",), {"x": ("outside_kink_limits",)}),
+        _case("leaky-relu-slope-at-zeros", "element-wise",
+              "a leaky ReLU's backward with slope 0.1 where 0.01 belongs, x with exact zeros "
+              "(float32)",
+              lambda x: np.where(x > 0, x, np.float32(0.01) * x),
+              lambda g, x: ((g * np.where(x > 0, 1.0, 0.1)).astype(np.float32),),
+              [relu_x.astype(np.float32)], ("x",), {"x": ("kink_branch",)}),
         _case("exp-near-overflow", "element-wise", "exp at 709.5: f overflows next to the point",
               np.exp, lambda g, x: (g * np.exp(x),), [np.array([1.0, 709.5])], ("x",),
               {"x": ("no_numerical_derivative",)}),

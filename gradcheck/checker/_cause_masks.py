@@ -263,6 +263,9 @@ def single_element(ev):
     """Only one element is wrong."""
     if ev.n_failed != 1:
         return None
+    judged = getattr(ev, "judged", None)
+    if judged is not None and int(np.count_nonzero(judged.failed)) > 1:
+        return None         # elements at kinks fail too: not one element alone
     a, n = ev.a, ev.n
     idx = tuple(int(i) for i in np.argwhere(ev.failed)[0])
     rel = abs(a[idx] - n[idx]) / max(abs(a[idx]), abs(n[idx]), np.finfo(float).tiny)

@@ -34,6 +34,7 @@ cause                                   claim (``A`` analytic, ``N`` numerical)
 ``region``                              wrong in one batch item, channel or border
 ``nonlinear_in_cotangent``              ``f_vjp`` is not linear in its cotangent ``R``
 ``value_mask``                          wrong exactly where ``x`` passes a threshold
+``kink_branch``                         ``A = c N`` on one side of the kinks, and there
 ``passed_through``                      ``A = R``
 ``elementwise_relation``                ``A = c N h(x)``, ``h`` in ``x``, ``1/x``, ``exp(±x)``…
 ``derivative_at_output``                ``A = R f'(f(x))`` for an element-wise ``f``
@@ -55,6 +56,7 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
+from gradcheck.checker._cause_branch import fit_kink_branch
 from gradcheck.checker._cause_check import (
     caller_suspects,
     gradient_where_none,
@@ -135,6 +137,7 @@ CAUSES = (
     Cause("value_mask", fit_value_mask,
           "{mismatches} lie exactly where {where}, and {relation_text}; elsewhere "
           "it agrees: {meaning}."),
+    Cause("kink_branch", fit_kink_branch, "{text}"),
     Cause("passed_through", fit_passed_through,
           "The analytic gradient is the incoming gradient R itself: the backward passes R "
           "through unchanged, the local derivative never multiplied in."),
