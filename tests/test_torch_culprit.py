@@ -94,18 +94,30 @@ def test_a_wrong_activation_backward_inside_a_block_is_named():
     assert "every other submodule passes alone" in note
 
 
+class _Tally(torch.nn.Module):
+    """Counts its calls in a buffer, as a batch norm's num_batches_tracked does."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+
+    def forward(self, x):
+        self.calls += 1
+        return x
+
+
 def test_a_wrong_weight_gradient_names_its_module_and_leaves_buffers_alone():
     torch.manual_seed(1)
-    bn = torch.nn.BatchNorm1d(3).double()
-    net = torch.nn.Sequential(torch.nn.Linear(3, 3).double(), bn, _Linear(3),
+    tally = _Tally()
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3).double(), tally, _Linear(3),
                               torch.nn.Tanh())
-    before = bn.running_mean.clone(), bn.num_batches_tracked.clone()
     report = check_module(net, _x())
     note = _note(report)
     assert "the mismatch comes from '2' (_Linear)" in note and "'weight'" in note
     assert "(likely cause: scaled)" in note
-    assert torch.equal(bn.running_mean, before[0])
-    assert torch.equal(bn.num_batches_tracked, before[1])
+    # the forward run to record each submodule's input left the buffers as they were
+    # (check_module itself works on copies of them)
+    assert int(tally.calls) == 0
 
 
 def test_a_bug_between_the_submodules_is_said_to_be_the_stacks_own():

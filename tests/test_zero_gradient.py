@@ -99,7 +99,7 @@ def test_a_torch_conv_bias_before_batch_norm_is_said_to_have_no_gradient():
     from gradcheck.torch import check_module
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3))
-    report = check_module(net, torch.randn(2, 2, 5, 5))         # float32, as people do
+    net = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.BatchNorm1d(2))
+    report = check_module(net, torch.randn(3, 1, 4))            # float32, as people do
     assert report.passed
     assert [n[:len("0.bias: ")] for n in _zero_notes(report)] == ["0.bias: "]
