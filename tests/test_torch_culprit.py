@@ -166,3 +166,20 @@ def test_a_submodule_that_cannot_run_alone_is_named_so():
     note = _note(report)
     assert "not checked alone: 'act' (" in note
     assert "from one that could not be checked alone ('act') or from Stack's own code" in note
+
+
+def test_a_bug_in_a_blocks_own_code_names_the_block():
+    torch.manual_seed(5)
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 3).double()
+
+        def forward(self, x):
+            return _HalfTanh.apply(self.lin(x))   # between its children, in its own code
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3).double(), Block())
+    note = _note(check_module(net, _x()))
+    assert "the mismatch comes from '1' (Block)" in note
+    assert "while every submodule inside it passes alone (its own code between them)" in note

@@ -172,7 +172,10 @@ def locate_culprit(check_module, module, inputs, report, *, order, modes, option
     subs = {name: sub for name, sub, _ in calls}
     culprits = [n for n in failed if not any(_inside(n, f) for f in failed if f != n)]
     if culprits:
-        where = "; ".join(_said(n, subs[n], failed[n]) for n in culprits)
+        where = "; ".join(_said(n, subs[n], failed[n])
+                          + (" while every submodule inside it passes alone (its own code "
+                             "between them)" if any(_inside(n, c) for c in subs) else "")
+                          for n in culprits)
         others = "every other submodule passes alone" if not unchecked else \
             "the others pass alone, or could not be checked"
         said = (f"the mismatch comes from {where}, and {others}: look at "
