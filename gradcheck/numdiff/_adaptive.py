@@ -123,7 +123,7 @@ import numpy as np
 
 from gradcheck.numdiff._model import KAPPA_E, KAPPA_R, estimate_pass
 from gradcheck.numdiff._records import Estimate, PassEstimate
-from gradcheck.numdiff._steps import retry_steps
+from gradcheck.numdiff._steps import KINK_SHRINK, retry_steps
 
 __all__ = ["run_adaptive"]
 
@@ -168,6 +168,9 @@ NOISE_REFUTED = 16.0
 #: An unlocated kink at the point is retried at no step where the rounding of its
 #: one-sided secants exceeds this share of their gap (:func:`_kink_floor`).
 KINK_RESOLVE = 1024.0
+#: Noise the top coefficients of a pass show this many times above its prior (and any
+#: noise confirmed before) is suspect until a smaller step confirms it (:func:`_suspect_noise`).
+NOISE_SUSPECT = 1024.0
 #: z_k: a kink needs one-sided derivatives this many times their rounding apart; a
 #: one-sided derivative that moved by more than this many roundings between two passes
 #: moved for a reason.
@@ -223,7 +226,11 @@ def run_adaptive(target, h0, stencil, eps, *, max_retries, x_src=None, sources=N
         # does not hold): the largest cut (_steps.retry_steps)
         blind = here & _no_digit(now)
         truncated = now.tau > TRUNCATION_DOMINATES * rho
-        need = here & (now.bad | truncated | blind)
+        # noise no earlier pass confirmed, far above the prior, that sets the bar: a kink
+        # within the stencil, whose slopes the fit reads as scatter (not in float16 and
+        # bfloat16, whose confirming pass looks again)
+        suspect = here & ~confirm & ~now.bad & _suspect_noise(now, seen, eps) & ~truncated
+        need = here & (now.bad | truncated | blind | suspect)
         confirming = here & ~need & ~confirmed if confirm else np.zeros(target.n_q, bool)
         confirmed = confirmed | confirming
         need = need | confirming
@@ -233,15 +240,17 @@ def run_adaptive(target, h0, stencil, eps, *, max_retries, x_src=None, sources=N
         xs = None if x_src is None else x_src[target.q_src[qn]]
         # a gap that grew like 1/h is no kink to locate (saturated values): the
         # largest cut
-        kink_at = np.where(stuck & ~grew, _kink_distance(now, seen), np.nan)
+        kink_at = np.where((stuck & ~grew) | suspect, _kink_distance(now, seen), np.nan)
         located.append(np.isfinite(kink_at))
         # (not in float16 and bfloat16, whose steps of 16 ulps or more leave the secants
         # few digits, and a kink kept there spans what the smaller step would have shown)
         floor = np.where(shown & ~np.isfinite(kink_at) & (not confirm), _kink_floor(now, seen),
                          np.nan)
+        # suspect noise not located as a kink: looked at again at a quarter step
+        floor = np.where(suspect & ~np.isfinite(kink_at), KINK_SHRINK * now.h, floor)
         checks.append(confirming)
         new = retry_steps(now.h[qn], xs, rho[qn], now.tau[qn], now.bad[qn], eps,
-                          stencil.order, stuck=stuck[qn], kink_at=kink_at[qn],
+                          stencil.order, stuck=(stuck | suspect)[qn], kink_at=kink_at[qn],
                           blind=(blind & (~truncated | (attempt > 0)))[qn],
                           kink_floor=floor[qn])
         new = np.where(confirming[qn], now.h[qn] * CONFIRM_SHRINK, new)
@@ -315,6 +324,27 @@ def _no_digit(p: PassEstimate):
         return ~p.bad & (p.tau > 0) & (p.tau >= np.abs(p.value))
 
 
+def _suspect_noise(p: PassEstimate, seen, eps):
+    """Where the noise pass ``p``'s top coefficients show lies ``NOISE_SUSPECT`` times
+    above the prior and any noise earlier passes confirmed, and sets its bar (the
+    rounding with it is ``TRUNCATION_DOMINATES`` times the rounding without it), a bar
+    of more than ``sqrt(eps)`` of the value (rounding that cancels inside a smooth ``f``,
+    a convolution's sums, reads a few thousand times its prior at a bar of 1e-12). A kink
+    within the stencil of a smooth pass bends its values in a way no low-degree trend
+    explains, and the fit reads it as scatter: a float64 ``relu(tanh(x @ w) - 0.1)``
+    input whose pre-activation sat 1.2e-5 below zero, 2e-4 from the kink along the
+    element (a tenth of the step), read -0.2752 +- 0.1 for -0.2222 -- a noise of 1.6e-4
+    per value where the prior was 2.6e-15 -- and was never retried (no truncation). Real
+    rounding shows again at a smaller step, where two passes confirm it and the larger
+    step's smaller bar is kept; a kink's share of the top coefficients falls with the
+    step."""
+    with np.errstate(invalid="ignore"):
+        above = p.excess > NOISE_SUSPECT * np.fmax(p.prior, seen)
+        rho = _rounding(p, seen)
+        return above & (rho > TRUNCATION_DOMINATES * _rounding(p, seen, False)) \
+            & (rho > np.sqrt(eps) * np.abs(p.value))
+
+
 def _refuted(seen, p: PassEstimate):
     """Where pass ``p``'s top coefficients both lie ``NOISE_REFUTED`` times below the
     noise two earlier passes confirmed: noise would show again at any step, so what
@@ -377,6 +407,12 @@ def _settle(passes, seen, q_src, h0, located, kink_gap, checks):
         # kink the retry stepped inside, straddled a kink resolved since: its change is
         # no evidence of slow convergence
         evidence = (change > FIRST_ORDER_SHARE * T[kp, cols]) & ~located[k, cols]
+        # unless one one-sided derivative of the predecessor already read the retry's
+        # value: that side was clean, the other straddled a kink the retry stepped
+        # inside, and two estimates from different nodes and steps agree that far
+        sides = np.stack([p.left for p in passes]), np.stack([p.right for p in passes])
+        side = np.fmin(*(np.abs(S[kp, cols] - value) for S in sides))
+        first_order = np.where(side < first_order, side, first_order)
     first_order = np.where((k > 0) & evidence & np.isfinite(first_order)
                            & np.isfinite(E[kp, cols]), first_order, 0.0)
     error = np.fmax(error, first_order)
