@@ -14,34 +14,35 @@ things weaken it without changing what the caller sees in the table, so each is 
   floor and, for every argument checked element by element, how many elements pass only
   because of it -- judged again under the automatic tolerance alone
   (:func:`floor_notes`);
-- **a coarse precision**: float16 and bfloat16 differences carry wide bars where kinks
-  crowd an element's step; elements that allow more than 5% of their value are counted
-  (:func:`coarse_notes`).
-- **a coarse resolution** (float32 and float64): where the numerical derivative's error bar or the rounding a
-  right gradient carries is a large share of an element, an error below that share
-  passes there -- float32 inputs of ``100 + 3e-4 z`` under a batch norm, whose real
-  differences have no digit and whose ``gamma`` gradient rounds at several percent.
-  Elements of at least the argument's root mean square whose allowance exceeds
-  ``COARSE`` of their value are named, with the finest error that would fail there
-  (:func:`resolution_notes`; float16's and bfloat16's are counted above).
-  Only where the two gradients agree as vectors (cosine above 0.9, norms within a factor
-  of two): a gradient that is zero by cancellation (the sum of a batch norm's outputs)
-  is rounding on both sides, resolved to no share of its value, and says nothing new.
+- **a coarse resolution**: where the numerical derivative's error bar, or the rounding a
+  right gradient carries, is a large share of an element, an error below that share
+  passes there -- float16 differences of an element near several kinks (bars of 20% and
+  more), float32 inputs of ``100 + 3e-4 z`` under a batch norm, whose real differences
+  have no digit and whose ``gamma`` gradient rounds at several percent. Every element
+  judged (full or sampled mode, any dtype) whose allowance and error bar together exceed
+  ``COARSE`` of its value (of the gradient's root mean square where that is more:
+  :func:`._summarize.resolved_share`) is counted, the coarsest named
+  (:func:`coarse_notes`). In float32 and float64 only where the two gradients agree as
+  vectors (cosine above 0.9, norms within a factor of two): a gradient that is zero by
+  cancellation (the sum of a batch norm's outputs) is rounding on both sides, resolved to
+  no share of its value, and says nothing new; a gradient that fails says more. In
+  float16 and bfloat16 whatever the vectors do: bars of a third of an element can leave
+  them apart while the check passes.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from gradcheck.checker._summarize import COARSE_TAIL, LOW_PRECISION_SLIP
+from gradcheck._precision import LOW_PRECISION
+from gradcheck.checker._summarize import LOW_PRECISION_SLIP
 from gradcheck.checker._tolerance import Tolerance, longest_sum, real_eps
 
 __all__ = ["missing_notes", "dtype_notes", "floor_notes", "coarse_notes", "weakened_notes",
-           "resolution_notes", "COARSE"]
+           "COARSE"]
 
-#: Share of an element's value above which its allowance is noted as a coarse resolution
-#: (a 5% error in one element is what a check is expected to catch): the same share as
-#: float16's and bfloat16's note (:data:`._summarize.LOW_PRECISION_SLIP`).
+#: Share of an element's value above which it is noted as resolved only coarsely (a 5%
+#: error in one element is what a check is expected to catch, in every dtype).
 COARSE = LOW_PRECISION_SLIP
 
 
@@ -126,19 +127,11 @@ def floor_notes(problem, options, reports) -> list:
             + "; ".join(through)]
 
 
-def coarse_notes(reports) -> list:
-    """The elements of a float16 or bfloat16 argument whose allowance is wider than the
-    error such a check is meant to catch (:func:`._summarize._coarse_note`), said in the
-    check's notes."""
-    return [f"{r.name}: {part}" for r in reports for part in (r.note or "").split("; ")
-            if part.endswith(COARSE_TAIL)]
-
-
 def weakened_notes(problem, options, reports) -> list:
     """Every note of this module, in the order above."""
     return (missing_notes(problem, options) + dtype_notes(problem, options)
             + floor_notes(problem, options, reports) + coarse_notes(reports)
-            + resolution_notes(reports) + _zero_notes(problem, options, reports))
+            + _zero_notes(problem, options, reports))
 
 
 def _zero_notes(problem, options, reports) -> list:
@@ -151,30 +144,47 @@ def _zero_notes(problem, options, reports) -> list:
     return zero_notes(reports, {options.argnames[i] for i in problem.missing})
 
 
-def resolution_notes(reports) -> list:
-    """A note per argument checked element by element with elements of at least its root
-    mean square that an error of ``COARSE`` of their value would not fail."""
+def _rms(values) -> float:
+    values = np.abs(np.asarray(values, np.float64))
+    values = values[np.isfinite(values)]
+    return float(np.sqrt(np.mean(values ** 2))) if values.size else 0.0
+
+
+def coarse_notes(reports) -> list:
+    """A note per argument checked element by element (full or sampled mode) with
+    elements that an error of ``COARSE`` of their value may pass (see the module notes).
+
+    >>> import numpy as np
+    >>> from types import SimpleNamespace
+    >>> a = np.array([1.0, 2.0, 4.0])
+    >>> r = SimpleNamespace(name="w", mode="full", n_checked=3, passed=True, analytic=a,
+    ...                     numeric=a, error_estimate=0.01 * a, allowed=np.array([0.01, 0.3, 0.1]),
+    ...                     resolved_share=np.array([0.02, 0.16, 0.035]),
+    ...                     cosine_similarity=1.0, norm_ratio=1.0)
+    >>> coarse_notes([r])[0][:75]
+    'w: 1 of 3 element(s) resolved only to more than 5% of their value (an error'
+    """
     notes = []
     for report in reports:
-        allowed, a, n = report.allowed, report.analytic, report.numeric
-        if report.mode != "full" or allowed is None or a is None or n is None or \
-                report.dtype not in ("float32", "float64") or \
-                not (report.cosine_similarity > 0.9 and 0.5 < report.norm_ratio < 2.0):
+        share = getattr(report, "resolved_share", None)
+        if report.mode not in ("full", "sampled") or share is None or report.analytic is None \
+                or report.numeric is None or report.allowed is None:
             continue
-        size = np.fmax(np.abs(a), np.abs(n))
-        with np.errstate(invalid="ignore", over="ignore"):
-            big = np.isfinite(size) & (size >= np.sqrt(np.nanmean(np.abs(n) ** 2)))
-            share = np.where(big, allowed / np.where(size > 0, size, 1.0), 0.0)
-        if report.nondifferentiable_mask is not None:
-            share = np.where(report.nondifferentiable_mask, 0.0, share)
-        coarse = np.nan_to_num(share) > COARSE
+        agree = report.cosine_similarity > 0.9 and 0.5 < report.norm_ratio < 2.0
+        if not agree and report.dtype not in LOW_PRECISION:
+            continue
+        share = np.nan_to_num(np.asarray(share, np.float64), nan=0.0, posinf=np.inf)
+        coarse = share > COARSE
         if not coarse.any():
             continue
-        idx = np.unravel_index(int(np.argmax(np.nan_to_num(share))), share.shape)
-        notes.append(f"{report.name}: {int(coarse.sum())} of {report.n_checked} element(s) "
-                     f"resolved only to more than {COARSE:.0%} of their value (an error "
-                     f"below that passes there), e.g. {tuple(int(i) for i in idx)}: "
-                     f"value {float(a[idx]):.6g}, allowed |diff| {float(allowed[idx]):.3g} "
-                     f"({float(share[idx]):.0%}); the numerical error bar there is "
-                     f"{float(report.error_estimate[idx]):.3g}")
+        idx = np.unravel_index(int(np.argmax(share)), share.shape)
+        a, e = float(report.analytic[idx]), float(report.error_estimate[idx])
+        sampled = "sampled " if report.mode == "sampled" else ""
+        of = "the value" if abs(a) >= _rms(report.analytic) else "the gradient's root mean square"
+        notes.append(f"{report.name}: {int(coarse.sum())} of {report.n_checked} {sampled}"
+                     f"element(s) resolved only to more than {COARSE:.0%} of their value "
+                     f"(an error below that passes there), e.g. "
+                     f"{tuple(int(i) for i in idx)}: value {a:.6g}, allowed |diff| "
+                     f"{float(report.allowed[idx]):.3g} and the numerical error bar "
+                     f"{e:.3g} ({float(share[idx]):.0%} of {of})")
     return notes

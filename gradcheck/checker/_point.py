@@ -39,7 +39,7 @@ spread of 2.5e-4 (8 ulps of 100 are 6e-5): the second difference then holds some
 derivative's curvature too, which widens the bar, never narrows it. No cap: the real
 steps have confirmed the element (a kink within the moves would have shown to them),
 and a bar that grows beyond 5% of an element is named in the report's notes
-(:func:`gradcheck.checker._notes.resolution_notes`).
+(:func:`gradcheck.checker._notes.coarse_notes`).
 """
 
 from __future__ import annotations

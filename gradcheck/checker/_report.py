@@ -115,8 +115,12 @@ class ArgumentReport:
     error_estimate: np.ndarray | None = field(default=None, repr=False, compare=False)
     failed_mask: np.ndarray | None = field(default=None, repr=False, compare=False)
     nondifferentiable_mask: np.ndarray | None = field(default=None, repr=False, compare=False)
-    #: The allowed |diff| of every element (full mode), as the verdict judged it.
+    #: The allowed |diff| of every element (full mode; sampled: NaN outside the sample), as
+    #: the verdict judged it.
     allowed: np.ndarray | None = field(default=None, repr=False, compare=False)
+    #: The share of its value an error in each element must exceed to fail for sure
+    #: (full and sampled modes; NaN where not judged: :func:`._summarize.resolved_share`).
+    resolved_share: np.ndarray | None = field(default=None, repr=False, compare=False)
     n_directions: int = 0           # sampled: random directions over the unsampled rest
     n_directions_failed: int = 0
     #: The largest |diff| / allowed the verdict measured: the worst element's (at a kink,

@@ -16,10 +16,10 @@ import numpy as np
 
 from gradcheck.checker._judge import Judgement, cosine_and_ratio, excess, rel_error
 from gradcheck.checker._report import ArgumentReport, Diagnosis
-from gradcheck.checker._tolerance import real_eps
+from gradcheck.checker._tolerance import real_eps, rule_for
 
 __all__ = ["SampleJudged", "summarize_full", "summarize_sampled", "summarize_fast", "summarize_skipped",
-           "sampled_said", "join_notes"]
+           "sampled_said", "join_notes", "resolved_share", "LOW_PRECISION_SLIP"]
 
 _COUNTED = re.compile(r"^(\d+) of (\d+) (mismatching .*)$")
 
@@ -118,52 +118,48 @@ def _shared_note(judged: Judgement, note: str, mode: str = "full") -> str:
     return (note + "; " if note else "") + said
 
 
-#: The error a float16 or bfloat16 check is meant to catch in one element (a share of its
-#: value); elements whose allowance is wider are named in a note.
+#: The error a check is meant to catch in one element (a share of its value): elements
+#: that an error of that share may pass are named in the notes
+#: (:func:`gradcheck.checker._notes.coarse_notes`).
 LOW_PRECISION_SLIP = 0.05
-#: How that note ends (:func:`gradcheck.checker._notes.coarse_notes` lifts it into the
-#: check's notes, which the report prints).
-COARSE_TAIL = "an error that size may go unseen there"
 
 
-def _coarse_note(judged: Judgement, dtypes, note: str) -> str:
-    """Where the precision is float16's or coarser: how many judged elements allow more
-    than ``LOW_PRECISION_SLIP`` of their value (of the gradient's root mean square where
-    that is more), counting the numerical value's own error bar with the allowance (a
-    numerical value off by its bar toward the error hides that much of it), so that such
-    an error is not seen there for sure -- nothing passes by omission:
-    float16 differences of an element near several kinks carry bars of 20% and more.
-    Elements at shared kinks have their own note.
+def resolved_share(judged: Judgement, kink_gap: float = 0.1) -> np.ndarray:
+    """Per element, the share of its value an error must exceed to fail for sure: its
+    allowance plus the numerical value's own error bar (a numerical value off by its bar
+    toward the error hides that much of it), over the larger of ``|a_j|`` and the
+    analytic gradient's root mean square. At a kink, the allowance beyond the one-sided
+    limits less the share of their gap the rule allows by design (``kink_gap``,
+    :class:`._tolerance.ToleranceRule`), and the limits' rounding in place of the error
+    bar (which spans the gap). NaN where no per-element bound is judged (kinks shared
+    with other elements, which have a note of their own) or the scale is zero.
 
     >>> import numpy as np
     >>> from gradcheck.checker._judge import Judgement
     >>> a, z = np.array([1.0, 2.0, 4.0]), np.zeros(3, bool)
     >>> j = Judgement(a, a, 0.01 * a, np.array([0.01, 0.3, 0.1]), 0 * a, z, z, z, z)
-    >>> _coarse_note(j, [np.float16], "")
-    '1 of 3 element(s) allow more than 5% of their value (12% at (1,)): an error that size may go unseen there'
-    >>> _coarse_note(j, [np.float32], "")
-    ''
+    >>> np.round(resolved_share(j), 3).tolist()
+    [0.008, 0.121, 0.035]
     """
-    if max(real_eps(d) for d in dtypes) < 2.0**-10:
-        return note
     a = np.abs(np.asarray(judged.analytic, np.float64))
-    scale = np.fmax(a, np.sqrt(np.mean(a[np.isfinite(a)] ** 2)) if a.size else 0.0)
-    # an error that size is caught for sure only where the allowance and the numerical
-    # value's own error together stay under it (at a kink: the limits' rounding)
+    finite = a[np.isfinite(a)]
+    rms = float(np.sqrt(np.mean(finite ** 2))) if finite.size else 0.0
+    scale = np.fmax(a, rms)
     err = np.asarray(judged.error, np.float64)
+    tol = np.asarray(judged.tolerance, np.float64)
     if judged.left is not None and judged.right is not None:
         gap = np.abs(np.asarray(judged.right, np.float64) - np.asarray(judged.left, np.float64))
-        err = np.where(judged.nondiff & np.isfinite(gap), np.fmax(err - 0.5 * gap, 0.0), err)
+        kink = np.asarray(judged.nondiff, bool) & np.isfinite(gap)
+        err = np.where(kink, np.fmax(err - 0.5 * gap, 0.0), err)
+        tol = np.where(kink, np.fmax(tol - kink_gap * gap, 0.0), tol)
     with np.errstate(invalid="ignore", divide="ignore"):
-        share = (np.asarray(judged.tolerance, np.float64) + err) / scale
-    wide = (share > LOW_PRECISION_SLIP) & (scale > 0) & ~judged.shared
-    if not wide.any():
-        return note
-    at = np.unravel_index(int(np.argmax(np.where(wide, share, -1.0))), share.shape)
-    return (note + "; " if note else "") + (
-        f"{int(wide.sum())} of {wide.size} element(s) allow more than "
-        f"{LOW_PRECISION_SLIP:.0%} of their value ({share[at]:.0%} at "
-        f"{tuple(int(i) for i in at)}): {COARSE_TAIL}")
+        share = (tol + err) / scale
+    return np.where(np.asarray(judged.shared, bool) | ~(scale > 0), np.nan, share)
+
+
+def _kink_gap(dtype, arg) -> float:
+    """``k_gap`` of the tolerance row that judged a gradient of ``dtype`` for ``arg``."""
+    return rule_for(max((np.dtype(dtype), arg.dtype), key=real_eps)).kink_gap
 
 
 def summarize_full(name, arg, dtype, judged: Judgement, diagnosis: Diagnosis | None, *,
@@ -180,8 +176,8 @@ def summarize_full(name, arg, dtype, judged: Judgement, diagnosis: Diagnosis | N
         elapsed_s=time.perf_counter() - started, diagnosis=diagnosis,
         analytic=judged.analytic, numeric=judged.numeric, error_estimate=judged.error,
         failed_mask=judged.failed, nondifferentiable_mask=judged.nondiff,
-        allowed=judged.tolerance,
-        note=_coarse_note(judged, (dtype, arg.dtype), _shared_note(judged, note)),
+        allowed=judged.tolerance, resolved_share=resolved_share(judged, _kink_gap(dtype, arg)),
+        note=_shared_note(judged, note),
         **_measures(judged, diff, rel))
 
 
@@ -237,6 +233,9 @@ def summarize_sampled(name, arg, analytic, sample: SampleJudged,
         error_estimate=embed(judged.error, index, shape, np.nan),
         failed_mask=embed(judged.failed, index, shape, False),
         nondifferentiable_mask=embed(judged.nondiff, index, shape, False),
+        allowed=embed(judged.tolerance, index, shape, np.nan),
+        resolved_share=embed(resolved_share(judged, _kink_gap(analytic.dtype, arg)), index,
+                             shape, np.nan),
         note=_shared_note(judged if undecided is None else judged._replace(
             shared=judged.shared & ~np.asarray(undecided, bool)),
             "; ".join(n for n in (said, note) if n),
