@@ -180,11 +180,14 @@ def coarse_notes(reports) -> list:
         idx = np.unravel_index(int(np.argmax(share)), share.shape)
         a, e = float(report.analytic[idx]), float(report.error_estimate[idx])
         sampled = "sampled " if report.mode == "sampled" else ""
+        kinks = getattr(report, "nondifferentiable_mask", None)
+        at_kink = " (at a kink: allowed beyond its one-sided limits)" \
+            if kinks is not None and bool(np.asarray(kinks)[idx]) else ""
         of = "the value" if abs(a) >= _rms(report.analytic) else "the gradient's root mean square"
         notes.append(f"{report.name}: {int(coarse.sum())} of {report.n_checked} {sampled}"
                      f"element(s) resolved only to more than {COARSE:.0%} of their value "
                      f"(an error below that passes there), e.g. "
-                     f"{tuple(int(i) for i in idx)}: value {a:.6g}, allowed |diff| "
+                     f"{tuple(int(i) for i in idx)}{at_kink}: value {a:.6g}, allowed |diff| "
                      f"{float(report.allowed[idx]):.3g} and the numerical error bar "
                      f"{e:.3g} ({float(share[idx]):.0%} of {of})")
     return notes
