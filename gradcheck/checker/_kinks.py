@@ -296,7 +296,7 @@ def tie_groups(nondiff, context: KinkContext) -> list:
 
 
 def judge_tie_groups(judged: Judgement, context: KinkContext, differentiate, tolerance,
-                     whole=None, place=None):
+                     whole=None, place=None, keeps_tie=None):
     """``(judged, nfev, note)``: each group of shared kinks (:func:`tie_groups`) judged
     along its sum direction (see the module notes). ``differentiate(directions)`` returns
     the numerical directional derivatives of ``C`` (a ``NumericalDerivative``, one entry
@@ -305,7 +305,11 @@ def judge_tie_groups(judged: Judgement, context: KinkContext, differentiate, tol
     more than :meth:`.Tolerance.along_directions`. ``whole(group)``, if given, says
     whether a group is known whole (a sample's: no element left out of it could be tied
     with its members); only those are judged. ``place(j)`` names flat element ``j`` in
-    the note (default: its index in ``judged``'s shape)."""
+    the note (default: its index in ``judged``'s shape). ``keeps_tie(group, step)``, if
+    given, is asked of a group about to fail (``step``: the differentiator's along its
+    direction): where moving it together puts an output at a kink (float16 differences
+    along the direction did not see it), the group is not judged -- its difference
+    along the direction is no bound on the sum."""
     groups = tie_groups(judged.nondiff.reshape(-1), context)
     if whole is not None:
         groups = [g for g in groups if whole(g)]
@@ -323,12 +327,18 @@ def judge_tie_groups(judged: Judgement, context: KinkContext, differentiate, tol
     tol = tolerance.along_directions(proj_a, proj_n, err,
                                      tolerance.direction_terms(v, a))
     judged_ok = ~np.asarray(num.nondifferentiable, bool).reshape(-1) & ~unusable(proj_n, err)
+    with np.errstate(invalid="ignore"):
+        bad = judged_ok & (np.abs(proj_a - proj_n) > tol)
+    if keeps_tie is not None:
+        step = np.asarray(getattr(num, "step", np.nan), np.float64).reshape(-1)
+        step = step if step.size == len(groups) else np.full(len(groups), np.nan)
+        for k in np.flatnonzero(bad):
+            if not keeps_tie(groups[k], float(step[k])):
+                bad[k] = judged_ok[k] = False
     grouped = np.zeros(size, bool)
     for k in np.flatnonzero(judged_ok):
         grouped[groups[k]] = True
     judged = judged._replace(grouped=grouped.reshape(judged.analytic.shape))
-    with np.errstate(invalid="ignore"):
-        bad = judged_ok & (np.abs(proj_a - proj_n) > tol)
     if not bad.any():
         return judged, int(num.nfev), ""
     failed = judged.failed.reshape(-1).copy()

@@ -151,6 +151,34 @@ class TieFinder:
             for j in todo:
                 self._probe(j)
 
+    def crosses(self, group, step=None) -> bool:
+        """Whether moving the flat elements of ``group`` together (each by ``step``, the
+        differentiator's step along the group's direction; default the probes' own, up
+        and down) puts an output they reach at a kink: the group's sum direction does
+        not keep what they share (ReLUs near zero reached together, not a tie), and the
+        difference along it is no bound on their sum. Two evaluations of ``f``."""
+        members = np.asarray(group, np.intp)
+        h = np.sqrt(self._eps) * max(float(np.max(np.abs(self.flat[members].real))),
+                                     self._scale or 1.0)
+        if step is not None and np.isfinite(step) and step > 0:
+            h = float(step)
+        sides = []
+        for sign in (1.0, -1.0):
+            moved = self.flat.copy()
+            moved[members] = moved[members] + sign * h
+            by = np.abs(moved[members].real.astype(np.float64)
+                        - self.flat[members].real.astype(np.float64))
+            value = np.asarray(evaluate(self.context.g, moved.reshape(self.context.arg.shape),
+                                        "a tie group was moved together"))
+            self.nfev += 1
+            value = value.reshape(-1)
+            sides.append((value.astype(np.complex128 if np.iscomplexobj(value) else np.float64),
+                          float(np.mean(by))))
+        (up, hu), (down, hd) = sides
+        y = self.base.astype(up.dtype)
+        rows = np.flatnonzero((up != y) | (down != y))
+        return bool(self._onesided_of(rows, up, hu, down, hd).size)
+
     # -- the closure ---------------------------------------------------------------------
     def joined(self, nondiff) -> np.ndarray:
         """Flat indices of the elements not in the flat mask ``nondiff`` that join it:
@@ -222,16 +250,20 @@ def judge_groups_with_ties(judged: Judgement, context, finder: TieFinder, differ
                            tolerance, whole=None, place=None):
     """:func:`._kinks.judge_tie_groups`; if a group fails, again with the exact ties
     ``finder`` finds joined to the kinks (a group missing a tied member is moved along a
-    direction that does not keep the tie). ``(judged, nfev, note)``."""
+    direction that does not keep the tie). The groups are then judged again, and fail
+    only where moving them together keeps what their members share
+    (:meth:`TieFinder.crosses`). ``(judged, nfev, note)``."""
+    def keeps_tie(group, step=None):
+        return not finder.crosses(group, step)
+
     out, nfev, note = judge_tie_groups(judged, context, differentiate, tolerance, whole,
                                        place)
     if not out.ties:
         return out, nfev, note
     joined = finder.join(judged)
-    if joined is judged:
-        return out, nfev, note
-    out, more, note = judge_tie_groups(settle_kinks(joined, context), context,
-                                       differentiate, tolerance, whole, place)
+    again = judged if joined is judged else settle_kinks(joined, context)
+    out, more, note = judge_tie_groups(again, context, differentiate, tolerance, whole,
+                                       place, keeps_tie)
     return out, nfev + more, note
 
 
