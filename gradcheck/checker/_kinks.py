@@ -43,7 +43,13 @@ gradient to *every* tied maximum (``mask = win == win.max()``) gives twice it fo
 two, while each tied element alone lies within its one-sided limits. Each group is
 differenced along its sum direction (one directional derivative per group); a group
 along whose direction the differentiator sees a kink (ReLUs at zero reached together:
-moving the group does not keep them at zero) is left as before, reported, not judged.
+moving the group does not keep them at zero) is left as before, reported, not judged --
+and so is a group about to fail whose outputs, moved together by the differentiator's
+step along it, show a kink the differences did not (float16: two weights beside one
+ReLU 5.5e-3 from zero, each flagged at a kink its steps could not get inside, read
+-2.10 along their sum for the right -1.173; :meth:`._ties.TieFinder.crosses`). A
+backward sending a max-pool window's gradient to every tied maximum still fails: the
+tied window's output moves at one rate either way.
 
 A sample (sampled mode) judges the groups it holds *whole* the same way
 (:func:`whole_in_sample`): no element outside the sample reaches an output its members
