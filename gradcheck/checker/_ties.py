@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gradcheck._precision import machine_eps
 from gradcheck.checker._judge import Judgement
 from gradcheck.checker._kinks import _rows_from_pattern, judge_tie_groups, settle_kinks
 from gradcheck.checker._numeric import evaluate
@@ -72,8 +73,7 @@ class TieFinder:
         self._onesided = {}
         magnitude = np.abs(self.flat).astype(np.float64)
         self._scale = float(np.sqrt(np.mean(magnitude ** 2))) if magnitude.size else 1.0
-        kind = self.flat.dtype if self.flat.dtype.kind in "fc" else np.float64
-        self._eps = float(np.finfo(kind).eps)
+        self._eps = machine_eps(self.flat.dtype)    # bfloat16's too (float64's if not float)
         # a move of sqrt(eps) of an output's size is 1/sqrt(eps) ulps of it: 32 in
         # float16, short of ONE_SIDED_ULPS; there a quarter of that move counts
         self._ulps = min(ONE_SIDED_ULPS, 0.25 / np.sqrt(self._eps))
