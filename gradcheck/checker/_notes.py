@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from gradcheck._precision import LOW_PRECISION
-from gradcheck.checker._summarize import LOW_PRECISION_SLIP
+from gradcheck.checker._summarize import LOW_PRECISION_SLIP, finite_rms
 from gradcheck.checker._tolerance import Tolerance, longest_sum, real_eps
 
 __all__ = ["missing_notes", "dtype_notes", "floor_notes", "coarse_notes", "weakened_notes",
@@ -144,12 +144,6 @@ def _zero_notes(problem, options, reports) -> list:
     return zero_notes(reports, {options.argnames[i] for i in problem.missing})
 
 
-def _rms(values) -> float:
-    values = np.abs(np.asarray(values, np.float64))
-    values = values[np.isfinite(values)]
-    return float(np.sqrt(np.mean(values ** 2))) if values.size else 0.0
-
-
 def coarse_notes(reports) -> list:
     """A note per argument checked element by element (full or sampled mode) with
     elements that an error of ``COARSE`` of their value may pass (see the module notes).
@@ -183,7 +177,7 @@ def coarse_notes(reports) -> list:
         kinks = getattr(report, "nondifferentiable_mask", None)
         at_kink = " (at a kink: allowed beyond its one-sided limits)" \
             if kinks is not None and bool(np.asarray(kinks)[idx]) else ""
-        of = "the value" if abs(a) >= _rms(report.analytic) else "the gradient's root mean square"
+        of = "the value" if abs(a) >= finite_rms(report.analytic) else "the gradient's root mean square"
         notes.append(f"{report.name}: {int(coarse.sum())} of {report.n_checked} {sampled}"
                      f"element(s) resolved only to more than {COARSE:.0%} of their value "
                      f"(an error below that passes there), e.g. "

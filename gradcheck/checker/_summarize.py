@@ -19,7 +19,7 @@ from gradcheck.checker._report import ArgumentReport, Diagnosis
 from gradcheck.checker._tolerance import real_eps, rule_for
 
 __all__ = ["SampleJudged", "summarize_full", "summarize_sampled", "summarize_fast", "summarize_skipped",
-           "sampled_said", "join_notes", "resolved_share", "LOW_PRECISION_SLIP"]
+           "sampled_said", "join_notes", "resolved_share", "finite_rms", "LOW_PRECISION_SLIP"]
 
 _COUNTED = re.compile(r"^(\d+) of (\d+) (mismatching .*)$")
 
@@ -124,6 +124,19 @@ def _shared_note(judged: Judgement, note: str, mode: str = "full") -> str:
 LOW_PRECISION_SLIP = 0.05
 
 
+def finite_rms(values) -> float:
+    """The root mean square of the finite entries of ``values`` (0 if none), scaled by
+    the largest first so that squaring huge values does not overflow.
+
+    >>> finite_rms([3.0, -4.0, float("nan")]), finite_rms([1e300, 1e300])
+    (3.5355339059327378, 1e+300)
+    """
+    values = np.abs(np.asarray(values, np.float64))
+    values = values[np.isfinite(values)]
+    top = float(values.max(initial=0.0))
+    return top * float(np.sqrt(np.mean((values / top) ** 2))) if top > 0 else 0.0
+
+
 def resolved_share(judged: Judgement, kink_gap: float = 0.1) -> np.ndarray:
     """Per element, the share of its value an error must exceed to fail for sure: its
     allowance plus the numerical value's own error bar (a numerical value off by its bar
@@ -142,9 +155,7 @@ def resolved_share(judged: Judgement, kink_gap: float = 0.1) -> np.ndarray:
     [0.008, 0.121, 0.035]
     """
     a = np.abs(np.asarray(judged.analytic, np.float64))
-    finite = a[np.isfinite(a)]
-    rms = float(np.sqrt(np.mean(finite ** 2))) if finite.size else 0.0
-    scale = np.fmax(a, rms)
+    scale = np.fmax(a, finite_rms(a))
     err = np.asarray(judged.error, np.float64)
     tol = np.asarray(judged.tolerance, np.float64)
     if judged.left is not None and judged.right is not None:
@@ -152,7 +163,7 @@ def resolved_share(judged: Judgement, kink_gap: float = 0.1) -> np.ndarray:
         kink = np.asarray(judged.nondiff, bool) & np.isfinite(gap)
         err = np.where(kink, np.fmax(err - 0.5 * gap, 0.0), err)
         tol = np.where(kink, np.fmax(tol - kink_gap * gap, 0.0), tol)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         share = (tol + err) / scale
     return np.where(np.asarray(judged.shared, bool) | ~(scale > 0), np.nan, share)
 
