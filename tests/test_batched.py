@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from gradcheck.numdiff._evaluate import ComplexSteps
 from gradcheck.ops._batched import batchable
 from gradcheck.ops.activations import FIRST_ORDER_IMAG, get_activation
 from gradcheck.ops.layers import Activation, Conv, Dense, Flatten, MaxPool
@@ -167,6 +168,14 @@ def test_complex_parts_are_the_complex_outputs_parts(layers, dtype):
         assert re.dtype == im.dtype == y.real.dtype and im.flags.c_contiguous, name
         np.testing.assert_array_equal(np.broadcast_to(re, y.shape), y.real, err_msg=name)
         np.testing.assert_array_equal(im, y.imag, err_msg=name)
+        # the same points handed over as their parts (the differentiator's route)
+        steps = list(flat)
+        steps[k] = ComplexSteps(args[k][0].real.copy(), args[k].imag.copy())
+        re2, im2 = f.complex_parts(*steps)
+        assert re2.dtype == im2.dtype == y.real.dtype and im2.flags.c_contiguous, name
+        np.testing.assert_array_equal(np.broadcast_to(re2, y.shape), y.real, err_msg=name)
+        np.testing.assert_array_equal(im2, y.imag, err_msg=name)
+    assert f.complex_parts.takes_complex_steps
     moved = list(flat)
     moved[0] = _complex_step_points(flat[0], rng)
     moved[0][1] += 1e-3                    # real parts that differ: no split
@@ -201,6 +210,18 @@ def test_differencing_through_the_parts_equals_through_the_complex_outputs():
             return got
 
         split.complex_parts = parts
+
+        def stepped(a, k=k):
+            return f(*flat[:k], a, *flat[k + 1:])
+
+        steps_used = []
+
+        def step_parts(a, k=k):
+            steps_used.append(isinstance(a, ComplexSteps))
+            return f.complex_parts(*flat[:k], a, *flat[k + 1:])
+
+        step_parts.takes_complex_steps = True
+        stepped.complex_parts = step_parts
         calls = []
 
         def whole(a, k=k):
@@ -210,9 +231,11 @@ def test_differencing_through_the_parts_equals_through_the_complex_outputs():
         for smooth in (True, False):
             runs = [numerical_vjp(g, flat[k], R, colors=st.colors, owners=st.owners,
                                   method="complex", vectorized=True, smooth=smooth)
-                    for g in (split, whole)]
+                    for g in (split, whole, stepped)]
             for field in ("grad", "error", "nfev"):
-                np.testing.assert_array_equal(getattr(runs[0], field),
-                                              getattr(runs[1], field), err_msg=name)
+                for run in runs[1:]:
+                    np.testing.assert_array_equal(getattr(runs[0], field),
+                                                  getattr(run, field), err_msg=name)
         assert split_used and all(split_used), name   # the first route took the parts
+        assert steps_used and all(steps_used), name   # the third: the points as parts
         assert any(calls), name       # the second route did evaluate complex batches

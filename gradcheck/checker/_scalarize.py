@@ -74,6 +74,7 @@ class Problem:
         parts = getattr(self.f, "complex_parts", None)
         if parts is not None:    # a built-in network's complex steps, split (numdiff)
             g.complex_parts = lambda a: parts(*before, a, *after)
+            g.complex_parts.takes_complex_steps = getattr(parts, "takes_complex_steps", False)
         return g
 
     def vjp_again(self, cotangent) -> tuple:

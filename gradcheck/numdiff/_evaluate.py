@@ -18,7 +18,7 @@ import numpy as np
 from gradcheck._errors import UserCodeError
 from gradcheck._precision import is_real_float
 
-__all__ = ["Evaluator", "DEFAULT_MEMORY"]
+__all__ = ["Evaluator", "DEFAULT_MEMORY", "ComplexSteps"]
 
 #: Outputs of float64 f whose largest magnitude lies outside [2**-FAR, 2**FAR] are
 #: rescaled by a power of two (:func:`_unit`).
@@ -26,6 +26,31 @@ FAR = 256
 
 #: Default bytes a chunk of perturbed points (with their outputs) may take.
 DEFAULT_MEMORY = 64 * 2**20
+
+
+class ComplexSteps:
+    """A chunk of complex-step points ``point + i imag[b]`` handed over as its parts: the
+    one real part every point shares (``point``, x's shape) and the imaginary parts
+    ``imag`` (``(B, *x.shape)``, real, in x's precision).
+
+    What ``f.complex_parts`` takes in place of the complex array (:meth:`Evaluator.parts`):
+    the same points, without building ``B`` complex copies of ``x`` for ``f`` to compare
+    and split again. ``shape`` and ``dtype`` are the complex array's.
+    """
+
+    __slots__ = ("point", "imag")
+
+    def __init__(self, point, imag):
+        self.point = point
+        self.imag = imag
+
+    @property
+    def shape(self):
+        return self.imag.shape
+
+    @property
+    def dtype(self):
+        return np.result_type(self.imag.dtype, np.complex64)
 
 
 class Evaluator:
@@ -112,17 +137,32 @@ class Evaluator:
                 Y = np.stack([y.reshape(self.out_shape) for y in ys])
         return Y if self.unit == 1.0 else Y / Y.dtype.type(self.unit)
 
-    def parts(self, X: np.ndarray):
+    def splits(self) -> bool:
+        """Whether ``f`` may give complex steps' values as parts (:meth:`parts`)."""
+        return (getattr(self.f, "complex_parts", None) is not None and self.vectorized
+                and not self.scalar and self.unit == 1.0)
+
+    def takes_steps(self) -> bool:
+        """Whether ``f.complex_parts`` also takes the points as their parts
+        (:class:`ComplexSteps`; it says so with ``takes_complex_steps = True``)."""
+        return self.splits() and bool(getattr(self.f.complex_parts, "takes_complex_steps",
+                                              False))
+
+    def parts(self, X):
         """``(re, im)`` of ``f`` at the complex points ``X`` when ``f`` offers them apart
         (``f.complex_parts``, a built-in network's complex steps: one real part shared by
         every point, the imaginary parts ``(B, *out)``), else None and nothing counted.
+        ``X`` is a complex array or, points that share their real part, the parts
+        themselves (:class:`ComplexSteps`, where :meth:`takes_steps`).
 
         The same values as ``self(X).real`` and ``.imag``, without the complex array
         between (f's values unscaled only: where :func:`_unit` rescales them, None).
+        ``im`` is only read until the next call: a built-in network writes it to memory
+        it reuses (:func:`gradcheck.ops._batched.complex_parts`).
         """
-        split = getattr(self.f, "complex_parts", None)
-        if split is None or not self.vectorized or self.scalar or self.unit != 1.0:
+        if not self.splits():
             return None
+        split = self.f.complex_parts
         with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore",
                                                      over="ignore"):
             warnings.simplefilter("ignore", np.exceptions.ComplexWarning)

@@ -49,6 +49,7 @@ import numpy as np
 from gradcheck._errors import ConfigurationError
 
 from gradcheck.numdiff._coloring import ragged_arange
+from gradcheck.numdiff._evaluate import ComplexSteps
 from gradcheck.numdiff._grain import _digits, _grain, _significant_bits
 
 __all__ = ["GradTarget", "VjpTarget", "JacobianTarget", "DirectionTarget", "Values"]
@@ -141,10 +142,19 @@ class _Target:
         per_chunk = max(1, self.ev.batch_size(np.dtype(dtype).itemsize) // nk)
         kvec = np.asarray(ks, dtype=np.float64)
         self.real_drift = np.full(self.n_src, np.nan)
+        # complex steps whose points share x as their real part go to f as parts (no
+        # complex array), where f takes them so
+        split = imag and shift is None and self.ev.takes_steps()
         for g0 in range(0, sizes.size, per_chunk):
             g1 = min(sizes.size, g0 + per_chunk)
-            X = self._points(order, bounds, g0, g1, step_of, kvec, dtype, imag, shift_of)
-            parts = self.ev.parts(X) if imag else None
+            parts = None
+            if split:
+                parts = self.ev.parts(self._points(order, bounds, g0, g1, step_of, kvec,
+                                                   dtype, imag, split=True))
+                split = parts is not None
+            if parts is None:
+                X = self._points(order, bounds, g0, g1, step_of, kvec, dtype, imag, shift_of)
+                parts = self.ev.parts(X) if imag else None
             if parts is not None:   # one real part for every point: no complex array
                 re, im = parts
                 Y = im.reshape(im.shape[0], -1).astype(np.float64, copy=False)
@@ -200,19 +210,27 @@ class _Target:
         members = order[bounds[g0]:bounds[g1]]
         self.real_drift[members] = np.repeat(ratio, sizes)
 
-    def _points(self, order, bounds, g0, g1, step_of, kvec, dtype, imag, shift_of=None):
+    def _points(self, order, bounds, g0, g1, step_of, kvec, dtype, imag, shift_of=None, *,
+                split=False):
+        """The chunk's points ``(B, *x.shape)``; with ``split`` (complex steps, no
+        ``shift_of``) as their parts, :class:`~._evaluate.ComplexSteps`: ``x`` and the
+        imaginary parts, each the complex array's to the bit."""
         nk = kvec.size
         sizes = np.diff(bounds)[g0:g1]
         B = sizes.size * nk
-        X = np.empty((B,) + self.x.shape, dtype=dtype)
-        X[...] = self.x
-        Xf = X.reshape(B, -1)
         counts = np.repeat(sizes, nk)
         starts = np.repeat(bounds[g0:g1], nk)
         cols = order[ragged_arange(starts, counts)]
         rows = np.repeat(np.arange(B), counts)
         k = np.repeat(np.tile(kvec, sizes.size), counts)
         delta = k * step_of[cols]
+        if split:     # as below: the step's imaginary part in x's precision (-0 as +0)
+            im = np.zeros((B,) + self.x.shape, dtype=self.x.dtype)
+            im.reshape(B, -1)[rows, cols] = delta.astype(self.x.dtype) + 0.0
+            return ComplexSteps(self.x, im)
+        X = np.empty((B,) + self.x.shape, dtype=dtype)
+        X[...] = self.x
+        Xf = X.reshape(B, -1)
         if imag:
             real = self.xf[cols]
             if shift_of is not None:
@@ -539,10 +557,14 @@ class DirectionTarget(_Target):
         self.n_q = self.n_src * per
         self.q_src = np.repeat(np.arange(self.n_src), per)
 
-    def _points(self, order, bounds, g0, g1, step_of, kvec, dtype, imag, shift_of=None):
+    def _points(self, order, bounds, g0, g1, step_of, kvec, dtype, imag, shift_of=None, *,
+                split=False):
         src = order[g0:g1]
         t = (kvec[None, :] * step_of[src][:, None]).reshape(-1)        # (B,)
         V = np.repeat(self.V[src], kvec.size, axis=0)
+        if split:     # the parts of the complex array below, to the bit (-0 as +0)
+            im = (t[:, None] * V).astype(self.x.dtype) + 0.0
+            return ComplexSteps(self.x, im.reshape((-1,) + self.x.shape))
         if imag:
             X = self.xf[None, :] + 1j * (t[:, None] * V)
         else:

@@ -112,12 +112,14 @@ def _conv_params(layer, h, params: dict, arg: str, A):
 _FIRST_ORDER = ("tanh", "sigmoid")
 
 
-def _split_layer(layer, params, re, im, arg):
+def _split_layer(layer, params, re, im, arg, slot):
     """One layer on a shared real part ``re`` and per-point imaginary parts ``im``
     ``(B, ...)``, or None where the split does not apply. ``arg`` names the parameter
-    whose batch ``im`` is (``"w"``/``"b"``), or None when ``im`` is the input's."""
+    whose batch ``im`` is (``"w"``/``"b"``), or None when ``im`` is the input's. The
+    imaginary output is written to the scratch array ``slot`` (:func:`.conv._scratch`),
+    which must not be ``im``'s."""
     from gradcheck.ops.activations import FIRST_ORDER_IMAG
-    from gradcheck.ops.conv import conv_forward
+    from gradcheck.ops.conv import _scratch, conv_forward, conv_forward_scratch
 
     kind = getattr(layer, "kind", None)
     if kind == "activation":
@@ -129,7 +131,7 @@ def _split_layer(layer, params, re, im, arg):
         d = spec.derivative(re)
         # written in C order whatever im's layout (a batch of kernels gives its points
         # axis second in memory): the differentiator reads the parts as they come
-        out = np.empty(im.shape, dtype=np.result_type(im, d))
+        out = _scratch(slot, im.shape, np.result_type(im, d))
         return spec.value(re), np.multiply(im, d, out=out)
     if kind != "conv" or getattr(layer, "groups", 1) != 1:
         return None
@@ -138,15 +140,15 @@ def _split_layer(layer, params, re, im, arg):
     y = conv_forward(re, w, b, **options)
     if arg is None:                       # B inputs: one batch of B N items, no bias
         B = im.shape[0]
-        y_im = conv_forward(im.reshape((B * im.shape[1],) + im.shape[2:]), w, None,
-                            **options)
+        y_im = conv_forward_scratch(slot, im.reshape((B * im.shape[1],) + im.shape[2:]),
+                                    w, **options)
         return y, y_im.reshape((B, re.shape[0]) + y.shape[1:])
     if arg == "b":                        # B biases: the imaginary part is the bias's
         return y, np.broadcast_to(im.reshape((im.shape[0], 1, im.shape[1]) +
                                              (1,) * (y.ndim - 2)),
                                   (im.shape[0],) + y.shape)
     B, c_out = im.shape[0], im.shape[1]  # B kernels of C_out filters: one of B C_out
-    y_im = conv_forward(re, im.reshape((B * c_out,) + im.shape[2:]), None, **options)
+    y_im = conv_forward_scratch(slot, re, im.reshape((B * c_out,) + im.shape[2:]), **options)
     n, _, *spatial = y_im.shape
     return y, np.moveaxis(y_im.reshape((n, B, c_out, *spatial)), 1, 0)
 
@@ -167,10 +169,16 @@ def _shared_real(net, start, arg, A, flat, params):
 
 def _shared_parts(net, start, arg, A, flat, params):
     """:func:`_shared_real`'s output as ``(re, im)``: the one real part (the output's
-    shape) and the ``B`` imaginary parts, or None."""
-    if A.dtype.kind != "c" or not np.array_equal(A.real, np.broadcast_to(A[0].real, A.shape)):
+    shape) and the ``B`` imaginary parts, or None. ``A`` is a complex array, or its
+    parts already apart (the one real part ``A.point``, ``A.imag``: the differentiator's
+    :class:`~gradcheck.numdiff._evaluate.ComplexSteps`)."""
+    point = getattr(A, "point", None)
+    if point is not None:
+        base = np.ascontiguousarray(point)
+    elif A.dtype.kind != "c" or not np.array_equal(A.real, np.broadcast_to(A[0].real, A.shape)):
         return None
-    base = np.ascontiguousarray(A[0].real)
+    else:
+        base = np.ascontiguousarray(A[0].real)
     if arg == "x":
         re, im, first = base, A.imag, None
     else:
@@ -185,7 +193,8 @@ def _shared_parts(net, start, arg, A, flat, params):
             first = None
         if first is not None and not _param_batchable(layer, first):
             return None
-        out = _split_layer(layer, p, re, im, first)
+        # each layer's imaginary output in the scratch slot its input is not in
+        out = _split_layer(layer, p, re, im, first, f"complex_parts{i % 2}")
         if out is None:
             return None
         re, im = out
@@ -220,19 +229,21 @@ def batched_output(net, index: int, A, flat: list):
 
 
 def complex_parts(net, index: int, A, flat: list):
-    """:func:`batched_output` at complex points ``A`` whose real parts are all the same,
+    """:func:`batched_output` at complex points ``A`` whose real parts are all the same
+    (or those points as their parts, :class:`~gradcheck.numdiff._evaluate.ComplexSteps`),
     as ``(re, im)``: the output's one real part and the ``B`` points' imaginary parts
     (float64 for a complex128 ``A``), each in ``A``'s precision -- what
     ``batched_output(...).real`` and ``.imag`` hold, without the complex array between.
     None where the route of :func:`_shared_real` does not apply, or a loss follows (its
-    per-sample values are not split)."""
+    per-sample values are not split). The imaginary parts may lie in a scratch array of
+    this thread (:func:`.conv._scratch`): read them before the next call."""
     if net.loss is not None:
         return None
     start, arg = net._locate(net.names[index])
     parts = _shared_parts(net, start, arg, A, flat, net.unflatten_params(tuple(flat[1:])))
     if parts is None:
         return None
-    real = A.real.dtype
+    real = A.imag.dtype
     re, im = parts
     return (np.asarray(re, dtype=real),
             np.ascontiguousarray(im, dtype=real))

@@ -276,7 +276,9 @@ class Sequential:
         :func:`~gradcheck.ops._batched.batchable` says so, ``f`` also takes one argument
         with a leading batch of points, ``(B, *shape)``, and returns ``(B, *output)``;
         ``f.complex_parts`` (same arguments) gives such a batch of complex steps as its
-        real and imaginary parts, or None (:func:`~gradcheck.ops._batched.complex_parts`).
+        real and imaginary parts, or None (:func:`~gradcheck.ops._batched.complex_parts`);
+        it also takes the batch as its parts (``takes_complex_steps``: a
+        :class:`~gradcheck.numdiff._evaluate.ComplexSteps` in place of the complex array).
         """
 
         from gradcheck.ops._batched import batch_axis, batched_output, complex_parts
@@ -292,6 +294,7 @@ class Sequential:
             k = batch_axis(self, (x,) + flat)
             return None if k is None else complex_parts(self, k, ((x,) + flat)[k], [x, *flat])
 
+        parts.takes_complex_steps = True     # the points as parts, too (_batched)
         f.complex_parts = parts
 
         def f_vjp(cotangent, x, *flat):
