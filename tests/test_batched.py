@@ -239,3 +239,30 @@ def test_differencing_through_the_parts_equals_through_the_complex_outputs():
         assert split_used and all(split_used), name   # the first route took the parts
         assert steps_used and all(steps_used), name   # the third: the points as parts
         assert any(calls), name       # the second route did evaluate complex batches
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("options", [
+    dict(padding=1), dict(stride=2, dilation=2, padding=2, convention="convolution")])
+@pytest.mark.parametrize("order", ["channel runs", "interleaved", "some at rest", "mixed"])
+def test_imaginary_inputs_one_channel_at_a_time_equal_one_convolution(order, options, dtype):
+    """The split route convolves each run of points that move one input channel with
+    that channel alone: the same numbers as one convolution of every channel."""
+    from gradcheck.ops._batched import _input_imag
+    from gradcheck.ops.conv import conv_forward
+
+    rng = np.random.default_rng(7)
+    B, N, C = 6, 2, 3
+    w = rng.standard_normal((4, C, 3, 3)).astype(dtype)
+    channels = {"channel runs": [0, 0, 1, 1, 2, 2], "interleaved": [0, 1, 2, 0, 1, 2],
+                "some at rest": [-1, 0, 0, 2, -1, -1], "mixed": [0, 0, 1, 1, 2, 2]}[order]
+    im = np.zeros((B, N, C, 9, 9), dtype)
+    for b, c in enumerate(channels):
+        if c >= 0:   # a color's members: every third position of the channel
+            im[b, :, c, b % 3::3, ::3] = rng.standard_normal((N, 3, 3)) * 2.0**-30
+    if order == "mixed":
+        im[3, :, 0, 0, 0] = 1e-9                   # a point moving two channels
+    want = conv_forward(im.reshape((B * N, C, 9, 9)), w, **options)
+    got = _input_imag(im, w, options, "test_imag", (N,) + want.shape[1:])
+    assert got.shape == (B, N) + want.shape[1:] and got.dtype == want.dtype
+    np.testing.assert_array_equal(got.reshape(want.shape), want)

@@ -246,20 +246,22 @@ class _Unfolder:
         return cols.reshape(n, self.groups, self.rows, length)
 
 
-def _correlate(xp, w, *, stride, dilation, groups, out_shape, dtype, slot=None) -> np.ndarray:
+def _correlate(xp, w, *, stride, dilation, groups, out_shape, dtype, out=None) -> np.ndarray:
     """Valid cross-correlation of an already padded ``xp`` with ``w`` (no bias).
 
-    Returns ``(N, C_out, *out_shape)``, in the scratch array ``slot`` when one is named
-    (:func:`_scratch`: valid until that slot is used again). This is the single GEMM
-    engine every pass uses: per block of batch items (or of output rows),
-    ``y[n, g] = W[g] @ cols[n, g]`` with ``W[g]`` of shape ``(C_out/groups, C_in/groups * K)``.
+    Returns ``(N, C_out, *out_shape)``, written to ``out`` when one is given (C-contiguous,
+    of that shape and ``dtype``). This is the single GEMM engine every pass uses: per
+    block of batch items (or of output rows), ``y[n, g] = W[g] @ cols[n, g]`` with
+    ``W[g]`` of shape ``(C_out/groups, C_in/groups * K)``.
     """
     n = xp.shape[0]
     c_out = w.shape[0]
     unfold = _Unfolder(xp, w.shape[2:], stride, dilation, out_shape, groups, dtype)
     w_mat = np.ascontiguousarray(w, dtype=dtype).reshape(groups, c_out // groups, unfold.rows)
     shape = (n, groups, c_out // groups, unfold.length)
-    y = np.empty(shape, dtype=dtype) if slot is None else _scratch(slot, shape, dtype)
+    if out is not None and not (out.flags.c_contiguous and out.dtype == dtype):
+        raise ValueError("out must be C-contiguous and of the output's dtype")
+    y = np.empty(shape, dtype=dtype) if out is None else out.reshape(shape)
     for block in unfold.blocks:
         np.matmul(w_mat, unfold(block), out=y[block.items, :, :, block.positions])
     return y.reshape(n, c_out, *out_shape)
@@ -343,28 +345,32 @@ def conv_forward(
     return _forward(x, w, b, geom)
 
 
-def conv_forward_scratch(slot: str, x, w, *, stride=1, padding=0, dilation=1, groups=1,
+def conv_forward_scratch(slot, x, w, *, stride=1, padding=0, dilation=1, groups=1,
                          convention: str = "correlation") -> np.ndarray:
     """:func:`conv_forward` without a bias, its output in the scratch array ``slot``
     (:func:`_scratch`): for an intermediate result of a hot loop, read before ``slot``
     is used again in this thread, so that its memory is reused rather than mapped and
-    faulted in afresh on every call. Never hand the result to a user."""
+    faulted in afresh on every call. Never hand the result to a user. ``slot`` may also
+    be an array to write the output to (C-contiguous, of the output's shape and dtype).
+    """
     x = as_float_array(x, "x")
     w = as_float_array(w, "w")
     geom = conv_geometry(x.shape, w.shape, stride=stride, padding=padding,
                          dilation=dilation, groups=groups)
     if _validate_convention(convention) == "convolution":
         w = _flip_kernel(w)
-    return _forward(x, w, None, geom, slot=slot)
+    out = slot if isinstance(slot, np.ndarray) else _scratch(
+        slot, (x.shape[0], geom.out_channels, *geom.out_shape), _result_dtype(x, w))
+    return _forward(x, w, None, geom, out=out)
 
 
-def _forward(x, w, b, geom: ConvGeometry, slot=None) -> np.ndarray:
-    """Pad the input, correlate it with the kernel, add the bias (the output in the
-    scratch array ``slot`` when one is named)."""
+def _forward(x, w, b, geom: ConvGeometry, out=None) -> np.ndarray:
+    """Pad the input, correlate it with the kernel, add the bias (the output written
+    to ``out`` when one is given)."""
     dtype = _result_dtype(x, w, b)
     xp = _pad(x, geom.pad_lo, geom.pad_hi)
     y = _correlate(xp, w, stride=geom.stride, dilation=geom.dilation, groups=geom.groups,
-                   out_shape=geom.out_shape, dtype=dtype, slot=slot)
+                   out_shape=geom.out_shape, dtype=dtype, out=out)
     if b is not None:
         y += b.astype(dtype, copy=False).reshape((1, -1) + (1,) * geom.nd)
     return y
