@@ -337,3 +337,32 @@ def test_bad_calls():
     f, f_vjp, _ = net.as_function()
     with pytest.raises(ConfigurationError, match=r"expected 4 parameter arrays \(layer0.conv.w, layer0.conv.b, layer4.dense.w, layer4.dense.b\); got 3"):
         f(x, *net.flatten_params(params)[:3])
+
+
+@pytest.mark.parametrize("loss", [None, "mse"])
+def test_vjp_at_the_same_point_reuses_its_forward_pass_only_there(loss):
+    """f_vjp called again at the same arrays (new cotangents, as a check does) gives what
+    a fresh function gives; arrays changed in place or replaced are run forward again."""
+    net = Sequential([Conv(3, 3, padding=1), Activation("tanh"), MaxPool(2), Flatten(),
+                      Dense(2)], (2, 2, 6, 6), loss=loss)
+    rng = np.random.default_rng(3)
+    flat = [rng.standard_normal(net.input_shape),
+            *net.flatten_params(net.init_params(rng=rng))]
+    f_vjp = net.as_function().f_vjp
+    shape = net.as_function().f(*flat).shape
+
+    def fresh(R, args):    # a new function: nothing to reuse
+        return net.as_function().f_vjp(R, *args)
+
+    for _ in range(3):     # new cotangents at the same point
+        R = rng.standard_normal(shape)
+        for got, want in zip(f_vjp(R, *flat), fresh(R, flat)):
+            np.testing.assert_array_equal(got, want)
+    for change in ("in place", "replaced"):
+        if change == "in place":
+            flat[0][0, 0, 1, 2] += 0.5          # the input changed in place
+        else:
+            flat[1] = flat[1] * 1.5             # a parameter replaced by a new array
+        R = rng.standard_normal(shape)
+        for got, want in zip(f_vjp(R, *flat), fresh(R, flat)):
+            np.testing.assert_array_equal(got, want, err_msg=change)

@@ -293,6 +293,7 @@ class VjpTarget(_Target):
         self.P = pattern
         self.colors = colors
         self.owners = owners
+        self._checked_owners = {}
         self._set_magnitudes()
 
     def set_row_floor(self, floor):
@@ -306,8 +307,25 @@ class VjpTarget(_Target):
 
     def _owned(self, members):
         """Per output row, the position in ``members`` of the member it is attributed to,
-        negative where none (owners route), checked; and the smallest of them."""
+        negative where none (owners route), checked; the smallest of them; and how many
+        times the owner changes from one row to the next.
+
+        A read-only array handed back again (a structure's table for a whole color, the
+        same for many colors) is checked once per number of members: its values cannot
+        have changed through it."""
         own = np.asarray(self.owners(members))
+        if not own.flags.writeable:
+            known = self._checked_owners.get((id(own), members.size))
+            if known is not None and known[0] is own:
+                return own, known[1], known[2]
+        own, lowest = self._check_owned(own, members)
+        none_one = own if lowest >= -1 else np.maximum(own, -1)   # every "none" alike
+        runs = int(np.count_nonzero(none_one[1:] != none_one[:-1]))
+        if not own.flags.writeable:     # the array itself is kept: its id is not reused
+            self._checked_owners[(id(own), members.size)] = (own, lowest, runs)
+        return own, lowest, runs
+
+    def _check_owned(self, own, members):
         if own.shape != (self.ev.out_size,) or own.dtype.kind not in "iu":
             raise ConfigurationError(
                 f"owners(members) must return one integer per output element "
@@ -352,7 +370,9 @@ class VjpTarget(_Target):
             idx = np.empty((G, n_out), dtype=np.int64)
             for i, g in enumerate(range(b0, b1)):
                 members = order[bounds[g]:bounds[g + 1]]
-                own, lowest = self._owned(members)
+                own, lowest, runs = self._owned(members)
+                if i == 0:
+                    first_runs = runs
                 # each member's column, then the dump bin: -1 (owned by none) picks the
                 # dump, so one gather places every row, without masks (the positions are
                 # checked to lie in [-1, members.size): "wrap" only skips a second check)
@@ -367,7 +387,8 @@ class VjpTarget(_Target):
             # bincount add to one bin again and again, each addition waiting on the last;
             # taken row by row across the groups instead, each bin still sums its rows in
             # row order (a member is in one group), so the sums are the same to the bit
-            across = G > 1 and n_out >= 8 * (1 + np.count_nonzero(idx[0, 1:] != idx[0, :-1]))
+            # (the owner positions change where the columns do: a member has one column)
+            across = G > 1 and n_out >= 8 * (1 + first_runs)
 
             def flat_of(a):
                 """``a`` ``(G, n_out)`` in the order the bincounts take it: row by row
