@@ -341,7 +341,7 @@ def test_bad_calls():
 
 @pytest.mark.parametrize("loss", [None, "mse"])
 def test_vjp_at_the_same_point_reuses_its_forward_pass_only_there(loss):
-    """f_vjp called again at the same arrays (new cotangents, as a check does) gives what
+    """f_vjp called again at the same point (new cotangents, as a check does) gives what
     a fresh function gives; arrays changed in place or replaced are run forward again."""
     net = Sequential([Conv(3, 3, padding=1), Activation("tanh"), MaxPool(2), Flatten(),
                       Dense(2)], (2, 2, 6, 6), loss=loss)
@@ -358,11 +358,17 @@ def test_vjp_at_the_same_point_reuses_its_forward_pass_only_there(loss):
         R = rng.standard_normal(shape)
         for got, want in zip(f_vjp(R, *flat), fresh(R, flat)):
             np.testing.assert_array_equal(got, want)
-    for change in ("in place", "replaced"):
+    for change in ("in place", "replaced", "copied", "-0.0"):
         if change == "in place":
             flat[0][0, 0, 1, 2] += 0.5          # the input changed in place
-        else:
+        elif change == "replaced":
             flat[1] = flat[1] * 1.5             # a parameter replaced by a new array
+        elif change == "copied":
+            flat = [a.copy() for a in flat]     # the same values in new arrays
+        else:
+            flat[0][0, 0, 0, 0] = 0.0           # an input at 0.0, then at -0.0
+            f_vjp(R, *flat)
+            flat[0][0, 0, 0, 0] = -0.0
         R = rng.standard_normal(shape)
         for got, want in zip(f_vjp(R, *flat), fresh(R, flat)):
             np.testing.assert_array_equal(got, want, err_msg=change)
