@@ -266,3 +266,36 @@ def test_imaginary_inputs_one_channel_at_a_time_equal_one_convolution(order, opt
     got = _input_imag(im, w, options, "test_imag", (N,) + want.shape[1:])
     assert got.shape == (B, N) + want.shape[1:] and got.dtype == want.dtype
     np.testing.assert_array_equal(got.reshape(want.shape), want)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("options", [
+    dict(padding=1), dict(stride=2, dilation=2, padding=2, convention="convolution")])
+def test_imaginary_kernels_of_one_entry_each_equal_their_convolutions(options, dtype):
+    """A batch of kernels each moving one entry (of some filters) is taken as products
+    of that entry with the inputs its tap reads: the numbers of a convolution each (a
+    product whose value is zero as +0.0, as the convolution's sum of zeros is)."""
+    from gradcheck.ops._batched import _kernel_imag
+    from gradcheck.ops.conv import conv_forward
+
+    options = {"stride": 1, "dilation": 1, "groups": 1, "convention": "correlation",
+               **options}
+    rng = np.random.default_rng(8)
+    re = rng.standard_normal((2, 3, 9, 9)).astype(dtype)
+    re[0, 1, 2, :] = 0.0                      # inputs at zero: products of zero
+    B, c_out = 5, 4
+    im = np.zeros((B, c_out, 3, 3, 3), dtype)
+    entries = [(0, 0, 0), (1, 2, 1), (2, 1, 2), None, (1, 0, 0)]
+    for b, e in enumerate(entries):
+        if e is not None:
+            filters = [0, 2, 3] if b == 1 else range(c_out)
+            for o in filters:
+                im[(b, o) + e] = rng.standard_normal() * 2.0**-30 * (-1) ** o
+    got = _kernel_imag(re, im, options, "test_kernel")
+    assert got is not None and got.shape[:3] == (B, 2, c_out) and got.dtype == dtype
+    for b in range(B):
+        want = conv_forward(re, im[b], **options)
+        np.testing.assert_array_equal(got[b], want)
+        assert not np.signbit(got[b][got[b] == 0]).any()     # zeros are +0.0
+    im[2, 0, 0, 0, 0] = 1e-9                  # a point moving two entries: not this route
+    assert _kernel_imag(re, im, options, "test_kernel") is None

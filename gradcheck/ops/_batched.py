@@ -144,10 +144,59 @@ def _split_layer(layer, params, re, im, arg, slot):
         return y, np.broadcast_to(im.reshape((im.shape[0], 1, im.shape[1]) +
                                              (1,) * (y.ndim - 2)),
                                   (im.shape[0],) + y.shape)
+    y_im = _kernel_imag(re, im, options, slot)
+    if y_im is not None:
+        return y, y_im
     B, c_out = im.shape[0], im.shape[1]  # B kernels of C_out filters: one of B C_out
     y_im = conv_forward_scratch(slot, re, im.reshape((B * c_out,) + im.shape[2:]), **options)
     n, _, *spatial = y_im.shape
     return y, np.moveaxis(y_im.reshape((n, B, c_out, *spatial)), 1, 0)
+
+
+def _kernel_imag(re, im, options, slot):
+    """A conv (no bias) of the one input ``re`` with ``B`` points' imaginary kernels
+    ``im`` ``(B, C_out, C_in, *kernel)`` -> ``(B, N, C_out, *out)`` in the scratch array
+    ``slot``, where each point moves one kernel entry ``(c, a)`` (of any filters: a color
+    of a conv's weight); else None.
+
+    Each output of such a point has one nonzero term, ``im[b, o, c, a]`` times the input
+    that tap reads: its product, as the GEMM over every entry gives it (the other terms
+    exact zeros; +0.0 where the product is a zero, as the GEMM's sum of zeros is), for
+    a point's every output in one multiply instead of a GEMM over all entries.
+    """
+    from gradcheck.ops._geometry import conv_geometry, prod
+    from gradcheck.ops.conv import _flip_kernel, _pad, _scratch, _tap_slices
+
+    B, c_out = im.shape[:2]
+    geom = conv_geometry(re.shape, im.shape[1:], stride=options["stride"],
+                         padding=options["padding"], dilation=options["dilation"],
+                         groups=options["groups"])
+    if geom.groups != 1:
+        return None
+    kernels = im.reshape((B * c_out,) + im.shape[2:])
+    if options["convention"] == "convolution":     # correlation with the flipped kernel
+        kernels = _flip_kernel(kernels)
+    flat = kernels.reshape(B, c_out, -1)
+    live = (flat != 0).any(axis=1)                 # (B, C_in * K): entries each point moves
+    if not (live.sum(axis=1) <= 1).all():
+        return None
+    dtype = np.result_type(re, im)
+    out = _scratch(slot, (B, re.shape[0], c_out) + tuple(geom.out_shape), dtype)
+    xp = _pad(re, geom.pad_lo, geom.pad_hi)
+    per_channel = prod(geom.kernel)
+    lead = (slice(None),) * 2 + (None,) * geom.nd
+    for b in range(B):
+        if not live[b].any():
+            out[b] = 0
+            continue
+        entry = int(live[b].argmax())
+        c, t = divmod(entry, per_channel)
+        tap = np.unravel_index(t, geom.kernel)
+        reads = xp[(slice(None), c) + _tap_slices(tap, geom.stride, geom.dilation,
+                                                  geom.out_shape)]
+        np.multiply(flat[b, :, entry][lead[1:]], reads[:, None], out=out[b])
+        out[b] += 0.0
+    return out
 
 
 def _input_imag(im, w, options, slot, out_shape):
