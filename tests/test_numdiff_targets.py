@@ -135,3 +135,47 @@ def test_a_shared_real_part_drifts_as_the_complex_outputs_do(offset):
     np.testing.assert_array_equal(a.grad, b.grad)
     np.testing.assert_array_equal(a.error, b.error)
     assert np.all(np.abs(a.grad - R * np.cos(x)) <= a.error)
+
+
+@pytest.mark.parametrize("method", ["complex", "richardson"])
+def test_owners_route_reads_a_shared_table_as_fresh_ones(method):
+    # f(x)[o, n] = sum_j tanh(x[o, j]) z[j, n], and a last row of constants: filter o owns
+    # its row whatever the color (entry j), the last row is owned by none. One read-only
+    # table for every color (read once), fresh writable tables, and "none" as -2 instead
+    # of -1 must give the same values and error bars to the bit, and the derivative.
+    from gradcheck import numerical_vjp
+
+    rng = np.random.default_rng(9)
+    z = rng.standard_normal((3, 5))
+    x = rng.standard_normal((4, 3))
+    R = rng.standard_normal(4 * 5 + 1)
+
+    def f(a):
+        a = np.asarray(a)
+        rows = (np.tanh(a) @ z).reshape(a.shape[:-2] + (-1,))
+        return np.concatenate([rows, np.ones(a.shape[:-2] + (1,))], axis=-1)
+
+    table = np.append(np.repeat(np.arange(4), 5), -1)
+    shared = table.copy()
+    shared.flags.writeable = False
+    seen = []
+
+    def fresh(members, none=-1):     # the member of each row's filter, if given
+        at = {int(m) // 3: p for p, m in enumerate(members)}
+        return np.array([at.get(int(o), none) if o >= 0 else none for o in table])
+
+    def read_only(members):
+        if members.size < 4:        # part of a color (a retry): a table of its own
+            return fresh(members)
+        seen.append(members.size)
+        return shared
+
+    runs = [numerical_vjp(f, x, R, colors=np.tile(np.arange(3), 4), owners=owners,
+                          method=method, vectorized=True)
+            for owners in (read_only, fresh, lambda m: fresh(m, -2))]
+    for r in runs[1:]:
+        np.testing.assert_array_equal(r.grad, runs[0].grad)
+        np.testing.assert_array_equal(r.error, runs[0].error)
+    expected = (1 - np.tanh(x) ** 2) * (z @ R[:20].reshape(4, 5).T).T
+    assert np.all(np.abs(runs[0].grad - expected) <= runs[0].error + 1e-15)
+    assert len(seen) >= 3

@@ -307,23 +307,24 @@ class VjpTarget(_Target):
 
     def _owned(self, members):
         """Per output row, the position in ``members`` of the member it is attributed to,
-        negative where none (owners route), checked; the smallest of them; and how many
-        times the owner changes from one row to the next.
+        ``members.size`` where none (the caller's owners, checked: negative for none);
+        and how many times that changes from one row to the next.
 
         A read-only array handed back again (a structure's table for a whole color, the
-        same for many colors) is checked once per number of members: its values cannot
-        have changed through it."""
+        same for many colors) is checked and read once per number of members: its values
+        cannot have changed through it."""
         own = np.asarray(self.owners(members))
         if not own.flags.writeable:
             known = self._checked_owners.get((id(own), members.size))
             if known is not None and known[0] is own:
-                return own, known[1], known[2]
+                return known[1], known[2]
         own, lowest = self._check_owned(own, members)
-        none_one = own if lowest >= -1 else np.maximum(own, -1)   # every "none" alike
-        runs = int(np.count_nonzero(none_one[1:] != none_one[:-1]))
+        bins = (own.astype(np.int64, copy=False) if lowest >= 0
+                else np.where(own >= 0, own, members.size))
+        runs = int(np.count_nonzero(bins[1:] != bins[:-1]))
         if not own.flags.writeable:     # the array itself is kept: its id is not reused
-            self._checked_owners[(id(own), members.size)] = (own, lowest, runs)
-        return own, lowest, runs
+            self._checked_owners[(id(own), members.size)] = (own, bins, runs)
+        return bins, runs
 
     def _check_owned(self, own, members):
         if own.shape != (self.ev.out_size,) or own.dtype.kind not in "iu":
@@ -366,23 +367,19 @@ class VjpTarget(_Target):
 
         def owned(Y, g0, b0, b1, order, bounds):
             """The owners route for groups ``b0:b1`` of the chunk starting at ``g0``."""
-            G, dump = b1 - b0, src.size
+            G = b1 - b0
+            # one bin per member of each group and one for its rows owned by none, group
+            # after group: each row's bin is its owner's position plus its group's offset
+            sizes = bounds[b0 + 1:b1 + 1] - bounds[b0:b1]
+            offsets = np.cumsum(sizes + 1) - (sizes + 1)
             idx = np.empty((G, n_out), dtype=np.int64)
             for i, g in enumerate(range(b0, b1)):
-                members = order[bounds[g]:bounds[g + 1]]
-                own, lowest, runs = self._owned(members)
+                bins, runs = self._owned(order[bounds[g]:bounds[g + 1]])
                 if i == 0:
                     first_runs = runs
-                # each member's column, then the dump bin: -1 (owned by none) picks the
-                # dump, so one gather places every row, without masks (the positions are
-                # checked to lie in [-1, members.size): "wrap" only skips a second check)
-                cols = np.empty(members.size + 1, dtype=np.int64)
-                np.take(pos, members, out=cols[:-1])
-                cols[-1] = dump
-                if lowest >= -1:
-                    np.take(cols, own, out=idx[i], mode="wrap")
-                else:
-                    idx[i] = np.where(own >= 0, cols[np.maximum(own, 0)], dump)
+                np.add(bins, offsets[i], out=idx[i])
+            n_bins = int(offsets[-1] + sizes[-1] + 1)
+            members_bins = np.delete(np.arange(n_bins), offsets + sizes)   # in order
             # a member owning long runs of rows (a filter: its whole output channel) has
             # bincount add to one bin again and again, each addition waiting on the last;
             # taken row by row across the groups instead, each bin still sums its rows in
@@ -405,7 +402,7 @@ class VjpTarget(_Target):
             cols = pos[order[bounds[b0]:bounds[b1]]]
 
             def summed(flat):
-                return np.bincount(idx, weights=flat, minlength=dump + 1)[cols]
+                return np.bincount(idx, weights=flat, minlength=n_bins)[members_bins]
 
             Yk = Y[(b0 - g0) * nk:(b1 - g0) * nk].reshape(G, nk, n_out)
             # per node, in the bincounts' order (contiguous: bincount takes it as it is)
