@@ -108,6 +108,11 @@ def _conv_params(layer, h, params: dict, arg: str, A):
     return y[None] + A.reshape((B, 1, A.shape[1]) + (1,) * (y.ndim - 2))
 
 
+#: Largest imaginary output of one layer (bytes) kept between calls for the next chunk
+#: of complex steps (:func:`.conv._scratch`); larger ones are allocated per call, so that
+#: no more than twice this stays with a thread after a check.
+PARTS_KEEP_BYTES = 16 * 2**20
+
 #: Activations evaluated to first order on a shared real part (module notes).
 _FIRST_ORDER = ("tanh", "sigmoid")
 
@@ -131,7 +136,7 @@ def _split_layer(layer, params, re, im, arg, slot):
         d = spec.derivative(re)
         # written in C order whatever im's layout (a batch of kernels gives its points
         # axis second in memory): the differentiator reads the parts as they come
-        out = _scratch(slot, im.shape, np.result_type(im, d))
+        out = _scratch(slot, im.shape, np.result_type(im, d), limit=PARTS_KEEP_BYTES)
         return spec.value(re), np.multiply(im, d, out=out)
     if kind != "conv" or getattr(layer, "groups", 1) != 1:
         return None
@@ -148,7 +153,8 @@ def _split_layer(layer, params, re, im, arg, slot):
     if y_im is not None:
         return y, y_im
     B, c_out = im.shape[0], im.shape[1]  # B kernels of C_out filters: one of B C_out
-    y_im = conv_forward_scratch(slot, re, im.reshape((B * c_out,) + im.shape[2:]), **options)
+    y_im = conv_forward_scratch(slot, re, im.reshape((B * c_out,) + im.shape[2:]), **options,
+                                limit=PARTS_KEEP_BYTES)
     n, _, *spatial = y_im.shape
     return y, np.moveaxis(y_im.reshape((n, B, c_out, *spatial)), 1, 0)
 
@@ -181,7 +187,8 @@ def _kernel_imag(re, im, options, slot):
     if not (live.sum(axis=1) <= 1).all():
         return None
     dtype = np.result_type(re, im)
-    out = _scratch(slot, (B, re.shape[0], c_out) + tuple(geom.out_shape), dtype)
+    out = _scratch(slot, (B, re.shape[0], c_out) + tuple(geom.out_shape), dtype,
+                   limit=PARTS_KEEP_BYTES)
     xp = _pad(re, geom.pad_lo, geom.pad_hi)
     per_channel = prod(geom.kernel)
     lead = (slice(None),) * 2 + (None,) * geom.nd
@@ -218,7 +225,8 @@ def _input_imag(im, w, options, slot, out_shape):
         channel = np.where(live.any(axis=1), live.argmax(axis=1), -1)
         starts = np.flatnonzero(np.diff(channel, prepend=-2))
         if starts.size <= C + 1:        # one run per channel (and one of points at rest)
-            out = _scratch(slot, (B,) + tuple(out_shape), np.result_type(im, w))
+            out = _scratch(slot, (B,) + tuple(out_shape), np.result_type(im, w),
+                           limit=PARTS_KEEP_BYTES)
             for s, e in zip(starts, [*starts[1:], B]):
                 c = channel[s]
                 if c < 0:
@@ -228,7 +236,8 @@ def _input_imag(im, w, options, slot, out_shape):
                 conv_forward_scratch(out[s:e].reshape(((e - s) * N,) + tuple(out_shape[1:])),
                                      part, w[:, c:c + 1], **options)
             return out
-    y_im = conv_forward_scratch(slot, im.reshape((B * N,) + im.shape[2:]), w, **options)
+    y_im = conv_forward_scratch(slot, im.reshape((B * N,) + im.shape[2:]), w, **options,
+                                limit=PARTS_KEEP_BYTES)
     return y_im.reshape((B,) + tuple(out_shape))
 
 

@@ -98,15 +98,17 @@ _workspace_local = threading.local()
 _ALL2 = (slice(None), slice(None))
 
 
-def _scratch(slot: str, shape, dtype, *, zero: bool = False) -> np.ndarray:
+def _scratch(slot: str, shape, dtype, *, zero: bool = False,
+             limit: int = WORKSPACE_LIMIT_BYTES) -> np.ndarray:
     """An array for temporary use inside one call, reused across calls.
 
     Each ``slot`` names one use; a caller must not hold a slot's array past the call,
     nor use one slot twice at the same time. Results handed to users are never scratch.
+    An array above ``limit`` bytes is allocated for the call alone (nothing kept).
     """
     dtype = np.dtype(dtype)
     nbytes = prod(shape) * dtype.itemsize
-    if nbytes > WORKSPACE_LIMIT_BYTES:
+    if nbytes > limit:
         return (np.zeros if zero else np.empty)(shape, dtype=dtype)
     pool = getattr(_workspace_local, "pool", None)
     if pool is None:
@@ -346,12 +348,14 @@ def conv_forward(
 
 
 def conv_forward_scratch(slot, x, w, *, stride=1, padding=0, dilation=1, groups=1,
-                         convention: str = "correlation") -> np.ndarray:
+                         convention: str = "correlation",
+                         limit: int = WORKSPACE_LIMIT_BYTES) -> np.ndarray:
     """:func:`conv_forward` without a bias, its output in the scratch array ``slot``
     (:func:`_scratch`): for an intermediate result of a hot loop, read before ``slot``
     is used again in this thread, so that its memory is reused rather than mapped and
     faulted in afresh on every call. Never hand the result to a user. ``slot`` may also
-    be an array to write the output to (C-contiguous, of the output's shape and dtype).
+    be an array to write the output to (C-contiguous, of the output's shape and dtype);
+    ``limit`` as for :func:`_scratch`.
     """
     x = as_float_array(x, "x")
     w = as_float_array(w, "w")
@@ -360,7 +364,8 @@ def conv_forward_scratch(slot, x, w, *, stride=1, padding=0, dilation=1, groups=
     if _validate_convention(convention) == "convolution":
         w = _flip_kernel(w)
     out = slot if isinstance(slot, np.ndarray) else _scratch(
-        slot, (x.shape[0], geom.out_channels, *geom.out_shape), _result_dtype(x, w))
+        slot, (x.shape[0], geom.out_channels, *geom.out_shape), _result_dtype(x, w),
+        limit=limit)
     return _forward(x, w, None, geom, out=out)
 
 
