@@ -35,14 +35,16 @@ class ComplexSteps:
 
     What ``f.complex_parts`` takes in place of the complex array (:meth:`Evaluator.parts`):
     the same points, without building ``B`` complex copies of ``x`` for ``f`` to compare
-    and split again. ``shape`` and ``dtype`` are the complex array's.
+    and split again. ``shape`` and ``dtype`` are the complex array's; ``largest``, where
+    given, is the largest ``|imag|``.
     """
 
-    __slots__ = ("point", "imag")
+    __slots__ = ("point", "imag", "largest")
 
-    def __init__(self, point, imag):
+    def __init__(self, point, imag, largest=None):
         self.point = point
         self.imag = imag
+        self.largest = largest      # max |imag|, where known without a pass over it
 
     @property
     def shape(self):

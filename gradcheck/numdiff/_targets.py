@@ -226,8 +226,9 @@ class _Target:
         delta = k * step_of[cols]
         if split:     # as below: the step's imaginary part in x's precision (-0 as +0)
             im = np.zeros((B,) + self.x.shape, dtype=self.x.dtype)
-            im.reshape(B, -1)[rows, cols] = delta.astype(self.x.dtype) + 0.0
-            return ComplexSteps(self.x, im)
+            steps = delta.astype(self.x.dtype) + 0.0
+            im.reshape(B, -1)[rows, cols] = steps
+            return ComplexSteps(self.x, im, float(np.abs(steps).max(initial=0.0)))
         X = np.empty((B,) + self.x.shape, dtype=dtype)
         X[...] = self.x
         Xf = X.reshape(B, -1)

@@ -117,46 +117,68 @@ PARTS_KEEP_BYTES = 16 * 2**20
 _FIRST_ORDER = ("tanh", "sigmoid")
 
 
-def _split_layer(layer, params, re, im, arg, slot):
+#: What an upper bound of the imaginary parts is multiplied by at each layer it passes
+#: (:func:`_split_layer`): far more than the rounding of a sum of millions of terms, or
+#: of a derivative of at most 1 computed a few ulps above it.
+BOUND_SLACK = 1.01
+
+
+def _split_layer(layer, params, re, im, arg, slot, bound=None):
     """One layer on a shared real part ``re`` and per-point imaginary parts ``im``
-    ``(B, ...)``, or None where the split does not apply. ``arg`` names the parameter
-    whose batch ``im`` is (``"w"``/``"b"``), or None when ``im`` is the input's. The
-    imaginary output is written to the scratch array ``slot`` (:func:`.conv._scratch`),
-    which must not be ``im``'s."""
+    ``(B, ...)``, as ``(re, im, bound)``, or None where the split does not apply.
+    ``arg`` names the parameter whose batch ``im`` is (``"w"``/``"b"``), or None when
+    ``im`` is the input's. The imaginary output is written to the scratch array ``slot``
+    (:func:`.conv._scratch`), which must not be ``im``'s.
+
+    ``bound`` is an upper bound of every ``|im|`` (None: not known), carried through
+    the layer (times :data:`BOUND_SLACK`): a first-order activation whose input is
+    bounded below :data:`~gradcheck.ops.activations.FIRST_ORDER_IMAG` that way needs
+    no pass over its input to know it (the same decision as the pass: the bound is at
+    least the largest value)."""
     from gradcheck.ops.activations import FIRST_ORDER_IMAG
     from gradcheck.ops.conv import _scratch, conv_forward, conv_forward_scratch
 
     kind = getattr(layer, "kind", None)
     if kind == "activation":
         spec = layer.spec
-        # the largest |Im| without an array of them (NaN fails the test, as it should)
-        if arg is not None or spec.name not in _FIRST_ORDER or \
-                not np.maximum(im.max(), -im.min()) <= FIRST_ORDER_IMAG:
+        if arg is not None or spec.name not in _FIRST_ORDER:
             return None
+        if bound is None or not bound <= FIRST_ORDER_IMAG:
+            # the largest |Im| without an array of them (NaN fails, as it should)
+            bound = np.maximum(im.max(), -im.min())
+            if not bound <= FIRST_ORDER_IMAG:
+                return None
         d = spec.derivative(re)
         # written in C order whatever im's layout (a batch of kernels gives its points
         # axis second in memory): the differentiator reads the parts as they come
         out = _scratch(slot, im.shape, np.result_type(im, d), limit=PARTS_KEEP_BYTES)
-        return spec.value(re), np.multiply(im, d, out=out)
+        # tanh' and sigmoid' are at most 1: the bound holds (with slack for rounding)
+        return spec.value(re), np.multiply(im, d, out=out), bound * BOUND_SLACK
     if kind != "conv" or getattr(layer, "groups", 1) != 1:
         return None
     w, b = params["w"], params.get("b")
     options = dict(convention=layer.convention, **layer._options())
     y = conv_forward(re, w, b, **options)
     if arg is None:                       # B inputs: one batch of B N items, no bias
-        return y, _input_imag(im, w, options, slot, y.shape)
+        if bound is not None:             # |sum w x| <= max|x| * sum |w| per filter
+            bound = bound * float(np.abs(w).reshape(w.shape[0], -1).sum(axis=1).max()) \
+                * BOUND_SLACK
+        return y, _input_imag(im, w, options, slot, y.shape), bound
     if arg == "b":                        # B biases: the imaginary part is the bias's
         return y, np.broadcast_to(im.reshape((im.shape[0], 1, im.shape[1]) +
                                              (1,) * (y.ndim - 2)),
-                                  (im.shape[0],) + y.shape)
+                                  (im.shape[0],) + y.shape), bound
+    # B kernels: |sum w x| <= max|x| * sum |w| per filter of each point
+    bound = float(np.abs(im).reshape(im.shape[0] * im.shape[1], -1).sum(axis=1).max(
+        initial=0.0)) * float(np.abs(re).max(initial=0.0)) * BOUND_SLACK
     y_im = _kernel_imag(re, im, options, slot)
     if y_im is not None:
-        return y, y_im
+        return y, y_im, bound
     B, c_out = im.shape[0], im.shape[1]  # B kernels of C_out filters: one of B C_out
     y_im = conv_forward_scratch(slot, re, im.reshape((B * c_out,) + im.shape[2:]), **options,
                                 limit=PARTS_KEEP_BYTES)
     n, _, *spatial = y_im.shape
-    return y, np.moveaxis(y_im.reshape((n, B, c_out, *spatial)), 1, 0)
+    return y, np.moveaxis(y_im.reshape((n, B, c_out, *spatial)), 1, 0), bound
 
 
 def _kernel_imag(re, im, options, slot):
@@ -261,6 +283,7 @@ def _shared_parts(net, start, arg, A, flat, params):
     parts already apart (the one real part ``A.point``, ``A.imag``: the differentiator's
     :class:`~gradcheck.numdiff._evaluate.ComplexSteps`)."""
     point = getattr(A, "point", None)
+    bound = getattr(A, "largest", None)     # of |A.imag|, where the points say
     if point is not None:
         base = np.ascontiguousarray(point)
     elif A.dtype.kind != "c" or not np.array_equal(A.real, np.broadcast_to(A[0].real, A.shape)):
@@ -282,10 +305,10 @@ def _shared_parts(net, start, arg, A, flat, params):
         if first is not None and not _param_batchable(layer, first):
             return None
         # each layer's imaginary output in the scratch slot its input is not in
-        out = _split_layer(layer, p, re, im, first, f"complex_parts{i % 2}")
+        out = _split_layer(layer, p, re, im, first, f"complex_parts{i % 2}", bound)
         if out is None:
             return None
-        re, im = out
+        re, im, bound = out
     return re, im
 
 
