@@ -47,6 +47,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gradcheck.checker._formed import _wide
+
 __all__ = ["JITTER", "JITTER_BARS", "SPLITS", "SPLIT_SALT", "own_rounding",
            "split_rounding"]
 
@@ -60,11 +62,6 @@ JITTER_BARS = 8.0
 SPLITS = 4
 #: Mixed with the seed for the split's random stream.
 SPLIT_SALT = 0x5B117
-
-
-def _wide(a) -> np.ndarray:
-    a = np.asarray(a)
-    return a.astype(np.complex128 if a.dtype.kind == "c" else np.float64)
 
 
 def _rms(a) -> float:
