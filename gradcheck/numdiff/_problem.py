@@ -23,7 +23,7 @@ from gradcheck.numdiff._records import Estimate
 from gradcheck.numdiff._result import NumericalDerivative
 from gradcheck.numdiff._stencils import ALIASES, DEFAULT_REAL, stencil
 from gradcheck.numdiff._steps import (base_steps, complex_steps, direction_floor,
-                                      direction_steps, typical_size)
+                                      direction_steps, offset_spread, typical_size)
 from gradcheck.numdiff._targets import _RealOutput
 
 __all__ = ["Problem"]
@@ -180,7 +180,8 @@ class Problem:
             if at_zero.any():
                 shift = np.where(at_zero, complex_steps(self.x, self.scale, eps), 0.0)
         try:
-            out = run_complex(target, hc, eps, ties=not smooth, shift=shift)
+            out = run_complex(target, hc, eps, ties=not smooth, shift=shift,
+                              spread=offset_spread(self.x) if V is None else None)
         except _RealOutput as exc:
             raise ConfigurationError(
                 f"method='complex' needs f to return complex values for complex input; {exc}"
