@@ -316,3 +316,36 @@ def test_a_retry_is_held_to_the_pass_before_it_for_once_differentiable_functions
         truth = 1 / (1 + np.abs(xd.astype(np.float64))) ** 2
         assert np.all(np.abs(r.grad - truth) <= 10 * r.error)
         assert np.mean(np.abs(r.grad - truth) <= r.error) >= 0.9
+
+
+def test_a_retry_at_half_the_step_reuses_the_two_points_it_shares(monkeypatch):
+    # tanh(2x) exp(0.3x) at base steps of 2**-10: some elements' truncation is above
+    # their rounding and they are retried at half the step, whose nodes -2 and 2 are the
+    # points -1 and 1 of the pass before: three new evaluations, not five, and the same
+    # result as with five (the values' magnitude, for the rounding bar, is the larger of
+    # the two passes': a bar wider by a hair where they differ)
+    import gradcheck.numdiff._adaptive as adaptive
+
+    x = np.linspace(-3.0, 3.0, 25)
+    R = np.random.default_rng(0).standard_normal(x.size)
+
+    def f(v):
+        return np.tanh(2 * v) * np.exp(0.3 * v)
+
+    truth = R * (2 * (1 - np.tanh(2 * x) ** 2) + 0.3 * np.tanh(2 * x)) * np.exp(0.3 * x)
+    calls = []
+
+    def counted(v):
+        calls.append(1)
+        return f(v)
+
+    runs = {}
+    for reuse in (True, False):
+        monkeypatch.setattr(adaptive, "REUSE", reuse)
+        calls.clear()
+        runs[reuse] = numerical_vjp(counted, x, R, method="adaptive"), len(calls)
+    (a, n_a), (b, n_b) = runs[True], runs[False]
+    assert np.all(np.abs(a.grad - b.grad) <= 1e-3 * b.error)
+    assert np.all((a.error >= b.error * (1 - 1e-12)) & (a.error <= 1.01 * b.error))
+    assert np.all(np.abs(a.grad - truth) <= a.error)            # and right, by hand
+    assert n_a < n_b and (n_b - n_a) % 2 == 0                    # two points per retry
