@@ -25,7 +25,10 @@ branch on the real part alone (``where(x.real > 0)``) is seen from both sides. T
 element is marked non-differentiable when :math:`d_\pm` differ by more than
 ``SPLIT_RATIO`` times :math:`\rho_c` and more than :math:`\sqrt{\varepsilon}|f'|`.
 Error: :math:`\rho_c = \kappa_c \varepsilon (\sigma_{\mathrm{Im}}/h + |f'|) +
-\varepsilon \max(|x_j| - 1, 0) |f'| + \delta\,|f'|` plus the gap (half the gap at a tie), where :math:`\delta` is the
+\varepsilon \max(|x_j| - 1, 0) |f'| + \delta\,|f'|` plus the gap (half the gap at a tie)
+-- and, for an argument offset far above its spread :math:`s`, the rounding of the point
+itself, :math:`4 \varepsilon |x_j| / s` times the larger of :math:`|f'|` and the
+derivatives' root mean square (``POINT_WEIGHT``) -- where :math:`\delta` is the
 *drift* of the real part: :math:`\operatorname{Re} f(x + ih) = f(x) + O(h^2)`, so the
 relative difference between the two, over the outputs the step reached, is rounding of
 ``f``'s value -- large where ``f`` forms it from terms that cancel (a loss
