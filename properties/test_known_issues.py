@@ -776,10 +776,11 @@ def test_real_differences_of_a_function_on_a_grid_of_1e_10_plus_a_small_cubic():
     # last bits; one element's bar was 5.6e-14 against an error of 6.6e-9. Its rounding
     # was smooth in the stencil's nodes, and the rows' rounding probe, 1024 ulps of x,
     # moved f by less than one step of the grid and read none. The probe now moves each
-    # float64 element by about eps**0.6 of its scale, with a random significand
+    # float64 element by about eps**(2/3) of its scale, with a random significand
     # (numdiff/_problem.py ROW_PROBE_POWER): the grid is read as the rounding of a
-    # magnitude of about 1e6. (Not every draw: over 40 draws of this family, 14 of 480
-    # elements still lie beyond their bar, where the probe stays within one grid step.)
+    # magnitude of about 1e6. (Not every draw: over 40 draws of this family, 30 of 480
+    # elements still lie beyond their bar, 40 before, where the probe stays within one
+    # step of the grid.)
     # Found while testing the complex step's analyticity probe
     # (tests/test_numdiff_analytic.py), whose fallback this is.
     x = np.random.default_rng(0).uniform(0.5, 2.0, 12) * np.random.default_rng(1).choice(

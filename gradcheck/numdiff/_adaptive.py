@@ -200,8 +200,8 @@ NOISE_SUSPECT = 1024.0
 #: one quantity per source: :class:`_Nodes`). The values are those of five new
 #: evaluations, the bars too but for the values' magnitude, the larger of the two passes'
 #: (a hair wider); benchmarks/bench_numdiff.py (real differences, float64), every other
-#: figure unchanged: tuning set 5.82 -> 5.77 evaluations per element, held-out 6.61 ->
-#: 6.53.
+#: figure unchanged: tuning set 5.84 -> 5.78 evaluations per element, held-out 6.68 ->
+#: 6.59.
 REUSE = True
 #: z_k: a kink needs one-sided derivatives this many times their rounding apart; a
 #: one-sided derivative that moved by more than this many roundings between two passes

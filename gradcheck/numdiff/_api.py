@@ -96,8 +96,8 @@ def numerical_grad(f, x, *, method="auto", scale=None, step=None, vectorized=Fal
     (:mod:`gradcheck.numdiff._model`); after a retry, at least what agreement with the
     other steps demands (:mod:`gradcheck.numdiff._adaptive`, with the measurements that
     set the constants). Measured on ``benchmarks/bench_numdiff.py``: the bar covers the
-    true error for 99.8% (float64) and 99.9% (float32) of elements, at a median of 9.6
-    and 8.3 times it, and for 99.5% and 98.3% on families the constants were not
+    true error for 99.8% (float64) and 99.9% (float32) of elements, at a median of 9.4
+    and 8.3 times it, and for 99.2% and 98.3% on families the constants were not
     measured on.
 
     **Kinks.** An element whose truncation estimate does not fall with the step while

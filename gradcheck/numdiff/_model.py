@@ -36,7 +36,7 @@ kept, and the largest counts:
   invisible to the fit). Root-sum-square over the rows, weighted as :math:`\sigma`;
   the larger of it and the two above counts;
 * *the rows' rounding measured at the point* (float64 and float32, elements): before the
-  passes, a second difference of ``f`` along a random probe of about a thousand ulps (float32; float64: about eps**0.6 of
+  passes, a second difference of ``f`` along a random probe of about a thousand ulps (float32; float64: about eps**(2/3) of
   each element, its significand random too)
   shows each row's rounding -- that of the terms it is formed from, such as a
   convolution's outputs sharing a large common part before a batch norm subtracts it --
