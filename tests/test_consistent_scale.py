@@ -134,3 +134,15 @@ def test_a_layer_suspect_that_explains_little_of_a_scale_is_not_named():
     d = diagnose_evidence(Evidence(predicted, n, tol, suspects=lambda: [
         Suspect("derivative_missing", "the derivative never multiplied in", predicted)]))
     assert d.cause == "derivative_missing"
+
+
+def test_the_nearest_reading_of_a_factor_is_named_when_several_are_within_reach():
+    # a bfloat16 weight gradient doubled: the fitted factor 2.016 with an uncertainty of
+    # 0.25 reaches both 2 (0.016 away) and √5 = 2.236 (0.22 away, axis 0 of a (5, 3)
+    # weight); it was named √5 because square roots were tried before simple fractions
+    from gradcheck.checker._cause_scale import name_factor
+
+    assert name_factor(2.016, (5, 3), uncertainty=0.25)[0] == "2"
+    assert name_factor(-1.983, (5, 3), uncertainty=0.25)[0] == "-2"
+    # a factor nearer √5 than 2 is still read as √5
+    assert "√5 (size of axis 0)" in name_factor(2.21, (5, 3), uncertainty=0.25)[0]

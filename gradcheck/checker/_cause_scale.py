@@ -125,37 +125,46 @@ def name_factor(c: float, shape, known=None, uncertainty: float = 0.0,
 
     minus = "-" if c < 0 else ""
     values = sorted({n for _, _, n, _ in sizes})
+    # every reading within reach of c; the nearest wins (in bfloat16 the reach is wide:
+    # 2.016 is near both 2 and √5 = 2.236), the order below breaking ties
+    found = []
     for n in values:
-        if abs(m - n) <= close:
-            return (f"{minus}{n} ({labels(n)})",
-                    f"a division by {n} was forgotten (a mean computed as a sum){sign}")
-        if abs(m - 1 / n) <= close:
-            return (f"{minus}1/{n} ({labels(n)})",
-                    f"divided by {n} where it should not be (a mean where a sum belongs, or "
-                    f"the 1/{n} applied twice){sign}")
+        found.append((n, lambda n=n: (f"{minus}{n} ({labels(n)})",
+                                      f"a division by {n} was forgotten (a mean computed as "
+                                      f"a sum){sign}")))
+        found.append((1 / n, lambda n=n: (f"{minus}1/{n} ({labels(n)})",
+                                          f"divided by {n} where it should not be (a mean "
+                                          f"where a sum belongs, or the 1/{n} applied "
+                                          f"twice){sign}")))
     for n in values:
         root = float(np.sqrt(n))
-        if abs(m - root) <= close:
-            return (f"{_root_text(c, n, False)} ({labels(n)})",
-                    f"a 1/√{n} scale was forgotten (attention scales by 1/√d, here "
-                    f"d = {n}){sign}")
-        if abs(m - 1 / root) <= close:
-            return (f"{_root_text(c, n, True)} ({labels(n)})",
-                    f"a 1/√{n} scale applied twice (attention scales by 1/√d, here "
-                    f"d = {n}){sign}")
+        found.append((root, lambda n=n: (f"{_root_text(c, n, False)} ({labels(n)})",
+                                         f"a 1/√{n} scale was forgotten (attention scales "
+                                         f"by 1/√d, here d = {n}){sign}")))
+        found.append((1 / root, lambda n=n: (f"{_root_text(c, n, True)} ({labels(n)})",
+                                             f"a 1/√{n} scale applied twice (attention "
+                                             f"scales by 1/√d, here d = {n}){sign}")))
     frac = _simple_fraction(m, close)
     if frac is not None:
-        text = (f"{'-' if c < 0 else ''}"
-                + (str(frac.numerator) if frac.denominator == 1
-                   else f"{frac.numerator}/{frac.denominator}"))
-        if frac == 2:
-            return text, f"a factor of 2 too many (a term counted twice){sign}"
-        if frac == Fraction(1, 2):
-            return text, f"a factor of 2 missing (the 2 of d(x²)/dx = 2x?){sign}"
-        return text, (f"a constant factor is wrong (a missing or extra mean, sum, or factor "
-                      f"of 2){sign}")
+        found.append((float(frac), lambda: _fraction_text(c, frac, sign)))
+    near = [(abs(m - v), i) for i, (v, _) in enumerate(found) if abs(m - v) <= close]
+    if near:
+        best = min(d for d, _ in near)
+        return found[min(i for d, i in near if d <= best + 1e-9 * m)][1]()
     return f"{c:.6g}", (f"a constant factor is wrong ({c:.6g}: a temperature, step or "
                         f"epsilon where it does not belong?)")
+
+
+def _fraction_text(c, frac, sign) -> tuple[str, str]:
+    text = (f"{'-' if c < 0 else ''}"
+            + (str(frac.numerator) if frac.denominator == 1
+               else f"{frac.numerator}/{frac.denominator}"))
+    if frac == 2:
+        return text, f"a factor of 2 too many (a term counted twice){sign}"
+    if frac == Fraction(1, 2):
+        return text, f"a factor of 2 missing (the 2 of d(x²)/dx = 2x?){sign}"
+    return text, (f"a constant factor is wrong (a missing or extra mean, sum, or factor "
+                  f"of 2){sign}")
 
 
 def fit_sign(ev):
