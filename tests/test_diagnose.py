@@ -299,3 +299,20 @@ def test_a_described_mismatch_counts_as_the_table_does():
     assert d.cause == "no_known_pattern"
     assert "The mismatch: 3 of 8 elements (3 at kinks, left out here)" in d.message
     assert f"cosine {arg.cosine_similarity:.4g}" in d.message     # the table's, too
+
+
+def test_values_within_a_wide_tolerance_of_zero_are_not_called_zero():
+    # bfloat16: a tolerance of 0.4 reaches values of order 1; an analytic 0.3 against a
+    # numerical 0.9 is a mismatch of two nonzero values, an analytic 0 against 0.9 is a
+    # gradient that is zero where it should not be
+    from types import SimpleNamespace
+
+    from gradcheck.checker._describe import _where
+
+    a = np.array([0.3, 0.0, 1.2, 2.0])
+    n = np.array([0.9, 0.9, 1.25, 2.05])
+    ev = SimpleNamespace(a=a, n=n, tol=np.full(4, 0.4), known=None)
+    failed = np.array([True, True, False, False])
+    parts = _where(ev, failed)
+    assert "the analytic gradient is zero at 1 of them" in parts, parts
+    assert not any("numerical gradient is zero" in p for p in parts), parts

@@ -56,8 +56,10 @@ def _where(ev, failed) -> list[str]:
             parts.append("all where x < 0")
         elif np.all(xs > 0):
             parts.append("all where x > 0")
-    zero_a = failed & (np.abs(ev.a) <= SLACK * ev.tol)
-    zero_n = failed & (np.abs(ev.n) <= SLACK * ev.tol)
+    # zero: within the tolerance of 0 and an order of magnitude below the other side (in
+    # float16 or bfloat16 a tolerance can reach values of order 1, not zero)
+    zero_a = failed & (np.abs(ev.a) <= SLACK * ev.tol) & (np.abs(ev.a) <= np.abs(ev.n) / 10)
+    zero_n = failed & (np.abs(ev.n) <= SLACK * ev.tol) & (np.abs(ev.n) <= np.abs(ev.a) / 10)
     if zero_a.any():
         parts.append(f"the analytic gradient is zero at {int(zero_a.sum())} of them")
     if zero_n.any():
