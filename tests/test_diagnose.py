@@ -316,3 +316,38 @@ def test_values_within_a_wide_tolerance_of_zero_are_not_called_zero():
     parts = _where(ev, failed)
     assert "the analytic gradient is zero at 1 of them" in parts, parts
     assert not any("numerical gradient is zero" in p for p in parts), parts
+
+
+def test_one_failing_element_does_not_say_the_others_agree_when_one_is_as_far_off():
+    # float16 tanh(x @ w) with tanh' taken at the output: every element of x's gradient is
+    # wrong, only (2, 2) beyond its tolerance; (3, 2) is 18% off the float64 truth within
+    # a tolerance of 56% of its value. "every other element agrees" was said.
+    import re
+
+    from gradcheck import check_vjp
+
+    def f(x, w):
+        return np.tanh(x @ w)
+
+    def wrong(g, x, w):
+        gz = g * (1 - np.tanh(np.tanh(x @ w)) ** 2)
+        return gz @ w.T, x.T @ gz
+
+    r = np.random.default_rng(0)
+    x = r.standard_normal((4, 5)).astype(np.float16)
+    w = (r.standard_normal((5, 3)) * 0.5).astype(np.float16)
+    report = check_vjp(f, wrong, (x, w), argnames=("x", "w"))
+    d = report.arguments[0].diagnosis
+    assert d.cause == "single_element" and "every other element agrees" not in d.message
+    named = re.search(r"though \((\d+), (\d+)\) is off", d.message)
+    assert named, d.message
+    # the element named is wrong, by the float64 gradient derived by hand
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    z = x64 @ w64
+    from gradcheck.checker._scalarize import seeded_cotangent
+
+    g = seeded_cotangent(0, (4, 3))              # the check's cotangent (seed 0)
+    true = (g * (1 - np.tanh(z) ** 2)) @ w64.T
+    got = np.asarray(report.arguments[0].analytic, np.float64)
+    i, j = int(named[1]), int(named[2])
+    assert abs(got[i, j] - true[i, j]) > 0.1 * abs(true[i, j])

@@ -275,11 +275,32 @@ def single_element(ev):
                    f"wrong value and a wrong factor look the same.")
     else:
         message = f"Only element {idx} is wrong {values}; every other element agrees"
-        message += _leaning(ev, idx) + "."
+        leaning = _leaning(ev, idx)
+        message = (message + leaning if leaning else _hidden(ev, idx, rel, message)) + "."
     return Diagnosis(
         "single_element", message,
         {"index": list(idx), "analytic": a[idx], "numeric": n[idx], "relative_error": rel,
          "failed_elements": 1})
+
+
+def _hidden(ev, idx, rel, message) -> str:
+    """``message`` with "agrees" made honest when another element is off by at least half
+    the wrong one's relative error but passes within a wider tolerance (in float16 an
+    element's tolerance can be ten times its neighbour's): it may be wrong as well."""
+    others = ev.keep & ~ev.failed & np.isfinite(ev.n) & np.isfinite(ev.a)
+    if not others.any():
+        return message
+    size = np.fmax(np.abs(ev.a), np.abs(ev.n))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        off = np.where(others & (size > 0), np.abs(ev.a - ev.n) / size, 0.0)
+    j = np.unravel_index(int(np.argmax(off)), off.shape)
+    if not off[j] >= 0.5 * rel:
+        return message
+    where = tuple(int(i) for i in j)
+    return (message.removesuffix("every other element agrees")
+            + f"every other element is within its tolerance, though {where} is off by "
+            f"{float(off[j]):.2g} too, within a tolerance {float(ev.tol[j] / size[j]):.2g} "
+            f"of its value there: it may be wrong as well")
 
 
 def _leaning(ev, idx) -> str:
