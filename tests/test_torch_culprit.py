@@ -183,3 +183,17 @@ def test_a_bug_in_a_blocks_own_code_names_the_block():
     note = _note(check_module(net, _x()))
     assert "the mismatch comes from '1' (Block)" in note
     assert "while every submodule inside it passes alone (its own code between them)" in note
+
+
+def test_hooks_on_parameter_tensors_are_said_not_to_be_checked():
+    # a hook on a parameter tensor changes what torch.autograd.grad returns for it, but
+    # the check differentiates the module called with copies of its parameters: the
+    # report must say the hook was left out, not pass silently as if it were checked
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 2).double()
+    layer.weight.register_hook(lambda g: -g)
+    report = check_module(layer, torch.randn(4, 3, dtype=torch.float64))
+    assert any(n.startswith("weight:") and "not applied" in n for n in report.notes), \
+        report.notes
+    plain = check_module(torch.nn.Linear(3, 2).double(), torch.randn(4, 3, dtype=torch.float64))
+    assert not any("register_hook" in n for n in plain.notes)

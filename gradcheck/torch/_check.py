@@ -292,7 +292,22 @@ def check_module(module, *inputs, order=1, modes=("rev",), nondet_tol=0.0, **opt
         raise UserRaised(f"{exc}{hint}") from exc.__cause__
     report = run_problem(problem, orders=tuple(range(1, order + 1)), options=options,
                          modes=modes)
+    from gradcheck._adapter import with_notes
     from gradcheck.torch._culprit import locate_culprit     # a failing stack: where
 
+    report = with_notes(report, _hooks_note(params))
     return locate_culprit(check_module, module, inputs, report, order=order, modes=modes,
                           options=options)
+
+
+def _hooks_note(params) -> str:
+    """A note naming the parameters with hooks of their own (``p.register_hook``): the
+    check calls the module with copies of its parameters, so those hooks are not part of
+    the gradients checked (a module's own hooks are)."""
+    hooked = [n for n, p in params if getattr(p, "_backward_hooks", None)]
+    if not hooked:
+        return ""
+    return (f"{', '.join(hooked)}: the hooks registered on these parameter tensors "
+            f"(register_hook) are not applied: the check calls the module with copies of "
+            f"its parameters, so the gradients checked are the module's own, before those "
+            f"hooks")
