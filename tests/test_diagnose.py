@@ -351,3 +351,17 @@ def test_one_failing_element_does_not_say_the_others_agree_when_one_is_as_far_of
     got = np.asarray(report.arguments[0].analytic, np.float64)
     i, j = int(named[1]), int(named[2])
     assert abs(got[i, j] - true[i, j]) > 0.1 * abs(true[i, j])
+
+
+def test_the_sign_of_the_failing_elements_is_said_with_the_arguments_own_name():
+    # the mismatch of a bias b sits where b > 0: "all where x > 0" read as the input x
+    from types import SimpleNamespace
+
+    from gradcheck.checker._describe import _where
+    from gradcheck.checker._fit import Known
+
+    b = np.array([0.5, -0.2, 0.7, -0.1])
+    ev = SimpleNamespace(a=np.array([2.0, 1.0, 3.0, 1.0]), n=np.array([1.0, 1.0, 1.5, 1.0]),
+                         tol=np.full(4, 1e-6), known=Known(x=b, name="b"))
+    parts = _where(ev, np.array([True, False, True, False]))
+    assert "all where b > 0" in parts, parts

@@ -52,10 +52,11 @@ def _where(ev, failed) -> list[str]:
     x = None if known is None or known.x is None else np.asarray(known.x, np.float64)
     if x is not None and x.shape == ev.a.shape and failed.sum() > 1:
         xs = x[failed]
+        own = getattr(known, "name", None) or "x"        # the argument's own values
         if np.all(xs < 0):
-            parts.append("all where x < 0")
+            parts.append(f"all where {own} < 0")
         elif np.all(xs > 0):
-            parts.append("all where x > 0")
+            parts.append(f"all where {own} > 0")
     # zero: within the tolerance of 0 and an order of magnitude below the other side (in
     # float16 or bfloat16 a tolerance can reach values of order 1, not zero)
     zero_a = failed & (np.abs(ev.a) <= SLACK * ev.tol) & (np.abs(ev.a) <= np.abs(ev.n) / 10)
