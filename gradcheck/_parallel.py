@@ -36,7 +36,6 @@ the others are checked.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import posixpath
 import re
@@ -53,7 +52,7 @@ __all__ = ["parse_shard", "shard_indices", "blas_threads", "run_in_processes", "
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                          "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 
-_SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+_SHARD = r"^\s*(\d+)\s*/\s*(\d+)\s*$"     # compiled on first use (re's cache)
 
 
 # --------------------------------------------------------------------------- shards
@@ -71,7 +70,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     ...
     gradcheck._errors.GradcheckError: --shard must be I/N with 1 <= I <= N (this job's number I of N jobs, e.g. 1/4), got '3/2'
     """
-    m = _SHARD.match(text)
+    m = re.match(_SHARD, text)
     if m is None or not 1 <= int(m[1]) <= int(m[2]):
         raise GradcheckError("--shard must be I/N with 1 <= I <= N (this job's number I of "
                              f"N jobs, e.g. 1/4), got {text!r}")
@@ -80,6 +79,8 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def _shard_key(path) -> tuple[int, str]:
     norm = posixpath.normpath(os.fspath(path).replace("\\", "/"))
+    import hashlib        # only for --shard
+
     digest = hashlib.sha256(norm.encode("utf-8", "surrogateescape")).digest()
     return int.from_bytes(digest[:8], "big"), norm
 

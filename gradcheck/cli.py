@@ -29,7 +29,6 @@ import math
 import re
 import sys
 import time
-import traceback
 
 from gradcheck._errors import GradcheckError, SpecError, UserCodeError
 
@@ -62,8 +61,8 @@ _NEGATIVE_NUMBER = re.compile(r"^-\.?\d|^-(inf|infinity|nan)$", re.IGNORECASE)
 
 
 #: argparse's message for a value outside an option's choices.
-_INVALID_CHOICE = re.compile(r"^argument (?P<option>[^:]+): invalid choice: (?P<got>.+?) "
-                             r"\(choose from (?P<choices>.+)\)$")
+_INVALID_CHOICE = (r"^argument (?P<option>[^:]+): invalid choice: (?P<got>.+?) "
+                   r"\(choose from (?P<choices>.+)\)$")    # compiled on first use
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,7 +76,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         """One line on stderr naming the option (and, for a choice, the valid ones), with
         where to read more; exit status :data:`USAGE`."""
-        m = _INVALID_CHOICE.match(message)
+        m = re.match(_INVALID_CHOICE, message)
         if m is not None:
             option = m["option"].split("/")[-1]
             choices = ", ".join(c.strip().strip("'") for c in m["choices"].split(","))
@@ -263,6 +262,8 @@ def _user_traceback(exc: BaseException) -> str:
         root = root.__cause__
     if root is exc or isinstance(root, GradcheckError):
         return ""
+    import traceback
+
     return "".join(traceback.format_exception(type(root), root, root.__traceback__))
 
 
@@ -594,6 +595,8 @@ def main(argv=None) -> int:
         print("gradcheck: interrupted", file=sys.stderr)
         return 130
     except Exception:
+        import traceback
+
         sys.stdout.flush()      # what was printed comes first, on lines of its own
         traceback.print_exc()
         print("gradcheck: internal error: this is a bug in gradcheck, not in the code under "

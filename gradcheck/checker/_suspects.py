@@ -27,7 +27,6 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from gradcheck.checker._diagnose import Suspect
-from gradcheck.checker._identify import planted, recognize
 from gradcheck.checker._mistakes import (
     carry_down,
     conv_input_mistakes,
@@ -67,6 +66,8 @@ def function_suspects(args, y, argnames) -> SuspectSource:
     """Suspects for a black-box ``f(*args) = y`` that may be a convolution (or an
     activation of one), or a plain activation."""
     def plant(cotangent):
+        from gradcheck.checker._identify import planted, recognize   # only when a check fails
+
         found = recognize(args, y, activations=True)
         if found is None:
             return []
@@ -117,6 +118,8 @@ def _builtin_mistakes(net, trace, deltas, backward, li, number=None) -> list:
 def _user_mistakes(net, trace, deltas, backward, li, number=None) -> list:
     """``[(cause, message, wrong input error)]`` of user layer ``li``, if it is recognized
     as a convolution or an activation (by reproducing its output)."""
+    from gradcheck.checker._identify import planted, recognize   # only when a check fails
+
     layer = net.layers[li]
     args = [np.asarray(trace.inputs[li])] + [np.asarray(v) for v in trace.params[li].values()]
     found = recognize(args, np.asarray(trace.outputs[li]), activations=False)

@@ -61,7 +61,6 @@ from dataclasses import replace
 
 import numpy as np
 
-from gradcheck.numdiff._model import KAPPA_R, fit_matrix, table
 from gradcheck.numdiff._records import Estimate
 
 __all__ = ["run_fixed", "run_complex"]
@@ -117,6 +116,8 @@ FIXED_SAFETY = 2.0
 def run_fixed(target, h0, stencil, eps):
     """A single stencil at ``h``; truncation from the same stencil at ``2h`` (Richardson's
     estimate, module docstring)."""
+    from gradcheck.numdiff._model import KAPPA_R, fit_matrix, table   # real differences only
+
     nodes, ks1 = stencil.nodes, stencil.perturbed
     ks = tuple(sorted(set(ks1) | {2 * k for k in ks1}))
     values = target.values(np.arange(target.n_src), h0, ks, imag=False)

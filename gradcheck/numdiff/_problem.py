@@ -14,8 +14,6 @@ import numpy as np
 
 from gradcheck._errors import ConfigurationError
 from gradcheck._precision import LOW_PRECISION, is_real_float, machine_eps
-from gradcheck.numdiff._acceptance import complex_ok
-from gradcheck.numdiff._adaptive import run_adaptive
 from gradcheck.numdiff._core import run_complex, run_fixed
 from gradcheck.numdiff._evaluate import Evaluator
 from gradcheck.numdiff._options import validate_common, validate_x
@@ -166,6 +164,8 @@ class Problem:
             check = ("not tried: f's values times the complex step (about eps) would be "
                      "subnormal and keep only part of their digits")
         elif method == "auto":
+            from gradcheck.numdiff._acceptance import complex_ok   # not for colored checks
+
             use_complex, check = complex_ok(self.ev, self.x, target.contraction, self.scale,
                                             eps, self.seed, self.typical)
             check = "accepted" if use_complex else "rejected: " + check
@@ -229,6 +229,8 @@ class Problem:
         xs = x.reshape(-1) if V is None else None
         a = None if V is not None else np.abs(xs).astype(np.float64)
         floor = None if V is None else direction_floor(x, V)
+        from gradcheck.numdiff._adaptive import run_adaptive   # not for complex-step checks
+
         return run_adaptive(target, h0, st, eps, max_retries=self.max_retries, x_src=xs,
                             sources=sources, arg_scale=a, step_floor=floor,
                             confirm=x.dtype.name in LOW_PRECISION)

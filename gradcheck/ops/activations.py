@@ -41,7 +41,6 @@ ends (the outside branch).
 
 from __future__ import annotations
 
-import difflib
 import math
 from types import MappingProxyType
 from typing import Callable, Mapping, NamedTuple
@@ -350,6 +349,8 @@ ACTIVATIONS: Mapping[str, ActivationSpec] = MappingProxyType({
 def _suggest(word, choices) -> str:
     """``"did you mean 'x'? "`` for the closest of ``choices`` (ignoring case), or ``""``."""
     lowered = {c.lower(): c for c in choices}
+    import difflib       # only for a misspelt name
+
     close = difflib.get_close_matches(str(word).lower(), list(lowered), n=1)
     return f"did you mean {lowered[close[0]]!r}? " if close else ""
 

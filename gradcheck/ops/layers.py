@@ -27,7 +27,6 @@ differentiation can run through it.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 from typing import Mapping
@@ -279,6 +278,8 @@ def layer_from_dict(spec: Mapping) -> LayerBase:
     options = {k: v for k, v in spec.items() if k != "type"}
     valid = [*LAYER_TYPES, *ACTIVATIONS]
     if not isinstance(kind, str) or kind not in valid:
+        import difflib       # only for a misspelt name
+
         close = difflib.get_close_matches(str(kind), valid, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise ConfigurationError(

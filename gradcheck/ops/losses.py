@@ -38,7 +38,6 @@ the log-sum-exp shift uses the real part), so complex step runs through.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Callable, Mapping, NamedTuple
@@ -254,6 +253,8 @@ def get_loss(name: str, output_shape, *, seed: int = 0, dtype=np.float64) -> Los
     0.693147
     """
     if not isinstance(name, str) or name not in LOSSES:
+        import difflib       # only for a misspelt name
+
         close = difflib.get_close_matches(str(name), list(LOSSES), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise ConfigurationError(

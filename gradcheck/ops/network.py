@@ -38,7 +38,6 @@ batch items stay independent and the checker may perturb several items at once;
 
 from __future__ import annotations
 
-import difflib
 import math
 from typing import Callable, Mapping, NamedTuple, Sequence
 
@@ -373,6 +372,8 @@ class Sequential:
 
     def _locate(self, wrt: str):
         if wrt not in self.names:
+            import difflib       # only for a misspelt name
+
             close = difflib.get_close_matches(str(wrt), list(self.names), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ConfigurationError(

@@ -163,7 +163,7 @@ class Ctx:
 _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2,
           "mib": 1024**2, "g": 1024**3, "gb": 1000**3, "gib": 1024**3, "t": 1024**4,
           "tb": 1000**4, "tib": 1024**4}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
+_SIZE = r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$"    # compiled on first use (re's cache)
 
 
 def parse_bytes(value) -> int:
@@ -175,7 +175,7 @@ def parse_bytes(value) -> int:
     if is_int(value) and value > 0:
         return int(value)
     if isinstance(value, str):
-        m = _SIZE.match(value)
+        m = re.match(_SIZE, value, re.IGNORECASE)
         if m and m.group(2).lower() in _UNITS:
             size = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
             if size > 0:
