@@ -28,9 +28,11 @@ from itertools import combinations
 
 import numpy as np
 
-from gradcheck.checker._fit import MIN_PER_PARAMETER, clear_mismatch, fit_claim, slices_along
+from gradcheck.checker._fit import (MIN_PER_PARAMETER, clear_mismatch, explains_most, fit_claim,
+                                    slices_along)
 
 __all__ = ["fit_missing_term", "missing_term", "fit_rank_one", "fit_elementwise_relation",
+           "RANK_ONE_RESOLUTION",
            "BASES", "RELATIONS"]
 
 
@@ -118,7 +120,7 @@ def fit_missing_term(ev, basis: str):
         if not np.any(np.abs(theta) > 0):
             continue
         fit = fit_claim(ev, ev.n + fitted, ev.tol)
-        if fit is not None:
+        if fit is not None and explains_most(fit, count * len(functions), kept):
             return fit._replace(params={"basis": basis, "axes": list(G),
                                         **_describe_theta(basis, theta, G, ev.a.ndim)})
     return None
@@ -168,6 +170,10 @@ def _leading_outer_product(m):
     return s, s[0] * (np.outer(top, other) if wide else np.outer(other, top))
 
 
+#: How many times the tolerance's norm an outer product's first singular value must be.
+RANK_ONE_RESOLUTION = 100.0
+
+
 def fit_rank_one(ev):
     """``A - N`` is an outer product ``u vᵀ`` over one axis and the rest.
 
@@ -178,11 +184,20 @@ def fit_rank_one(ev):
     mismatch with two directions of like size fits a rank-one term only where the
     tolerance is wide (a float32 layer norm whose backward takes another eps fitted within
     3.6 tolerances, singular values 0.0070, 0.0038, 0.0028).
+    The first singular value must be at least :data:`RANK_ONE_RESOLUTION` times the norm of
+    the tolerance (which bounds the largest singular value of the noise), so that the
+    check sees a second direction down to 1% of the first: other slips leave differences
+    close to rank one (float16 ``tanh(x @ w)`` with tanh' taken at the output: ``A - N =
+    (g Δtanh') wᵀ``, second singular value 3-7% of the first, fitted within 0.5-2.5
+    tolerances where the first is only 10-20 times the tolerance's norm). A missing
+    outer product leaves noise only (float32 ``dW`` summed from item 1: 4000 times).
+    Checks of the fit's size and parameters: :func:`~gradcheck.checker._fit.explains_most`.
     """
     if not ev.n_failed or not ev.keep.all() or ev.a.ndim < 2:
         return None
     d = ev.a - ev.n
     big = clear_mismatch(ev)
+    noise = float(np.linalg.norm(ev.tol))     # bounds the largest singular value of the noise
     for axis in range(ev.a.ndim):
         m = np.moveaxis(d, axis, 0).reshape(ev.a.shape[axis], -1)
         rows, cols = m.shape
@@ -193,10 +208,12 @@ def fit_rank_one(ev):
         s, one = _leading_outer_product(m)
         if s.size > 1 and s[1] > s[0] / 3:
             continue    # a second direction a third of the first: not an outer product
+        if s[0] < RANK_ONE_RESOLUTION * noise:
+            continue    # a second direction of a few % of the first would hide in the noise
         fitted = np.moveaxis(one.reshape((rows,) + tuple(
             n for i, n in enumerate(ev.a.shape) if i != axis)), 0, axis)
         fit = fit_claim(ev, ev.n + fitted, ev.tol)
-        if fit is not None:
+        if fit is not None and explains_most(fit, rows + cols - 1, rows * cols):
             return fit._replace(params={"axis": axis,
                                         "singular_values": [float(v) for v in s],
                                         "singular_text": ", ".join(f"{v:.3g}" for v in s)})
