@@ -146,3 +146,31 @@ def test_the_nearest_reading_of_a_factor_is_named_when_several_are_within_reach(
     assert name_factor(-1.983, (5, 3), uncertainty=0.25)[0] == "-2"
     # a factor nearer √5 than 2 is still read as √5
     assert "√5 (size of axis 0)" in name_factor(2.21, (5, 3), uncertainty=0.25)[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_bfloat16_sign_flip_is_named_sign_flipped(seed):
+    # tanh(x @ W.T) in bfloat16 (NumPy, no torch), the weight gradient returned negated:
+    # no element is beyond 2 SLACK tolerances, so A = -N was not named as such, and
+    # scaled named "-1 times ... its sign is flipped as well" (float16 names sign_flipped)
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="bfloat16 arrays for NumPy")
+    B = ml_dtypes.bfloat16
+    r = np.random.default_rng(seed)
+    x = r.standard_normal((6, 8)).astype(B)
+    W = (r.standard_normal((5, 8)) / 3).astype(B)
+
+    def f(x, W):
+        return np.tanh(x @ W.T)
+
+    def f_vjp(g, x, W, sign=1):
+        d = (g.astype(B) * (1 - np.tanh(x @ W.T) ** 2)).astype(B)
+        return d @ W, (sign * (d.T @ x)).astype(B)
+
+    assert check_vjp(f, f_vjp, (x, W), argnames=("x", "W")).passed     # the right one
+    report = check_vjp(f, lambda g, x, W: f_vjp(g, x, W, sign=-1), (x, W),
+                       argnames=("x", "W"))
+    assert not report.passed
+    d = report["W"].diagnosis
+    assert d.cause == "sign_flipped", d.message
+    assert "all 40 agree" in d.message and d.evidence["factor"] == -1.0
+    assert report["x"].diagnosis is None

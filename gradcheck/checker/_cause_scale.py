@@ -168,10 +168,17 @@ def _fraction_text(c, frac, sign) -> tuple[str, str]:
 
 
 def fit_sign(ev):
-    """``A = -N`` everywhere."""
+    """``A = -N`` everywhere: beyond noise at some element, or, where no element alone is
+    (bfloat16, whose tolerance reaches values of order 1), on the agreement of many
+    elements, by the rule :func:`fit_scale` names a factor on (:func:`_consistent_scale`).
+    """
     if not ev.n_failed:
         return None
-    return fit_claim(ev, -ev.n, ev.tol, factor=-1.0)
+    fit = fit_claim(ev, -ev.n, ev.tol, factor=-1.0)
+    if fit is not None:
+        return fit._replace(params={**fit.params, "said": ""})
+    fit, said = _consistent_scale(ev, -1.0)
+    return None if fit is None else fit._replace(params={**fit.params, "said": said})
 
 
 def fit_scale(ev):

@@ -107,7 +107,7 @@ CAUSES = (
     Cause("suspects", caller_suspects),
     Cause("gradient_where_none", gradient_where_none),
     Cause("sign_flipped", fit_sign,
-          "The analytic gradient is the numerical one with its sign flipped."),
+          "The analytic gradient is the numerical one with its sign flipped{said}."),
     Cause("scaled", fit_scale,
           "The analytic gradient is {factor_text} times the numerical one everywhere: "
           "{meaning}."),
