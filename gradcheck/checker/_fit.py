@@ -166,7 +166,7 @@ def explains_most(fit, parameters: int = 0, elements: int = 0) -> bool:
     False
     """
     inflate = np.sqrt(elements / (elements - parameters)) if elements > parameters > 0 else 1.0
-    return fit.before >= 2 * SLACK * fit.after * inflate
+    return bool(fit.before >= 2 * SLACK * fit.after * inflate)
 
 
 def clear_mismatch(ev) -> np.ndarray:
