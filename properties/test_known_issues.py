@@ -827,6 +827,38 @@ def test_float16_conv_relu_two_weights_near_one_kink_judged_as_a_tie_group():
     assert report.passed, str(report)
 
 
+def test_bfloat16_weight_gradient_with_its_sign_flipped_fails():
+    # Used to fail: found checking the bfloat16 sign-flip cause (tests/test_consistent_
+    # scale.py): cosine -0.99999, norm ratio 0.998, yet every element passed, on 18 of
+    # seeds 0-19. ml_dtypes' bfloat16 matmul returns float32, and the measured resolution
+    # of the terms (checker/_formed.row_magnitudes) divided f's variation over 1-3
+    # bfloat16 ulps of the arguments by float32's eps: terms of 8 877 on outputs of 1,
+    # allowed |diff| 157 on values of 3.8, W's gradient "zero up to rounding". The
+    # measure is now in the coarsest argument's units (0 of 20 seeds pass).
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="bfloat16 arrays for NumPy")
+    B = ml_dtypes.bfloat16
+    r = np.random.default_rng(2)
+    x = r.standard_normal((6, 8)).astype(B)
+    W = (r.standard_normal((5, 8)) / 3).astype(B)
+
+    def f(x, W):
+        return np.tanh(x @ W.T)
+
+    def f_vjp(g, x, W):
+        d = (g.astype(B) * (1 - np.tanh(x @ W.T) ** 2)).astype(B)
+        return d @ W, (-(d.T @ x)).astype(B)
+
+    # the right weight gradient, in float64 by hand, is far from zero: the sign matters
+    X, Wt = x.astype(np.float64), W.astype(np.float64)
+    from gradcheck.checker._scalarize import seeded_cotangent
+
+    R = seeded_cotangent(0, (6, 5))
+    right = (R * (1 - np.tanh(X @ Wt.T) ** 2)).T @ X
+    assert np.abs(right).max() > 1.0
+    report = check_vjp(f, f_vjp, (x, W), argnames=("x", "W"))
+    assert not report["W"].passed, str(report)
+
+
 # --------------------------------------------------------------------------- open issues
 # Strict expected failures: wrong verdicts on right gradients, found by a corpus of
 # correct-but-hard layers run over seeds 0-19 (float32 and float64, scales 1e-6 to 1e6).
@@ -935,35 +967,3 @@ def test_jax_float16_forward_mode_of_a_dense_tanh_backward():
                        argnames=second_order_names(problem.argnames, 1),
                        output_role="generic", seed=0)
     assert report.passed, str(report)
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "tolerance, bfloat16 (checker/_tolerance.py with the analytic side's resolution): "
-    "tanh(x @ W.T) with the weight gradient negated passes on 18 of seeds 0-19; at seed "
-    "2 W's elements are allowed |diff| up to 157 where the values are at most 3.8 and "
-    "the numerical error bar is 0.63, and W's gradient is said to be zero up to rounding"))
-def test_bfloat16_weight_gradient_with_its_sign_flipped_fails():
-    # Found checking the bfloat16 sign-flip cause (tests/test_consistent_scale.py): the
-    # cosine is -0.99999 and the norm ratio 0.998, yet every element passes.
-    ml_dtypes = pytest.importorskip("ml_dtypes", reason="bfloat16 arrays for NumPy")
-    B = ml_dtypes.bfloat16
-    r = np.random.default_rng(2)
-    x = r.standard_normal((6, 8)).astype(B)
-    W = (r.standard_normal((5, 8)) / 3).astype(B)
-
-    def f(x, W):
-        return np.tanh(x @ W.T)
-
-    def f_vjp(g, x, W):
-        d = (g.astype(B) * (1 - np.tanh(x @ W.T) ** 2)).astype(B)
-        return d @ W, (-(d.T @ x)).astype(B)
-
-    # the right weight gradient, in float64 by hand, is far from zero: the sign matters
-    X, Wt = x.astype(np.float64), W.astype(np.float64)
-    from gradcheck.checker._scalarize import seeded_cotangent
-
-    R = seeded_cotangent(0, (6, 5))
-    right = (R * (1 - np.tanh(X @ Wt.T) ** 2)).T @ X
-    assert np.abs(right).max() > 1.0
-    report = check_vjp(f, f_vjp, (x, W), argnames=("x", "W"))
-    assert not report["W"].passed, str(report)

@@ -172,5 +172,9 @@ def test_a_bfloat16_sign_flip_is_named_sign_flipped(seed):
     assert not report.passed
     d = report["W"].diagnosis
     assert d.cause == "sign_flipped", d.message
-    assert "all 40 agree" in d.message and d.evidence["factor"] == -1.0
+    assert d.evidence["factor"] == -1.0
+    # every element of W is off by twice its value: most fail on their own (the measured
+    # resolution of bfloat16 arguments used to allow |diff| of 157 on values of 3.8, and
+    # only the agreement of all 40 named the flip; 18 of 20 seeds passed)
+    assert report["W"].n_failed >= 30, report["W"].n_failed
     assert report["x"].diagnosis is None
