@@ -127,32 +127,31 @@ def name_factor(c: float, shape, known=None, uncertainty: float = 0.0,
     values = sorted({n for _, _, n, _ in sizes})
     # every reading within reach of c; the nearest wins (in bfloat16 the reach is wide:
     # 2.016 is near both 2 and √5 = 2.236), the order below breaking ties
-    found = []
-    for n in values:
-        found.append((n, lambda n=n: (f"{minus}{n} ({labels(n)})",
-                                      f"a division by {n} was forgotten (a mean computed as "
-                                      f"a sum){sign}")))
-        found.append((1 / n, lambda n=n: (f"{minus}1/{n} ({labels(n)})",
-                                          f"divided by {n} where it should not be (a mean "
-                                          f"where a sum belongs, or the 1/{n} applied "
-                                          f"twice){sign}")))
-    for n in values:
-        root = float(np.sqrt(n))
-        found.append((root, lambda n=n: (f"{_root_text(c, n, False)} ({labels(n)})",
-                                         f"a 1/√{n} scale was forgotten (attention scales "
-                                         f"by 1/√d, here d = {n}){sign}")))
-        found.append((1 / root, lambda n=n: (f"{_root_text(c, n, True)} ({labels(n)})",
-                                             f"a 1/√{n} scale applied twice (attention "
-                                             f"scales by 1/√d, here d = {n}){sign}")))
+    found = [(v, kind, n) for n in values for v, kind in ((n, "size"), (1 / n, "1/size"))]
+    found += [(v, kind, n) for n in values for root in (float(np.sqrt(n)),)
+              for v, kind in ((root, "root"), (1 / root, "1/root"))]
     frac = _simple_fraction(m, close)
     if frac is not None:
-        found.append((float(frac), lambda: _fraction_text(c, frac, sign)))
-    near = [(abs(m - v), i) for i, (v, _) in enumerate(found) if abs(m - v) <= close]
-    if near:
-        best = min(d for d, _ in near)
-        return found[min(i for d, i in near if d <= best + 1e-9 * m)][1]()
-    return f"{c:.6g}", (f"a constant factor is wrong ({c:.6g}: a temperature, step or "
-                        f"epsilon where it does not belong?)")
+        found.append((float(frac), "fraction", frac))
+    near = [(abs(m - v), i) for i, (v, _, _) in enumerate(found) if abs(m - v) <= close]
+    if not near:
+        return f"{c:.6g}", (f"a constant factor is wrong ({c:.6g}: a temperature, step or "
+                            f"epsilon where it does not belong?)")
+    best = min(d for d, _ in near)
+    _, kind, n = found[min(i for d, i in near if d <= best + 1e-9 * m)]
+    if kind == "size":
+        return (f"{minus}{n} ({labels(n)})",
+                f"a division by {n} was forgotten (a mean computed as a sum){sign}")
+    if kind == "1/size":
+        return (f"{minus}1/{n} ({labels(n)})",
+                f"divided by {n} where it should not be (a mean where a sum belongs, or "
+                f"the 1/{n} applied twice){sign}")
+    if kind in ("root", "1/root"):
+        inverse = kind == "1/root"
+        return (f"{_root_text(c, n, inverse)} ({labels(n)})",
+                f"a 1/√{n} scale {'applied twice' if inverse else 'was forgotten'} "
+                f"(attention scales by 1/√d, here d = {n}){sign}")
+    return _fraction_text(c, n, sign)
 
 
 def _fraction_text(c, frac, sign) -> tuple[str, str]:
