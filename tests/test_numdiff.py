@@ -323,9 +323,11 @@ def test_a_retry_at_half_the_step_reuses_the_two_points_it_shares(monkeypatch):
     # their rounding and they are retried at half the step, whose nodes -2 and 2 are the
     # points -1 and 1 of the pass before: three new evaluations, not five, and the same
     # result as with five (the values' magnitude, for the rounding bar, is the larger of
-    # the two passes': a bar wider by a hair where they differ)
+    # the two passes': a bar wider by a hair where they differ). Without the extra node
+    # of the first pass, which resolves these elements before any retry (below)
     import gradcheck.numdiff._adaptive as adaptive
 
+    monkeypatch.setattr(adaptive, "EXTRA_TRUNCATION", 0.0)
     x = np.linspace(-3.0, 3.0, 25)
     R = np.random.default_rng(0).standard_normal(x.size)
 
@@ -349,3 +351,58 @@ def test_a_retry_at_half_the_step_reuses_the_two_points_it_shares(monkeypatch):
     assert np.all((a.error >= b.error * (1 - 1e-12)) & (a.error <= 1.01 * b.error))
     assert np.all(np.abs(a.grad - truth) <= a.error)            # and right, by hand
     assert n_a < n_b and (n_b - n_a) % 2 == 0                    # two points per retry
+
+
+def _sin5_runs(monkeypatch, settings):
+    """sin(5x) on 41 points of [-2, 2] (first steps 2**-10 and 2**-9: many elements'
+    truncation a few to a few hundred times their rounding), once per setting of the
+    adaptive module's constants: the results with the evaluations counted, the truth by
+    hand, and each element's first step (the step rule's)."""
+    import gradcheck.numdiff._adaptive as adaptive
+    from gradcheck.numdiff._steps import base_steps
+
+    x = np.linspace(-2.0, 2.0, 41)
+    R = np.random.default_rng(0).standard_normal(x.size)
+    runs = []
+    for setting in settings:
+        for name, value in setting.items():
+            monkeypatch.setattr(adaptive, name, value)
+        calls = []
+
+        def counted(v):
+            calls.append(1)
+            return np.sin(5 * v)
+
+        runs.append((numerical_vjp(counted, x, R, method="adaptive"), len(calls)))
+    first = base_steps(x, 1.0, np.finfo(np.float64).eps, 5)
+    return runs, R * 5 * np.cos(5 * x), first
+
+
+def test_a_first_pass_resolved_by_one_more_node_is_not_retried(monkeypatch):
+    # a first pass whose truncation is within 256 roundings takes the node -3h too, one
+    # evaluation, and keeps that order-6 fit where it resolves the element (EXTRA_NODE):
+    # fewer evaluations than the retries it replaces, the same values within the bars,
+    # every bar covering the truth, and more elements kept at their first step
+    runs, truth, first = _sin5_runs(monkeypatch, [{"EXTRA_TRUNCATION": 256.0},
+                                                  {"EXTRA_TRUNCATION": 0.0}])
+    (a, n_a), (b, n_b) = runs
+    assert n_a < n_b
+    assert np.all(np.abs(a.grad - truth) <= a.error)
+    assert np.all(np.abs(b.grad - truth) <= b.error)
+    assert np.all(np.abs(a.grad - b.grad) <= a.error + b.error)
+    assert np.sum(a.step == first) > np.sum(b.step == first)
+
+
+def test_a_retry_a_half_step_resolves_takes_the_half_step(monkeypatch):
+    # truncation within 256 roundings falls by 2**5 at half the step while the rounding
+    # doubles: the retry takes exactly half (three new evaluations, with the two points
+    # it shares) rather than the smooth model's quarter (five), right all the same
+    off = {"EXTRA_TRUNCATION": 0.0}
+    runs, truth, first = _sin5_runs(monkeypatch, [{**off, "HALF_STEP": 256.0},
+                                                  {**off, "HALF_STEP": 0.0}])
+    (a, n_a), (b, n_b) = runs
+    assert n_a < n_b
+    assert np.all(np.abs(a.grad - truth) <= a.error)
+    assert np.all(np.abs(b.grad - truth) <= b.error)
+    assert np.all(np.abs(a.grad - b.grad) <= a.error + b.error)
+    assert np.sum(a.step < first / 2) < np.sum(b.step < first / 2)
