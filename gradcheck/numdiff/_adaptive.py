@@ -245,6 +245,13 @@ EXTRA_TRUNCATION = 256.0
 #: ``EXTRA_NODE`` and ``HALF_STEP`` apply to evaluations of a machine epsilon below this:
 #: float64 (float32: see ``HALF_STEP``; float16 and bfloat16 have their confirming pass).
 FLOAT64_BELOW = float(np.finfo(np.float32).eps) / 2
+#: The rounding of the gap between two one-sided secants in float16 and bfloat16, in
+#: units of the spread of the secants of the side where they agree best
+#: (:func:`_side_rounding`): the prior's, eps times the magnitudes, is a bound several
+#: times the rounding the values show (a float16 value rounds by at most half an ulp,
+#: between eps/4 and eps/2 of it), and hid kinks a few ulps from the point whose gap
+#: was ten times the measured spread.
+SIDE_SPREAD = 1.0
 #: z_k: a kink needs one-sided derivatives this many times their rounding apart; a
 #: one-sided derivative that moved by more than this many roundings between two passes
 #: moved for a reason.
@@ -326,7 +333,17 @@ def run_adaptive(target, h0, stencil, eps, *, max_retries, x_src=None, sources=N
         xs = None if x_src is None else x_src[target.q_src[qn]]
         # a gap that grew like 1/h is no kink to locate (saturated values): the
         # largest cut
-        kink_at = np.where((stuck & ~grew) | suspect, _kink_distance(now, seen), np.nan)
+        # (float16 and bfloat16: also a pass retried for want of a digit, whose fit a
+        # kink within its stencil can pass for a smooth curve with a bar as small as the
+        # value; the largest cut took a float16 input whose kink sat 0.55 steps away to a
+        # step where f's values no longer moved. Not one retried for its truncation: a
+        # smooth curve's secants place a kink as well, and a dense tanh layer's steps cut
+        # by the kink's distance rather than the smooth model's rule missed 5% slips
+        # twice as often)
+        lowp = confirm & blind & ~now.bad
+        kink_at = np.where((stuck & ~grew) | suspect, _kink_distance(now, seen),
+                           np.where(lowp, _kink_distance(now, seen, beside=True), np.nan))
+        lowp = lowp & np.isfinite(kink_at)
         located.append(np.isfinite(kink_at))
         # (not in float16 and bfloat16, whose steps of 16 ulps or more leave the secants
         # few digits, and a kink kept there spans what the smaller step would have shown)
@@ -336,7 +353,7 @@ def run_adaptive(target, h0, stencil, eps, *, max_retries, x_src=None, sources=N
         floor = np.where(suspect & ~np.isfinite(kink_at), KINK_SHRINK * now.h, floor)
         checks.append(confirming)
         new = retry_steps(now.h[qn], xs, rho[qn], now.tau[qn], now.bad[qn], eps,
-                          stencil.order, stuck=(stuck | suspect)[qn], kink_at=kink_at[qn],
+                          stencil.order, stuck=(stuck | suspect | lowp)[qn], kink_at=kink_at[qn],
                           blind=(blind & (~truncated | (attempt > 0)))[qn],
                           kink_floor=floor[qn])
         new = np.where(confirming[qn], now.h[qn] * CONFIRM_SHRINK, new)
@@ -355,7 +372,7 @@ def run_adaptive(target, h0, stencil, eps, *, max_retries, x_src=None, sources=N
         steps[src] = nxt[src]
     best, sides_agree = _settle(passes, seen, target.q_src, h0,
                                 np.stack(located[:len(passes)]), np.abs(kink.right - kink.left),
-                                np.stack(checks[:len(passes)]))
+                                np.stack(checks[:len(passes)]), straddled=confirm)
     return best.where(kink.nondiff & ~((best.error < kink.error) & sides_agree), kink)
 
 
@@ -559,7 +576,7 @@ def _refuted(seen, p: PassEstimate):
 # ------------------------------------------------------------------- the passes, settled
 
 
-def _settle(passes, seen, q_src, h0, located, kink_gap, checks):
+def _settle(passes, seen, q_src, h0, located, kink_gap, checks, straddled=False):
     """The pass with the smallest error bar, its bar widened to agree with the others
     and with its predecessor (module docstring); ``located[k]`` marks the quantities
     whose pass ``k`` took a step inside a kink located by the pass before it.
@@ -590,6 +607,10 @@ def _settle(passes, seen, q_src, h0, located, kink_gap, checks):
         # little above the prior lost a right pass for one four times noisier)
         strained = checks[1:] & ~clean[:-1] & (gap > E[:-1]) & ~missed & np.isfinite(E[1:])
     E[:-1] = np.where(missed, np.inf, np.where(strained, E[:-1] + gap, E[:-1]))
+    if straddled:
+        # a pass whose secants located a kink within its stencil, which the next pass
+        # stepped inside, fitted values from both sides of it (float16, bfloat16)
+        E[:-1] = np.where(located[1:], np.inf, E[:-1])
     k = np.argmin(E, axis=0)
     cols = np.arange(V.shape[1])
     value, error = V[k, cols], E[k, cols]
@@ -646,7 +667,7 @@ def _settle(passes, seen, q_src, h0, located, kink_gap, checks):
 # --------------------------------------------------------------------------- kinks
 
 
-def _kink_distance(p: PassEstimate, seen):
+def _kink_distance(p: PassEstimate, seen, beside=False):
     r"""Distance of a kink within one step of the point, located from the secants; NaN
     where none is found.
 
@@ -657,6 +678,11 @@ def _kink_distance(p: PassEstimate, seen):
     side alike. A retry at a quarter of that distance sees both nodes on one side. A
     kink beyond the first node (the near secant equals the near side's derivative, the
     far secant does not) is at least a step away: the retry takes a quarter step.
+
+    ``beside``: only a kink within the step beside a side that is linear -- its near and
+    far secants and its one-sided derivative agree within their rounding -- as the model
+    has it (a smooth curve's secants place a "kink" too: a quadratic's at 3/4 of the
+    step on the right).
     """
     s = _noise(p, seen, excess=False)
     jump_r, jump_l = p.left - p.rfar, p.right - p.lfar
@@ -675,6 +701,12 @@ def _kink_distance(p: PassEstimate, seen):
                  & ~ok_r)
         far_l = ((np.abs(p.lsec - p.right) <= real) & (np.abs(p.lfar - p.right) > real)
                  & ~ok_l)
+    if beside:
+        with np.errstate(invalid="ignore"):
+            lin_l = ((np.abs(p.lsec - p.lfar) <= real) & (np.abs(p.left - p.lsec) <= real))
+            lin_r = ((np.abs(p.rsec - p.rfar) <= real) & (np.abs(p.right - p.rsec) <= real))
+        ok_r, ok_l = ok_r & lin_l, ok_l & lin_r
+        far_r = far_l = np.zeros(ok_r.shape, bool)
     t = np.fmin(np.where(ok_r, t_r, np.where(far_r, 1.0, np.nan)),
                 np.where(ok_l, t_l, np.where(far_l, 1.0, np.nan)))
     return t * p.h
@@ -741,6 +773,21 @@ def _contradicts(p: PassEstimate, seen, kink: Estimate):
         return kink.nondiff & ~p.bad & (beyond > _rounding(p, seen) + p.tau)
 
 
+def _side_rounding(last: PassEstimate, prev: PassEstimate):
+    """The rounding of the gap between two one-sided secants of pass ``last``, measured:
+    the spread of one side's secants -- near and far at ``last``'s step, near at the
+    larger step of ``prev`` (three estimates of one slope over different nodes) -- on
+    the side where they agree best, times ``SIDE_SPREAD``. A side with no kink within
+    reach holds one slope, and its secants differ by their rounding (and a smooth
+    function's curvature, which the other side's secants share); a kink only adds to the
+    spread of the side it is on."""
+    spreads = []
+    for near, far in (("lsec", "lfar"), ("rsec", "rfar")):
+        e = np.stack([getattr(last, near), getattr(last, far), getattr(prev, near)])
+        spreads.append(e.max(axis=0) - e.min(axis=0))
+    return SIDE_SPREAD * np.fmin(*spreads)
+
+
 def _kinks(last: PassEstimate, prev: PassEstimate, seen, h0, eps, steady=False):
     """What the last two passes say about kinks (module docstring): the kinks they show
     as estimates, where the smaller step resolved a smooth piece that the larger one
@@ -771,13 +818,16 @@ def _kinks(last: PassEstimate, prev: PassEstimate, seen, h0, eps, steady=False):
                   & (gap > FLAG_Z * (lrho + rrho))
                   & (gap > KINK_RELATIVE * np.sqrt(eps)
                      * np.fmax(np.abs(last.left), np.abs(last.right))))
+        # the rounding of the gap between the secants: the prior's, or in float16 and
+        # bfloat16 the one measured by the side whose secants agree (_side_rounding)
+        grho = np.fmin(2 * srho, _side_rounding(last, prev)) if steady else 2 * srho
         if steady:
             sgap, prev_sgap = np.abs(last.rsec - last.lsec), np.abs(prev.rsec - prev.lsec)
             kinked = kinked | ((sgap > np.sqrt(r) * prev_sgap) & (sgap < prev_sgap / np.sqrt(r))
-                               & (sgap > FLAG_Z * 2 * srho)
+                               & (sgap > FLAG_Z * grho)
                                & (sgap > KINK_RELATIVE * np.sqrt(eps)
                                   * np.fmax(np.abs(last.lsec), np.abs(last.rsec))))
-        reported = np.abs(last.rsec - last.lsec) > FLAG_Z * 2 * srho
+        reported = np.abs(last.rsec - last.lsec) > FLAG_Z * grho
         moved = (np.abs(last.left - prev.left) + np.abs(last.right - prev.right)
                  > FLAG_Z * (lrho + rrho))
     flag = np.isfinite(prev.tau) & kinked & ~last.bad

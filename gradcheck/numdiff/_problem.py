@@ -220,7 +220,7 @@ class Problem:
                 h0 = np.full(V.shape[0], float(np.min(self.step)))
         columns = V is None or bool(np.all(np.count_nonzero(V.reshape(V.shape[0], -1), axis=1)
                                            <= 1))
-        if sources is None and columns and x.dtype.name not in LOW_PRECISION:
+        if sources is None and columns:
             # coordinates, or directions that are columns (forward mode's): fast mode's
             # random directions keep their few evaluations
             target.set_row_floor(self._row_floor(eps))
