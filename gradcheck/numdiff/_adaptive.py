@@ -252,6 +252,12 @@ FLOAT64_BELOW = float(np.finfo(np.float32).eps) / 2
 #: between eps/4 and eps/2 of it), and hid kinks a few ulps from the point whose gap
 #: was ten times the measured spread.
 SIDE_SPREAD = 1.0
+#: ... but not below the prior's over this: a value rounds by half an ulp at most, and an
+#: ulp is at least eps/2 of the value, so rounding spread evenly has a standard deviation
+#: of at least eps/7 of it; secants of values on a grid repeat exactly (a float16 conv
+#: input whose secants read -0.3504 three times at two steps, the truth -0.3651, failed
+#: with a bar of 0).
+SIDE_FLOOR = 8.0
 #: z_k: a kink needs one-sided derivatives this many times their rounding apart; a
 #: one-sided derivative that moved by more than this many roundings between two passes
 #: moved for a reason.
@@ -283,6 +289,7 @@ def run_adaptive(target, h0, stencil, eps, *, max_retries, x_src=None, sources=N
     # float64 coordinates: the first pass takes an extra node where that resolves it
     # (EXTRA_NODE), a retry a half step where that does (HALF_STEP)
     economy = memo is not None and eps < FLOAT64_BELOW
+    kink_h = np.full(target.n_q, np.inf)      # the step of the pass that showed the kink
     for attempt in range(max_retries + 1):
         here = np.zeros(target.n_q, bool)
         now = PassEstimate.blank(target.n_q)
@@ -311,8 +318,9 @@ def run_adaptive(target, h0, stencil, eps, *, max_retries, x_src=None, sources=N
                               Estimate.blank(target.n_q, h0))
             if confirm:
                 kink = _widened(kink, now, seen, here & ~found.nondiff)
-            kink = kink.where(here & found.nondiff
-                              & (~(found.error >= kink.error) | _moved(found, kink)), found)
+            took = here & found.nondiff & (~(found.error >= kink.error) | _moved(found, kink))
+            kink = kink.where(took, found)
+            kink_h = np.where(took, now.h, np.where(kink.nondiff, kink_h, np.inf))
         rho = _rounding(now, seen)
         # no digit while truncation does not dominate (it sets no cut), or still none
         # after a retry (beyond the scale f varies on, where the smooth model's cut
@@ -372,7 +380,8 @@ def run_adaptive(target, h0, stencil, eps, *, max_retries, x_src=None, sources=N
         steps[src] = nxt[src]
     best, sides_agree = _settle(passes, seen, target.q_src, h0,
                                 np.stack(located[:len(passes)]), np.abs(kink.right - kink.left),
-                                np.stack(checks[:len(passes)]), straddled=confirm)
+                                np.stack(checks[:len(passes)]),
+                                kink_h=kink_h if confirm else None)
     return best.where(kink.nondiff & ~((best.error < kink.error) & sides_agree), kink)
 
 
@@ -576,7 +585,7 @@ def _refuted(seen, p: PassEstimate):
 # ------------------------------------------------------------------- the passes, settled
 
 
-def _settle(passes, seen, q_src, h0, located, kink_gap, checks, straddled=False):
+def _settle(passes, seen, q_src, h0, located, kink_gap, checks, kink_h=None):
     """The pass with the smallest error bar, its bar widened to agree with the others
     and with its predecessor (module docstring); ``located[k]`` marks the quantities
     whose pass ``k`` took a step inside a kink located by the pass before it.
@@ -607,7 +616,7 @@ def _settle(passes, seen, q_src, h0, located, kink_gap, checks, straddled=False)
         # little above the prior lost a right pass for one four times noisier)
         strained = checks[1:] & ~clean[:-1] & (gap > E[:-1]) & ~missed & np.isfinite(E[1:])
     E[:-1] = np.where(missed, np.inf, np.where(strained, E[:-1] + gap, E[:-1]))
-    if straddled:
+    if kink_h is not None:
         # a pass whose secants located a kink within its stencil, which the next pass
         # stepped inside, fitted values from both sides of it (float16, bfloat16)
         E[:-1] = np.where(located[1:], np.inf, E[:-1])
@@ -659,6 +668,13 @@ def _settle(passes, seen, q_src, h0, located, kink_gap, checks, straddled=False)
     resolution = FLAG_Z * KAPPA_R * (lunit + runit) * noise
     with np.errstate(invalid="ignore"):
         agree = (np.abs(right - left) <= resolution) & (resolution < kink_gap)
+        if kink_h is not None:
+            # float16, bfloat16: only a pass at the step that showed the kink or a smaller
+            # one (``kink_h``) shows a smooth point; a larger step's one-sided
+            # derivatives average the slopes across it (a conv + ReLU weight whose kink
+            # sat 7e-3 away, shown at 2**-5, kept the central value of 2**-3, whose sides
+            # agreed within the prior's rounding, and failed the right gradient)
+            agree &= ~(H[k, cols] > kink_h)
     return Estimate(value=np.where(ok, value, nan), error=np.where(ok, error, np.inf),
                     left=nan, right=nan, nondiff=np.zeros(cols.size, bool),
                     rho=np.where(ok, R[k, cols], np.inf), steps=steps), agree
@@ -780,12 +796,15 @@ def _side_rounding(last: PassEstimate, prev: PassEstimate):
     the side where they agree best, times ``SIDE_SPREAD``. A side with no kink within
     reach holds one slope, and its secants differ by their rounding (and a smooth
     function's curvature, which the other side's secants share); a kink only adds to the
-    spread of the side it is on."""
+    spread of the side it is on. At least the prior's rounding over ``SIDE_FLOOR``:
+    values on a coarse grid repeat exactly, and secants that agree to the last bit say
+    nothing finer than one step of the grid."""
     spreads = []
     for near, far in (("lsec", "lfar"), ("rsec", "rfar")):
         e = np.stack([getattr(last, near), getattr(last, far), getattr(prev, near)])
         spreads.append(e.max(axis=0) - e.min(axis=0))
-    return SIDE_SPREAD * np.fmin(*spreads)
+    floor = 2 * KAPPA_R * last.sunit * last.prior / SIDE_FLOOR
+    return np.fmax(SIDE_SPREAD * np.fmin(*spreads), floor)
 
 
 def _kinks(last: PassEstimate, prev: PassEstimate, seen, h0, eps, steady=False):
@@ -832,8 +851,8 @@ def _kinks(last: PassEstimate, prev: PassEstimate, seen, h0, eps, steady=False):
                  > FLAG_Z * (lrho + rrho))
     flag = np.isfinite(prev.tau) & kinked & ~last.bad
     lo, hi = last.lsec, last.rsec
-    found = Estimate(value=0.5 * (lo + hi), error=0.5 * np.abs(hi - lo) + 2 * srho,
-                     left=lo, right=hi, nondiff=flag & reported, rho=2 * srho, steps=h0)
+    found = Estimate(value=0.5 * (lo + hi), error=0.5 * np.abs(hi - lo) + grho,
+                     left=lo, right=hi, nondiff=flag & reported, rho=grho, steps=h0)
     # the pair shows the point inside a smooth piece at its smaller step: the one-sided
     # derivatives moved there and now agree, truncation resolved
     smooth = moved & ~unresolved & ~(gap > FLAG_Z * (lrho + rrho)) & ~flag

@@ -220,9 +220,16 @@ class Problem:
                 h0 = np.full(V.shape[0], float(np.min(self.step)))
         columns = V is None or bool(np.all(np.count_nonzero(V.reshape(V.shape[0], -1), axis=1)
                                            <= 1))
-        if sources is None and columns:
+        low = x.dtype.name in LOW_PRECISION
+        if sources is None and columns and not (low and V is None):
             # coordinates, or directions that are columns (forward mode's): fast mode's
-            # random directions keep their few evaluations
+            # random directions keep their few evaluations. In float16 and bfloat16 the
+            # columns only: their outputs are the rows of a map such as a backward, formed
+            # from terms that cancel (a float16 weight gradient of 1.3e-3 moved in steps of
+            # 2.7e-3 and a pass below that step read an exact 0 for 0.12), while a probe of
+            # a few of their coarse ulps reads the kinks of a ReLU layer near the point as
+            # rounding (conv + ReLU elements took a prior 1.7 times main's, and a
+            # disagreement of two passes no longer widened their bars)
             target.set_row_floor(self._row_floor(eps))
         if not st.adaptive:
             return run_fixed(target, h0, st, eps)
