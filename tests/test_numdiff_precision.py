@@ -145,3 +145,88 @@ def test_a_5_percent_error_in_the_largest_float16_weight_element_is_caught(kind,
 
     bad = check_vjp(f, wrong, args, argnames=names, seed=seed)
     assert not bad.passed and bad.arguments[1].worst_index == index, str(bad)
+
+
+# ------------------------------------------- float16 values beyond its range on one side
+
+EXP_NEAR_11 = np.array([10.9, 11.0, 11.05], np.float16)   # exp overflows 65504 at x + h
+
+
+@pytest.mark.parametrize("x0", EXP_NEAR_11.tolist())
+def test_float16_exp_whose_right_side_overflows_is_differenced_on_its_left(x0):
+    # exp(x) for x >= 11.09 exceeds float16's largest value: every central stencil meets
+    # an infinity at x + h (the first step 2, every retry at its floor of 16 ulps, 0.125),
+    # and the derivative used to be NaN. Reference: the float64 derivative, by hand.
+    x = np.array([x0], np.float16)
+    r = numerical_grad(lambda v: np.exp(v)[0], x)
+    exact = np.exp(float(x[0]))
+    value, bar = float(r.grad[0]), float(r.error[0])
+    assert np.isfinite(value) and np.isfinite(bar)
+    assert abs(value - exact) <= bar                   # the bar covers the truth
+    assert abs(value - exact) <= 0.02 * exact          # and the value is close to it
+    assert float(r.left[0]) == value and np.isnan(r.right[0])   # the side formed
+    assert not r.nondifferentiable[0]
+
+
+def _exp_layer(slip=None, factor=1.0):
+    def f(v):
+        return np.exp(v)
+
+    def f_vjp(g, v):
+        d = g * np.exp(v)          # in float16, as the layer computes it
+        if slip is not None:
+            d = d.copy()
+            d[slip] *= np.float16(factor)
+        return (d,)
+
+    return f, f_vjp
+
+
+def test_a_right_float16_exp_layer_near_its_overflow_passes_with_its_one_sided_elements_named():
+    x = np.concatenate([EXP_NEAR_11, np.array([1.0, 3.0], np.float16)])
+    f, f_vjp = _exp_layer()
+    report = check_vjp(f, f_vjp, (x,), argnames=("x",))
+    assert report.passed, str(report)
+    sides = report.arguments[0].one_sided
+    assert sides.tolist() == [-1, -1, -1, 0, 0]
+    note = [n for n in report.notes if "differenced on one side only" in n]
+    assert len(note) == 1 and note[0].startswith("x: 3 of 5 element(s)"), report.notes
+    assert "the left derivative" in note[0] and "at x + h" in note[0]
+
+
+@pytest.mark.parametrize("j", [0, 1, 2])
+def test_a_slip_at_a_one_sided_float16_element_is_caught_or_declared_unresolved(j):
+    x = np.concatenate([EXP_NEAR_11, np.array([1.0, 3.0], np.float16)])
+    # a wrong sign or a dropped term is beyond the one-sided bar: it fails, there
+    for factor in (-1.0, 0.0):
+        bad = check_vjp(*_exp_layer(j, factor), (x,), argnames=("x",))
+        assert not bad.passed and bad.arguments[0].worst_index == (j,), str(bad)
+    # a 5% slip fails, or passes only where the report says the element is resolved
+    # coarser than 5% (the one-sided bar is wider: the argument's rounding in float16,
+    # eps |x| |f'| per value, is 11 times the value's at x = 11)
+    slip = check_vjp(*_exp_layer(j, 1.05), (x,), argnames=("x",))
+    if slip.passed:
+        assert slip.arguments[0].resolved_share[j] > 0.05
+        assert any(n.startswith("x: ") and "resolved only to more than 5%" in n
+                   for n in slip.notes), slip.notes
+
+
+def test_a_float16_derivative_that_overflows_on_both_sides_is_not_checked_and_says_so():
+    # exp(1000 (x - c)^2) is 1 at x = c = 11 and beyond 65504 at 11 +- 0.125, the
+    # smallest step float16 allows there: no stencil can be formed, and the element fails
+    # as not checked, with the reason (at c = 0.5 a step of 2**-6 keeps it finite)
+    x = c = np.array([11.0, 0.5], np.float16)
+
+    def f(v):
+        return np.exp(np.float16(1000) * (v - c) ** 2)
+
+    def f_vjp(g, v):
+        return (g * np.float16(2000) * (v - c) * f(v),)
+
+    with np.errstate(over="ignore"):
+        report = check_vjp(f, f_vjp, (x,), argnames=("x",))
+    assert not report.passed
+    a = report.arguments[0]
+    assert a.failed_mask.tolist() == [True, False]
+    assert "no usable numerical derivative" in a.diagnosis.message
+    assert not a.one_sided.any()

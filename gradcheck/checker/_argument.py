@@ -38,6 +38,7 @@ from gradcheck.checker._diagnose import diagnose_judgement, role_of
 from gradcheck.checker._fit import Known, named_sizes
 from gradcheck.checker._judge import excess, judge_directions, judge_elements, unusable
 from gradcheck.checker._kinks import KinkContext
+from gradcheck.checker._notes import one_sided
 from gradcheck.checker._numeric import (
     Target,
     directional_numeric,
@@ -177,8 +178,9 @@ def check_full(problem, options, plan, suspects):
         judged, role=role_of(options.roles[plan.index], plan.index, target.arg),
         suspects=lambda: list(suspects(plan.name, problem.cotangent_f)),
         known=known_of(problem, plan.index))
-    return summarize_full(plan.name, target.arg, analytic.dtype, judged, diagnosis,
-                          nfev=num.nfev, started=started, note=note)
+    report = summarize_full(plan.name, target.arg, analytic.dtype, judged, diagnosis,
+                            nfev=num.nfev, started=started, note=note)
+    return dataclasses.replace(report, one_sided=one_sided(num, analytic.shape))
 
 
 def _sampled_elements(problem, options, plan, target, index, method=None):

@@ -28,6 +28,12 @@ things weaken it without changing what the caller sees in the table, so each is 
   no share of its value, and says nothing new; a gradient that fails says more. In
   float16 and bfloat16 whatever the vectors do: bars of a third of an element can leave
   them apart while the check passes.
+
+A fifth is not a weakening but a change of method: a float16 or bfloat16 element whose
+``f`` is not finite on one side of the point at every step the differentiator may take
+(``exp`` near 11 in float16 overflows its largest value, 65504, at ``x + h``) is
+differenced on the other side alone (:func:`gradcheck.numdiff._adaptive._one_sided`),
+and the note names it, its side and why (:func:`one_sided_notes`).
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from gradcheck.checker._summarize import LOW_PRECISION_SLIP, finite_rms
 from gradcheck.checker._tolerance import Tolerance, longest_sum, real_eps
 
 __all__ = ["missing_notes", "dtype_notes", "floor_notes", "coarse_notes", "weakened_notes",
-           "COARSE"]
+           "one_sided", "one_sided_notes", "COARSE"]
 
 #: Share of an element's value above which it is noted as resolved only coarsely (a 5%
 #: error in one element is what a check is expected to catch, in every dtype).
@@ -131,7 +137,7 @@ def weakened_notes(problem, options, reports) -> list:
     """Every note of this module, in the order above."""
     return (missing_notes(problem, options) + dtype_notes(problem, options)
             + floor_notes(problem, options, reports) + coarse_notes(reports)
-            + _zero_notes(problem, options, reports))
+            + one_sided_notes(reports) + _zero_notes(problem, options, reports))
 
 
 def _zero_notes(problem, options, reports) -> list:
@@ -184,4 +190,45 @@ def coarse_notes(reports) -> list:
                      f"{tuple(int(i) for i in idx)}{at_kink}: value {a:.6g}, allowed |diff| "
                      f"{float(report.allowed[idx]):.3g} and the numerical error bar "
                      f"{e:.3g} ({float(share[idx]):.0%} of {of})")
+    return notes
+
+
+def one_sided(num, shape):
+    """Per element of a numerical derivative ``num`` (shape ``shape``): ``-1`` where only
+    its left derivative was formed, ``1`` only its right one (``f`` not finite on the
+    other side), ``0`` elsewhere -- at a kink both sides are formed."""
+    left = np.isfinite(np.asarray(num.left, np.float64)).reshape(shape)
+    right = np.isfinite(np.asarray(num.right, np.float64)).reshape(shape)
+    flagged = np.asarray(num.nondifferentiable, bool).reshape(shape)
+    return np.where(flagged, 0, np.where(left & ~right, -1, np.where(right & ~left, 1, 0)))
+
+
+def one_sided_notes(reports) -> list:
+    """A note per argument with elements differenced on one side only (see the module
+    notes), the first named with its side.
+
+    >>> import numpy as np
+    >>> from types import SimpleNamespace
+    >>> r = SimpleNamespace(name="x", dtype="float16", n_checked=3,
+    ...                     one_sided=np.array([0, -1, 0]), numeric=np.array([1.0, 59904, 2]),
+    ...                     error_estimate=np.array([0.01, 2.9e4, 0.02]))
+    >>> one_sided_notes([r])[0][:76]
+    'x: 1 of 3 element(s) differenced on one side only, e.g. (1,): the left deriv'
+    """
+    notes = []
+    for report in reports:
+        sides = getattr(report, "one_sided", None)
+        if sides is None or not np.any(sides):
+            continue
+        sides = np.asarray(sides)
+        idx = tuple(int(i) for i in np.argwhere(sides != 0)[0])
+        left = sides[idx] < 0
+        value = float(np.asarray(report.numeric)[idx])
+        bar = float(np.asarray(report.error_estimate)[idx])
+        notes.append(
+            f"{report.name}: {int(np.count_nonzero(sides))} of {report.n_checked} element(s) "
+            f"differenced on one side only, e.g. {idx}: the {'left' if left else 'right'} "
+            f"derivative {value:.6g} +- {bar:.3g}, because f is not finite (beyond "
+            f"{report.dtype}'s range) at x {'+' if left else '-'} h for every step tried; "
+            f"an error of the other side's derivative (a kink there) would not be seen")
     return notes

@@ -136,6 +136,11 @@ class ArgumentReport:
     #: worst direction crosses one.
     worst_at_kink: bool = False
     limits_at_worst: tuple | None = None
+    #: The elements whose numerical derivative is one-sided: ``-1`` the left one, ``1``
+    #: the right one (``f`` was not finite on the other side: beyond float16's range),
+    #: ``0`` elsewhere (full mode; None: none known). Said in the notes
+    #: (:func:`._notes.one_sided_notes`).
+    one_sided: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         return {

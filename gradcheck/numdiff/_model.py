@@ -229,12 +229,13 @@ def truncation(b, noise, nodes):
 # ------------------------------------------------------------------------- one pass
 
 
-def estimate_pass(values, ks, nodes, h, eps, arg_scale=None) -> dict:
+def estimate_pass(values, ks, nodes, h, eps, arg_scale=None, sides=True) -> dict:
     """Everything one pass over ``nodes`` says about the quantities of ``values``
     (arrays over ``values.q``; the fields of
     :class:`~gradcheck.numdiff._records.PassEstimate`). ``arg_scale`` is
     :math:`|x_j|` of each quantity's element (None for directions, whose points carry
-    ``values.position`` instead)."""
+    ``values.position`` instead). Without ``sides`` (a one-sided stencil, whose nodes
+    hold no pair of sides) the one-sided fields are NaN."""
     b = fitted(values, ks, nodes)
     n = np.linalg.norm(fit_matrix(nodes), axis=1)
     d = len(nodes) - 1
@@ -254,6 +255,11 @@ def estimate_pass(values, ks, nodes, h, eps, arg_scale=None) -> dict:
            "sunit": np.sqrt(2.0) / h,
            "pos": np.zeros(b.shape[1]) if values.position is None
            else values.position * np.abs(b[1] / h)}
+    if not sides:
+        nan = np.full(b.shape[1], np.nan)
+        out.update({name: nan for name in ("left", "right", "lunit", "runit", "lsec",
+                                           "rsec", "lfar", "rfar")})
+        return out
     for name, side in (("left", LEFT_NODES), ("right", RIGHT_NODES)):
         out[name] = fitted(values, ks, side)[1] / h
         out[name[0] + "unit"] = np.linalg.norm(fit_matrix(side)[1]) / h

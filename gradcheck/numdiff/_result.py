@@ -49,7 +49,10 @@ class NumericalDerivative:
     left, right : ndarray
         The one-sided derivative estimates at those entries (NaN elsewhere). ``grad`` is
         their midpoint there and ``error`` half their distance plus rounding, so an
-        analytic value between them is within the error bar.
+        analytic value between them is within the error bar. Also, one of them alone
+        (the other NaN) where ``f`` was not finite on the other side at every step tried
+        and the entry was differenced on one side (float16 and bfloat16 elements:
+        ``exp`` near 11 overflows float16 at ``x + h``); ``grad`` is that side's value.
     method : str
         ``"complex"`` or the real stencil used (``"adaptive"`` by default).
     complex_check : str
