@@ -301,6 +301,34 @@ def test_float16_conv_relu_with_a_kink_within_float16s_resolution():
     assert "reported, not judged" in wrong["x"].note, str(wrong)
 
 
+def test_float16_conv_relu_kink_where_a_wrong_sign_passes_is_named_in_the_notes():
+    # w[0, 0, 1, 1] of seed 2020 sits at a kink whose one-sided limits (-0.453, -0.219)
+    # miss the right value -1.048 (float64 backward of the float16 inputs), allowed 1.57
+    # beyond them: its sign flipped passes too. The verdict stays (the kink's allowance is
+    # the tolerance's); the notes now name the element, where before only the kinks column
+    # counted it.
+    from gradcheck.checker._scalarize import seeded_cotangent
+
+    f, f_vjp, args = _float16_conv_relu(2020)
+    exact = f_vjp(seeded_cotangent(2020, f(*args).shape),
+                  *(a.astype(np.float64) for a in args))[1]
+    assert abs(exact[0, 0, 1, 1] + 1.048) < 0.01
+
+    def flipped(g, x, w, b):
+        gx, gw, gb = f_vjp(g, x, w, b)
+        gw = gw.copy()
+        gw[0, 0, 1, 1] *= np.float16(-1)
+        return gx, gw, gb
+
+    for backward in (f_vjp, flipped):
+        report = check_vjp(f, backward, args, argnames=("x", "w", "b"), seed=2020)
+        assert report.passed, str(report)
+        assert report["w"].nondifferentiable_mask[0, 0, 1, 1]
+        said = [n for n in report.notes if n.startswith("w: ") and "at kinks would pass" in n]
+        assert len(said) == 1 and "e.g. (0, 0, 1, 1)" in said[0], report.notes
+        assert report["w"].unseen_at_kinks[0, 0, 1, 1]
+
+
 def test_float64_conv_then_batch_norm_of_offset_outputs_by_real_differences():
     # Used to fail: the conv's outputs share a large common part (bias 5, inputs around
     # 2), so each rounds at that size, and the norm divides the rounding by a small

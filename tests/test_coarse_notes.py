@@ -108,3 +108,20 @@ def test_float32_relu_bias_at_kinks_whose_limits_span_other_kinks_is_named():
     assert wrong["b"].nondifferentiable_mask[0]
     said = _said(wrong, "b")
     assert said and "(0,) (at a kink" in said[0], wrong.notes
+
+
+def test_a_kink_whose_allowance_reaches_the_flipped_value_or_that_is_shared_is_noted():
+    from gradcheck.checker._judge import Judgement
+    from gradcheck.checker._notes import unseen_at_kinks
+
+    # limits [0, 1] at every element: a = 1 allowed 0.05 beyond them keeps its sign,
+    # allowed 1.5 does not (-1 lies within [-1.5, 2.5]); a shared kink is not judged;
+    # a value of rounding's size has no sign to lose; the last is no kink
+    a = np.array([1.0, 1.0, 1.0, 1e-9, 1.0])
+    left, right = np.zeros(5), np.ones(5)
+    kappa = np.array([0.05, 1.5, 0.05, 1.5, 1.5])
+    nondiff = np.array([True, True, True, True, False])
+    shared = np.array([False, False, True, False, False])
+    z = np.zeros(5, bool)
+    j = Judgement(a, 0.5 * a, 0.5 * a, kappa, 0 * a, z, nondiff, shared, shared, left, right)
+    assert unseen_at_kinks(j).tolist() == [False, True, True, False, False]

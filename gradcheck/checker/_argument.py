@@ -38,7 +38,7 @@ from gradcheck.checker._diagnose import diagnose_judgement, role_of
 from gradcheck.checker._fit import Known, named_sizes
 from gradcheck.checker._judge import excess, judge_directions, judge_elements, unusable
 from gradcheck.checker._kinks import KinkContext
-from gradcheck.checker._notes import one_sided
+from gradcheck.checker._notes import one_sided, unseen_at_kinks
 from gradcheck.checker._numeric import (
     Target,
     directional_numeric,
@@ -180,7 +180,10 @@ def check_full(problem, options, plan, suspects):
         known=known_of(problem, plan.index))
     report = summarize_full(plan.name, target.arg, analytic.dtype, judged, diagnosis,
                             nfev=num.nfev, started=started, note=note)
-    return dataclasses.replace(report, one_sided=one_sided(num, analytic.shape))
+    return dataclasses.replace(report, one_sided=one_sided(num, analytic.shape),
+                               unseen_at_kinks=unseen_at_kinks(judged),
+                               kink_limits=None if judged.left is None else (judged.left,
+                                                                             judged.right))
 
 
 def _sampled_elements(problem, options, plan, target, index, method=None):

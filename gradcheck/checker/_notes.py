@@ -34,6 +34,15 @@ A fifth is not a weakening but a change of method: a float16 or bfloat16 element
 (``exp`` near 11 in float16 overflows its largest value, 65504, at ``x + h``) is
 differenced on the other side alone (:func:`gradcheck.numdiff._adaptive._one_sided`),
 and the note names it, its side and why (:func:`one_sided_notes`).
+
+Elements at kinks are judged against their one-sided limits, widened by what a kink
+allows (:mod:`._kinks`); a shared kink outside its limits is not judged at all. Where
+either leaves a slip unseen -- the kink is shared and not judged, or the widened limits
+reach the analytic value with its sign flipped (float16 convolutions + ReLU: limits
+-0.453 and -0.219 allowed 1.57 beyond them for a value of -1.048) -- and the element is
+at least ``COARSE`` of the gradient's root mean square, a note counts and names them
+(:func:`kink_notes`): the kinks column counts them, the coarse note's share leaves the
+limits' gap out by design, so neither says that a wrong sign there passes.
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ from gradcheck.checker._summarize import LOW_PRECISION_SLIP, finite_rms
 from gradcheck.checker._tolerance import Tolerance, longest_sum, real_eps
 
 __all__ = ["missing_notes", "dtype_notes", "floor_notes", "coarse_notes", "weakened_notes",
-           "one_sided", "one_sided_notes", "COARSE"]
+           "one_sided", "one_sided_notes", "unseen_at_kinks", "kink_notes", "COARSE"]
 
 #: Share of an element's value above which it is noted as resolved only coarsely (a 5%
 #: error in one element is what a check is expected to catch, in every dtype).
@@ -137,7 +146,8 @@ def weakened_notes(problem, options, reports) -> list:
     """Every note of this module, in the order above."""
     return (missing_notes(problem, options) + dtype_notes(problem, options)
             + floor_notes(problem, options, reports) + coarse_notes(reports)
-            + one_sided_notes(reports) + _zero_notes(problem, options, reports))
+            + one_sided_notes(reports) + kink_notes(reports)
+            + _zero_notes(problem, options, reports))
 
 
 def _zero_notes(problem, options, reports) -> list:
@@ -231,4 +241,58 @@ def one_sided_notes(reports) -> list:
             f"derivative {value:.6g} +- {bar:.3g}, because f is not finite (beyond "
             f"{report.dtype}'s range) at x {'+' if left else '-'} h for every step tried; "
             f"an error of the other side's derivative (a kink there) would not be seen")
+    return notes
+
+
+def unseen_at_kinks(judged) -> np.ndarray:
+    """Elements of a judgement at kinks on which a slip would not be seen (module
+    notes): not judged (shared, outside their limits), or whose limits widened by the
+    allowance reach ``-a``; only elements of at least ``COARSE`` of the analytic
+    gradient's root mean square (a value at rounding's size has no sign to lose)."""
+    nondiff = np.asarray(judged.nondiff, bool)
+    if judged.left is None or not nondiff.any():
+        return np.zeros(nondiff.shape, bool)
+    a = np.asarray(judged.analytic, np.float64)
+    left, right = (np.asarray(v, np.float64) for v in (judged.left, judged.right))
+    lo, hi = np.fmin(left, right), np.fmax(left, right)
+    kappa = np.asarray(judged.tolerance, np.float64)
+    with np.errstate(invalid="ignore"):
+        flipped = (-a >= lo - kappa) & (-a <= hi + kappa)
+        matters = np.abs(a) >= COARSE * finite_rms(a)
+    return nondiff & matters & (np.asarray(judged.shared, bool) | flipped)
+
+
+def kink_notes(reports) -> list:
+    """A note per argument with elements at kinks on which a slip would not be seen
+    (:func:`unseen_at_kinks`), the largest named with its limits.
+
+    >>> import numpy as np
+    >>> from types import SimpleNamespace
+    >>> r = SimpleNamespace(name="w", n_nondifferentiable=2, analytic=np.array([-1.048, 2.0]),
+    ...                     unseen_at_kinks=np.array([True, False]), allowed=np.array([1.57, 0.1]),
+    ...                     kink_limits=(np.array([-0.453, 1.9]), np.array([-0.219, 2.1])))
+    >>> kink_notes([r])[0][:78]
+    'w: 1 of 2 element(s) at kinks would pass with a wrong sign or any value (their'
+    """
+    notes = []
+    for report in reports:
+        unseen = getattr(report, "unseen_at_kinks", None)
+        if unseen is None or not np.any(unseen) or report.kink_limits is None:
+            continue
+        unseen = np.asarray(unseen, bool)
+        a = np.asarray(report.analytic, np.float64)
+        idx = np.unravel_index(int(np.argmax(np.where(unseen, np.abs(a), -1.0))), a.shape)
+        left, right = (float(np.asarray(v)[idx]) for v in report.kink_limits)
+        if np.isnan(left) or np.isnan(right):
+            limits = "limits not known"
+        else:
+            lo, hi = sorted((left, right))
+            limits = (f"one-sided limits {lo:.6g} and {hi:.6g}, allowed "
+                      f"{float(np.asarray(report.allowed)[idx]):.3g} beyond them")
+        notes.append(
+            f"{report.name}: {int(unseen.sum())} of {report.n_nondifferentiable} element(s) "
+            f"at kinks would pass with a wrong sign or any value (their limits, widened by "
+            f"what a kink allows, reach the value with its sign flipped, or the kink is "
+            f"shared with another and not judged): a slip there is not seen, e.g. "
+            f"{tuple(int(i) for i in idx)}: value {float(a[idx]):.6g}, {limits}")
     return notes

@@ -141,6 +141,12 @@ class ArgumentReport:
     #: ``0`` elsewhere (full mode; None: none known). Said in the notes
     #: (:func:`._notes.one_sided_notes`).
     one_sided: np.ndarray | None = field(default=None, repr=False, compare=False)
+    #: The elements at kinks on which a slip would not be seen: shared kinks outside
+    #: their limits (not judged), and kinks whose limits, widened by what a kink allows,
+    #: reach the analytic value with its sign flipped (full mode; None: not known). Said
+    #: in the notes (:func:`._notes.kink_notes`), with ``kink_limits``.
+    unseen_at_kinks: np.ndarray | None = field(default=None, repr=False, compare=False)
+    kink_limits: tuple | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         return {
