@@ -1,7 +1,5 @@
 """``python -m gradcheck``: the same as the ``gradcheck`` command."""
 
-import sys
+from gradcheck.cli import run
 
-from gradcheck.cli import main
-
-sys.exit(main())
+run()

@@ -1,0 +1,115 @@
+"""The ``gradcheck`` command's own process: what it imports at start-up, the garbage
+collector around the checks, and how it leaves (:func:`gradcheck.cli.run`).
+
+Each test runs a fresh interpreter, since start-up and exit are what is tested.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _python(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+
+
+def test_run_exits_with_the_status_and_the_whole_output():
+    proc = _python("""
+        import sys
+        sys.argv = ["gradcheck", "check", "--json", "specs/conv_tanh.toml"]
+        from gradcheck.cli import run
+        run()
+        print("not reached")
+    """)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)               # flushed to the last byte, nothing after
+    assert data["passed"] is True and len(data["checks"]) == 3
+    bad = _python("""
+        import sys
+        sys.argv = ["gradcheck", "check", "specs/does-not-exist.toml"]
+        from gradcheck.cli import run
+        run()
+    """)
+    assert bad.returncode == 2 and "does-not-exist.toml" in bad.stderr
+
+
+def test_run_runs_the_atexit_functions_and_prints_what_they_print():
+    proc = _python("""
+        import atexit, sys
+        atexit.register(lambda: print("atexit ran"))
+        sys.argv = ["gradcheck", "check", "-q", "specs/conv_tanh.toml"]
+        from gradcheck.cli import run
+        run()
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.endswith("atexit ran\n")
+    assert "all 3 checks passed" in proc.stdout
+
+
+def test_run_waits_for_a_running_thread_of_the_user_as_an_ordinary_exit_does():
+    proc = _python("""
+        import sys, threading, time
+        def late():
+            time.sleep(0.5)
+            print("thread finished", flush=True)
+        threading.Thread(target=late).start()
+        sys.argv = ["gradcheck", "--version"]
+        from gradcheck.cli import run
+        run()
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [f"gradcheck {_version()}", "thread finished"]
+
+
+def _version() -> str:
+    from gradcheck import __version__
+
+    return __version__
+
+
+def test_the_checks_of_a_command_run_with_the_collector_on():
+    """``run`` holds the collector off during start-up only: a check that makes cyclic
+    garbage has it collected; an in-process ``main`` leaves the collector as it found it."""
+    proc = _python("""
+        import gc, sys
+        import gradcheck.spec
+        seen = []
+        def check_built(*args, **kwargs):
+            seen.append(gc.isenabled())
+            return original(*args, **kwargs)
+        original = gradcheck.spec.check_built
+        gradcheck.spec.check_built = check_built
+        from gradcheck.cli import main, run
+        gc.disable()
+        main(["check", "-q", "specs/conv_tanh.toml"])
+        print("main:", seen, gc.isenabled(), flush=True)
+        gc.enable()
+        seen.clear()
+        import atexit
+        atexit.register(lambda: print("run:", seen, gc.isenabled()))
+        sys.argv = ["gradcheck", "check", "-q", "specs/conv_tanh.toml", "specs/small_cnn.toml"]
+        run()
+    """)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "main: [False] False" in lines                 # left as found (off)
+    assert lines[-1] == "run: [True, True] True"
+
+
+def test_the_other_commands_turn_the_collector_back_on():
+    proc = _python("""
+        import atexit, gc, sys
+        atexit.register(lambda: print("collector on:", gc.isenabled()))
+        sys.argv = ["gradcheck", "explain", "--json"]
+        from gradcheck.cli import run
+        run()
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "collector on: True"
