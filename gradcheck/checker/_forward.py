@@ -33,13 +33,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from gradcheck._errors import ConfigurationError, UserCodeError
 from gradcheck._precision import is_real_float
+from gradcheck._record import frozen
 from gradcheck.checker._diagnose import TensorRole, role_of
 from gradcheck.checker._numeric import is_structure
 from gradcheck.checker._plan import Plan, plan_checked
@@ -49,7 +49,7 @@ __all__ = ["ForwardProblem", "scalarize_forward", "plan_forward", "ColumnProbes"
            "DirectionProbes", "column_probes"]
 
 
-@dataclass(frozen=True)
+@frozen
 class ForwardProblem:
     """The check in forward mode after the first calls: what every later stage reads."""
 

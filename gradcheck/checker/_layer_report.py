@@ -8,12 +8,14 @@ ends with the culprit line and the culprit's own failures, and ``report.to_dict(
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from gradcheck._record import frozen
 
 __all__ = ["LayerResult", "culprit_line", "culprit_text"]
 
 
-@dataclass(frozen=True)
+@frozen
 class LayerResult:
     """One layer of a network: whether its own backward is right.
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from gradcheck._errors import ConfigurationError
 from gradcheck._precision import is_real_float
+from gradcheck._record import frozen
 from gradcheck._validate import is_int
 from gradcheck.checker._diagnose import TensorRole
 from gradcheck.checker._numeric import DEFAULT_MEMORY, is_structure
@@ -36,7 +37,7 @@ DEFAULT_DIRECTIONS = 8
 DEFAULT_TIME_BUDGET = 60.0
 
 
-@dataclasses.dataclass(frozen=True)
+@frozen
 class Options:
     """The keyword options of :func:`~gradcheck.check_vjp` (documented there)."""
 

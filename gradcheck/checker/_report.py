@@ -15,11 +15,12 @@ worst, and ``max_rel_error`` leaves out passing entries no larger than their tol
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Mapping
 
 import numpy as np
 
+from gradcheck._record import frozen
 from gradcheck.checker._layer_report import LayerResult, culprit_text
 
 __all__ = ["REPORT_FORMAT", "Diagnosis", "ArgumentReport", "CheckReport", "LayerResult"]
@@ -52,7 +53,7 @@ def _json_value(value):
     return value if value is None or isinstance(value, str) else str(value)
 
 
-@dataclass(frozen=True)
+@frozen
 class Diagnosis:
     """The likely cause of a mismatch, with the evidence that supports it.
 
@@ -82,7 +83,7 @@ class Diagnosis:
         return self.message
 
 
-@dataclass(frozen=True)
+@frozen
 class ArgumentReport:
     """Findings for one differentiated argument (one tensor)."""
 
@@ -245,7 +246,7 @@ def _fmt(value: float, spec: str = ".2e") -> str:
     return format(value, spec)
 
 
-@dataclass(frozen=True)
+@frozen
 class CheckReport:
     """Overall result of checking one function (or one layer spec) against its gradient."""
 

@@ -24,7 +24,7 @@ is reported as :class:`~gradcheck.UserCodeError`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Callable
 
 import numpy as np
@@ -37,6 +37,7 @@ from gradcheck._errors import (
     UserCodeError,
 )
 from gradcheck._precision import is_real_float
+from gradcheck._record import frozen
 from gradcheck.checker._tolerance import reduction_growth
 
 __all__ = ["Problem", "scalarize", "seeded_cotangent", "COTANGENT_SALT"]
@@ -46,7 +47,7 @@ __all__ = ["Problem", "scalarize", "seeded_cotangent", "COTANGENT_SALT"]
 COTANGENT_SALT = 0xC07A4E47
 
 
-@dataclass(frozen=True)
+@frozen
 class Problem:
     """The check after scalarizing: what every per-argument stage reads."""
 

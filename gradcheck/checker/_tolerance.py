@@ -218,12 +218,12 @@ of the allowance or less.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
 from gradcheck._precision import LOW_PRECISION, machine_eps
+from gradcheck._record import frozen
 
 __all__ = ["ToleranceRule", "RULE", "LOW_PRECISION_RULE", "Tolerance", "real_eps", "rule_for",
            "longest_sum", "reduction_growth", "GROWTH_FREE_LENGTH"]
@@ -287,7 +287,7 @@ def _rms(magnitude) -> float:
     return top * float(np.sqrt(np.mean((magnitude / top) ** 2)))
 
 
-@dataclass(frozen=True)
+@frozen
 class Tolerance:
     """The allowances of one argument's check (the module docstring derives each).
 

@@ -8,12 +8,13 @@ arithmetic overflows, the result record -- is here, once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
 from gradcheck._precision import LOW_PRECISION, is_real_float, machine_eps
+from gradcheck._record import frozen
 from gradcheck.numdiff._core import run_complex, run_fixed
 from gradcheck.numdiff._evaluate import Evaluator
 from gradcheck.numdiff._options import validate_common, validate_x
@@ -114,7 +115,7 @@ def _on_float32_grid(values) -> bool:
     return int(telling.sum()) >= min(4, v.size)
 
 
-@dataclass(frozen=True)
+@frozen
 class Problem:
     """A validated call: the point ``x``, ``f`` behind an :class:`Evaluator`, the options."""
 

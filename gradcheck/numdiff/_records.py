@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import fields
 
 import numpy as np
+
+from gradcheck._record import frozen
 
 __all__ = ["PassEstimate", "Estimate"]
 
@@ -22,7 +24,7 @@ class _Record:
                              for f in fields(self)})
 
 
-@dataclass(frozen=True)
+@frozen
 class PassEstimate(_Record):
     """What one pass says about each quantity (NaN where the pass did not reach it).
 
@@ -57,7 +59,7 @@ class PassEstimate(_Record):
         return cls(*(nan,) * 18, bad=np.zeros(n_q, bool))
 
 
-@dataclass(frozen=True)
+@frozen
 class Estimate(_Record):
     """A method's result per quantity, and the step kept for every source."""
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import fields
 
 import numpy as np
+
+from gradcheck._record import frozen
 
 __all__ = ["NumericalDerivative", "FORMAT_VERSION"]
 
@@ -22,7 +24,7 @@ def _jsonable(value):
     return value
 
 
-@dataclass(frozen=True)
+@frozen
 class NumericalDerivative:
     """A numerical derivative with its error bar, element by element.
 

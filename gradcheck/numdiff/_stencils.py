@@ -40,16 +40,17 @@ so values are taken relative to :math:`f(x)`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+
+from gradcheck._record import frozen
 
 __all__ = ["Stencil", "STENCILS", "REAL_METHODS", "METHODS", "ALIASES", "DEFAULT_REAL",
            "stencil", "fit_matrix", "moments", "rounding_bar"]
 
 
-@dataclass(frozen=True)
+@frozen
 class Stencil:
     """Nodes (multiples of ``h``) and everything derived from them."""
 

@@ -38,7 +38,7 @@ the log-sum-exp shift uses the real part), so complex step runs through.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from types import MappingProxyType
 from typing import Callable, Mapping, NamedTuple
 
@@ -46,6 +46,7 @@ import numpy as np
 
 from gradcheck._errors import ConfigurationError
 from gradcheck._precision import is_real_float
+from gradcheck._record import frozen
 from gradcheck._validate import is_int
 from gradcheck.ops._geometry import as_float_array
 
@@ -149,7 +150,7 @@ LOSSES: Mapping[str, LossDefinition] = MappingProxyType({
 })
 
 
-@dataclass(frozen=True, eq=False)
+@frozen(eq=False)
 class Loss:
     """A loss bound to an output shape, a seed and a dtype (see :func:`get_loss`)."""
 

@@ -7,15 +7,16 @@ the fuzzer relies on when it writes a failing spec out to be rerun).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Mapping
 
 from gradcheck._plain import plain
+from gradcheck._record import frozen
 
 __all__ = ["InputSpec", "LayerSpec", "LossSpec", "CheckSpec", "Spec"]
 
 
-@dataclass(frozen=True)
+@frozen
 class InputSpec:
     """``[input]``: the shape and dtype of ``x`` and how its values are drawn."""
 
@@ -35,7 +36,7 @@ class InputSpec:
         return d
 
 
-@dataclass(frozen=True)
+@frozen
 class LayerSpec:
     """One ``[[layer]]``: its ``type`` and the remaining keys, defaults filled in."""
 
@@ -46,7 +47,7 @@ class LayerSpec:
         return {"type": self.type, **plain(dict(self.options))}
 
 
-@dataclass(frozen=True)
+@frozen
 class LossSpec:
     """``[loss]``: which loss turns the network output into the scalar C."""
 
@@ -60,7 +61,7 @@ class LossSpec:
         return d
 
 
-@dataclass(frozen=True)
+@frozen
 class CheckSpec:
     """``[check]``: how the checker runs. ``None`` means "the checker's own default"."""
 
@@ -87,7 +88,7 @@ class CheckSpec:
         return d
 
 
-@dataclass(frozen=True)
+@frozen
 class Spec:
     """A validated layer spec: input, layers, loss and check settings.
 

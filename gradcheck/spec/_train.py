@@ -6,8 +6,8 @@ override the spec, and the spec overrides the defaults written here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
+from gradcheck._record import frozen
 from gradcheck.spec._values import Ctx
 
 __all__ = ["TrainSpec", "read_train", "TRAIN_KEYS", "DATA_SOURCES"]
@@ -18,7 +18,7 @@ TRAIN_KEYS = ("data", "epochs", "batch_size", "learning_rate", "momentum", "chec
               "seed", "test_fraction", "samples")
 
 
-@dataclass(frozen=True)
+@frozen
 class TrainSpec:
     """``[train]``; ``None`` means "the default" (``batch_size``: the input's ``N``)."""
 

@@ -53,6 +53,7 @@ import torch
 
 from gradcheck._adapter import (CUT_CAUSE, cut_where, name_cut_rows, reproduces,
                                 undo_residuals)
+from gradcheck._record import frozen
 from gradcheck.checker._report import Diagnosis
 from gradcheck.torch._problem import graph_reached
 from gradcheck.torch._undo import undone_vjp
@@ -136,7 +137,7 @@ def _function_names(outputs) -> tuple:
     return tuple(names)
 
 
-@dataclasses.dataclass(frozen=True)
+@frozen
 class Cuts:
     """What :func:`explain_cuts` found: the cut arguments and how they were cut."""
 

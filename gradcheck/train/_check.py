@@ -18,10 +18,11 @@ culprit is named (:mod:`gradcheck.checker._culprit`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 import numpy as np
 
+from gradcheck._record import frozen
 from gradcheck.train._steps import backward, carry_back, forward, per_sample_vjp
 
 __all__ = ["CheckRecord", "check_gradients", "DEFAULT_TIME_BUDGET", "DEFAULT_MODE"]
@@ -38,7 +39,7 @@ DEFAULT_MODE = "sampled"
 DEFAULT_TIME_BUDGET = 5.0
 
 
-@dataclass(frozen=True)
+@frozen
 class CheckRecord:
     """One scheduled check: when, the verdict, how each tensor was checked, the report."""
 

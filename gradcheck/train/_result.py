@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from gradcheck._record import frozen
 
 __all__ = ["TrainResult", "TRAIN_FORMAT"]
 
@@ -15,7 +17,7 @@ def _number(value):
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-@dataclass(frozen=True)
+@frozen
 class TrainResult:
     """A training run: the curves, every scheduled gradient check, the test accuracy.
 

@@ -1,0 +1,143 @@
+"""gradcheck._record.frozen against the stdlib's dataclass(frozen=True): the same
+equality, hash, repr, immutability and dataclasses API, class by class."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from dataclasses import field
+
+import numpy as np
+import pytest
+
+from gradcheck._record import frozen
+
+
+def _pair(body: dict, **options):
+    """The same class body made by dataclass(frozen=True) and by frozen."""
+    def make(decorate):
+        cls = type("Rec", (), {**body, "__module__": __name__, "__qualname__": "Rec"})
+        return decorate(cls)
+
+    return (make(dataclasses.dataclass(frozen=True, **options)),
+            make(frozen(**options) if options else frozen))
+
+
+BODIES = {
+    "plain": {"__annotations__": {"a": "int", "b": "str"}, "b": "x"},
+    "no fields": {"__annotations__": {}},
+    "one field": {"__annotations__": {"a": "object"}},
+    "options": {"__annotations__": {"a": "int", "hidden": "object", "tag": "str",
+                                    "h": "int"},
+                "hidden": field(default=None, compare=False, repr=False),
+                "tag": field(default="t", repr=False),
+                "h": field(default=0, hash=False)},
+    "factory": {"__annotations__": {"a": "int", "d": "dict"},
+                "d": field(default_factory=dict, compare=False)},
+}
+
+VALUES = {
+    "plain": [(1,), (1, "y"), (2, "x")],
+    "no fields": [()],
+    "one field": [(1,), (1.0,), ((1, 2),), ("s",)],
+    "options": [(1, [1], "t", 3), (1, {2: 3}, "u", 4), (2, None, "t", 3)],
+    "factory": [(1, {"k": 1}), (1, {}), (2,)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(BODIES))
+def test_frozen_behaves_as_the_stdlib_frozen_dataclass(name):
+    std, ours = _pair(BODIES[name])
+    assert [f.name for f in dataclasses.fields(ours)] == \
+        [f.name for f in dataclasses.fields(std)]
+    assert ours.__match_args__ == std.__match_args__
+    rows = VALUES[name]
+    for args in rows:
+        s, o = std(*args), ours(*args)
+        assert repr(o) == repr(s)
+        assert dataclasses.astuple(o) == dataclasses.astuple(s)
+        try:
+            expected_hash = hash(s)
+        except TypeError:         # an unhashable field value: unhashable both ways
+            with pytest.raises(TypeError):
+                hash(o)
+        else:
+            assert hash(o) == expected_hash
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            o.a = 5
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            del o.a
+        for other in rows:
+            assert (o == ours(*other)) == (s == std(*other))
+            assert (o != ours(*other)) == (s != std(*other))
+        assert o != s and s != o          # another class is never equal, as dataclass
+        assert (o == args) is False       # nor a tuple of the same values
+    if rows[0]:
+        first = ours(*rows[0])
+        changed = dataclasses.replace(first, **{dataclasses.fields(ours)[0].name: 9})
+        assert dataclasses.fields(ours)[0].name in repr(changed) or "9" not in repr(first)
+        assert getattr(changed, dataclasses.fields(ours)[0].name) == 9
+
+
+def test_arrays_compare_by_identity_first_as_in_a_dataclass():
+    std, ours = _pair({"__annotations__": {"a": "object", "b": "int"}})
+    a = np.arange(3.0)
+    assert (ours(a, 1) == ours(a, 1)) == (std(a, 1) == std(a, 1)) is True
+    with pytest.raises(ValueError):           # two equal arrays: ambiguous both ways
+        std(a, 1) == std(a.copy(), 1)
+    with pytest.raises(ValueError):
+        ours(a, 1) == ours(a.copy(), 1)
+
+
+def test_methods_the_class_writes_are_kept():
+    @frozen
+    class Named:
+        a: int
+
+        def __repr__(self):
+            return "mine"
+
+        def __eq__(self, other):
+            return True
+
+        def __hash__(self):
+            return 7
+
+    assert repr(Named(1)) == "mine" and Named(1) == Named(2) and hash(Named(1)) == 7
+
+    @frozen
+    class EqOnly:
+        a: int
+
+        def __eq__(self, other):
+            return True
+
+    # dataclass(frozen=True) gives a hash over the fields beside an own __eq__
+    assert hash(EqOnly(3)) == hash((3,))
+
+
+def test_eq_false_keeps_identity():
+    std, ours = _pair({"__annotations__": {"a": "int"}}, eq=False)
+    o = ours(1)
+    assert o != ours(1) and o == o and hash(o) == object.__hash__(o)
+    assert repr(o) == repr(std(1))
+
+
+def test_a_record_met_again_inside_itself_is_shown_as_dots():
+    @frozen
+    class Box:
+        items: list
+
+    box = Box([])
+    box.items.append(box)
+    assert repr(box).endswith(".Box(items=[...])")
+
+
+def test_records_of_the_package_pickle_and_compare():
+    from gradcheck.spec import loads_spec
+
+    spec = loads_spec("[input]\nshape = [1, 2, 4, 4]\n[[layer]]\ntype = 'conv'\n"
+                      "out_channels = 2\nkernel = 3\n")
+    again = pickle.loads(pickle.dumps(spec))
+    assert again == spec and repr(again) == repr(spec)
+    assert again != dataclasses.replace(spec, name="other")
