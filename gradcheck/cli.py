@@ -113,7 +113,9 @@ def _number(option: str, kind=float, *, minimum=None, strict=False):
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; given a ``command`` (``"check"``, ...), that command's
+    alone (the arguments of all four take a few milliseconds to add)."""
     from gradcheck import __version__
 
     parser = _Parser(
@@ -125,7 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
                "error")
     parser.add_argument("--version", action="version", version=f"gradcheck {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, add in _COMMANDS.items():
+        if command is None or name == command:
+            add(sub)
+    return parser
 
+
+def _add_check(sub) -> None:
     check = sub.add_parser(
         "check", help="check every tensor of one or more layer specs",
         description="Check the gradient of every tensor (the input and each layer's "
@@ -180,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
                          metavar="N", help="check specs in N processes at once (default 1)")
     check.set_defaults(run=_cmd_check)
 
+
+def _add_explain(sub) -> None:
     explain = sub.add_parser(
         "explain", help="walk through the seed's 3x3 input / 2x2 kernel example",
         description="Compute each input pixel's error of the seed's example two ways -- as "
@@ -192,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true", help="print the numbers as JSON")
     explain.set_defaults(run=_cmd_explain)
 
+
+def _add_fuzz(sub) -> None:
     fuzz = sub.add_parser(
         "fuzz", help="check random specs drawn by the public strategies",
         description="Draw random layer specs with gradcheck.strategies, check each, and "
@@ -207,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     fuzz.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     fuzz.set_defaults(run=_cmd_fuzz)
 
+
+def _add_train(sub) -> None:
     train = sub.add_parser(
         "train", help="train a spec's CNN with the seed's five steps, checking its gradients",
         description="Train SPEC's network (default: a small CNN for the 8x8 digits shipped "
@@ -240,7 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-memory", type=_size, metavar="SIZE",
                        help="refuse specs estimated to need more memory (e.g. 2GiB)")
     train.set_defaults(run=_cmd_train)
-    return parser
+
+
+#: The commands, in the order ``--help`` lists them, and what adds each one's parser.
+_COMMANDS = {"check": _add_check, "explain": _add_explain, "fuzz": _add_fuzz,
+             "train": _add_train}
 
 
 # --------------------------------------------------------------------------- check
@@ -578,7 +596,10 @@ def main(argv=None) -> int:
     Returns the exit status (:data:`OK`, :data:`MISMATCH`, :data:`USAGE`,
     :data:`INTERNAL`) instead of exiting, so it can be called in-process.
     """
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # a command named first needs only its own arguments (the other commands are neither
+    # parsed nor listed then); anything else (--help, --version, a wrong name) gets them all
+    parser = build_parser(argv[0] if argv and argv[0] in _COMMANDS else None)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse printed usage (or --help / --version)

@@ -113,3 +113,15 @@ def test_the_other_commands_turn_the_collector_back_on():
     """)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == "collector on: True"
+
+
+def test_a_commands_own_parser_reads_its_arguments_as_the_whole_parser_does():
+    from gradcheck.cli import build_parser
+
+    for argv in (["check"], ["check", "a.toml", "b.toml", "--json", "--mode", "full", "-j", "2",
+                             "--rtol", "1e-3", "--max-memory", "2GiB", "--seed", "4"],
+                 ["explain", "--convention", "correlation"], ["fuzz", "--examples", "3"],
+                 ["train", "spec.toml", "--epochs", "2", "-q"]):
+        whole = vars(build_parser().parse_args(argv))
+        own = vars(build_parser(argv[0]).parse_args(argv))
+        assert own == whole, argv
