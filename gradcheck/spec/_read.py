@@ -8,7 +8,6 @@ TOML / JSON / YAML syntax error with its line and column.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from pathlib import Path
@@ -121,6 +120,8 @@ def _no_duplicates(pairs):
 
 
 def _parse_json(text, label):
+    import json        # here: a TOML spec (the usual one) does not need it
+
     try:
         return json.loads(text, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as exc:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 
@@ -22,6 +21,8 @@ def show(value) -> str:
     elif value is None:
         text = "null"
     elif isinstance(value, str):
+        import json     # (values are shown only in error messages)
+
         text = json.dumps(value, ensure_ascii=False)
     elif isinstance(value, (int, float)):
         text = repr(value)
@@ -38,6 +39,7 @@ def show(value) -> str:
 def suggest(word, choices) -> str:
     """``'did you mean "x"? '`` for the closest of ``choices``, or ``''``."""
     import difflib       # only for a misspelt word
+    import json
 
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f"did you mean {json.dumps(close[0])}? " if close else ""
@@ -119,6 +121,8 @@ class Ctx:
 
     def choice(self, key, value, choices, *, what="one of"):
         if not isinstance(value, str) or value not in choices:
+            import json
+
             hint = suggest(value, choices) if isinstance(value, str) else ""
             listed = ", ".join(json.dumps(c) for c in choices)
             raise self.fail(key, f"expected {what} {listed}, got {show(value)}"
