@@ -24,7 +24,6 @@ I/N`` (one CI job's share of the specs) and ``-j N`` (worker processes) live in
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import math
 import re
@@ -328,6 +327,8 @@ def _load(args, paths):
             errors.append(_spec_error(exc, path))
             continue
         if args.seed is not None:
+            import dataclasses
+
             spec = dataclasses.replace(spec, check=dataclasses.replace(spec.check,
                                                                        seed=args.seed))
         specs.append(spec)

@@ -125,3 +125,45 @@ def test_a_commands_own_parser_reads_its_arguments_as_the_whole_parser_does():
         whole = vars(build_parser().parse_args(argv))
         own = vars(build_parser(argv[0]).parse_args(argv))
         assert own == whole, argv
+
+
+#: Not needed by ``import gradcheck.cli``, nor by ``--help`` or a usage error.
+_NOT_AT_START = {"numpy", "scipy", "dataclasses", "inspect", "json", "tomllib", "typing",
+                 "gradcheck.spec", "gradcheck.checker", "gradcheck.ops", "gradcheck.numdiff"}
+
+
+def _imported(code: str) -> set:
+    proc = _python("import sys\nbefore = set(sys.modules)\n" + textwrap.dedent(code) +
+                   "\nprint(' '.join(sorted(set(sys.modules) - before)))")
+    assert proc.returncode == 0, proc.stderr
+    return set(proc.stdout.splitlines()[-1].split())
+
+
+def test_importing_the_cli_imports_nothing_a_command_may_not_need():
+    new = _imported("import gradcheck.cli")
+    assert "gradcheck.cli" in new
+    assert not new & _NOT_AT_START, sorted(new & _NOT_AT_START)
+
+
+def test_help_and_a_usage_error_import_nothing_of_the_library():
+    new = _imported("""
+        import contextlib, io
+        from gradcheck.cli import main
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            assert main(["--help"]) == 0
+            assert main(["check", "--mode", "ful"]) == 2
+            assert main(["train", "--epochs", "0"]) == 2
+    """)
+    assert not new & _NOT_AT_START, sorted(new & _NOT_AT_START)
+
+
+def test_a_toml_spec_checked_to_text_imports_no_json():
+    new = _imported("""
+        import contextlib, io
+        from gradcheck.cli import main
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            assert main(["check", "specs/conv_tanh.toml"]) == 0
+        assert "all 3 checks passed" in out.getvalue()
+    """)
+    assert "numpy" in new and "tomllib" in new          # (it did check)
+    assert "json" not in new
