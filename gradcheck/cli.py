@@ -641,9 +641,17 @@ def run() -> None:
     live until it ends, and makes hardly any garbage before its first check. So the cyclic
     garbage collector is held off until the command's work starts (:func:`_settle` freezes
     what was imported out of its view, ``gc.freeze``), and at the end the process leaves
-    without freeing every object one by one (:func:`_leave`): about a tenth of the whole
-    ``gradcheck check`` of the bench spec. In-process callers of :func:`main` are left
-    as they are.
+    without freeing every object one by one (:func:`_leave`): some 60 of the 925 million
+    instructions of ``gradcheck check specs/bench/conv_tanh_24.toml``. In-process callers
+    of :func:`main` are left as they are.
+
+    No environment variable is set for the BLAS. NumPy's OpenBLAS starts its worker
+    threads when NumPy is imported, and each spins for up to about 0.1 s (OpenBLAS's
+    thread timeout) waiting for work: CPU time on another core, none on the command's own
+    thread. One thread (``OPENBLAS_NUM_THREADS=1``) would slow large checks and may change
+    the last bits of threaded sums; a shorter spin (``OPENBLAS_THREAD_TIMEOUT``) changes
+    no result but has every BLAS call after a pause wake the workers: both are left to
+    the user.
     """
     global _collector_held
     _collector_held = gc.isenabled()
