@@ -687,21 +687,25 @@ def _leave(code: int) -> None:
     if any(t.is_alive() and not t.daemon for t in threading.enumerate()
            if t is not threading.main_thread()):
         sys.exit(code)
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
+    if not _flushed():
         sys.exit(code)
     import atexit
     import os
 
     atexit._run_exitfuncs()
-    try:
-        sys.stdout.flush()      # what the atexit functions printed
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
+    _flushed()                  # what the atexit functions printed
     os._exit(code)
+
+
+def _flushed() -> bool:
+    """Flush stdout and stderr (either may be None: closed at start); False if one fails."""
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -167,3 +167,12 @@ def test_a_toml_spec_checked_to_text_imports_no_json():
     """)
     assert "numpy" in new and "tomllib" in new          # (it did check)
     assert "json" not in new
+
+
+def test_run_with_stdout_closed_at_start_exits_as_an_ordinary_exit_does():
+    # the interpreter then has sys.stdout None; argparse writes the version to stderr
+    code = "from gradcheck.cli import run; import sys; sys.argv = ['gradcheck', '--version']; run()"
+    proc = subprocess.run(["sh", "-c", f'"{sys.executable}" -c "{code}" >&-'],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == f"gradcheck {_version()}\n"
