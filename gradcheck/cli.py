@@ -32,12 +32,14 @@ import time
 
 from gradcheck._errors import GradcheckError, SpecError, UserCodeError
 
-__all__ = ["main", "OK", "MISMATCH", "USAGE", "INTERNAL"]
+__all__ = ["main", "OK", "MISMATCH", "USAGE", "INTERNAL", "PIPE_CLOSED"]
 
 OK = 0
 MISMATCH = 1
 USAGE = 2
 INTERNAL = 3
+#: stdout's reader closed the pipe before the output was written (128 + SIGPIPE).
+PIPE_CLOSED = 141
 
 
 # --------------------------------------------------------------------------- parser
@@ -624,6 +626,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("gradcheck: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:     # the reader of stdout left (`gradcheck check | head -1`)
+        return _reader_gone()
     except Exception:
         import traceback
 
@@ -688,7 +692,7 @@ def _leave(code: int) -> None:
            if t is not threading.main_thread()):
         sys.exit(code)
     if not _flushed():
-        sys.exit(code)
+        sys.exit(_reader_gone() if _pipe_closed else code)
     import atexit
     import os
 
@@ -697,15 +701,38 @@ def _leave(code: int) -> None:
     os._exit(code)
 
 
+#: True once a flush found stdout's reader gone (:func:`_flushed`).
+_pipe_closed = False
+
+
 def _flushed() -> bool:
     """Flush stdout and stderr (either may be None: closed at start); False if one fails."""
+    global _pipe_closed
     try:
         for stream in (sys.stdout, sys.stderr):
             if stream is not None:
                 stream.flush()
+    except BrokenPipeError:
+        _pipe_closed = True
+        return False
     except (OSError, ValueError):
         return False
     return True
+
+
+def _reader_gone() -> int:
+    """stdout's reader closed the pipe: what is still buffered goes nowhere (no second
+    error when the interpreter flushes at exit) and the status is :data:`PIPE_CLOSED`,
+    the status a shell shows for a process ended by SIGPIPE."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return PIPE_CLOSED
 
 
 if __name__ == "__main__":  # pragma: no cover

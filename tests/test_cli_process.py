@@ -176,3 +176,21 @@ def test_run_with_stdout_closed_at_start_exits_as_an_ordinary_exit_does():
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == f"gradcheck {_version()}\n"
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_command_with_141_and_no_traceback():
+    # `gradcheck check --json | true`: the pipe is closed before the report is written
+    import os
+
+    read, write = os.pipe()
+    os.close(read)                               # the reader is gone before any output
+    try:
+        proc = subprocess.run([sys.executable, "-m", "gradcheck", "check", "--json",
+                               "specs/conv_tanh.toml"], stdout=write, stderr=subprocess.PIPE,
+                              text=True, cwd=ROOT, timeout=120)
+    finally:
+        os.close(write)
+    from gradcheck.cli import PIPE_CLOSED
+
+    assert proc.returncode == PIPE_CLOSED == 141, proc.stderr
+    assert proc.stderr == ""                     # no traceback, no "internal error"
