@@ -135,6 +135,7 @@ def _split_layer(layer, params, re, im, arg, slot, bound=None):
     bounded below :data:`~gradcheck.ops.activations.FIRST_ORDER_IMAG` that way needs
     no pass over its input to know it (the same decision as the pass: the bound is at
     least the largest value)."""
+    from gradcheck.ops._memo import last_call
     from gradcheck.ops.activations import FIRST_ORDER_IMAG
     from gradcheck.ops.conv import _scratch, conv_forward, conv_forward_scratch
 
@@ -148,17 +149,19 @@ def _split_layer(layer, params, re, im, arg, slot, bound=None):
             bound = np.maximum(im.max(), -im.min())
             if not bound <= FIRST_ORDER_IMAG:
                 return None
-        d = spec.derivative(re)
+        # the same real part for every tensor of a check: kept by the layer (read-only)
+        value, d = layer.value_at(re), layer.derivative_at(re)
         # written in C order whatever im's layout (a batch of kernels gives its points
         # axis second in memory): the differentiator reads the parts as they come
         out = _scratch(slot, im.shape, np.result_type(im, d), limit=PARTS_KEEP_BYTES)
         # tanh' and sigmoid' are at most 1: the bound holds (with slack for rounding)
-        return spec.value(re), np.multiply(im, d, out=out), bound * BOUND_SLACK
+        return value, np.multiply(im, d, out=out), bound * BOUND_SLACK
     if kind != "conv" or getattr(layer, "groups", 1) != 1:
         return None
     w, b = params["w"], params.get("b")
     options = dict(convention=layer.convention, **layer._options())
-    y = conv_forward(re, w, b, **options)
+    # the same real part for every tensor of a check: the layer keeps its last (read-only)
+    y = last_call(layer, "_real_part")(conv_forward, re, w, b, **options)
     if arg is None:                       # B inputs: one batch of B N items, no bias
         if bound is not None:             # |sum w x| <= max|x| * sum |w| per filter
             bound = bound * float(np.abs(w).reshape(w.shape[0], -1).sum(axis=1).max()) \

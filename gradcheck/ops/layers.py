@@ -38,6 +38,7 @@ from gradcheck._plain import plain
 from gradcheck._validate import is_int
 from gradcheck.ops._geometry import as_float_array, conv_geometry
 from gradcheck.ops._layer_base import LayerBase, WeightedLayer, int_or_tuple, positive_int
+from gradcheck.ops._memo import last_call
 from gradcheck.ops._patterns import channel_block_pattern, identity_pattern, window_pattern
 from gradcheck.ops.activations import ACTIVATIONS, get_activation
 from gradcheck.ops.conv import CONVENTIONS, conv_backward, conv_forward
@@ -218,6 +219,18 @@ class Activation(LayerBase):
     def __init__(self, name, **params):
         self.spec = get_activation(name, **params)
 
+    # the value and derivative at the last input are kept: a check asks for them again at
+    # the same point (the backward for each cotangent, each tensor's complex steps)
+    def value_at(self, z) -> np.ndarray:
+        """:math:`\sigma(z)` as the table computes it, kept for the next call with the same
+        ``z`` (read-only)."""
+        return last_call(self, "_value_memo")(self.spec.value, z)
+
+    def derivative_at(self, z) -> np.ndarray:
+        """:math:`\sigma'(z)` as the table computes it, kept for the next call with the
+        same ``z`` (read-only)."""
+        return last_call(self, "_derivative_memo")(self.spec.derivative, z)
+
     @property
     def name(self) -> str:
         return self.spec.name
@@ -248,7 +261,7 @@ class Activation(LayerBase):
         self._check_params(x.shape, params, "backward")
         grad_y = as_float_array(grad_y, "grad_y")
         self._check_grad_y(grad_y, x.shape)
-        return (grad_y * self.spec.derivative(x),)
+        return (grad_y * self.derivative_at(x),)
 
     def pattern(self, input_shape, wrt="x"):
         self._check_wrt(input_shape, wrt)
