@@ -222,12 +222,12 @@ class Activation(LayerBase):
     # the value and derivative at the last input are kept: a check asks for them again at
     # the same point (the backward for each cotangent, each tensor's complex steps)
     def value_at(self, z) -> np.ndarray:
-        """:math:`\sigma(z)` as the table computes it, kept for the next call with the same
+        r""":math:`\sigma(z)` as the table computes it, kept for the next call with the same
         ``z`` (read-only)."""
         return last_call(self, "_value_memo")(self.spec.value, z)
 
     def derivative_at(self, z) -> np.ndarray:
-        """:math:`\sigma'(z)` as the table computes it, kept for the next call with the
+        r""":math:`\sigma'(z)` as the table computes it, kept for the next call with the
         same ``z`` (read-only)."""
         return last_call(self, "_derivative_memo")(self.spec.derivative, z)
 
