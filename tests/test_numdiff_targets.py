@@ -179,3 +179,74 @@ def test_owners_route_reads_a_shared_table_as_fresh_ones(method):
     expected = (1 - np.tanh(x) ** 2) * (z @ R[:20].reshape(4, 5).T).T
     assert np.all(np.abs(runs[0].grad - expected) <= runs[0].error + 1e-15)
     assert len(seen) >= 3
+
+
+@pytest.mark.parametrize("method", ["complex", "richardson"])
+@pytest.mark.parametrize("none", [False, True])
+def test_owners_in_runs_give_the_bincounts_sums_to_the_bit(method, none, monkeypatch):
+    # f(x)[n, o, p] = tanh(sum_j x[o, j] z[n, j, p]): filter o owns its channel, one run of
+    # 24 rows per batch item (3 items), as a conv's weight followed by tanh does; with
+    # ``none`` a channel of constants owned by none runs between them. The running sums
+    # over runs (numdiff._runs) and the bincounts (runs made too short to count) must give
+    # the same values and error bars to the bit, and the derivative.
+    from gradcheck import numerical_vjp
+    from gradcheck.numdiff import _runs
+
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((3, 2, 24))
+    x = rng.standard_normal((4, 2))
+    n_o = 4 + none
+
+    def f(a):
+        a = np.asarray(a)
+        y = np.tanh(np.einsum("...oj,njp->...nop", a, z))
+        if none:
+            y = np.concatenate([y, np.ones(y.shape[:-2] + (1, 24))], axis=-2)
+        return y.reshape(a.shape[:-2] + (-1,))
+
+    table = np.tile(np.repeat(np.arange(n_o), 24), 3)
+    table[table == 4] = -1
+    shared = table.copy()
+    shared.flags.writeable = False
+    R = rng.standard_normal(table.size)
+    def owners(members):    # a whole color: the shared table; part of one: its own
+        if members.size == 4:
+            return shared
+        at = {int(m) // 2: p for p, m in enumerate(members)}
+        return np.array([at.get(int(o), -1) if o >= 0 else -1 for o in table])
+
+    options = dict(colors=np.tile(np.arange(2), 4), owners=owners, method=method,
+                   vectorized=True)
+    runs = numerical_vjp(f, x, R, **options)
+    monkeypatch.setattr(_runs, "MIN_RUN", 10**9)
+    counted = numerical_vjp(f, x, R, **options)
+    np.testing.assert_array_equal(runs.grad, counted.grad)
+    np.testing.assert_array_equal(runs.error, counted.error)
+    Rr = R.reshape(3, n_o, 24)[:, :4]
+    y = np.einsum("oj,njp->nop", x, z)
+    expected = np.einsum("nop,njp->oj", Rr * (1 - np.tanh(y) ** 2), z)
+    assert np.all(np.abs(runs.grad - expected) <= runs.error + 1e-15)
+
+
+def test_runs_are_found_only_where_every_member_owns_as_many():
+    from gradcheck.numdiff._runs import running_sums, runs_of
+
+    bins = np.tile(np.repeat([0, 1, 2], 16), 2)          # 2 = none, member 0 and 1
+    r = runs_of(bins, 2, 5)
+    assert (r.index.tolist(), r.length, r.per) == ([0, 3, 1, 4], 16, 2)
+    a = np.arange(bins.size, dtype=float)
+    np.testing.assert_array_equal(r.arrange(a)[1], np.r_[16:32, 64:80])
+    assert runs_of(np.repeat([0, 1, 1], 16), 2, 1) is None      # unequal runs
+    assert runs_of(np.repeat([0, 1], 8), 2, 1) is None          # runs too short
+    assert runs_of(np.repeat([0, 2], 16), 2, 1) is None         # member 1 owns nothing
+    # a sum from +0, one value after the other (as a bincount adds), by hand
+    rows = np.array([[1e16, 1.0, 1.0, -1e16], [-0.0, -0.0, -0.0, -0.0]])
+    by_hand = []
+    for row in rows:
+        total = 0.0
+        for v in row:
+            total += v
+        by_hand.append(total)
+    got = running_sums(rows)
+    np.testing.assert_array_equal(got, by_hand)
+    assert got.tolist() == [0.0, 0.0] and not np.signbit(got).any()

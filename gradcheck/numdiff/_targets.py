@@ -51,6 +51,7 @@ from gradcheck._errors import ConfigurationError
 from gradcheck.numdiff._coloring import ragged_arange
 from gradcheck.numdiff._evaluate import ComplexSteps
 from gradcheck.numdiff._grain import _digits, _grain, _significant_bits
+from gradcheck.numdiff._runs import running_sums, runs_of
 
 __all__ = ["GradTarget", "VjpTarget", "JacobianTarget", "DirectionTarget", "Values"]
 
@@ -309,7 +310,8 @@ class VjpTarget(_Target):
     def _owned(self, members):
         """Per output row, the position in ``members`` of the member it is attributed to,
         ``members.size`` where none (the caller's owners, checked: negative for none);
-        and how many times that changes from one row to the next.
+        how many times that changes from one row to the next; and its runs
+        (:func:`._runs.runs_of`, or None).
 
         A read-only array handed back again (a structure's table for a whole color, the
         same for many colors) is checked and read once per number of members: its values
@@ -318,14 +320,15 @@ class VjpTarget(_Target):
         if not own.flags.writeable:
             known = self._checked_owners.get((id(own), members.size))
             if known is not None and known[0] is own:
-                return known[1], known[2]
+                return known[1:]
         own, lowest = self._check_owned(own, members)
         bins = (own.astype(np.int64, copy=False) if lowest >= 0
                 else np.where(own >= 0, own, members.size))
         runs = int(np.count_nonzero(bins[1:] != bins[:-1]))
+        lay = runs_of(bins, members.size, runs)
         if not own.flags.writeable:     # the array itself is kept: its id is not reused
-            self._checked_owners[(id(own), members.size)] = (own, bins, runs)
-        return bins, runs
+            self._checked_owners[(id(own), members.size)] = (own, bins, runs, lay)
+        return bins, runs, lay
 
     def _check_owned(self, own, members):
         if own.shape != (self.ev.out_size,) or own.dtype.kind not in "iu":
@@ -366,19 +369,42 @@ class VjpTarget(_Target):
         #: arrays stays within BLOCK_VALUES (the several passes over it run from cache)
         per_block = max(1, BLOCK_VALUES // max(1, nk * n_out))
 
-        def owned(Y, g0, b0, b1, order, bounds):
-            """The owners route for groups ``b0:b1`` of the chunk starting at ``g0``."""
+        def by_runs(Y, g0, b0, b1, order, bounds, lay):
+            """The owners route for groups ``b0:b1`` sharing the runs ``lay``: each
+            member's rows put together and summed by running sums (:mod:`._runs`; the
+            same sums, to the bit, as the bincounts below)."""
+            G = b1 - b0
+            cols = pos[order[bounds[b0]:bounds[b1]]]
+            Yk = lay.arrange(Y[(b0 - g0) * nk:(b1 - g0) * nk].reshape(G, nk, n_out))
+            Rm = lay.arrange(R)
+            block = Yk * Rm                                     # (G, nk, members, rows)
+            vals[:, cols] = running_sums(block).transpose(1, 0, 2).reshape(nk, -1)
+            grain = _grain(Yk.reshape(G, nk, -1), ks, imag, self.digits)
+            if grain.any():     # else every sum is 0, as grain2 holds already
+                grain *= Rm.reshape(-1)
+                grain2[cols] = running_sums((grain * grain).reshape((G,) + Rm.shape)).reshape(-1)
+            if imag:
+                squares = running_sums(block * block)           # (G, nk, members)
+                sig2[cols] = squares.max(axis=1).reshape(-1)
+                spread2[cols] = squares[:, a1].reshape(-1)
+                return
+            mag = (Yk != 0) * np.maximum(lay.arrange(Rf2), (Rm * (lay.arrange(f0) + Yk)) ** 2)
+            sig2[cols] = running_sums(mag).max(axis=1).reshape(-1)
+            fallback_owned[cols] = np.tile(running_sums(lay.arrange(Rf2)), G)
+            spread2[cols] = running_sums(block[:, a1] ** 2).reshape(-1)
+
+        def owned(Y, g0, b0, b1, order, bounds, tables):
+            """The owners route for groups ``b0:b1`` of the chunk starting at ``g0``, by
+            bincounts (``tables``: each group's from :meth:`_owned`)."""
             G = b1 - b0
             # one bin per member of each group and one for its rows owned by none, group
             # after group: each row's bin is its owner's position plus its group's offset
             sizes = bounds[b0 + 1:b1 + 1] - bounds[b0:b1]
             offsets = np.cumsum(sizes + 1) - (sizes + 1)
             idx = np.empty((G, n_out), dtype=np.int64)
-            for i, g in enumerate(range(b0, b1)):
-                bins, runs = self._owned(order[bounds[g]:bounds[g + 1]])
-                if i == 0:
-                    first_runs = runs
+            for i, (bins, _, _) in enumerate(tables):
                 np.add(bins, offsets[i], out=idx[i])
+            first_runs = tables[0][1]
             n_bins = int(offsets[-1] + sizes[-1] + 1)
             members_bins = np.delete(np.arange(n_bins), offsets + sizes)   # in order
             # a member owning long runs of rows (a filter: its whole output channel) has
@@ -425,8 +451,18 @@ class VjpTarget(_Target):
 
         def reduce(Y, g0, g1, order, bounds):
             if self.owners is not None:  # attribution by the caller's structure
-                for b0 in range(g0, g1, per_block):
-                    owned(Y, g0, b0, min(g1, b0 + per_block), order, bounds)
+                tables = [self._owned(order[bounds[g]:bounds[g + 1]]) for g in range(g0, g1)]
+                b0 = g0
+                while b0 < g1:      # blocks of groups alike: the same runs, or bincounts
+                    lay = tables[b0 - g0][2]
+                    b1 = b0 + 1
+                    while b1 < g1 and b1 - b0 < per_block and tables[b1 - g0][2] is lay:
+                        b1 += 1
+                    if lay is not None:
+                        by_runs(Y, g0, b0, b1, order, bounds, lay)
+                    else:
+                        owned(Y, g0, b0, b1, order, bounds, tables[b0 - g0:b1 - g0])
+                    b0 = b1
                 return
             if P is None:               # one element per point
                 v = Y @ R
