@@ -76,6 +76,8 @@ per argument: one call returns every argument's gradient. A cotangent given by t
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -151,9 +153,27 @@ def _finfo_max(dtype) -> float:
 
 def _second(seed, salt, like, scale) -> np.ndarray:
     """An independent standard normal shaped like ``like``, times ``scale`` (or 1)."""
-    draw = np.random.default_rng([int(seed), *salt, SECOND_SALT]).standard_normal(
-        np.shape(like))
-    return draw * (scale if scale > 0 and np.isfinite(scale) else 1.0)
+    return _draw(int(seed), tuple(salt), np.shape(like)) * (
+        scale if scale > 0 and np.isfinite(scale) else 1.0)
+
+
+#: Largest draw (elements) :func:`_draw` keeps for the next check with the same seed.
+KEEP_DRAW = 2**20
+
+
+@functools.lru_cache(maxsize=4)
+def _kept_draw(seed, salt, shape) -> np.ndarray:
+    draw = np.random.default_rng([seed, *salt, SECOND_SALT]).standard_normal(shape)
+    draw.flags.writeable = False
+    return draw
+
+
+def _draw(seed, salt, shape) -> np.ndarray:
+    """The standard normal of ``seed`` and ``salt``, shaped ``shape``: the same numbers
+    at every call (a generator seeded so), kept for the next call where small."""
+    if math.prod(shape) <= KEEP_DRAW:
+        return _kept_draw(seed, salt, shape)
+    return np.random.default_rng([seed, *salt, SECOND_SALT]).standard_normal(shape)
 
 
 class _Compare(NamedTuple):
