@@ -50,22 +50,66 @@ A right derivative rounds at that scale; a wrong one is off by a share of the te
 themselves (a term left out, a sign, a factor), far beyond ``eps`` of them, so an
 allowance of 64 ulps of the measured magnitude keeps a wrong gradient of 1e-6 relative
 failing in float64 (``tests/test_cancellation.py`` pins both).
+
+The analytic side's own terms
+-----------------------------
+``f``'s outputs need not show the terms a right gradient rounds at. At order 2, the
+backward of torch's ``batch_norm(x).sum()`` over a batch of two is rounding that does
+not change as ``x`` moves (0 in most columns, +-2e-16 in one at seed 13: its two rows
+are negatives of each other), so its outputs measure next to no terms, while torch's
+double backward forms its own zero from terms about the size of the cotangent and
+returns rounding of them: ``order2.x[0, 1]`` -3.46e-16 against an allowance of 3.7e-28
+(seed 13; 10 of fresh seeds 12-59 failed so). :func:`gradient_magnitudes` measures
+those terms the same way, on the backward as a function of its cotangent and the point,
+every float of both moved together: the point as above, the cotangent, in which a
+backward is linear, by 3 or 5 times ``2**-10`` of each element, drawn per element
+(:data:`LINEAR_SHARE`). A share changes every bit of an element, where moves on the grid
+of the cotangent's root mean square left the rounding of sums of its smaller entries as
+it was (``order2.grad_output`` at seed 24: three draws in ten read 4e-5 of the terms);
+a share of one size for every element (signs drawn) still left it so on 11 draws in
+100, odd multiples drawn per element on none. What is left is the rounding of the
+backward at seven points, per element of each gradient, taken as at least its root
+mean square over the argument. The element-wise allowance takes :data:`OWN_BARS` of it
+as a floor of the resolution (:meth:`._scalarize.Problem.resolution`), with the
+outputs' measure, once an element departs beyond the first allowance: eighteen calls of
+the backward more, made once per check. Seeds 0-149 of that batch norm pass. Four, not
+the 64 ulps of a magnitude: the measure is the rounding itself (the combination's seven
+roundings, the largest of three draws), not the size of the terms, and it is large where
+the backward truly rounds coarsely -- the gamma gradient of a float32 batch norm of
+inputs at 100 with a spread of 0.0075 (``tests/test_cancellation.py``), rounding of 0.6%,
+where 64 of it let a 5% slip through. Three let a right double backward fail on 7 of 300
+draws at seed 13, four on none. It is an allowance for the backward's rounding, so a
+wrong backward is still off by a share of its terms: a gradient as small as that
+rounding but not cancelling (``1e-16 logsumexp(x)``) with one element off by 3% of
+itself fails alone. A backward that is not linear in its
+cotangent, or not deterministic, may read a large rounding here; the linearity stage
+(:mod:`._linearity`) fails it whatever the element-wise verdict.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from gradcheck.checker._tolerance import real_eps
+from gradcheck.checker._tolerance import Tolerance, real_eps
 from gradcheck.numdiff._steps import typical_size
 
-__all__ = ["row_magnitudes", "measured_once", "PROBES", "SALT"]
+__all__ = ["row_magnitudes", "gradient_magnitudes", "measured_once",
+           "gradients_measured_once", "PROBES", "SALT",
+           "GRADIENT_SALT", "LINEAR_SHARE", "OWN_BARS"]
 
 #: Random probes (six calls of ``f`` each): one sample of a rounding error may come out
 #: small by chance.
 PROBES = 3
 #: Mixed with the seed for the probes' random signs.
 SALT = 0x40BE5
+#: Mixed with the seed for the moves of the backward's own measure.
+GRADIENT_SALT = 0x6AD5E
+#: Multiples of the backward's rounding, measured, that the element-wise allowance takes
+#: (see the module notes).
+OWN_BARS = 4.0
+#: The unit of the share of each element of the cotangent the backward's measure moves
+#: it by (3 or 5 of them, drawn per element; see the module notes).
+LINEAR_SHARE = 2.0 ** -10
 
 
 def _wide(a) -> np.ndarray:
@@ -81,6 +125,73 @@ def _odd(rng, count, shape) -> np.ndarray:
     """Odd integers between about ``count / 2`` and ``3 count / 2``."""
     half = max(int(count) // 2, 1)
     return (2 * rng.integers(half // 2, half // 2 + half, shape) + 1).astype(np.float64)
+
+
+def _eps_of(y, args) -> float:
+    """The eps that turns a rounding of ``y`` into the magnitude of its terms: ``y``'s own,
+    or that of the coarsest float16 / bfloat16 argument when coarser."""
+    eps = real_eps(y.dtype) if _is_float(y) else real_eps(np.float64)
+    # float16 / bfloat16 arguments of a wider output (ml_dtypes' bfloat16 matmul returns
+    # float32): the moves are on the argument's coarse grid, and what they leave is
+    # measured in the argument's units, not the output's (a float32 eps turned f's
+    # variation over 1-3 bfloat16 ulps into terms of 8 877 on values of 1, and a
+    # sign-flipped bfloat16 weight gradient passed)
+    coarse = max((real_eps(x.dtype) for x in args if _is_float(x)), default=0.0)
+    return max(eps, coarse) if coarse >= 2.0 ** -11 else eps
+
+
+def _roundings(f, args, ys, seed, salt, linear=()) -> list | None:
+    """Per array of ``ys`` (``f(*args)``'s, a tuple of arrays shaped like ``ys``), the
+    largest quarter of ``|3 A_1 - 3 A_2 + A_3|`` over :data:`PROBES` draws of the moves
+    (module notes), the arguments numbered in ``linear`` moved by :data:`LINEAR_SHARE` of
+    themselves; None where ``f`` raises or returns something unfit off the point."""
+    rng = np.random.default_rng([int(seed), salt])
+    units = []
+    for i, x in enumerate(args):
+        if not _is_float(x):
+            units.append(None)
+            continue
+        if i in linear:
+            # f is linear in it (a backward in its cotangent): no curvature to stay
+            # below, so a share of each element, 3 or 5 LINEAR_SHAREs drawn per element,
+            # which changes every bit of it
+            units.append((np.abs(_wide(x)) * LINEAR_SHARE, 4))
+            continue
+        xe = real_eps(x.dtype)
+        # at least the argument's root mean square, as numdiff's steps (a fixed 1 moved
+        # float32 inputs of size 1e-5 by a fifth of themselves: a tanh fed through
+        # weights of 1e5 showed its curvature, read as rounding 1e6 times too large)
+        s = np.maximum(np.abs(_wide(x)), typical_size(x))
+        # the ulp of max(|x_j|, the argument's typical size): x lies on its grid, so
+        # x + k d is exact for d a multiple of it (an odd one, so that the low bits of x
+        # change too)
+        units.append((xe * 2.0 ** np.floor(np.log2(s)), min(1024.0, xe ** -0.25)))
+    worst = [np.zeros(np.shape(y)) for y in ys]
+    y0 = [_wide(y) for y in ys]
+    with np.errstate(all="ignore"):
+        for _ in range(PROBES):
+            signs = [None if u is None else
+                     u[0] * _odd(rng, u[1], np.shape(u[0])) * rng.choice([-1.0, 1.0],
+                                                                      np.shape(u[0]))
+                     for u in units]
+            out = []
+            for k in (1, -1, 2, -2, 3, -3):
+                point = tuple(x if d is None else (_wide(x) + k * d).astype(x.dtype)
+                              for x, d in zip(args, signs))
+                try:
+                    v = [_wide(a) for a in f(*point)]
+                except Exception:       # user code failing off the point: no measure
+                    return None
+                if len(v) != len(y0) or any(a.shape != y.shape for a, y in zip(v, y0)):
+                    return None
+                out.append(v)
+            for j, y in enumerate(y0):
+                # the second differences at d, 2d, 3d: 3 A1 - 3 A2 + A3 holds neither a
+                # kink nor a curvature, a quarter of it the rounding at the former scale
+                a, b, c = (out[i][j] + out[i + 1][j] - 2 * y for i in (0, 2, 4))
+                second = np.abs(3 * a - 3 * b + c) / 4
+                worst[j] = np.maximum(worst[j], np.where(np.isfinite(second), second, 0.0))
+    return worst
 
 
 def row_magnitudes(f, args, y, seed) -> np.ndarray:
@@ -102,55 +213,58 @@ def row_magnitudes(f, args, y, seed) -> np.ndarray:
     True
     """
     y = np.asarray(y)
-    eps = real_eps(y.dtype) if _is_float(y) else real_eps(np.float64)
-    # float16 / bfloat16 arguments of a wider output (ml_dtypes' bfloat16 matmul returns
-    # float32): the moves are on the argument's coarse grid, and what they leave is
-    # measured in the argument's units, not the output's (a float32 eps turned f's
-    # variation over 1-3 bfloat16 ulps into terms of 8 877 on values of 1, and a
-    # sign-flipped bfloat16 weight gradient passed)
-    coarse = max((real_eps(x.dtype) for x in args if _is_float(x)), default=0.0)
-    if coarse >= 2.0 ** -11:
-        eps = max(eps, coarse)
-    rng = np.random.default_rng([int(seed), SALT])
-    units = []
-    for x in args:
-        if not _is_float(x):
-            units.append(None)
-            continue
-        xe = real_eps(x.dtype)
-        # at least the argument's root mean square, as numdiff's steps (a fixed 1 moved
-        # float32 inputs of size 1e-5 by a fifth of themselves: a tanh fed through
-        # weights of 1e5 showed its curvature, read as rounding 1e6 times too large)
-        s = np.maximum(np.abs(_wide(x)), typical_size(x))
-        # the ulp of max(|x_j|, the argument's typical size): x lies on its grid, so
-        # x + k d is exact for d a multiple of it (an odd one, so that the low bits of x
-        # change too)
-        units.append((xe * 2.0 ** np.floor(np.log2(s)), min(1024.0, xe ** -0.25)))
-    worst = np.zeros(y.shape)
-    y0 = _wide(y)
-    with np.errstate(all="ignore"):
-        for _ in range(PROBES):
-            signs = [None if u is None else
-                     u[0] * _odd(rng, u[1], np.shape(u[0])) * rng.choice([-1.0, 1.0],
-                                                                      np.shape(u[0]))
-                     for u in units]
-            out = []
-            for k in (1, -1, 2, -2, 3, -3):
-                point = tuple(x if d is None else (_wide(x) + k * d).astype(x.dtype)
-                              for x, d in zip(args, signs))
-                try:
-                    v = _wide(f(*point))
-                except Exception:       # user code failing off the point: no measure
-                    return np.zeros(y.shape)
-                if v.shape != y.shape:
-                    return np.zeros(y.shape)
-                out.append(v)
-            # the second differences at d, 2d, 3d: 3 A1 - 3 A2 + A3 holds neither a kink
-            # nor a curvature, a quarter of it the rounding at the former scale (notes)
-            a, b, c = (out[i] + out[i + 1] - 2 * y0 for i in (0, 2, 4))
-            second = np.abs(3 * a - 3 * b + c) / 4
-            worst = np.maximum(worst, np.where(np.isfinite(second), second, 0.0))
-    return worst / eps
+    worst = _roundings(lambda *a: (f(*a),), args, (y,), seed, SALT)
+    return np.zeros(y.shape) if worst is None else worst[0] / _eps_of(y, args)
+
+
+def gradient_magnitudes(f_vjp, cotangent, args, grads, seed) -> tuple:
+    """Per argument, the rounding of each element of its analytic gradient ``grads[j]``
+    (``f_vjp(cotangent, *args)``, None for a gradient not returned), measured as
+    :func:`row_magnitudes` measures ``f``'s outputs' -- the backward as a function of its
+    cotangent and the point, every float of both moved together (see the module notes,
+    *The analytic side's own terms*) -- at least its root mean square over the argument,
+    and given in the resolution's units: the magnitude of terms whose ``k_an`` ulps
+    (:mod:`._tolerance`) are :data:`OWN_BARS` of it. Zeros where the backward raises or
+    returns something unfit off the point.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gradcheck.checker._formed import gradient_magnitudes
+    >>> x = np.random.default_rng(0).standard_normal(6)
+    >>> def f_vjp(r, x):                 # of softmax(x).sum(), which is 1: zero by
+    ...     s = np.exp(x - x.max())      # cancellation, as the rounding of terms r s_j
+    ...     s /= s.sum()
+    ...     return s * (r - (r * s).sum())
+    >>> r = np.asarray(0.7)
+    >>> g = f_vjp(r, x)
+    >>> bool(np.all(np.abs(g) < 1e-15))
+    True
+    >>> (m,) = gradient_magnitudes(f_vjp, r, (x,), (g,), seed=0)
+    >>> bool(np.all(m > 1e-3))          # the terms r s_j, not the value 0
+    True
+    """
+    grads = tuple(np.zeros(np.shape(x)) if g is None else np.asarray(g)
+                  for g, x in zip(grads, args))
+    point = (np.asarray(cotangent), *args)
+
+    def backward(r, *a):
+        out = f_vjp(r.copy(), *a)
+        out = (out,) if len(a) == 1 and not isinstance(out, (tuple, list)) else tuple(out)
+        return tuple(np.zeros(np.shape(x)) if g is None else np.asarray(g)
+                     for g, x in zip(out, a))
+
+    worst = _roundings(backward, point, grads, seed, GRADIENT_SALT, linear=(0,))
+    if worst is None:
+        return tuple(np.zeros(g.shape) for g in grads)
+    out = []
+    for w, g, x in zip(worst, grads, args):
+        rms = float(np.sqrt(np.mean(w * w))) if w.size else 0.0
+        w = np.maximum(w, rms if np.isfinite(rms) else 0.0)
+        # in the resolution's units: the magnitude whose k_an ulps are OWN_BARS roundings
+        tol = Tolerance.for_dtype(g.dtype, argument=np.asarray(x).dtype)
+        out.append(OWN_BARS * w / (tol.rule.analytic_ulps * tol.eps))
+    return tuple(out)
 
 
 def measured_once(cache: dict, f, args, y, seed) -> np.ndarray:
@@ -159,4 +273,12 @@ def measured_once(cache: dict, f, args, y, seed) -> np.ndarray:
     key = ("rows", int(seed))
     if key not in cache:
         cache[key] = row_magnitudes(f, args, y, seed)
+    return cache[key]
+
+
+def gradients_measured_once(cache: dict, f_vjp, cotangent, args, grads, seed) -> tuple:
+    """:func:`gradient_magnitudes`, made once per ``cache`` and seed."""
+    key = ("gradients", int(seed))
+    if key not in cache:
+        cache[key] = gradient_magnitudes(f_vjp, cotangent, args, grads, seed)
     return cache[key]

@@ -106,10 +106,19 @@ class Problem:
         """:math:`r_j`: the smallest derivative one term of ``C`` can express for each
         element of argument ``index`` (see :mod:`gradcheck.checker._tolerance`); with
         ``seed``, of the terms the outputs are formed from, measured
-        (:meth:`formed_from`: a gradient that cancels to zero rounds at their scale)."""
+        (:meth:`formed_from`: a gradient that cancels to zero rounds at their scale), and
+        at least the magnitude of the terms the analytic gradient itself is formed from,
+        measured (:func:`._formed.gradient_magnitudes`, eighteen calls of ``f_vjp``)."""
         term = self.term_size if seed is None else \
             _largest_term(self.cotangent, self.formed_from(seed))
-        return term / np.maximum(np.abs(self.args[index].astype(np.float64)), 1.0)
+        r = term / np.maximum(np.abs(self.args[index].astype(np.float64)), 1.0)
+        if seed is None or self.f_vjp is None:
+            return r
+        from gradcheck.checker._formed import gradients_measured_once
+
+        own = gradients_measured_once(self._measured, self.f_vjp, self.cotangent_f,
+                                      self.args, self.analytic, seed)[index]
+        return np.maximum(r, own)
 
 
 def _call(fn, label, *call_args):
