@@ -806,7 +806,7 @@ def test_torch_order_2_of_the_sum_of_a_batch_norm_over_a_batch_of_two_seed_13():
     # measured 0, while torch's double backward forms its zero from terms about the size
     # of the cotangent. The element-wise allowance now takes at least the magnitude of the
     # terms the analytic gradient itself is formed from, measured on the backward as a
-    # function of its cotangent and the point (checker/_formed.gradient_magnitudes):
+    # function of its cotangent (checker/_formed.gradient_magnitudes):
     # seeds 0-149 pass. Seed 24 failed on order2.grad_output alone where the cotangent
     # was moved by ulps of its size (the rounding of its sums stayed as it was on some
     # draws), seed 104 where it was moved by 2**-10 of each element; it is now moved by

@@ -59,12 +59,14 @@ not change as ``x`` moves (0 in most columns, +-2e-16 in one at seed 13: its two
 are negatives of each other), so its outputs measure next to no terms, while torch's
 double backward forms its own zero from terms about the size of the cotangent and
 returns rounding of them: ``order2.x[0, 1]`` -3.46e-16 against an allowance of 3.7e-28
-(seed 13; 10 of fresh seeds 12-59 failed so). :func:`gradient_magnitudes` measures
-those terms the same way, on the backward as a function of its cotangent and the point,
-every float of both moved together: the point as above, the cotangent, in which a
-backward is linear, by 3 or 5 times ``2**-6`` of each element, drawn per element
-(:data:`LINEAR_SHARE`), over :data:`GRADIENT_PROBES` draws. A share changes every bit
-of an element, where moves on the grid of the cotangent's root mean square left the
+(seed 13; 10 of fresh seeds 12-59 failed so). :func:`gradient_magnitudes` measures those
+terms the same way, on the backward as a function of its cotangent, the point held
+(moving the point too read the steps of a backward's mask -- a leaky ReLU's slope at
+exact zeros of ``x``, a jump the combination does not cancel -- as rounding, and a slope
+slip was no longer named, ``tests/test_causes.py``). The cotangent, in which a backward
+is linear, is moved by 3 or 5 times ``2**-6`` of each element, drawn per element
+(:data:`LINEAR_SHARE`), over :data:`GRADIENT_PROBES` draws. A share changes every bit of
+an element, where moves on the grid of the cotangent's root mean square left the
 rounding of sums of its smaller entries as it was (``order2.grad_output`` at seed 24:
 three draws in ten read 4e-5 of the terms). Its size was chosen on that batch norm:
 shares of ``2**-10`` and ``2**-8`` still left the rounding of ``order2.grad_output`` at
@@ -72,18 +74,19 @@ seed 104 as it was (the value 5 to 25 times the rounding read); ``2**-6`` with s
 probes reads at least 1/1.7 of the value over 100 draws at seed 104, and at seed 13 a
 third on 39 of 40 draws (the worst 1/3.1); ``2**-5`` and ``2**-4``, cotangents up to
 twice as large, read more than their rounding on the float32 batch norm below and let
-its 5% slip through. What is left is the rounding of the backward at seven points, per element of each gradient, taken as at least its root
-mean square over the argument. The element-wise allowance takes :data:`OWN_BARS` of it
-as a floor of the resolution (:meth:`._scalarize.Problem.resolution`), with the
-outputs' measure, once an element departs beyond the first allowance: 36 calls of the
-backward more, made once per check. Four, not the 64 ulps of a magnitude: the measure
+its 5% slip through. What is left is the rounding of the backward at seven cotangents,
+per element of each gradient, taken as at least its root mean square over the argument.
+The element-wise allowance takes :data:`OWN_BARS` of it as a floor of the resolution
+(:meth:`._scalarize.Problem.resolution`), with the outputs' measure, once an element
+departs beyond the first allowance: 36 calls of the backward more, made once per check.
+Seeds 0-149 of that batch norm pass. Four, not the 64 ulps of a magnitude: the measure
 is the rounding itself (the combination's seven roundings, the largest of six draws),
-not the size of the terms, and it is large where
-the backward truly rounds coarsely -- the gamma gradient of a float32 batch norm of
-inputs at 100 with a spread of 0.0075 (``tests/test_cancellation.py``), rounding of 0.6%,
-where 64 of it let a 5% slip through (at shares of ``2**-10`` and three draws, three
-let a right double backward fail on 7 of 300 draws at seed 13, four on none). It is an allowance for the backward's rounding, so a
-wrong backward is still off by a share of its terms: a gradient as small as that
+not the size of the terms, and it is large where the backward truly rounds coarsely --
+the gamma gradient of a float32 batch norm of inputs at 100 with a spread of 0.0075
+(``tests/test_cancellation.py``), rounding of 0.6%, where 64 of it let a 5% slip through
+(at shares of ``2**-10`` and three draws, three let a right double backward fail on 7 of
+300 draws at seed 13, four on none). It is an allowance for the backward's rounding, so
+a wrong backward is still off by a share of its terms: a gradient as small as that
 rounding but not cancelling (``1e-16 logsumexp(x)``) with one element off by 3% of
 itself fails alone. A backward that is not linear in its cotangent, or not
 deterministic, may read a large rounding here; the linearity stage (:mod:`._linearity`)
@@ -228,8 +231,8 @@ def gradient_magnitudes(f_vjp, cotangent, args, grads, seed) -> tuple:
     """Per argument, the rounding of each element of its analytic gradient ``grads[j]``
     (``f_vjp(cotangent, *args)``, None for a gradient not returned), measured as
     :func:`row_magnitudes` measures ``f``'s outputs' -- the backward as a function of its
-    cotangent and the point, every float of both moved together (see the module notes,
-    *The analytic side's own terms*) -- at least its root mean square over the argument,
+    cotangent, the point held (see the module notes, *The analytic side's own terms*) --
+    at least its root mean square over the argument,
     and given in the resolution's units: the magnitude of terms whose ``k_an`` ulps
     (:mod:`._tolerance`) are :data:`OWN_BARS` of it. Zeros where the backward raises or
     returns something unfit off the point.
@@ -255,13 +258,13 @@ def gradient_magnitudes(f_vjp, cotangent, args, grads, seed) -> tuple:
                   for g, x in zip(grads, args))
     point = (np.asarray(cotangent), *args)
 
-    def backward(r, *a):
-        out = f_vjp(r.copy(), *a)
-        out = (out,) if len(a) == 1 and not isinstance(out, (tuple, list)) else tuple(out)
+    def backward(r):
+        out = f_vjp(r.copy(), *args)
+        out = (out,) if len(args) == 1 and not isinstance(out, (tuple, list)) else tuple(out)
         return tuple(np.zeros(np.shape(x)) if g is None else np.asarray(g)
-                     for g, x in zip(out, a))
+                     for g, x in zip(out, args))
 
-    worst = _roundings(backward, point, grads, seed, GRADIENT_SALT, linear=(0,),
+    worst = _roundings(backward, point[:1], grads, seed, GRADIENT_SALT, linear=(0,),
                        probes=GRADIENT_PROBES)
     if worst is None:
         return tuple(np.zeros(g.shape) for g in grads)
