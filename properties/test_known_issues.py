@@ -807,7 +807,7 @@ def test_torch_order_2_of_the_sum_of_a_batch_norm_over_a_batch_of_two_seed_13():
     # of the cotangent. The element-wise allowance now takes at least the magnitude of the
     # terms the analytic gradient itself is formed from, measured on the backward as a
     # function of its cotangent (checker/_formed.gradient_magnitudes):
-    # seeds 0-149 pass. Seed 24 failed on order2.grad_output alone where the cotangent
+    # 149 of seeds 0-149 pass (110 is pinned below). Seed 24 failed on order2.grad_output alone where the cotangent
     # was moved by ulps of its size (the rounding of its sums stayed as it was on some
     # draws), seed 104 where it was moved by 2**-10 of each element; it is now moved by
     # 3 or 5 times 2**-6 of each element. A double backward that drops x-hat's
@@ -1036,3 +1036,17 @@ def _batch_norm_in_own_dtype(eps):
         return gx, (gy * xh).sum(ax), gy.sum(ax)
 
     return f, f_vjp
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "element-wise allowance of a gradient at the rounding of its own terms "
+    "(checker/_formed.gradient_magnitudes): torch's batch_norm(x).sum() at order 2 over a "
+    "batch of two, seed 110: order2.x[1, 1] analytic 2.45e-13 against a numerical "
+    "2.32e-13 (rounding: the true value is 0), allowed 1.2e-15; the backward's own "
+    "rounding is taken only for values within four of it, and this one is beyond"))
+def test_torch_order_2_of_the_sum_of_a_batch_norm_over_a_batch_of_two_seed_110():
+    # Seeds 0-149: 1 fails so (0 before the own rounding was restricted to values within
+    # it, which a float64 gradient computed in float32 needed, tests/test_torch.py).
+    pytest.importorskip("torch", reason="the batch norm is torch's own")
+    report, _ = _torch_batch_norm_sum_at_order_2(110)
+    assert report.passed, str(report)

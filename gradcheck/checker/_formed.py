@@ -80,21 +80,23 @@ of each gradient, taken as at least its root mean square over the argument. The
 element-wise allowance takes :data:`OWN_BARS` of it as a floor of the resolution
 (:meth:`._scalarize.Problem.resolution`), with the outputs' measure, once an element
 departs beyond the first allowance: 36 calls of the backward more, made once per check.
-Seeds 0-149 of that batch norm pass. Four, not the 64 ulps of a magnitude: the measure
-is the rounding itself (the combination's seven roundings, the largest of six draws),
-not the size of the terms, and it is large where the backward truly rounds coarsely --
-the gamma gradient of a float32 batch norm of inputs at 100 with a spread of 0.0075
-(``tests/test_cancellation.py``), rounding of 0.6%, where 64 of it let a 5% slip through
-(at shares of ``2**-10`` and three draws, three let a right double backward fail on 7 of
-300 draws at seed 13, four on none). It is taken only for elements whose value lies
-within it (a gradient at the rounding of its own terms): a value far above its rounding
-is held to its dtype's ulps, so that a float64 gradient computed in float32, which
-rounds at 4e-8 of itself, still fails (``tests/test_torch.py``). It is an allowance for
-the backward's rounding, so a wrong backward is still off by a share of its terms: a
-gradient as small as that rounding but not cancelling (``1e-16 logsumexp(x)``) with one
-element off by 3% of itself fails alone. A backward that is not linear in its cotangent,
-or not deterministic, may read a large rounding here; the linearity stage
-(:mod:`._linearity`) fails it whatever the element-wise verdict.
+149 of seeds 0-149 of that batch norm pass (seed 110 fails, pinned in
+``properties/test_known_issues.py``: a value of 2.5e-13, beyond four of its rounding
+read). Four, not the 64 ulps of a magnitude: the measure is the rounding itself (the
+combination's seven roundings, the largest of six draws), not the size of the terms, and
+it is large where the backward truly rounds coarsely -- the gamma gradient of a float32
+batch norm of inputs at 100 with a spread of 0.0075 (``tests/test_cancellation.py``),
+rounding of 0.6%, where 64 of it let a 5% slip through (at shares of ``2**-10`` and
+three draws, three let a right double backward fail on 7 of 300 draws at seed 13, four
+on none). It is taken only for elements whose value lies within it (a gradient at the
+rounding of its own terms): a value far above its rounding is held to its dtype's ulps,
+so that a float64 gradient computed in float32, which rounds at 4e-8 of itself, still
+fails (``tests/test_torch.py``). It is an allowance for the backward's rounding, so a
+wrong backward is still off by a share of its terms: a gradient as small as that
+rounding but not cancelling (``1e-16 logsumexp(x)``) with one element off by 3% of
+itself fails alone. A backward that is not linear in its cotangent, or not
+deterministic, may read a large rounding here; the linearity stage (:mod:`._linearity`)
+fails it whatever the element-wise verdict.
 """
 
 from __future__ import annotations
