@@ -807,11 +807,11 @@ def test_torch_order_2_of_the_sum_of_a_batch_norm_over_a_batch_of_two_seed_13():
     # of the cotangent. The element-wise allowance now takes at least the magnitude of the
     # terms the analytic gradient itself is formed from, measured on the backward as a
     # function of its cotangent (checker/_formed.gradient_magnitudes):
-    # 149 of seeds 0-149 pass (110 is pinned below). Seed 24 failed on order2.grad_output alone where the cotangent
-    # was moved by ulps of its size (the rounding of its sums stayed as it was on some
-    # draws), seed 104 where it was moved by 2**-10 of each element; it is now moved by
-    # 3 or 5 times 2**-6 of each element. A double backward that drops x-hat's
-    # dependence on x still fails (seed 4 above).
+    # 149 of seeds 0-149 pass (110 is pinned below). Seed 24 failed on order2.grad_output
+    # alone where the cotangent was moved by ulps of its size (the rounding of its sums
+    # stayed as it was on some draws), seed 104 where it was moved by 2**-10 of each
+    # element; it is now moved by 3 or 5 times 2**-6 of each element. A double backward
+    # that drops x-hat's dependence on x still fails (seed 4 above).
     pytest.importorskip("torch", reason="the batch norm is torch's own")
     for seed in (13, 24, 104):
         report, _ = _torch_batch_norm_sum_at_order_2(seed)
