@@ -115,6 +115,34 @@ def _row_floor(f, x):
     return p._row_floor(float(np.finfo(x.dtype).eps))
 
 
+@pytest.mark.parametrize("name, f, floored", [
+    ("tanh", np.tanh, False),
+    # rounded at 1e6's ulp, 1e13 times its value's: rows take a floor
+    ("offset sin", lambda x: (np.sin(x) + 1e6) - 1e6, True),
+])
+def test_the_rows_probe_screen_changes_its_cost_not_its_floor(monkeypatch, name, f, floored):
+    # the first probe alone stops the other two where no row can take a floor; the
+    # floor is the one all three probes give (ROW_SCREEN = inf: never stopped), and the
+    # probe costs 4 evaluations where it stops, 12 where it goes on
+    from gradcheck.numdiff import _problem
+
+    x = np.random.default_rng(5).uniform(-2, 2, 12)
+
+    def floor_and_cost(screen):
+        monkeypatch.setattr(_problem, "ROW_SCREEN", screen)
+        p = _problem.Problem.prepare(f, x, False, "adaptive", 1.0, None, False, 2**26, 4, 0)
+        before = p.ev.nfev
+        out = p._row_floor(float(np.finfo(x.dtype).eps))
+        return out, p.ev.nfev - before
+
+    screened, cost = floor_and_cost(16.0)
+    full, full_cost = floor_and_cost(np.inf)
+    np.testing.assert_array_equal(screened, full)
+    assert full_cost == 12
+    assert cost == (12 if floored else 4)
+    assert bool(np.any(full > 32 * np.abs(f(x)))) == floored
+
+
 @pytest.mark.parametrize("offset", [1e3, 1e4, 1e5])
 def test_the_rows_rounding_probe_does_not_read_offset_logits_curvature_as_rounding(offset):
     # the probe moves float32 logits by 64 eps |x| (0.06 at 1e4): the softmax's own
