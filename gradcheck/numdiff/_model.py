@@ -44,7 +44,8 @@ kept, and the largest counts:
   over :math:`\varepsilon`), and a row whose magnitude so read is 32 times its value or
   more takes it in :math:`\sigma` (:meth:`._problem.Problem._row_floor`; three random
   probes of two points each side, twelve
-  evaluations, four where the first shows every row far below a floor);
+  evaluations, two where the first second difference shows every row far below a
+  floor);
 * *noise seen in the data*: rounding that is scatter shows in the top coefficients
   :math:`b_{d-1}, b_d`, which a smooth function makes small (see below). Where the
   Taylor trend of the lower coefficients does not explain them (they exceed

@@ -72,17 +72,19 @@ ROW_PROBE_BITS = 3
 ROW_ORDINARY = 32.0
 #: Independent random probes of :meth:`Problem._row_floor` (four evaluations each).
 ROW_PROBES = 3
-#: The first probe alone decides where no row can take a floor: every row's sample, were
-#: the other two probes zero, would read a magnitude at least this many times below
-#: ``ROW_ORDINARY`` times the row's value. The floor those rows would take from all three
-#: probes is then zero but where the first sample happened to fall below a
-#: ``ROW_SCREEN``-th of the rounding's spread and the row's spread lies near or above the
-#: threshold (a row at the threshold: about 9% of draws, at four times it 2%). Saves
-#: eight of the twelve evaluations on calls whose rows round as their values say.
+#: The first probe's second difference at ``delta`` alone (two evaluations) decides where
+#: no row can take a floor: every row's, read as the rounding of three values (weights 1,
+#: 1, -2) and were the other two probes zero, would give a magnitude at least this many
+#: times below ``ROW_ORDINARY`` times the row's value. The floor those rows would take
+#: from all three probes is then zero but where the first difference happened to fall
+#: below a ``ROW_SCREEN``-th of the rounding's spread and the row's spread lies near or
+#: above the threshold (a row at the threshold: about 9% of draws, at four times it 2%);
+#: where it goes on, its floor is the three probes' as before. Saves ten of the twelve
+#: evaluations on calls whose rows round as their values say.
 #: benchmarks/bench_numdiff.py (real differences), problem seeds 0 / 1 / 2: float64
-#: evaluations per element tuning 5.65 / 5.71 / 5.75 -> 5.54 / 5.64 / 5.66, held-out
-#: 6.35 / 6.25 / 6.28 -> 6.26 / 6.20 / 6.18, float32 tuning 5.95 / 6.01 / 6.03 -> 5.83 /
-#: 5.89 / 5.91, held-out 8.11 / 7.84 / 8.21 -> 8.04 / 7.79 / 8.14; digits, coverage,
+#: evaluations per element tuning 5.65 / 5.71 / 5.75 -> 5.49 / 5.58 / 5.59, held-out
+#: 6.35 / 6.25 / 6.28 -> 6.24 / 6.14 / 6.15, float32 tuning 5.95 / 6.01 / 6.03 -> 5.80 /
+#: 5.86 / 5.87, held-out 8.11 / 7.84 / 8.21 -> 8.03 / 7.78 / 8.13; digits, coverage,
 #: median overestimate and elements beyond ten bars unchanged in every row.
 ROW_SCREEN = 16.0
 #: A row's probes show ``f`` varying on the probe's own scale, not rounding, where in
@@ -277,7 +279,7 @@ class Problem:
         from rounding its bar put at the value's size, about 0). Not where the probes show ``f`` itself varying at their scale
         (``SYSTEMATIC``: an input far from the scale ``f`` varies on, such as logits
         offset by 1e4 in float32, where :math:`\delta` is 0.06). The first probe alone
-        stops the others where no row's sample could reach a floor (``ROW_SCREEN``).
+        stops the rest where no row's second difference could reach a floor (``ROW_SCREEN``).
         """
         x = self.x
         xf = x.reshape(-1)
@@ -301,14 +303,16 @@ class Problem:
 
         # the first probe screens (ROW_SCREEN): where every row's sample lies far below
         # what would count, the other probes are not evaluated and no row has a floor
-        Y = run(X[:4])
+        # -- its second difference at delta alone, two evaluations (three roundings,
+        # weights 1, 1, -2: 6 s**2; a kink at the point makes it large and goes on)
+        Y = run(X[:2])
         with np.errstate(all="ignore"):
-            y = Y.reshape(4, -1).astype(np.float64)
-            first = y[0] + y[1] - 2 * f0 - (y[2] + y[3] - 2 * f0) / 2
-            reach = ROW_NOISE * np.abs(first) / np.sqrt(3.5 * ROW_PROBES) / eps
+            y = Y.reshape(2, -1).astype(np.float64)
+            first = y[0] + y[1] - 2 * f0
+            reach = ROW_NOISE * np.abs(first) / np.sqrt(6.0 * ROW_PROBES) / eps
             if np.all(np.isfinite(first) & (ROW_SCREEN * reach <= ROW_ORDINARY * np.abs(f0))):
                 return np.zeros(f0.size)
-        Y = np.concatenate([Y, run(X[4:])])
+        Y = np.concatenate([Y, run(X[2:])])
         with np.errstate(all="ignore"):
             Y = Y.reshape(ROW_PROBES, 4, -1).astype(np.float64)
             # second differences at delta and 2 delta: a kink at the point adds |jump| k
