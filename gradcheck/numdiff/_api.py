@@ -217,8 +217,8 @@ def numerical_vjp(f, x, cotangent, *, pattern=None, colors=None, owners=None, me
     True
     >>> import scipy.sparse as sp
     >>> res = numerical_vjp(np.tanh, x, R, pattern=sp.eye(3, dtype=bool), method="adaptive")
-    >>> res.ncolors, res.nfev        # f(x), twelve points for its rounding, five nodes
-    (1, 18)
+    >>> res.ncolors, res.nfev        # f(x), two points screening its rounding, five nodes
+    (1, 8)
     """
     p = Problem.prepare(f, x, False, method, scale, step, vectorized, memory, max_retries, seed)
     R = validate_like(cotangent, "cotangent", p.ev.out_shape)
