@@ -312,6 +312,8 @@ class Problem:
         Y = run(X[:2])
         with np.errstate(all="ignore"):
             y = Y.reshape(2, -1).astype(np.float64)
+            # (float16 and bfloat16 columns: every probe, as measured there)
+            screen = ROW_SCREEN if x.dtype.name not in LOW_PRECISION else np.inf
             first = y[0] + y[1] - 2 * f0
             reach = ROW_NOISE * np.abs(first) / np.sqrt(6.0 * ROW_PROBES) / eps
             # a difference of exactly 0 tells only where the three values use their
@@ -322,7 +324,7 @@ class Problem:
             full = np.min([_significant_bits(v) for v in (f0, y[0], y[1])], axis=0)
             told = (first != 0) | (full >= digits - ROW_SCREEN_BITS)
             if np.all(np.isfinite(first) & told
-                      & (ROW_SCREEN * reach <= ROW_ORDINARY * np.abs(f0))):
+                      & (screen * reach <= ROW_ORDINARY * np.abs(f0))):
                 return np.zeros(f0.size)
         Y = np.concatenate([Y, run(X[2:])])
         with np.errstate(all="ignore"):
