@@ -17,9 +17,9 @@ pixel's error is one connection.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
+
+from gradcheck._record import NamedTuple
 
 __all__ = ["Explanation", "explain", "render_explanation"]
 

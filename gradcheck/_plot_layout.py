@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import math
 import re
-from typing import NamedTuple
 
 import numpy as np
+
+from gradcheck._record import NamedTuple
 
 __all__ = ["Layout", "Mosaic", "tensor_layout", "mosaic"]
 

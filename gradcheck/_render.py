@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import math
 import re
-from typing import NamedTuple, Sequence
+from typing import Sequence
+
+from gradcheck._record import NamedTuple
 
 __all__ = ["SpecResult", "SpecInputError", "to_text", "to_json", "to_junit_xml", "summary_line",
            "JSON_FORMAT"]

@@ -141,3 +141,125 @@ def test_records_of_the_package_pickle_and_compare():
     again = pickle.loads(pickle.dumps(spec))
     assert again == spec and repr(again) == repr(spec)
     assert again != dataclasses.replace(spec, name="other")
+
+
+def test_init_signature_doc_and_errors_are_the_dataclass_ones():
+    import inspect
+
+    for name in sorted(BODIES):
+        std, ours = _pair(BODIES[name])
+        assert str(inspect.signature(ours)) == str(inspect.signature(std)), name
+        assert ours.__doc__ == std.__doc__, name        # "Rec(a: 'int', b: 'str' = 'x')"
+        assert ours.__init__.__qualname__ == std.__init__.__qualname__
+        assert ours.__dataclass_params__.frozen and ours.__dataclass_params__.init
+    std, ours = _pair(BODIES["plain"])
+    for args, kwargs in (((), {}), ((1, 2, 3), {}), ((1,), {"a": 2}), ((1,), {"c": 2})):
+        with pytest.raises(TypeError) as expected:
+            std(*args, **kwargs)
+        with pytest.raises(TypeError) as got:
+            ours(*args, **kwargs)
+        assert str(got.value) == str(expected.value)
+    assert ours(b="z", a=3) == ours(3, "z") and ours(3).b == "x"
+
+
+def test_a_default_factory_is_called_for_each_instance():
+    _, ours = _pair(BODIES["factory"])
+    one, two = ours(1), ours(1)
+    assert one.d == {} and one.d is not two.d
+    given = {"k": 1}
+    assert ours(1, given).d is given
+
+
+def test_post_init_subclasses_and_what_takes_the_dataclass_way():
+    calls = []
+
+    @frozen
+    class Base:
+        a: int
+
+        def __post_init__(self):
+            calls.append(self.a)
+
+    @frozen
+    class Child(Base):
+        b: int = 2
+
+    assert Child(1) == Child(1, 2) and calls == [1, 1]
+    assert [f.name for f in dataclasses.fields(Child)] == ["a", "b"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Child(1).b = 3
+    with pytest.raises(TypeError, match="non-default argument 'c' follows default argument"):
+        @frozen
+        class Bad:
+            a: int = 0
+            c: int
+
+    with pytest.raises(TypeError, match="cannot inherit frozen dataclass from a non-frozen"):
+        @frozen
+        class FromMutable(dataclasses.dataclass(type("M", (), {"__annotations__": {"m": int}}))):
+            pass
+
+    # keyword-only and init=False fields, and a field named as the shared __init__'s
+    # locals, are made by dataclass(frozen=True) itself, with the same behaviour
+    for body, args, kwargs in (
+            ({"__annotations__": {"a": "int", "k": "int"}, "k": field(default=1, kw_only=True)},
+             (1,), {"k": 2}),
+            ({"__annotations__": {"a": "int", "n": "int"}, "n": field(default=5, init=False)},
+             (1,), {}),
+            ({"__annotations__": {"self": "int", "locals": "int"}}, (1, 2), {})):
+        std, ours = _pair(body)
+        assert repr(ours(*args, **kwargs)) == repr(std(*args, **kwargs))
+        assert str(__import__("inspect").signature(ours)) == \
+            str(__import__("inspect").signature(std))
+
+
+# --------------------------------------------------------------------------- NamedTuple
+
+
+def _typing_class(body):
+    """``class Row(typing.NamedTuple)`` with ``body``."""
+    import typing
+
+    ns = {"__module__": __name__, "__qualname__": "Row", **body}
+    return type(typing._NamedTuple)("Row", (typing._NamedTuple,), ns)
+
+
+def _our_class(body):
+    """``class Row(gradcheck._record.NamedTuple)`` with ``body``."""
+    from gradcheck._record import NamedTuple
+
+    ns = {"__module__": __name__, "__qualname__": "Row", **body}
+    return type(NamedTuple)("Row", (NamedTuple,), ns)
+
+
+def test_named_tuple_behaves_as_typing_named_tuple():
+    body = {"__annotations__": {"a": "int", "b": "np.ndarray", "c": "str"}, "c": "x",
+            "__doc__": "A row.", "twice": lambda self: 2 * self.a}
+    std, ours = _typing_class(body), _our_class(body)
+    for attr in ("_fields", "_field_defaults", "__doc__", "__match_args__", "__module__",
+                 "__qualname__", "__bases__"):
+        assert getattr(ours, attr) == getattr(std, attr), attr
+    assert list(ours.__annotations__) == list(std.__annotations__) == ["a", "b", "c"]
+    for args in ((1, 2), (1, 2, "y")):
+        s, o = std(*args), ours(*args)
+        assert tuple(o) == tuple(s) and repr(o) == repr(s) and o.twice() == s.twice()
+        assert o._asdict() == s._asdict() and o._replace(a=5) == s._replace(a=5)
+        assert hash(o) == hash(s) and o == s      # tuples: equal to a tuple of the values
+    assert ours._make([1, 2, 3]) == (1, 2, 3) and ours(a=1, b=2).c == "x"
+    with pytest.raises(AttributeError):
+        ours(1, 2).a = 3
+    for bad in ({"__annotations__": {"a": "int", "b": "int"}, "a": 0},
+                {"__annotations__": {"a": "int"}, "_make": None}):
+        with pytest.raises((TypeError, AttributeError)) as expected:
+            _typing_class(bad)
+        with pytest.raises(expected.type) as got:
+            _our_class(bad)
+        assert str(got.value) == str(expected.value)
+
+
+def test_named_tuples_of_the_package_pickle():
+    from gradcheck.checker._plan import Plan
+
+    assert Plan.__bases__ == (tuple,) and Plan.__module__ == "gradcheck.checker._plan"
+    row = Plan(*range(len(Plan._fields)))
+    assert pickle.loads(pickle.dumps(row)) == row

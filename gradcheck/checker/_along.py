@@ -32,10 +32,9 @@ over the rest, when bisection finds no failing element along it
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
+from gradcheck._record import NamedTuple
 from gradcheck.checker._judge import excess, unusable
 from gradcheck.checker._numeric import directional_numeric
 

@@ -54,8 +54,9 @@ cause                                   claim (``A`` analytic, ``N`` numerical)
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable
 
+from gradcheck._record import NamedTuple
 from gradcheck.checker._cause_branch import fit_kink_branch
 from gradcheck.checker._cause_check import (
     caller_suspects,

@@ -30,10 +30,11 @@ builds the :class:`Evidence` and :func:`diagnose_evidence` tries the catalogue o
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+from gradcheck._record import NamedTuple
 from gradcheck.checker._fit import SLACK, Fit, Known
 from gradcheck.checker._report import Diagnosis
 

@@ -37,9 +37,11 @@ only) does not.
 from __future__ import annotations
 
 from itertools import combinations
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
+
+from gradcheck._record import NamedTuple
 
 __all__ = ["SLACK", "MIN_PER_PARAMETER", "Known", "Fit", "fit_claim", "misfit", "clear_mismatch",
            "explains_most",

@@ -73,10 +73,10 @@ average away.
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
 
 import numpy as np
 
+from gradcheck._record import NamedTuple
 from gradcheck.checker._along import PARTNERS, not_differentiable, partner_directions
 from gradcheck.checker._judge import excess, judge_elements, rel_error, unusable
 from gradcheck.checker._numeric import (POLICIES, RECHECK_FIRST, RECHECK_RETRIES, Policy,

@@ -20,11 +20,11 @@ same recognition serves a black-box ``f`` and a user's layer inside a network
 from __future__ import annotations
 
 import itertools
-from typing import NamedTuple
 
 import numpy as np
 
 from gradcheck._errors import GradcheckError
+from gradcheck._record import NamedTuple
 from gradcheck.checker._mistakes import activation_mistakes, conv_input_mistakes
 from gradcheck.checker._tolerance import real_eps
 from gradcheck.ops.conv import conv_backward, conv_forward

@@ -11,9 +11,9 @@ elements, and so not judged, is settled afterwards by
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
+
+from gradcheck._record import NamedTuple
 
 __all__ = ["Judgement", "judge_elements", "judge_directions", "unusable", "excess",
            "rel_error", "cosine_and_ratio"]

@@ -63,10 +63,11 @@ see as a kink (its jumps cancel in ``C``) joins the kinks before groups are form
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
 
+from gradcheck._record import NamedTuple
 from gradcheck.checker._judge import Judgement, unusable
 from gradcheck.checker._numeric import evaluate, is_structure
 

@@ -78,11 +78,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import NamedTuple
 
 import numpy as np
 
 from gradcheck._errors import UserCodeError
+from gradcheck._record import NamedTuple
 from gradcheck.checker._linear_rounding import (JITTER, JITTER_BARS, SPLITS, _norm, _rms,
                                                 _wide, own_rounding, split_rounding)
 from gradcheck.checker._report import ArgumentReport, Diagnosis

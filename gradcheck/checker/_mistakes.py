@@ -30,10 +30,11 @@ The mistakes, per layer kind:
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
 
+from gradcheck._record import NamedTuple
 from gradcheck.ops.conv import conv_backward
 from gradcheck.ops._geometry import conv_geometry
 

@@ -35,12 +35,13 @@ enough) -- and the policy depends on how the first numbers were made:
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
 
 from gradcheck._errors import GradcheckError, UserCodeError
 from gradcheck._precision import LOW_PRECISION
+from gradcheck._record import NamedTuple
 from gradcheck.checker._judge import excess
 from gradcheck.numdiff import NumericalDerivative, numerical_jvp, numerical_vjp
 from gradcheck.numdiff._coloring import n_distinct

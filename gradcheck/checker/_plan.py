@@ -35,12 +35,12 @@ without one, and the report says why.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
 from gradcheck._precision import is_real_float
+from gradcheck._record import NamedTuple
 from gradcheck.checker._diagnose import role_of
 from gradcheck.checker._numeric import coloring_of, predicted_groups
 from gradcheck.checker._probe import PROBE_MIN_ELEMENTS, cheapest_method, probe_structure

@@ -74,11 +74,12 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
 
 from gradcheck._errors import GradcheckError
+from gradcheck._record import NamedTuple
 from gradcheck.ops._structure import (
     Structure,
     filter_structure,

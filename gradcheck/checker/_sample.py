@@ -48,9 +48,10 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import NamedTuple
 
 import numpy as np
+
+from gradcheck._record import NamedTuple
 
 __all__ = ["Sample", "choose_sample", "sample_candidates", "first_part", "groups_that_fit",
            "cut_note", "SAMPLE_SHARE", "MIN_SAMPLE", "MAX_SAMPLE"]

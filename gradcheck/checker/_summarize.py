@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import re
 import time
-from typing import NamedTuple
 
 import numpy as np
 
+from gradcheck._record import NamedTuple
 from gradcheck.checker._judge import Judgement, cosine_and_ratio, excess, rel_error
 from gradcheck.checker._report import ArgumentReport, Diagnosis
 from gradcheck.checker._tolerance import real_eps, rule_for

@@ -22,10 +22,11 @@ Both return a :class:`SuspectSource`, the ``suspects(argname, cotangent)`` calla
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
 
+from gradcheck._record import NamedTuple
 from gradcheck.checker._diagnose import Suspect
 from gradcheck.checker._mistakes import (
     carry_down,

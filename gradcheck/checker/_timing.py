@@ -21,11 +21,12 @@ over budget (:func:`._plan.over_time`), and the report says why.
 from __future__ import annotations
 
 import time
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
 
 from gradcheck._errors import GradcheckError
+from gradcheck._record import NamedTuple
 from gradcheck.numdiff._evaluate import DEFAULT_MEMORY
 
 __all__ = ["point_seconds", "Watch", "watched", "OverTime", "OVERRUN", "FLOOR_S",

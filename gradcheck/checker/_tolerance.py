@@ -223,12 +223,10 @@ of the allowance or less.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
 from gradcheck._precision import LOW_PRECISION, machine_eps
-from gradcheck._record import frozen
+from gradcheck._record import NamedTuple, frozen
 
 __all__ = ["ToleranceRule", "RULE", "LOW_PRECISION_RULE", "Tolerance", "real_eps", "rule_for",
            "longest_sum", "reduction_growth", "GROWTH_FREE_LENGTH"]

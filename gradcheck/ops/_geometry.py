@@ -8,11 +8,12 @@ Errors name the argument, repeat the value and say what would be valid.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._record import NamedTuple
 from gradcheck._validate import is_int
 
 __all__ = ["ConvGeometry", "conv_geometry", "as_float_array", "normalize_tuple"]

@@ -39,9 +39,11 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
+
+from gradcheck._record import NamedTuple
 
 __all__ = ["Structure", "chain_structure", "param_structure", "per_sample_structure",
            "window_structure", "filter_structure"]

@@ -43,11 +43,12 @@ from __future__ import annotations
 
 import math
 from types import MappingProxyType
-from typing import Callable, Mapping, NamedTuple
+from typing import Callable, Mapping
 
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._record import NamedTuple
 from gradcheck._validate import is_real
 from gradcheck.ops._geometry import as_float_array
 

@@ -69,11 +69,11 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import NamedTuple
 
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._record import NamedTuple
 from gradcheck.ops._geometry import ConvGeometry, as_float_array, conv_geometry, prod
 
 __all__ = ["conv_forward", "conv_backward", "CONVENTIONS", "BACKWARD_METHODS"]

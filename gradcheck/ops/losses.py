@@ -40,13 +40,13 @@ from __future__ import annotations
 
 from dataclasses import field
 from types import MappingProxyType
-from typing import Callable, Mapping, NamedTuple
+from typing import Callable, Mapping
 
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
 from gradcheck._precision import is_real_float
-from gradcheck._record import frozen
+from gradcheck._record import NamedTuple, frozen
 from gradcheck._validate import is_int
 from gradcheck.ops._geometry import as_float_array
 

@@ -39,11 +39,12 @@ batch items stay independent and the checker may perturb several items at once;
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping, NamedTuple, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._record import NamedTuple
 from gradcheck._validate import is_int
 from gradcheck.ops._geometry import as_float_array
 from gradcheck.ops._layer_base import LayerBase, check_dtype

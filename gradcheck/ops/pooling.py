@@ -26,12 +26,12 @@ overlapping windows accumulate their gradients with ``+=``.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
 from gradcheck._plain import plain
+from gradcheck._record import NamedTuple
 from gradcheck.ops._geometry import as_float_array, normalize_tuple
 from gradcheck.ops._layer_base import LayerBase, int_or_tuple
 from gradcheck.ops._patterns import window_pattern

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import math
 import os
-from typing import NamedTuple
 
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._record import NamedTuple
 from gradcheck.spec._model import LayerSpec, Spec
 from gradcheck.spec._values import Ctx, format_bytes
 

@@ -24,13 +24,12 @@ input's size.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 from hypothesis import strategies as st
 
 from gradcheck._errors import ConfigurationError
 from gradcheck._plain import plain
+from gradcheck._record import NamedTuple
 from gradcheck._validate import is_int
 from gradcheck.ops._geometry import conv_geometry
 from gradcheck.ops.conv import conv_backward, conv_forward

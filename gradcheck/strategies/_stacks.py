@@ -9,11 +9,10 @@ activation or ``dense``. Shapes are followed with the layers' own ``output_shape
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from hypothesis import strategies as st
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._record import NamedTuple
 from gradcheck.strategies._arrays import activations as activation_strategy
 from gradcheck.strategies._conv import CONVENTIONS, PADDINGS, conv_bounds, draw_conv
 from gradcheck.strategies._validate import (

@@ -14,11 +14,10 @@ Both are split into a training and a test part by a permutation drawn from the s
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._record import NamedTuple
 from gradcheck.spec._values import Ctx
 
 __all__ = ["Dataset", "load_data", "DIGITS_SHAPE", "DIGITS_CLASSES"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 import os
-from typing import NamedTuple
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._record import NamedTuple
 from gradcheck._validate import is_int
 from gradcheck.spec._values import Ctx
 from gradcheck.train._check import DEFAULT_MODE, DEFAULT_TIME_BUDGET

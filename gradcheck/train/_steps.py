@@ -46,10 +46,9 @@ The same functions compute the scheduled gradient checks' ``f_vjp``
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
+from gradcheck._record import NamedTuple
 from gradcheck.ops.conv import conv_backward
 
 __all__ = ["forward", "output_error", "backward", "carry_back", "sgd_momentum", "Backprop",

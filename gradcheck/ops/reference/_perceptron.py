@@ -7,13 +7,13 @@ See :mod:`gradcheck.ops.reference` for the formulas and why this shares no code 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse
 
 from gradcheck._errors import ConfigurationError
 from gradcheck._plain import plain
+from gradcheck._record import NamedTuple
 from gradcheck.ops.reference._common import _as_array, _check_convention, _geometry
 
 __all__ = [
