@@ -209,11 +209,12 @@ def to_json(results: Sequence[SpecResult], *, elapsed_s: float,
 
 # --------------------------------------------------------------------------- JUnit XML
 
-_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+#: Characters XML 1.0 does not allow (compiled by re on first use: JUnit output only).
+_XML_INVALID = "[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]"
 
 
 def _clean(text) -> str:
-    return _XML_INVALID.sub("?", str(text))
+    return re.sub(_XML_INVALID, "?", str(text))
 
 
 def _layer_cases(suite, r: SpecResult) -> None:

@@ -343,7 +343,6 @@ def _run_one(spec, args):
     User code that fails is a failed result (exit 1); bad input that shows only now (the
     memory estimate, a python layer's output shape) is an error record (exit 2).
     """
-    from gradcheck._parallel import limit_torch_threads
     from gradcheck._render import SpecResult
     from gradcheck.spec import build, check_built
 
@@ -351,8 +350,14 @@ def _run_one(spec, args):
     built = None
     try:
         built = build(spec, max_memory=args.max_memory)
-        # a PyTorch target's intra-op threads: this job's share (never imports torch)
-        restore = limit_torch_threads(args.jobs)
+        # a PyTorch target's intra-op threads: this job's share (never imports torch;
+        # without torch imported there is nothing to set, nor _parallel to import)
+        if "torch" in sys.modules:
+            from gradcheck._parallel import limit_torch_threads
+
+            restore = limit_torch_threads(args.jobs)
+        else:
+            restore = _nothing
         try:
             report = check_built(built, mode=args.mode, rtol=args.rtol, atol=args.atol,
                                  budget=args.budget, time_budget=args.time_budget,
@@ -368,6 +373,10 @@ def _run_one(spec, args):
         return None, None, _spec_error(exc, spec.source)
     return SpecResult(spec.source, spec.name, report,
                       elapsed_s=time.perf_counter() - t0), built, None
+
+
+def _nothing() -> None:
+    """What restores torch's threads where they were not changed."""
 
 
 def _unchecked_layers(spec) -> tuple:

@@ -249,6 +249,10 @@ BAD = [
      r"bin\.toml: is a binary file \(a NUL byte at offset 8\), not a text spec file"),
     ("not utf-8", "latin.toml", b"name = '\xe9'\n", [],
      r"latin\.toml: is not UTF-8 text \(byte 0xe9 at offset 8\); save the spec as UTF-8"),
+    # after a byte order mark: the byte and its offset in the file (used to be the byte
+    # and offset past the mark: 0x3d at offset 8)
+    ("not utf-8 after a BOM", "bom.toml", b"\xef\xbb\xbfname = '\xe9'\n", [],
+     r"bom\.toml: is not UTF-8 text \(byte 0xe9 at offset 11\); save the spec as UTF-8"),
     ("toml syntax", "syntax.toml", "[input\nshape = [1]\n", [],
      r"syntax\.toml: invalid TOML: Expected '\]' at the end of a table declaration \(at line 1, "
      r"column 7\)"),
@@ -330,6 +334,7 @@ BAD = [
 #: The key each case of BAD is at fault in (None: the file as a whole), as data.
 BAD_KEYS = {
     "missing": None, "directory": None, "empty": None, "binary": None, "not utf-8": None,
+    "not utf-8 after a BOM": None,
     "toml syntax": None, "json syntax": None, "yaml syntax": None, "json list": None,
     "unknown top key": "layr", "unknown layer key": "layer[0].kernal",
     "wrong-case type key": "layer[0].Type", "unknown layer type": "layer[0].type",

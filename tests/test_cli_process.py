@@ -169,6 +169,25 @@ def test_a_toml_spec_checked_to_text_imports_no_json():
     assert "json" not in new
 
 
+#: Not needed by a passing first-order check of a spec of built-in layers (the adapters'
+#: shared code, -j's worker pool and torch's threads, the codecs a spec's BOM and
+#: /proc/meminfo were read with).
+_NOT_IN_A_CHECK = {"gradcheck._adapter", "gradcheck._parallel", "encodings.utf_8_sig",
+                   "encodings.ascii"}
+
+
+def test_a_passing_check_imports_only_what_it_runs():
+    new = _imported("""
+        import contextlib, io
+        from gradcheck.cli import main
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            assert main(["check", "specs/conv_tanh.toml", "--junit-xml", "/dev/null"]) == 0
+        assert "all 3 checks passed" in out.getvalue()
+    """)
+    assert "numpy" in new and "gradcheck.checker._check" in new     # (it did check)
+    assert not new & _NOT_IN_A_CHECK, sorted(new & _NOT_IN_A_CHECK)
+
+
 def test_run_with_stdout_closed_at_start_exits_as_an_ordinary_exit_does():
     # the interpreter then has sys.stdout None; argparse writes the version to stderr
     code = "from gradcheck.cli import run; import sys; sys.argv = ['gradcheck', '--version']; run()"

@@ -21,7 +21,8 @@ from gradcheck.checker._tolerance import real_eps, rule_for
 __all__ = ["SampleJudged", "summarize_full", "summarize_sampled", "summarize_fast", "summarize_skipped",
            "sampled_said", "join_notes", "resolved_share", "finite_rms", "LOW_PRECISION_SLIP"]
 
-_COUNTED = re.compile(r"^(\d+) of (\d+) (mismatching .*)$")
+#: A counted note (compiled by re on first use: most checks have no note to join).
+_COUNTED = r"^(\d+) of (\d+) (mismatching .*)$"
 
 
 def join_notes(*notes: str) -> str:
@@ -35,7 +36,7 @@ def join_notes(*notes: str) -> str:
     parts, counts = [], {}
     for note in notes:
         for part in filter(None, (note or "").split("; ")):
-            m = _COUNTED.match(part)
+            m = re.match(_COUNTED, part)
             if m is None:
                 parts.append(part)
                 continue

@@ -77,9 +77,9 @@ def make_layer(layer: LayerSpec, *, obj=None, dtype="float64"):
 def available_memory() -> int | None:
     """Bytes the system reports as available (``MemAvailable``), or None if unknown."""
     try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
+        with open("/proc/meminfo", "rb") as fh:     # (bytes: no codec to import)
             for line in fh:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(b"MemAvailable:"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass

@@ -59,11 +59,15 @@ def _decode(data: bytes, label: str) -> str:
     if nul >= 0:
         raise _fail(label, f"is a binary file (a NUL byte at offset {nul}), not a text "
                         f"spec file")
+    # UTF-8 after an optional byte order mark, as the "utf-8-sig" codec reads it (whose
+    # module a check need not import); an error names its offset in the file
+    start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
     try:
-        text = data.decode("utf-8-sig")
+        text = data[start:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _fail(label, f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
-                        f"{exc.start}); save the spec as UTF-8") from None
+        at = start + exc.start
+        raise _fail(label, f"is not UTF-8 text (byte 0x{data[at]:02x} at offset "
+                        f"{at}); save the spec as UTF-8") from None
     if not text.strip():
         raise _fail(label, f"is empty; a spec needs an [input] table and at least one "
                         f"[[layer]], e.g. [input] shape = [2, 3, 8, 8]")

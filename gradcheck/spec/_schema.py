@@ -47,7 +47,8 @@ LAYER_KEYS = {
     "python": ("target", "params", "init", "kwargs", "options", "output_shape",
                "batched"),
 }
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: A python layer's parameter name (compiled by re on first use).
+_IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 def layer_types() -> tuple[str, ...]:
@@ -356,7 +357,7 @@ def _python_options(ctx, key, t, nd):
     params = ctx.table(f"{key}.params", t.get("params", {}), "parameter names -> shapes")
     shapes = {}
     for pname, pshape in params.items():
-        if not isinstance(pname, str) or not _IDENTIFIER.match(pname):
+        if not isinstance(pname, str) or not re.match(_IDENTIFIER, pname):
             raise ctx.fail(f"{key}.params.{pname}", f"parameter name {show(pname)} is not a "
                                                     f"valid identifier (letters, digits, _)")
         shapes[pname] = list(ctx.shape(f"{key}.params.{pname}", pshape,
