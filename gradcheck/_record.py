@@ -23,7 +23,8 @@ shared ``__eq__``, ``__hash__`` and ``__repr__``.
 compiling it (the annotations are strings under ``from __future__ import annotations``),
 then calls :func:`collections.namedtuple`. :class:`NamedTuple` takes the same class
 statement and makes the same :func:`collections.namedtuple` class, keeping the
-annotations as written: a third of the cost.
+annotations as written: less than half the cost (0.4 against 0.9 million instructions
+for a class of five fields).
 """
 
 from __future__ import annotations
