@@ -263,3 +263,20 @@ def test_named_tuples_of_the_package_pickle():
     assert Plan.__bases__ == (tuple,) and Plan.__module__ == "gradcheck.checker._plan"
     row = Plan(*range(len(Plan._fields)))
     assert pickle.loads(pickle.dumps(row)) == row
+
+
+def test_the_package_makes_its_records_with_the_cheaper_constructions():
+    """Every record class of gradcheck is made by gradcheck._record (a module that made
+    them with typing.NamedTuple or dataclass(frozen=True) would compile their methods
+    and annotations again at each command's start)."""
+    import pathlib
+    import re
+
+    import gradcheck
+
+    root = pathlib.Path(gradcheck.__file__).parent
+    slow = re.compile(r"^from typing import .*\bNamedTuple\b|^\s*@(dataclasses\.)?dataclass\b"
+                      r"|typing\.NamedTuple\b", re.MULTILINE)
+    offenders = [str(p.relative_to(root)) for p in sorted(root.rglob("*.py"))
+                 if p.name != "_record.py" and slow.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []
