@@ -325,9 +325,9 @@ def test_a_retry_at_half_the_step_reuses_the_two_points_it_shares(monkeypatch):
     # result as with five (the values' magnitude, for the rounding bar, is the larger of
     # the two passes': a bar wider by a hair where they differ). Without the extra node
     # of the first pass, which resolves these elements before any retry (below)
-    import gradcheck.numdiff._adaptive as adaptive
+    import gradcheck.numdiff._economy as economy
 
-    monkeypatch.setattr(adaptive, "EXTRA_TRUNCATION", 0.0)
+    monkeypatch.setattr(economy, "EXTRA_TRUNCATION", 0.0)
     x = np.linspace(-3.0, 3.0, 25)
     R = np.random.default_rng(0).standard_normal(x.size)
 
@@ -343,7 +343,7 @@ def test_a_retry_at_half_the_step_reuses_the_two_points_it_shares(monkeypatch):
 
     runs = {}
     for reuse in (True, False):
-        monkeypatch.setattr(adaptive, "REUSE", reuse)
+        monkeypatch.setattr(economy, "REUSE", reuse)
         calls.clear()
         runs[reuse] = numerical_vjp(counted, x, R, method="adaptive"), len(calls)
     (a, n_a), (b, n_b) = runs[True], runs[False]
@@ -359,6 +359,7 @@ def _sin5_runs(monkeypatch, settings):
     adaptive module's constants: the results with the evaluations counted, the truth by
     hand, and each element's first step (the step rule's)."""
     import gradcheck.numdiff._adaptive as adaptive
+    import gradcheck.numdiff._economy as economy
     from gradcheck.numdiff._steps import base_steps
 
     x = np.linspace(-2.0, 2.0, 41)
@@ -366,7 +367,7 @@ def _sin5_runs(monkeypatch, settings):
     runs = []
     for setting in settings:
         for name, value in setting.items():
-            monkeypatch.setattr(adaptive, name, value)
+            monkeypatch.setattr(economy if hasattr(economy, name) else adaptive, name, value)
         calls = []
 
         def counted(v):

@@ -8,7 +8,12 @@ dominates: the step is too large for the function, or a kink lies within :math:`
 In float64 a first pass whose truncation dominates by less than ``EXTRA_TRUNCATION``
 is first fitted again with one more node, :math:`-3h` (one evaluation), and not retried
 where that order-6 fit resolves it; a retry whose truncation a half step resolves takes
-exactly half the step, sharing two of its points (``HALF_STEP``).
+exactly half the step, sharing two of its points (``HALF_STEP``). A first pass whose
+stencil straddles a single jump of :math:`f'` or :math:`f''` (a ReLU's kink, the second
+derivative of softsign, ELU or Huber) is completed on the side the jump leaves smooth
+into a one-sided six-node stencil at the same step -- its own nodes there and two or
+three new ones, where a retry takes five -- and not retried where that fit resolves it
+(:mod:`._economy`).
 
 Combining the passes of an element
 ----------------------------------
@@ -164,19 +169,17 @@ behind float64) was scored with them, and its draws for seeds 1 and 2 after that
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
-from gradcheck.numdiff._model import KAPPA_E, KAPPA_R, estimate_pass
+from gradcheck.numdiff._economy import _evaluate, _extra_node, _Nodes, _side_extension
+from gradcheck.numdiff._model import KAPPA_R
+from gradcheck.numdiff._passes import (TRUNCATION_DOMINATES, _confirmed_noise, _no_digit,
+                                       _noise, _pass, _refuted, _rounding, _suspect_noise)
 from gradcheck.numdiff._records import Estimate, PassEstimate
 from gradcheck.numdiff._steps import KINK_SHRINK, retry_steps
-from gradcheck.numdiff._targets import Values
 
 __all__ = ["run_adaptive"]
 
-#: Retry an element when its truncation term exceeds this many times its rounding term.
-TRUNCATION_DOMINATES = 4.0
 #: A retry's change counts as evidence of first-order convergence only where it is at
 #: least this share of the predecessor's truncation term (module docstring).
 FIRST_ORDER_SHARE = 0.01
@@ -209,24 +212,9 @@ CONFIRM_SHRINK = 0.25
 #: (15 entries of 52 626 of numerical_jvp without a cotangent); a kink within reach moves
 #: a derivative by a share of one term, far more than sqrt(eps) of it.
 KINK_RELATIVE = 1.0
-#: A noise level confirmed by two passes is refuted by a later pass whose top two
-#: coefficients both lie this many times below it (their samples of the noise; for
-#: normal noise each is below a 16th of its scale 5% of the time, both 0.25%).
-NOISE_REFUTED = 16.0
 #: An unlocated kink at the point is retried at no step where the rounding of its
 #: one-sided secants exceeds this share of their gap (:func:`_kink_floor`).
 KINK_RESOLVE = 1024.0
-#: Noise the top coefficients of a pass show this many times above its prior (and any
-#: noise confirmed before) is suspect until a smaller step confirms it (:func:`_suspect_noise`).
-NOISE_SUSPECT = 1024.0
-#: A retry at exactly half the step of the pass before takes its nodes -2 and 2 from that
-#: pass's -1 and 1 (the same points) and evaluates three new points, not five (elements,
-#: one quantity per source: :class:`_Nodes`). The values are those of five new
-#: evaluations, the bars too but for the values' magnitude, the larger of the two passes'
-#: (a hair wider); benchmarks/bench_numdiff.py (real differences, float64), every other
-#: figure unchanged: tuning set 5.84 -> 5.78 evaluations per element, held-out 6.68 ->
-#: 6.59.
-REUSE = True
 #: A pass retried for truncation within this many roundings of it (float64 evaluations:
 #: ``FLOAT64_BELOW``) takes exactly half its step, not the smooth model's cut: the
 #: truncation falls by ``2**5``, the rounding doubles, and ``T / 32 <= TRUNCATION_DOMINATES
@@ -241,25 +229,6 @@ REUSE = True
 #: 6.25 / 6.28). Not in float32, whose held-out median overestimate went from 9.5 to 10.3
 #: (seed 0), nor in float16 and bfloat16 (their confirming passes).
 HALF_STEP = 256.0
-#: A first pass whose truncation dominates its rounding, by at most ``EXTRA_TRUNCATION``
-#: times, is fitted again with one more node, ``EXTRA_NODE`` times the step (the nodes
-#: ``-3 .. 3``, an order-6 fit whose truncation term is the next Taylor term's, measured
-#: where the six-node fit extrapolated it), and kept where that resolves it: one new
-#: evaluation where a retry takes three or five (where it does not, the element is
-#: retried from the six-node pass, as before). Truncation far above the rounding is a
-#: kink or a jump of ``f''`` within the stencil, which no extra node resolves.
-#: The order-6 fit's rounding term is kept at least the six-node fit's (the extra node
-#: measures the truncation; it is not taken to narrow the rounding).
-#: benchmarks/bench_numdiff.py (real differences, float64), problem seeds 0 / 1 / 2, with
-#: ``HALF_STEP``: evaluations per element held-out 6.61 / 6.45 / 6.50 -> 6.35 / 6.25 /
-#: 6.28, tuning 5.75 / 5.84 / 5.86 -> 5.65 / 5.71 / 5.75; median digits held-out 12.81 /
-#: 12.76 / 12.90 -> 12.87 / 12.78 / 12.92, tuning 12.87 / 12.86 / 12.81 -> 12.89 / 12.89 /
-#: 12.82; coverage the same but tuning 99.8 -> 99.5% (seed 0) and 100 -> 99.9% (seed 2);
-#: median overestimate held-out 9.2 / 8.4 / 9.8 -> 9.4 / 7.6 / 9.8, tuning 9.5 / 8.6 /
-#: 8.7 -> 9.6 / 8.4 / 8.7. In float32 it cost more evaluations than it saved (held-out
-#: 8.11 -> 8.14, seed 0).
-EXTRA_NODE = -3
-EXTRA_TRUNCATION = 256.0
 #: ``EXTRA_NODE`` and ``HALF_STEP`` apply to evaluations of a machine epsilon below this:
 #: float64 (float32: see ``HALF_STEP``; float16 and bfloat16 have their confirming pass).
 FLOAT64_BELOW = float(np.finfo(np.float32).eps) / 2
@@ -308,6 +277,7 @@ def run_adaptive(target, h0, stencil, eps, *, max_retries, x_src=None, sources=N
     # (EXTRA_NODE), a retry a half step where that does (HALF_STEP)
     economy = memo is not None and eps < FLOAT64_BELOW
     kink_h = np.full(target.n_q, np.inf)      # the step of the pass that showed the kink
+    sided = np.zeros(target.n_q, bool)        # kept by _extra_node or _side_extension
     for attempt in range(max_retries + 1):
         here = np.zeros(target.n_q, bool)
         now = PassEstimate.blank(target.n_q)
@@ -321,7 +291,9 @@ def run_adaptive(target, h0, stencil, eps, *, max_retries, x_src=None, sources=N
                                       target.n_q, a_q))
             first.append(values)
         if attempt == 0 and economy:
-            now = _extra_node(target, first, now, ks, nodes, steps, eps, arg_scale)
+            now, fine = _extra_node(target, first, now, ks, nodes, steps, eps, arg_scale)
+            now, sided = _side_extension(target, first, now, ks, steps, eps, arg_scale)
+            sided = sided | fine
         passes.append(now)
         if attempt:
             prev = prev.where(here, last)
@@ -344,7 +316,7 @@ def run_adaptive(target, h0, stencil, eps, *, max_retries, x_src=None, sources=N
         # after a retry (beyond the scale f varies on, where the smooth model's cut
         # does not hold): the largest cut (_steps.retry_steps)
         blind = here & _no_digit(now)
-        truncated = now.tau > TRUNCATION_DOMINATES * rho
+        truncated = (now.tau > TRUNCATION_DOMINATES * rho) & ~(here & sided)
         # noise no earlier pass confirmed, far above the prior, that sets the bar: a kink
         # within the stencil, whose slopes the fit reads as scatter (not in float16 and
         # bfloat16, whose confirming pass looks again)
@@ -409,203 +381,6 @@ def run_adaptive(target, h0, stencil, eps, *, max_retries, x_src=None, sources=N
 
         best = one_sided(target, best, last, eps, arg_scale, seen)
     return best
-
-
-def _extra_node(target, first, now, ks, nodes, steps, eps, arg_scale):
-    """Pass ``now`` (the first; coordinates, one quantity per source), with the quantities
-    whose truncation dominates within ``EXTRA_TRUNCATION`` roundings fitted again over
-    the nodes and ``EXTRA_NODE`` (one new evaluation each) where that resolves them."""
-    seen = np.zeros(now.value.size)
-    with np.errstate(invalid="ignore"):
-        rho = _rounding(now, seen)
-        cand = (~now.bad & (now.tau > TRUNCATION_DOMINATES * rho)
-                & (now.tau <= EXTRA_TRUNCATION * rho) & ~_no_digit(now)
-                & ~_suspect_noise(now, seen, eps))
-    if not cand.any():
-        return now
-    n = now.value.size
-    vals = np.full((len(ks), n), np.nan)
-    sigma, spread = np.zeros(n), np.full(n, np.nan)
-    grain = None
-    for v in first:
-        if not np.array_equal(target.q_src[v.q], v.q):
-            return now          # quantities that are not their sources
-        vals[:, v.q] = v.vals
-        sigma[v.q] = v.sigma
-        if v.spread is not None:
-            spread[v.q] = v.spread
-        if v.grain is not None:
-            grain = np.zeros(n) if grain is None else grain
-            grain[v.q] = v.grain
-    sub = np.flatnonzero(cand)
-    new = target.values(sub, steps[sub], (EXTRA_NODE,), imag=False)
-    if not np.array_equal(new.q, sub):
-        return now
-    ks7 = tuple(ks) + (EXTRA_NODE,)
-    nodes7 = tuple(sorted(tuple(nodes) + (EXTRA_NODE,)))
-    g = None if grain is None or new.grain is None else np.fmin(grain[sub], new.grain)
-    merged = Values(np.vstack([vals[:, sub], new.vals]), sub, np.fmax(sigma[sub], new.sigma),
-                    target.offsets(sub, steps[sub], ks7), np.arange(sub.size),
-                    position=new.position,
-                    spread=None if np.isnan(spread[sub]).any() else spread[sub], grain=g)
-    a_q = None if arg_scale is None else arg_scale[sub]
-    wide = _pass(merged, ks7, nodes7, steps[sub], eps, n, a_q)
-    # the node measures the truncation; the rounding term stays the six-node fit's (the
-    # order-6 fit's derivative row is a tenth shorter: a float64 batch norm of offset conv
-    # outputs had one element of 54 1.5% beyond that shorter bar, none beyond this one)
-    wide = replace(wide, unit=np.fmax(wide.unit, now.unit))
-    with np.errstate(invalid="ignore"):
-        ok = (cand & ~wide.bad & ~(wide.tau > TRUNCATION_DOMINATES * _rounding(wide, seen))
-              & ~_no_digit(wide) & ~_suspect_noise(wide, seen, eps))
-    return now.where(ok, wide)
-
-
-class _Nodes:
-    """The last pass's values at the nodes ``-1, 1`` of each source (coordinates, one
-    quantity per source), kept for a retry at exactly half its step: that retry's nodes
-    ``-2, 2`` are the same points (``REUSE``)."""
-
-    def __init__(self, target, ks):
-        n = target.n_q
-        self.ks = tuple(ks)
-        self.h = np.full(n, np.nan)
-        self.vals = np.full((2, n), np.nan)
-        self.sigma = np.zeros(n)
-        self.grain = None
-        self.off = False        # a target whose quantities are not its sources
-
-    def keep(self, values, steps):
-        q = values.q
-        self.h[q] = steps
-        for row, k in enumerate((-1, 1)):
-            self.vals[row, q] = values.vals[self.ks.index(k)]
-        self.sigma[q] = values.sigma
-        if values.grain is not None:
-            if self.grain is None:
-                self.grain = np.zeros(self.h.size)
-            self.grain[q] = values.grain
-
-
-def _evaluate(target, src, steps, ks, memo):
-    """The values of one pass over the sources ``src``, as one or two records: sources
-    whose step is exactly half the last pass's take their nodes ``-2, 2`` from it
-    (``memo``, a :class:`_Nodes`; None: no reuse) and evaluate three new points. Their
-    magnitude is the larger of the two passes' (``sigma``: the old one reached 3h, a
-    little wider), their grid the finer (a grid divides every value)."""
-    if memo is None or memo.off or not REUSE or not {-2, -1, 1, 2}.issubset(ks):
-        return [target.values(src, steps[src], ks, imag=False)]
-    half = memo.h[src] == 2 * steps[src]
-    out = []
-    if (~half).any():
-        rest = src[~half]
-        out.append(target.values(rest, steps[rest], ks, imag=False))
-        if not np.array_equal(out[-1].q, rest):
-            memo.off = True
-            return out + ([target.values(src[half], steps[src[half]], ks, imag=False)]
-                          if half.any() else [])
-    if half.any():
-        sub = src[half]
-        new = tuple(k for k in ks if k not in (-2, 2))
-        v = target.values(sub, steps[sub], new, imag=False)
-        vals = np.empty((len(ks), v.q.size))
-        for a, k in enumerate(ks):
-            vals[a] = (memo.vals[0 if k < 0 else 1, v.q] if k in (-2, 2)
-                       else v.vals[new.index(k)])
-        grain = (None if v.grain is None or memo.grain is None
-                 else np.fmin(v.grain, memo.grain[v.q]))
-        out.append(Values(vals, v.q, np.fmax(v.sigma, memo.sigma[v.q]),
-                          target.offsets(sub, steps[sub], ks), v.src_pos,
-                          position=v.position, spread=v.spread, grain=grain))
-    for values in out:
-        memo.keep(values, steps[target.q_src[values.q]])
-    return out
-
-
-def _pass(values, ks, nodes, h, eps, n_q, arg_scale=None) -> PassEstimate:
-    """One pass as a record over all quantities (NaN where ``values`` did not reach)."""
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        est = estimate_pass(values, ks, nodes, h, eps, arg_scale)
-    est["h"] = h
-    bad = values.nonfinite | ~np.isfinite(est["value"])
-    out = {}
-    for name, arr in est.items():
-        full = np.full(n_q, np.nan)
-        full[values.q] = arr if name in ("value", "h") else np.where(bad, np.nan, arr)
-        out[name] = full
-    full_bad = np.zeros(n_q, bool)
-    full_bad[values.q] = bad
-    return PassEstimate(bad=full_bad, **out)
-
-
-# --------------------------------------------------------------------------- noise
-
-
-def _noise(p: PassEstimate, seen, excess=True):
-    """Per-value noise of pass ``p``: its a-priori noise, the noise confirmed by two
-    passes, and (``excess``) what its own top coefficients show beyond the trend -- left
-    out where a kink is judged, whose own terms are no noise."""
-    s = np.fmax(p.prior, seen)
-    return np.fmax(s, p.excess) if excess else s
-
-
-def _rounding(p: PassEstimate, seen, excess=True):
-    return KAPPA_R * p.unit * _noise(p, seen, excess) + p.pos
-
-
-def _confirmed_noise(a: PassEstimate, b: PassEstimate):
-    """Noise both passes show: a top coefficient of the smaller-step pass ``b`` still
-    above ``sqrt(r)`` times the other's, for the step ratio ``r`` (module docstring).
-    Not also required to lie far below the first coefficient: float16 layers with kinks
-    within the stencil show top coefficients as large as the signal, and their noise
-    went unconfirmed (a bar 8 times too small, a false alarm on a random conv + ReLU)."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = b.h / a.h
-        out = np.zeros(r.shape)
-        for t_a, t_b in ((a.below, b.below), (a.top, b.top)):
-            out = np.fmax(out, np.where(t_b > np.sqrt(r) * t_a, t_b, 0.0))
-    return KAPPA_E * np.where(np.isfinite(out), out, 0.0)
-
-
-def _no_digit(p: PassEstimate):
-    """Where pass ``p`` has no significant digit for a reason a smaller step can
-    remove: its truncation is at least its value (values that saturate across a
-    stencil far wider than the scale ``f`` varies on look like a flat polynomial with a
-    large trend to one pass: ``tanh(1e6 x)`` at ``x = 1e-7``, ``h = 2**-10``). A pass
-    whose values are all equal (``T = 0`` and a value of 0: ``f`` does not move with
-    the element) has every digit of its exact zero; a pass whose rounding is at least
-    its value has its bar, which a smaller step would only widen (noise about a
-    derivative near zero, a sum that cancels)."""
-    with np.errstate(invalid="ignore"):
-        return ~p.bad & (p.tau > 0) & (p.tau >= np.abs(p.value))
-
-
-def _suspect_noise(p: PassEstimate, seen, eps):
-    """Where the noise pass ``p``'s top coefficients show lies ``NOISE_SUSPECT`` times
-    above the prior and any noise earlier passes confirmed, and sets its bar (the
-    rounding with it is ``TRUNCATION_DOMINATES`` times the rounding without it), a bar
-    of more than ``sqrt(eps)`` of the value (rounding that cancels inside a smooth ``f``,
-    a convolution's sums, reads a few thousand times its prior at a bar of 1e-12). A kink
-    within the stencil of a smooth pass bends its values in a way no low-degree trend
-    explains, and the fit reads it as scatter: a float64 ``relu(tanh(x @ w) - 0.1)``
-    input whose pre-activation sat 1.2e-5 below zero, 2e-4 from the kink along the
-    element (a tenth of the step), read -0.2752 +- 0.1 for -0.2222 -- a noise of 1.6e-4
-    per value where the prior was 2.6e-15 -- and was never retried (no truncation). Real
-    rounding shows again at a smaller step, where two passes confirm it and the larger
-    step's smaller bar is kept; a kink's share of the top coefficients falls with the
-    step."""
-    with np.errstate(invalid="ignore"):
-        above = p.excess > NOISE_SUSPECT * np.fmax(p.prior, seen)
-        rho = _rounding(p, seen)
-        return above & (rho > TRUNCATION_DOMINATES * _rounding(p, seen, False)) \
-            & (rho > np.sqrt(eps) * np.abs(p.value))
-
-
-def _refuted(seen, p: PassEstimate):
-    """Where pass ``p``'s top coefficients both lie ``NOISE_REFUTED`` times below the
-    noise two earlier passes confirmed: noise would show again at any step, so what
-    they saw was the function varying on a scale between their steps."""
-    with np.errstate(invalid="ignore"):
-        return NOISE_REFUTED * KAPPA_E * np.fmax(p.top, p.below) < seen
 
 
 # ------------------------------------------------------------------- the passes, settled

@@ -34,7 +34,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from gradcheck.numdiff._adaptive import _no_digit, _rounding
+from gradcheck.numdiff._passes import _no_digit, _rounding
 from gradcheck.numdiff._model import estimate_pass
 from gradcheck.numdiff._records import Estimate, PassEstimate
 
