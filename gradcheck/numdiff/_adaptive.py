@@ -13,7 +13,9 @@ stencil straddles a single jump of :math:`f'` or :math:`f''` (a ReLU's kink, the
 derivative of softsign, ELU or Huber) is completed on the side the jump leaves smooth
 into a one-sided six-node stencil at the same step -- its own nodes there and two or
 three new ones, where a retry takes five -- and not retried where that fit resolves it
-(:mod:`._economy`).
+(:mod:`._economy`, with the extra node and the shared nodes of half-step retries; the
+pass record and its noise verdicts, ``NOISE_REFUTED``, ``NOISE_SUSPECT``, are in
+:mod:`._passes`).
 
 Combining the passes of an element
 ----------------------------------
