@@ -371,3 +371,68 @@ def test_a_slip_in_a_gradient_of_the_size_of_that_rounding_still_fails(share):
     report = check_vjp(f, lambda g, x: f_vjp(g, x, share), (x,))
     assert not report.passed, str(report)
     assert report.arguments[0].n_failed == 1 and report.arguments[0].worst_index == (5,)
+
+
+def flat_vjp_formed_at_the_point(g, x, slip=None):
+    """The right backward of :func:`flat` (zero), formed from ``x`` alone and then scaled
+    by the cotangent: ``(s1 - s2) g``, a fixed linear map of ``g`` whose rounding no move
+    of ``g`` changes (as torch's double backward of a batch norm's sum, whose rounding is
+    that of ``x - mean``). With ``slip = (index, share)``, element ``index`` moved by
+    ``share`` of its terms ``g s_j``."""
+    s1, s2 = _softmax_two_routes(x)
+    gx = (s1 - s2) * g[0]
+    if slip is not None:
+        index, share = slip
+        gx[index] += share * g[0] * s1[index]
+    return (gx,)
+
+
+def test_the_rounding_a_backward_forms_from_the_point_is_measured():
+    from gradcheck.checker._formed import OWN_BARS, gradient_magnitudes
+
+    x = np.random.default_rng(3).standard_normal(16)
+    g = np.array([0.7])
+    (a,) = flat_vjp_formed_at_the_point(g, x)
+    assert np.all(np.abs(a) < 1e-16) and np.any(a != 0)
+    (m,) = gradient_magnitudes(flat_vjp_formed_at_the_point, g, (x,), (a,), seed=0)
+    rounding = m * 64 * np.finfo(np.float64).eps / OWN_BARS
+    # by hand, as for flat_vjp: the difference of the two routes rounds at an ulp or so
+    # of the terms 0.7 s_j; moving g alone reads eps of the value, 1e-33
+    terms = 0.7 * _softmax_two_routes(x)[0] * np.finfo(np.float64).eps
+    rms = lambda v: float(np.sqrt(np.mean(v * v)))  # noqa: E731
+    assert rms(rounding) > 0.25 * rms(terms) and rounding.max() < 10 * terms.max(), \
+        (rounding, terms)
+    assert np.all(np.abs(a) <= OWN_BARS * rounding)
+
+
+def test_a_gradient_formed_at_the_point_has_no_false_alarm_and_its_slip_fails():
+    failed = [seed for seed in range(24) if not check_vjp(
+        flat, flat_vjp_formed_at_the_point,
+        (np.random.default_rng(seed).standard_normal(16),), seed=seed).passed]
+    assert failed == []
+    # one element off by 1e-6 of its terms fails alone (by hand: 1e-6 of 0.7 s_j is
+    # 1e10 ulps of them)
+    x = np.random.default_rng(5).standard_normal(16)
+    report = check_vjp(flat, lambda g, x: flat_vjp_formed_at_the_point(g, x, (7, 1e-6)),
+                       (x,), seed=5)
+    assert not report.passed, str(report)
+    assert report.arguments[0].n_failed == 1 and report.arguments[0].worst_index == (7,)
+
+
+def test_a_step_of_the_backward_at_the_point_is_not_read_as_rounding():
+    # a leaky ReLU's backward at an x holding exact zeros takes one value on each side of
+    # every zero; the point's measure leaves out g(x) and cancels what is constant on
+    # each side: it reads the rounding of forming the combination alone, an ulp or two
+    # of 1.1 |r| (where 3 A1 - 3 A2 + A3, which takes g(x), reads (1 + 0.1 - 2 * 0.1)
+    # |r| = 0.9 |r| at each zero)
+    from gradcheck.checker._formed import _point_roundings
+
+    x = np.random.default_rng(2).standard_normal(12)
+    x[::3] = 0.0
+    r = np.random.default_rng(4).standard_normal(12)
+
+    def backward(x):
+        return (r * np.where(x > 0, 1.0, 0.1),)
+
+    (read,) = _point_roundings(backward, (x,), backward(x), seed=0)
+    assert np.all(read <= 4 * np.finfo(np.float64).eps * 1.1 * np.abs(r)), read

@@ -60,43 +60,79 @@ are negatives of each other), so its outputs measure next to no terms, while tor
 double backward forms its own zero from terms about the size of the cotangent and
 returns rounding of them: ``order2.x[0, 1]`` -3.46e-16 against an allowance of 3.7e-28
 (seed 13; 10 of fresh seeds 12-59 failed so). :func:`gradient_magnitudes` measures those
-terms the same way, on the backward as a function of its cotangent, the point held
-(moving the point too read the steps of a backward's mask -- a leaky ReLU's slope at
-exact zeros of ``x``, a jump the combination does not cancel -- as rounding, and a slope
-slip was no longer named, ``tests/test_causes.py``). The cotangent, in which a backward
-is linear, is moved by 3 or 5 times ``2**-6`` of each element, drawn per element
-(:data:`LINEAR_SHARE`), over :data:`GRADIENT_PROBES` draws. A share changes every bit of
-an element, where moves on the grid of the cotangent's root mean square left the
-rounding of sums of its smaller entries as it was (``order2.grad_output`` at seed 24:
-three draws in ten read 4e-5 of the terms). Its size was chosen on that batch norm:
-shares of ``2**-10`` and ``2**-8`` still left the rounding of ``order2.grad_output`` at
-seed 104 as it was (the value 5 to 25 times the rounding read); ``2**-6`` with six
-probes (and the point held) read more than the value on all of 40 draws at seed 104, and
-at seed 13 a third of it or more on 39 of 40 (the worst a quarter, 1/4.1: on such a draw
-a right double backward still fails); ``2**-5`` and ``2**-4``, cotangents up to twice as
-large, read more than their rounding on the float32 batch norm below and let its 5% slip
-through. What is left is the rounding of the backward at seven cotangents, per element
-of each gradient, taken as at least its root mean square over the argument. The
-element-wise allowance takes :data:`OWN_BARS` of it as a floor of the resolution
-(:meth:`._scalarize.Problem.resolution`), with the outputs' measure, once an element
-departs beyond the first allowance: 36 calls of the backward more, made once per check.
-149 of seeds 0-149 of that batch norm pass (seed 110 fails, pinned in
-``properties/test_known_issues.py``: a value of 2.5e-13, beyond four of its rounding
-read). Four, not the 64 ulps of a magnitude: the measure is the rounding itself (the
-combination's seven roundings, the largest of six draws), not the size of the terms, and
-it is large where the backward truly rounds coarsely -- the gamma gradient of a float32
-batch norm of inputs at 100 with a spread of 0.0075 (``tests/test_cancellation.py``),
-rounding of 0.6%, where 64 of it let a 5% slip through (at shares of ``2**-10`` and
-three draws, three let a right double backward fail on 7 of 300 draws at seed 13, four
-on none). It is taken only for elements whose value lies within it (a gradient at the
-rounding of its own terms): a value far above its rounding is held to its dtype's ulps,
-so that a float64 gradient computed in float32, which rounds at 4e-8 of itself, still
-fails (``tests/test_torch.py``). It is an allowance for the backward's rounding, so a
-wrong backward is still off by a share of its terms: a gradient as small as that
-rounding but not cancelling (``1e-16 logsumexp(x)``) with one element off by 3% of
-itself fails alone. A backward that is not linear in its cotangent, or not
-deterministic, may read a large rounding here; the linearity stage (:mod:`._linearity`)
-fails it whatever the element-wise verdict.
+terms the same way, on the backward as a function of its cotangent, the point held, and
+then of the point, the cotangent held (*The point's own rounding* below). The cotangent,
+in which a backward is linear, is moved by 3 or 5 times ``2**-6`` of each element, drawn
+per element (:data:`LINEAR_SHARE`), over :data:`GRADIENT_PROBES` draws. A share changes
+every bit of an element, where moves on the grid of the cotangent's root mean square
+left the rounding of sums of its smaller entries as it was (``order2.grad_output`` at
+seed 24: three draws in ten read 4e-5 of the terms). Its size was chosen on that batch
+norm: shares of ``2**-10`` and ``2**-8`` still left the rounding of
+``order2.grad_output`` at seed 104 as it was (the value 5 to 25 times the rounding
+read); ``2**-6`` with six probes (and the point held) read more than the value on all of
+40 draws at seed 104, and at seed 13 a third of it or more on 39 of 40 (the worst a
+quarter, 1/4.1: on such a draw a right double backward still fails); ``2**-5`` and
+``2**-4``, cotangents up to twice as large, read more than their rounding on the float32
+batch norm below and let its 5% slip through. What is left is the rounding of the
+backward at seven cotangents, per element of each gradient; the larger of it and the
+point's reading below, taken as at least its root mean square over the argument, is the
+backward's rounding. The element-wise allowance takes :data:`OWN_BARS` of it as a floor
+of the resolution (:meth:`._scalarize.Problem.resolution`), with the outputs' measure,
+once an element departs beyond the first allowance: 84 calls of the backward more (36
+with the cotangent moved, 48 with the point moved), made once per check. Four, not the
+64 ulps of a magnitude: the measure is the rounding itself (the combination's seven or
+eight roundings, the largest of six draws), not the size of the terms, and it is large
+where the backward truly rounds coarsely -- the gamma gradient of a float32 batch norm
+of inputs at 100 with a spread of 0.0075 (``tests/test_cancellation.py``), rounding of
+0.6%, where 64 of it let a 5% slip through (at shares of ``2**-10`` and three draws,
+three let a right double backward fail on 7 of 300 draws at seed 13, four on none). It
+is taken only for elements whose value lies within it (a gradient at the rounding of its
+own terms): a value far above its rounding is held to its dtype's ulps, so that a
+float64 gradient computed in float32, which rounds at 4e-8 of itself, still fails
+(``tests/test_torch.py``). It is an allowance for the backward's rounding, so a wrong
+backward is still off by a share of its terms: a gradient as small as that rounding but
+not cancelling (``1e-16 logsumexp(x)``) with one element off by 3% of itself fails
+alone. A backward that is not linear in its cotangent, or not deterministic, may read a
+large rounding here; the linearity stage (:mod:`._linearity`) fails it whatever the
+element-wise verdict.
+
+The point's own rounding
+------------------------
+A backward is linear in its cotangent ``v`` with a map formed from the point: what it
+computes is :math:`(J + E)\,v`, ``E`` the rounding of everything it forms from ``x``
+alone (the forward's values it reuses, a mean subtracted, an inverse spread). Moving
+``v`` changes the rounding of the sums that take ``v`` in, never ``E``: :math:`E v` is
+linear in ``v`` and the combination cancels it. At order 2 that is what torch's double
+backward of ``batch_norm(x).sum()`` over a batch of two returns: the two rows' ``x -
+mean`` do not cancel exactly, their sum is a rounding residue of ``x[0] + x[1]`` (0 or
+one ulp, as ``x`` moves), and the double backward differentiates the formula around it,
+a fixed linear map of ``v`` of about ``eps`` times the terms ``1 / s^3`` of a feature of
+spread ``s``: ``order2.x[1, 1]`` 2.45e-13 at seed 110 (a spread of 0.065), where the
+cotangent's moves read 2.6e-14 and four of that failed it. The numerical side, which
+differences the backward over the same residue, read 2.32e-13 (the true value is 0).
+
+So the backward is measured a second time as a function of the point (every float
+argument moved, the cotangent held), by :func:`_point_roundings`: a quarter of ``|S_1 -
+3 S_2 + 3 S_3 - S_4|`` with ``S_k = g(x + k d) + g(x - k d)``. On each side of the point
+the values along ``+-k d`` are polynomials in ``k`` to second order (a curvature, a
+slope) and what the point itself holds drops out: the combination never takes ``g(x)``,
+and a third difference of ``S_1 .. S_4`` leaves no constant, linear or quadratic part of
+either side, so a step of the backward exactly at the point -- a leaky ReLU's mask at
+exact zeros of ``x``, an arg-max between exact ties -- is not read as rounding (measured
+with ``3 A_1 - 3 A_2 + A_3``, which keeps ``g(x)``, such a step was, and a leaky slope
+slip was no longer named, ``tests/test_causes.py``); what is left of a smooth backward
+``g`` is ``5 d^4`` times its fourth derivative. Its weights sum to 16 in size, as those
+of ``3 A_1 - 3 A_2 + A_3``, so a quarter keeps the same scale. The moves are small, 2 to
+6 ulps of each element's size (or of its argument's root mean square, the larger;
+:data:`POINT_ULPS`), so that a backward varying on a scale of ``N`` ulps reads about
+:math:`1.25 (6 / N)^4` of itself, below its own rounding of about ``1 / N`` of itself
+wherever ``N`` is above a dozen ulps; and whole numbers of ulps of either parity: a sum
+of two elements each moved by an odd number of ulps moves by an even number, and the
+rounding of a sum one binade up (the residue above) stays as it was (moved by 3 or 5
+ulps, odd, half of the single draws at seed 110 read next to nothing; moved by 2 to 6, a
+fifth to a third). :data:`POINT_PROBES` draws of six: on 50 sets of six draws at seed
+110 none read less than half the value (of three, 2% read less than a quarter, and
+failed it). Seeds 0-500 of that batch norm pass (seed 110 failed before, 1 of 0-200).
 """
 
 from __future__ import annotations
@@ -108,7 +144,8 @@ from gradcheck.numdiff._steps import typical_size
 
 __all__ = ["row_magnitudes", "gradient_magnitudes", "measured_once",
            "gradients_measured_once", "PROBES", "SALT",
-           "GRADIENT_SALT", "GRADIENT_PROBES", "LINEAR_SHARE", "OWN_BARS"]
+           "GRADIENT_SALT", "GRADIENT_PROBES", "LINEAR_SHARE", "OWN_BARS", "POINT_SALT",
+           "POINT_PROBES", "POINT_ULPS"]
 
 #: Random probes (six calls of ``f`` each): one sample of a rounding error may come out
 #: small by chance.
@@ -126,6 +163,14 @@ OWN_BARS = 4.0
 #: The unit of the share of each element of the cotangent the backward's measure moves
 #: it by (3 or 5 of them, drawn per element; see the module notes).
 LINEAR_SHARE = 2.0 ** -6
+#: Mixed with the seed for the moves of the point in the backward's own measure.
+POINT_SALT = 0x9F0C3
+#: Random probes of the backward's measure with the point moved (eight calls of the
+#: backward each; see the module notes).
+POINT_PROBES = 6
+#: The ulps of each element the point is moved by, about (3 or 5 of them, drawn per
+#: element; see the module notes).
+POINT_ULPS = 4
 
 
 def _wide(a) -> np.ndarray:
@@ -141,6 +186,12 @@ def _odd(rng, count, shape) -> np.ndarray:
     """Odd integers between about ``count / 2`` and ``3 count / 2``."""
     half = max(int(count) // 2, 1)
     return (2 * rng.integers(half // 2, half // 2 + half, shape) + 1).astype(np.float64)
+
+
+def _whole(rng, count, shape) -> np.ndarray:
+    """Integers, odd and even, between about ``count / 2`` and ``3 count / 2``."""
+    half = max(int(count) // 2, 1)
+    return rng.integers(half, 3 * half + 1, shape).astype(np.float64)
 
 
 def _eps_of(y, args) -> float:
@@ -233,6 +284,56 @@ def row_magnitudes(f, args, y, seed) -> np.ndarray:
     return np.zeros(y.shape) if worst is None else worst[0] / _eps_of(y, args)
 
 
+def _point_roundings(g, args, ys, seed, probes=POINT_PROBES) -> list | None:
+    """Per array of ``ys`` (``g(*args)``'s), the largest quarter of ``|S_1 - 3 S_2 +
+    3 S_3 - S_4|``, ``S_k = g(x + k d) + g(x - k d)``, over ``probes`` draws of moves
+    ``d`` of 3 or 5 ulps of each float element (module notes, *The point's own
+    rounding*); None where ``g`` raises or returns something unfit off the point."""
+    rng = np.random.default_rng([int(seed), POINT_SALT])
+    units = []
+    for x in args:
+        if not _is_float(x):
+            units.append(None)
+            continue
+        # the ulp of max(|x_j|, the argument's typical size), as row_magnitudes': x lies
+        # on its grid, and x + k d is exact
+        s = np.maximum(np.abs(_wide(x)), typical_size(x))
+        units.append(real_eps(x.dtype) * 2.0 ** np.floor(np.log2(s)))
+    worst = [np.zeros(np.shape(y)) for y in ys]
+    shapes = [np.shape(y) for y in ys]
+    with np.errstate(all="ignore"):
+        for _ in range(probes):
+            moves = [None if u is None else
+                     u * _whole(rng, POINT_ULPS, np.shape(u)) * rng.choice([-1.0, 1.0],
+                                                                     np.shape(u))
+                     for u in units]
+            sums = []
+            for k in (1, 2, 3, 4):
+                total = None
+                for sign in (1, -1):
+                    point = tuple(x if d is None else
+                                  (_wide(x) + sign * k * d).astype(x.dtype)
+                                  for x, d in zip(args, moves))
+                    try:
+                        v = [_wide(a) for a in g(*point)]
+                    except Exception:       # user code failing off the point: no measure
+                        return None
+                    if len(v) != len(shapes) or any(a.shape != t
+                                                    for a, t in zip(v, shapes)):
+                        return None
+                    total = v if total is None else [a + b for a, b in zip(total, v)]
+                sums.append(total)
+            for j in range(len(shapes)):
+                # each side's values a polynomial in k up to k**2 (a step or a kink at the
+                # point, a curvature) leave S_1 - 3 S_2 + 3 S_3 - S_4 nothing: its weights
+                # sum to 16 in size, as 3 A_1 - 3 A_2 + A_3's, and a quarter of that
+                # keeps the same scale
+                a, b, c, e = (t[j] for t in sums)
+                third = np.abs(a - 3 * b + 3 * c - e) / 4
+                worst[j] = np.maximum(worst[j], np.where(np.isfinite(third), third, 0.0))
+    return worst
+
+
 def gradient_magnitudes(f_vjp, cotangent, args, grads, seed) -> tuple:
     """Per argument, the rounding of each element of its analytic gradient ``grads[j]``
     (``f_vjp(cotangent, *args)``, None for a gradient not returned), measured as
@@ -264,16 +365,25 @@ def gradient_magnitudes(f_vjp, cotangent, args, grads, seed) -> tuple:
                   for g, x in zip(grads, args))
     point = (np.asarray(cotangent), *args)
 
-    def backward(r):
-        out = f_vjp(r.copy(), *args)
+    def backward_at(r, at):
+        out = f_vjp(r.copy(), *at)
         out = (out,) if len(args) == 1 and not isinstance(out, (tuple, list)) else tuple(out)
         return tuple(np.zeros(np.shape(x)) if g is None else np.asarray(g)
                      for g, x in zip(out, args))
+
+    def backward(r):
+        return backward_at(r, args)
 
     worst = _roundings(backward, point[:1], grads, seed, GRADIENT_SALT, linear=(0,),
                        probes=GRADIENT_PROBES)
     if worst is None:
         return tuple(np.zeros(g.shape) for g in grads)
+    # the rounding of what the backward forms from the point alone, which enters it as a
+    # fixed linear map of the cotangent and no move of the cotangent shows (module notes)
+    held = np.asarray(cotangent)
+    moved = _point_roundings(lambda *a: backward_at(held, a), args, grads, seed)
+    if moved is not None:
+        worst = [np.maximum(w, m) for w, m in zip(worst, moved)]
     out = []
     for w, g, x in zip(worst, grads, args):
         rms = float(np.sqrt(np.mean(w * w))) if w.size else 0.0

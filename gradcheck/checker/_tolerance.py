@@ -38,10 +38,10 @@ terms it is summed from still fails alone in float64, 2e-3 in float32). Forward 
 takes the largest :math:`m_i` in place of the largest :math:`|f_i|` the same way. With
 them :math:`r_j` is raised to at least the magnitude of the terms the analytic gradient
 itself is formed from, measured on the backward (:func:`._formed.gradient_magnitudes`,
-36 calls of it): ``f``'s outputs need not show them (at order 2 the backward of a
-batch norm's sum over a batch of two is exactly 0 at every point near ``x``, and its
-double backward returned -3.5e-16 where 3.7e-28 was allowed). The
-factors are
+84 calls of it, the cotangent and the point moved): ``f``'s outputs need not show them
+(at order 2 the backward of a batch norm's sum over a batch of two is exactly 0 at every
+point near ``x``, and its double backward returned -3.5e-16 where 3.7e-28 was allowed).
+The factors are
 
 ===============  ==============  ===============
 :math:`k_{num}`  :math:`k_{an}`  :math:`k_{gap}`
