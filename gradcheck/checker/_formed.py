@@ -386,8 +386,11 @@ def gradient_magnitudes(f_vjp, cotangent, args, grads, seed) -> tuple:
         worst = [np.maximum(w, m) for w, m in zip(worst, moved)]
     out = []
     for w, g, x in zip(worst, grads, args):
-        rms = float(np.sqrt(np.mean(w * w))) if w.size else 0.0
-        w = np.maximum(w, rms if np.isfinite(rms) else 0.0)
+        # scaled by the largest, so that gradients of 1e300 do not overflow squared
+        peak = float(np.max(w)) if w.size else 0.0
+        rms = (peak * float(np.sqrt(np.mean((w / peak) ** 2)))
+               if 0.0 < peak < np.inf else 0.0)
+        w = np.maximum(w, rms)
         # in the resolution's units: the magnitude whose k_an ulps are OWN_BARS roundings
         tol = Tolerance.for_dtype(g.dtype, argument=np.asarray(x).dtype)
         # only for values at that rounding (a gradient zero by cancellation): a value
