@@ -168,8 +168,8 @@ POINT_SALT = 0x9F0C3
 #: Random probes of the backward's measure with the point moved (eight calls of the
 #: backward each; see the module notes).
 POINT_PROBES = 6
-#: The ulps of each element the point is moved by, about (3 or 5 of them, drawn per
-#: element; see the module notes).
+#: The ulps of each element the point is moved by, about (2 to 6 of them, a whole number
+#: drawn per element; see the module notes).
 POINT_ULPS = 4
 
 
@@ -287,7 +287,7 @@ def row_magnitudes(f, args, y, seed) -> np.ndarray:
 def _point_roundings(g, args, ys, seed, probes=POINT_PROBES) -> list | None:
     """Per array of ``ys`` (``g(*args)``'s), the largest quarter of ``|S_1 - 3 S_2 +
     3 S_3 - S_4|``, ``S_k = g(x + k d) + g(x - k d)``, over ``probes`` draws of moves
-    ``d`` of 3 or 5 ulps of each float element (module notes, *The point's own
+    ``d`` of 2 to 6 ulps of each float element (module notes, *The point's own
     rounding*); None where ``g`` raises or returns something unfit off the point."""
     rng = np.random.default_rng([int(seed), POINT_SALT])
     units = []
@@ -338,8 +338,9 @@ def gradient_magnitudes(f_vjp, cotangent, args, grads, seed) -> tuple:
     """Per argument, the rounding of each element of its analytic gradient ``grads[j]``
     (``f_vjp(cotangent, *args)``, None for a gradient not returned), measured as
     :func:`row_magnitudes` measures ``f``'s outputs' -- the backward as a function of its
-    cotangent, the point held (see the module notes, *The analytic side's own terms*) --
-    at least its root mean square over the argument,
+    cotangent, the point held, and of the point, the cotangent held, the larger (see the
+    module notes, *The analytic side's own terms* and *The point's own rounding*) -- at
+    least its root mean square over the argument,
     and given in the resolution's units: the magnitude of terms whose ``k_an`` ulps
     (:mod:`._tolerance`) are :data:`OWN_BARS` of it. Zeros where the backward raises or
     returns something unfit off the point.
