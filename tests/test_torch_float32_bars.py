@@ -1,0 +1,74 @@
+"""Error bars of float32 torch stacks checked through ``gradcheck.torch.check_module``.
+
+The independent route is torch's own autograd on a float64 copy of the same module at
+the same point, with the same cotangent: a numerical derivative of the float32 function
+is honest where it lies within its error bar of that gradient (float32's rounding of
+the function moves the derivative far less than the bars below). The stacks are drawn
+by ``torch.manual_seed(seed)``, the module built, then the input drawn.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="gradcheck.torch needs PyTorch "
+                                            "(pip install torch==2.13.0)")
+nn = torch.nn
+
+from gradcheck.torch import check_module  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """torch's worker threads spin-wait; on a loaded machine one thread cannot stall."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _bn_silu(seed):
+    torch.manual_seed(seed)
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.SiLU(),
+                      nn.Flatten(), nn.Linear(2048, 10)).float()
+    return m, torch.randn(4, 3, 16, 16)
+
+
+def _maxpool(seed):
+    torch.manual_seed(seed)
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                      nn.Flatten(), nn.Linear(512, 10)).float()
+    return m, torch.randn(4, 3, 16, 16)
+
+
+def _checked(m, x, name, seed):
+    """(numerical, error bar, float64 autograd) of parameter ``name``, flat."""
+    with torch.no_grad():
+        y = m(x)
+    cot = torch.randn(y.shape, generator=torch.Generator().manual_seed(1000 + seed))
+    report = check_module(m, x, wrt=[name], cotangent=cot)
+    arg = next(a for a in report.arguments if a.name == name)
+    m64 = copy.deepcopy(m).double()
+    p = dict(m64.named_parameters())[name]
+    truth = torch.autograd.grad(m64(x.double()), p, cot.double())[0].numpy().reshape(-1)
+    return (report, np.asarray(arg.numeric, np.float64).reshape(-1),
+            np.asarray(arg.error_estimate, np.float64).reshape(-1), truth)
+
+
+def test_batch_norm_weight_bar_not_set_by_a_runaway_truncation():
+    # Used to fail: element (5, 0, 2, 1) read -0.0204747 (float64 autograd -0.0204809)
+    # with a bar of 303 (the gradient's root mean square is 1.3): a pass at a smaller
+    # step, whose fit had only b_1 and b_2 significant (b_1 small: the batch norm makes
+    # f flat along its channel's weights), extrapolated their ratio to a runaway
+    # truncation, and the chosen pass's bar covered that pass's whole bar
+    report, num, bar, truth = _checked(*_bn_silu(8), "0.weight", 8)
+    assert report.passed
+    j = np.ravel_multi_index((5, 0, 2, 1), (8, 3, 3, 3))
+    assert abs(num[j] - truth[j]) <= bar[j] < 0.01
+    # every bar covers the float64 gradient within the ten bars the verdict allows, and
+    # none is absurd next to the gradient's size
+    assert np.all(np.abs(num - truth) <= 10 * bar)
+    assert bar.max() < 0.05 * np.sqrt(np.mean(truth ** 2))
