@@ -5,7 +5,8 @@ carries the argument through the stages that kind has:
 
 - ``"full"``: differentiate every element (:func:`._numeric.full_numeric`), judge them
   (:func:`._judge.judge_elements`), settle shared kinks (:func:`._kinks.settle_kinks`),
-  take a second look at the mismatches (:func:`._numeric.second_look`), diagnose
+  take a second look at the mismatches (:func:`._numeric.second_look`) and at the
+  elements resolved only coarsely (:func:`._coarse.coarse_look`), diagnose
   (:func:`._diagnose.diagnose_judgement`, with what is known of the argument:
   :func:`known_of`), report (:func:`._summarize.summarize_full`);
 - ``"sampled"``: the stages of ``"full"`` on the plan's sample of elements (the argument
@@ -34,6 +35,7 @@ import time
 
 import numpy as np
 
+from gradcheck.checker._coarse import coarse_look
 from gradcheck.checker._diagnose import diagnose_judgement, role_of
 from gradcheck.checker._fit import Known, named_sizes
 from gradcheck.checker._judge import excess, judge_directions, judge_elements, unusable
@@ -152,6 +154,8 @@ def _elements(problem, options, target, analytic, resolution, method=None, confi
     judged = verdict(num)
     num, judged, note = second_look(target, num, judged, verdict,
                                     raised[0] if raised else tolerance, backward)
+    num, judged, coarse = coarse_look(target, num, judged, verdict)
+    note = "; ".join(n for n in (note, coarse) if n)
     nfev, groups = 0, ""
     if ties:
         judged, nfev, groups = judge_groups_with_ties(
