@@ -59,11 +59,13 @@ def _checked(m, x, name, seed):
 
 
 def test_batch_norm_weight_bar_not_set_by_a_runaway_truncation():
-    # Used to fail: element (5, 0, 2, 1) read -0.0204747 (float64 autograd -0.0204809)
-    # with a bar of 303 (the gradient's root mean square is 1.3): a pass at a smaller
-    # step, whose fit had only b_1 and b_2 significant (b_1 small: the batch norm makes
-    # f flat along its channel's weights), extrapolated their ratio to a runaway
-    # truncation, and the chosen pass's bar covered that pass's whole bar
+    # Element (5, 0, 2, 1) read -0.0204747 (float64 autograd -0.0204809) with a bar of
+    # 303 (the gradient's root mean square is 1.3): a pass at a smaller step, whose fit
+    # had only b_1 and b_2 significant (b_1 small: the batch norm makes f flat along its
+    # channel's weights), extrapolated their ratio to a runaway truncation, and the
+    # chosen pass's bar covered that pass's whole bar. Such a fit now takes no truncation
+    # (numdiff/_model), and a runaway bar of a smaller step no longer becomes the chosen
+    # one's (numdiff/_adaptive._covering, tests/test_numdiff_covering.py)
     report, num, bar, truth = _checked(*_bn_silu(8), "0.weight", 8)
     assert report.passed
     j = np.ravel_multi_index((5, 0, 2, 1), (8, 3, 3, 3))

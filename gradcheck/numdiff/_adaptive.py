@@ -494,7 +494,9 @@ def _covering(V, E, smaller, value):
     the half step's fit, whose only significant coefficients were b_1 and b_2 (b_1 small:
     a batch norm makes ``f`` flat along its channel's weights), extrapolated the ratio
     |b_2 / b_1| = 44 to a truncation of 4.8e8, which became the chosen pass's bar; the
-    pass at 2**-9 (-0.00065 +- 0.0013) bounds it to 0.0017.
+    pass at 2**-9 (-0.00065 +- 0.0013) bounds it to 0.0017. (That fit now takes no
+    truncation, a quadratic being exact: :mod:`._model`; a runaway estimate of any other
+    smaller step is still bounded here.)
     """
     use = smaller & np.isfinite(E) & np.isfinite(V)
     with np.errstate(invalid="ignore"):
