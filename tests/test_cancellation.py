@@ -322,14 +322,20 @@ def flat_vjp(g, x):
 
 
 def test_the_terms_of_a_cancelling_gradient_are_measured():
+    x = np.random.default_rng(0).standard_normal(16)
+    assert not np.any(row_magnitudes(flat, (x,), flat(x), seed=0))   # f shows nothing
+    _assert_the_terms_rounding_is_measured(flat_vjp, x)
+
+
+def _assert_the_terms_rounding_is_measured(vjp, x):
+    """``vjp(0.7, x)``, zero by cancellation, against the rounding gradient_magnitudes
+    measures for it."""
     from gradcheck.checker._formed import OWN_BARS, gradient_magnitudes
 
-    x = np.random.default_rng(0).standard_normal(16)
     g = np.array([0.7])
-    (a,) = flat_vjp(g, x)
+    (a,) = vjp(g, x)
     assert np.all(np.abs(a) < 1e-16) and np.any(a != 0)
-    assert not np.any(row_magnitudes(flat, (x,), flat(x), seed=0))   # f shows nothing
-    (m,) = gradient_magnitudes(flat_vjp, g, (x,), (a,), seed=0)
+    (m,) = gradient_magnitudes(vjp, g, (x,), (a,), seed=0)
     # in the resolution's units: 64 ulps of m are OWN_BARS measured roundings
     rounding = m * 64 * np.finfo(np.float64).eps / OWN_BARS
     # by hand: the two terms of element j are about 0.7 s_j, and their difference rounds
@@ -388,21 +394,9 @@ def flat_vjp_formed_at_the_point(g, x, slip=None):
 
 
 def test_the_rounding_a_backward_forms_from_the_point_is_measured():
-    from gradcheck.checker._formed import OWN_BARS, gradient_magnitudes
-
-    x = np.random.default_rng(3).standard_normal(16)
-    g = np.array([0.7])
-    (a,) = flat_vjp_formed_at_the_point(g, x)
-    assert np.all(np.abs(a) < 1e-16) and np.any(a != 0)
-    (m,) = gradient_magnitudes(flat_vjp_formed_at_the_point, g, (x,), (a,), seed=0)
-    rounding = m * 64 * np.finfo(np.float64).eps / OWN_BARS
-    # by hand, as for flat_vjp: the difference of the two routes rounds at an ulp or so
-    # of the terms 0.7 s_j; moving g alone reads eps of the value, 1e-33
-    terms = 0.7 * _softmax_two_routes(x)[0] * np.finfo(np.float64).eps
-    rms = lambda v: float(np.sqrt(np.mean(v * v)))  # noqa: E731
-    assert rms(rounding) > 0.25 * rms(terms) and rounding.max() < 10 * terms.max(), \
-        (rounding, terms)
-    assert np.all(np.abs(a) <= OWN_BARS * rounding)
+    # as for flat_vjp; moving g alone reads eps of the value, 1e-33
+    _assert_the_terms_rounding_is_measured(flat_vjp_formed_at_the_point,
+                                           np.random.default_rng(3).standard_normal(16))
 
 
 def test_a_gradient_formed_at_the_point_has_no_false_alarm_and_its_slip_fails():

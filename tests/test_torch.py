@@ -20,15 +20,7 @@ F = torch.nn.functional
 from gradcheck import ConfigurationError, UserCodeError  # noqa: E402
 from gradcheck.torch import (GradientCheckFailed, UncheckedWarning, check_function,  # noqa: E402
                              check_module, gradcheck, gradgradcheck)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """torch's worker threads spin-wait; on a loaded machine one thread cannot stall."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from _torch_threads import one_thread  # noqa: E402,F401  (autouse fixture)
 
 
 def _gen(seed=0):

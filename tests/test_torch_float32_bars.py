@@ -19,15 +19,7 @@ torch = pytest.importorskip("torch", reason="gradcheck.torch needs PyTorch "
 nn = torch.nn
 
 from gradcheck.torch import check_module  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """torch's worker threads spin-wait; on a loaded machine one thread cannot stall."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from _torch_threads import one_thread  # noqa: E402,F401  (autouse fixture)
 
 
 def _bn_silu(seed):
