@@ -46,6 +46,8 @@ of those stacks is coarse and the look does not run.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
 from gradcheck._precision import LOW_PRECISION
@@ -100,9 +102,11 @@ def coarse_look(target: Target, num, judged, verdict):
     if not take.any():
         return _spent(num, nfev), judged, ""
     step = np.asarray(num.step, np.float64).reshape(-1)[index]
-    second = _Rung(grad=value, error=bar, step=step, nondifferentiable=np.zeros(index.size, bool),
-                   left=np.full(index.size, np.nan), right=np.full(index.size, np.nan),
-                   nfev=nfev, method=num.method)
+    # the fields of a numerical derivative that merge_elements reads
+    second = SimpleNamespace(grad=value, error=bar, step=step,
+                             nondifferentiable=np.zeros(index.size, bool),
+                             left=np.full(index.size, np.nan), right=np.full(index.size, np.nan),
+                             nfev=nfev, method=num.method)
     num = merge_elements(num, index, second, take)
     judged = verdict(num)
     note = (f"{index.size} coarsely resolved or mismatching element(s) differenced again "
@@ -110,13 +114,6 @@ def coarse_look(target: Target, num, judged, verdict):
             + (f", {int(against.sum())} contradicted their first numbers (their bar now "
                f"covers both)" if against.any() else ""))
     return num, judged, note
-
-
-class _Rung:
-    """The fields of a numerical derivative that :func:`._numeric.merge_elements` reads."""
-
-    def __init__(self, **fields):
-        self.__dict__.update(fields)
 
 
 def _spent(num, nfev):
