@@ -114,6 +114,30 @@ def test_unknown_suffix_is_sniffed(tmp_path):
     assert load_spec(tmp_path / "b.spec").layers[0].type == "relu"
 
 
+#: Paths whose parsing pathlib and the spec reader must agree on (slashes, dots, suffixes).
+_PATH_FORMS = ["", ".", "..", "/", "//", "///", "////a", "//a/b", "/a//b/", "a/./b/.",
+               "./a", "a/../b", "spec.toml/", "a/.toml", "a/spec.", "a/..toml", "a.b.TOML",
+               "a/b.c/d", "x.tar.gz", ". /.a.", "a/.", "..a..b"]
+
+
+@pytest.mark.parametrize("label", _PATH_FORMS)
+def test_the_reader_names_the_file_pathlib_would(label):
+    from pathlib import PurePosixPath
+
+    from gradcheck.spec._read import _as_pathlib_reads, _suffix
+
+    if sys.platform == "win32":
+        pytest.skip("POSIX path forms")
+    assert _as_pathlib_reads(label) == str(PurePosixPath(label))
+    assert _suffix(_as_pathlib_reads(label)) == PurePosixPath(label).suffix
+
+
+def test_a_path_with_a_trailing_slash_reads_the_file(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps(doc({"type": "tanh"})))
+    assert load_spec(f"{tmp_path}/a.json/").layers[0].type == "tanh"
+    assert load_spec(f"{tmp_path}//./a.json").layers[0].type == "tanh"
+
+
 def test_a_single_layer_table_is_accepted():
     assert parse_spec({"input": {"shape": [1, 2]}, "layer": {"type": "relu"}}).layers[0].type \
         == "relu"
