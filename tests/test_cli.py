@@ -547,6 +547,24 @@ def test_no_command_and_help(capsys):
     assert code == OK and "--junit-xml" in out
 
 
+@pytest.mark.parametrize("columns", [None, "", "50", "200", "0", "-3", "wide", " 90 "])
+def test_help_is_as_wide_as_argparse_makes_it(columns, monkeypatch, capsys):
+    import argparse
+    import shutil
+
+    from gradcheck import cli
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert cli._terminal_columns() == shutil.get_terminal_size().columns
+    argvs = (["--help"], ["check", "--help"], ["train", "--help"])
+    ours = [run(argv, capsys)[1] for argv in argvs]
+    monkeypatch.setattr(cli, "_Formatter", argparse.HelpFormatter)   # argparse's own
+    assert ours == [run(argv, capsys)[1] for argv in argvs]
+
+
 def test_junit_xml_creates_missing_parent_directories(capsys, at_root, tmp_path):
     target = tmp_path / "missing-dir" / "deeper" / "r.xml"
     code, _, err = run(["check", "specs/conv_tanh.toml", "--junit-xml", str(target), "-q"],
