@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["REAL_FLOATS", "LOW_PRECISION", "is_real_float", "machine_eps"]
+__all__ = ["REAL_FLOATS", "LOW_PRECISION", "is_real_float", "machine_eps", "widened"]
 
 #: The real floating-point dtypes gradcheck differentiates and checks, by name.
 REAL_FLOATS = ("float16", "bfloat16", "float32", "float64")
@@ -33,3 +33,10 @@ def machine_eps(dtype) -> float:
     if dt.kind not in "fc":
         dt = np.dtype(np.float64)
     return float(np.finfo(dt).eps)
+
+
+def widened(a) -> np.ndarray:
+    """``a`` as a new float64 array (complex128 where complex): where sums, norms and
+    differences of a check's arrays are taken."""
+    a = np.asarray(a)
+    return a.astype(np.complex128 if a.dtype.kind == "c" else np.float64)

@@ -139,6 +139,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gradcheck._precision import widened as _wide
 from gradcheck.checker._tolerance import Tolerance, real_eps
 from gradcheck.numdiff._steps import typical_size
 
@@ -171,11 +172,6 @@ POINT_PROBES = 6
 #: The ulps of each element the point is moved by, about (2 to 6 of them, a whole number
 #: drawn per element; see the module notes).
 POINT_ULPS = 4
-
-
-def _wide(a) -> np.ndarray:
-    a = np.asarray(a)
-    return a.astype(np.complex128 if a.dtype.kind == "c" else np.float64)
 
 
 def _is_float(a) -> bool:

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradcheck.checker._formed import _wide
+from gradcheck._precision import widened as _wide
 
 __all__ = ["JITTER", "JITTER_BARS", "SPLITS", "SPLIT_SALT", "own_rounding",
            "split_rounding"]

@@ -43,9 +43,11 @@ from gradcheck._precision import is_real_float
 from gradcheck._record import NamedTuple
 from gradcheck.checker._diagnose import role_of
 from gradcheck.checker._numeric import coloring_of, predicted_groups
-from gradcheck.checker._probe import PROBE_MIN_ELEMENTS, cheapest_method, probe_structure
-from gradcheck.checker._sample import MAX_SAMPLE, SAMPLE_SHARE, choose_sample
 from gradcheck.checker._timing import REAL_EVALS_PER_GROUP, Watch, point_seconds
+
+# imported where used: ._probe (probing a user function's structure) and ._sample (a
+# sampled plan), which a full check of built-in layers, the usual passing check, never
+# runs (some 55 KB of bytecode to load)
 
 __all__ = ["Plan", "plan_argument", "plan_checked", "unprobed", "over_time",
            "PREDICTED_EVALS_PER_GROUP"]
@@ -148,6 +150,8 @@ def _watch(size, pattern, options, cost) -> Watch:
 def _sampled(index, name, problem, options, pattern, why="", call=None, cost=None) -> Plan:
     """A sample of single elements sized from the time budget (see :mod:`._sample`) and
     ``cost`` (seconds per evaluation: measured, or :func:`_cost`)."""
+    from gradcheck.checker._sample import MAX_SAMPLE, SAMPLE_SHARE, choose_sample
+
     arg = problem.args[index]
     per_group = _group_seconds(_cost(problem, index) if cost is None else cost, call)
     allowed = (math.floor(SAMPLE_SHARE * options.time_budget / per_group) if per_group > 0
@@ -167,9 +171,11 @@ def _probed(index, problem, options, pattern, call, cost):
     elements, a full check without it predicted to take over ``PROBE_WORTH_S`` seconds
     -- and the method its cost chooses: ``(pattern, method, probe_nfev, sentence)``."""
     size = problem.args[index].size
-    if (pattern is not None or call is not None or size > options.budget
-            or size < PROBE_MIN_ELEMENTS
-            or size * _group_seconds(cost, None) <= PROBE_WORTH_S):
+    if pattern is not None or call is not None or size > options.budget:
+        return pattern, "", 0, ""
+    from gradcheck.checker._probe import PROBE_MIN_ELEMENTS, cheapest_method, probe_structure
+
+    if size < PROBE_MIN_ELEMENTS or size * _group_seconds(cost, None) <= PROBE_WORTH_S:
         return pattern, "", 0, ""
     g, a = problem.of_argument(index), problem.args[index]
     try:
@@ -189,11 +195,16 @@ def _real_if_cheaper(index, problem, options, pattern, cost):
     is predicted to take a while (``PROBE_WORTH_S``, or ``SAMPLE_SHARE`` of the
     budget); ``("", "")`` otherwise. A structure that vouches for the complex step
     (built-in layers) keeps it."""
+    if options.method != "auto" or getattr(pattern, "complex_safe", False):
+        return "", ""
+    from gradcheck.checker._sample import SAMPLE_SHARE
+
     size = problem.args[index].size
     took = predicted_groups(pattern, size) * _group_seconds(cost, None)
-    if (options.method != "auto" or getattr(pattern, "complex_safe", False)
-            or took < min(PROBE_WORTH_S, SAMPLE_SHARE * options.time_budget)):
+    if took < min(PROBE_WORTH_S, SAMPLE_SHARE * options.time_budget):
         return "", ""
+    from gradcheck.checker._probe import cheapest_method
+
     return cheapest_method(problem.of_argument(index), problem.args[index],
                            problem.f_seconds, options.method)
 
@@ -311,8 +322,11 @@ def plan_checked(problem, options, index: int, *, call=None) -> Plan:
     if options.mode == "full":
         pattern = _build(options.patterns[index])
         # the cost decides only whether to probe (_probed): measured only where it may
-        cost = (_cost(problem, index) if pattern is None and call is None
-                and problem.args[index].size >= PROBE_MIN_ELEMENTS
-                else _Cost(problem.f_seconds))
+        cost = _Cost(problem.f_seconds)
+        if pattern is None and call is None:
+            from gradcheck.checker._probe import PROBE_MIN_ELEMENTS
+
+            if problem.args[index].size >= PROBE_MIN_ELEMENTS:
+                cost = _cost(problem, index)
         return _full(index, name, *_probed(index, problem, options, pattern, call, cost))
     return Plan(index, name, options.mode)
