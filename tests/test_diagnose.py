@@ -13,7 +13,7 @@ from gradcheck import check_layer, check_network, check_vjp, conv_forward
 from gradcheck.checker import Suspect, TensorRole
 from gradcheck.checker._diagnose import diagnose
 from gradcheck.checker._identify import identify_activation, identify_conv
-from gradcheck.checker._suspects import layer_mistakes
+from gradcheck.checker._mistakes import layer_mistakes
 from gradcheck.ops.activations import get_activation
 from gradcheck.ops.layers import Activation, Conv, Dense, Flatten
 from gradcheck.ops.network import Sequential

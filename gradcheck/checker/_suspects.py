@@ -28,15 +28,11 @@ import numpy as np
 
 from gradcheck._record import NamedTuple
 from gradcheck.checker._diagnose import Suspect
-from gradcheck.checker._mistakes import (
-    carry_down,
-    conv_input_mistakes,
-    layer_mistakes,
-    reference_backward,
-)
 
-__all__ = ["Planted", "SuspectSource", "function_suspects", "network_suspects",
-           "layer_mistakes"]
+# the mistakes (._mistakes) are imported when they are planted: a check that passes
+# plants none
+
+__all__ = ["Planted", "SuspectSource", "function_suspects", "network_suspects"]
 
 
 class Planted(NamedTuple):
@@ -100,6 +96,8 @@ def _builtin_mistakes(net, trace, deltas, backward, li, number=None) -> list:
     """``[(cause, message, wrong input error)]`` of built-in layer ``li``; a mistake that
     changes nothing at this point (a ReLU's derivative taken at its output is the right
     one) is not offered."""
+    from gradcheck.checker._mistakes import conv_input_mistakes, layer_mistakes
+
     layer, x, p = net.layers[li], trace.inputs[li], list(trace.params[li].values())
     if getattr(layer, "kind", None) == "conv":
         variants = conv_input_mistakes(deltas[li], x, p[0], convention=layer.convention,
@@ -144,9 +142,11 @@ def network_suspects(net, x, params, *, rename=None, layer_number=None) -> Suspe
     the per-layer pass checks layer 2 on its own).
     """
     rename = dict(rename or {})
-    backward = [reference_backward(layer) for layer in net.layers]
 
     def plant(cotangent):
+        from gradcheck.checker._mistakes import carry_down, reference_backward
+
+        backward = [reference_backward(layer) for layer in net.layers]
         trace = net.forward(x, params)
         deltas = _output_errors(net, trace, cotangent, backward)
         found = []
