@@ -188,6 +188,49 @@ def test_a_passing_check_imports_only_what_it_runs():
     assert not new & _NOT_IN_A_CHECK, sorted(new & _NOT_IN_A_CHECK)
 
 
+#: Not imported by a passing check of the bench spec (a full check of built-in layers):
+#: what probes a user function's structure, samples or measures a formed point, plants
+#: the known mistakes, diagnoses, or reads a path through pathlib; nor shutil, which
+#: argparse imports for the terminal's width.
+_NOT_IN_THE_BENCH_CHECK = {
+    "pathlib", "shutil", "json", "gradcheck.checker._probe", "gradcheck.checker._sample",
+    "gradcheck.checker._formed", "gradcheck.checker._mistakes", "gradcheck.checker._causes",
+    "gradcheck.checker._describe", "gradcheck.checker._identify", "gradcheck.spec._user",
+    "gradcheck._adapter", "gradcheck._parallel",
+}
+
+
+def _modules_after_check(root, spec: str) -> tuple:
+    """``(exit status, modules loaded)`` of ``main(["check", spec])`` run in a fresh
+    interpreter started without ``site`` (``-S``: no ``.pth`` file runs, as none of an
+    editable install's or a sandbox's would for a user), the code from ``root``."""
+    import site
+
+    paths = [str(root), *site.getsitepackages()]
+    code = f"""
+        import sys
+        sys.path[:0] = {paths!r}
+        import contextlib, io
+        from gradcheck.cli import main
+        with contextlib.redirect_stdout(io.StringIO()):
+            rc = main(["check", {spec!r}])
+        assert sys.modules["gradcheck"].__file__.startswith({str(root)!r})
+        print(rc, " ".join(sorted(sys.modules)))
+    """
+    proc = subprocess.run([sys.executable, "-S", "-c", textwrap.dedent(code)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rc, modules = proc.stdout.splitlines()[-1].split(" ", 1)
+    return int(rc), set(modules.split())
+
+
+def test_a_passing_check_of_the_bench_spec_imports_only_what_it_runs():
+    rc, modules = _modules_after_check(ROOT, "specs/bench/conv_tanh_24.toml")
+    assert rc == 0
+    assert {"numpy", "tomllib", "gradcheck.checker._check"} <= modules   # (it did check)
+    assert not modules & _NOT_IN_THE_BENCH_CHECK, sorted(modules & _NOT_IN_THE_BENCH_CHECK)
+
+
 def test_run_with_stdout_closed_at_start_exits_as_an_ordinary_exit_does():
     # the interpreter then has sys.stdout None; argparse writes the version to stderr
     code = "from gradcheck.cli import run; import sys; sys.argv = ['gradcheck', '--version']; run()"
