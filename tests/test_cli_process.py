@@ -188,15 +188,17 @@ def test_a_passing_check_imports_only_what_it_runs():
     assert not new & _NOT_IN_A_CHECK, sorted(new & _NOT_IN_A_CHECK)
 
 
-#: Not imported by a passing check of the bench spec (a full check of built-in layers):
-#: what probes a user function's structure, samples or measures a formed point, plants
-#: the known mistakes, diagnoses, or reads a path through pathlib; nor shutil, which
-#: argparse imports for the terminal's width.
+#: Not imported by a passing check of the bench spec (a full check of a convolution and
+#: an activation): what probes a user function's structure, samples or measures a formed
+#: point, plants the known mistakes, diagnoses, builds pooling or dense layers or sparse
+#: patterns, or reads a path through pathlib; nor shutil, which argparse imports for the
+#: terminal's width.
 _NOT_IN_THE_BENCH_CHECK = {
     "pathlib", "shutil", "json", "gradcheck.checker._probe", "gradcheck.checker._sample",
     "gradcheck.checker._formed", "gradcheck.checker._mistakes", "gradcheck.checker._causes",
     "gradcheck.checker._describe", "gradcheck.checker._identify", "gradcheck.spec._user",
-    "gradcheck._adapter", "gradcheck._parallel",
+    "gradcheck._adapter", "gradcheck._parallel", "gradcheck.ops.pooling",
+    "gradcheck.ops.dense", "gradcheck.ops._patterns",
 }
 
 

@@ -39,11 +39,12 @@ from gradcheck._validate import is_int
 from gradcheck.ops._geometry import as_float_array, conv_geometry
 from gradcheck.ops._layer_base import LayerBase, WeightedLayer, int_or_tuple, positive_int
 from gradcheck.ops._memo import last_call
-from gradcheck.ops._patterns import channel_block_pattern, identity_pattern, window_pattern
 from gradcheck.ops.activations import ACTIVATIONS, get_activation
 from gradcheck.ops.conv import CONVENTIONS, conv_backward, conv_forward
-from gradcheck.ops.dense import Dense, Flatten
-from gradcheck.ops.pooling import AvgPool, MaxPool
+
+# MaxPool, AvgPool, Flatten and Dense live in gradcheck.ops.pooling and gradcheck.ops.dense,
+# and are found here on first use (PEP 562, see __getattr__ below): a network of
+# convolutions and activations imports neither, nor the patterns (._patterns)
 
 __all__ = [
     "Conv",
@@ -184,6 +185,8 @@ class Conv(WeightedLayer):
         """x: the convolution matrix's structure; w: channel ``o``'s outputs to all of ``w[o]``; b: to ``b[o]``."""
         g = self._geometry(input_shape)
         self._check_wrt(input_shape, wrt)
+        from gradcheck.ops._patterns import channel_block_pattern, window_pattern
+
         if wrt == "x":
             return window_pattern((g.batch, g.in_channels, *g.in_shape),
                                   (g.batch, g.out_channels, *g.out_shape), groups=g.groups,
@@ -264,13 +267,45 @@ class Activation(LayerBase):
         return (grad_y * self.derivative_at(x),)
 
     def pattern(self, input_shape, wrt="x"):
+        from gradcheck.ops._patterns import identity_pattern
+
         self._check_wrt(input_shape, wrt)
         return identity_pattern(math.prod(self.output_shape(input_shape)))
 
 
-#: Layer types by their ``to_dict()["type"]``; every activation name is a type too.
-LAYER_TYPES = {"conv": Conv, "maxpool": MaxPool, "avgpool": AvgPool, "flatten": Flatten,
-               "dense": Dense}
+#: The layer classes defined in other modules, by name, and their modules.
+_ELSEWHERE = {"MaxPool": "gradcheck.ops.pooling", "AvgPool": "gradcheck.ops.pooling",
+              "Flatten": "gradcheck.ops.dense", "Dense": "gradcheck.ops.dense"}
+
+#: The layer types (``to_dict()["type"]``) other than the activations, with the name of
+#: each one's class; every activation name is a type too.
+_TYPE_CLASSES = {"conv": "Conv", "maxpool": "MaxPool", "avgpool": "AvgPool",
+                 "flatten": "Flatten", "dense": "Dense"}
+
+
+def __getattr__(name):
+    """``MaxPool``, ``AvgPool``, ``Flatten``, ``Dense`` (imported from their modules) and
+    ``LAYER_TYPES`` (layer classes by their ``to_dict()["type"]``), made on first use."""
+    if name == "LAYER_TYPES":
+        value = {kind: _layer_class(kind) for kind in _TYPE_CLASSES}
+    elif name in _ELSEWHERE:
+        import importlib
+
+        value = getattr(importlib.import_module(_ELSEWHERE[name]), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *_ELSEWHERE, "LAYER_TYPES"})
+
+
+def _layer_class(kind: str) -> type:
+    """The class of layer type ``kind`` (a key of ``_TYPE_CLASSES``)."""
+    name = _TYPE_CLASSES[kind]
+    return globals().get(name) or __getattr__(name)
 
 
 def layer_from_dict(spec: Mapping) -> LayerBase:
@@ -289,7 +324,7 @@ def layer_from_dict(spec: Mapping) -> LayerBase:
             f"a layer spec must be a mapping with a 'type' key; got {spec!r}")
     kind = spec["type"]
     options = {k: v for k, v in spec.items() if k != "type"}
-    valid = [*LAYER_TYPES, *ACTIVATIONS]
+    valid = [*_TYPE_CLASSES, *ACTIVATIONS]
     if not isinstance(kind, str) or kind not in valid:
         import difflib       # only for a misspelt name
 
@@ -299,7 +334,7 @@ def layer_from_dict(spec: Mapping) -> LayerBase:
             f"layer type {kind!r} is not known; {hint}valid types: {', '.join(valid)}")
     if kind in ACTIVATIONS:
         return Activation(kind, **options)
-    cls = LAYER_TYPES[kind]
+    cls = _layer_class(kind)
     positional = {"conv": ("out_channels", "kernel"), "maxpool": ("kernel",),
                   "avgpool": ("kernel",), "dense": ("out_features",), "flatten": ()}[kind]
     missing = [k for k in positional if k not in options]

@@ -48,7 +48,6 @@ from gradcheck._record import NamedTuple
 from gradcheck._validate import is_int
 from gradcheck.ops._geometry import as_float_array
 from gradcheck.ops._layer_base import LayerBase, check_dtype
-from gradcheck.ops._patterns import batch_block_pattern
 from gradcheck.ops.layers import layer_from_dict
 from gradcheck.ops.losses import Loss, get_loss
 
@@ -392,6 +391,8 @@ class Sequential:
         way cannot say (its ``pattern`` returns None, e.g. a user's layer): then any output
         may depend on any element.
         """
+        from gradcheck.ops._patterns import batch_block_pattern
+
         start, arg = self._locate(wrt)
         if self.loss is not None:
             n = self.output_shape[0]

@@ -43,20 +43,20 @@ def _tuple(value):
 
 def make_layer(layer: LayerSpec, *, obj=None, dtype="float64"):
     """The :mod:`gradcheck.ops.layers` object for one layer spec (``obj``: a resolved target)."""
-    from gradcheck.ops.layers import Activation, AvgPool, Conv, Dense, Flatten, MaxPool
+    from gradcheck.ops import layers    # (pooling and dense layers imported when used)
 
     o = {k: _tuple(v) for k, v in layer.options.items()}
     if layer.type == "conv":
-        return Conv(o["out_channels"], o["kernel"], stride=o["stride"], padding=o["padding"],
+        return layers.Conv(o["out_channels"], o["kernel"], stride=o["stride"], padding=o["padding"],
                     dilation=o["dilation"], groups=o["groups"], bias=o["bias"],
                     convention=o["convention"])
     if layer.type in ("maxpool", "avgpool"):
-        cls = MaxPool if layer.type == "maxpool" else AvgPool
+        cls = layers.MaxPool if layer.type == "maxpool" else layers.AvgPool
         return cls(o["kernel"], stride=o["stride"], padding=o["padding"])
     if layer.type == "flatten":
-        return Flatten()
+        return layers.Flatten()
     if layer.type == "dense":
-        return Dense(o["out_features"], bias=o["bias"])
+        return layers.Dense(o["out_features"], bias=o["bias"])
     if layer.type == "python":
         from gradcheck.spec._user import UserLayer
 
@@ -68,7 +68,7 @@ def make_layer(layer: LayerSpec, *, obj=None, dtype="float64"):
                          output_shape=layer.options.get("output_shape"), dtype=dtype,
                          init=layer.options.get("init"),
                          batched=layer.options.get("batched", False))
-    return Activation(layer.type, **layer.options)
+    return layers.Activation(layer.type, **layer.options)
 
 
 # --------------------------------------------------------------------------- memory
