@@ -278,6 +278,12 @@ BAD = [
     ("unknown layer type", "type.toml", HEAD + "[[layer]]\ntype = 'tnah'\n", [],
      r"type\.toml: layer\[0\]\.type: unknown layer type \"tnah\"; did you mean \"tanh\"\? valid "
      r"types: conv, maxpool, avgpool, flatten, dense, python, identity, sigmoid, tanh, .*"),
+    ("a layer type gradcheck does not have", "bn.toml", HEAD + "[[layer]]\ntype = 'batchnorm'\n",
+     [], r"bn\.toml: layer\[0\]\.type: unknown layer type \"batchnorm\"; valid types: conv, .*, "
+     r"hard_tanh; a layer of another kind \(a batch norm, say\) is a python layer: type = "
+     r"\"python\" with target = \"module:Class\" \(your own forward and backward\) or a PyTorch "
+     r"class such as target = \"torch\.nn:BatchNorm2d\" with kwargs = \{num_features = C\} "
+     r"\(see docs/spec-format\.md, Your own layer\)"),
     ("wrong type", "str.toml", HEAD + CONV + "kernel = '3'\n", [],
      r"str\.toml: layer\[0\]\.kernel: expected a positive int or a list of 2 positive ints, "
      r"got \"3\""),
@@ -338,6 +344,7 @@ BAD_KEYS = {
     "toml syntax": None, "json syntax": None, "yaml syntax": None, "json list": None,
     "unknown top key": "layr", "unknown layer key": "layer[0].kernal",
     "wrong-case type key": "layer[0].Type", "unknown layer type": "layer[0].type",
+    "a layer type gradcheck does not have": "layer[0].type",
     "wrong type": "layer[0].kernel", "negative size": "layer[0].kernel",
     "zero size": "input.shape", "kernel too large": "layer[0].kernel",
     "groups": "layer[0].groups", "dtype": "input.dtype", "huge loc": "input.loc",

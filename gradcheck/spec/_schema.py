@@ -272,8 +272,14 @@ def _layer(ctx: Ctx, i: int, raw, shape) -> LayerSpec:
                                          f"[[layer]] needs type ({valid_types})")
     kind = ctx.required(f"{key}.type", t, "type", valid_types, "every [[layer]]")
     if not isinstance(kind, str) or kind not in kinds:
+        close = suggest(kind, kinds)
+        other = "" if close else (
+            "; a layer of another kind (a batch norm, say) is a python layer: type = "
+            "\"python\" with target = \"module:Class\" (your own forward and backward) or a "
+            "PyTorch class such as target = \"torch.nn:BatchNorm2d\" with kwargs = "
+            "{num_features = C} (see docs/spec-format.md, Your own layer)")
         raise ctx.fail(f"{key}.type", f"unknown layer type {show(kind)}; "
-                                      f"{suggest(kind, kinds)}valid types: {', '.join(kinds)}")
+                                      f"{close}valid types: {', '.join(kinds)}{other}")
     nd = len(shape) - 2 if shape is not None and 3 <= len(shape) <= 5 else None
     options = {k: v for k, v in t.items() if k != "type"}
     if kind in ACTIVATIONS:
