@@ -1086,3 +1086,48 @@ def _batch_norm_in_own_dtype(eps):
         return gx, (gy * xh).sum(ax), gy.sum(ax)
 
     return f, f_vjp
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="float32: the complex step through np.var (not analytic) is "
+                          "accepted, so a right batch norm behind relu and max pool fails")
+def test_float32_batch_norm_using_np_var_behind_relu_and_max_pool():
+    # Fails: conv (stride 2, padding 1) -> examples.my_layers:BatchNorm (np.var) -> relu
+    # -> max pool 2, float32, seed 5: 496 of 512 input elements fail, the worst (3, 1, 2,
+    # 3) analytic 0.17885 vs numeric 0.30311, allowed 4.5e-5. numerical_grad takes the
+    # complex step there ("complex accepted"): np.var of complex values is
+    # mean(|z - mean|**2), so the path through the variance is dropped, as in the float64
+    # case above, whose circle probe does not see it here. Real differences give 0.215 +-
+    # 0.030. The same spec passes in float64, and with the variance written
+    # mean((x - mean)**2). Seeds 0-7 of this spec in float32: 1 and 5 fail; with input
+    # [4, 3, 16, 16] and 8 channels, seeds 0 and 2 of 0-3 (false alarms of 10-60% on
+    # input and conv weight elements, and "culprit: none found").
+    torch = pytest.importorskip("torch", reason="torch autograd is the independent route")
+    from gradcheck.checker._scalarize import seeded_cotangent
+
+    doc = {"input": {"shape": [4, 2, 8, 8], "dtype": "float32"},
+           "layer": [{"type": "conv", "out_channels": 4, "kernel": 3, "stride": 2,
+                      "padding": 1},
+                     {"type": "python", "target": "examples.my_layers:BatchNorm",
+                      "params": {"gamma": [4], "beta": [4]},
+                      "init": {"gamma": {"loc": 1.0, "scale": 0.1}, "beta": {"scale": 0.1}}},
+                     {"type": "relu"}, {"type": "maxpool", "kernel": 2}],
+           "check": {"seed": 5, "mode": "full"}}
+    built = build(parse_spec(doc, source="<known issue>"))
+    f, f_vjp, _ = built.network.as_function()
+    args = (built.x, *(v for layer in built.params for v in layer.values()))
+    R = seeded_cotangent(5, f(*args).shape)
+    x, w, b, gamma, beta = (torch.tensor(a.astype(np.float64), requires_grad=i == 0)
+                            for i, a in enumerate(args))
+    z = torch.nn.functional.conv2d(x, w, b, stride=2, padding=1)
+    mean = z.mean((0, 2, 3), keepdim=True)
+    var = z.var((0, 2, 3), unbiased=False, keepdim=True)
+    z = gamma[None, :, None, None] * (z - mean) / torch.sqrt(var + 1e-5) \
+        + beta[None, :, None, None]
+    y = torch.nn.functional.max_pool2d(torch.relu(z), 2)
+    truth = torch.autograd.grad((y * torch.tensor(R)).sum(), x)[0].numpy()
+    mine = f_vjp(R.astype(np.float32), *args)[0]
+    if not np.allclose(mine, truth, rtol=1e-5, atol=1e-6):    # not an AssertionError
+        raise RuntimeError("the float32 backward does not agree with torch in float64")
+    report = check_built(built)
+    assert report.passed, str(report)
