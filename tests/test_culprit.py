@@ -297,6 +297,29 @@ def test_the_culprit_line_in_every_case():
     assert culprit_line(unchecked, True) == ""
 
 
+def test_no_culprit_in_float32_says_to_compare_with_float64():
+    from types import SimpleNamespace
+
+    from gradcheck.checker import LayerResult
+    from gradcheck.checker._layer_report import culprit_line
+
+    def layers(dtype):
+        report = SimpleNamespace(arguments=(SimpleNamespace(dtype=dtype),))
+        return [LayerResult(i, "conv", "conv", None, True, True, report=report)
+                for i in range(2)]
+
+    none_found = (
+        "culprit: none found: each layer's backward is right on its own (layers 0 and 1), at "
+        "the point and with the error the network gave it; look at how the layers are put "
+        "together (the loss, or a layer that keeps state between calls)")
+    assert culprit_line(layers("float64"), False) == none_found
+    assert culprit_line(layers("float32"), False) == none_found + (
+        "; the check is in float32: if the same network passes in float64, suspect the "
+        "float32 check of the whole network rather than your layers")
+    assert culprit_line(layers("float32"), True) == (
+        "layers: each layer's backward is right on its own (layers 0 and 1)")
+
+
 # --------------------------------------------------------------------------- point 6: notes
 
 

@@ -56,6 +56,15 @@ def _indices(results) -> str:
     return f"{word} {_join(str(r.index) for r in results)}"
 
 
+def _low_precision(layers) -> str:
+    """The first dtype coarser than float64 among the layers' checked tensors, or ""."""
+    for r in layers:
+        for a in getattr(r.report, "arguments", ()):
+            if a.dtype in ("float32", "float16", "bfloat16"):
+                return a.dtype
+    return ""
+
+
 def culprit_line(layers, passed: bool) -> str:
     """The one line naming the layers whose backward is wrong ("" when none was checked
     on its own). ``passed`` is the network's verdict."""
@@ -79,6 +88,11 @@ def culprit_line(layers, passed: bool) -> str:
                  f"({_indices(right)}), at the point and with the error the network gave "
                  f"it; look at how the layers are put together (the loss, or a layer that "
                  f"keeps state between calls)"]
+        low = _low_precision(layers)
+        if low:
+            parts.append(f"the check is in {low}: if the same network passes in float64, "
+                         f"suspect the {low} check of the whole network rather than your "
+                         f"layers")
     if unknown:
         parts.append(f"{_indices(unknown)} could not be checked on its own ("
                      + "; ".join(f"{r.index}: {r.note}" for r in unknown) + ")")
