@@ -36,6 +36,7 @@ the others are checked.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import posixpath
 import re
@@ -129,18 +130,34 @@ def blas_threads(workers: int, cpus: int | None = None) -> int:
     return max(1, (cpus if cpus is not None else _cpus()) // workers)
 
 
-def torch_threads(jobs: int, cpus: int | None = None) -> int:
-    """PyTorch's intra-op threads for a run of ``jobs`` processes: 1 beside other jobs,
-    else at most 2 -- the layers a spec checks are small, and more threads than that only
-    contend (with each other and with the machine's other work) for no gain.
+#: Elements below which a tensor is small: PyTorch's ``at::internal::GRAIN_SIZE``, under
+#: which its parallel loops run on one thread (``gradcheck.torch._threads.SMALL``, which
+#: imports torch).
+SMALL = 32768
+
+
+def torch_threads(jobs: int, cpus: int | None = None, shapes=None) -> int:
+    """PyTorch's intra-op threads for a run of ``jobs`` processes: 1 beside other jobs, or
+    when every tensor of the spec (``shapes``: the input, the parameters and each layer's
+    output) has fewer than :data:`SMALL` elements, as ``gradcheck.torch`` does for a
+    module (a check calls the layers many times on small tensors, where a second thread
+    has no work to split and only spin-waits: a float32 spec of a PyTorch conv Function
+    and tanh, input [2, 3, 8, 8], took 14-37 s with 2 threads and 3.2-4.7 s with 1 on two
+    cores at a load of about 5); else at most 2.
 
     >>> torch_threads(2, cpus=8), torch_threads(1, cpus=8), torch_threads(1, cpus=1)
     (1, 2, 1)
+    >>> torch_threads(1, cpus=8, shapes=[(2, 3, 8, 8), (4, 3, 3, 3)])
+    1
+    >>> torch_threads(1, cpus=8, shapes=[(2, 3, 8, 8), (8, 16, 32, 32)])
+    2
     """
-    return 1 if jobs > 1 else max(1, min(2, cpus if cpus is not None else _cpus()))
+    if jobs > 1 or (shapes is not None and all(math.prod(s) < SMALL for s in shapes)):
+        return 1
+    return max(1, min(2, cpus if cpus is not None else _cpus()))
 
 
-def limit_torch_threads(jobs: int):
+def limit_torch_threads(jobs: int, shapes=None):
     """Set PyTorch's threads to :func:`torch_threads` -- only if PyTorch is imported
     already (by a layer's target); never imports it. Returns a callable that restores
     the number it replaced (a no-op when nothing was changed)."""
@@ -149,7 +166,7 @@ def limit_torch_threads(jobs: int):
     if set_threads is None:
         return lambda: None
     before = torch.get_num_threads()
-    wanted = torch_threads(jobs)
+    wanted = torch_threads(jobs, shapes=shapes)
     if wanted == before:
         return lambda: None
     set_threads(wanted)

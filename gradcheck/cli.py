@@ -382,12 +382,15 @@ def _run_one(spec, args):
     built = None
     try:
         built = build(spec, max_memory=args.max_memory)
-        # a PyTorch target's intra-op threads: this job's share (never imports torch;
-        # without torch imported there is nothing to set, nor _parallel to import)
+        # a PyTorch target's intra-op threads: this job's share, 1 for small tensors
+        # (never imports torch; without torch imported there is nothing to set, nor
+        # _parallel to import)
         if "torch" in sys.modules:
             from gradcheck._parallel import limit_torch_threads
 
-            restore = limit_torch_threads(args.jobs)
+            shapes = [built.x.shape, *built.network.shapes,
+                      *(p.shape for layer in built.params for p in layer.values())]
+            restore = limit_torch_threads(args.jobs, shapes)
         else:
             restore = _nothing
         try:
