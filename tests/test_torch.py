@@ -245,6 +245,28 @@ def test_gradcheck_drop_in_true_raise_and_false():
     assert gradcheck(OneElementOff.apply, (y,), raise_exception=False) is False
 
 
+def test_a_drop_in_failure_is_torchs_gradcheck_error_too():
+    from torch.autograd.gradcheck import GradcheckError
+
+    class Doubled(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return torch.sin(x)
+
+        @staticmethod
+        def backward(ctx, g):
+            x, = ctx.saved_tensors
+            return 2 * g * torch.cos(x)                    # a factor of 2
+
+    y = torch.linspace(0.5, 2.0, 7, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(GradcheckError):                    # what torch's own raises here
+        torch.autograd.gradcheck(Doubled.apply, (y,))
+    with pytest.raises(GradcheckError) as info:            # so an except clause still works
+        gradcheck(Doubled.apply, (y,))
+    assert isinstance(info.value, GradientCheckFailed) and info.value.report is not None
+
+
 def test_gradcheck_drop_in_honours_atol_fast_mode_and_the_ad_flags():
     y = torch.linspace(0.5, 2.0, 7, dtype=torch.float64, requires_grad=True)
     assert gradcheck(OneElementOff.apply, (y,), atol=1e-3) is True   # the user's floor

@@ -2,7 +2,7 @@
 
 Switching a test is a one-line import change: the same positional arguments, every
 keyword argument of torch's signature accepted, ``True`` on success, and on failure
-:class:`GradientCheckFailed` (a ``RuntimeError``, like torch's own ``GradcheckError``)
+:class:`GradientCheckFailed` (a subclass of torch's own ``GradcheckError``)
 whose message is the checker's report -- or ``False`` with ``raise_exception=False``.
 An exception the function (or its backward) raises is no gradient failure: it propagates
 as itself, with its traceback, as it does from torch's.
@@ -40,6 +40,7 @@ from __future__ import annotations
 import warnings
 
 import torch
+from torch.autograd.gradcheck import GradcheckError as _TorchGradcheckError
 
 from gradcheck._errors import ConfigurationError, GradcheckError, UserCodeError
 from gradcheck.torch._check import _names, _nondet, problem_threads, run_problem
@@ -49,9 +50,11 @@ from gradcheck.torch._problem import TorchProblem, UserRaised, input_names
 __all__ = ["gradcheck", "gradgradcheck", "GradientCheckFailed", "UncheckedWarning"]
 
 
-class GradientCheckFailed(GradcheckError, RuntimeError):
+class GradientCheckFailed(GradcheckError, _TorchGradcheckError):
     """A drop-in check failed; the message is the report (``.report``, or None when the
-    function misbehaved before a verdict could be made)."""
+    function misbehaved before a verdict could be made). It is also torch's own
+    ``torch.autograd.gradcheck.GradcheckError`` (a ``RuntimeError``), so a test that
+    catches that still catches a failure after the import is switched."""
 
     def __init__(self, message, report=None):
         super().__init__(message)
