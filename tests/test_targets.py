@@ -380,3 +380,18 @@ def test_a_python_layer_whose_forward_returns_a_tuple_is_named_as_the_forward(tm
     assert ("tuple_fwd_t.py:Layer.forward returned y as a tuple of 1 item(s); expected one "
             "NumPy array ('return y', not 'return y,' nor 'return y, extra')") in out + err
     assert "backward" not in out + err
+
+
+def test_a_python_layer_whose_forward_returns_a_nested_list_is_not_told_of_tuples(tmp_path,
+                                                                                   capsys):
+    (tmp_path / "list_fwd_t.py").write_text(TUPLE_FORWARD.replace(
+        "return (np.sin(x),)", "return np.sin(x).tolist()"))
+    spec = tmp_path / "s.toml"
+    spec.write_text(_spec({"target": '"list_fwd_t.py:Layer"'}, shape=(2, 3)))
+    try:
+        code, out, err = _run(capsys, spec)
+    finally:
+        sys.modules.pop("list_fwd_t", None)
+    assert code == 1
+    assert ("list_fwd_t.py:Layer.forward returned y as a list of 2 item(s); expected one "
+            "NumPy array (np.asarray of it, if the list holds the output's values)") in out + err

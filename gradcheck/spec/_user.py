@@ -190,11 +190,12 @@ class UserLayer(LayerBase):
                 isinstance(v, (np.ndarray, tuple, list)) for v in value)):
             # NumPy would stack it into one array with an extra axis: a forward's tuple
             # would surface at the gradients' shapes, as the backward's fault
+            hint = ("" if what != "y" else " ('return y', not 'return y,' nor 'return y, "
+                    "extra')" if isinstance(value, tuple) else " (np.asarray of it, if the "
+                    "list holds the output's values)")
             raise UserCodeError(f"{self.target}.{method} returned {what} as a "
                                 f"{type(value).__name__} of {len(value)} item(s); expected "
-                                f"one NumPy array" + (" ('return y', not 'return y,' nor "
-                                                      "'return y, extra')" if what == "y"
-                                                      else ""))
+                                f"one NumPy array{hint}")
         try:
             arr = np.asarray(value)
         except Exception:
