@@ -256,6 +256,9 @@ BAD = [
     ("toml syntax", "syntax.toml", "[input\nshape = [1]\n", [],
      r"syntax\.toml: invalid TOML: Expected '\]' at the end of a table declaration \(at line 1, "
      r"column 7\)"),
+    ("toml bare word", "bare.toml", HEAD + "dtype = float32   # unquoted\n", [],
+     r"bare\.toml: invalid TOML: Invalid value \(at line 3, column 9\); a string needs quotes: "
+     r"dtype = \"float32\"$"),
     ("json syntax", "syntax.json", '{"input": {"shape": [1, 2]},}', [],
      r"syntax\.json: invalid JSON: Expecting property name enclosed in double quotes \(at line "
      r"1, column 29\)"),
@@ -341,7 +344,7 @@ BAD = [
 BAD_KEYS = {
     "missing": None, "directory": None, "empty": None, "binary": None, "not utf-8": None,
     "not utf-8 after a BOM": None,
-    "toml syntax": None, "json syntax": None, "yaml syntax": None, "json list": None,
+    "toml syntax": None, "toml bare word": None, "json syntax": None, "yaml syntax": None, "json list": None,
     "unknown top key": "layr", "unknown layer key": "layer[0].kernal",
     "wrong-case type key": "layer[0].Type", "unknown layer type": "layer[0].type",
     "a layer type gradcheck does not have": "layer[0].type",

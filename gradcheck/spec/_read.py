@@ -138,7 +138,23 @@ def _parse_toml(text, label):
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise _fail(label, f"invalid TOML: {_one_line(exc)}") from None
+        raise _fail(label, f"invalid TOML: {_one_line(exc)}{_bare_word(text, exc)}") from None
+
+
+def _bare_word(text, exc) -> str:
+    """'; a string needs quotes: dtype = "float32"' when the invalid value is a bare word."""
+    import re
+
+    at = re.search(r"Invalid value \(at line (\d+), column (\d+)\)", str(exc))
+    lines = text.splitlines()
+    if not at or not 0 < int(at.group(1)) <= len(lines):
+        return ""
+    line = lines[int(at.group(1)) - 1]
+    pair = re.match(r"\s*([A-Za-z0-9_-]+)\s*=\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*(#.*)?$", line)
+    if not pair:
+        return ""
+    key, word = pair.group(1), pair.group(2)
+    return f'; a string needs quotes: {key} = "{word}"'
 
 
 def _no_duplicates(pairs):
