@@ -395,3 +395,33 @@ def test_a_python_layer_whose_forward_returns_a_nested_list_is_not_told_of_tuple
     assert code == 1
     assert ("list_fwd_t.py:Layer.forward returned y as a list of 2 item(s); expected one "
             "NumPy array (np.asarray of it, if the list holds the output's values)") in out + err
+
+
+NOISY = """
+import numpy as np
+
+class Noisy:
+    calls = 0
+
+    def forward(self, x):
+        Noisy.calls += 1                 # state kept between calls
+        return x * (1 + 1e-3 * (Noisy.calls % 3))
+
+    def backward(self, g, x):
+        return (g,)
+"""
+
+
+def test_a_nondeterministic_network_names_its_python_layers(tmp_path, capsys):
+    (tmp_path / "noisy_t.py").write_text(NOISY)
+    spec = tmp_path / "s.toml"
+    spec.write_text("[input]\nshape = [2, 3]\n[[layer]]\ntype = \"tanh\"\n"
+                    "[[layer]]\ntype = \"python\"\ntarget = \"noisy_t.py:Noisy\"\n")
+    try:
+        code, out, err = _run(capsys, spec)
+    finally:
+        sys.modules.pop("noisy_t", None)
+    assert code == 1
+    assert "the network's forward pass is not deterministic: two calls" in out + err
+    assert ("; the built-in layers are deterministic, so look at this one: layer 1 "
+            "(noisy_t.py:Noisy)") in out + err

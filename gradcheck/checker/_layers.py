@@ -158,8 +158,13 @@ def check_tensors(net, x, params, *, seed=0, name=None, **options) -> CheckRepor
     try:
         return check_vjp(f, f_vjp, flat, argnames=names, seed=seed,
                          name=name or "network", **options)
-    except NondeterministicError as exc:   # f is the network: say so
-        raise NondeterministicError(exc.detail, "the network's forward pass") from None
+    except NondeterministicError as exc:   # f is the network: say so, and name the user's
+        own = [f"layer {i} ({layer.name})" for i, layer in enumerate(net.layers)   # layers
+               if getattr(layer, "kind", None) == "python"]
+        where = "" if not own else (f"; the built-in layers are deterministic, so look at "
+                                    f"{'this one' if len(own) == 1 else 'these'}: "
+                                    f"{', '.join(own)}")
+        raise NondeterministicError(exc.detail + where, "the network's forward pass") from None
 
 
 def _label(obj) -> str:
