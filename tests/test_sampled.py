@@ -243,16 +243,26 @@ def _tied_network(seed):
         rng=np.random.default_rng(seed))
 
 
-def test_a_whole_sample_judges_shared_kinks_as_full_mode_does():
+@pytest.fixture(scope="module")
+def tied():
+    """``_tied_network(4)`` and its full check at seed 0, made once for the two tests that
+    hold a sample to it (mode="full" does not read the time budget: the same report)."""
+    from gradcheck.train._check import check_gradients
+
+    net, loss, x, params = _tied_network(4)
+    return (net, loss, x, params), check_gradients(net, loss, x, params, seed=0,
+                                                   mode="full", time_budget=600.0)
+
+
+def test_a_whole_sample_judges_shared_kinks_as_full_mode_does(tied):
     """Every input element sampled, differenced in two parts: an element whose kink is
     shared with one in the other part was failed (the parts' kinks were settled apart);
     the sample's verdict on each element is now full mode's, at the same point."""
     from gradcheck.train._check import check_gradients
 
-    net, loss, x, params = _tied_network(4)
+    (net, loss, x, params), full = tied
     # a time budget no loaded machine runs out of: the sample holds every element
-    full, sampled = (check_gradients(net, loss, x, params, seed=0, mode=m, time_budget=600.0)
-                     for m in ("full", "sampled"))
+    sampled = check_gradients(net, loss, x, params, seed=0, mode="sampled", time_budget=600.0)
     assert full.passed and full["input"].mode == "full"
     a = sampled["input"]
     assert a.mode == "sampled" and a.n_checked == a.n_elements == 2048
@@ -261,14 +271,14 @@ def test_a_whole_sample_judges_shared_kinks_as_full_mode_does():
     assert a.n_nondifferentiable > 0 and "shared with other elements" in a.note
 
 
-def test_a_partial_sample_leaves_a_kink_undecided_rather_than_failing_it():
+def test_a_partial_sample_leaves_a_kink_undecided_rather_than_failing_it(tied):
     """Most input elements outside the sample: a sampled element outside its limits at
     a kink whose outputs unsampled elements reach is reported, not failed (full mode,
     which knows every element's kinks, passes the same point)."""
     from gradcheck.train._check import check_gradients
 
-    net, loss, x, params = _tied_network(4)
-    assert check_gradients(net, loss, x, params, seed=0, mode="full", time_budget=5.0).passed
+    (net, loss, x, params), full = tied
+    assert full.passed
     for seed in range(3):
         report = check_gradients(net, loss, x, params, seed=seed, mode="sampled",
                                  time_budget=TINY)
