@@ -22,6 +22,7 @@ torch = pytest.importorskip("torch", reason="the torch adapter needs PyTorch")
 pytest.importorskip("ml_dtypes", reason="bfloat16 arrays come from ml_dtypes")
 
 from gradcheck.torch import GradientCheckFailed, check_function, check_module, gradcheck  # noqa: E402
+from _torch_threads import one_thread  # noqa: E402,F401  (autouse fixture)
 
 LOW = [torch.float16, torch.bfloat16]
 #: The error put into one element of a wrong gradient, per dtype (module notes).

@@ -16,6 +16,8 @@ import gradcheck.ops.conv as conv_module
 from gradcheck import ConfigurationError, GradcheckError, conv_backward, conv_forward
 from gradcheck.ops import reference as ref
 
+from _torch_threads import torch_one_thread  # noqa: F401  (for the torch comparison)
+
 METHODS = ("rot180", "col2im")
 CONVENTIONS = ("correlation", "convolution")
 
@@ -135,6 +137,7 @@ def test_per_dimension_arguments_match_references(kw):
 
 # torch warns that 'same' with an even kernel copies the input; that is its business.
 @pytest.mark.filterwarnings("ignore:Using padding='same'")
+@pytest.mark.usefixtures("torch_one_thread")
 @pytest.mark.parametrize("case", GRID, ids=_grid_id)
 def test_fast_path_matches_torch(case):
     torch = pytest.importorskip("torch")

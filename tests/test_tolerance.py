@@ -17,6 +17,8 @@ import pytest
 from gradcheck import check_vjp, conv_backward, conv_forward
 from gradcheck.checker._tolerance import Tolerance, longest_sum, reduction_growth
 
+from _torch_threads import torch_one_thread  # noqa: F401  (for the torch tests)
+
 
 def _two_product(a, b):
     """``(p, e)`` with ``p + e == a * b`` exactly (float64, Dekker's splitting)."""
@@ -203,6 +205,7 @@ def test_longest_sum_is_the_largest_array_seen():
     assert longest_sum(P) == 16
 
 
+@pytest.mark.usefixtures("torch_one_thread")
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_torch_conv_weight_gradient_rounding_is_inside_the_allowance(dtype):
     torch = pytest.importorskip("torch", reason="measures torch's own kernels")
@@ -227,6 +230,7 @@ def test_torch_conv_weight_gradient_rounding_is_inside_the_allowance(dtype):
     assert 0 < ulps.max() < allowed / 2
 
 
+@pytest.mark.usefixtures("torch_one_thread")
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_torch_conv_module_at_a_larger_size_passes(dtype):
     torch = pytest.importorskip("torch", reason="the torch adapter needs torch")

@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch", reason="the torch adapter needs torch")
 
 from gradcheck.torch import check_module  # noqa: E402
 from gradcheck.torch._culprit import owners  # noqa: E402
+from _torch_threads import one_thread  # noqa: E402,F401  (autouse fixture)
 
 
 class _HalfTanh(torch.autograd.Function):
