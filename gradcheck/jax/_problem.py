@@ -47,9 +47,12 @@ def _arg_names(f, n):
     return names if len(set(names)) == n else [f"arg{i}" for i in range(n)]
 
 
-def _first_line(exc) -> str:
+def _first_line(exc, *, clause=False) -> str:
+    """The first line of ``exc``'s message; with ``clause``, without its closing full
+    stop (the sentence goes on after it)."""
     text = str(exc).strip().splitlines()
-    return text[0] if text else "(no message)"
+    line = text[0] if text else "(no message)"
+    return line.rstrip(".") if clause else line
 
 
 class JaxProblem:
@@ -214,17 +217,17 @@ class JaxMap:
     def _fail(self, derivative, exc):
         label = self.problem.label
         if self.key == "f" and derivative == "jax.jvp" and "custom_vjp" in str(exc):
-            return (f"jax.jvp of {label} raised {type(exc).__name__}: {_first_line(exc)}; a "
-                    f"custom_vjp function has no forward mode in JAX: check it with "
-                    f"modes=('rev',), or give it a custom_jvp rule")
+            return (f"jax.jvp of {label} raised {type(exc).__name__}: "
+                    f"{_first_line(exc, clause=True)}; a custom_vjp function has no forward "
+                    f"mode in JAX: check it with modes=('rev',), or give it a custom_jvp rule")
         if self.key == "f":
             return f"{derivative} of {label} raised {type(exc).__name__}: {_first_line(exc)}"
         what = "backward (VJP)" if self.key == "backward" else "JVP"
         rule = "custom_vjp backward" if self.key == "backward" else "custom_jvp rule"
         return (f"JAX cannot differentiate the {what.split(' ')[0]} of {label} again "
-                f"({derivative}: {type(exc).__name__}: {_first_line(exc)}); a {rule} that "
-                f"leaves JAX (NumPy, a callback) has no second-order derivative to check: "
-                f"write it with jax.numpy operations")
+                f"({derivative}: {type(exc).__name__}: {_first_line(exc, clause=True)}); "
+                f"a {rule} that leaves JAX (NumPy, a callback) has no second-order "
+                f"derivative to check: write it with jax.numpy operations")
 
     def _run(self, derivative, call):
         try:
