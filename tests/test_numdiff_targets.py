@@ -181,18 +181,13 @@ def test_owners_route_reads_a_shared_table_as_fresh_ones(method):
     assert len(seen) >= 3
 
 
-@pytest.mark.parametrize("method", ["complex", "richardson"])
-@pytest.mark.parametrize("none", [False, True])
-def test_owners_in_runs_give_the_bincounts_sums_to_the_bit(method, none, monkeypatch):
-    # f(x)[n, o, p] = tanh(sum_j x[o, j] z[n, j, p]): filter o owns its channel, one run of
-    # 24 rows per batch item (3 items), as a conv's weight followed by tanh does; with
-    # ``none`` a channel of constants owned by none runs between them. The running sums
-    # over runs (numdiff._runs) and the bincounts (runs made too short to count) must give
-    # the same values and error bars to the bit, and the derivative.
-    from gradcheck import numerical_vjp
-    from gradcheck.numdiff import _runs
-
-    rng = np.random.default_rng(5)
+def _channel_problem(none, seed=5):
+    """f(x)[n, o, p] = tanh(sum_j x[o, j] z[n, j, p]): filter o owns its channel, one run
+    of 24 rows per batch item (3 items), as a conv's weight followed by tanh does; with
+    ``none`` a channel of constants owned by none runs between them. Returns f, x, R, the
+    owners callback (a whole color: one shared read-only table; part of one: its own),
+    the options, and the exact derivative with, per element, sum_i |R_i J_ij|."""
+    rng = np.random.default_rng(seed)
     z = rng.standard_normal((3, 2, 24))
     x = rng.standard_normal((4, 2))
     n_o = 4 + none
@@ -209,44 +204,140 @@ def test_owners_in_runs_give_the_bincounts_sums_to_the_bit(method, none, monkeyp
     shared = table.copy()
     shared.flags.writeable = False
     R = rng.standard_normal(table.size)
-    def owners(members):    # a whole color: the shared table; part of one: its own
+
+    def owners(members):
         if members.size == 4:
             return shared
         at = {int(m) // 2: p for p, m in enumerate(members)}
         return np.array([at.get(int(o), -1) if o >= 0 else -1 for o in table])
 
-    options = dict(colors=np.tile(np.arange(2), 4), owners=owners, method=method,
-                   vectorized=True)
-    runs = numerical_vjp(f, x, R, **options)
-    monkeypatch.setattr(_runs, "MIN_RUN", 10**9)
-    counted = numerical_vjp(f, x, R, **options)
-    np.testing.assert_array_equal(runs.grad, counted.grad)
-    np.testing.assert_array_equal(runs.error, counted.error)
     Rr = R.reshape(3, n_o, 24)[:, :4]
     y = np.einsum("oj,njp->nop", x, z)
-    expected = np.einsum("nop,njp->oj", Rr * (1 - np.tanh(y) ** 2), z)
-    assert np.all(np.abs(runs.grad - expected) <= runs.error + 1e-15)
+    slope = Rr * (1 - np.tanh(y) ** 2)
+    expected = np.einsum("nop,njp->oj", slope, z)
+    magnitude = np.einsum("nop,njp->oj", np.abs(slope), np.abs(z))
+    options = dict(colors=np.tile(np.arange(2), 4), owners=owners, vectorized=True)
+    return f, x, R, options, expected, magnitude
+
+
+@pytest.mark.parametrize("method", ["complex", "richardson"])
+@pytest.mark.parametrize("none", [False, True])
+def test_owners_in_runs_and_sorted_sum_within_the_sums_rounding(method, none, monkeypatch):
+    # The owners route sums a member's rows run by run where they come in runs
+    # (numdiff._runs.Runs), else gathered member by member (Sorted: the runs made too
+    # short to count). The two add in different orders: their derivatives may differ by
+    # the sums' own rounding, gamma_n sum_i |R_i Delta f_i| / h for n = 72 terms (twice:
+    # one per route), and no more; the error bars by as little, relative; both must hold
+    # the exact derivative. The error bars hold a term of the gap between the nodes'
+    # derivatives (GAP_WEIGHT |d+ - d-|, at the level of that rounding here): they may
+    # differ by GAP_WEIGHT times the derivatives' bar at each of the two nodes, and by
+    # little more than the rounding of their sums of squares beyond it.
+    from gradcheck import numerical_vjp
+    from gradcheck.numdiff import _runs
+    from gradcheck.numdiff._core import GAP_WEIGHT
+
+    f, x, R, options, expected, magnitude = _channel_problem(none)
+    runs = numerical_vjp(f, x, R, method=method, **options)
+    monkeypatch.setattr(_runs, "MIN_RUN", 10**9)
+    monkeypatch.setattr(_runs, "_KNOWN", type(_runs._KNOWN)())
+    sorted_ = numerical_vjp(f, x, R, method=method, **options)
+    u = np.finfo(np.float64).eps / 2
+    n = 72
+    bar = 2 * (n * u / (1 - n * u)) * magnitude * 1.01    # |Delta f_i| / h ~ |J_ij|
+    assert np.all(np.abs(runs.grad - sorted_.grad) <= bar)
+    assert np.all(np.abs(runs.error - sorted_.error)
+                  <= 2 * GAP_WEIGHT * bar + 1e-12 * np.maximum(runs.error, sorted_.error))
+    for r in (runs, sorted_):
+        assert np.all(np.abs(r.grad - expected) <= r.error + 1e-15)
+
+
+def test_results_do_not_depend_on_how_many_groups_are_summed_at_once(monkeypatch):
+    # BLOCK_VALUES bounds the groups the owners route attributes at once: one group per
+    # block or all of them, the derivatives and error bars are the same to the bit
+    from gradcheck import numerical_vjp
+    from gradcheck.numdiff import _runs, _targets
+
+    for none in (False, True):
+        for short in (False, True):
+            f, x, R, options, _, _ = _channel_problem(none, seed=6)
+            if short:
+                monkeypatch.setattr(_runs, "MIN_RUN", 10**9)
+            got = []
+            for values in (1, 2**16, 2**30):
+                monkeypatch.setattr(_targets, "BLOCK_VALUES", values)
+                got.append(numerical_vjp(f, x, R, method="complex", **options))
+            for r in got[1:]:
+                np.testing.assert_array_equal(r.grad, got[0].grad)
+                np.testing.assert_array_equal(r.error, got[0].error)
+            monkeypatch.undo()
+
+
+def _segment_bound(terms):
+    """gamma_{n-1} sum |t| for a sum of the ``n`` terms in any order."""
+    u = np.finfo(np.float64).eps / 2
+    n = max(len(terms) - 1, 0)
+    return n * u / (1 - n * u) * float(np.sum(np.abs(terms)))
+
+
+def test_runs_and_sorted_sums_against_correctly_rounded_sums():
+    # each member's sum over its rows, by runs and by sorted segments, against math.fsum
+    # of the same terms (correctly rounded), within the sum's own rounding; sums of
+    # squares likewise, against fsum of the squares formed one by one
+    import math
+
+    from gradcheck.numdiff._runs import Runs, Sorted, runs_of
+
+    rng = np.random.default_rng(11)
+    m, length = 3, 40
+    bins = np.tile(np.repeat([2, 0, 3, 1], length), 5)          # 3 = none
+    r = runs_of(bins, m, int(np.count_nonzero(np.diff(bins))))
+    assert isinstance(r, Runs) and (r.length, r.per) == (length, 5)
+    a = rng.standard_normal((2, bins.size)) * np.exp(8 * rng.standard_normal(bins.size))
+    got, got_sq = r.sums(a), r.sums(a, square=True)
+    s = Sorted(bins, m)
+    for row in range(2):
+        for member in range(m):
+            terms = a[row, bins == member]
+            exact = math.fsum(terms)
+            assert abs(got[row, member] - exact) <= _segment_bound(terms)
+            sq = terms * terms
+            assert abs(got_sq[row, member] - math.fsum(sq)) <= _segment_bound(sq)
+            seg = np.add.reduceat(a[row, s.rows], s.starts)[list(s.present).index(member)]
+            assert abs(seg - exact) <= _segment_bound(terms)
 
 
 def test_runs_are_found_only_where_every_member_owns_as_many():
-    from gradcheck.numdiff._runs import running_sums, runs_of
+    from gradcheck.numdiff._runs import Sorted, layout_of, runs_of
 
     bins = np.tile(np.repeat([0, 1, 2], 16), 2)          # 2 = none, member 0 and 1
     r = runs_of(bins, 2, 5)
-    assert (r.index.tolist(), r.length, r.per) == ([0, 3, 1, 4], 16, 2)
+    assert (r.index.tolist(), r.length, r.per, r.n_runs) == ([0, 3, 1, 4], 16, 2, 6)
     a = np.arange(bins.size, dtype=float)
-    np.testing.assert_array_equal(r.arrange(a)[1], np.r_[16:32, 64:80])
+    # by hand: member 0 owns rows 0-15 and 48-63, member 1 rows 16-31 and 64-79
+    np.testing.assert_array_equal(r.sums(a), [a[0:16].sum() + a[48:64].sum(),
+                                              a[16:32].sum() + a[64:80].sum()])
     assert runs_of(np.repeat([0, 1, 1], 16), 2, 1) is None      # unequal runs
     assert runs_of(np.repeat([0, 1], 8), 2, 1) is None          # runs too short
     assert runs_of(np.repeat([0, 2], 16), 2, 1) is None         # member 1 owns nothing
-    # a sum from +0, one value after the other (as a bincount adds), by hand
-    rows = np.array([[1e16, 1.0, 1.0, -1e16], [-0.0, -0.0, -0.0, -0.0]])
-    by_hand = []
-    for row in rows:
-        total = 0.0
-        for v in row:
-            total += v
-        by_hand.append(total)
-    got = running_sums(rows)
-    np.testing.assert_array_equal(got, by_hand)
-    assert got.tolist() == [0.0, 0.0] and not np.signbit(got).any()
+    # the others: owned rows member by member, in row order; members owning none left out
+    s = layout_of(np.array([2, 0, 3, 0, 2, 3]), 4, 5)
+    assert isinstance(s, Sorted)
+    assert (s.rows.tolist(), s.starts.tolist(), s.present.tolist()) == (
+        [1, 3, 0, 4, 2, 5], [0, 2, 4], [0, 2, 3])
+
+
+def test_a_table_of_the_same_values_is_read_once():
+    # a read-only table of values seen before (a new array each call, as a structure
+    # hands them out) is found by its values, compared in full: one differing value,
+    # even where the sample of the key does not look, is a new table
+    from gradcheck.numdiff import _runs
+
+    table = np.tile(np.repeat(np.arange(4), 24), 3)
+    lay = _runs.layout_of(table, 4, int(np.count_nonzero(np.diff(table))))
+    _runs.remember_layout(table, 4, lay)
+    assert _runs.known_layout(table.copy(), 4) is lay
+    assert _runs.known_layout(table.copy(), 5) is None
+    for at in range(table.size):
+        other = table.copy()
+        other[at] = (other[at] + 1) % 4
+        assert _runs.known_layout(other, 4) is None

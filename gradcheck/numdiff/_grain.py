@@ -49,7 +49,7 @@ def _digits(dtype) -> int:
     return int(np.finfo(dt if dt.kind in "fc" else np.float64).nmant) + 1
 
 
-def _grain(Yk, ks, imag, digits):
+def _grain(Yk, ks, imag, digits, scratch=None):
     r"""The grid each row's values lie on, per group and row: ``Yk`` is ``(G, nk, rows)``.
 
     A value that ``f`` formed as a difference of larger terms (``A - 1`` with :math:`A
@@ -72,13 +72,16 @@ def _grain(Yk, ks, imag, digits):
     smallest grid can only be larger) and is its own rounding: 0. So is a row of zeros
     (no grid). Only the other rows go through the computation below, which gives the
     same 0 for the settled ones.
+
+    With ``scratch`` (a :class:`._scratch.Scratch`), one node's result and work arrays are its
+    (``"grain"``, ``"grain work 1"``, ``"grain work 2"``): valid until the next call.
     """
     Yk = np.asarray(Yk, np.float64)
     n_low = 53 - (digits - LOST_BITS)
     if n_low < 1:
         return _grain_of(Yk, ks, imag, digits)
     if Yk.shape[1] == 1:
-        return _grain_single(Yk[:, 0], ks, imag, digits, n_low)
+        return _grain_single(Yk[:, 0], ks, imag, digits, n_low, scratch)
     bits = Yk.view(np.int64)
     settled = ((bits & ((1 << n_low) - 1)) != 0) & ((bits & _EXPONENT) != 0)
     settled = settled.any(axis=1) | ((bits & ~_SIGN) == 0).all(axis=1)   # or all zero
@@ -98,9 +101,12 @@ _EXPONENT = 0x7FF << 52
 _SIGN = -(1 << 63)
 #: The smallest and largest normal float64.
 _TINY, _HUGE = float(np.finfo(np.float64).tiny), float(np.finfo(np.float64).max)
+#: Their bits, and those of infinity (NaN's are above).
+_TINY_BITS = int(np.array(_TINY).view(np.int64))
+_INF_BITS = int(np.array(np.inf).view(np.int64))
 
 
-def _grain_single(Y, ks, imag, digits, n_low):
+def _grain_single(Y, ks, imag, digits, n_low, scratch=None):
     r""":func:`_grain_of` of rows of one value each (one node: ``Y`` is ``(G, rows)``),
     read off the bits of each value.
 
@@ -113,34 +119,49 @@ def _grain_single(Y, ks, imag, digits, n_low):
     :math:`|v|` with its last set bit cleared. The one ``t`` in between (``K + 1``:
     the span decides) and the values that are not normal numbers (subnormal, infinite,
     NaN) go through :func:`_grain_of`; a zero has no grid (0).
+
+    In integers: the lowest set bit ``L`` among the significand's last ``K + 2`` bits
+    (``low & -low``; 0 where none is set) is :math:`2^t` for ``t <= K + 1``; kept where
+    ``n_low <= t <= K`` (one mask: ``L`` is a single bit) and cleared from ``|v|``.
     """
     Y = np.ascontiguousarray(Y, dtype=np.float64)
-    bits = Y.view(np.int64)
     top = -(-(104 - digits) // 2) - 1                # K = ceil(52 - digits / 2) - 1
-    # one integer work array, reused in place (a block is a few hundred KiB)
-    work = np.bitwise_and(bits, (1 << (top + 2)) - 1)   # the significand's last K + 2 bits
-    # t = K + 1, which the span decides, unless the grid is its own rounding anyway
-    other = work == 1 << (top + 1) if top + 1 >= n_low else np.zeros(Y.shape, bool)
-    work &= (1 << (top + 1)) - 1
-    grid = work != 0
-    work &= (1 << n_low) - 1
-    grid &= work == 0                               # n_low <= t <= K
-    magnitude = np.abs(Y)
-    # not a normal number (subnormal, infinite, NaN), zeros apart
-    other |= ~((magnitude >= _TINY) & (magnitude <= _HUGE)) & (Y != 0)
+    # the result is formed in place in ``magnitude``; two integer work arrays
+    if scratch is None:
+        magnitude, low, work = np.empty(Y.shape), np.empty(Y.shape, np.int64), None
+    else:
+        magnitude = scratch("grain", Y.shape)
+        low = scratch("grain work 1", Y.shape, np.int64)
+        work = scratch("grain work 2", Y.shape, np.int64)
+    np.abs(Y, out=magnitude)
     mbits = magnitude.view(np.int64)
+    np.bitwise_and(mbits, (1 << (top + 2)) - 1, out=low)   # the significand's last K + 2
+    work = np.negative(low, out=work)
+    low &= work                                     # their lowest set bit (0: none)
+    # t = K + 1, which the span decides, unless the grid is its own rounding anyway
+    edge = top + 1 >= n_low and int(low.max(initial=0)) == 1 << (top + 1)
+    # not a normal number (subnormal, infinite, NaN), zeros apart: |v| - 1 as unsigned is
+    # below the smallest normal's bits - 1 only for a subnormal (a zero wraps around)
     np.subtract(mbits, 1, out=work)
-    work &= mbits                                   # |v| with its last set bit cleared
-    magnitude -= work.view(np.float64)              # exact: the two share their leading bits
-    # the grid where there is one, else 0 (finite and >= 0 for every normal number or
-    # zero; the others, inf * 0 among them, are taken again below)
+    odd = (Y.size and (int(work.view(np.uint64).min()) < _TINY_BITS - 1
+                       or int(mbits.max()) >= _INF_BITS))
+    other = None
+    if edge or odd:     # rare: found value by value
+        other = low == 1 << (top + 1) if edge else np.zeros(Y.shape, bool)
+        if odd:
+            other |= ~((magnitude >= _TINY) & (magnitude <= _HUGE)) & (Y != 0)
+    low &= ((1 << (top + 1)) - 1) & ~((1 << n_low) - 1)     # n_low <= t <= K, else 0
+    np.bitwise_xor(mbits, low, out=work)            # |v| with that bit cleared
+    # exact: the two share their leading bits; 0 where no bit was cleared (the others,
+    # inf - inf among them, are taken again below)
     with np.errstate(invalid="ignore"):
-        magnitude *= grid
+        magnitude -= work.view(np.float64)
     out = magnitude
-    rest = np.flatnonzero(other)
-    if rest.size:
-        flat = Y.reshape(-1)
-        out.reshape(-1)[rest] = _grain_of(flat[rest][None, None], ks, imag, digits)[0]
+    if other is not None:
+        rest = np.flatnonzero(other)
+        if rest.size:
+            flat = Y.reshape(-1)
+            out.reshape(-1)[rest] = _grain_of(flat[rest][None, None], ks, imag, digits)[0]
     return out
 
 

@@ -1,41 +1,124 @@
-r"""Owners whose rows come in runs: each member's sums as running sums, member by member.
+"""How the owners route sums each member's rows: by runs, or sorted by member.
 
 The owners route (:class:`~._targets.VjpTarget`) sums, per member of a group, values of
-the rows it owns, one addition after the other in row order from 0 (as ``np.bincount``
-with weights does). Where a table's rows come in runs of one length, each run owned by
-one member (or none) and every member owning as many runs -- a filter of a convolution
-followed by elementwise layers owns its output channel, one run per batch item -- the
-runs are put member by member (one copy of whole runs) and each member's rows summed by
-a running sum along them (``np.cumsum``, which adds one value after the other): the same
-additions in the same order, the same sums to the bit, at a fraction of a bincount's
-cost (whose additions to one bin wait on each other along a run).
+the rows it owns (each row owned by one member or none). A table says who owns which row;
+its *layout* says how the sums are taken:
+
+- :class:`Runs`, where a table's rows come in runs of one length, each run owned by one
+  member (or none) and every member owning as many runs -- a filter of a convolution
+  followed by elementwise layers owns its output channel, one run per batch item. Each
+  run is summed where it lies (no copy), and each member's run sums added up.
+- :class:`Sorted` otherwise: the owned rows listed member by member (in row order within
+  each), the values gathered in that order and each member's segment summed.
+
+Sums along a run or segment are NumPy's (pairwise, as ``np.add.reduce`` adds): they
+depend only on the values summed and their order, not on how many groups are summed at
+once, but the two layouts group the additions differently, so the same rows summed by
+the two can differ in the last bits -- by no more than the summation's own rounding,
+:math:`\\gamma_{n-1} \\sum_i |t_i|` for ``n`` terms ``t_i`` (``tests/test_numdiff_targets``
+compares both with correctly rounded sums, ``math.fsum``).
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import numpy as np
 
 __all__: list[str] = []
 
-#: Shortest run for which the route is taken (shorter runs: the bincount).
+#: Shortest run for which the route is taken (shorter runs: sorted segments).
 MIN_RUN = 16
 
 
 class Runs:
-    """A table's runs: ``index`` (the runs member by member, in row order within each),
-    ``length`` (rows per run) and ``per`` (runs per member)."""
+    """A table's runs: ``index`` (the owned runs, member by member, in row order within
+    each), ``length`` (rows per run), ``per`` (runs per member), ``members`` and
+    ``n_runs`` (runs in the table, owned or not)."""
 
-    __slots__ = ("index", "length", "per", "members")
+    __slots__ = ("index", "length", "per", "members", "n_runs")
 
-    def __init__(self, index, length, per, members):
-        self.index, self.length, self.per, self.members = index, length, per, members
+    def __init__(self, index, length, per, members, n_runs):
+        self.index, self.length, self.per = index, length, per
+        self.members, self.n_runs = members, n_runs
 
-    def arrange(self, a):
-        """``a`` ``(..., rows)`` as ``(..., members, per * length)``: each member's rows in
-        row order."""
+    def sums(self, a, *, square=False):
+        """Each member's sum over its rows of ``a`` ``(..., rows)``, or with ``square`` of
+        ``a**2`` (nonnegative terms, summed without forming the squares): ``(..., members)``.
+        Each run is summed alone, then each member's runs in row order."""
         lead = a.shape[:-1]
-        runs = a.reshape(lead + (-1, self.length))[..., self.index, :]
-        return runs.reshape(lead + (self.members, self.per * self.length))
+        runs = np.ascontiguousarray(a).reshape(lead + (self.n_runs, self.length))
+        every = self.index.size == self.n_runs
+        if not every:       # some runs owned by none: the owned ones only
+            runs = runs[..., self.index, :]
+        s = np.einsum("...i,...i->...", runs, runs) if square else np.add.reduce(runs, axis=-1)
+        if every:           # summed where they lie: put member by member
+            s = s[..., self.index]
+        return np.add.reduce(s.reshape(lead + (self.members, self.per)), axis=-1)
+
+
+class Sorted:
+    """A table's owned rows member by member: ``rows`` (row order within each member),
+    ``starts`` (where each member that owns any row begins in ``rows``) and ``present``
+    (those members' positions)."""
+
+    __slots__ = ("rows", "starts", "present", "members")
+
+    def __init__(self, bins, m):
+        owned = np.flatnonzero(bins < m)
+        owner = bins[owned]
+        # a stable sort; of 16-bit keys a radix sort (one pass), where they fit
+        keys = owner.astype(np.int16) if m < 2**15 else owner
+        self.rows = owned[np.argsort(keys, kind="stable")]
+        counts = np.bincount(owner, minlength=m)
+        self.present = np.flatnonzero(counts)
+        self.starts = (np.cumsum(counts) - counts)[self.present]
+        self.members = m
+
+
+#: Layouts of tables seen (see :func:`known_layout`): by (members, rows, a sample of the
+#: table's values), the table's values and its layout, the most recently used last; at
+#: most KEEP_BYTES of tables.
+_KNOWN: OrderedDict = OrderedDict()
+KEEP_BYTES = 8 * 2**20
+
+
+def _key(table, m):
+    # 64 positions spread without a stride (a table's rows repeat with the layers'
+    # shapes, which a stride can follow)
+    at = (np.arange(64, dtype=np.uint64) * np.uint64(2654435761)) % np.uint64(max(table.size, 1))
+    sample = table[at.astype(np.intp)].tobytes() if table.size else b""
+    return (m, table.size, table.dtype.str, sample)
+
+
+def known_layout(table, m):
+    """The layout found before for a table of the same values (compared in full, no hash
+    trusted) and ``m`` members, or None: a structure hands out the same tables in every
+    check, as new arrays."""
+    key = _key(table, m)
+    entry = _KNOWN.get(key)
+    if entry is None or not np.array_equal(entry[0], table):
+        return None
+    _KNOWN.move_to_end(key)
+    return entry[1]
+
+
+def remember_layout(table, m, lay):
+    """Keep ``lay`` as the layout of a (checked) table of these values for ``m`` members
+    (a copy of them), forgetting the least recently used beyond KEEP_BYTES."""
+    if table.nbytes > KEEP_BYTES // 4:
+        return
+    _KNOWN[_key(table, m)] = (np.array(table), lay)
+    while sum(t.nbytes for t, _ in _KNOWN.values()) > KEEP_BYTES:
+        _KNOWN.popitem(last=False)
+
+
+def layout_of(bins, m, changes):
+    """The layout of a table (``bins``: each row's owner position, ``m`` for none;
+    ``changes``: how many times it changes from one row to the next): its :class:`Runs`
+    where they qualify (:func:`runs_of`), else :class:`Sorted`."""
+    runs = runs_of(bins, m, changes)
+    return runs if runs is not None else Sorted(bins, m)
 
 
 def runs_of(bins, m, changes):
@@ -64,12 +147,4 @@ def runs_of(bins, m, changes):
     if m == 0 or counts.min() != counts.max() or counts[0] == 0:
         return None
     index = owned[np.argsort(heads[owned], kind="stable")]
-    return Runs(index, length, int(counts[0]), m)
-
-
-def running_sums(a):
-    """Sums over the last axis, one addition after the other from +0 (the running sum's
-    last value; ``+ 0.0`` turns a sum of negative zeros into +0, as a sum from +0 is)."""
-    if a.shape[-1] == 0:
-        return np.zeros(a.shape[:-1])
-    return np.cumsum(a, axis=-1)[..., -1] + 0.0
+    return Runs(index, length, int(counts[0]), m, n_runs)

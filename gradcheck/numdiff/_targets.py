@@ -51,7 +51,8 @@ from gradcheck._errors import ConfigurationError
 from gradcheck.numdiff._coloring import ragged_arange
 from gradcheck.numdiff._evaluate import ComplexSteps
 from gradcheck.numdiff._grain import _digits, _grain, _significant_bits
-from gradcheck.numdiff._runs import running_sums, runs_of
+from gradcheck.numdiff._runs import Runs, known_layout, layout_of, remember_layout
+from gradcheck.numdiff._scratch import scratch as _scratch
 
 __all__ = ["GradTarget", "VjpTarget", "JacobianTarget", "DirectionTarget", "Values"]
 
@@ -308,27 +309,33 @@ class VjpTarget(_Target):
             self.sig2_pattern = self.P.T.astype(np.float64) @ self.Rf2
 
     def _owned(self, members):
-        """Per output row, the position in ``members`` of the member it is attributed to,
-        ``members.size`` where none (the caller's owners, checked: negative for none);
-        how many times that changes from one row to the next; and its runs
-        (:func:`._runs.runs_of`, or None).
+        """The layout of the rows' owners among ``members`` (:func:`._runs.layout_of`:
+        runs, or the owned rows sorted by member), from the caller's table (checked;
+        negative for none).
 
-        A read-only array handed back again (a structure's table for a whole color, the
-        same for many colors) is checked and read once per number of members: its values
-        cannot have changed through it."""
+        A read-only array (a structure's table for a whole color, the same for many
+        colors and in every check, if as a new array) is checked and read once per number
+        of members: within a call by its identity (its values cannot have changed
+        through it), across calls by its values (:func:`._runs.known_layout`)."""
         own = np.asarray(self.owners(members))
-        if not own.flags.writeable:
+        fixed = not own.flags.writeable
+        if fixed:
             known = self._checked_owners.get((id(own), members.size))
             if known is not None and known[0] is own:
-                return known[1:]
-        own, lowest = self._check_owned(own, members)
-        bins = (own.astype(np.int64, copy=False) if lowest >= 0
-                else np.where(own >= 0, own, members.size))
-        runs = int(np.count_nonzero(bins[1:] != bins[:-1]))
-        lay = runs_of(bins, members.size, runs)
-        if not own.flags.writeable:     # the array itself is kept: its id is not reused
-            self._checked_owners[(id(own), members.size)] = (own, bins, runs, lay)
-        return bins, runs, lay
+                return known[1]
+            lay = (known_layout(own, members.size) if own.shape == (self.ev.out_size,)
+                   else None)
+        if not fixed or lay is None:
+            own, lowest = self._check_owned(own, members)
+            bins = (own.astype(np.int64, copy=False) if lowest >= 0
+                    else np.where(own >= 0, own, members.size))
+            changes = int(np.count_nonzero(bins[1:] != bins[:-1]))
+            lay = layout_of(bins, members.size, changes)
+            if fixed:
+                remember_layout(own, members.size, lay)
+        if fixed:       # the array itself is kept: its id is not reused
+            self._checked_owners[(id(own), members.size)] = (own, lay)
+        return lay
 
     def _check_owned(self, own, members):
         if own.shape != (self.ev.out_size,) or own.dtype.kind not in "iu":
@@ -355,7 +362,7 @@ class VjpTarget(_Target):
         nk = len(ks)
         pos = np.empty(self.n_src, dtype=np.int64)
         pos[src] = np.arange(src.size)
-        vals = np.empty((nk, src.size))
+        vals = np.zeros((nk, src.size))    # 0: a member that owns no row
         sig2 = np.zeros(src.size)
         spread2 = np.zeros(src.size)
         grain2 = np.zeros(src.size)
@@ -364,104 +371,90 @@ class VjpTarget(_Target):
         Rf2, R, P, f0 = self.Rf2, self.R, self.P, self.f0
 
         n_out = f0.size
-        #: groups attributed together: one bincount per quantity for all of them (a
-        #: member's rows are summed in row order, as group by group); each of the block's
-        #: arrays stays within BLOCK_VALUES (the several passes over it run from cache)
+        #: groups attributed together (a member's sums do not depend on how many): each
+        #: of the block's arrays stays within BLOCK_VALUES (the several passes over it run
+        #: from cache)
         per_block = max(1, BLOCK_VALUES // max(1, nk * n_out))
 
+        scratch = _scratch()    # the blocks' work arrays, reused (:mod:`._scratch`)
+
         def by_runs(Y, g0, b0, b1, order, bounds, lay):
-            """The owners route for groups ``b0:b1`` sharing the runs ``lay``: each
-            member's rows put together and summed by running sums (:mod:`._runs`; the
-            same sums, to the bit, as the bincounts below)."""
+            """The owners route for groups ``b0:b1`` sharing the runs ``lay``: each run
+            summed where it lies, then each member's runs (:mod:`._runs`)."""
             G = b1 - b0
             cols = pos[order[bounds[b0]:bounds[b1]]]
-            Yk = lay.arrange(Y[(b0 - g0) * nk:(b1 - g0) * nk].reshape(G, nk, n_out))
-            Rm = lay.arrange(R)
-            block = Yk * Rm                                     # (G, nk, members, rows)
-            vals[:, cols] = running_sums(block).transpose(1, 0, 2).reshape(nk, -1)
-            grain = _grain(Yk.reshape(G, nk, -1), ks, imag, self.digits)
+            Yk = Y[(b0 - g0) * nk:(b1 - g0) * nk].reshape(G, nk, n_out)
+            block = np.multiply(Yk, R, out=scratch("block", Yk.shape))   # (G, nk, rows)
+            vals[:, cols] = lay.sums(block).transpose(1, 0, 2).reshape(nk, -1)
+            grain = _grain(Yk, ks, imag, self.digits, scratch)
             if grain.any():     # else every sum is 0, as grain2 holds already
-                grain *= Rm.reshape(-1)
-                grain2[cols] = running_sums((grain * grain).reshape((G,) + Rm.shape)).reshape(-1)
+                grain *= R
+                grain2[cols] = lay.sums(grain, square=True).reshape(-1)
             if imag:
-                squares = running_sums(block * block)           # (G, nk, members)
+                squares = lay.sums(block, square=True)          # (G, nk, members)
                 sig2[cols] = squares.max(axis=1).reshape(-1)
                 spread2[cols] = squares[:, a1].reshape(-1)
                 return
-            mag = (Yk != 0) * np.maximum(lay.arrange(Rf2), (Rm * (lay.arrange(f0) + Yk)) ** 2)
-            sig2[cols] = running_sums(mag).max(axis=1).reshape(-1)
-            fallback_owned[cols] = np.tile(running_sums(lay.arrange(Rf2)), G)
-            spread2[cols] = running_sums(block[:, a1] ** 2).reshape(-1)
-
-        def owned(Y, g0, b0, b1, order, bounds, tables):
-            """The owners route for groups ``b0:b1`` of the chunk starting at ``g0``, by
-            bincounts (``tables``: each group's from :meth:`_owned`)."""
-            G = b1 - b0
-            # one bin per member of each group and one for its rows owned by none, group
-            # after group: each row's bin is its owner's position plus its group's offset
-            sizes = bounds[b0 + 1:b1 + 1] - bounds[b0:b1]
-            offsets = np.cumsum(sizes + 1) - (sizes + 1)
-            idx = np.empty((G, n_out), dtype=np.int64)
-            for i, (bins, _, _) in enumerate(tables):
-                np.add(bins, offsets[i], out=idx[i])
-            first_runs = tables[0][1]
-            n_bins = int(offsets[-1] + sizes[-1] + 1)
-            members_bins = np.delete(np.arange(n_bins), offsets + sizes)   # in order
-            # a member owning long runs of rows (a filter: its whole output channel) has
-            # bincount add to one bin again and again, each addition waiting on the last;
-            # taken row by row across the groups instead, each bin still sums its rows in
-            # row order (a member is in one group), so the sums are the same to the bit
-            # (the owner positions change where the columns do: a member has one column)
-            across = G > 1 and n_out >= 8 * (1 + first_runs)
-
-            def flat_of(a):
-                """``a`` ``(G, n_out)`` in the order the bincounts take it: row by row
-                across the groups when ``across``, by one strided copy per group (a
-                transposed copy of so few columns runs an inner loop per row)."""
-                if not across:
-                    return a.reshape(-1)
-                out = np.empty((n_out, G), dtype=a.dtype)
-                for i in range(G):
-                    out[:, i] = a[i]
-                return out.reshape(-1)
-
-            idx = flat_of(idx)
-            cols = pos[order[bounds[b0]:bounds[b1]]]
-
-            def summed(flat):
-                return np.bincount(idx, weights=flat, minlength=n_bins)[members_bins]
-
-            Yk = Y[(b0 - g0) * nk:(b1 - g0) * nk].reshape(G, nk, n_out)
-            # per node, in the bincounts' order (contiguous: bincount takes it as it is)
-            block = [flat_of(Yk[:, a] * R) for a in range(nk)]
-            vals[:, cols] = [summed(b) for b in block]
-            grain = _grain(Yk, ks, imag, self.digits)
-            if grain.any():     # else every sum is 0, as grain2 holds already
-                grain *= R
-                grain2[cols] = summed(flat_of(grain * grain))
-            if imag:
-                squares = [summed(b * b) for b in block]
-                sig2[cols] = np.max(squares, axis=0)
-                spread2[cols] = squares[a1]
-                return
             mag = (Yk != 0) * np.maximum(Rf2, (R * (f0 + Yk)) ** 2)
-            sig2[cols] = np.max([summed(flat_of(mag[:, a])) for a in range(nk)], axis=0)
-            fallback_owned[cols] = summed(flat_of(np.broadcast_to(Rf2, (G, n_out))))
-            spread2[cols] = summed(block[a1] ** 2)
+            sig2[cols] = lay.sums(mag).max(axis=1).reshape(-1)
+            fallback_owned[cols] = np.tile(lay.sums(Rf2), G)
+            spread2[cols] = lay.sums(block[:, a1], square=True).reshape(-1)
+
+        def by_members(Y, g0, b0, b1, order, bounds, lays):
+            """The owners route for groups ``b0:b1`` (``lays``: each group's
+            :class:`._runs.Sorted`): their owned rows gathered member by member, group
+            after group, and each member's segment summed."""
+            at = np.cumsum([0] + [lay.rows.size for lay in lays])
+            starts = np.concatenate([lay.starts + at[i] for i, lay in enumerate(lays)])
+            dest = np.concatenate([pos[order[bounds[b0 + i]:bounds[b0 + i + 1]]][lay.present]
+                                   for i, lay in enumerate(lays)])
+            if not starts.size:     # no member owns a row: every sum is 0, as held
+                return
+            T = int(at[-1])
+            Ys = scratch("gathered", (nk, T))                   # (nk, owned rows)
+            Rs = scratch("weights", (T,))
+            Yk = Y[(b0 - g0) * nk:(b1 - g0) * nk].reshape(b1 - b0, nk, n_out)
+            for i, lay in enumerate(lays):     # (the rows are valid indices: "wrap" is
+                # never used, but spares take the copy it makes for ``out`` otherwise)
+                R.take(lay.rows, out=Rs[at[i]:at[i + 1]], mode="wrap")
+                for a in range(nk):
+                    Yk[i, a].take(lay.rows, out=Ys[a, at[i]:at[i + 1]], mode="wrap")
+            block = np.multiply(Ys, Rs, out=scratch("block", Ys.shape))
+            vals[:, dest] = np.add.reduceat(block, starts, axis=1)
+            grain = _grain(Ys[None], ks, imag, self.digits, scratch)[0]
+            if grain.any():     # else every sum is 0, as grain2 holds already
+                grain *= Rs
+                grain *= grain
+                grain2[dest] = np.add.reduceat(grain, starts)
+            if imag:
+                block *= block
+                squares = np.add.reduceat(block, starts, axis=1)
+                sig2[dest] = squares.max(axis=0)
+                spread2[dest] = squares[a1]
+                return
+            rows = np.concatenate([lay.rows for lay in lays])
+            Rf2s, f0s = Rf2.take(rows), f0.take(rows)
+            mag = (Ys != 0) * np.maximum(Rf2s, (Rs * (f0s + Ys)) ** 2)
+            sig2[dest] = np.add.reduceat(mag, starts, axis=1).max(axis=0)
+            fallback_owned[dest] = np.add.reduceat(Rf2s, starts)
+            spread2[dest] = np.add.reduceat(block[a1] ** 2, starts)
 
         def reduce(Y, g0, g1, order, bounds):
             if self.owners is not None:  # attribution by the caller's structure
-                tables = [self._owned(order[bounds[g]:bounds[g + 1]]) for g in range(g0, g1)]
+                lays = [self._owned(order[bounds[g]:bounds[g + 1]]) for g in range(g0, g1)]
                 b0 = g0
-                while b0 < g1:      # blocks of groups alike: the same runs, or bincounts
-                    lay = tables[b0 - g0][2]
+                while b0 < g1:      # blocks of groups alike: the same runs, or sorted
+                    lay = lays[b0 - g0]
+                    runs = isinstance(lay, Runs)
                     b1 = b0 + 1
-                    while b1 < g1 and b1 - b0 < per_block and tables[b1 - g0][2] is lay:
+                    while b1 < g1 and b1 - b0 < per_block and (
+                            lays[b1 - g0] is lay if runs
+                            else not isinstance(lays[b1 - g0], Runs)):
                         b1 += 1
-                    if lay is not None:
+                    if runs:
                         by_runs(Y, g0, b0, b1, order, bounds, lay)
                     else:
-                        owned(Y, g0, b0, b1, order, bounds, tables[b0 - g0:b1 - g0])
+                        by_members(Y, g0, b0, b1, order, bounds, lays[b0 - g0:b1 - g0])
                     b0 = b1
                 return
             if P is None:               # one element per point
