@@ -295,6 +295,17 @@ def linearity(problem, options) -> Linearity:
                     f"does, so f_vjp returns infinity there): linearity was not tested "
                     f"there with {what}")
     rows = np.abs(_wide(problem.y))
+    kept = {}
+
+    def largest(magnitudes):
+        """The largest terms of ``<R, f>`` and ``<R', f>`` over ``magnitudes`` (the same
+        for every argument: found once per array)."""
+        got = kept.get(id(magnitudes))
+        if got is None or got[0] is not magnitudes:
+            got = kept[id(magnitudes)] = (magnitudes, (_largest_term(r64, magnitudes),
+                                                       _largest_term(second, magnitudes)))
+        return got[1]
+
     found, excess = {}, {}
     redo = measured = jitter = split = None
     for i in checked:
@@ -303,14 +314,14 @@ def linearity(problem, options) -> Linearity:
                                   atol=options.atol, rtol=options.rtol,
                                   length=longest_sum(problem))
         floor = 1.0 / np.maximum(np.abs(_wide(x)).real, 1.0)
-        by_scale, by_sum = _both(tol, rows, r64, second, floor, c, a, scaled[i],
+        by_scale, by_sum = _both(tol, largest(rows), floor, c, a, scaled[i],
                                  paired[i], summed[i])
         if max(by_scale.excess, by_sum.excess) > 1:
             # a departure: judged again against the magnitudes f's outputs are formed
             # from, measured (a gradient that cancels to zero is the rounding of terms
             # the size of those, not of its own value)
             measured = problem.formed_from(options.seed)
-            by_scale, by_sum = _both(tol, measured, r64, second, floor,
+            by_scale, by_sum = _both(tol, largest(measured), floor,
                                      c, a, scaled[i], paired[i], summed[i])
         if max(by_scale.excess, by_sum.excess) > 1:
             # still beyond: the backward's own rounding, measured, where it is
@@ -327,7 +338,7 @@ def linearity(problem, options) -> Linearity:
                                     f"{JITTER:g}·(R + R')")
                     calls += 1
                 extra = own_rounding(jitter[i], summed[i])
-                by_scale, by_sum = _both(tol, measured, r64, second, floor, c, a,
+                by_scale, by_sum = _both(tol, largest(measured), floor, c, a,
                                          scaled[i], paired[i], summed[i], extra)
                 if by_scale.excess <= 1 < by_sum.excess:
                     # the additivity test's own rounding, measured on small splits of
@@ -340,7 +351,7 @@ def linearity(problem, options) -> Linearity:
                             [options.seed, SECOND_SALT])
                         calls += 6 * SPLITS
                     by_scale, by_sum = _both(
-                        tol, measured, r64, second, floor, c, a, scaled[i], paired[i],
+                        tol, largest(measured), floor, c, a, scaled[i], paired[i],
                         summed[i], extra, np.maximum(extra, JITTER_BARS * np.maximum(
                             split[i], _rms(split[i]))))
         excess[i] = max(by_scale.excess, by_sum.excess)
@@ -380,15 +391,15 @@ def _representable(observed, exact):
     return np.where(beyond, exact, _wide(observed)), int(beyond.sum())
 
 
-def _both(tol, rows, r, second, floor, c, a, scaled, paired, summed, extra=0.0,
-          extra_sum=None):
+def _both(tol, terms, floor, c, a, scaled, paired, summed, extra=0.0, extra_sum=None):
     """The two tests of one argument: ``vjp(cR) / c`` against ``vjp(R)`` (dividing by a
     power of two is exact, and the allowance stays at the scale of the gradient for
-    ``R``), and ``vjp(R + R')`` against ``vjp(R) + vjp(R')``; ``rows`` the magnitudes of
-    ``f``'s outputs that set the resolution floor (:meth:`.Tolerance.linear_map`);
+    ``R``), and ``vjp(R + R')`` against ``vjp(R) + vjp(R')``; ``terms`` the largest
+    terms of ``<R, f>`` and ``<R', f>`` over the magnitudes of ``f``'s outputs that set
+    the resolution floor (:meth:`.Tolerance.linear_map`);
     ``extra`` added to both allowances (the backward's own rounding, measured), or to the
     first only where ``extra_sum`` is given for the second."""
-    res, res2 = _largest_term(r, rows) * floor, _largest_term(second, rows) * floor
+    res, res2 = terms[0] * floor, terms[1] * floor
     extra_sum = extra if extra_sum is None else extra_sum
     by_scale = _compare(_wide(scaled) / c, [a], tol.linear_map([a], [res]) + extra)
     by_sum = _compare(summed, [a, paired],

@@ -83,11 +83,17 @@ _KNOWN: OrderedDict = OrderedDict()
 KEEP_BYTES = 8 * 2**20
 
 
+_SAMPLED: dict = {}
+
+
 def _key(table, m):
-    # 64 positions spread without a stride (a table's rows repeat with the layers'
-    # shapes, which a stride can follow)
-    at = (np.arange(64, dtype=np.uint64) * np.uint64(2654435761)) % np.uint64(max(table.size, 1))
-    sample = table[at.astype(np.intp)].tobytes() if table.size else b""
+    at = _SAMPLED.get(table.size)
+    if at is None:      # 64 positions spread without a stride (a table's rows repeat
+        # with the layers' shapes, which a stride can follow)
+        at = _SAMPLED[table.size] = (
+            np.arange(64, dtype=np.uint64) * np.uint64(2654435761)
+            % np.uint64(max(table.size, 1))).astype(np.intp)
+    sample = table[at].tobytes() if table.size else b""
     return (m, table.size, table.dtype.str, sample)
 
 

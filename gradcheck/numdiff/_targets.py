@@ -297,6 +297,7 @@ class VjpTarget(_Target):
         self.colors = colors
         self.owners = owners
         self._checked_owners = {}
+        self._sorted_weights = {}
         self._set_magnitudes()
 
     def set_row_floor(self, floor):
@@ -336,6 +337,14 @@ class VjpTarget(_Target):
         if fixed:       # the array itself is kept: its id is not reused
             self._checked_owners[(id(own), members.size)] = (own, lay)
         return lay
+
+    def _weights_of(self, lay):
+        """``R`` at a :class:`._runs.Sorted` layout's rows, in its order (kept for the
+        layouts seen in this target: colors of one residue share one)."""
+        got = self._sorted_weights.get(id(lay))
+        if got is None or got[0] is not lay:
+            got = self._sorted_weights[id(lay)] = (lay, self.R.take(lay.rows))
+        return got[1]
 
     def _check_owned(self, own, members):
         if own.shape != (self.ev.out_size,) or own.dtype.kind not in "iu":
@@ -416,7 +425,7 @@ class VjpTarget(_Target):
             Yk = Y[(b0 - g0) * nk:(b1 - g0) * nk].reshape(b1 - b0, nk, n_out)
             for i, lay in enumerate(lays):     # (the rows are valid indices: "wrap" is
                 # never used, but spares take the copy it makes for ``out`` otherwise)
-                R.take(lay.rows, out=Rs[at[i]:at[i + 1]], mode="wrap")
+                Rs[at[i]:at[i + 1]] = self._weights_of(lay)
                 for a in range(nk):
                     Yk[i, a].take(lay.rows, out=Ys[a, at[i]:at[i + 1]], mode="wrap")
             block = np.multiply(Ys, Rs, out=scratch("block", Ys.shape))
