@@ -21,6 +21,7 @@ compares both with correctly rounded sums, ``math.fsum``).
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -81,6 +82,7 @@ class Sorted:
 #: most KEEP_BYTES of tables.
 _KNOWN: OrderedDict = OrderedDict()
 KEEP_BYTES = 8 * 2**20
+_LOCK = threading.Lock()     # checks may run in threads
 
 
 _SAMPLED: dict = {}
@@ -102,10 +104,12 @@ def known_layout(table, m):
     trusted) and ``m`` members, or None: a structure hands out the same tables in every
     check, as new arrays."""
     key = _key(table, m)
-    entry = _KNOWN.get(key)
+    with _LOCK:
+        entry = _KNOWN.get(key)
+        if entry is not None:
+            _KNOWN.move_to_end(key)
     if entry is None or not np.array_equal(entry[0], table):
         return None
-    _KNOWN.move_to_end(key)
     return entry[1]
 
 
@@ -114,9 +118,11 @@ def remember_layout(table, m, lay):
     (a copy of them), forgetting the least recently used beyond KEEP_BYTES."""
     if table.nbytes > KEEP_BYTES // 4:
         return
-    _KNOWN[_key(table, m)] = (np.array(table), lay)
-    while sum(t.nbytes for t, _ in _KNOWN.values()) > KEEP_BYTES:
-        _KNOWN.popitem(last=False)
+    entry = (np.array(table), lay)
+    with _LOCK:
+        _KNOWN[_key(table, m)] = entry
+        while sum(t.nbytes for t, _ in _KNOWN.values()) > KEEP_BYTES:
+            _KNOWN.popitem(last=False)
 
 
 def layout_of(bins, m, changes):

@@ -58,10 +58,11 @@ __all__ = ["GradTarget", "VjpTarget", "JacobianTarget", "DirectionTarget", "Valu
 
 
 #: Values per array of a block of groups the owners route attributes at once: 512 KiB
-#: of float64, so that the dozen passes over a block (products, bincounts, the grain)
-#: find it in a core's L2 cache (1 MiB here). Measured on the bench spec's check
-#: (``specs/bench/conv_tanh_24.toml``, CPU time, one BLAS thread): 2**18 values 52-56
-#: ms, 2**17 43-45 ms, 2**16 40-45 ms, 2**15 49-52 ms. The sums do not depend on it.
+#: of float64, so that the dozen passes over a block (products, sums, the grain) find it
+#: in a core's L2 cache (1 MiB here). Measured on the bench spec's check
+#: (``specs/bench/conv_tanh_24.toml``, CPU time, one BLAS thread), when the route summed
+#: by bincounts: 2**18 values 52-56 ms, 2**17 43-45 ms, 2**16 40-45 ms, 2**15 49-52 ms.
+#: The sums do not depend on it (``tests/test_numdiff_targets.py``).
 BLOCK_VALUES = 2**16
 
 
