@@ -57,13 +57,14 @@ from gradcheck.numdiff._scratch import scratch as _scratch
 __all__ = ["GradTarget", "VjpTarget", "JacobianTarget", "DirectionTarget", "Values"]
 
 
-#: Values per array of a block of groups the owners route attributes at once: 512 KiB
-#: of float64, so that the dozen passes over a block (products, sums, the grain) find it
-#: in a core's L2 cache (1 MiB here). Measured on the bench spec's check
-#: (``specs/bench/conv_tanh_24.toml``, CPU time, one BLAS thread), when the route summed
-#: by bincounts: 2**18 values 52-56 ms, 2**17 43-45 ms, 2**16 40-45 ms, 2**15 49-52 ms.
-#: The sums do not depend on it (``tests/test_numdiff_targets.py``).
-BLOCK_VALUES = 2**16
+#: Values per array of a block of groups the owners route attributes at once: 1 MiB of
+#: float64, so that the dozen passes over a block (products, sums, the grain) run from
+#: cache. Measured on the bench spec's check (``specs/bench/conv_tanh_24.toml``, median
+#: CPU time, one BLAS thread, a loaded host): 2**15 values 34.0 ms, 2**16 31.0 ms, 2**17
+#: 30.7 ms, 2**18 30.6 ms (when the route summed by bincounts, 2**18 was the slowest:
+#: 52-56 ms against 40-45 ms for 2**16). The sums do not depend on it
+#: (``tests/test_numdiff_targets.py``).
+BLOCK_VALUES = 2**17
 
 
 class Values:
