@@ -23,7 +23,7 @@ from gradcheck.ops.network import Sequential
 @pytest.fixture
 def always_probe(monkeypatch):
     """Probe whatever the predicted time (the test functions are fast)."""
-    monkeypatch.setattr(plan_module, "PROBE_WORTH_S", 0.0)
+    monkeypatch.setattr(plan_module, "PROBE_WORTH_EVALS", 0)
 
 
 def _conv(stride=1, padding=1):

@@ -86,7 +86,7 @@ def _spec(target, batched=True, shape=(2, 3, 8, 8)):
 
 
 def test_batched_layer_is_called_with_batches_and_passes(layers_module, monkeypatch):
-    monkeypatch.setattr(plan_module, "PROBE_WORTH_S", 0.0)
+    monkeypatch.setattr(plan_module, "PROBE_WORTH_EVALS", 0)
     import batched_layers_t as m
 
     m.Counting.calls.clear()

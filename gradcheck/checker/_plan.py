@@ -25,11 +25,24 @@ PyTorch, planned and checked like any other (it fails wherever the numerical der
 not zero); only ``wrt`` leaves an argument out.
 
 Where no dependency structure is known (a user's function) and differencing every element
-on its own would be slow, the structure is probed first (:mod:`._probe`): a full plan
-then carries the structure found, the evaluations probing took (``probe_nfev``) and, for
-user code whose complex arithmetic is slow, the cheaper real method (``method``). If the
-structure breaks while the argument is differenced, :func:`unprobed` plans it again as
-without one, and the report says why.
+on its own would take many evaluations, the structure is probed first (:mod:`._probe`): a
+full plan then carries the structure found, the evaluations probing took (``probe_nfev``)
+and, under ``mode="auto"``, for user code whose complex arithmetic is slow, the cheaper
+real method (``method``). If the structure breaks while the argument is differenced,
+:func:`unprobed` plans it again as without one, and the report says why.
+
+What is decided from a clock, and what is not: a route chosen only for speed is decided
+from counts -- elements, evaluations -- never from seconds measured, so that the same
+check of the same point takes the same route, and reports the same numbers, on a quiet
+machine and on a loaded one (a re-run in CI, ``gradcheck check -j N`` or ``--shard``).
+Whether to probe is such a choice (:func:`_probed`: an element count), and so is the
+method of ``mode="full"`` (the differentiator's own choice: the complex step where its
+cross-check accepts it). Only ``mode="auto"`` reads the clock, where the user's
+``time_budget`` is at stake: whether a full check fits (:func:`_over_budget`), the size of
+a sample, the re-planning of a check that runs over (:func:`over_time`), and real
+differences where a complex evaluation was measured dearer than
+``COMPLEX_COST_LIMIT`` real ones (:func:`._probe.cheapest_method`, whose prediction is
+what fits the budget); the report's notes say which route was taken and why.
 """
 
 from __future__ import annotations
@@ -50,13 +63,19 @@ from gradcheck.checker._timing import REAL_EVALS_PER_GROUP, Watch, point_seconds
 # runs (some 55 KB of bytecode to load)
 
 __all__ = ["Plan", "plan_argument", "plan_checked", "unprobed", "over_time",
-           "PREDICTED_EVALS_PER_GROUP"]
+           "PREDICTED_EVALS_PER_GROUP", "PROBE_WORTH_EVALS"]
 
 #: Evaluations per group of perturbed elements (the adaptive stencil's five, plus retries).
 PREDICTED_EVALS_PER_GROUP = REAL_EVALS_PER_GROUP
 #: A user function's structure is probed only when differencing its elements one by one
-#: is predicted to take longer than this (probing takes a few dozen evaluations).
-PROBE_WORTH_S = 2.0
+#: is predicted to take at least this many evaluations (``PREDICTED_EVALS_PER_GROUP`` an
+#: element; probing takes a few dozen, so it costs at most a few percent where it finds
+#: nothing): a count, not seconds measured, so that the route does not depend on how
+#: loaded the machine is. ``PROBE_MIN_ELEMENTS`` (:mod:`._probe`) elements reach it.
+PROBE_WORTH_EVALS = 3072
+#: ``mode="auto"``: what a complex evaluation costs is measured (:func:`_real_if_cheaper`)
+#: only where a full check is predicted to take at least this many seconds.
+METHOD_WORTH_S = 2.0
 
 
 class Plan(NamedTuple):
@@ -165,25 +184,32 @@ def _sampled(index, name, problem, options, pattern, why="", call=None, cost=Non
     return Plan(index, name, "sampled", why, notice=notice, pattern=pattern, sample=sample)
 
 
-def _probed(index, problem, options, pattern, call, cost):
+def _probed(index, problem, options, pattern, call):
     """A structure found by probing (:mod:`._probe`) where none is known and a full check
     would gain by one -- reverse mode, within ``budget``, at least ``PROBE_MIN_ELEMENTS``
-    elements, a full check without it predicted to take over ``PROBE_WORTH_S`` seconds
-    -- and the method its cost chooses: ``(pattern, method, probe_nfev, sentence)``."""
+    elements, differencing them one by one predicted to take at least
+    ``PROBE_WORTH_EVALS`` evaluations: counts, the same however loaded the machine is --
+    and, under ``mode="auto"`` only, the method a measured cost chooses (a full check
+    leaves it to the differentiator, which decides without a clock):
+    ``(pattern, method, probe_nfev, sentence)``."""
     size = problem.args[index].size
     if pattern is not None or call is not None or size > options.budget:
         return pattern, "", 0, ""
-    from gradcheck.checker._probe import PROBE_MIN_ELEMENTS, cheapest_method, probe_structure
+    from gradcheck.checker._probe import PROBE_MIN_ELEMENTS
 
-    if size < PROBE_MIN_ELEMENTS or size * _group_seconds(cost, None) <= PROBE_WORTH_S:
+    if size < PROBE_MIN_ELEMENTS or PREDICTED_EVALS_PER_GROUP * size < PROBE_WORTH_EVALS:
         return pattern, "", 0, ""
+    from gradcheck.checker._probe import cheapest_method, probe_structure
+
     g, a = problem.of_argument(index), problem.args[index]
     try:
         found = probe_structure(g, a, problem.y, seed=options.seed)
     except Exception as exc:     # noqa: BLE001 -- the differentiator reports it as usual
         return None, "", 0, f"probing for a dependency structure stopped: f raised " \
                             f"{type(exc).__name__}"
-    method, why = cheapest_method(g, a, problem.f_seconds, options.method)
+    method, why = "", ""
+    if options.mode == "auto":      # a matter of the time budget: measured (see above)
+        method, why = cheapest_method(g, a, problem.f_seconds, options.method)
     return found.structure, method, found.nfev, found.note + (f"; {why}" if why else "")
 
 
@@ -192,7 +218,7 @@ def _real_if_cheaper(index, problem, options, pattern, cost):
     (:func:`._probe.cheapest_method`), asked of a full check the prediction counted in
     real evaluations (``PREDICTED_EVALS_PER_GROUP`` a group: the complex step's two are
     within it only while one complex evaluation costs at most three real ones) when it
-    is predicted to take a while (``PROBE_WORTH_S``, or ``SAMPLE_SHARE`` of the
+    is predicted to take a while (``METHOD_WORTH_S``, or ``SAMPLE_SHARE`` of the
     budget); ``("", "")`` otherwise. A structure that vouches for the complex step
     (built-in layers) keeps it."""
     if options.method != "auto" or getattr(pattern, "complex_safe", False):
@@ -201,7 +227,7 @@ def _real_if_cheaper(index, problem, options, pattern, cost):
 
     size = problem.args[index].size
     took = predicted_groups(pattern, size) * _group_seconds(cost, None)
-    if took < min(PROBE_WORTH_S, SAMPLE_SHARE * options.time_budget):
+    if took < min(METHOD_WORTH_S, SAMPLE_SHARE * options.time_budget):
         return "", ""
     from gradcheck.checker._probe import cheapest_method
 
@@ -222,8 +248,7 @@ def _within_budget(index, name, problem, options, call=None) -> Plan:
     size = problem.args[index].size
     pattern = _build(options.patterns[index]) if size <= options.budget else None
     cost = _cost(problem, index)
-    pattern, method, probe_nfev, probed = _probed(index, problem, options, pattern, call,
-                                                  cost)
+    pattern, method, probe_nfev, probed = _probed(index, problem, options, pattern, call)
     why = _over_budget(size, pattern, options, cost, call)
     if why is None:
         if not method and call is None:
@@ -253,13 +278,15 @@ def unprobed(problem, options, plan, why) -> Plan:
     index, name = plan.index, plan.name
     lost = f"the dependency structure found by probing did not hold ({why})"
     size = problem.args[index].size
+    if options.mode == "full":      # the mode given: no clock is read
+        return Plan(index, name, "full", notice=f"{name}: {lost}; every element "
+                    f"differenced on its own", probe_nfev=plan.probe_nfev)
     cost = _cost(problem, index)
     reason = _over_budget(size, None, options, cost)
-    if reason is None or options.mode == "full":
+    if reason is None:
         return Plan(index, name, "full", notice=f"{name}: {lost}; every element "
                     f"differenced on its own", probe_nfev=plan.probe_nfev,
-                    watch=_watch(size, None, options, cost) if options.mode == "auto"
-                    else None)
+                    watch=_watch(size, None, options, cost))
     why = f"{lost}; {reason}"
     fast = _refused_or_fast(plan, why, options)
     if fast is not None:
@@ -320,13 +347,7 @@ def plan_checked(problem, options, index: int, *, call=None) -> Plan:
         pattern = _build(options.patterns[index]) if size <= options.budget else None
         return _sampled(index, name, problem, options, pattern, call=call)
     if options.mode == "full":
+        # the mode given, the route from counts alone: no clock is read (see above)
         pattern = _build(options.patterns[index])
-        # the cost decides only whether to probe (_probed): measured only where it may
-        cost = _Cost(problem.f_seconds)
-        if pattern is None and call is None:
-            from gradcheck.checker._probe import PROBE_MIN_ELEMENTS
-
-            if problem.args[index].size >= PROBE_MIN_ELEMENTS:
-                cost = _cost(problem, index)
-        return _full(index, name, *_probed(index, problem, options, pattern, call, cost))
+        return _full(index, name, *_probed(index, problem, options, pattern, call))
     return Plan(index, name, options.mode)

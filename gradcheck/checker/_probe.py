@@ -66,8 +66,9 @@ checked in fast mode, without it, as it was before probing existed.
 
 Probing is tried where a full check would gain by it: a reverse-mode check of an
 argument of at least :data:`PROBE_MIN_ELEMENTS` elements, within ``budget``, for which
-no structure is known and whose element-by-element full check is predicted to take over
-``PROBE_WORTH_S`` (:mod:`._plan`) seconds.
+no structure is known and whose element-by-element full check is predicted to take at
+least ``PROBE_WORTH_EVALS`` (:mod:`._plan`) evaluations: a count, not a time, so that a
+check takes the same route however loaded the machine is.
 """
 
 from __future__ import annotations
@@ -406,7 +407,10 @@ COMPLEX_COST_LIMIT = 3.0
 def cheapest_method(g, a, f_seconds, method) -> tuple:
     """``("adaptive", why)`` when ``method="auto"`` and one complex evaluation of ``g``
     costs more than :data:`COMPLEX_COST_LIMIT` real ones (measured here, medians of
-    two), else ``("", "")``: the differentiator chooses as it always does.
+    two), else ``("", "")``: the differentiator chooses as it always does. Asked by
+    ``mode="auto"`` only, whose time budget is measured anyway (:mod:`._plan`): a
+    measured choice depends on how loaded the machine is, so ``mode="full"`` leaves the
+    method to the differentiator.
 
     Real adaptive differences carry error bars of about :math:`10^{-11}` relative in
     float64 and :math:`10^{-5}` in float32 (:mod:`gradcheck.numdiff`): the tolerance is

@@ -10,9 +10,10 @@ perturbing its elements one by one would be slow the checker probes for one and
 verifies it (:mod:`gradcheck.checker._probe`), else perturbs every element on its own;
 the network is not ``complex_safe`` (a user layer need not accept complex numbers), so
 under ``method="auto"`` the complex step is used through it only after its cross-check
-against real differences (:mod:`gradcheck.numdiff._acceptance`), and a probed tensor
-whose complex evaluation costs more than a few real ones gets real differences
-(:func:`gradcheck.checker._probe.cheapest_method`); a layer with ``batched = true`` is
+against real differences (:mod:`gradcheck.numdiff._acceptance`), and under
+``mode="auto"`` a probed tensor whose complex evaluation costs more than a few real ones
+gets real differences (:func:`gradcheck.checker._probe.cheapest_method`; a full check
+decides without a clock, see :mod:`gradcheck.checker._plan`); a layer with ``batched = true`` is
 evaluated at many perturbed points per call (:mod:`gradcheck.ops._batched`); and its
 usual mistakes are offered only when it is recognized as a convolution or an activation
 (by reproducing its output).
