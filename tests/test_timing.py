@@ -75,6 +75,29 @@ def test_a_full_plan_is_predicted_within_the_budget_and_an_over_budget_one_is_no
                            "time_budget 1 s")
 
 
+def test_a_slow_first_measure_is_taken_again_before_a_full_check_is_given_up(clock):
+    # f's first two calls take 30 ms (warm-up, a busy machine), later ones 1 ms: from the
+    # first two, 1200 evaluations would take 36 s > 2 s; from three more (90 ms, within
+    # 5% of the budget), 1.2 s: full
+    x = np.linspace(-1.0, 1.0, 200)
+    cheap = _sin_costing(clock, x, 1e-3, 1e-3)
+
+    def f(x):
+        f.calls += 1
+        clock.now += 29e-3 if f.calls <= 2 else 0.0
+        return cheap(x)
+    f.calls = 0
+    vjp = lambda g, x: (g * np.cos(x),)
+    (plan,) = _plans(f, vjp, (x,), time_budget=2.0)
+    assert plan.kind == "full"
+    assert plan.watch.eval_seconds == pytest.approx(1e-3)
+    # a layer as slow on every call stays over budget, its reason quoting the time
+    (over,) = _plans(_sin_costing(clock, x, 30e-3, 30e-3), vjp, (x,), time_budget=2.0)
+    assert over.kind == "sampled"
+    assert over.reason == ("a full check would take about 36 s (1200 evaluations of 30 ms) "
+                           "> time_budget 2 s")
+
+
 def test_the_prediction_counts_forming_and_reducing_the_points(clock, monkeypatch):
     # what forming a perturbed copy of a large argument costs, besides f (here 3 ms)
     monkeypatch.setattr(plan_module, "point_seconds", lambda *a, **k: 3e-3)
