@@ -1102,6 +1102,9 @@ def test_float32_batch_norm_using_np_var_behind_relu_and_max_pool():
         raise RuntimeError("the float32 backward does not agree with torch in float64")
     report = check_built(built)
     assert report.passed, str(report)
+    # the route taken is said: the input went to real differences, and why
+    assert "input: differenced by real differences (adaptive), not the complex step: " \
+           "complex step disagrees" in str(report)
 
 
 # --------------------------------------------------------------------------- open issues

@@ -166,6 +166,17 @@ def _elements(problem, options, target, analytic, resolution, method=None, confi
     return num, judged, "; ".join(n for n in (note, joined_note(judged, num), groups) if n)
 
 
+def _method_note(num) -> str:
+    """The report's note when the differentiator turned down the complex step (its
+    cross-check, :mod:`gradcheck.numdiff._acceptance`): which real differences were
+    taken instead, and why (empty otherwise)."""
+    check = getattr(num, "complex_check", "")
+    if not check.startswith("rejected: "):
+        return ""
+    return (f"differenced by real differences ({num.method}), not the complex step: "
+            f"{check[len('rejected: '):]}")
+
+
 def check_full(problem, options, plan, suspects):
     """Every element of one argument."""
     started = time.perf_counter()
@@ -186,6 +197,7 @@ def check_full(problem, options, plan, suspects):
                             nfev=num.nfev, started=started, note=note)
     return dataclasses.replace(report, one_sided=one_sided(num, analytic.shape),
                                unseen_at_kinks=unseen_at_kinks(judged),
+                               route=_method_note(num),
                                kink_limits=None if judged.left is None else (judged.left,
                                                                              judged.right))
 

@@ -1,5 +1,8 @@
 """What a check weakened or assumed, said in the report's notes: nothing passes by omission.
 
+- an argument the differentiator differenced by real differences because the complex
+  step's cross-check turned it down (``ArgumentReport.route``): which, and why;
+
 The verdict of :func:`~gradcheck.check_vjp` is only as strong as what was compared. Four
 things weaken it without changing what the caller sees in the table, so each is a note:
 
@@ -147,6 +150,7 @@ def weakened_notes(problem, options, reports) -> list:
     return (missing_notes(problem, options) + dtype_notes(problem, options)
             + floor_notes(problem, options, reports) + coarse_notes(reports)
             + one_sided_notes(reports) + kink_notes(reports)
+            + [f"{r.name}: {r.route}" for r in reports if getattr(r, "route", "")]
             + _zero_notes(problem, options, reports))
 
 

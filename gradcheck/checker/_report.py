@@ -148,6 +148,9 @@ class ArgumentReport:
     #: in the notes (:func:`._notes.kink_notes`), with ``kink_limits``.
     unseen_at_kinks: np.ndarray | None = field(default=None, repr=False, compare=False)
     kink_limits: tuple | None = field(default=None, repr=False, compare=False)
+    #: Which real differences were taken, and why, where the differentiator turned down
+    #: the complex step (full mode; empty otherwise). Said in the notes.
+    route: str = field(default="", repr=False, compare=False)
 
     def to_dict(self) -> dict:
         return {
