@@ -131,9 +131,13 @@ def blas_threads(workers: int, cpus: int | None = None) -> int:
 
 
 #: Elements below which a tensor is small: PyTorch's ``at::internal::GRAIN_SIZE``, under
-#: which its parallel loops run on one thread (``gradcheck.torch._threads.SMALL``, which
-#: imports torch).
+#: which its parallel loops run on one thread (``gradcheck.torch`` takes it from here).
 SMALL = 32768
+
+
+def all_small(shapes) -> bool:
+    """Whether every tensor of ``shapes`` has fewer than :data:`SMALL` elements."""
+    return all(math.prod(s) < SMALL for s in shapes)
 
 
 def torch_threads(jobs: int, cpus: int | None = None, shapes=None) -> int:
@@ -152,7 +156,7 @@ def torch_threads(jobs: int, cpus: int | None = None, shapes=None) -> int:
     >>> torch_threads(1, cpus=8, shapes=[(2, 3, 8, 8), (8, 16, 32, 32)])
     2
     """
-    if jobs > 1 or (shapes is not None and all(math.prod(s) < SMALL for s in shapes)):
+    if jobs > 1 or (shapes is not None and all_small(shapes)):
         return 1
     return max(1, min(2, cpus if cpus is not None else _cpus()))
 

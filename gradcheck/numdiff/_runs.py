@@ -63,7 +63,7 @@ class Sorted:
     ``starts`` (where each member that owns any row begins in ``rows``) and ``present``
     (those members' positions)."""
 
-    __slots__ = ("rows", "starts", "present", "members")
+    __slots__ = ("rows", "starts", "present")
 
     def __init__(self, bins, m):
         owned = np.flatnonzero(bins < m)
@@ -74,7 +74,6 @@ class Sorted:
         counts = np.bincount(owner, minlength=m)
         self.present = np.flatnonzero(counts)
         self.starts = (np.cumsum(counts) - counts)[self.present]
-        self.members = m
 
 
 #: Layouts of tables seen (see :func:`known_layout`): by (members, rows, a sample of the

@@ -26,18 +26,15 @@ differently rounds differently, which the checker's tolerance allows for).
 from __future__ import annotations
 
 import contextlib
-import math
 
 import torch
 
 from gradcheck._errors import ConfigurationError
+from gradcheck._parallel import SMALL, all_small
 from gradcheck._validate import is_int
 
 __all__ = ["SMALL", "check_threads", "threads_for"]
 
-#: Elements below which a tensor is small: PyTorch's ``at::internal::GRAIN_SIZE`` (32768),
-#: under which its parallel loops run on one thread.
-SMALL = 32768
 
 
 def check_threads(threads):
@@ -50,7 +47,7 @@ def check_threads(threads):
 
 def _wanted(threads, shapes):
     if threads == "auto":
-        return 1 if all(math.prod(s) < SMALL for s in shapes) else None
+        return 1 if all_small(shapes) else None
     return threads
 
 
