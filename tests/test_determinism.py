@@ -22,7 +22,6 @@ import pytest
 
 import gradcheck.checker._check as check_module
 import gradcheck.checker._forward as forward_module
-import gradcheck.checker._probe as probe_module
 import gradcheck.checker._scalarize as scalarize_module
 import gradcheck.checker._timing as timing_module
 from gradcheck.spec import load_spec
@@ -82,7 +81,7 @@ LOADED = lambda k: 1e7 * 0.5 ** min(k, 900)              # noqa: E731
 
 def _checked(monkeypatch, spec, step):
     clock = _Clock(step)
-    for module in (scalarize_module, timing_module, probe_module, forward_module):
+    for module in (scalarize_module, timing_module, forward_module):
         monkeypatch.setattr(module, "time", clock)
     plans = []
     plan_argument = check_module.plan_argument

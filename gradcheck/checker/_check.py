@@ -93,7 +93,7 @@ from typing import Callable
 
 import numpy as np
 
-from gradcheck._errors import ConfigurationError, GradcheckError, UserCodeError
+from gradcheck._errors import ConfigurationError, UserCodeError
 from gradcheck.checker._argument import RUNNERS
 from gradcheck.checker._linearity import linearity, with_linearity
 from gradcheck.checker._notes import weakened_notes
@@ -110,7 +110,7 @@ from gradcheck.checker._plan import over_time, plan_argument, unprobed
 from gradcheck.checker._report import CheckReport
 from gradcheck.checker._scalarize import scalarize
 from gradcheck.checker._suspects import function_suspects
-from gradcheck.checker._timing import OverTime
+from gradcheck.checker._timing import OverTime, StructureBroken
 
 __all__ = ["check_vjp", "check_grad", "assert_vjp_close", "DEFAULT_BUDGET", "MODES"]
 
@@ -253,24 +253,13 @@ def _run(problem, options, plan, suspects):
         except OverTime as exc:
             spent += exc.evals
             plan = over_time(problem, options, plan, exc)
-        except GradcheckError as exc:
-            # ._probe's StructureBroken: that module is imported (only) where a structure
-            # was probed, so a check that probed none need not import it to catch it
-            if not _structure_broken(exc):
-                raise
+        except StructureBroken as exc:
             plan = unprobed(problem, options, plan, exc)
     else:       # not reached: a sampled or fast plan raises neither
         report = RUNNERS[plan.kind](problem, options, plan, suspects)
     if plan.probe_nfev or spent:
         report = dataclasses.replace(report, nfev=report.nfev + plan.probe_nfev + spent)
     return plan, report
-
-
-def _structure_broken(exc) -> bool:
-    """Whether ``exc`` is a :class:`._probe.StructureBroken`."""
-    from gradcheck.checker._probe import StructureBroken
-
-    return isinstance(exc, StructureBroken)
 
 
 def _check_report(options, problem, plans, reports, started, linear_notes=()) -> CheckReport:

@@ -56,7 +56,7 @@ from gradcheck._precision import is_real_float
 from gradcheck._record import NamedTuple
 from gradcheck.checker._diagnose import role_of
 from gradcheck.checker._numeric import coloring_of, predicted_groups
-from gradcheck.checker._timing import REAL_EVALS_PER_GROUP, Watch, point_seconds
+from gradcheck.checker._timing import REAL_EVALS_PER_GROUP, Watch, point_seconds, timed
 
 # imported where used: ._probe (probing a user function's structure) and ._sample (a
 # sampled plan), which a full check of built-in layers, the usual passing check, never
@@ -149,8 +149,6 @@ def _timed_again(problem, index, options, cost) -> _Cost:
     ``RETIME_SHARE`` of the budget)."""
     if RETIMED_CALLS * cost.f > RETIME_SHARE * options.time_budget:
         return cost
-    from gradcheck.checker._probe import timed
-
     g, a = problem.of_argument(index), problem.args[index]
     f = min(cost.f, min(timed(lambda: g(a), repeats=1) for _ in range(RETIMED_CALLS)))
     return _Cost(f, min(cost.point, _cost(problem, index).point))

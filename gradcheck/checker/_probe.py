@@ -74,13 +74,12 @@ check takes the same route however loaded the machine is.
 from __future__ import annotations
 
 import math
-import time
 from typing import Callable
 
 import numpy as np
 
-from gradcheck._errors import GradcheckError
 from gradcheck._record import NamedTuple
+from gradcheck.checker._timing import StructureBroken, timed
 from gradcheck.ops._structure import (
     Structure,
     filter_structure,
@@ -101,10 +100,6 @@ VERIFY_COLORS = 6
 PROBE_MIN_ELEMENTS = 512
 #: The largest stride tried when fitting a window.
 MAX_STRIDE = 8
-
-
-class StructureBroken(GradcheckError):
-    """A point evaluated while differencing moved an output no moved element owns."""
 
 
 class Probed(NamedTuple):
@@ -387,16 +382,6 @@ def confirm_structure(target, num) -> int:
             f"the gradient differenced with it does not reproduce f's own derivative along "
             f"random direction {k} ({proj_n[k]:.17g} vs {proj_d[k]:.17g} +- {tol[k]:.2g})")
     return int(along.nfev)
-
-
-def timed(call, repeats=3) -> float:
-    """The median time of ``repeats`` calls of ``call()`` in seconds."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 #: The complex step takes two evaluations per group where kinks are not ruled out, real

@@ -29,7 +29,8 @@ from gradcheck._errors import GradcheckError
 from gradcheck._record import NamedTuple
 from gradcheck.numdiff._evaluate import DEFAULT_MEMORY
 
-__all__ = ["point_seconds", "Watch", "watched", "OverTime", "OVERRUN", "FLOOR_S",
+__all__ = ["point_seconds", "Watch", "watched", "OverTime", "StructureBroken", "timed",
+           "OVERRUN", "FLOOR_S",
            "REAL_EVALS_PER_GROUP", "COMPLEX_EVALS_PER_GROUP"]
 
 #: How far past ``time_budget`` a full check chosen by ``mode="auto"`` may run (as
@@ -104,6 +105,22 @@ class Watch(NamedTuple):
 #: retries), and the complex step where kinks are not ruled out.
 REAL_EVALS_PER_GROUP = 6
 COMPLEX_EVALS_PER_GROUP = 2
+
+
+class StructureBroken(GradcheckError):
+    """A point evaluated while differencing moved an output no moved element owns
+    (raised by :mod:`._probe`; here so that :mod:`._check` catches it without importing
+    probing)."""
+
+
+def timed(call, repeats=3) -> float:
+    """The median time of ``repeats`` calls of ``call()`` in seconds."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
 
 
 class OverTime(GradcheckError):
